@@ -1,0 +1,3 @@
+"""asr-engine: streaming Conformer/CTC speech recognition with blank-triggered layer skipping."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,82 @@
+"""Checkpoints: a folder with `model.safetensors` and `config.json` (plus `tokenizer.model`
+for BPE). The config carries every dimension, so loading rebuilds the model from it;
+unknown keys anywhere in it are errors rather than silently ignored."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from asr_engine.features import FbankConfig
+from asr_engine.model.config import ModelConfig
+from asr_engine.model.encoder import Encoder
+from asr_engine.tokenizer import Tokenizer, tokenizer_from_config
+
+FORMAT_VERSION = 1
+_TOP_KEYS = {"format_version", "model", "features", "tokenizer", "info"}
+
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "default_model_dir"]
+
+
+@dataclass
+class Checkpoint:
+    model: Encoder
+    tokenizer: Tokenizer
+    features: FbankConfig = field(default_factory=FbankConfig)
+    info: dict = field(default_factory=dict)  # free-form provenance: data, steps, WER
+
+
+def default_model_dir() -> Path:
+    """The model bundled with the package."""
+    return Path(str(resources.files("asr_engine") / "models" / "default"))
+
+
+def save_checkpoint(ckpt: Checkpoint, out_dir: str | Path) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in ckpt.model.state_dict().items()}
+    save_file(state, str(out_dir / "model.safetensors"))
+    tok_cfg = ckpt.tokenizer.to_config()
+    if tok_cfg["kind"] == "bpe":
+        src = Path(ckpt.tokenizer.model_path)
+        if src.resolve() != (out_dir / tok_cfg["model_file"]).resolve():
+            shutil.copyfile(src, out_dir / tok_cfg["model_file"])
+    config = {"format_version": FORMAT_VERSION, "model": ckpt.model.cfg.to_dict(),
+              "features": asdict(ckpt.features), "tokenizer": tok_cfg, "info": ckpt.info}
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return out_dir
+
+
+def _features_from_dict(d: dict) -> FbankConfig:
+    unknown = set(d) - {f.name for f in fields(FbankConfig)}
+    if unknown:
+        raise ValueError(f"unknown feature config keys: {sorted(unknown)}")
+    return FbankConfig(**d)
+
+
+def load_checkpoint(path: str | Path | None = None, device: str | torch.device = "cpu") -> Checkpoint:
+    """Rebuild model, tokenizer and feature config from a checkpoint folder (default: bundled)."""
+    path = Path(path) if path is not None else default_model_dir()
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{path}: not a checkpoint folder (no config.json)")
+    config = json.loads(cfg_file.read_text())
+    unknown = set(config) - _TOP_KEYS
+    if unknown:
+        raise ValueError(f"{cfg_file}: unknown keys {sorted(unknown)}")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{cfg_file}: format_version {config.get('format_version')} is not {FORMAT_VERSION}")
+    model_cfg = ModelConfig.from_dict(config["model"])
+    tokenizer = tokenizer_from_config(config["tokenizer"], path)
+    if len(tokenizer.vocab) != model_cfg.vocab_size:
+        raise ValueError(f"{path}: tokenizer has {len(tokenizer.vocab)} tokens, model {model_cfg.vocab_size}")
+    model = Encoder(model_cfg)
+    model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
+    model.to(device).eval()
+    return Checkpoint(model, tokenizer, _features_from_dict(config.get("features", {})), config.get("info", {}))

@@ -1,0 +1,70 @@
+"""CTC on every head plus distillation from the final head into the intermediate ones.
+
+All terms are sums over an utterance averaged over the batch, so their weights are
+comparable. The distillation is on the factorized distribution: a blank/non-blank
+binary KL per frame, and a token KL weighted by the teacher's P(non-blank), since
+the token distribution only matters where the teacher emits a token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from asr_engine.model.encoder import EncoderOutput, HeadOutput
+
+__all__ = ["LossWeights", "ctc_loss", "factorized_distillation", "total_loss"]
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    intermediate_ctc: float = 0.3
+    distill_blank: float = 0.5
+    distill_token: float = 0.5
+
+
+def ctc_loss(head: HeadOutput, lengths: torch.Tensor, targets: torch.Tensor,
+             target_lengths: torch.Tensor) -> torch.Tensor:
+    """head.raw (B, T, V); targets (B, S) padded; -> scalar, per-utterance sum averaged over B."""
+    log_probs = head.log_probs().float().transpose(0, 1)  # (T, B, V)
+    loss = F.ctc_loss(log_probs, targets, lengths, target_lengths, blank=0,
+                      reduction="sum", zero_infinity=True)
+    return loss / targets.shape[0]
+
+
+def factorized_distillation(teacher: HeadOutput, student: HeadOutput,
+                            valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(blank KL, token KL), each summed over valid frames and averaged over the batch.
+
+    The teacher is detached: the final head teaches, it does not learn from the student.
+    """
+    t, s = teacher.raw.detach().float(), student.raw.float()
+    zt, zs = t[..., 0], s[..., 0]  # non-blank logits (B, T)
+    lp_t_nb, lp_t_b = F.logsigmoid(zt), F.logsigmoid(-zt)
+    lp_s_nb, lp_s_b = F.logsigmoid(zs), F.logsigmoid(-zs)
+    p_t_nb = lp_t_nb.exp()
+    kl_blank = (1 - p_t_nb) * (lp_t_b - lp_s_b) + p_t_nb * (lp_t_nb - lp_s_nb)  # (B, T)
+    lt, ls = F.log_softmax(t[..., 1:], -1), F.log_softmax(s[..., 1:], -1)
+    kl_token = p_t_nb * (lt.exp() * (lt - ls)).sum(-1)  # (B, T)
+    B = valid.shape[0]
+    return kl_blank[valid].sum() / B, kl_token[valid].sum() / B
+
+
+def total_loss(out: EncoderOutput, targets: torch.Tensor, target_lengths: torch.Tensor,
+               weights: LossWeights = LossWeights()) -> tuple[torch.Tensor, dict[str, float]]:
+    """Final CTC + mean intermediate CTC + distillation into every intermediate head."""
+    T = out.final.raw.shape[1]
+    valid = torch.arange(T, device=out.lengths.device)[None, :] < out.lengths[:, None]
+    final = ctc_loss(out.final, out.lengths, targets, target_lengths)
+    inter = [ctc_loss(h, out.lengths, targets, target_lengths) for h in out.intermediate.values()]
+    kd = [factorized_distillation(out.final, h, valid) for h in out.intermediate.values()]
+    inter_mean = torch.stack(inter).mean()
+    kd_blank = torch.stack([b for b, _ in kd]).sum()
+    kd_token = torch.stack([t for _, t in kd]).sum()
+    loss = (final + weights.intermediate_ctc * inter_mean + weights.distill_blank * kd_blank
+            + weights.distill_token * kd_token)
+    parts = {"ctc": final.item(), "inter_ctc": inter_mean.item(), "kd_blank": kd_blank.item(),
+             "kd_token": kd_token.item()}
+    return loss, parts

@@ -1,0 +1,46 @@
+"""JSONL manifests, one format everywhere: `audio` (relative to the manifest's folder),
+`text`, `duration` in seconds; other keys (engine, voice, ...) are carried along."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Utterance", "read_manifest", "write_manifest"]
+
+
+@dataclass(frozen=True)
+class Utterance:
+    audio: Path  # absolute (resolved against the manifest's folder)
+    text: str
+    duration: float
+    extra: dict = field(default_factory=dict)
+
+
+def read_manifest(path: str | Path) -> list[Utterance]:
+    path = Path(path)
+    root = path.parent
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                audio, text, duration = row.pop("audio"), row.pop("text"), float(row.pop("duration"))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+                raise ValueError(f"{path}:{n}: not a manifest row with audio, text, duration ({e})") from e
+            out.append(Utterance(root / audio, text, duration, row))
+    return out
+
+
+def write_manifest(path: str | Path, utterances: list[Utterance]) -> None:
+    path = Path(path)
+    with open(path, "w", encoding="utf-8") as f:
+        for u in utterances:
+            try:
+                audio = u.audio.relative_to(path.parent.resolve()) if u.audio.is_absolute() else u.audio
+            except ValueError:
+                audio = u.audio
+            f.write(json.dumps({"audio": str(audio), "text": u.text, "duration": u.duration, **u.extra}) + "\n")

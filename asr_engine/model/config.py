@@ -1,0 +1,65 @@
+"""Model configuration: the checkpoint carries it, and loading rebuilds the model from it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Conformer/CTC encoder dimensions and its streaming and skipping layout.
+
+    Frames below are encoder frames (after subsampling): with subsampling 4 and a
+    10 ms feature shift, one frame is 40 ms, so chunk_size=16 is 640 ms.
+    """
+
+    vocab_size: int
+    feat_dim: int = 80
+    d_model: int = 144
+    n_heads: int = 4
+    ff_mult: int = 4
+    n_layers: int = 8
+    conv_kernel: int = 15
+    subsampling: int = 4  # 4 or 8
+    dropout: float = 0.1
+    chunk_size: int = 16  # attention chunk, in encoder frames
+    left_chunks: int | None = 4  # chunks of left context; None = unlimited
+    intermediate_layers: tuple[int, ...] = (4,)  # CTC heads after these layers (1-based)
+    skip_layer: int = 4  # the head after this layer gates layers skip_layer+1..n_layers
+    skip_threshold: float = 0.95  # default P(blank) above which a frame skips the top layers
+    skip_dilation: int = 1  # frames next to a kept frame are kept too
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "intermediate_layers", tuple(self.intermediate_layers))
+        if self.subsampling not in (4, 8):
+            raise ValueError(f"subsampling must be 4 or 8, got {self.subsampling}")
+        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
+            raise ValueError("d_model / n_heads must be an even integer (rotary embedding)")
+        if self.chunk_size < 1:
+            raise ValueError("chunk_size must be >= 1")
+        if self.left_chunks is not None and self.left_chunks < 0:
+            raise ValueError("left_chunks must be >= 0 or None")
+        if self.skip_layer not in self.intermediate_layers:
+            raise ValueError(f"skip_layer {self.skip_layer} needs a head: add it to intermediate_layers")
+        if any(not 1 <= i <= self.skip_layer for i in self.intermediate_layers):
+            raise ValueError("intermediate heads must sit at or below skip_layer, within 1..n_layers")
+        if not 1 <= self.skip_layer < self.n_layers:
+            raise ValueError("skip_layer must leave at least one top layer")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["intermediate_layers"] = list(self.intermediate_layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+    @property
+    def frame_shift_s(self) -> float:
+        """Seconds per encoder frame (10 ms features times subsampling)."""
+        return 0.01 * self.subsampling

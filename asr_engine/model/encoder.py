@@ -1,0 +1,118 @@
+"""Conformer/CTC encoder with intermediate factorized-CTC heads and blank-triggered layer skipping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from asr_engine.kernels import compact, keep_mask, scatter_back
+from asr_engine.model.config import ModelConfig
+from asr_engine.model.layers import PAD_POS, ConformerBlock, Subsampling
+
+__all__ = ["HeadOutput", "EncoderOutput", "SkipOptions", "Encoder", "factorized_log_probs"]
+
+
+def factorized_log_probs(raw: torch.Tensor) -> torch.Tensor:
+    """raw (..., V): [z, v_1..v_{V-1}] -> log-probs (..., V) with the blank at index 0.
+
+    log P(blank) = logsigmoid(-z); log P(k) = logsigmoid(z) + log_softmax(v)_k.
+    """
+    z, v = raw[..., :1], raw[..., 1:]
+    return torch.cat([F.logsigmoid(-z), F.logsigmoid(z) + F.log_softmax(v, dim=-1)], dim=-1)
+
+
+@dataclass(frozen=True)
+class HeadOutput:
+    """One CTC head's output. raw: (B, T, V), raw[..., 0] = z the non-blank logit,
+    raw[..., 1:] = token logits."""
+
+    raw: torch.Tensor
+
+    def log_probs(self) -> torch.Tensor:  # (B, T, V)
+        return factorized_log_probs(self.raw)
+
+    def blank_prob(self) -> torch.Tensor:  # (B, T)
+        return torch.sigmoid(-self.raw[..., 0])
+
+
+@dataclass(frozen=True)
+class EncoderOutput:
+    """final: the last head (skipped frames carry the gating head's output);
+    intermediate: {layer: head}; lengths: (B,) valid frames; top_mask: (B, T) frames
+    that ran the top layers."""
+
+    final: HeadOutput
+    intermediate: dict[int, HeadOutput]
+    lengths: torch.Tensor
+    top_mask: torch.Tensor
+
+    def top_fraction(self) -> torch.Tensor:
+        """(B,) fraction of each utterance's frames that ran the top layers."""
+        return self.top_mask.sum(1) / self.lengths.clamp(min=1)
+
+
+@dataclass(frozen=True)
+class SkipOptions:
+    threshold: float
+    dilation: int = 1
+
+
+class CTCHead(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.out = nn.Linear(cfg.d_model, cfg.vocab_size)
+
+    def forward(self, x: torch.Tensor) -> HeadOutput:
+        return HeadOutput(self.out(self.norm(x)))
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("feat_mean", torch.zeros(cfg.feat_dim))
+        self.register_buffer("feat_istd", torch.ones(cfg.feat_dim))
+        self.subsampling = Subsampling(cfg)
+        self.layers = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.heads = nn.ModuleDict({str(i): CTCHead(cfg) for i in cfg.intermediate_layers})
+        self.final_head = CTCHead(cfg)
+
+    def forward(self, feats: torch.Tensor, feat_lengths: torch.Tensor,
+                skip: SkipOptions | None = None) -> EncoderOutput:
+        """feats (B, T_in, F), feat_lengths (B,) -> EncoderOutput over T encoder frames.
+
+        With `skip`, frames the gating head calls blank (P > threshold, dilated) bypass
+        layers skip_layer+1.. : they are removed from the sequence, the top layers run
+        on the compacted sequence only, and the results are scattered back.
+        """
+        x, lengths = self.subsampling((feats - self.feat_mean) * self.feat_istd, feat_lengths)
+        B, T, _ = x.shape
+        pos = torch.arange(T, device=x.device).expand(B, T)  # (B, T)
+        valid = pos < lengths[:, None]
+        x = x.masked_fill(~valid[:, :, None], 0.0)
+        heads: dict[int, HeadOutput] = {}
+        for i, layer in enumerate(self.layers[: self.cfg.skip_layer], start=1):
+            x = layer(x, pos, valid)
+            if str(i) in self.heads:
+                heads[i] = self.heads[str(i)](x)
+        gate = heads[self.cfg.skip_layer]
+        keep = valid if skip is None else keep_mask(gate.blank_prob(), valid, skip.threshold, skip.dilation)
+        if skip is None:
+            final = self.final_head(self._top(x, pos, valid)).raw
+        else:
+            c = compact(x, keep)
+            final = gate.raw
+            if c.x.shape[1] > 0:
+                pos_c = torch.where(c.valid, c.index, torch.full_like(c.index, PAD_POS))
+                y = self.final_head(self._top(c.x, pos_c, c.valid)).raw
+                final = scatter_back(gate.raw, y, c)
+        return EncoderOutput(HeadOutput(final), heads, lengths, keep)
+
+    def _top(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers[self.cfg.skip_layer:]:
+            x = layer(x, pos, valid)
+        return x

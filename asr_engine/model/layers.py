@@ -1,0 +1,168 @@
+"""Conformer building blocks with chunked causal attention.
+
+Every layer takes `pos` (B, T), the original encoder-frame index of each row, and
+`valid` (B, T). On a full sequence pos is 0..T-1; on a compacted sequence (frames
+kept by layer skipping) it holds the surviving frames' indices, so the chunk mask
+and the relative positions are those of the original timeline.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from asr_engine.model.config import ModelConfig
+
+PAD_POS = 1 << 40  # position given to padding so it sorts after every real frame
+
+
+class Subsampling(nn.Module):
+    """Conv2d subsampling (x4 or x8), no time padding: (B, T, F) -> (B, T', D)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        n_convs = {4: 2, 8: 3}[cfg.subsampling]
+        c = cfg.d_model
+        convs: list[nn.Module] = []
+        f = cfg.feat_dim
+        for i in range(n_convs):
+            convs += [nn.Conv2d(1 if i == 0 else c, c, 3, 2), nn.ReLU()]
+            f = (f - 3) // 2 + 1
+        self.convs = nn.Sequential(*convs)
+        self.n_convs = n_convs
+        self.out = nn.Linear(c * f, cfg.d_model)
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.n_convs):
+            lengths = torch.div(lengths - 3, 2, rounding_mode="floor") + 1
+        return lengths.clamp(min=0)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.convs(x[:, None])  # (B, C, T', F')
+        B, C, T, Fq = x.shape
+        x = self.out(x.permute(0, 2, 1, 3).reshape(B, T, C * Fq))  # (B, T', D)
+        return x, self.output_lengths(lengths)
+
+
+def rotary(x: torch.Tensor, pos: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, H, T, E) by positions (B, T); only position differences matter downstream."""
+    angle = pos[:, None, :, None].to(inv_freq.dtype) * inv_freq  # (B, 1, T, E/2)
+    cos, sin = angle.cos(), angle.sin()
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+
+
+class ChunkedAttention(nn.Module):
+    """Multi-head self-attention where a frame sees its own chunk and `left_chunks` before it.
+
+    Queries are processed in blocks so memory is O(T * window), not O(T^2); each block
+    rotates its queries and keys relative to the block's first key, so positions never
+    grow with the stream length.
+    """
+
+    def __init__(self, cfg: ModelConfig, block: int = 256):
+        super().__init__()
+        self.h, self.e = cfg.n_heads, cfg.d_model // cfg.n_heads
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.chunk, self.left = cfg.chunk_size, cfg.left_chunks
+        self.dropout = cfg.dropout
+        self.block = block
+        self.register_buffer(
+            "inv_freq", 1.0 / 10000 ** (torch.arange(0, self.e, 2).float() / self.e), persistent=False)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.h, self.e).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, E)
+        chunk = torch.where(valid, pos, torch.full_like(pos, PAD_POS)) // self.chunk  # (B, T)
+        out = x.new_zeros(B, self.h, T, self.e)
+        for a in range(0, T, self.block):
+            b = min(a + self.block, T)
+            window = self._key_window(chunk, valid, a, b)
+            if window is None:
+                continue  # only padding in this block
+            s, e = window
+            out[:, :, a:b] = self._attend_block(q[:, :, a:b], k[:, :, s:e], v[:, :, s:e],
+                                                chunk[:, a:b], chunk[:, s:e], pos[:, a:b], pos[:, s:e],
+                                                valid[:, a:b], valid[:, s:e])
+        return self.proj(out.transpose(1, 2).reshape(B, T, D))
+
+    def _key_window(self, chunk: torch.Tensor, valid: torch.Tensor, a: int, b: int) -> tuple[int, int] | None:
+        """The smallest [s, e) of key indices that covers every valid query in [a, b)."""
+        vq = valid[:, a:b]
+        if not bool(vq.any()):
+            return None
+        cq = chunk[:, a:b]
+        c_max = torch.where(vq, cq, torch.full_like(cq, -1)).max(1).values  # (B,)
+        c_min = torch.where(vq, cq, torch.full_like(cq, PAD_POS)).min(1).values
+        end = torch.searchsorted(chunk, c_max[:, None], right=True)[:, 0]
+        e = int(end.max())
+        if self.left is None:
+            return 0, e
+        start = torch.searchsorted(chunk, (c_min - self.left)[:, None])[:, 0]
+        return int(start.min()), e
+
+    def _attend_block(self, q, k, v, cq, ck, pq, pk, vq, vk) -> torch.Tensor:
+        allowed = (ck[:, None, :] <= cq[:, :, None]) & vk[:, None, :]  # (B, Q, W)
+        if self.left is not None:
+            allowed &= ck[:, None, :] >= cq[:, :, None] - self.left
+        allowed |= ~vq[:, :, None]  # padding queries attend anywhere; their output is discarded
+        base = pk[:, :1]  # relative positions keep rotary angles small
+        pk = torch.where(vk, pk - base, torch.zeros_like(pk))
+        pq = torch.where(vq, pq - base, torch.zeros_like(pq))
+        q, k = rotary(q, pq, self.inv_freq), rotary(k, pk, self.inv_freq)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed[:, None], dropout_p=self.dropout if self.training else 0.0)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, cfg.ff_mult * cfg.d_model), nn.SiLU(),
+            nn.Dropout(cfg.dropout), nn.Linear(cfg.ff_mult * cfg.d_model, cfg.d_model), nn.Dropout(cfg.dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ConvModule(nn.Module):
+    """Pointwise -> GLU -> causal depthwise conv -> LayerNorm -> SiLU -> pointwise."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.norm_in = nn.LayerNorm(d)
+        self.pw1 = nn.Linear(d, 2 * d)
+        self.dw = nn.Conv1d(d, d, cfg.conv_kernel, groups=d)
+        self.norm = nn.LayerNorm(d)
+        self.pw2 = nn.Linear(d, d)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.left_pad = cfg.conv_kernel - 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.glu(self.pw1(self.norm_in(x)), dim=-1)  # (B, T, D)
+        y = F.pad(y.transpose(1, 2), (self.left_pad, 0))  # causal: only past frames
+        y = self.dw(y).transpose(1, 2)
+        return self.drop(self.pw2(F.silu(self.norm(y))))
+
+
+class ConformerBlock(nn.Module):
+    """Macaron FFN / attention / conv / FFN, pre-norm, residual."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ff1, self.ff2 = FeedForward(cfg), FeedForward(cfg)
+        self.norm_att = nn.LayerNorm(cfg.d_model)
+        self.att = ChunkedAttention(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.conv = ConvModule(cfg)
+        self.norm_out = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        x = x + 0.5 * self.ff1(x)
+        x = x + self.drop(self.att(self.norm_att(x), pos, valid))
+        x = x + self.conv(x)
+        x = self.norm_out(x + 0.5 * self.ff2(x))
+        return x.masked_fill(~valid[:, :, None], 0.0)  # padding never feeds later frames

@@ -1,0 +1,179 @@
+"""Training: CTC + intermediate CTC + factorized distillation, with skip-aware steps.
+
+A fraction of the steps run the top layers on the compacted sequence exactly as
+inference does (frames the gating head calls blank bypass them), so the model
+learns to be accurate when skipping. Checkpoints are written every few minutes
+and training resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from asr_engine.checkpoint import Checkpoint, save_checkpoint
+from asr_engine.data.loader import FeatureSet, bucket_batches, collate, load_features, spec_augment
+from asr_engine.decoding import greedy_search
+from asr_engine.features import Fbank
+from asr_engine.losses import LossWeights, total_loss
+from asr_engine.model.config import ModelConfig
+from asr_engine.model.encoder import Encoder, SkipOptions
+from asr_engine.text import word_error_counts
+from asr_engine.tokenizer import CharTokenizer
+
+__all__ = ["TrainConfig", "train"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    train_manifest: str
+    out_dir: str
+    dev_manifest: str | None = None
+    model: dict = field(default_factory=dict)  # ModelConfig fields except vocab_size
+    steps: int = 10000
+    max_frames: int = 20000  # padded feature frames per batch (10 ms each)
+    lr: float = 2e-3
+    warmup_steps: int = 500
+    weight_decay: float = 1e-3
+    grad_clip: float = 5.0
+    skip_train_prob: float = 0.5  # fraction of steps that run the top layers compacted
+    skip_train_start: int = 1000  # the gate head needs some training before it can gate
+    skip_train_threshold: float = 0.9
+    loss: dict = field(default_factory=dict)  # LossWeights fields
+    bf16: bool = True
+    max_duration: float = 20.0
+    checkpoint_minutes: float = 10.0
+    eval_every: int = 1000
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown train config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then cosine decay to 5% of the peak."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    frac = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def feature_stats(fs: FeatureSet, n: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.cat([f.float() for f in fs.feats[:n]])
+    return x.mean(0), 1.0 / x.std(0).clamp(min=1e-3)
+
+
+def evaluate(model: Encoder, fs: FeatureSet, tokenizer, skip: SkipOptions | None,
+             max_frames: int = 40000) -> dict:
+    """Greedy WER and fraction of frames through the top layers over a feature set."""
+    model.eval()
+    errs = words = 0
+    top = frames = 0
+    with torch.no_grad():
+        for idx in bucket_batches([f.shape[0] for f in fs.feats], max_frames, 0, shuffle=False):
+            x, xl, _, _ = collate(fs, idx)
+            out = model(x, xl, skip)
+            lp = out.final.log_probs()
+            for j, i in enumerate(idx):
+                hyp = tokenizer.decode(list(greedy_search(lp[j, : out.lengths[j]]).tokens))
+                e, n = word_error_counts(fs.texts[i], hyp)
+                errs, words = errs + e, words + n
+            top += int(out.top_mask.sum())
+            frames += int(out.lengths.sum())
+    model.train()
+    return {"wer": errs / max(1, words), "top_fraction": top / max(1, frames)}
+
+
+def _save(model, tokenizer, opt, cfg: TrainConfig, step: int, info: dict) -> None:
+    out = Path(cfg.out_dir)
+    save_checkpoint(Checkpoint(model, tokenizer, info={**info, "step": step}), out / "last")
+    torch.save({"optimizer": opt.state_dict(), "step": step, "rng": torch.get_rng_state()},
+               out / "train_state.pt")
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Train until cfg.steps; returns the folder of the last checkpoint."""
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    tokenizer = CharTokenizer()
+    fbank = Fbank()
+    train_fs = load_features(cfg.train_manifest, tokenizer, fbank, cfg.max_duration, progress)
+    dev_fs = load_features(cfg.dev_manifest, tokenizer, fbank, cfg.max_duration) if cfg.dev_manifest else None
+    model = Encoder(ModelConfig(vocab_size=len(tokenizer.vocab), **cfg.model))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step = 0
+    if resume and (out / "train_state.pt").exists():
+        from safetensors.torch import load_file
+        model.load_state_dict(load_file(str(out / "last" / "model.safetensors")))
+        state = torch.load(out / "train_state.pt", weights_only=True)
+        opt.load_state_dict(state["optimizer"])
+        step = state["step"]
+        torch.set_rng_state(state["rng"])
+    else:
+        mean, istd = feature_stats(train_fs)
+        model.feat_mean.copy_(mean)
+        model.feat_istd.copy_(istd)
+    weights = LossWeights(**cfg.loss)
+    info = {"train_manifest": cfg.train_manifest, "utterances": len(train_fs),
+            "hours": sum(f.shape[0] for f in train_fs.feats) / 360000}
+    lengths = [f.shape[0] for f in train_fs.feats]
+    gen = torch.Generator().manual_seed(cfg.seed + step)
+    rng = random.Random(cfg.seed + step)
+    last_ckpt = time.monotonic()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step")
+    model.train()
+    epoch = step // max(1, len(bucket_batches(lengths, cfg.max_frames, 0)))
+    audio_s, t0 = 0.0, time.monotonic()
+    while step < cfg.steps:
+        for idx in bucket_batches(lengths, cfg.max_frames, cfg.seed + epoch):
+            if step >= cfg.steps:
+                break
+            x, xl, y, yl = collate(train_fs, idx)
+            x = spec_augment(x, xl, model.feat_mean, gen)
+            skip = None
+            if step >= cfg.skip_train_start and rng.random() < cfg.skip_train_prob:
+                skip = SkipOptions(cfg.skip_train_threshold, model.cfg.skip_dilation)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16 and x.device.type == "cpu"):
+                out_ = model(x, xl, skip)
+            loss, parts = total_loss(out_, y, yl, weights)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            audio_s += float(xl.sum()) / 100
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.1f}", ctc=f"{parts['ctc']:.1f}",
+                                top=f"{float(out_.top_fraction().mean()):.2f}",
+                                speed=f"{audio_s / 3600 / max(1e-9, time.monotonic() - t0) * 3600:.0f}x")
+            if dev_fs is not None and step % cfg.eval_every == 0:
+                res = evaluate(model, dev_fs, tokenizer, None)
+                res_skip = evaluate(model, dev_fs, tokenizer, SkipOptions(model.cfg.skip_threshold, model.cfg.skip_dilation))
+                msg = {"step": step, "dev": res, "dev_skip": res_skip}
+                with open(out / "log.jsonl", "a") as f:
+                    f.write(json.dumps(msg) + "\n")
+                info["dev"] = msg
+            if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
+                _save(model, tokenizer, opt, cfg, step, info)
+                last_ckpt = time.monotonic()
+        epoch += 1
+    _save(model, tokenizer, opt, cfg, step, info)
+    return out / "last"

@@ -1,0 +1,1 @@
+"""ONNX export of the streaming encoder (see the export issue)."""

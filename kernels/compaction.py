@@ -1,0 +1,67 @@
+"""Blank-gated stream compaction (reference implementation in plain torch).
+
+Frames whose intermediate-head P(blank) exceeds a threshold are removed before the
+top encoder layers; `compact` gathers the kept frames of a ragged batch into a dense
+(B, T', D) tensor, and `scatter_back` writes the top layers' results back into the
+full-length tensor that holds the intermediate outputs of the skipped frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Compacted:
+    """A compacted batch. x: (B, T', D); index: (B, T') original frame of each row
+    (0 in padding); valid: (B, T') bool; lengths: (B,) kept frames per row."""
+
+    x: torch.Tensor
+    index: torch.Tensor
+    valid: torch.Tensor
+    lengths: torch.Tensor
+
+
+def keep_mask(blank_prob: torch.Tensor, valid: torch.Tensor, threshold: float, dilation: int) -> torch.Tensor:
+    """(B, T) P(blank), (B, T) valid -> (B, T) bool frames to run through the top layers.
+
+    A frame is dropped when P(blank) > threshold, unless it lies within `dilation`
+    frames of a kept one (so the context around every token stays). threshold >= 1.0
+    keeps every valid frame.
+    """
+    if not 0.0 <= threshold:
+        raise ValueError(f"skip threshold must be >= 0, got {threshold}")
+    if dilation < 0:
+        raise ValueError(f"dilation must be >= 0, got {dilation}")
+    keep = (blank_prob <= threshold) & valid  # (B, T)
+    if dilation > 0:
+        k = 2 * dilation + 1
+        keep = F.max_pool1d(keep[:, None].float(), k, stride=1, padding=dilation)[:, 0] > 0
+    return keep & valid
+
+
+def compact(x: torch.Tensor, keep: torch.Tensor) -> Compacted:
+    """x (B, T, D), keep (B, T) bool -> the kept rows in original order, left-aligned."""
+    B, T = keep.shape
+    lengths = keep.sum(1)  # (B,)
+    t_out = int(lengths.max()) if B else 0
+    # stable sort puts kept frames first, in their original order
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :t_out]  # (B, T')
+    valid = torch.arange(t_out, device=x.device)[None, :] < lengths[:, None]  # (B, T')
+    index = torch.where(valid, order, torch.zeros_like(order))
+    xc = torch.gather(x, 1, index[:, :, None].expand(B, t_out, x.shape[2]))
+    xc = xc.masked_fill(~valid[:, :, None], 0.0)
+    return Compacted(xc, index, valid, lengths)
+
+
+def scatter_back(base: torch.Tensor, y: torch.Tensor, c: Compacted) -> torch.Tensor:
+    """base (B, T, V), y (B, T', V) -> base with y written at the kept frames."""
+    B, t_out, V = y.shape
+    # padding rows go to a scratch column T that is cut off afterwards
+    index = torch.where(c.valid, c.index, torch.full_like(c.index, base.shape[1]))
+    out = torch.cat([base, base.new_zeros(B, 1, V)], dim=1)
+    out = out.scatter(1, index[:, :, None].expand(B, t_out, V), y)
+    return out[:, :-1]

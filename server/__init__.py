@@ -1,0 +1,1 @@
+"""Websocket streaming server (see the server issue)."""
