@@ -95,7 +95,10 @@ class Fbank(nn.Module):
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
         x = waveform * 32768.0
-        frames = x.unfold(-1, cfg.window_size, cfg.window_shift)  # (B, T, W)
+        n_frames = torch.div(x.shape[-1] - cfg.window_size, cfg.window_shift, rounding_mode="floor") + 1
+        starts = torch.arange(n_frames, device=x.device) * cfg.window_shift  # (T,)
+        index = starts[:, None] + torch.arange(cfg.window_size, device=x.device)  # (T, W)
+        frames = x[:, index]  # (B, T, W); a gather rather than unfold, so ONNX export keeps T dynamic
         re = frames @ self.dft_cos  # (B, T, K)
         im = frames @ self.dft_sin
         power = re * re + im * im

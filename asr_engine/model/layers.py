@@ -31,6 +31,9 @@ class Subsampling(nn.Module):
             f = (f - 3) // 2 + 1
         self.convs = nn.Sequential(*convs)
         self.n_convs = n_convs
+        self.stride = 2**n_convs
+        self.receptive_field = 2 ** (n_convs + 1) - 1  # input frames behind one output frame
+        self.piece = 1024  # output frames per conv pass: bounds memory on long inputs
         self.out = nn.Linear(c * f, cfg.d_model)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
@@ -39,10 +42,18 @@ class Subsampling(nn.Module):
         return lengths.clamp(min=0)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t_out = int(self.output_lengths(torch.tensor(x.shape[1])))
+        if t_out <= self.piece:
+            return self._run(x), self.output_lengths(lengths)
+        # output frame t sees input frames [stride * t, stride * t + receptive_field): exact in pieces
+        parts = [self._run(x[:, a * self.stride: min(a + self.piece, t_out) * self.stride
+                             + self.receptive_field - self.stride]) for a in range(0, t_out, self.piece)]
+        return torch.cat(parts, dim=1), self.output_lengths(lengths)
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
         x = self.convs(x[:, None])  # (B, C, T', F')
         B, C, T, Fq = x.shape
-        x = self.out(x.permute(0, 2, 1, 3).reshape(B, T, C * Fq))  # (B, T', D)
-        return x, self.output_lengths(lengths)
+        return self.out(x.permute(0, 2, 1, 3).reshape(B, T, C * Fq))  # (B, T', D)
 
 
 def rotary(x: torch.Tensor, pos: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,109 @@
+"""Offline (whole-file) transcription: audio in, text, words and skipping statistics out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asr_engine.audio import SAMPLE_RATE, AudioError, load_audio
+from asr_engine.checkpoint import Checkpoint
+from asr_engine.decoding import Word, greedy_search, prefix_beam_search, words_from_hypothesis
+from asr_engine.features import Fbank, num_frames
+from asr_engine.model.encoder import SkipOptions
+
+__all__ = ["DecodeOptions", "Result", "Transcriber"]
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    beam: int = 1  # 1 = greedy
+    skip_threshold: float | None = None  # None: the model's default; >= 1.0: no skipping
+    skip_dilation: int | None = None
+    nbest: int = 1
+
+
+@dataclass
+class Result:
+    path: str
+    text: str = ""
+    words: list[Word] = field(default_factory=list)
+    duration: float = 0.0  # seconds of audio
+    frames: int = 0  # encoder frames
+    top_frames: int = 0  # encoder frames that ran the top layers
+    nbest: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def top_fraction(self) -> float:
+        return self.top_frames / self.frames if self.frames else 0.0
+
+    def to_dict(self) -> dict:
+        if self.error is not None:
+            return {"path": self.path, "error": self.error}
+        d = {"path": self.path, "text": self.text, "words": [w.to_dict() for w in self.words],
+             "duration": round(self.duration, 3), "top_fraction": round(self.top_fraction, 4)}
+        if len(self.nbest) > 1:
+            d["nbest"] = self.nbest
+        return d
+
+
+class Transcriber:
+    """Runs a checkpoint over whole utterances, several at a time."""
+
+    def __init__(self, ckpt: Checkpoint, options: DecodeOptions = DecodeOptions(), device: str = "cpu"):
+        if options.beam < 1 or options.nbest < 1 or options.nbest > options.beam:
+            raise ValueError("need beam >= 1 and 1 <= nbest <= beam")
+        self.ckpt = ckpt
+        self.device = torch.device(device)
+        self.model = ckpt.model.to(self.device).eval()
+        self.fbank = Fbank(ckpt.features).to(self.device)
+        cfg = self.model.cfg
+        threshold = cfg.skip_threshold if options.skip_threshold is None else options.skip_threshold
+        dilation = cfg.skip_dilation if options.skip_dilation is None else options.skip_dilation
+        self.skip = None if threshold >= 1.0 else SkipOptions(threshold, dilation)
+        self.options = options
+
+    def transcribe_arrays(self, audios: list[np.ndarray], paths: list[str]) -> list[Result]:
+        """16 kHz float32 arrays -> results; audio too short for one frame gives an empty text."""
+        results = [Result(p, duration=len(a) / SAMPLE_RATE) for a, p in zip(audios, paths)]
+        live = [i for i, a in enumerate(audios) if num_frames(len(a), self.ckpt.features) >= 7]
+        if not live:
+            return results
+        with torch.inference_mode():
+            feats = [self.fbank(torch.from_numpy(audios[i]).to(self.device)[None])[0] for i in live]
+            x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)  # (B, T, F)
+            lengths = torch.tensor([f.shape[0] for f in feats], device=self.device)
+            out = self.model(x, lengths, self.skip)
+            log_probs = out.final.log_probs().float().cpu()
+        for j, i in enumerate(live):
+            n = int(out.lengths[j])
+            self._decode(results[i], log_probs[j, :n])
+            results[i].frames = n
+            results[i].top_frames = int(out.top_mask[j, :n].sum())
+        return results
+
+    def _decode(self, res: Result, log_probs: torch.Tensor) -> None:
+        tok = self.ckpt.tokenizer
+        if self.options.beam == 1:
+            hyps = [greedy_search(log_probs)]
+        else:
+            hyps = prefix_beam_search(log_probs, self.options.beam, self.options.nbest)
+        res.text = tok.decode(list(hyps[0].tokens))
+        res.words = words_from_hypothesis(hyps[0], tok, self.model.cfg.frame_shift_s)
+        res.nbest = [tok.decode(list(h.tokens)) for h in hyps]
+
+    def transcribe_files(self, paths: list[str | Path]) -> list[Result]:
+        """Read and transcribe files as one batch; unreadable files get an error result."""
+        audios, ok, results = [], [], {}
+        for p in paths:
+            try:
+                audios.append(load_audio(p))
+                ok.append(str(p))
+            except AudioError as e:
+                results[str(p)] = Result(str(p), error=str(e))
+        for r in self.transcribe_arrays(audios, ok):
+            results[r.path] = r
+        return [results[str(p)] for p in paths]

@@ -1,0 +1,40 @@
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from asr_engine.checkpoint import Checkpoint, save_checkpoint
+from asr_engine.model.config import ModelConfig
+from asr_engine.model.encoder import Encoder
+from asr_engine.tokenizer import CharTokenizer
+
+
+def tiny_config(**kw) -> ModelConfig:
+    base = dict(vocab_size=len(CharTokenizer().vocab), d_model=32, n_heads=2, n_layers=4,
+                conv_kernel=5, chunk_size=4, left_chunks=2, intermediate_layers=(1, 2), skip_layer=2,
+                dropout=0.0)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt_dir(tmp_path_factory):
+    """A randomly initialised tiny checkpoint: exercises the code paths, not accuracy."""
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("ckpt")
+    return save_checkpoint(Checkpoint(Encoder(tiny_config()).eval(), CharTokenizer()), out)
+
+
+def tone(seconds: float, sr: int = 16000, freq: float = 440.0, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    x = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return x if channels == 1 else np.stack([x] * channels, axis=1)
+
+
+@pytest.fixture
+def wav(tmp_path):
+    def write(name: str, seconds: float = 1.0, sr: int = 16000, **kw):
+        path = tmp_path / name
+        sf.write(path, tone(seconds, sr, **kw), sr)
+        return path
+    return write

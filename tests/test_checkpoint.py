@@ -1,0 +1,50 @@
+import json
+
+import pytest
+import torch
+
+from asr_engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from asr_engine.model.encoder import Encoder
+from asr_engine.tokenizer import BPETokenizer, train_bpe
+
+from conftest import tiny_config
+
+
+def test_round_trip(tiny_ckpt_dir):
+    a = load_checkpoint(tiny_ckpt_dir)
+    b = load_checkpoint(tiny_ckpt_dir)
+    x, xl = torch.randn(2, 100, 80), torch.tensor([100, 80])
+    with torch.no_grad():
+        assert torch.equal(a.model(x, xl).final.raw, b.model(x, xl).final.raw)
+    assert a.model.cfg == tiny_config()
+    assert (tiny_ckpt_dir / "model.safetensors").is_file()
+    assert not list(tiny_ckpt_dir.glob("*.pt")) and not list(tiny_ckpt_dir.glob("*.bin"))
+
+
+def test_round_trip_keeps_weights_and_bpe(tmp_path):
+    tok = train_bpe(["hello there world", "press one to continue"] * 20, 30, tmp_path / "bpe")
+    torch.manual_seed(3)
+    model = Encoder(tiny_config(vocab_size=len(tok.vocab)))
+    save_checkpoint(Checkpoint(model, tok, info={"note": "test"}), tmp_path / "ck")
+    ck = load_checkpoint(tmp_path / "ck")
+    assert isinstance(ck.tokenizer, BPETokenizer) and ck.tokenizer.vocab == tok.vocab
+    assert ck.info == {"note": "test"}
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, ck.model.state_dict()[k]), k
+
+
+@pytest.mark.parametrize("where", ["top", "model", "features", "tokenizer"])
+def test_unknown_keys_are_errors(tiny_ckpt_dir, tmp_path, where):
+    import shutil
+    d = tmp_path / "ck"
+    shutil.copytree(tiny_ckpt_dir, d)
+    cfg = json.loads((d / "config.json").read_text())
+    (cfg if where == "top" else cfg[where])["surprise"] = 1
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="unknown"):
+        load_checkpoint(d)
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a checkpoint"):
+        load_checkpoint(tmp_path)

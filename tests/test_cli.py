@@ -1,0 +1,126 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from asr_engine.cli import build_parser, main
+
+
+def run(args, capsys):
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def files(wav, tmp_path):
+    return [wav("a.wav", 1.0), wav("b.wav", 2.0, sr=44100), wav("c.wav", 0.5, sr=8000, channels=2)]
+
+
+def test_txt_single_and_many(tiny_ckpt_dir, files, capsys):
+    code, out, err = run(["transcribe", "--model", str(tiny_ckpt_dir), str(files[0])], capsys)
+    assert code == 0 and out.count("\n") == 1 and "\t" not in out
+    assert "summary: files: 1 ok, 0 failed" in err and "RTF:" in err and "frames skipped:" in err
+    code, out, err = run(["transcribe", "--model", str(tiny_ckpt_dir), *map(str, files)], capsys)
+    assert code == 0
+    assert [line.split("\t")[0] for line in out.splitlines()] == list(map(str, files))
+
+
+def test_jsonl_and_json(tiny_ckpt_dir, files, capsys):
+    code, out, _ = run(["transcribe", "--model", str(tiny_ckpt_dir), "--format", "jsonl", "--beam", "4",
+                        "--nbest", "2", *map(str, files)], capsys)
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [r["path"] for r in rows] == list(map(str, files))
+    for r in rows:
+        assert {"path", "text", "words", "duration", "top_fraction"} <= set(r)
+        assert isinstance(r["text"], str) and isinstance(r["words"], list)
+        for w in r["words"]:
+            assert set(w) == {"word", "start", "end", "confidence"} and 0 <= w["start"] <= w["end"]
+    assert rows[1]["duration"] == pytest.approx(2.0, abs=0.01)
+    code, out, _ = run(["transcribe", "--model", str(tiny_ckpt_dir), "--format", "json", *map(str, files)], capsys)
+    assert [r["path"] for r in json.loads(out)] == list(map(str, files))
+
+
+@pytest.mark.parametrize("fmt,head", [("srt", ""), ("vtt", "WEBVTT")])
+def test_subtitles(tiny_ckpt_dir, files, tmp_path, capsys, fmt, head):
+    out_file = tmp_path / f"one.{fmt}"
+    code, _, _ = run(["transcribe", "--model", str(tiny_ckpt_dir), "--format", fmt, "-o", str(out_file),
+                      str(files[1])], capsys)
+    assert code == 0 and out_file.read_text().startswith(head)
+    code, _, err = run(["transcribe", "--model", str(tiny_ckpt_dir), "--format", fmt, *map(str, files)], capsys)
+    assert code == 2 and "--output DIR" in err
+    out_dir = tmp_path / "subs"
+    out_dir.mkdir()
+    code, _, _ = run(["transcribe", "--model", str(tiny_ckpt_dir), "--format", fmt, "-o", str(out_dir),
+                      *map(str, files)], capsys)
+    assert code == 0 and sorted(p.name for p in out_dir.iterdir()) == [f"a.{fmt}", f"b.{fmt}", f"c.{fmt}"]
+
+
+def test_subtitle_cues_from_words():
+    from asr_engine.decoding import Word
+    from asr_engine.formats import to_srt, to_vtt
+    from asr_engine.transcribe import Result
+
+    words = [Word("hello", 0.5, 0.9, 0.9), Word("world", 1.0, 1.4, 0.8), Word("again", 4.0, 4.5, 0.7)]
+    srt = to_srt(Result("x", "hello world again", words))
+    assert srt == ("1\n00:00:00,500 --> 00:00:01,400\nhello world\n\n"
+                   "2\n00:00:04,000 --> 00:00:04,500\nagain\n")
+    assert to_vtt(Result("x", "", words)).startswith("WEBVTT\n\n00:00:00.500 --> 00:00:01.400\nhello world\n")
+
+
+def test_bad_files_are_reported_and_others_finish(tiny_ckpt_dir, files, tmp_path, capsys):
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "junk.flac").write_bytes(b"not audio at all" * 50)
+    bad = [str(tmp_path / "empty.wav"), str(tmp_path / "junk.flac"), str(tmp_path / "missing.wav")]
+    code, out, err = run(["transcribe", "--model", str(tiny_ckpt_dir), "--format", "jsonl",
+                          str(files[0]), *bad, str(files[1])], capsys)
+    assert code == 1
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [("error" in r) for r in rows] == [False, True, True, True, False]
+    assert "empty file" in rows[1]["error"] and "cannot decode" in rows[2]["error"]
+    assert "no such file" in rows[3]["error"]
+    assert err.count("error:") == 3 and "2 ok, 3 failed" in err
+
+
+def test_dirs_lists_and_manifests(tiny_ckpt_dir, files, tmp_path, capsys):
+    code, out, _ = run(["transcribe", "--model", str(tiny_ckpt_dir), "--format", "jsonl", str(tmp_path)], capsys)
+    assert code == 0 and len(out.splitlines()) == 3
+    (tmp_path / "list.txt").write_text("a.wav\n# a comment\n\nb.wav\n")
+    code, out, _ = run(["transcribe", "--model", str(tiny_ckpt_dir), f"@{tmp_path / 'list.txt'}"], capsys)
+    assert code == 0 and len(out.splitlines()) == 2
+    (tmp_path / "m.jsonl").write_text(json.dumps({"audio": "a.wav", "text": "a tone", "duration": 1.0}) + "\n")
+    code, _, err = run(["transcribe", "--model", str(tiny_ckpt_dir), str(tmp_path / "m.jsonl")], capsys)
+    assert code == 0 and "WER:" in err
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    code, _, err = run(["transcribe", "--model", str(tiny_ckpt_dir), str(empty)], capsys)
+    assert code == 2 and "no audio files" in err
+
+
+def test_skip_threshold_option_changes_top_fraction(tiny_ckpt_dir, files, capsys):
+    _, off, _ = run(["transcribe", "--model", str(tiny_ckpt_dir), "--format", "jsonl",
+                     "--skip-threshold", "1.0", str(files[1])], capsys)
+    _, on, _ = run(["transcribe", "--model", str(tiny_ckpt_dir), "--format", "jsonl",
+                    "--skip-threshold", "0.0", str(files[1])], capsys)
+    assert json.loads(off)["top_fraction"] == 1.0
+    assert json.loads(on)["top_fraction"] == 0.0
+
+
+def test_cuda_request_without_gpu(tiny_ckpt_dir, files, capsys):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    code, _, err = run(["transcribe", "--model", str(tiny_ckpt_dir), "--device", "cuda", str(files[0])], capsys)
+    assert code == 2 and "no CUDA GPU" in err
+
+
+def test_help_documents_every_option():
+    sub = build_parser()._subparsers._group_actions[0].choices["transcribe"]
+    text = sub.format_help()
+    for action in sub._actions:
+        for opt in action.option_strings:
+            assert opt in text
+        assert action.help, action.dest
+    top = subprocess.run([sys.executable, "-m", "asr_engine.cli", "--help"], capture_output=True, text=True)
+    assert top.returncode == 0 and "transcribe" in top.stdout

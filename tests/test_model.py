@@ -1,0 +1,176 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from asr_engine.kernels import compact, keep_mask, scatter_back
+from asr_engine.model.config import ModelConfig
+from asr_engine.model.encoder import Encoder, HeadOutput, SkipOptions, factorized_log_probs
+from asr_engine.model.layers import ChunkedAttention
+
+from conftest import tiny_config
+
+
+def _model(**kw) -> Encoder:
+    torch.manual_seed(0)
+    return Encoder(tiny_config(**kw)).eval()
+
+
+def _batch():
+    torch.manual_seed(1)
+    return torch.randn(3, 203, 80), torch.tensor([203, 150, 61])
+
+
+def _valid(out):
+    T = out.final.raw.shape[1]
+    return torch.arange(T)[None, :] < out.lengths[:, None]
+
+
+def test_factorized_log_probs_normalise():
+    lp = factorized_log_probs(torch.randn(2, 7, 11))
+    torch.testing.assert_close(lp.exp().sum(-1), torch.ones(2, 7))
+
+
+def test_factorized_ctc_equals_normal_ctc_when_tied():
+    """With z = logsumexp(a_tokens) - a_blank and v = a_tokens, the factorized head is softmax(a)."""
+    torch.manual_seed(0)
+    a = torch.randn(2, 30, 9)  # (B, T, V) ordinary logits, blank at 0
+    raw = torch.cat([torch.logsumexp(a[..., 1:], -1, keepdim=True) - a[..., :1], a[..., 1:]], -1)
+    torch.testing.assert_close(factorized_log_probs(raw), F.log_softmax(a, -1), atol=1e-5, rtol=0)
+    y, yl, xl = torch.randint(1, 9, (2, 6)), torch.tensor([6, 4]), torch.tensor([30, 25])
+    ref = F.ctc_loss(F.log_softmax(a, -1).transpose(0, 1), y, xl, yl, reduction="sum")
+    fac = F.ctc_loss(factorized_log_probs(raw).transpose(0, 1), y, xl, yl, reduction="sum")
+    torch.testing.assert_close(fac, ref, atol=1e-3, rtol=1e-5)
+
+
+def test_skipping_threshold_one_equals_no_skipping_exactly():
+    m, (x, xl) = _model(), _batch()
+    with torch.no_grad():
+        a, b = m(x, xl), m(x, xl, SkipOptions(1.0, 2))
+    v = _valid(a)
+    assert torch.equal(a.final.raw[v], b.final.raw[v])
+    assert torch.equal(b.top_mask, v)
+
+
+def test_lower_threshold_runs_top_layers_on_fewer_frames(monkeypatch):
+    m, (x, xl) = _model(), _batch()
+    with torch.no_grad():  # push the gating head towards blank so that many frames skip
+        m.heads["2"].out.bias[0] = -2.0
+    seen = []
+    top = m.layers[m.cfg.skip_layer]
+    orig = top.forward
+    monkeypatch.setattr(top, "forward", lambda x_, p, v: (seen.append(int(v.sum())), orig(x_, p, v))[1])
+    with torch.no_grad():
+        full = m(x, xl)
+        out = m(x, xl, SkipOptions(0.8, 0))
+    assert seen[0] == int(full.lengths.sum())
+    assert seen[1] == int(out.top_mask.sum()) < seen[0]
+    assert (out.top_fraction() < 1).all()
+    # skipped frames carry the gating head's output, kept frames the top layers' output
+    skipped = _valid(out) & ~out.top_mask
+    assert torch.equal(out.final.raw[skipped], out.intermediate[2].raw[skipped])
+    assert not torch.allclose(out.final.raw[out.top_mask], full.intermediate[2].raw[out.top_mask])
+
+
+def test_everything_skipped_is_handled():
+    m, (x, xl) = _model(), _batch()
+    with torch.no_grad():
+        out = m(x, xl, SkipOptions(0.0, 0))
+    assert int(out.top_mask.sum()) == 0
+    assert torch.equal(out.final.raw, out.intermediate[2].raw)
+
+
+def test_compacted_top_layers_equal_per_utterance_forward():
+    """Skipping in a ragged batch gives each utterance what it gets alone."""
+    m, (x, xl) = _model(), _batch()
+    with torch.no_grad():
+        m.heads["2"].out.bias[0] = -1.0
+        batch = m(x, xl, SkipOptions(0.7, 1))
+        for i in range(3):
+            one = m(x[i:i + 1, : xl[i]], xl[i:i + 1], SkipOptions(0.7, 1))
+            n = int(one.lengths[0])
+            assert torch.equal(one.top_mask[0], batch.top_mask[i, :n])
+            torch.testing.assert_close(one.final.raw[0], batch.final.raw[i, :n], atol=1e-5, rtol=1e-5)
+
+
+def test_keep_mask_dilation():
+    p = torch.tensor([[0.99, 0.99, 0.1, 0.99, 0.99, 0.99, 0.99]])
+    valid = torch.ones_like(p, dtype=torch.bool)
+    assert keep_mask(p, valid, 0.9, 0).int().tolist() == [[0, 0, 1, 0, 0, 0, 0]]
+    assert keep_mask(p, valid, 0.9, 1).int().tolist() == [[0, 1, 1, 1, 0, 0, 0]]
+    assert keep_mask(p, valid[:, :5].clone().resize_(1, 7).fill_(False), 0.9, 1).sum() == 0
+
+
+def test_compact_scatter_roundtrip():
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 3)
+    keep = torch.tensor([[1, 0, 1, 1, 0, 0], [0, 0, 0, 1, 0, 0]], dtype=torch.bool)
+    c = compact(x, keep)
+    assert c.lengths.tolist() == [3, 1]
+    assert c.index[0].tolist() == [0, 2, 3] and c.index[1, 0] == 3
+    torch.testing.assert_close(c.x[0], x[0, [0, 2, 3]])
+    assert torch.equal(c.x[1, 1:], torch.zeros(2, 3))
+    base = torch.zeros(2, 6, 3)
+    out = scatter_back(base, c.x, c)
+    torch.testing.assert_close(out[keep], x[keep])
+    assert torch.equal(out[~keep], torch.zeros(int((~keep).sum()), 3))
+
+
+def _attention(left):
+    torch.manual_seed(0)
+    cfg = tiny_config(chunk_size=4, left_chunks=left)
+    return ChunkedAttention(cfg).eval()
+
+
+@pytest.mark.parametrize("left", [0, 1, None])
+def test_chunked_attention_mask(left):
+    """Frame t depends on frames of its own chunk and `left` chunks before, nothing else."""
+    att = _attention(left)
+    T = 24
+    x = torch.randn(1, T, 32, requires_grad=True)
+    pos = torch.arange(T)[None]
+    valid = torch.ones(1, T, dtype=torch.bool)
+    for t in range(T):
+        (g,) = torch.autograd.grad(att(x, pos, valid)[0, t].sum(), x)
+        depends = g[0].abs().sum(-1) > 0
+        c = t // 4
+        lo = 0 if left is None else max(0, c - left) * 4
+        expected = torch.zeros(T, dtype=torch.bool)
+        expected[lo:(c + 1) * 4] = True
+        assert torch.equal(depends, expected), t
+
+
+def test_attention_block_size_does_not_change_results():
+    att = _attention(2)
+    x = torch.randn(2, 50, 32)
+    pos = torch.arange(50).expand(2, 50)
+    valid = pos < torch.tensor([[50], [33]])
+    with torch.no_grad():
+        ref = att(x, pos, valid)
+        att.block = 7
+        small = att(x, pos, valid)
+    torch.testing.assert_close(small[valid], ref[valid], atol=1e-5, rtol=1e-5)
+
+
+def test_long_input_subsampling_is_piecewise_exact():
+    m = _model()
+    x, xl = torch.randn(1, 9000, 80), torch.tensor([9000])
+    with torch.no_grad():
+        whole, n = m.subsampling(x, xl)
+        m.subsampling.piece = 100
+        pieces, _ = m.subsampling(x, xl)
+    assert int(n[0]) == whole.shape[1] == 2249
+    torch.testing.assert_close(pieces, whole, atol=1e-5, rtol=1e-5)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        ModelConfig.from_dict({"vocab_size": 10, "bogus": 1})
+    with pytest.raises(ValueError, match="skip_layer"):
+        ModelConfig(vocab_size=10, intermediate_layers=(2,), skip_layer=4)
+    with pytest.raises(ValueError, match="subsampling"):
+        ModelConfig(vocab_size=10, subsampling=3)
+
+
+def test_head_output_blank_prob():
+    h = HeadOutput(torch.tensor([[[0.0, 1.0], [10.0, 1.0]]]))
+    torch.testing.assert_close(h.blank_prob(), torch.tensor([[0.5, torch.sigmoid(torch.tensor(-10.0))]]))

@@ -1,0 +1,53 @@
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(out), str(ROOT)], check=True, capture_output=True)
+    (whl,) = out.glob("asr_engine-*.whl")
+    return zipfile.ZipFile(whl)
+
+
+def test_wheel_has_every_subpackage_under_asr_engine(wheel):
+    names = set(wheel.namelist())
+    for pkg in ("asr_engine", "asr_engine/kernels", "asr_engine/export", "asr_engine/server",
+                "asr_engine/model", "asr_engine/data"):
+        assert f"{pkg}/__init__.py" in names, pkg
+    assert "asr_engine/kernels/compaction.py" in names
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"asr_engine"}  # never a bare top-level server, kernels or export module
+
+
+def test_wheel_ships_default_model_and_samples(wheel):
+    names = set(wheel.namelist())
+    assert {"asr_engine/models/default/model.safetensors", "asr_engine/models/default/config.json"} <= names
+    assert any(n.startswith("asr_engine/samples/") and n.endswith(".wav") for n in names)
+    assert not any(n.endswith((".pt", ".pth", ".bin", ".pkl")) for n in names)
+
+
+def test_onnxruntime_builds_are_in_separate_extras():
+    text = (ROOT / "pyproject.toml").read_text()
+    cpu = re.search(r"^cpu = \[(.*)\]", text, re.M).group(1)
+    gpu = re.search(r"^gpu = \[(.*)\]", text, re.M).group(1)
+    assert "onnxruntime-gpu" not in cpu and '"onnxruntime>' in cpu
+    assert "onnxruntime-gpu" in gpu and '"onnxruntime>' not in gpu
+    assert '"torch==2.13.0"' in text
+
+
+def test_readme_quickstart_is_two_commands_and_ci_runs_the_test_one():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Quickstart.*?```(?:bash|sh)?\n(.*?)```", readme, re.S).group(1)
+    commands = [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+    assert len(commands) == 2
+    assert "transcribe" in commands[0] and "pytest" in commands[1]
+    assert commands[1].strip() in (ROOT / ".ci" / "run").read_text()
