@@ -37,10 +37,14 @@ def default_model_dir() -> Path:
     return Path(str(resources.files("asr_engine") / "models" / "default"))
 
 
-def save_checkpoint(ckpt: Checkpoint, out_dir: str | Path) -> Path:
+def save_checkpoint(ckpt: Checkpoint, out_dir: str | Path, half: bool = False) -> Path:
+    """Write the folder; half=True stores float weights as fp16 (half the size; loading
+    converts back to the model's dtype)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in ckpt.model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     save_file(state, str(out_dir / "model.safetensors"))
     tok_cfg = ckpt.tokenizer.to_config()
     if tok_cfg["kind"] == "bpe":

@@ -48,3 +48,16 @@ def test_unknown_keys_are_errors(tiny_ckpt_dir, tmp_path, where):
 def test_missing_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a checkpoint"):
         load_checkpoint(tmp_path)
+
+
+def test_bundled_default_model_runs_on_the_bundled_samples():
+    from asr_engine.checkpoint import default_model_dir
+    from asr_engine.manifest import read_manifest
+    from asr_engine.transcribe import Transcriber
+
+    ck = load_checkpoint()
+    assert ck.model.cfg.vocab_size == len(ck.tokenizer.vocab)
+    samples = read_manifest(default_model_dir().parent.parent / "samples" / "manifest.jsonl")
+    results = Transcriber(ck).transcribe_files([u.audio for u in samples])
+    assert all(r.error is None and r.frames > 0 for r in results)
+    assert all(abs(r.duration - u.duration) < 0.05 for r, u in zip(results, samples))
