@@ -1,0 +1,1 @@
+"""The Conformer/CTC encoder: configuration, layers, heads and layer skipping."""
