@@ -60,7 +60,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     inputs = expand_inputs(args.inputs)
     if args.format in SUBTITLE_FORMATS and len(inputs) > 1 and not (args.output and Path(args.output).is_dir()):
         raise InputError(f"--format {args.format} with several inputs needs --output DIR (an existing folder)")
-    torch.set_num_threads(args.threads) if args.threads else None
+    if args.threads:
+        torch.set_num_threads(args.threads)
     options = DecodeOptions(beam=args.beam, skip_threshold=args.skip_threshold, nbest=args.nbest)
     transcriber = Transcriber(load_checkpoint(args.model, args.device), options, args.device)
     t0 = time.perf_counter()
