@@ -69,7 +69,8 @@ class Transcriber:
     def transcribe_arrays(self, audios: list[np.ndarray], paths: list[str]) -> list[Result]:
         """16 kHz float32 arrays -> results; audio too short for one frame gives an empty text."""
         results = [Result(p, duration=len(a) / SAMPLE_RATE) for a, p in zip(audios, paths)]
-        live = [i for i, a in enumerate(audios) if num_frames(len(a), self.ckpt.features) >= 7]
+        min_frames = self.model.subsampling.receptive_field  # fewer gives no encoder frame
+        live = [i for i, a in enumerate(audios) if num_frames(len(a), self.ckpt.features) >= min_frames]
         if not live:
             return results
         with torch.inference_mode():

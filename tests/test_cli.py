@@ -124,3 +124,25 @@ def test_help_documents_every_option():
         assert action.help, action.dest
     top = subprocess.run([sys.executable, "-m", "asr_engine.cli", "--help"], capture_output=True, text=True)
     assert top.returncode == 0 and "transcribe" in top.stdout
+
+
+def test_audio_shorter_than_one_encoder_frame_gives_empty_text(tmp_path):
+    """x8 subsampling needs 15 feature frames (0.16 s); shorter audio is empty text, not a crash."""
+    import numpy as np
+    import torch
+
+    from asr_engine.checkpoint import Checkpoint
+    from asr_engine.model.encoder import Encoder
+    from asr_engine.tokenizer import CharTokenizer
+    from asr_engine.transcribe import Transcriber
+
+    from conftest import tiny_config
+
+    torch.manual_seed(0)
+    t = Transcriber(Checkpoint(Encoder(tiny_config(subsampling=8)).eval(), CharTokenizer()))
+    short, ok = np.zeros(int(0.12 * 16000), np.float32), np.zeros(int(0.2 * 16000), np.float32)
+    (alone,) = t.transcribe_arrays([short], ["short"])
+    assert alone.text == "" and alone.frames == 0 and alone.error is None
+    res = t.transcribe_arrays([short, ok], ["short", "ok"])
+    assert res[0].text == "" and res[0].frames == 0 and res[0].error is None
+    assert res[1].frames == 1
