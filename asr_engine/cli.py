@@ -119,6 +119,92 @@ def _summary(results, refs: list[str | None], wall: float) -> str:
     return "summary: " + " | ".join(parts)
 
 
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from asr_engine.data.synth import available_engines, make_jobs, synthesize_corpus
+    from asr_engine.data.text_sources import load_sentences
+
+    have = available_engines()
+    engines = args.engines.split(",") if args.engines else have
+    missing = [e for e in engines if e not in have]
+    if missing:
+        raise InputError(f"engines not installed here: {', '.join(missing)} (available: {', '.join(have) or 'none'}; "
+                         "see the README's training section for the set-up command)")
+    if args.num < 1 or args.workers < 1 or not 0 <= args.augment_prob <= 1:
+        raise InputError("--num and --workers must be >= 1 and --augment-prob within 0..1")
+    train, held = load_sentences(args.held_out_percent)
+    sentences = held if args.split == "heldout" else train
+    if not sentences:
+        raise InputError("no sentences: install Debian's wordnet-base and fortunes")
+    jobs = make_jobs(sentences, args.num, args.seed, engines, args.prefix or args.split[0], args.augment_prob)
+    manifest, failures = synthesize_corpus(jobs, Path(args.out), args.workers, progress=not args.quiet)
+    for line in failures[:10]:
+        print(f"failed: {line}", file=sys.stderr)
+    if not args.quiet:
+        print(f"{len(jobs) - len(failures)} utterances in {manifest} ({len(failures)} failed)", file=sys.stderr)
+    return 1 if len(failures) == len(jobs) else 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import json
+
+    from asr_engine.train import TrainConfig, train
+
+    try:
+        cfg = TrainConfig.from_dict(json.loads(Path(args.config).read_text()))
+    except (OSError, json.JSONDecodeError, TypeError) as e:
+        raise InputError(f"{args.config}: not a readable training config ({e})") from e
+    if args.out_dir:
+        cfg = TrainConfig.from_dict({**cfg.__dict__, "out_dir": args.out_dir})
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    last = train(cfg, resume=args.resume, progress=not args.quiet)
+    report = json.loads((last.parent / "report.json").read_text())
+    lines = [f"checkpoint: {last}", f"steps: {report['steps']}, {report['utterances']} utterances, "
+             f"{report['hours']:.2f} h of audio, {report.get('train_seconds', 0) / 60:.1f} min of training"]
+    final = report.get("dev_final")
+    if final:
+        lines.append(f"dev WER: {final['dev']['wer']:.2%} without skipping; {final['dev_skip']['wer']:.2%} with "
+                     f"{1 - final['dev_skip']['top_fraction']:.1%} of frames skipping the top layers")
+    print("\n".join(lines), file=sys.stderr)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from asr_engine.checkpoint import load_checkpoint
+    from asr_engine.evaluate import evaluate, format_report, source_of
+    from asr_engine.manifest import read_corpus
+
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    try:
+        thresholds = [float(t) for t in args.thresholds.split(",")]
+    except ValueError as e:
+        raise InputError(f"--thresholds: expected numbers separated by commas ({e})") from e
+    if not thresholds or any(not 0 < t <= 1 for t in thresholds):
+        raise InputError("--thresholds: each must be within (0, 1]; 1 means no skipping")
+    utts, sources = [], []
+    for m in args.manifests:
+        if not Path(m).exists():
+            raise InputError(f"{m}: no such manifest or folder")
+        rows = read_corpus(m)
+        name = Path(m).name if Path(m).is_dir() else Path(m).parent.name
+        utts += rows
+        sources += [source_of(u, name) if args.by_source else name for u in rows]
+    ckpt = load_checkpoint(args.model, args.device)
+    report = evaluate(ckpt, utts, sources, thresholds, args.beam, args.batch_size, args.device,
+                      progress=not args.quiet)
+    for line in report.failed:
+        print(f"error: {line}", file=sys.stderr)
+    print(format_report(report, ckpt.model.cfg.skip_threshold))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=1) + "\n")
+    return 1 if report.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asr-engine", description="Streaming Conformer/CTC speech recognition.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -142,6 +228,52 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     t.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary on stderr")
     t.set_defaults(func=cmd_transcribe)
+
+    data = sub.add_parser("data", help="build training data").add_subparsers(dest="data_command", required=True)
+    d = data.add_parser("synth", help="synthesize a speech corpus from text with offline TTS engines",
+                        description="Synthesize WordNet examples and fortunes with espeak-ng, flite, festival, "
+                                    "piper and hibari, with speaker and channel augmentation.")
+    d.add_argument("--out", required=True, help="output folder (audio shards + manifest.jsonl); reruns resume")
+    d.add_argument("--num", type=int, default=1000, help="number of utterances (default 1000)")
+    d.add_argument("--split", choices=("train", "heldout"), default="train",
+                   help="sentence pool: training sentences or the held-out ones (default train)")
+    d.add_argument("--held-out-percent", type=float, default=2.0,
+                   help="share of sentences held out of training, by hash (default 2)")
+    d.add_argument("--engines", default=None, help="comma-separated engines (default: every one installed)")
+    d.add_argument("--augment-prob", type=float, default=0.6,
+                   help="share of utterances given a random augmentation chain (default 0.6)")
+    d.add_argument("--seed", type=int, default=0, help="draws sentences, voices and augmentation (default 0)")
+    d.add_argument("--prefix", default=None, help="utterance id prefix (default: the split's first letter)")
+    d.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
+    d.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    d.set_defaults(func=cmd_data_synth)
+
+    tr = sub.add_parser("train", help="train a model from a JSON config",
+                        description="Train a Conformer/CTC model (CTC + intermediate CTC + factorized "
+                                    "distillation, with skip-aware steps). See configs/ for examples.")
+    tr.add_argument("config", help="training config (JSON; keys of asr_engine.train.TrainConfig)")
+    tr.add_argument("--resume", action="store_true", help="continue from the out_dir's last checkpoint")
+    tr.add_argument("--out-dir", default=None, help="override the config's out_dir")
+    tr.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
+    tr.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="WER/CER and the skip-threshold trade-off on manifests",
+                        description="Decode manifests (or LibriSpeech-layout folders) at several skip "
+                                    "thresholds in one run: WER, CER, frames through the top layers, RTF.")
+    ev.add_argument("manifests", nargs="+", metavar="MANIFEST", help="JSONL manifests or LibriSpeech-layout folders")
+    ev.add_argument("--model", default=None, help="checkpoint folder (default: the bundled model)")
+    ev.add_argument("--thresholds", default="1.0,0.99,0.95,0.9,0.8",
+                    help="comma-separated skip thresholds; 1.0 = no skipping (default 1.0,0.99,0.95,0.9,0.8)")
+    ev.add_argument("--beam", type=int, default=1, help="CTC prefix beam width (1: greedy; default 1)")
+    ev.add_argument("--by-source", action="store_true",
+                    help="group by each row's source/engine field instead of by manifest")
+    ev.add_argument("--batch-size", type=int, default=16, help="utterances per forward pass (default 16)")
+    ev.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    ev.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
+    ev.add_argument("--json", default=None, help="also write the full report here (JSON)")
+    ev.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    ev.set_defaults(func=cmd_eval)
     return p
 
 

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Utterance", "read_manifest", "write_manifest"]
+__all__ = ["Utterance", "read_corpus", "read_manifest", "write_manifest"]
 
 
 @dataclass(frozen=True)
@@ -44,3 +44,12 @@ def write_manifest(path: str | Path, utterances: list[Utterance]) -> None:
             except ValueError:
                 audio = u.audio
             f.write(json.dumps({"audio": str(audio), "text": u.text, "duration": u.duration, **u.extra}) + "\n")
+
+
+def read_corpus(path: str | Path) -> list[Utterance]:
+    """A JSONL manifest, or a folder in the LibriSpeech layout."""
+    if Path(path).is_dir():
+        from asr_engine.data.librispeech import read_librispeech
+
+        return read_librispeech(path)
+    return read_manifest(path)

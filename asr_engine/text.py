@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["normalize", "number_to_words", "ordinal_to_words", "word_error_counts"]
+__all__ = ["normalize", "number_to_words", "ordinal_to_words", "word_error_counts", "char_error_counts"]
 
 _ONES = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen "
@@ -139,13 +139,23 @@ def normalize(text: str) -> str:
     return _RE_SPACES.sub(" ", text).strip()
 
 
-def word_error_counts(ref: str, hyp: str) -> tuple[int, int]:
-    """(edit distance in words, number of reference words) after normalisation."""
-    r, h = normalize(ref).split(), normalize(hyp).split()
+def _edit_distance(r: list | str, h: list | str) -> int:
     prev = list(range(len(h) + 1))
     for i, rw in enumerate(r, 1):
         cur = [i] + [0] * len(h)
         for j, hw in enumerate(h, 1):
             cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (rw != hw))
         prev = cur
-    return prev[-1], len(r)
+    return prev[-1]
+
+
+def word_error_counts(ref: str, hyp: str) -> tuple[int, int]:
+    """(edit distance in words, number of reference words) after normalisation."""
+    r, h = normalize(ref).split(), normalize(hyp).split()
+    return _edit_distance(r, h), len(r)
+
+
+def char_error_counts(ref: str, hyp: str) -> tuple[int, int]:
+    """(edit distance in characters, spaces included, number of reference characters) after normalisation."""
+    r, h = " ".join(normalize(ref).split()), " ".join(normalize(hyp).split())
+    return _edit_distance(r, h), len(r)

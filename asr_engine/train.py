@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from asr_engine.checkpoint import Checkpoint, save_checkpoint
+from asr_engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from asr_engine.data.loader import FeatureSet, bucket_batches, collate, load_features, spec_augment
 from asr_engine.decoding import greedy_search
 from asr_engine.features import Fbank
@@ -25,17 +25,20 @@ from asr_engine.losses import LossWeights, total_loss
 from asr_engine.model.config import ModelConfig
 from asr_engine.model.encoder import Encoder, SkipOptions
 from asr_engine.text import word_error_counts
-from asr_engine.tokenizer import CharTokenizer
+from asr_engine.manifest import read_corpus
+from asr_engine.tokenizer import BPETokenizer, CharTokenizer, train_bpe
 
 __all__ = ["TrainConfig", "train"]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    train_manifest: str
+    train_manifest: str | list[str]
     out_dir: str
     dev_manifest: str | None = None
     model: dict = field(default_factory=dict)  # ModelConfig fields except vocab_size
+    tokenizer: dict = field(default_factory=lambda: {"kind": "char"})  # or {"kind": "bpe", "vocab_size": N}
+    init_from: str | None = None  # start from this checkpoint's weights and tokenizer (fine-tuning)
     steps: int = 10000
     max_frames: int = 20000  # padded feature frames per batch (10 ms each)
     lr: float = 2e-3
@@ -58,6 +61,22 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown train config keys: {sorted(unknown)}")
         return cls(**d)
+
+
+def make_tokenizer(spec: dict, manifests: list[str], out: Path):
+    """A char tokenizer, or a BPE one trained on the manifests' texts (reused on resume)."""
+    kind = spec.get("kind", "char")
+    unknown = set(spec) - {"kind", "vocab_size"}
+    if unknown:
+        raise ValueError(f"unknown tokenizer keys: {sorted(unknown)}")
+    if kind == "char":
+        return CharTokenizer()
+    if kind != "bpe":
+        raise ValueError(f"unknown tokenizer kind {kind!r}")
+    if (out / "tokenizer.model").exists():
+        return BPETokenizer(out / "tokenizer.model")
+    texts = [u.text for m in manifests for u in read_corpus(m)]
+    return train_bpe(texts, int(spec.get("vocab_size", 256)), out / "tokenizer")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -97,7 +116,8 @@ def evaluate(model: Encoder, fs: FeatureSet, tokenizer, skip: SkipOptions | None
 def _save(model, tokenizer, opt, cfg: TrainConfig, step: int, info: dict) -> None:
     out = Path(cfg.out_dir)
     save_checkpoint(Checkpoint(model, tokenizer, info={**info, "step": step}), out / "last")
-    torch.save({"optimizer": opt.state_dict(), "step": step, "rng": torch.get_rng_state()},
+    torch.save({"optimizer": opt.state_dict(), "step": step, "rng": torch.get_rng_state(),
+                "train_seconds": info.get("train_seconds", 0.0)},
                out / "train_state.pt")
 
 
@@ -107,26 +127,41 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    tokenizer = CharTokenizer()
+    manifests = [cfg.train_manifest] if isinstance(cfg.train_manifest, str) else list(cfg.train_manifest)
+    init = load_checkpoint(cfg.init_from) if cfg.init_from else None
+    tokenizer = init.tokenizer if init else make_tokenizer(cfg.tokenizer, manifests, out)
     fbank = Fbank()
-    train_fs = load_features(cfg.train_manifest, tokenizer, fbank, cfg.max_duration, progress)
+    train_fs = FeatureSet([], [], [])
+    for m in manifests:
+        fs = load_features(m, tokenizer, fbank, cfg.max_duration, progress)
+        train_fs = FeatureSet(train_fs.feats + fs.feats, train_fs.tokens + fs.tokens, train_fs.texts + fs.texts)
+    if not len(train_fs):
+        raise ValueError(f"no usable utterances in {manifests}")
     dev_fs = load_features(cfg.dev_manifest, tokenizer, fbank, cfg.max_duration) if cfg.dev_manifest else None
-    model = Encoder(ModelConfig(vocab_size=len(tokenizer.vocab), **cfg.model))
+    if init:
+        model = init.model
+        if cfg.model and any(getattr(model.cfg, k) != v for k, v in cfg.model.items()):
+            raise ValueError("init_from: the model section must match the checkpoint's (or be left out)")
+    else:
+        model = Encoder(ModelConfig(vocab_size=len(tokenizer.vocab), **cfg.model))
+    model.float()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = 0
+    prior_seconds = 0.0
     if resume and (out / "train_state.pt").exists():
         from safetensors.torch import load_file
         model.load_state_dict(load_file(str(out / "last" / "model.safetensors")))
         state = torch.load(out / "train_state.pt", weights_only=True)
         opt.load_state_dict(state["optimizer"])
         step = state["step"]
+        prior_seconds = float(state.get("train_seconds", 0.0))
         torch.set_rng_state(state["rng"])
-    else:
+    elif init is None:
         mean, istd = feature_stats(train_fs)
         model.feat_mean.copy_(mean)
         model.feat_istd.copy_(istd)
     weights = LossWeights(**cfg.loss)
-    info = {"train_manifest": cfg.train_manifest, "utterances": len(train_fs),
+    info = {"train_manifest": manifests, "init_from": cfg.init_from, "utterances": len(train_fs),
             "hours": sum(f.shape[0] for f in train_fs.feats) / 360000}
     lengths = [f.shape[0] for f in train_fs.feats]
     gen = torch.Generator().manual_seed(cfg.seed + step)
@@ -172,8 +207,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
                     f.write(json.dumps(msg) + "\n")
                 info["dev"] = msg
             if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
+                info["train_seconds"] = round(prior_seconds + time.monotonic() - t0, 1)
                 _save(model, tokenizer, opt, cfg, step, info)
                 last_ckpt = time.monotonic()
         epoch += 1
+    if bar is not None:
+        bar.close()
+    info["train_seconds"] = round(prior_seconds + time.monotonic() - t0, 1)
+    if dev_fs is not None:
+        info["dev_final"] = {"step": step, "dev": evaluate(model, dev_fs, tokenizer, None),
+                             "dev_skip": evaluate(model, dev_fs, tokenizer, SkipOptions(
+                                 model.cfg.skip_threshold, model.cfg.skip_dilation))}
     _save(model, tokenizer, opt, cfg, step, info)
+    report = {"steps": step, **info}
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return out / "last"

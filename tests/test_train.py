@@ -42,3 +42,66 @@ def test_lr_schedule_warms_up_then_decays():
     cfg = TrainConfig(train_manifest="x", out_dir="y", steps=100, warmup_steps=10, lr=1.0)
     assert lr_at(0, cfg) < lr_at(9, cfg) == 1.0
     assert lr_at(50, cfg) < 1.0 and abs(lr_at(100, cfg) - 0.05) < 1e-9
+
+
+def _batch_loss(ckpt_dir, manifest):
+    import torch
+
+    from asr_engine.data.loader import collate, load_features
+    from asr_engine.features import Fbank
+    from asr_engine.losses import LossWeights, total_loss
+
+    ck = load_checkpoint(ckpt_dir)
+    fs = load_features(manifest, ck.tokenizer, Fbank())
+    x, xl, y, yl = collate(fs, list(range(len(fs))))
+    with torch.no_grad():
+        loss, _ = total_loss(ck.model.eval()(x, xl), y, yl, LossWeights())
+    return float(loss)
+
+
+def test_training_steps_reduce_the_loss_with_bpe_and_skip_aware_steps(tmp_path):
+    manifest = _manifest(tmp_path)
+    base = dict(train_manifest=[str(manifest)], out_dir=str(tmp_path / "run"),
+                model=dict(d_model=32, n_heads=2, n_layers=2, intermediate_layers=[1], skip_layer=1, dropout=0.0),
+                tokenizer={"kind": "bpe", "vocab_size": 20}, max_frames=2000, lr=3e-3, warmup_steps=5,
+                skip_train_start=10, skip_train_prob=0.5, skip_train_threshold=0.5, bf16=False)
+    train(TrainConfig(steps=0, **base), progress=False)
+    before = _batch_loss(tmp_path / "run" / "last", manifest)
+    train(TrainConfig(steps=40, **base), resume=True, progress=False)
+    after = _batch_loss(tmp_path / "run" / "last", manifest)
+    assert after < 0.7 * before
+    ck = load_checkpoint(tmp_path / "run" / "last")
+    assert ck.tokenizer.kind == "bpe" and ck.model.cfg.vocab_size == len(ck.tokenizer.vocab)
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["steps"] == 40 and report["train_seconds"] > 0
+
+
+def test_init_from_fine_tunes_a_checkpoint_on_new_data(tmp_path):
+    manifest = _manifest(tmp_path)
+    model = dict(d_model=32, n_heads=2, n_layers=2, intermediate_layers=[1], skip_layer=1)
+    train(TrainConfig(train_manifest=str(manifest), out_dir=str(tmp_path / "a"), model=model, steps=2,
+                      max_frames=400, bf16=False), progress=False)
+    train(TrainConfig(train_manifest=str(manifest), out_dir=str(tmp_path / "b"), steps=2, max_frames=400,
+                      init_from=str(tmp_path / "a" / "last"), bf16=False), progress=False)
+    ck = load_checkpoint(tmp_path / "b" / "last")
+    assert ck.info["init_from"].endswith("last") and ck.model.cfg.d_model == 32
+    import pytest
+    with pytest.raises(ValueError, match="must match"):
+        train(TrainConfig(train_manifest=str(manifest), out_dir=str(tmp_path / "c"), steps=1, max_frames=400,
+                          init_from=str(tmp_path / "a" / "last"), model=dict(d_model=64)), progress=False)
+
+
+def test_train_cli_runs_a_config_and_reports(tmp_path, capsys):
+    from asr_engine.cli import main
+
+    manifest = _manifest(tmp_path)
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(dict(train_manifest=str(manifest), dev_manifest=str(manifest), out_dir=str(tmp_path / "r"),
+                                   model=dict(d_model=32, n_heads=2, n_layers=2, intermediate_layers=[1], skip_layer=1),
+                                   steps=2, max_frames=400, bf16=False, eval_every=100)))
+    assert main(["train", str(cfg), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "steps: 2" in err and "dev WER" in err
+    cfg.write_text("{not json")
+    assert main(["train", str(cfg), "--quiet"]) == 2
+    assert "not a readable training config" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import torch
 
 from asr_engine.audio import AudioError, load_audio
 from asr_engine.features import Fbank
-from asr_engine.manifest import read_manifest
+from asr_engine.manifest import read_corpus
 from asr_engine.tokenizer import Tokenizer
 
 
@@ -29,11 +29,11 @@ class FeatureSet:
 def load_features(manifest: str | Path, tokenizer: Tokenizer, fbank: Fbank,
                   max_duration: float = 20.0, progress: bool = False) -> FeatureSet:
     """Read every utterance of a manifest; skips (and counts) unreadable or too long ones."""
-    utts = [u for u in read_manifest(manifest) if u.duration <= max_duration]
+    utts = [u for u in read_corpus(manifest) if u.duration <= max_duration]
     it = utts
     if progress:
         from tqdm import tqdm
-        it = tqdm(utts, desc=f"features {Path(manifest).parent.name}", unit="utt")
+        it = tqdm(utts, desc=f"features {Path(manifest).name if Path(manifest).is_dir() else Path(manifest).parent.name}", unit="utt")
     feats, tokens, texts = [], [], []
     for u in it:
         try:

@@ -1,0 +1,141 @@
+"""Evaluation: WER/CER per source, and the skip-threshold trade-off measured in one run.
+
+Audio is read once; then every threshold decodes the same batches, so the table's
+WER, fraction of frames through the top layers and real-time factor (features +
+encoder + decoding, file reading excluded) are directly comparable.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from asr_engine.audio import SAMPLE_RATE, AudioError, load_audio
+from asr_engine.checkpoint import Checkpoint
+from asr_engine.manifest import Utterance
+from asr_engine.text import char_error_counts, word_error_counts
+from asr_engine.transcribe import DecodeOptions, Transcriber
+
+__all__ = ["Score", "SettingResult", "EvalReport", "evaluate", "format_report"]
+
+
+@dataclass
+class Score:
+    word_errors: int = 0
+    words: int = 0
+    char_errors: int = 0
+    chars: int = 0
+    utterances: int = 0
+
+    def add(self, ref: str, hyp: str) -> None:
+        e, n = word_error_counts(ref, hyp)
+        ce, cn = char_error_counts(ref, hyp)
+        self.word_errors += e
+        self.words += n
+        self.char_errors += ce
+        self.chars += cn
+        self.utterances += 1
+
+    @property
+    def wer(self) -> float:
+        return self.word_errors / max(1, self.words)
+
+    @property
+    def cer(self) -> float:
+        return self.char_errors / max(1, self.chars)
+
+
+@dataclass
+class SettingResult:
+    threshold: float  # >= 1.0: no skipping
+    total: Score
+    per_source: dict[str, Score]
+    top_fraction: float  # encoder frames that ran the top layers
+    rtf: float
+    hypotheses: list[str] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class EvalReport:
+    settings: list[SettingResult]
+    audio_seconds: float
+    failed: list[str]  # unreadable files, one line each
+
+    def to_dict(self) -> dict:
+        return {"audio_seconds": self.audio_seconds, "failed": self.failed, "settings": [
+            {"threshold": s.threshold, "wer": s.total.wer, "cer": s.total.cer, "top_fraction": s.top_fraction,
+             "rtf": s.rtf, "total": asdict(s.total), "per_source": {k: asdict(v) for k, v in s.per_source.items()}}
+            for s in self.settings]}
+
+
+def source_of(u: Utterance, default: str) -> str:
+    return str(u.extra.get("source") or u.extra.get("engine") or default)
+
+
+def evaluate(ckpt: Checkpoint, utts: list[Utterance], sources: list[str], thresholds: list[float],
+             beam: int = 1, batch_size: int = 16, device: str = "cpu", progress: bool = False) -> EvalReport:
+    """Decode every utterance once per threshold; sources[i] names utts[i]'s group."""
+    audios, refs, groups, failed = [], [], [], []
+    for u, src in zip(utts, sources):
+        try:
+            audios.append(load_audio(u.audio))
+        except AudioError as e:
+            failed.append(str(e))
+            continue
+        refs.append(u.text)
+        groups.append(src)
+    if not audios:
+        raise ValueError("no readable audio to evaluate")
+    order = sorted(range(len(audios)), key=lambda i: len(audios[i]))  # similar lengths batch well
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    audio_s = sum(len(a) for a in audios) / SAMPLE_RATE
+    settings = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(batches) * len(thresholds), unit="batch", desc="eval")
+    for k, th in enumerate(thresholds):
+        tr = Transcriber(ckpt, DecodeOptions(beam=beam, skip_threshold=th), device)
+        if k == 0:  # warm-up, so the first setting's RTF is not charged for it
+            tr.transcribe_arrays([audios[i] for i in batches[0]], ["warmup"] * len(batches[0]))
+        hyps = [""] * len(audios)
+        frames = top = 0
+        t0 = time.perf_counter()
+        for b in batches:
+            for i, r in zip(b, tr.transcribe_arrays([audios[i] for i in b], [str(i) for i in b])):
+                hyps[i] = r.text
+                frames += r.frames
+                top += r.top_frames
+            if bar is not None:
+                bar.update(1)
+        wall = time.perf_counter() - t0
+        total, per = Score(), {}
+        for ref, hyp, g in zip(refs, hyps, groups):
+            total.add(ref, hyp)
+            per.setdefault(g, Score()).add(ref, hyp)
+        settings.append(SettingResult(th, total, dict(sorted(per.items())), top / max(1, frames),
+                                      wall / audio_s, hyps))
+    if bar is not None:
+        bar.close()
+    return EvalReport(settings, audio_s, failed)
+
+
+def format_report(report: EvalReport, default_threshold: float) -> str:
+    lines = [f"audio: {report.audio_seconds / 60:.1f} min, {report.settings[0].total.utterances} utterances"
+             + (f", {len(report.failed)} unreadable" if report.failed else ""), "",
+             "skip threshold |    WER |    CER | top-layer frames |    RTF",
+             "---------------|--------|--------|------------------|-------"]
+    for s in report.settings:
+        name = "off" if s.threshold >= 1.0 else f"{s.threshold:g}"
+        if abs(s.threshold - default_threshold) < 1e-9:
+            name += " (default)"
+        lines.append(f"{name:>14} | {s.total.wer:6.2%} | {s.total.cer:6.2%} | {s.top_fraction:16.1%} | {s.rtf:.4f}")
+    for s in report.settings:
+        if len(s.per_source) > 1 and (s.threshold >= 1.0 or abs(s.threshold - default_threshold) < 1e-9):
+            name = "no skipping" if s.threshold >= 1.0 else f"threshold {s.threshold:g}"
+            lines += ["", f"per source, {name}:", "source               | utts |    WER |    CER",
+                      "---------------------|------|--------|-------"]
+            for src, sc in s.per_source.items():
+                lines.append(f"{src[:20]:20} | {sc.utterances:4d} | {sc.wer:6.2%} | {sc.cer:6.2%}")
+    return "\n".join(lines)

@@ -1,0 +1,64 @@
+import json
+
+import pytest
+import soundfile as sf
+
+from asr_engine.checkpoint import load_checkpoint
+from asr_engine.cli import main
+from asr_engine.evaluate import evaluate
+from asr_engine.manifest import read_manifest
+from asr_engine.text import char_error_counts
+
+from conftest import tone
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    rows = []
+    for i, (sec, engine) in enumerate([(1.0, "espeak-ng"), (2.0, "flite"), (1.5, "flite")]):
+        sf.write(tmp_path / f"{i}.wav", tone(sec, freq=300 + 200 * i), 16000)
+        rows.append({"audio": f"{i}.wav", "text": f"word {i}", "duration": sec, "engine": engine})
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_char_error_counts():
+    assert char_error_counts("a cat", "a cat") == (0, 5)
+    assert char_error_counts("a cat", "a bat") == (1, 5)
+    assert char_error_counts("One", "won") == (2, 3)
+
+
+def test_eval_table_matches_transcribe_and_reports_skipping(tiny_ckpt_dir, manifest):
+    from asr_engine.transcribe import DecodeOptions, Transcriber
+
+    ck = load_checkpoint(tiny_ckpt_dir)
+    utts = read_manifest(manifest)
+    rep = evaluate(ck, utts, ["a", "b", "b"], [1.0, 0.0001], batch_size=2)
+    off, all_skip = rep.settings
+    assert off.top_fraction == 1.0 and all_skip.top_fraction < 1.0
+    assert off.total.utterances == 3 and set(off.per_source) == {"a", "b"} and off.per_source["b"].utterances == 2
+    # the eval's hypotheses are the transcriber's, one by one
+    tr = Transcriber(ck, DecodeOptions(skip_threshold=1.0))
+    assert off.hypotheses == [r.text for r in tr.transcribe_files([u.audio for u in utts])]
+    assert off.rtf > 0 and rep.audio_seconds == pytest.approx(4.5)
+
+
+def test_eval_cli_prints_threshold_table_and_json(tiny_ckpt_dir, manifest, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    code = main(["eval", str(manifest), "--model", str(tiny_ckpt_dir), "--thresholds", "1.0,0.5",
+                 "--by-source", "--json", str(out), "-q"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "skip threshold" in text and "off" in text and "0.5" in text and "espeak-ng" in text
+    rep = json.loads(out.read_text())
+    assert [s["threshold"] for s in rep["settings"]] == [1.0, 0.5]
+    assert rep["settings"][0]["top_fraction"] == 1.0
+    assert set(rep["settings"][0]["per_source"]) == {"espeak-ng", "flite"}
+
+
+def test_eval_cli_bad_arguments(tiny_ckpt_dir, manifest, tmp_path, capsys):
+    assert main(["eval", str(manifest), "--model", str(tiny_ckpt_dir), "--thresholds", "x", "-q"]) == 2
+    assert main(["eval", str(manifest), "--model", str(tiny_ckpt_dir), "--thresholds", "1.5", "-q"]) == 2
+    assert main(["eval", str(tmp_path / "none.jsonl"), "--model", str(tiny_ckpt_dir), "-q"]) == 2
+    assert "no such manifest" in capsys.readouterr().err
