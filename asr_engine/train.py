@@ -49,6 +49,7 @@ class TrainConfig:
     skip_train_start: int = 1000  # the gate head needs some training before it can gate
     skip_train_threshold: float = 0.9
     loss: dict = field(default_factory=dict)  # LossWeights fields
+    aux_start: int = 0  # intermediate CTC and distillation join at this step (CTC learns to align faster alone)
     bf16: bool = True
     max_duration: float = 20.0
     checkpoint_minutes: float = 10.0
@@ -161,6 +162,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         model.feat_mean.copy_(mean)
         model.feat_istd.copy_(istd)
     weights = LossWeights(**cfg.loss)
+    no_aux = LossWeights(intermediate_ctc=0.0, distill_blank=0.0, distill_token=0.0)
     info = {"train_manifest": manifests, "init_from": cfg.init_from, "utterances": len(train_fs),
             "hours": sum(f.shape[0] for f in train_fs.feats) / 360000}
     lengths = [f.shape[0] for f in train_fs.feats]
@@ -187,7 +189,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
                 g["lr"] = lr_at(step, cfg)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16 and x.device.type == "cpu"):
                 out_ = model(x, xl, skip)
-            loss, parts = total_loss(out_, y, yl, weights)
+            loss, parts = total_loss(out_, y, yl, weights if step >= cfg.aux_start else no_aux)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -105,3 +105,15 @@ def test_train_cli_runs_a_config_and_reports(tmp_path, capsys):
     cfg.write_text("{not json")
     assert main(["train", str(cfg), "--quiet"]) == 2
     assert "not a readable training config" in capsys.readouterr().err
+
+
+def test_shipped_recipe_configs_are_valid():
+    from pathlib import Path
+
+    from asr_engine.model.config import ModelConfig
+
+    configs = sorted((Path(__file__).parent.parent / "configs").glob("*.json"))
+    assert configs
+    for path in configs:
+        cfg = TrainConfig.from_dict(json.loads(path.read_text()))
+        ModelConfig(vocab_size=cfg.tokenizer.get("vocab_size", 29), **cfg.model)
