@@ -45,6 +45,12 @@ def expand_inputs(items: list[str]) -> list[tuple[str, str | None]]:
     return out
 
 
+def _set_threads(n: int) -> None:
+    if n:
+        import torch
+        torch.set_num_threads(n)
+
+
 def _batches(n: int, size: int) -> list[range]:
     return [range(i, min(n, i + size)) for i in range(0, n, size)]
 
@@ -60,8 +66,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     inputs = expand_inputs(args.inputs)
     if args.format in SUBTITLE_FORMATS and len(inputs) > 1 and not (args.output and Path(args.output).is_dir()):
         raise InputError(f"--format {args.format} with several inputs needs --output DIR (an existing folder)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     options = DecodeOptions(beam=args.beam, skip_threshold=args.skip_threshold, nbest=args.nbest)
     transcriber = Transcriber(load_checkpoint(args.model, args.device), options, args.device)
     t0 = time.perf_counter()
@@ -145,6 +150,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
     import json
 
     from asr_engine.train import TrainConfig, train
@@ -154,10 +160,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (OSError, json.JSONDecodeError, TypeError) as e:
         raise InputError(f"{args.config}: not a readable training config ({e})") from e
     if args.out_dir:
-        cfg = TrainConfig.from_dict({**cfg.__dict__, "out_dir": args.out_dir})
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+        cfg = dataclasses.replace(cfg, out_dir=args.out_dir)
+    _set_threads(args.threads)
     last = train(cfg, resume=args.resume, progress=not args.quiet)
     report = json.loads((last.parent / "report.json").read_text())
     lines = [f"checkpoint: {last}", f"steps: {report['steps']}, {report['utterances']} utterances, "
@@ -175,11 +179,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from asr_engine.checkpoint import load_checkpoint
     from asr_engine.evaluate import evaluate, format_report, source_of
-    from asr_engine.manifest import read_corpus
+    from asr_engine.manifest import corpus_name, read_corpus
 
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     try:
         thresholds = [float(t) for t in args.thresholds.split(",")]
     except ValueError as e:
@@ -191,7 +193,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not Path(m).exists():
             raise InputError(f"{m}: no such manifest or folder")
         rows = read_corpus(m)
-        name = Path(m).name if Path(m).is_dir() else Path(m).parent.name
+        name = corpus_name(m)
         utts += rows
         sources += [source_of(u, name) if args.by_source else name for u in rows]
     ckpt = load_checkpoint(args.model, args.device)

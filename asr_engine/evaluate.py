@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from asr_engine.audio import SAMPLE_RATE, AudioError, load_audio
 from asr_engine.checkpoint import Checkpoint

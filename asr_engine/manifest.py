@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Utterance", "read_corpus", "read_manifest", "write_manifest"]
+__all__ = ["Utterance", "corpus_name", "read_corpus", "read_manifest", "write_manifest"]
 
 
 @dataclass(frozen=True)
@@ -53,3 +53,9 @@ def read_corpus(path: str | Path) -> list[Utterance]:
 
         return read_librispeech(path)
     return read_manifest(path)
+
+
+def corpus_name(path: str | Path) -> str:
+    """A short name for a corpus: the folder's name (LibriSpeech) or the manifest's folder's."""
+    path = Path(path)
+    return path.name if path.is_dir() else path.parent.name

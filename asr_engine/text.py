@@ -157,5 +157,5 @@ def word_error_counts(ref: str, hyp: str) -> tuple[int, int]:
 
 def char_error_counts(ref: str, hyp: str) -> tuple[int, int]:
     """(edit distance in characters, spaces included, number of reference characters) after normalisation."""
-    r, h = " ".join(normalize(ref).split()), " ".join(normalize(hyp).split())
+    r, h = normalize(ref), normalize(hyp)  # normalize collapses runs of spaces
     return _edit_distance(r, h), len(r)

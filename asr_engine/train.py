@@ -64,8 +64,8 @@ class TrainConfig:
         return cls(**d)
 
 
-def make_tokenizer(spec: dict, manifests: list[str], out: Path):
-    """A char tokenizer, or a BPE one trained on the manifests' texts (reused on resume)."""
+def make_tokenizer(spec: dict, texts: list[str], out: Path):
+    """A char tokenizer, or a BPE one trained on the training texts (reused on resume)."""
     kind = spec.get("kind", "char")
     unknown = set(spec) - {"kind", "vocab_size"}
     if unknown:
@@ -76,7 +76,6 @@ def make_tokenizer(spec: dict, manifests: list[str], out: Path):
         raise ValueError(f"unknown tokenizer kind {kind!r}")
     if (out / "tokenizer.model").exists():
         return BPETokenizer(out / "tokenizer.model")
-    texts = [u.text for m in manifests for u in read_corpus(m)]
     return train_bpe(texts, int(spec.get("vocab_size", 256)), out / "tokenizer")
 
 
@@ -130,12 +129,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     manifests = [cfg.train_manifest] if isinstance(cfg.train_manifest, str) else list(cfg.train_manifest)
     init = load_checkpoint(cfg.init_from) if cfg.init_from else None
-    tokenizer = init.tokenizer if init else make_tokenizer(cfg.tokenizer, manifests, out)
+    utts = [u for m in manifests for u in read_corpus(m)]
+    tokenizer = init.tokenizer if init else make_tokenizer(cfg.tokenizer, [u.text for u in utts], out)
     fbank = Fbank()
-    train_fs = FeatureSet([], [], [])
-    for m in manifests:
-        fs = load_features(m, tokenizer, fbank, cfg.max_duration, progress)
-        train_fs = FeatureSet(train_fs.feats + fs.feats, train_fs.tokens + fs.tokens, train_fs.texts + fs.texts)
+    train_fs = load_features(utts, tokenizer, fbank, cfg.max_duration, progress)
     if not len(train_fs):
         raise ValueError(f"no usable utterances in {manifests}")
     dev_fs = load_features(cfg.dev_manifest, tokenizer, fbank, cfg.max_duration) if cfg.dev_manifest else None
@@ -145,7 +142,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             raise ValueError("init_from: the model section must match the checkpoint's (or be left out)")
     else:
         model = Encoder(ModelConfig(vocab_size=len(tokenizer.vocab), **cfg.model))
-    model.float()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = 0
     prior_seconds = 0.0

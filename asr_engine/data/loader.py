@@ -10,7 +10,7 @@ import torch
 
 from asr_engine.audio import AudioError, load_audio
 from asr_engine.features import Fbank
-from asr_engine.manifest import read_corpus
+from asr_engine.manifest import Utterance, corpus_name, read_corpus
 from asr_engine.tokenizer import Tokenizer
 
 
@@ -26,14 +26,17 @@ class FeatureSet:
         return len(self.feats)
 
 
-def load_features(manifest: str | Path, tokenizer: Tokenizer, fbank: Fbank,
+def load_features(corpus: str | Path | list[Utterance], tokenizer: Tokenizer, fbank: Fbank,
                   max_duration: float = 20.0, progress: bool = False) -> FeatureSet:
-    """Read every utterance of a manifest; skips (and counts) unreadable or too long ones."""
-    utts = [u for u in read_corpus(manifest) if u.duration <= max_duration]
+    """Features of every utterance of a corpus (a manifest, a LibriSpeech folder, or utterances
+    already read); skips unreadable or too long ones."""
+    rows = corpus if isinstance(corpus, list) else read_corpus(corpus)
+    utts = [u for u in rows if u.duration <= max_duration]
     it = utts
     if progress:
         from tqdm import tqdm
-        it = tqdm(utts, desc=f"features {Path(manifest).name if Path(manifest).is_dir() else Path(manifest).parent.name}", unit="utt")
+        name = "train" if isinstance(corpus, list) else corpus_name(corpus)
+        it = tqdm(utts, desc=f"features {name}", unit="utt")
     feats, tokens, texts = [], [], []
     for u in it:
         try:
