@@ -54,6 +54,7 @@ class TrainConfig:
     max_duration: float = 20.0
     checkpoint_minutes: float = 10.0
     eval_every: int = 1000
+    sortagrad: bool = False  # the first epoch goes from the shortest batches to the longest (curriculum)
     seed: int = 0
 
     @classmethod
@@ -87,8 +88,9 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-def feature_stats(fs: FeatureSet, n: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.cat([f.float() for f in fs.feats[:n]])
+def feature_stats(fs: FeatureSet, model: Encoder, n: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and inverse std of the (floored) features of the first n utterances."""
+    x = model.floor(torch.cat([f.float() for f in fs.feats[:n]]))
     return x.mean(0), 1.0 / x.std(0).clamp(min=1e-3)
 
 
@@ -154,7 +156,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         prior_seconds = float(state.get("train_seconds", 0.0))
         torch.set_rng_state(state["rng"])
     elif init is None:
-        mean, istd = feature_stats(train_fs)
+        mean, istd = feature_stats(train_fs, model)
         model.feat_mean.copy_(mean)
         model.feat_istd.copy_(istd)
     weights = LossWeights(**cfg.loss)
@@ -173,7 +175,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     epoch = step // max(1, len(bucket_batches(lengths, cfg.max_frames, 0)))
     audio_s, t0 = 0.0, time.monotonic()
     while step < cfg.steps:
-        for idx in bucket_batches(lengths, cfg.max_frames, cfg.seed + epoch):
+        batches = bucket_batches(lengths, cfg.max_frames, cfg.seed + epoch)
+        if cfg.sortagrad and epoch == 0:
+            batches.sort(key=lambda b: max(lengths[i] for i in b))
+            batches = batches[step:]  # on resume, the rest of the sorted epoch
+        for idx in batches:
             if step >= cfg.steps:
                 break
             x, xl, y, yl = collate(train_fs, idx)
@@ -195,6 +201,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.1f}", ctc=f"{parts['ctc']:.1f}",
+                                tok=f"{parts['ctc'] / float(yl.float().mean()):.2f}",
                                 top=f"{float(out_.top_fraction().mean()):.2f}",
                                 speed=f"{audio_s / 3600 / max(1e-9, time.monotonic() - t0) * 3600:.0f}x")
             if dev_fs is not None and step % cfg.eval_every == 0:

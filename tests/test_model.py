@@ -174,3 +174,19 @@ def test_config_validation():
 def test_head_output_blank_prob():
     h = HeadOutput(torch.tensor([[[0.0, 1.0], [10.0, 1.0]]]))
     torch.testing.assert_close(h.blank_prob(), torch.tensor([[0.5, torch.sigmoid(torch.tensor(-10.0))]]))
+
+
+def test_feature_floor_makes_digital_silence_look_like_quiet_noise():
+    m = _model(feat_floor=5.0)
+    x, xl = _batch()
+    x = x * 8 + 10  # log-mel-like values, some below the floor
+    silent = x.clone()
+    silent[:, 40:90] = -15.9  # digital zeros: log(eps)
+    quiet = x.clone()
+    quiet[:, 40:90] = 4.0  # low noise, also under the floor
+    with torch.no_grad():
+        a, b = m(silent, xl).final.raw, m(quiet, xl).final.raw
+        unfloored = _model()(silent, xl).final.raw
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(unfloored, _model()(quiet, xl).final.raw)
+    torch.testing.assert_close(m.normalize(silent).min(), (5.0 - m.feat_mean).mul(m.feat_istd).min())

@@ -15,12 +15,14 @@ class ModelConfig:
 
     vocab_size: int
     feat_dim: int = 80
+    feat_floor: float | None = None  # log-mel values are clamped from below to this (a noise floor)
     d_model: int = 144
     n_heads: int = 4
     ff_mult: int = 4
     n_layers: int = 8
     conv_kernel: int = 15
     subsampling: int = 4  # 4 or 8
+    subsampling_norm: bool = False  # LayerNorm on the subsampling output (trains out of the CTC plateau sooner)
     dropout: float = 0.1
     chunk_size: int = 16  # attention chunk, in encoder frames
     left_chunks: int | None = 4  # chunks of left context; None = unlimited

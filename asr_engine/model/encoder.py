@@ -89,7 +89,7 @@ class Encoder(nn.Module):
         layers skip_layer+1.. : they are removed from the sequence, the top layers run
         on the compacted sequence only, and the results are scattered back.
         """
-        x, lengths = self.subsampling((feats - self.feat_mean) * self.feat_istd, feat_lengths)
+        x, lengths = self.subsampling(self.normalize(feats), feat_lengths)
         B, T, _ = x.shape
         pos = torch.arange(T, device=x.device).expand(B, T)  # (B, T)
         valid = pos < lengths[:, None]
@@ -111,6 +111,15 @@ class Encoder(nn.Module):
                 y = self.final_head(self._top(c.x, pos_c, c.valid)).raw
                 final = scatter_back(gate.raw, y, c)
         return EncoderOutput(HeadOutput(final), heads, lengths, keep)
+
+    def floor(self, feats: torch.Tensor) -> torch.Tensor:
+        """Clamp log-mel features to the model's noise floor (digital silence sits at log(eps) ~ -15.9,
+        far below any recorded room or line noise; the floor makes both look alike)."""
+        return feats if self.cfg.feat_floor is None else feats.clamp(min=self.cfg.feat_floor)
+
+    def normalize(self, feats: torch.Tensor) -> torch.Tensor:
+        """Floored, mean/variance-normalized features: what the subsampling sees."""
+        return (self.floor(feats) - self.feat_mean) * self.feat_istd
 
     def _top(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         for layer in self.layers[self.cfg.skip_layer:]:

@@ -35,6 +35,7 @@ class Subsampling(nn.Module):
         self.receptive_field = 2 ** (n_convs + 1) - 1  # input frames behind one output frame
         self.piece = 1024  # output frames per conv pass: bounds memory on long inputs
         self.out = nn.Linear(c * f, cfg.d_model)
+        self.norm = nn.LayerNorm(cfg.d_model) if cfg.subsampling_norm else nn.Identity()
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         for _ in range(self.n_convs):
@@ -53,7 +54,7 @@ class Subsampling(nn.Module):
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         x = self.convs(x[:, None])  # (B, C, T', F')
         B, C, T, Fq = x.shape
-        return self.out(x.permute(0, 2, 1, 3).reshape(B, T, C * Fq))  # (B, T', D)
+        return self.norm(self.out(x.permute(0, 2, 1, 3).reshape(B, T, C * Fq)))  # (B, T', D)
 
 
 def rotary(x: torch.Tensor, pos: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
