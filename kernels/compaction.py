@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -25,21 +24,28 @@ class Compacted:
     lengths: torch.Tensor
 
 
-def keep_mask(blank_prob: torch.Tensor, valid: torch.Tensor, threshold: float, dilation: int) -> torch.Tensor:
+def keep_mask(blank_prob: torch.Tensor, valid: torch.Tensor, threshold: float, dilation: int,
+              chunk: int | None = None) -> torch.Tensor:
     """(B, T) P(blank), (B, T) valid -> (B, T) bool frames to run through the top layers.
 
     A frame is dropped when P(blank) > threshold, unless it lies within `dilation`
-    frames of a kept one (so the context around every token stays). threshold >= 1.0
+    frames of a kept one (so the context around every token stays). With `chunk`,
+    dilation does not cross chunk boundaries (frame t is in chunk t // chunk), so a
+    streaming decoder can decide a chunk without seeing the next one. threshold >= 1.0
     keeps every valid frame.
     """
     if not 0.0 <= threshold:
         raise ValueError(f"skip threshold must be >= 0, got {threshold}")
     if dilation < 0:
         raise ValueError(f"dilation must be >= 0, got {dilation}")
-    keep = (blank_prob <= threshold) & valid  # (B, T)
-    if dilation > 0:
-        k = 2 * dilation + 1
-        keep = F.max_pool1d(keep[:, None].float(), k, stride=1, padding=dilation)[:, 0] > 0
+    seed = (blank_prob <= threshold) & valid  # (B, T)
+    keep = seed.clone()
+    T = seed.shape[1]
+    block = torch.arange(T, device=seed.device) // (chunk or max(T, 1))  # (T,)
+    for d in range(1, min(dilation, T - 1) + 1):
+        same = block[d:] == block[:-d]  # (T - d,) frames t and t - d share a chunk
+        keep[:, d:] |= seed[:, :-d] & same
+        keep[:, :-d] |= seed[:, d:] & same
     return keep & valid
 
 

@@ -98,6 +98,9 @@ def test_keep_mask_dilation():
     assert keep_mask(p, valid, 0.9, 0).int().tolist() == [[0, 0, 1, 0, 0, 0, 0]]
     assert keep_mask(p, valid, 0.9, 1).int().tolist() == [[0, 1, 1, 1, 0, 0, 0]]
     assert keep_mask(p, valid[:, :5].clone().resize_(1, 7).fill_(False), 0.9, 1).sum() == 0
+    assert keep_mask(p, valid, 0.9, 2).int().tolist() == [[1, 1, 1, 1, 1, 0, 0]]
+    # chunk-local: frames 0-2 and 3-5 are separate chunks, so frame 3 is not kept for frame 2
+    assert keep_mask(p, valid, 0.9, 1, chunk=3).int().tolist() == [[0, 1, 1, 0, 0, 0, 0]]
 
 
 def test_compact_scatter_roundtrip():

@@ -11,6 +11,7 @@ from torch import nn
 from asr_engine.kernels import compact, keep_mask, scatter_back
 from asr_engine.model.config import ModelConfig
 from asr_engine.model.layers import PAD_POS, ConformerBlock, Subsampling
+from asr_engine.model.streaming import StreamState
 
 __all__ = ["HeadOutput", "EncoderOutput", "SkipOptions", "Encoder", "factorized_log_probs"]
 
@@ -100,7 +101,8 @@ class Encoder(nn.Module):
             if str(i) in self.heads:
                 heads[i] = self.heads[str(i)](x)
         gate = heads[self.cfg.skip_layer]
-        keep = valid if skip is None else keep_mask(gate.blank_prob(), valid, skip.threshold, skip.dilation)
+        keep = valid if skip is None else keep_mask(gate.blank_prob(), valid, skip.threshold, skip.dilation,
+                                                     self.cfg.chunk_size)
         if skip is None:
             final = self.final_head(self._top(x, pos, valid)).raw
         else:
@@ -111,6 +113,57 @@ class Encoder(nn.Module):
                 y = self.final_head(self._top(c.x, pos_c, c.valid)).raw
                 final = scatter_back(gate.raw, y, c)
         return EncoderOutput(HeadOutput(final), heads, lengths, keep)
+
+    def forward_chunk(self, feats: torch.Tensor, n_valid: torch.Tensor, state: StreamState,
+                      skip: SkipOptions | None = None) -> tuple[EncoderOutput, StreamState]:
+        """One streaming step over C encoder frames per stream (C a multiple of chunk_size).
+
+        feats (B, stride * C + receptive_field - stride, F): the feature window whose
+        subsampling yields exactly the next C frames (consecutive windows overlap by
+        receptive_field - stride frames); n_valid (B,) how many of the C frames are real
+        (fewer at a stream's end; 0 for a stream with nothing to do). Returns the chunk's
+        EncoderOutput (lengths = n_valid) and the new state; `state` is not modified.
+        Equal to `forward` over the whole stream, frame for frame, skipping included.
+        """
+        cfg, sub = self.cfg, self.subsampling
+        C = (feats.shape[1] - sub.receptive_field + sub.stride) // sub.stride
+        if C <= 0 or C % cfg.chunk_size or feats.shape[1] != sub.stride * C + sub.receptive_field - sub.stride:
+            raise ValueError(f"forward_chunk needs stride * C + {sub.receptive_field - sub.stride} feature "
+                             f"frames with C a multiple of chunk_size={cfg.chunk_size}, got {feats.shape[1]}")
+        x = sub._run(self.normalize(feats))  # (B, C, D)
+        B = x.shape[0]
+        local = torch.arange(C, device=x.device).expand(B, C)  # (B, C)
+        valid = local < n_valid[:, None]
+        pos = state.offset[:, None] + local  # (B, C) timeline positions
+        x = x.masked_fill(~valid[:, :, None], 0.0)
+        kv, conv = [], []
+        heads: dict[int, HeadOutput] = {}
+        for i, layer in enumerate(self.layers[: cfg.skip_layer]):
+            x, c_kv, c_conv = layer.forward_chunk(x, pos, valid, *state.layer(i))
+            kv.append(c_kv)
+            conv.append(c_conv)
+            if str(i + 1) in self.heads:
+                heads[i + 1] = self.heads[str(i + 1)](x)
+        gate = heads[cfg.skip_layer]
+        keep = valid if skip is None else keep_mask(gate.blank_prob(), valid, skip.threshold, skip.dilation,
+                                                    cfg.chunk_size)
+        c = compact(x, keep)
+        top_layers = range(cfg.skip_layer, cfg.n_layers)
+        if c.x.shape[1] == 0:  # every frame skipped: the top layers and their caches rest
+            final = gate.raw
+            for i in top_layers:
+                c_kv, c_conv = state.layer(i)
+                kv.append(c_kv)
+                conv.append(c_conv)
+        else:
+            y, pos_c = c.x, torch.where(c.valid, pos.gather(1, c.index), torch.full_like(c.index, PAD_POS))
+            for i in top_layers:
+                y, c_kv, c_conv = self.layers[i].forward_chunk(y, pos_c, c.valid, *state.layer(i))
+                kv.append(c_kv)
+                conv.append(c_conv)
+            final = scatter_back(gate.raw, self.final_head(y).raw, c)
+        new = StreamState.from_layers(kv, conv, state.offset + n_valid)
+        return EncoderOutput(HeadOutput(final), heads, n_valid, keep), new
 
     def floor(self, feats: torch.Tensor) -> torch.Tensor:
         """Clamp log-mel features to the model's noise floor (digital silence sits at log(eps) ~ -15.9,

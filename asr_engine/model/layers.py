@@ -8,6 +8,8 @@ and the relative positions are those of the original timeline.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -100,6 +102,24 @@ class ChunkedAttention(nn.Module):
                                                 valid[:, a:b], valid[:, s:e])
         return self.proj(out.transpose(1, 2).reshape(B, T, D))
 
+    def forward_chunk(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor,
+                      cache: "KVCache") -> tuple[torch.Tensor, "KVCache"]:
+        """One streaming step. x (B, C, D) new frames (valid ones first in each row), pos (B, C)
+        their timeline positions; cache holds up to W earlier frames' un-rotated keys/values.
+        -> (B, C, D) and the cache of the W most recent valid frames."""
+        B, C, D = x.shape
+        q, k, v = self.qkv(x).view(B, C, 3, self.h, self.e).permute(2, 0, 3, 1, 4)  # 3 x (B, H, C, E)
+        k_all, v_all = torch.cat([cache.k, k], 2), torch.cat([cache.v, v], 2)  # (B, H, W + C, E)
+        pk, vk = torch.cat([cache.pos, pos], 1), torch.cat([cache.valid, valid], 1)  # (B, W + C)
+        ck = torch.where(vk, pk, torch.full_like(pk, PAD_POS)) // self.chunk
+        cq = torch.where(valid, pos, torch.full_like(pos, PAD_POS)) // self.chunk
+        out = self._attend_block(q, k_all, v_all, cq, ck, pos, pk, valid, vk)  # (B, H, C, E)
+        keep = _last_valid(vk, cache.pos.shape[1])  # (B, W) indices of the newest valid keys
+        new = KVCache(k_all.gather(2, keep[:, None, :, None].expand(-1, self.h, -1, self.e)),
+                      v_all.gather(2, keep[:, None, :, None].expand(-1, self.h, -1, self.e)),
+                      pk.gather(1, keep), vk.gather(1, keep))
+        return self.proj(out.transpose(1, 2).reshape(B, C, D)), new
+
     def _key_window(self, chunk: torch.Tensor, valid: torch.Tensor, a: int, b: int) -> tuple[int, int] | None:
         """The smallest [s, e) of key indices that covers every valid query in [a, b)."""
         vq = valid[:, a:b]
@@ -120,12 +140,31 @@ class ChunkedAttention(nn.Module):
         if self.left is not None:
             allowed &= ck[:, None, :] >= cq[:, :, None] - self.left
         allowed |= ~vq[:, :, None]  # padding queries attend anywhere; their output is discarded
-        base = pk[:, :1]  # relative positions keep rotary angles small
+        # relative to the row's first query (valid rows come first): rotary angles stay small
+        base = torch.where(vq[:, :1], pq[:, :1], torch.zeros_like(pq[:, :1]))
         pk = torch.where(vk, pk - base, torch.zeros_like(pk))
         pq = torch.where(vq, pq - base, torch.zeros_like(pq))
         q, k = rotary(q, pq, self.inv_freq), rotary(k, pk, self.inv_freq)
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=allowed[:, None], dropout_p=self.dropout if self.training else 0.0)
+
+
+@dataclass(frozen=True)
+class KVCache:
+    """One attention layer's cache of W frames: k, v (B, H, W, E) before rotary, pos (B, W)
+    timeline positions, valid (B, W)."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    pos: torch.Tensor
+    valid: torch.Tensor
+
+
+def _last_valid(valid: torch.Tensor, w: int) -> torch.Tensor:
+    """valid (B, N) -> (B, w) indices of each row's last w valid entries, in order (if a row has
+    fewer, its earliest invalid entries fill in front, still flagged invalid by the gather)."""
+    order = torch.sort(valid.to(torch.int8), dim=1, stable=True).indices  # invalid first, then valid
+    return order[:, order.shape[1] - w:]
 
 
 class FeedForward(nn.Module):
@@ -160,6 +199,19 @@ class ConvModule(nn.Module):
         return self.drop(self.pw2(F.silu(self.norm(y))))
 
 
+    def forward_chunk(self, x: torch.Tensor, valid: torch.Tensor,
+                      cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, C, D) with valid frames first; cache (B, K-1, D) the last K-1 valid frames' conv
+        inputs (zeros at the stream start, like the causal padding). -> (B, C, D), new cache."""
+        y = F.glu(self.pw1(self.norm_in(x)), dim=-1)  # (B, C, D)
+        full = torch.cat([cache, y], 1)  # (B, K-1+C, D)
+        out = self.dw(full.transpose(1, 2)).transpose(1, 2)  # (B, C, D)
+        held = torch.cat([torch.ones_like(cache[..., 0], dtype=torch.bool), valid], 1)
+        keep = _last_valid(held, cache.shape[1])  # (B, K-1)
+        new = full.gather(1, keep[:, :, None].expand(-1, -1, full.shape[2]))
+        return self.drop(self.pw2(F.silu(self.norm(out)))), new
+
+
 class ConformerBlock(nn.Module):
     """Macaron FFN / attention / conv / FFN, pre-norm, residual."""
 
@@ -178,3 +230,14 @@ class ConformerBlock(nn.Module):
         x = x + self.conv(x)
         x = self.norm_out(x + 0.5 * self.ff2(x))
         return x.masked_fill(~valid[:, :, None], 0.0)  # padding never feeds later frames
+
+    def forward_chunk(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor, kv: KVCache,
+                      conv: torch.Tensor) -> tuple[torch.Tensor, KVCache, torch.Tensor]:
+        """The streaming form of forward: x (B, C, D) new frames -> (B, C, D) and new caches."""
+        x = x + 0.5 * self.ff1(x)
+        a, kv = self.att.forward_chunk(self.norm_att(x), pos, valid, kv)
+        x = x + self.drop(a)
+        c, conv = self.conv.forward_chunk(x, valid, conv)
+        x = x + c
+        x = self.norm_out(x + 0.5 * self.ff2(x))
+        return x.masked_fill(~valid[:, :, None], 0.0), kv, conv

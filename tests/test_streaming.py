@@ -1,0 +1,125 @@
+"""Streaming parity: forward_chunk over a stream equals the full-utterance forward."""
+
+import math
+
+import pytest
+import torch
+
+from asr_engine.model.encoder import Encoder, SkipOptions
+from asr_engine.model.streaming import StreamState
+
+from conftest import tiny_config
+
+
+def _model(**kw) -> Encoder:
+    torch.manual_seed(0)
+    m = Encoder(tiny_config(**kw)).eval()
+    m.feat_istd.fill_(0.5)
+    return m
+
+
+def _feats(lengths: list[int], seed: int = 1):
+    torch.manual_seed(seed)
+    x = torch.randn(len(lengths), max(lengths), 80) * 2 + 8
+    for b, n in enumerate(lengths):
+        x[b, n:] = 0.0
+    return x, torch.tensor(lengths)
+
+
+def stream(model: Encoder, x: torch.Tensor, xl: torch.Tensor, C: int, skip: SkipOptions | None,
+           state: StreamState | None = None):
+    """Feed (B, T_in, F) features chunk by chunk: -> final raw (B, T, V), top mask, states seen."""
+    sub = model.subsampling
+    n = sub.output_lengths(xl)  # (B,)
+    T = int(n.max())
+    chunks = math.ceil(T / C)
+    need = sub.stride * C * chunks + sub.receptive_field - sub.stride
+    xp = torch.cat([x, x.new_zeros(x.shape[0], max(0, need - x.shape[1]), x.shape[2])], 1)
+    state = state or StreamState.zeros(model.cfg, x.shape[0])
+    raws, tops, states = [], [], [state]
+    for k in range(chunks):
+        a = k * C * sub.stride
+        win = xp[:, a: a + sub.stride * C + sub.receptive_field - sub.stride]
+        out, state = model.forward_chunk(win, (n - k * C).clamp(0, C), state, skip)
+        raws.append(out.final.raw)
+        tops.append(out.top_mask)
+        states.append(state)
+    return torch.cat(raws, 1)[:, :T], torch.cat(tops, 1)[:, :T], states
+
+
+@pytest.mark.parametrize("chunks_per_step", [1, 2, 3])
+@pytest.mark.parametrize("lengths", [[203], [203, 150, 61]])
+def test_streaming_equals_full_forward(chunks_per_step, lengths):
+    m = _model()
+    x, xl = _feats(lengths)
+    with torch.no_grad():
+        full = m(x, xl)
+        raw, _, states = stream(m, x, xl, chunks_per_step * m.cfg.chunk_size, None)
+    for b, n in enumerate(full.lengths.tolist()):
+        torch.testing.assert_close(raw[b, :n], full.final.raw[b, :n], atol=1e-4, rtol=1e-4)
+    assert states[-1].offset.tolist() == full.lengths.tolist()
+
+
+@pytest.mark.parametrize("quantile,dilation", [(0.5, 0), (0.5, 1), (0.2, 2)])
+def test_streaming_with_skipping_equals_full_forward_with_skipping(quantile, dilation):
+    m = _model()
+    x, xl = _feats([203, 150, 61])
+    with torch.no_grad():  # a threshold that skips a good share of this random model's frames
+        plain = m(x, xl)
+        valid = torch.arange(plain.final.raw.shape[1])[None] < plain.lengths[:, None]
+        threshold = float(torch.quantile(plain.intermediate[2].blank_prob()[valid], quantile))
+    skip = SkipOptions(threshold, dilation)
+    with torch.no_grad():
+        full = m(x, xl, skip)
+        raw, top, _ = stream(m, x, xl, 2 * m.cfg.chunk_size, skip)
+    valid = torch.arange(raw.shape[1])[None] < full.lengths[:, None]
+    frac = float(full.top_mask[valid].float().mean())
+    assert 0.1 < frac < 0.9  # the test exercises real skipping, not all-or-nothing
+    assert torch.equal(top & valid, full.top_mask & valid)
+    for b, n in enumerate(full.lengths.tolist()):
+        torch.testing.assert_close(raw[b, :n], full.final.raw[b, :n], atol=1e-4, rtol=1e-4)
+
+
+def test_threshold_one_streaming_equals_no_skipping():
+    m = _model()
+    x, xl = _feats([150, 97])
+    with torch.no_grad():
+        a, _, _ = stream(m, x, xl, m.cfg.chunk_size, None)
+        b, top, _ = stream(m, x, xl, m.cfg.chunk_size, SkipOptions(1.0, 1))
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert bool(top[0].all())
+
+
+def test_batched_streams_equal_single_streams_and_select_stack_roundtrip():
+    m = _model()
+    x, xl = _feats([203, 150, 61])
+    skip = SkipOptions(0.5, 1)
+    with torch.no_grad():
+        batched, _, states = stream(m, x, xl, 8, skip)
+        for b in range(3):
+            single, _, _ = stream(m, x[b:b + 1, : int(xl[b])], xl[b:b + 1], 8, skip)
+            n = single.shape[1]
+            torch.testing.assert_close(batched[b, :n], single[0], atol=1e-4, rtol=1e-4)
+    mid = states[5]
+    again = StreamState.stack([mid.select([2]), mid.select([0, 1])])
+    assert torch.equal(again.select([1, 2, 0]).k, mid.k)
+    assert again.offset.tolist() == [mid.offset[2], mid.offset[0], mid.offset[1]]
+
+
+def test_cache_size_is_constant_over_a_long_stream():
+    m = _model()
+    x, xl = _feats([4000])  # 40 s of features, 1000 encoder frames
+    with torch.no_grad():
+        _, _, states = stream(m, x, xl, 8, SkipOptions(0.5, 1))
+    sizes = {s.nbytes() for s in states}
+    assert len(sizes) == 1
+    assert int(states[-1].offset[0]) == int(m.subsampling.output_lengths(xl)[0])
+
+
+def test_bad_chunks_are_rejected():
+    m = _model()
+    st = StreamState.zeros(m.cfg, 1)
+    with pytest.raises(ValueError, match="multiple of chunk_size"):
+        m.forward_chunk(torch.zeros(1, 4 * 3 + 3, 80), torch.tensor([3]), st)
+    with pytest.raises(ValueError, match="bounded left context"):
+        StreamState.zeros(tiny_config(left_chunks=None))
