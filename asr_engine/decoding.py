@@ -14,7 +14,8 @@ import torch
 
 from asr_engine.tokenizer import BLANK_ID, Tokenizer
 
-__all__ = ["Hypothesis", "Word", "greedy_search", "prefix_beam_search", "words_from_hypothesis"]
+__all__ = ["GreedySearch", "Hypothesis", "PrefixBeamSearch", "Word", "greedy_search", "prefix_beam_search",
+           "words_from_hypothesis"]
 
 NEG_INF = float("-inf")
 
@@ -41,18 +42,9 @@ class Word:
 
 def greedy_search(log_probs: torch.Tensor) -> Hypothesis:
     """log_probs (T, V) -> best path with repeats collapsed and blanks removed."""
-    best_lp, best = log_probs.max(-1)  # (T,), (T,)
-    tokens, frames, probs = [], [], []
-    prev = BLANK_ID
-    for t, (tok, lp) in enumerate(zip(best.tolist(), best_lp.tolist())):
-        if tok != BLANK_ID and tok != prev:
-            tokens.append(tok)
-            frames.append(t)
-            probs.append(math.exp(lp))
-        elif tok != BLANK_ID and probs:
-            probs[-1] = max(probs[-1], math.exp(lp))
-        prev = tok
-    return Hypothesis(tuple(tokens), tuple(frames), tuple(probs), float(best_lp.sum()))
+    search = GreedySearch()
+    search.advance(log_probs)
+    return search.hypotheses()[0]
 
 
 def _lse(a: float, b: float) -> float:
@@ -84,24 +76,35 @@ class _Beam:
             self.trace_score, self.frames, self.probs = score, frames, probs
 
 
-def prefix_beam_search(log_probs: torch.Tensor, beam: int = 8, nbest: int = 1,
-                       prune_logp: float = -12.0) -> list[Hypothesis]:
-    """log_probs (T, V) -> up to `nbest` hypotheses, best first.
+class PrefixBeamSearch:
+    """CTC prefix beam search that can be fed a stream of log-prob chunks.
 
     Per frame only the `beam` most likely tokens above `prune_logp` are expanded.
+    Frames are numbered from 0 across all the chunks fed so far.
     """
-    if beam < 1:
-        raise ValueError("beam must be >= 1")
-    beams: dict[tuple[int, ...], _Beam] = {(): _Beam()}
-    beams[()].pb, beams[()].trace_score = 0.0, 0.0
-    k = min(beam, log_probs.shape[-1])
-    for t in range(log_probs.shape[0]):
-        row = log_probs[t]
-        top_lp, top_id = row.topk(k)
-        cands = [(c, lp) for c, lp in zip(top_id.tolist(), top_lp.tolist()) if c != BLANK_ID and lp >= prune_logp]
-        lp_blank = float(row[BLANK_ID])
+
+    def __init__(self, beam: int = 8, prune_logp: float = -12.0):
+        if beam < 1:
+            raise ValueError("beam must be >= 1")
+        self.beam, self.prune_logp = beam, prune_logp
+        root = _Beam()
+        root.pb, root.trace_score = 0.0, 0.0
+        self.beams: dict[tuple[int, ...], _Beam] = {(): root}
+        self.frame = 0
+
+    def advance(self, log_probs: torch.Tensor) -> None:
+        """log_probs (T, V): the next T frames."""
+        k = min(self.beam, log_probs.shape[-1])
+        top_lp, top_id = log_probs.topk(k)
+        blank = log_probs[:, BLANK_ID].tolist()
+        for row_id, row_lp, lp_blank in zip(top_id.tolist(), top_lp.tolist(), blank):
+            cands = [(c, lp) for c, lp in zip(row_id, row_lp) if c != BLANK_ID and lp >= self.prune_logp]
+            self.beams = self._step(self.frame, cands, lp_blank)
+            self.frame += 1
+
+    def _step(self, t: int, cands: list[tuple[int, float]], lp_blank: float) -> dict[tuple[int, ...], _Beam]:
         nxt: dict[tuple[int, ...], _Beam] = {}
-        for prefix, b in beams.items():
+        for prefix, b in self.beams.items():
             total = b.total
             stay = nxt.setdefault(prefix, _Beam())
             stay.pb = _lse(stay.pb, total + lp_blank)
@@ -118,9 +121,60 @@ def prefix_beam_search(log_probs: torch.Tensor, beam: int = 8, nbest: int = 1,
                 ext = nxt.setdefault(prefix + (c,), _Beam())
                 ext.pnb = _lse(ext.pnb, from_score)
                 ext.offer_trace(from_score, b.frames + (t,), b.probs + (math.exp(lp),))
-        beams = dict(sorted(nxt.items(), key=lambda kv: kv[1].total, reverse=True)[:beam])
-    ranked = sorted(beams.items(), key=lambda kv: kv[1].total, reverse=True)[:nbest]
-    return [Hypothesis(p, b.frames, b.probs, b.total) for p, b in ranked]
+        return dict(sorted(nxt.items(), key=lambda kv: kv[1].total, reverse=True)[: self.beam])
+
+    def hypotheses(self, nbest: int = 1) -> list[Hypothesis]:
+        """Up to `nbest` hypotheses so far, best first."""
+        ranked = sorted(self.beams.items(), key=lambda kv: kv[1].total, reverse=True)[:nbest]
+        return [Hypothesis(p, b.frames, b.probs, b.total) for p, b in ranked]
+
+    def stable_length(self) -> int:
+        """Tokens every live beam agrees on: they cannot change any more."""
+        prefixes = list(self.beams)
+        n = min(len(p) for p in prefixes)
+        for i in range(n):
+            if any(p[i] != prefixes[0][i] for p in prefixes):
+                return i
+        return n
+
+
+class GreedySearch:
+    """Best-path decoding fed a stream of log-prob chunks (identical to greedy_search on their concatenation)."""
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self.frames: list[int] = []
+        self.probs: list[float] = []
+        self.prev = BLANK_ID
+        self.score = 0.0
+        self.frame = 0
+
+    def advance(self, log_probs: torch.Tensor) -> None:
+        best_lp, best = log_probs.max(-1)  # (T,), (T,)
+        for tok, lp in zip(best.tolist(), best_lp.tolist()):
+            if tok != BLANK_ID and tok != self.prev:
+                self.tokens.append(tok)
+                self.frames.append(self.frame)
+                self.probs.append(math.exp(lp))
+            elif tok != BLANK_ID and self.probs:
+                self.probs[-1] = max(self.probs[-1], math.exp(lp))
+            self.prev = tok
+            self.score += lp
+            self.frame += 1
+
+    def hypotheses(self, nbest: int = 1) -> list[Hypothesis]:
+        return [Hypothesis(tuple(self.tokens), tuple(self.frames), tuple(self.probs), self.score)]
+
+    def stable_length(self) -> int:
+        return len(self.tokens)
+
+
+def prefix_beam_search(log_probs: torch.Tensor, beam: int = 8, nbest: int = 1,
+                       prune_logp: float = -12.0) -> list[Hypothesis]:
+    """log_probs (T, V) -> up to `nbest` hypotheses, best first."""
+    search = PrefixBeamSearch(beam, prune_logp)
+    search.advance(log_probs)
+    return search.hypotheses(nbest)
 
 
 def words_from_hypothesis(hyp: Hypothesis, tokenizer: Tokenizer, frame_shift_s: float) -> list[Word]:

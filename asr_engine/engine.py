@@ -1,0 +1,207 @@
+"""Streaming recognition API: an Engine holds the model; each audio stream is a Session.
+
+    engine = Engine.load()                      # the bundled model, or a checkpoint folder
+    s = engine.session(sample_rate=8000)
+    s.accept_audio(samples)                     # any chunk size, int16 or float
+    engine.step()                               # runs every ready session as one batch
+    s.result().text                             # partial text; .stable is the part that cannot change
+    final = s.finish()                          # flushes the tail, returns a transcribe.Result
+
+A session turns audio into fbank frames as it arrives; `Engine.step` takes one chunk
+of C encoder frames from every session that has one (or that has ended) and runs them
+as one batch through `Encoder.forward_chunk`, so results do not depend on which
+sessions happen to share a batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asr_engine.audio import SAMPLE_RATE, AudioError, to_float32
+from asr_engine.checkpoint import Checkpoint, load_checkpoint
+from asr_engine.decoding import GreedySearch, PrefixBeamSearch, words_from_hypothesis
+from asr_engine.features import Fbank, FbankStream
+from asr_engine.model.encoder import SkipOptions
+from asr_engine.model.streaming import StreamState
+from asr_engine.transcribe import Result
+
+__all__ = ["Engine", "EngineOptions", "Partial", "Session"]
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    chunk_frames: int | None = None  # encoder frames per step (a multiple of the model's chunk); None: one chunk
+    beam: int = 1  # 1 = greedy
+    nbest: int = 1
+    skip_threshold: float | None = None  # None: the model's default; >= 1.0: no skipping
+    skip_dilation: int | None = None
+    max_batch: int = 64  # sessions per forward pass
+
+
+@dataclass(frozen=True)
+class Partial:
+    text: str  # best hypothesis so far
+    stable: str  # its prefix that no later audio can change
+
+
+class Engine:
+    def __init__(self, ckpt: Checkpoint, options: EngineOptions = EngineOptions(), device: str = "cpu"):
+        cfg = ckpt.model.cfg
+        if options.beam < 1 or not 1 <= options.nbest <= options.beam:
+            raise ValueError("need beam >= 1 and 1 <= nbest <= beam")
+        self.chunk = options.chunk_frames or cfg.chunk_size
+        if self.chunk % cfg.chunk_size:
+            raise ValueError(f"chunk_frames must be a multiple of the model's chunk_size ({cfg.chunk_size})")
+        self.ckpt, self.options = ckpt, options
+        self.device = torch.device(device)
+        self.model = ckpt.model.to(self.device).eval()
+        self.fbank = Fbank(ckpt.features)
+        threshold = cfg.skip_threshold if options.skip_threshold is None else options.skip_threshold
+        dilation = cfg.skip_dilation if options.skip_dilation is None else options.skip_dilation
+        self.skip = None if threshold >= 1.0 else SkipOptions(threshold, dilation)
+        sub = self.model.subsampling
+        self.window = sub.stride * self.chunk + sub.receptive_field - sub.stride  # feature frames per step
+        self.hop = sub.stride * self.chunk
+        self.sessions: list[Session] = []
+
+    @classmethod
+    def load(cls, model: str | Path | None = None, options: EngineOptions = EngineOptions(),
+             device: str = "cpu") -> "Engine":
+        return cls(load_checkpoint(model, device), options, device)
+
+    @property
+    def chunk_seconds(self) -> float:
+        return self.chunk * self.model.cfg.frame_shift_s
+
+    def session(self, sample_rate: int = SAMPLE_RATE) -> "Session":
+        s = Session(self, sample_rate)
+        self.sessions.append(s)
+        return s
+
+    def close(self, session: "Session") -> None:
+        """Forget a session (the engine keeps every open one for `step()` without arguments)."""
+        if session in self.sessions:
+            self.sessions.remove(session)
+
+    def step(self, sessions: list["Session"] | None = None) -> list["Session"]:
+        """Run one chunk of every ready session; returns the sessions that advanced."""
+        ready = [s for s in (self.sessions if sessions is None else sessions) if s.ready]
+        for a in range(0, len(ready), self.options.max_batch):
+            self._run(ready[a: a + self.options.max_batch])
+        return ready
+
+    def run(self, sessions: list["Session"] | None = None) -> None:
+        """Step until no session has a full chunk (or, once finished, any audio) left."""
+        while self.step(sessions):
+            pass
+
+    def _run(self, batch: list["Session"]) -> None:
+        wins, n_valid = zip(*(s._take_window() for s in batch))
+        feats = torch.stack(wins).to(self.device)  # (B, window, F)
+        state = StreamState.stack([s._state for s in batch])
+        with torch.inference_mode():
+            out, new = self.model.forward_chunk(feats, torch.tensor(n_valid, device=self.device), state, self.skip)
+            log_probs = out.final.log_probs().float().cpu()  # (B, C, V)
+            top = out.top_mask.cpu()
+        for j, s in enumerate(batch):
+            s._state = new.select([j])
+            n = n_valid[j]
+            s._search.advance(log_probs[j, :n])
+            s.frames += n
+            s.top_frames += int(top[j, :n].sum())
+
+
+class Session:
+    """One audio stream. Not thread-safe: feed it and step its engine from one thread."""
+
+    def __init__(self, engine: Engine, sample_rate: int = SAMPLE_RATE):
+        if not isinstance(sample_rate, int) or not 8000 <= sample_rate <= 192000:
+            raise AudioError(f"unsupported sample rate {sample_rate!r}: expected an integer in 8000..192000 Hz")
+        self.engine, self.sample_rate = engine, sample_rate
+        self.reset()
+
+    def reset(self) -> None:
+        """Start over: a new utterance, nothing decoded."""
+        eng = self.engine
+        self._resampler = None
+        if self.sample_rate != SAMPLE_RATE:
+            import soxr
+
+            self._resampler = soxr.ResampleStream(self.sample_rate, SAMPLE_RATE, 1, dtype="float32", quality="VHQ")
+        self._fbank = FbankStream(eng.fbank)
+        self._feats = torch.zeros(0, eng.fbank.cfg.num_mel_bins)  # (N, F) not yet consumed
+        self._feat_total = 0  # feature frames since the start
+        self._state = StreamState.zeros(eng.model.cfg, 1, eng.device)
+        self._search = GreedySearch() if eng.options.beam == 1 else PrefixBeamSearch(eng.options.beam)
+        self.samples = 0  # 16 kHz samples received
+        self.frames = 0  # encoder frames decoded
+        self.top_frames = 0  # of which ran the top layers
+        self.input_finished = False
+
+    def accept_audio(self, samples: np.ndarray) -> None:
+        """Append audio at the session's sample rate: int16 PCM or float in [-1, 1], 1-D."""
+        if self.input_finished:
+            raise RuntimeError("audio after finish(): call reset() to start a new utterance")
+        x = to_float32(samples)
+        if x.ndim != 1:
+            raise AudioError(f"expected mono 1-D samples, got shape {x.shape}")
+        if self._resampler is not None:
+            x = self._resampler.resample_chunk(x)
+        self._add(x)
+
+    def _add(self, x: np.ndarray) -> None:
+        self.samples += len(x)
+        new = self._fbank.accept(torch.from_numpy(np.ascontiguousarray(x)))
+        self._feats = torch.cat([self._feats, new])
+        self._feat_total += new.shape[0]
+
+    def input_done(self) -> None:
+        """No more audio: the next steps flush what is left."""
+        if not self.input_finished and self._resampler is not None:
+            self._add(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+        self.input_finished = True
+
+    @property
+    def _frames_total(self) -> int:
+        """Encoder frames the audio so far yields (all of it, once the input is finished)."""
+        return int(self.engine.model.subsampling.output_lengths(torch.tensor(self._feat_total)))
+
+    @property
+    def ready(self) -> bool:
+        if self._feats.shape[0] >= self.engine.window:
+            return True
+        return self.input_finished and self._frames_total > self.frames
+
+    def _take_window(self) -> tuple[torch.Tensor, int]:
+        eng = self.engine
+        n_valid = min(eng.chunk, self._frames_total - self.frames)
+        win = self._feats[: eng.window]
+        if win.shape[0] < eng.window:  # the stream's tail: pad; the padding yields invalid frames only
+            win = torch.cat([win, win.new_zeros(eng.window - win.shape[0], win.shape[1])])
+        self._feats = self._feats[eng.hop:]
+        return win, n_valid
+
+    def result(self) -> Partial:
+        tok = self.engine.ckpt.tokenizer
+        best = self._search.hypotheses(1)[0]
+        return Partial(tok.decode(list(best.tokens)), tok.decode(list(best.tokens[: self._search.stable_length()])))
+
+    def final(self, path: str = "") -> Result:
+        """The result so far, as an offline Result (words with times, n-best, skipping statistics)."""
+        eng = self.engine
+        tok = eng.ckpt.tokenizer
+        hyps = self._search.hypotheses(eng.options.nbest)
+        return Result(path, text=tok.decode(list(hyps[0].tokens)),
+                      words=words_from_hypothesis(hyps[0], tok, eng.model.cfg.frame_shift_s),
+                      duration=self.samples / SAMPLE_RATE, frames=self.frames, top_frames=self.top_frames,
+                      nbest=[tok.decode(list(h.tokens)) for h in hyps])
+
+    def finish(self, path: str = "") -> Result:
+        """End the input, decode everything left (this session alone) and return the final result."""
+        self.input_done()
+        self.engine.run([self])
+        return self.final(path)

@@ -1,0 +1,123 @@
+"""Engine/Session streaming API: equals offline decoding, batched equals alone, bad input is refused."""
+
+import numpy as np
+import pytest
+import torch
+
+from asr_engine.audio import AudioError
+from asr_engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from asr_engine.engine import Engine, EngineOptions
+from asr_engine.features import Fbank
+from asr_engine.model.encoder import Encoder
+from asr_engine.tokenizer import CharTokenizer
+from asr_engine.transcribe import DecodeOptions, Transcriber
+
+from conftest import tiny_config
+
+
+def _speechy(seconds: float, seed: int) -> np.ndarray:
+    """Noise bursts with pauses: gives a random model varied frames to decode."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 16000)
+    env = np.repeat(rng.random(n // 1600 + 1) > 0.4, 1600)[:n]
+    return (0.2 * rng.standard_normal(n) * env).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt_dir(tmp_path_factory):
+    """A random tiny model calibrated on noise bursts: it emits tokens and its gate skips
+    about half of the frames at threshold 0.5, so decoding and skipping are exercised."""
+    torch.manual_seed(0)
+    m = Encoder(tiny_config()).eval()
+    x = Fbank()(torch.from_numpy(_speechy(3.3, 0))[None])
+    with torch.no_grad():
+        m.feat_mean.copy_(x[0].mean(0))
+        m.feat_istd.copy_(1 / x[0].std(0))
+        for h in (m.heads["2"], m.final_head):
+            h.out.weight.mul_(20.0)
+        out = m(x, torch.tensor([x.shape[1]]))
+        m.heads["2"].out.bias[0] -= out.intermediate[2].raw[0, :, 0].median() + 0.1  # no frame at P = 0.5 exactly
+        m.final_head.out.bias[0] -= out.final.raw[0, :, 0].median() + 2
+    return save_checkpoint(Checkpoint(m, CharTokenizer()), tmp_path_factory.mktemp("ckpt"))
+
+
+def _feed(session, audio: np.ndarray, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    i = 0
+    while i < len(audio):
+        j = i + int(rng.integers(1, 5000))
+        session.accept_audio(audio[i:j])
+        i = j
+
+
+@pytest.mark.parametrize("beam,threshold", [(1, 1.0), (1, 0.5), (4, 0.5)])
+@pytest.mark.parametrize("chunk_frames", [4, 8])
+def test_session_equals_offline_transcription(tiny_ckpt_dir, beam, threshold, chunk_frames):
+    ckpt = load_checkpoint(tiny_ckpt_dir)
+    audio = _speechy(3.3, 0)
+    offline = Transcriber(ckpt, DecodeOptions(beam=beam, nbest=min(2, beam), skip_threshold=threshold))
+    ref = offline.transcribe_arrays([audio], ["a"])[0]
+    engine = Engine(ckpt, EngineOptions(chunk_frames=chunk_frames, beam=beam, nbest=min(2, beam),
+                                        skip_threshold=threshold))
+    s = engine.session()
+    _feed(s, audio, 1)
+    engine.run()
+    assert ref.text.startswith(s.result().stable)
+    res = s.finish("a")
+    assert res.text == ref.text and res.nbest == ref.nbest
+    assert (res.frames, res.top_frames) == (ref.frames, ref.top_frames)
+    assert [(w.word, w.start, w.end) for w in res.words] == [(w.word, w.start, w.end) for w in ref.words]
+    if threshold < 1.0:
+        assert 0 < res.top_frames < res.frames
+
+
+def test_batched_sessions_equal_sessions_alone(tiny_ckpt_dir):
+    audios = [_speechy(s, i) for i, s in enumerate([2.1, 3.7, 0.9])]
+    engine = Engine.load(tiny_ckpt_dir, EngineOptions(skip_threshold=0.5))
+    alone = []
+    for i, a in enumerate(audios):
+        s = engine.session()
+        _feed(s, a, i)
+        alone.append(s.finish())
+        engine.close(s)
+    sessions = [engine.session() for _ in audios]
+    for i, (s, a) in enumerate(zip(sessions, audios)):  # interleaved feeding, one step for all
+        _feed(s, a, 10 + i)
+        engine.step()
+    for s in sessions:
+        s.input_done()
+    engine.run()
+    for s, ref in zip(sessions, alone):
+        res = s.final()
+        assert (res.text, res.frames, res.top_frames) == (ref.text, ref.frames, ref.top_frames)
+
+
+def test_other_sample_rates_and_int16(tiny_ckpt_dir):
+    engine = Engine.load(tiny_ckpt_dir)
+    s = engine.session(sample_rate=8000)
+    pcm = (_speechy(2.0, 3)[::2] * 32767).astype(np.int16)
+    for a in range(0, len(pcm), 999):
+        s.accept_audio(pcm[a: a + 999])
+    res = s.finish()
+    assert abs(res.duration - 2.0) < 0.01
+    assert res.frames == int(engine.model.subsampling.output_lengths(np.int64(198)))
+
+
+def test_bad_input_is_refused(tiny_ckpt_dir):
+    engine = Engine.load(tiny_ckpt_dir)
+    with pytest.raises(AudioError, match="sample rate"):
+        engine.session(sample_rate=1234)
+    s = engine.session()
+    with pytest.raises(AudioError, match="mono"):
+        s.accept_audio(np.zeros((100, 2), np.float32))
+    with pytest.raises(AudioError, match="dtype"):
+        s.accept_audio(np.zeros(100, np.int32))
+    with pytest.raises(AudioError, match="NaN"):
+        s.accept_audio(np.full(100, np.nan, np.float32))
+    assert s.finish().text == ""  # nothing valid arrived: an empty result, no crash
+    with pytest.raises(RuntimeError, match="reset"):
+        s.accept_audio(np.zeros(100, np.float32))
+    s.reset()
+    s.accept_audio(np.zeros(100, np.float32))
+    with pytest.raises(ValueError, match="multiple"):
+        Engine.load(tiny_ckpt_dir, EngineOptions(chunk_frames=6))
