@@ -14,8 +14,8 @@ import torch
 
 from asr_engine.tokenizer import BLANK_ID, Tokenizer
 
-__all__ = ["GreedySearch", "Hypothesis", "PrefixBeamSearch", "Word", "greedy_search", "prefix_beam_search",
-           "words_from_hypothesis"]
+__all__ = ["GreedySearch", "Hypothesis", "PrefixBeamSearch", "Word", "check_beam", "greedy_search",
+           "prefix_beam_search", "words_from_hypothesis"]
 
 NEG_INF = float("-inf")
 
@@ -38,6 +38,11 @@ class Word:
     def to_dict(self) -> dict:
         return {"word": self.word, "start": round(self.start, 3), "end": round(self.end, 3),
                 "confidence": round(self.confidence, 4)}
+
+
+def check_beam(beam: int, nbest: int) -> None:
+    if beam < 1 or not 1 <= nbest <= beam:
+        raise ValueError("need beam >= 1 and 1 <= nbest <= beam")
 
 
 def greedy_search(log_probs: torch.Tensor) -> Hypothesis:

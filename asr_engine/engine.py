@@ -23,7 +23,7 @@ import torch
 
 from asr_engine.audio import SAMPLE_RATE, AudioError, to_float32
 from asr_engine.checkpoint import Checkpoint, load_checkpoint
-from asr_engine.decoding import GreedySearch, PrefixBeamSearch, words_from_hypothesis
+from asr_engine.decoding import GreedySearch, PrefixBeamSearch, check_beam, words_from_hypothesis
 from asr_engine.features import Fbank, FbankStream
 from asr_engine.model.encoder import SkipOptions
 from asr_engine.model.streaming import StreamState
@@ -51,8 +51,7 @@ class Partial:
 class Engine:
     def __init__(self, ckpt: Checkpoint, options: EngineOptions = EngineOptions(), device: str = "cpu"):
         cfg = ckpt.model.cfg
-        if options.beam < 1 or not 1 <= options.nbest <= options.beam:
-            raise ValueError("need beam >= 1 and 1 <= nbest <= beam")
+        check_beam(options.beam, options.nbest)
         self.chunk = options.chunk_frames or cfg.chunk_size
         if self.chunk % cfg.chunk_size:
             raise ValueError(f"chunk_frames must be a multiple of the model's chunk_size ({cfg.chunk_size})")
@@ -60,11 +59,9 @@ class Engine:
         self.device = torch.device(device)
         self.model = ckpt.model.to(self.device).eval()
         self.fbank = Fbank(ckpt.features)
-        threshold = cfg.skip_threshold if options.skip_threshold is None else options.skip_threshold
-        dilation = cfg.skip_dilation if options.skip_dilation is None else options.skip_dilation
-        self.skip = None if threshold >= 1.0 else SkipOptions(threshold, dilation)
+        self.skip = SkipOptions.resolve(cfg, options.skip_threshold, options.skip_dilation)
         sub = self.model.subsampling
-        self.window = sub.stride * self.chunk + sub.receptive_field - sub.stride  # feature frames per step
+        self.window = sub.input_frames(self.chunk)  # feature frames per step
         self.hop = sub.stride * self.chunk
         self.sessions: list[Session] = []
 
@@ -72,10 +69,6 @@ class Engine:
     def load(cls, model: str | Path | None = None, options: EngineOptions = EngineOptions(),
              device: str = "cpu") -> "Engine":
         return cls(load_checkpoint(model, device), options, device)
-
-    @property
-    def chunk_seconds(self) -> float:
-        return self.chunk * self.model.cfg.frame_shift_s
 
     def session(self, sample_rate: int = SAMPLE_RATE) -> "Session":
         s = Session(self, sample_rate)

@@ -206,7 +206,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
                                 speed=f"{audio_s / 3600 / max(1e-9, time.monotonic() - t0) * 3600:.0f}x")
             if dev_fs is not None and step % cfg.eval_every == 0:
                 res = evaluate(model, dev_fs, tokenizer, None)
-                res_skip = evaluate(model, dev_fs, tokenizer, SkipOptions(model.cfg.skip_threshold, model.cfg.skip_dilation))
+                res_skip = evaluate(model, dev_fs, tokenizer, SkipOptions.resolve(model.cfg))
                 msg = {"step": step, "dev": res, "dev_skip": res_skip}
                 with open(out / "log.jsonl", "a") as f:
                     f.write(json.dumps(msg) + "\n")
@@ -221,8 +221,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     info["train_seconds"] = round(prior_seconds + time.monotonic() - t0, 1)
     if dev_fs is not None:
         info["dev_final"] = {"step": step, "dev": evaluate(model, dev_fs, tokenizer, None),
-                             "dev_skip": evaluate(model, dev_fs, tokenizer, SkipOptions(
-                                 model.cfg.skip_threshold, model.cfg.skip_dilation))}
+                             "dev_skip": evaluate(model, dev_fs, tokenizer, SkipOptions.resolve(model.cfg))}
     _save(model, tokenizer, opt, cfg, step, info)
     report = {"steps": step, **info}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -10,7 +10,7 @@ import torch
 
 from asr_engine.audio import SAMPLE_RATE, AudioError, load_audio
 from asr_engine.checkpoint import Checkpoint
-from asr_engine.decoding import Word, greedy_search, prefix_beam_search, words_from_hypothesis
+from asr_engine.decoding import Word, check_beam, greedy_search, prefix_beam_search, words_from_hypothesis
 from asr_engine.features import Fbank, num_frames
 from asr_engine.model.encoder import SkipOptions
 
@@ -54,16 +54,12 @@ class Transcriber:
     """Runs a checkpoint over whole utterances, several at a time."""
 
     def __init__(self, ckpt: Checkpoint, options: DecodeOptions = DecodeOptions(), device: str = "cpu"):
-        if options.beam < 1 or options.nbest < 1 or options.nbest > options.beam:
-            raise ValueError("need beam >= 1 and 1 <= nbest <= beam")
+        check_beam(options.beam, options.nbest)
         self.ckpt = ckpt
         self.device = torch.device(device)
         self.model = ckpt.model.to(self.device).eval()
         self.fbank = Fbank(ckpt.features).to(self.device)
-        cfg = self.model.cfg
-        threshold = cfg.skip_threshold if options.skip_threshold is None else options.skip_threshold
-        dilation = cfg.skip_dilation if options.skip_dilation is None else options.skip_dilation
-        self.skip = None if threshold >= 1.0 else SkipOptions(threshold, dilation)
+        self.skip = SkipOptions.resolve(self.model.cfg, options.skip_threshold, options.skip_dilation)
         self.options = options
 
     def transcribe_arrays(self, audios: list[np.ndarray], paths: list[str]) -> list[Result]:

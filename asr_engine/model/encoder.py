@@ -60,6 +60,14 @@ class SkipOptions:
     threshold: float
     dilation: int = 1
 
+    @staticmethod
+    def resolve(cfg: ModelConfig, threshold: float | None = None,
+                dilation: int | None = None) -> "SkipOptions | None":
+        """Options given by a user (None: the model's defaults); None when threshold >= 1.0 (no skipping)."""
+        threshold = cfg.skip_threshold if threshold is None else threshold
+        dilation = cfg.skip_dilation if dilation is None else dilation
+        return None if threshold >= 1.0 else SkipOptions(threshold, dilation)
+
 
 class CTCHead(nn.Module):
     def __init__(self, cfg: ModelConfig):
@@ -126,9 +134,9 @@ class Encoder(nn.Module):
         Equal to `forward` over the whole stream, frame for frame, skipping included.
         """
         cfg, sub = self.cfg, self.subsampling
-        C = (feats.shape[1] - sub.receptive_field + sub.stride) // sub.stride
-        if C <= 0 or C % cfg.chunk_size or feats.shape[1] != sub.stride * C + sub.receptive_field - sub.stride:
-            raise ValueError(f"forward_chunk needs stride * C + {sub.receptive_field - sub.stride} feature "
+        C = (feats.shape[1] - sub.input_frames(0)) // sub.stride
+        if C <= 0 or C % cfg.chunk_size or feats.shape[1] != sub.input_frames(C):
+            raise ValueError(f"forward_chunk needs stride * C + {sub.input_frames(0)} feature "
                              f"frames with C a multiple of chunk_size={cfg.chunk_size}, got {feats.shape[1]}")
         x = sub._run(self.normalize(feats))  # (B, C, D)
         B = x.shape[0]

@@ -39,6 +39,10 @@ class Subsampling(nn.Module):
         self.out = nn.Linear(c * f, cfg.d_model)
         self.norm = nn.LayerNorm(cfg.d_model) if cfg.subsampling_norm else nn.Identity()
 
+    def input_frames(self, n_out: int) -> int:
+        """Input frames that yield exactly n_out output frames (windows for n_out overlap by input_frames(0))."""
+        return self.stride * n_out + self.receptive_field - self.stride
+
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         for _ in range(self.n_convs):
             lengths = torch.div(lengths - 3, 2, rounding_mode="floor") + 1
@@ -49,8 +53,8 @@ class Subsampling(nn.Module):
         if t_out <= self.piece:
             return self._run(x), self.output_lengths(lengths)
         # output frame t sees input frames [stride * t, stride * t + receptive_field): exact in pieces
-        parts = [self._run(x[:, a * self.stride: min(a + self.piece, t_out) * self.stride
-                             + self.receptive_field - self.stride]) for a in range(0, t_out, self.piece)]
+        parts = [self._run(x[:, a * self.stride: a * self.stride + self.input_frames(min(self.piece, t_out - a))])
+                 for a in range(0, t_out, self.piece)]
         return torch.cat(parts, dim=1), self.output_lengths(lengths)
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,7 +93,7 @@ class ChunkedAttention(nn.Module):
     def forward(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.h, self.e).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, E)
-        chunk = torch.where(valid, pos, torch.full_like(pos, PAD_POS)) // self.chunk  # (B, T)
+        chunk = self._chunk_index(pos, valid)  # (B, T)
         out = x.new_zeros(B, self.h, T, self.e)
         for a in range(0, T, self.block):
             b = min(a + self.block, T)
@@ -111,14 +115,17 @@ class ChunkedAttention(nn.Module):
         q, k, v = self.qkv(x).view(B, C, 3, self.h, self.e).permute(2, 0, 3, 1, 4)  # 3 x (B, H, C, E)
         k_all, v_all = torch.cat([cache.k, k], 2), torch.cat([cache.v, v], 2)  # (B, H, W + C, E)
         pk, vk = torch.cat([cache.pos, pos], 1), torch.cat([cache.valid, valid], 1)  # (B, W + C)
-        ck = torch.where(vk, pk, torch.full_like(pk, PAD_POS)) // self.chunk
-        cq = torch.where(valid, pos, torch.full_like(pos, PAD_POS)) // self.chunk
+        ck, cq = self._chunk_index(pk, vk), self._chunk_index(pos, valid)
         out = self._attend_block(q, k_all, v_all, cq, ck, pos, pk, valid, vk)  # (B, H, C, E)
         keep = _last_valid(vk, cache.pos.shape[1])  # (B, W) indices of the newest valid keys
         new = KVCache(k_all.gather(2, keep[:, None, :, None].expand(-1, self.h, -1, self.e)),
                       v_all.gather(2, keep[:, None, :, None].expand(-1, self.h, -1, self.e)),
                       pk.gather(1, keep), vk.gather(1, keep))
         return self.proj(out.transpose(1, 2).reshape(B, C, D)), new
+
+    def _chunk_index(self, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(B, T) chunk of each frame; padding gets a chunk after every real one."""
+        return torch.where(valid, pos, torch.full_like(pos, PAD_POS)) // self.chunk
 
     def _key_window(self, chunk: torch.Tensor, valid: torch.Tensor, a: int, b: int) -> tuple[int, int] | None:
         """The smallest [s, e) of key indices that covers every valid query in [a, b)."""
@@ -197,7 +204,6 @@ class ConvModule(nn.Module):
         y = F.pad(y.transpose(1, 2), (self.left_pad, 0))  # causal: only past frames
         y = self.dw(y).transpose(1, 2)
         return self.drop(self.pw2(F.silu(self.norm(y))))
-
 
     def forward_chunk(self, x: torch.Tensor, valid: torch.Tensor,
                       cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -47,10 +47,6 @@ class StreamState:
             conv=torch.zeros(batch, L, cfg.conv_kernel - 1, D, device=device, dtype=dtype),
             offset=torch.zeros(batch, device=device, dtype=torch.long))
 
-    @property
-    def batch_size(self) -> int:
-        return int(self.offset.shape[0])
-
     @staticmethod
     def stack(states: list["StreamState"]) -> "StreamState":
         """Concatenate the streams of several states (each with any batch size) into one batch."""
