@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from asr_engine.context import ROOT, ContextGraph
 from asr_engine.tokenizer import BLANK_ID, Tokenizer
 
 __all__ = ["GreedySearch", "Hypothesis", "PrefixBeamSearch", "Word", "check_beam", "greedy_search",
@@ -25,7 +26,7 @@ class Hypothesis:
     tokens: tuple[int, ...]
     frames: tuple[int, ...]  # encoder frame of each token's emission
     probs: tuple[float, ...]  # posterior of each token at its frame
-    score: float  # log-probability (for beam search: of the prefix, all alignments)
+    score: float  # log-probability (for beam search: of the prefix, all alignments, plus any hotword bonus)
 
 
 @dataclass(frozen=True)
@@ -62,15 +63,17 @@ def _lse(a: float, b: float) -> float:
 
 
 class _Beam:
-    """Blank- and non-blank-ending log-probs of one prefix, plus the best alignment's trace."""
+    """Blank- and non-blank-ending log-probs of one prefix, plus the best alignment's trace
+    and the prefix's hotword state (a function of the prefix alone)."""
 
-    __slots__ = ("pb", "pnb", "frames", "probs", "trace_score")
+    __slots__ = ("pb", "pnb", "frames", "probs", "trace_score", "ctx", "bonus")
 
-    def __init__(self) -> None:
+    def __init__(self, ctx: int = ROOT, bonus: float = 0.0) -> None:
         self.pb = self.pnb = NEG_INF
         self.frames: tuple[int, ...] = ()
         self.probs: tuple[float, ...] = ()
         self.trace_score = NEG_INF
+        self.ctx, self.bonus = ctx, bonus
 
     @property
     def total(self) -> float:
@@ -85,13 +88,14 @@ class PrefixBeamSearch:
     """CTC prefix beam search that can be fed a stream of log-prob chunks.
 
     Per frame only the `beam` most likely tokens above `prune_logp` are expanded.
-    Frames are numbered from 0 across all the chunks fed so far.
+    Frames are numbered from 0 across all the chunks fed so far. With a `context`
+    graph, prefixes are ranked by log-probability plus their hotword bonus.
     """
 
-    def __init__(self, beam: int = 8, prune_logp: float = -12.0):
+    def __init__(self, beam: int = 8, prune_logp: float = -12.0, context: ContextGraph | None = None):
         if beam < 1:
             raise ValueError("beam must be >= 1")
-        self.beam, self.prune_logp = beam, prune_logp
+        self.beam, self.prune_logp, self.context = beam, prune_logp, context
         root = _Beam()
         root.pb, root.trace_score = 0.0, 0.0
         self.beams: dict[tuple[int, ...], _Beam] = {(): root}
@@ -111,7 +115,7 @@ class PrefixBeamSearch:
         nxt: dict[tuple[int, ...], _Beam] = {}
         for prefix, b in self.beams.items():
             total = b.total
-            stay = nxt.setdefault(prefix, _Beam())
+            stay = nxt.get(prefix) or nxt.setdefault(prefix, _Beam(b.ctx, b.bonus))
             stay.pb = _lse(stay.pb, total + lp_blank)
             stay.offer_trace(total + lp_blank, b.frames, b.probs)
             for c, lp in cands:
@@ -123,15 +127,28 @@ class PrefixBeamSearch:
                     from_score = total + lp
                 if from_score == NEG_INF:
                     continue
-                ext = nxt.setdefault(prefix + (c,), _Beam())
+                ext = nxt.get(prefix + (c,)) or nxt.setdefault(prefix + (c,), self._extend(b, c))
                 ext.pnb = _lse(ext.pnb, from_score)
                 ext.offer_trace(from_score, b.frames + (t,), b.probs + (math.exp(lp),))
-        return dict(sorted(nxt.items(), key=lambda kv: kv[1].total, reverse=True)[: self.beam])
+        return dict(sorted(nxt.items(), key=lambda kv: kv[1].total + kv[1].bonus, reverse=True)[: self.beam])
+
+    def _extend(self, b: _Beam, token: int) -> _Beam:
+        if self.context is None:
+            return _Beam()
+        ctx, delta = self.context.step(b.ctx, token)
+        return _Beam(ctx, b.bonus + delta)
+
+    def _final_score(self, b: _Beam) -> float:
+        """Log-probability plus the bonus of completed hotwords only (a partial match earns nothing)."""
+        if self.context is None:
+            return b.total
+        return b.total + b.bonus - self.context.score(b.ctx)
 
     def hypotheses(self, nbest: int = 1) -> list[Hypothesis]:
         """Up to `nbest` hypotheses so far, best first."""
-        ranked = sorted(self.beams.items(), key=lambda kv: kv[1].total, reverse=True)[:nbest]
-        return [Hypothesis(p, b.frames, b.probs, b.total) for p, b in ranked]
+        ranked = sorted(((self._final_score(b), p, b) for p, b in self.beams.items()), key=lambda x: x[0],
+                        reverse=True)[:nbest]
+        return [Hypothesis(p, b.frames, b.probs, score) for score, p, b in ranked]
 
     def stable_length(self) -> int:
         """Tokens every live beam agrees on: they cannot change any more."""
@@ -174,16 +191,18 @@ class GreedySearch:
         return len(self.tokens)
 
 
-def prefix_beam_search(log_probs: torch.Tensor, beam: int = 8, nbest: int = 1,
-                       prune_logp: float = -12.0) -> list[Hypothesis]:
+def prefix_beam_search(log_probs: torch.Tensor, beam: int = 8, nbest: int = 1, prune_logp: float = -12.0,
+                       context: ContextGraph | None = None) -> list[Hypothesis]:
     """log_probs (T, V) -> up to `nbest` hypotheses, best first."""
-    search = PrefixBeamSearch(beam, prune_logp)
+    search = PrefixBeamSearch(beam, prune_logp, context)
     search.advance(log_probs)
     return search.hypotheses(nbest)
 
 
-def words_from_hypothesis(hyp: Hypothesis, tokenizer: Tokenizer, frame_shift_s: float) -> list[Word]:
-    """Group tokens into words (char: split at the separator; BPE: '▁' starts a word)."""
+def words_from_hypothesis(hyp: Hypothesis, tokenizer: Tokenizer, frame_shift_s: float,
+                          start_frame: int = 0) -> list[Word]:
+    """Group tokens into words (char: split at the separator; BPE: '▁' starts a word).
+    `start_frame`: the stream frame of the hypothesis's frame 0 (for absolute times)."""
     groups: list[list[int]] = []
     for i, tok in enumerate(hyp.tokens):
         if tokenizer.is_word_separator(tok):
@@ -199,8 +218,8 @@ def words_from_hypothesis(hyp: Hypothesis, tokenizer: Tokenizer, frame_shift_s: 
         text = tokenizer.decode([hyp.tokens[i] for i in g]).strip()
         if not text:
             continue
-        start = hyp.frames[g[0]] * frame_shift_s
-        end = (hyp.frames[g[-1]] + 1) * frame_shift_s
+        start = (start_frame + hyp.frames[g[0]]) * frame_shift_s
+        end = (start_frame + hyp.frames[g[-1]] + 1) * frame_shift_s
         conf = sum(hyp.probs[i] for i in g) / len(g)
         words.append(Word(text, start, end, conf))
     return words

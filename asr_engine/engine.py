@@ -1,10 +1,11 @@
 """Streaming recognition API: an Engine holds the model; each audio stream is a Session.
 
     engine = Engine.load()                      # the bundled model, or a checkpoint folder
-    s = engine.session(sample_rate=8000)
+    s = engine.session(sample_rate=8000)        # or session(16000, SessionOptions(hotwords=..., endpoint=...))
     s.accept_audio(samples)                     # any chunk size, int16 or float
     engine.step()                               # runs every ready session as one batch
     s.result().text                             # partial text; .stable is the part that cannot change
+    s.pop_finals()                              # continuous mode: utterances closed by the endpointer
     final = s.finish()                          # flushes the tail, returns a transcribe.Result
 
 A session turns audio into fbank frames as it arrives; `Engine.step` takes one chunk
@@ -23,13 +24,15 @@ import torch
 
 from asr_engine.audio import SAMPLE_RATE, AudioError, to_float32
 from asr_engine.checkpoint import Checkpoint, load_checkpoint
+from asr_engine.context import hotword_graph
 from asr_engine.decoding import GreedySearch, PrefixBeamSearch, check_beam, words_from_hypothesis
+from asr_engine.endpoint import EndpointConfig, Endpointer
 from asr_engine.features import Fbank, FbankStream
 from asr_engine.model.encoder import SkipOptions
 from asr_engine.model.streaming import StreamState
 from asr_engine.transcribe import Result
 
-__all__ = ["Engine", "EngineOptions", "Partial", "Session"]
+__all__ = ["EndpointConfig", "Engine", "EngineOptions", "Partial", "Session", "SessionOptions"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,13 @@ class EngineOptions:
     skip_threshold: float | None = None  # None: the model's default; >= 1.0: no skipping
     skip_dilation: int | None = None
     max_batch: int = 64  # sessions per forward pass
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    hotwords: tuple[str, ...] = ()  # phrases to favour (needs beam search)
+    hotword_boost: float = 1.5  # log-score added per matched token
+    endpoint: EndpointConfig | None = None  # continuous mode: the stream is split into utterances
 
 
 @dataclass(frozen=True)
@@ -70,8 +80,8 @@ class Engine:
              device: str = "cpu") -> "Engine":
         return cls(load_checkpoint(model, device), options, device)
 
-    def session(self, sample_rate: int = SAMPLE_RATE) -> "Session":
-        s = Session(self, sample_rate)
+    def session(self, sample_rate: int = SAMPLE_RATE, options: SessionOptions = SessionOptions()) -> "Session":
+        s = Session(self, sample_rate, options)
         self.sessions.append(s)
         return s
 
@@ -102,19 +112,20 @@ class Engine:
             top = out.top_mask.cpu()
         for j, s in enumerate(batch):
             s._state = new.select([j])
-            n = n_valid[j]
-            s._search.advance(log_probs[j, :n])
-            s.frames += n
-            s.top_frames += int(top[j, :n].sum())
+            s._advance(log_probs[j, : n_valid[j]], int(top[j, : n_valid[j]].sum()))
 
 
 class Session:
     """One audio stream. Not thread-safe: feed it and step its engine from one thread."""
 
-    def __init__(self, engine: Engine, sample_rate: int = SAMPLE_RATE):
+    def __init__(self, engine: Engine, sample_rate: int = SAMPLE_RATE, options: SessionOptions = SessionOptions()):
         if not isinstance(sample_rate, int) or not 8000 <= sample_rate <= 192000:
             raise AudioError(f"unsupported sample rate {sample_rate!r}: expected an integer in 8000..192000 Hz")
-        self.engine, self.sample_rate = engine, sample_rate
+        self.engine, self.sample_rate, self.options = engine, sample_rate, options
+        self._context = hotword_graph(options.hotwords, options.hotword_boost, engine.ckpt.tokenizer,
+                                      engine.options.beam)
+        shift = engine.model.cfg.frame_shift_s
+        self._endpointer = Endpointer(options.endpoint, shift) if options.endpoint is not None else None
         self.reset()
 
     def reset(self) -> None:
@@ -129,11 +140,38 @@ class Session:
         self._feats = torch.zeros(0, eng.fbank.cfg.num_mel_bins)  # (N, F) not yet consumed
         self._feat_total = 0  # feature frames since the start
         self._state = StreamState.zeros(eng.model.cfg, 1, eng.device)
-        self._search = GreedySearch() if eng.options.beam == 1 else PrefixBeamSearch(eng.options.beam)
         self.samples = 0  # 16 kHz samples received
         self.frames = 0  # encoder frames decoded
         self.top_frames = 0  # of which ran the top layers
         self.input_finished = False
+        self._finals: list[Result] = []
+        self._new_utterance()
+
+    def _new_utterance(self) -> None:
+        beam = self.engine.options.beam
+        self._search = GreedySearch() if beam == 1 else PrefixBeamSearch(beam, context=self._context)
+        self._utt_frame, self._utt_top = self.frames, self.top_frames  # where the utterance starts
+        if self._endpointer is not None:
+            self._endpointer.reset()
+
+    def _advance(self, log_probs: torch.Tensor, top_frames: int) -> None:
+        """Decode the next frames' log-probs (T, V); in continuous mode, close the utterance at an endpoint."""
+        self._search.advance(log_probs)
+        self.frames += log_probs.shape[0]
+        self.top_frames += top_frames
+        if self._endpointer is None:
+            return
+        self._endpointer.update(log_probs)
+        if self._endpointer.detected(has_text=bool(self._search.hypotheses(1)[0].tokens)):
+            res = self.final(end=self.frames * self.engine.model.cfg.frame_shift_s)
+            if res.text:
+                self._finals.append(res)
+            self._new_utterance()
+
+    def pop_finals(self) -> list[Result]:
+        """Utterances the endpointer closed since the last call (continuous mode), oldest first."""
+        out, self._finals = self._finals, []
+        return out
 
     def accept_audio(self, samples: np.ndarray) -> None:
         """Append audio at the session's sample rate: int16 PCM or float in [-1, 1], 1-D."""
@@ -183,18 +221,23 @@ class Session:
         best = self._search.hypotheses(1)[0]
         return Partial(tok.decode(list(best.tokens)), tok.decode(list(best.tokens[: self._search.stable_length()])))
 
-    def final(self, path: str = "") -> Result:
-        """The result so far, as an offline Result (words with times, n-best, skipping statistics)."""
+    def final(self, path: str = "", end: float | None = None) -> Result:
+        """The current utterance so far, as an offline Result (words with times from the stream's
+        start, n-best, skipping statistics). It runs from `start` to `end` (default: the audio's end)."""
         eng = self.engine
         tok = eng.ckpt.tokenizer
+        shift = eng.model.cfg.frame_shift_s
         hyps = self._search.hypotheses(eng.options.nbest)
+        start = self._utt_frame * shift
+        end = self.samples / SAMPLE_RATE if end is None else end
         return Result(path, text=tok.decode(list(hyps[0].tokens)),
-                      words=words_from_hypothesis(hyps[0], tok, eng.model.cfg.frame_shift_s),
-                      duration=self.samples / SAMPLE_RATE, frames=self.frames, top_frames=self.top_frames,
-                      nbest=[tok.decode(list(h.tokens)) for h in hyps])
+                      words=words_from_hypothesis(hyps[0], tok, shift, self._utt_frame),
+                      start=start, duration=max(0.0, end - start), frames=self.frames - self._utt_frame,
+                      top_frames=self.top_frames - self._utt_top, nbest=[tok.decode(list(h.tokens)) for h in hyps])
 
     def finish(self, path: str = "") -> Result:
-        """End the input, decode everything left (this session alone) and return the final result."""
+        """End the input, decode everything left (this session alone) and return the final result
+        (in continuous mode: of the last utterance; pop_finals() has the ones before it)."""
         self.input_done()
         self.engine.run([self])
         return self.final(path)

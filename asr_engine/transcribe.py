@@ -10,6 +10,7 @@ import torch
 
 from asr_engine.audio import SAMPLE_RATE, AudioError, load_audio
 from asr_engine.checkpoint import Checkpoint
+from asr_engine.context import hotword_graph
 from asr_engine.decoding import Word, check_beam, greedy_search, prefix_beam_search, words_from_hypothesis
 from asr_engine.features import Fbank, num_frames
 from asr_engine.model.encoder import SkipOptions
@@ -23,6 +24,8 @@ class DecodeOptions:
     skip_threshold: float | None = None  # None: the model's default; >= 1.0: no skipping
     skip_dilation: int | None = None
     nbest: int = 1
+    hotwords: tuple[str, ...] = ()  # phrases to favour (needs beam > 1)
+    hotword_boost: float = 1.5  # log-score added per matched token
 
 
 @dataclass
@@ -31,6 +34,7 @@ class Result:
     text: str = ""
     words: list[Word] = field(default_factory=list)
     duration: float = 0.0  # seconds of audio
+    start: float = 0.0  # where this result starts in its stream (seconds; continuous streaming)
     frames: int = 0  # encoder frames
     top_frames: int = 0  # encoder frames that ran the top layers
     nbest: list[str] = field(default_factory=list)
@@ -44,7 +48,8 @@ class Result:
         if self.error is not None:
             return {"path": self.path, "error": self.error}
         d = {"path": self.path, "text": self.text, "words": [w.to_dict() for w in self.words],
-             "duration": round(self.duration, 3), "top_fraction": round(self.top_fraction, 4)}
+             "start": round(self.start, 3), "duration": round(self.duration, 3),
+             "top_fraction": round(self.top_fraction, 4)}
         if len(self.nbest) > 1:
             d["nbest"] = self.nbest
         return d
@@ -61,6 +66,7 @@ class Transcriber:
         self.fbank = Fbank(ckpt.features).to(self.device)
         self.skip = SkipOptions.resolve(self.model.cfg, options.skip_threshold, options.skip_dilation)
         self.options = options
+        self.context = hotword_graph(options.hotwords, options.hotword_boost, ckpt.tokenizer, options.beam)
 
     def transcribe_arrays(self, audios: list[np.ndarray], paths: list[str]) -> list[Result]:
         """16 kHz float32 arrays -> results; audio too short for one frame gives an empty text."""
@@ -87,7 +93,7 @@ class Transcriber:
         if self.options.beam == 1:
             hyps = [greedy_search(log_probs)]
         else:
-            hyps = prefix_beam_search(log_probs, self.options.beam, self.options.nbest)
+            hyps = prefix_beam_search(log_probs, self.options.beam, self.options.nbest, context=self.context)
         res.text = tok.decode(list(hyps[0].tokens))
         res.words = words_from_hypothesis(hyps[0], tok, self.model.cfg.frame_shift_s)
         res.nbest = [tok.decode(list(h.tokens)) for h in hyps]
