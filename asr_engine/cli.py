@@ -67,8 +67,25 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if args.format in SUBTITLE_FORMATS and len(inputs) > 1 and not (args.output and Path(args.output).is_dir()):
         raise InputError(f"--format {args.format} with several inputs needs --output DIR (an existing folder)")
     _set_threads(args.threads)
-    options = DecodeOptions(beam=args.beam, skip_threshold=args.skip_threshold, nbest=args.nbest)
-    transcriber = Transcriber(load_checkpoint(args.model, args.device), options, args.device)
+    hotwords = _hotwords(args.hotwords)
+    ckpt = load_checkpoint(args.model, args.device)
+    if args.streaming:
+        from asr_engine.engine import EndpointConfig, Engine, EngineOptions, SessionOptions
+
+        engine = Engine(ckpt, EngineOptions(chunk_frames=args.chunk_frames, beam=args.beam, nbest=args.nbest,
+                                            skip_threshold=args.skip_threshold, max_batch=args.batch_size),
+                        args.device)
+        session_options = SessionOptions(hotwords, args.hotword_boost, EndpointConfig() if args.endpoint else None)
+        engine.close(engine.session(options=session_options))  # checks the options before any file is read
+
+        def run(paths):
+            return engine.transcribe_files(paths, session_options)
+    else:
+        if args.endpoint or args.chunk_frames:
+            raise InputError("--endpoint and --chunk-frames need --streaming")
+        run = Transcriber(ckpt, DecodeOptions(beam=args.beam, skip_threshold=args.skip_threshold, nbest=args.nbest,
+                                              hotwords=hotwords, hotword_boost=args.hotword_boost),
+                          args.device).transcribe_files
     t0 = time.perf_counter()
     results = []
     bar = None
@@ -76,7 +93,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         from tqdm import tqdm
         bar = tqdm(total=len(inputs), unit="file", desc="transcribing", file=sys.stderr)
     for rng in _batches(len(inputs), args.batch_size):
-        batch = transcriber.transcribe_files([inputs[i][0] for i in rng])
+        batch = run([inputs[i][0] for i in rng])
         for r in batch:
             if r.error:
                 print(f"error: {r.error}", file=sys.stderr)
@@ -90,6 +107,20 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(_summary(results, [ref for _, ref in inputs], wall), file=sys.stderr)
     return 1 if any(r.error for r in results) else 0
+
+
+def _hotwords(arg: str | None) -> tuple[str, ...]:
+    """--hotwords: phrases separated by commas, or @FILE with one phrase per line."""
+    if not arg:
+        return ()
+    if arg.startswith("@"):
+        path = Path(arg[1:])
+        if not path.is_file():
+            raise InputError(f"{path}: hotwords file not found")
+        phrases = path.read_text().splitlines()
+    else:
+        phrases = arg.split(",")
+    return tuple(p.strip() for p in phrases if p.strip())
 
 
 def _write_outputs(results, args: argparse.Namespace) -> None:
@@ -225,8 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--skip-threshold", type=float, default=None,
                    help="skip the top layers for frames whose intermediate P(blank) is above this "
                         "(default: the model's; 1.0 turns skipping off)")
+    t.add_argument("--hotwords", default=None,
+                   help="phrases to favour, separated by commas, or @FILE with one per line (needs --beam > 1)")
+    t.add_argument("--hotword-boost", type=float, default=1.5, help="log-score bonus per hotword token (default 1.5)")
+    t.add_argument("--streaming", action="store_true",
+                   help="run the files through the streaming engine chunk by chunk (as a live stream would)")
+    t.add_argument("--chunk-frames", type=int, default=None,
+                   help="with --streaming: encoder frames per step, a multiple of the model's chunk (default: one)")
+    t.add_argument("--endpoint", action="store_true",
+                   help="with --streaming: split each file into utterances at pauses (CTC-blank endpointing); "
+                        "word times stay relative to the file's start")
     t.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    t.add_argument("--batch-size", type=int, default=8, help="files per forward pass (default 8)")
+    t.add_argument("--batch-size", type=int, default=8,
+                   help="files per forward pass (with --streaming: sessions stepped together; default 8)")
     t.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     t.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary on stderr")
     t.set_defaults(func=cmd_transcribe)

@@ -30,7 +30,7 @@ from asr_engine.endpoint import EndpointConfig, Endpointer
 from asr_engine.features import Fbank, FbankStream
 from asr_engine.model.encoder import SkipOptions
 from asr_engine.model.streaming import StreamState
-from asr_engine.transcribe import Result
+from asr_engine.transcribe import Result, join_results, read_files
 
 __all__ = ["EndpointConfig", "Engine", "EngineOptions", "Partial", "Session", "SessionOptions"]
 
@@ -101,6 +101,41 @@ class Engine:
         """Step until no session has a full chunk (or, once finished, any audio) left."""
         while self.step(sessions):
             pass
+
+    def transcribe_arrays(self, audios: list[np.ndarray], paths: list[str],
+                          options: SessionOptions = SessionOptions()) -> list[Result]:
+        """Stream whole 16 kHz arrays as live sources would arrive: every session gets one step's
+        audio, then all step together. A stream's utterances (continuous mode) are joined into one
+        result with times from the stream's start."""
+        results = []
+        piece = self.hop * self.fbank.cfg.window_shift
+        for a in range(0, len(audios), self.options.max_batch):
+            group = audios[a: a + self.options.max_batch]
+            sessions = [self.session(SAMPLE_RATE, options) for _ in group]
+            parts: list[list[Result]] = [[] for _ in group]
+            for i in range(0, max(len(x) for x in group), piece):
+                for s, x in zip(sessions, group):
+                    if i < len(x):
+                        s.accept_audio(x[i: i + piece])
+                self.step(sessions)
+                for s, p in zip(sessions, parts):
+                    p += s.pop_finals()
+            for s in sessions:
+                s.input_done()
+            self.run(sessions)
+            for s, p, path in zip(sessions, parts, paths[a:]):
+                p += s.pop_finals()
+                last = s.final(path)
+                results.append(join_results(path, p + [last], s.samples / SAMPLE_RATE))
+                self.close(s)
+        return results
+
+    def transcribe_files(self, paths: list[str | Path], options: SessionOptions = SessionOptions()) -> list[Result]:
+        """Read files and stream them (see transcribe_arrays); unreadable files get an error result."""
+        audios, ok, results = read_files(paths)
+        for r in self.transcribe_arrays(audios, ok, options):
+            results[r.path] = r
+        return [results[str(p)] for p in paths]
 
     def _run(self, batch: list["Session"]) -> None:
         wins, n_valid = zip(*(s._take_window() for s in batch))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from asr_engine.decoding import Word, check_beam, greedy_search, prefix_beam_sea
 from asr_engine.features import Fbank, num_frames
 from asr_engine.model.encoder import SkipOptions
 
-__all__ = ["DecodeOptions", "Result", "Transcriber"]
+__all__ = ["DecodeOptions", "Result", "Transcriber", "join_results", "read_files"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,27 @@ class Result:
         if len(self.nbest) > 1:
             d["nbest"] = self.nbest
         return d
+
+
+def join_results(path: str, parts: list[Result], duration: float) -> Result:
+    """A stream's consecutive utterances (continuous streaming) as one result for the whole stream."""
+    if len(parts) == 1 and parts[0].start == 0:
+        return dataclasses.replace(parts[0], path=path, duration=duration)
+    text = " ".join(p.text for p in parts if p.text)
+    return Result(path, text=text, words=[w for p in parts for w in p.words], duration=duration,
+                  frames=sum(p.frames for p in parts), top_frames=sum(p.top_frames for p in parts), nbest=[text])
+
+
+def read_files(paths: list[str | Path]) -> tuple[list[np.ndarray], list[str], dict[str, Result]]:
+    """Load files as 16 kHz arrays: (arrays, their paths, error results of the unreadable ones)."""
+    audios, ok, errors = [], [], {}
+    for p in paths:
+        try:
+            audios.append(load_audio(p))
+            ok.append(str(p))
+        except AudioError as e:
+            errors[str(p)] = Result(str(p), error=str(e))
+    return audios, ok, errors
 
 
 class Transcriber:
@@ -100,13 +122,7 @@ class Transcriber:
 
     def transcribe_files(self, paths: list[str | Path]) -> list[Result]:
         """Read and transcribe files as one batch; unreadable files get an error result."""
-        audios, ok, results = [], [], {}
-        for p in paths:
-            try:
-                audios.append(load_audio(p))
-                ok.append(str(p))
-            except AudioError as e:
-                results[str(p)] = Result(str(p), error=str(e))
+        audios, ok, results = read_files(paths)
         for r in self.transcribe_arrays(audios, ok):
             results[r.path] = r
         return [results[str(p)] for p in paths]

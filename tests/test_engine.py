@@ -108,6 +108,10 @@ def test_bad_input_is_refused(tiny_ckpt_dir):
     with pytest.raises(AudioError, match="sample rate"):
         engine.session(sample_rate=1234)
     s = engine.session()
+    for empty in (np.zeros(0, np.float32), np.zeros(0, np.int16), []):  # empty chunks are fine, and change nothing
+        s.accept_audio(empty)
+        engine.session(sample_rate=8000).accept_audio(empty)
+    assert s.samples == 0 and not s.ready
     with pytest.raises(AudioError, match="mono"):
         s.accept_audio(np.zeros((100, 2), np.float32))
     with pytest.raises(AudioError, match="dtype"):
