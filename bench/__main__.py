@@ -1,0 +1,17 @@
+"""python -m bench SUBCOMMAND ... (from the repository root)."""
+
+import argparse
+
+from bench import stream
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench", description="asr-engine benchmarks")
+    sub = p.add_subparsers(dest="bench", required=True)
+    stream.add_parser(sub)
+    args = p.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""What every benchmark shares: the machine description, manifests, percentiles, the results file."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "gpu": gpu,
+            "threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__,
+            "commit": commit}
+
+
+def load_manifest(path: str, limit: int | None) -> tuple[list[np.ndarray], list[str]]:
+    """Audio (16 kHz float32) and reference texts of a manifest's first `limit` rows."""
+    from asr_engine.audio import load_audio
+    from asr_engine.manifest import read_corpus
+
+    rows = read_corpus(path)[:limit]
+    if not rows:
+        raise SystemExit(f"{path}: no utterances")
+    return [load_audio(u.audio) for u in rows], [u.text for u in rows]
+
+
+def percentiles(values: list[float], qs=(50, 95, 99)) -> dict[str, float]:
+    if not values:
+        return {f"p{q}": float("nan") for q in qs}
+    return {f"p{q}": float(np.percentile(values, q)) for q in qs}
+
+
+def append_results(path: str | None, bench: str, rows: list[dict], context: dict) -> None:
+    """One JSON line per measured setting: machine, context (model, manifest, ...) and the row."""
+    if not path:
+        return
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    with open(path, "a") as f:
+        for r in rows:
+            f.write(json.dumps({"bench": bench, "time": stamp, "machine": machine(), **context, **r}) + "\n")
+
+
+def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """Markdown table; columns are (header, key, format)."""
+    out = ["| " + " | ".join(h for h, _, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        out.append("| " + " | ".join(format(r[k], f) for _, k, f in columns) + " |")
+    return "\n".join(out)

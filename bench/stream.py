@@ -1,0 +1,111 @@
+"""stream: per-chunk compute latency, time to first partial and final latency of the streaming
+engine, for one session and for batches of sessions, with and without layer skipping.
+
+Each of B slots replays utterances one after another as a live source would: every step, each
+slot's session gets one chunk of audio, then `engine.step` runs all of them as one batch. The
+step's wall time is the chunk latency every session in it sees.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench.common import append_results, load_manifest, percentiles, table
+
+
+def run_setting(engine, audios: list, batch: int, rounds: int) -> dict:
+    """Replay `rounds` utterances per slot through `batch` concurrent sessions."""
+    from asr_engine.audio import SAMPLE_RATE
+
+    piece = engine.hop * engine.fbank.cfg.window_shift  # audio samples per step
+    chunk_s = piece / SAMPLE_RATE
+    queue = [audios[i % len(audios)] for i in range(batch * rounds)]
+    slots: list[dict | None] = [None] * batch
+    steps, first, final, audio_s, compute = [], [], [], 0.0, 0.0
+    while queue or any(slots):
+        for k in range(batch):
+            if slots[k] is None and queue:
+                slots[k] = {"s": engine.session(), "x": queue.pop(), "pos": 0, "first": None, "final": 0.0}
+        live = [sl for sl in slots if sl]
+        for sl in live:
+            if sl["pos"] < len(sl["x"]):
+                sl["s"].accept_audio(sl["x"][sl["pos"]: sl["pos"] + piece])
+                sl["pos"] += piece
+            else:
+                sl["s"].input_done()
+        t0 = time.perf_counter()
+        stepped = engine.step([sl["s"] for sl in live])
+        dt = time.perf_counter() - t0
+        compute += dt
+        if stepped:
+            steps.append(dt)
+        for k, sl in enumerate(slots):
+            if not sl:
+                continue
+            s = sl["s"]
+            if sl["first"] is None and s.result().text:  # audio fed so far plus this step's compute
+                sl["first"] = min(sl["pos"], len(sl["x"])) / SAMPLE_RATE + dt
+            if s.input_finished:
+                sl["final"] += dt
+                if not s.ready:
+                    s.final()
+                    final.append(sl["final"])
+                    if sl["first"] is not None:
+                        first.append(sl["first"])
+                    audio_s += len(sl["x"]) / SAMPLE_RATE
+                    engine.close(s)
+                    slots[k] = None
+    return {"chunk_ms": round(chunk_s * 1000), "batch": batch, "steps": len(steps),
+            **{f"chunk_{k}_ms": v * 1000 for k, v in percentiles(steps).items()},
+            **{f"first_partial_{k}_ms": v * 1000 for k, v in percentiles(first, (50,)).items()},
+            **{f"final_{k}_ms": v * 1000 for k, v in percentiles(final, (50, 95)).items()},
+            "rtf": compute / audio_s, "streams_realtime": audio_s / compute}
+
+
+def main(args) -> None:
+    import torch
+
+    from asr_engine.checkpoint import load_checkpoint
+    from asr_engine.engine import Engine, EngineOptions
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    audios, _ = load_manifest(args.manifest, args.limit)
+    ckpt = load_checkpoint(args.model)
+    cfg = ckpt.model.cfg
+    rows = []
+    for chunk_ms in [int(c) for c in args.chunk_ms.split(",")]:
+        frames = round(chunk_ms / 1000 / cfg.frame_shift_s)
+        if frames % cfg.chunk_size:
+            print(f"chunk {chunk_ms} ms: not a multiple of this model's {cfg.chunk_size * cfg.frame_shift_s * 1000:.0f}"
+                  " ms training chunk; skipped")
+            continue
+        for batch in [int(b) for b in args.batch.split(",")]:
+            for threshold in (1.0, None):  # no skipping, then the model's default threshold
+                engine = Engine(ckpt, EngineOptions(chunk_frames=frames, skip_threshold=threshold, max_batch=batch))
+                run_setting(engine, audios[:2], batch, 1)  # warm-up
+                row = run_setting(engine, audios, batch, args.rounds)
+                row["skip_threshold"] = engine.skip.threshold if engine.skip else 1.0
+                rows.append(row)
+                print(f"chunk {row['chunk_ms']} ms, batch {batch}, skip {row['skip_threshold']}: "
+                      f"p50 {row['chunk_p50_ms']:.1f} ms, RTF {row['rtf']:.4f}", flush=True)
+    print(table(rows, [("chunk ms", "chunk_ms", "d"), ("sessions", "batch", "d"), ("skip thr", "skip_threshold", "g"),
+                       ("chunk p50 ms", "chunk_p50_ms", ".1f"), ("p95", "chunk_p95_ms", ".1f"),
+                       ("p99", "chunk_p99_ms", ".1f"), ("first partial p50 ms", "first_partial_p50_ms", ".0f"),
+                       ("final p50 ms", "final_p50_ms", ".1f"), ("RTF", "rtf", ".4f"),
+                       ("x real time", "streams_realtime", ".1f")]))
+    append_results(args.results, "stream", rows, {"model": args.model or "default", "manifest": args.manifest,
+                                                  "utterances": len(audios), "backend": "torch", "device": "cpu"})
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("stream", help="streaming chunk latency and RTF, one session and batches")
+    p.add_argument("--manifest", required=True, help="JSONL manifest (or LibriSpeech-layout folder)")
+    p.add_argument("--model", default=None, help="checkpoint folder (default: the bundled model)")
+    p.add_argument("--limit", type=int, default=40, help="utterances from the manifest (default 40)")
+    p.add_argument("--rounds", type=int, default=2, help="utterances replayed per session slot (default 2)")
+    p.add_argument("--chunk-ms", default="160,320,640,1280", help="chunk sizes to try (default 160,320,640,1280)")
+    p.add_argument("--batch", default="1,16", help="concurrent sessions (default 1,16)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    p.add_argument("--results", default="bench/results.jsonl", help="append JSON lines here ('' for none)")
+    p.set_defaults(func=main)
