@@ -10,7 +10,7 @@ from torch import nn
 
 from asr_engine.kernels import compact, keep_mask, scatter_back
 from asr_engine.model.config import ModelConfig
-from asr_engine.model.layers import PAD_POS, ConformerBlock, Subsampling
+from asr_engine.model.layers import PAD_POS, ConformerBlock, KVCache, Subsampling
 from asr_engine.model.streaming import StreamState
 
 __all__ = ["HeadOutput", "EncoderOutput", "SkipOptions", "Encoder", "factorized_log_probs"]
@@ -138,40 +138,56 @@ class Encoder(nn.Module):
         if C <= 0 or C % cfg.chunk_size or feats.shape[1] != sub.input_frames(C):
             raise ValueError(f"forward_chunk needs stride * C + {sub.input_frames(0)} feature "
                              f"frames with C a multiple of chunk_size={cfg.chunk_size}, got {feats.shape[1]}")
-        x = sub._run(self.normalize(feats))  # (B, C, D)
-        B = x.shape[0]
-        local = torch.arange(C, device=x.device).expand(B, C)  # (B, C)
-        valid = local < n_valid[:, None]
-        pos = state.offset[:, None] + local  # (B, C) timeline positions
-        x = x.masked_fill(~valid[:, :, None], 0.0)
-        kv, conv = [], []
-        heads: dict[int, HeadOutput] = {}
-        for i, layer in enumerate(self.layers[: cfg.skip_layer]):
-            x, c_kv, c_conv = layer.forward_chunk(x, pos, valid, *state.layer(i))
-            kv.append(c_kv)
-            conv.append(c_conv)
-            if str(i + 1) in self.heads:
-                heads[i + 1] = self.heads[str(i + 1)](x)
+        x, pos, valid, heads, kv, conv = self.chunk_bottom(feats, n_valid, state.offset,
+                                                           [state.layer(i) for i in range(cfg.skip_layer)])
         gate = heads[cfg.skip_layer]
         keep = valid if skip is None else keep_mask(gate.blank_prob(), valid, skip.threshold, skip.dilation,
                                                     cfg.chunk_size)
         c = compact(x, keep)
-        top_layers = range(cfg.skip_layer, cfg.n_layers)
+        top = [state.layer(i) for i in range(cfg.skip_layer, cfg.n_layers)]
         if c.x.shape[1] == 0:  # every frame skipped: the top layers and their caches rest
             final = gate.raw
-            for i in top_layers:
-                c_kv, c_conv = state.layer(i)
-                kv.append(c_kv)
-                conv.append(c_conv)
+            kv += [t[0] for t in top]
+            conv += [t[1] for t in top]
         else:
-            y, pos_c = c.x, torch.where(c.valid, pos.gather(1, c.index), torch.full_like(c.index, PAD_POS))
-            for i in top_layers:
-                y, c_kv, c_conv = self.layers[i].forward_chunk(y, pos_c, c.valid, *state.layer(i))
-                kv.append(c_kv)
-                conv.append(c_conv)
-            final = scatter_back(gate.raw, self.final_head(y).raw, c)
+            pos_c = torch.where(c.valid, pos.gather(1, c.index), torch.full_like(c.index, PAD_POS))
+            y, kv_top, conv_top = self.chunk_top(c.x, pos_c, c.valid, top)
+            kv += kv_top
+            conv += conv_top
+            final = scatter_back(gate.raw, y, c)
         new = StreamState.from_layers(kv, conv, state.offset + n_valid)
         return EncoderOutput(HeadOutput(final), heads, n_valid, keep), new
+
+    def chunk_bottom(self, feats: torch.Tensor, n_valid: torch.Tensor, offset: torch.Tensor,
+                     caches: list[tuple[KVCache, torch.Tensor]]):
+        """The streaming step's lower half: subsampling and layers 1..skip_layer with their heads.
+        -> x (B, C, D), pos (B, C), valid (B, C), {layer: head}, new attention and conv caches."""
+        x = self.subsampling._run(self.normalize(feats))  # (B, C, D)
+        B, C = x.shape[0], x.shape[1]
+        local = torch.arange(C, device=x.device).expand(B, C)  # (B, C)
+        valid = local < n_valid[:, None]
+        pos = offset[:, None] + local  # (B, C) timeline positions
+        x = x.masked_fill(~valid[:, :, None], 0.0)
+        kv, conv = [], []
+        heads: dict[int, HeadOutput] = {}
+        for i, (c_kv, c_conv) in enumerate(caches):
+            x, c_kv, c_conv = self.layers[i].forward_chunk(x, pos, valid, c_kv, c_conv)
+            kv.append(c_kv)
+            conv.append(c_conv)
+            if str(i + 1) in self.heads:
+                heads[i + 1] = self.heads[str(i + 1)](x)
+        return x, pos, valid, heads, kv, conv
+
+    def chunk_top(self, y: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor,
+                  caches: list[tuple[KVCache, torch.Tensor]]):
+        """The streaming step's upper half on the kept frames y (B, T', D) (valid ones first):
+        the top layers and the final head. -> final raw (B, T', V), new attention and conv caches."""
+        kv, conv = [], []
+        for i, (c_kv, c_conv) in enumerate(caches, start=self.cfg.skip_layer):
+            y, c_kv, c_conv = self.layers[i].forward_chunk(y, pos, valid, c_kv, c_conv)
+            kv.append(c_kv)
+            conv.append(c_conv)
+        return self.final_head(y).raw, kv, conv
 
     def floor(self, feats: torch.Tensor) -> torch.Tensor:
         """Clamp log-mel features to the model's noise floor (digital silence sits at log(eps) ~ -15.9,

@@ -145,8 +145,8 @@ class ChunkedAttention(nn.Module):
     def _attend_block(self, q, k, v, cq, ck, pq, pk, vq, vk) -> torch.Tensor:
         allowed = (ck[:, None, :] <= cq[:, :, None]) & vk[:, None, :]  # (B, Q, W)
         if self.left is not None:
-            allowed &= ck[:, None, :] >= cq[:, :, None] - self.left
-        allowed |= ~vq[:, :, None]  # padding queries attend anywhere; their output is discarded
+            allowed = allowed & (ck[:, None, :] >= cq[:, :, None] - self.left)
+        allowed = allowed | ~vq[:, :, None]  # padding queries attend anywhere; their output is discarded
         # relative to the row's first query (valid rows come first): rotary angles stay small
         base = torch.where(vq[:, :1], pq[:, :1], torch.zeros_like(pq[:, :1]))
         pk = torch.where(vk, pk - base, torch.zeros_like(pk))
@@ -169,9 +169,11 @@ class KVCache:
 
 def _last_valid(valid: torch.Tensor, w: int) -> torch.Tensor:
     """valid (B, N) -> (B, w) indices of each row's last w valid entries, in order (if a row has
-    fewer, its earliest invalid entries fill in front, still flagged invalid by the gather)."""
-    order = torch.sort(valid.to(torch.int8), dim=1, stable=True).indices  # invalid first, then valid
-    return order[:, order.shape[1] - w:]
+    fewer, its latest invalid entries fill in front, still flagged invalid by the gather)."""
+    n = valid.shape[1]
+    score = torch.arange(n, device=valid.device) + valid.long() * n  # distinct: valid entries rank above
+    top = score.topk(w, dim=1).indices  # (B, w), highest score first
+    return top.flip(1)
 
 
 class FeedForward(nn.Module):

@@ -1,0 +1,128 @@
+"""Export a checkpoint's streaming encoder to ONNX as two stages with named caches.
+
+    bottom.onnx  feats, n_valid, offset, bottom caches -> x, gate_raw, new bottom caches
+    top.onnx     x_kept, pos_kept, valid_kept, top caches -> final_raw, new top caches
+
+The runtime (`asr_engine.export.runtime`) decides per frame which frames go through
+the top stage (the blank gate on `gate_raw`), compacts them, and scatters the top
+stage's output back, exactly as `Encoder.forward_chunk` does. Every cache is its own
+named input (`cache_*`) and output (`new_cache_*`) with the batch in dimension 0.
+The model's dimensions, chunking, vocabulary and skipping defaults are stored as
+metadata in both files, so the runtime needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from asr_engine.checkpoint import Checkpoint
+from asr_engine.model.encoder import Encoder
+from asr_engine.model.layers import KVCache
+from asr_engine.model.streaming import StreamState
+
+__all__ = ["CACHE_FIELDS", "FORMAT_VERSION", "export_onnx"]
+
+FORMAT_VERSION = 1
+CACHE_FIELDS = ("k", "v", "kv_pos", "kv_valid", "conv")  # StreamState fields, per stage: (B, L_stage, ...)
+
+
+def _caches(k, v, kv_pos, kv_valid, conv) -> list[tuple[KVCache, torch.Tensor]]:
+    return [(KVCache(k[:, i], v[:, i], kv_pos[:, i], kv_valid[:, i]), conv[:, i]) for i in range(k.shape[1])]
+
+
+def _stacked(kv: list[KVCache], conv: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    return (torch.stack([c.k for c in kv], 1), torch.stack([c.v for c in kv], 1),
+            torch.stack([c.pos for c in kv], 1), torch.stack([c.valid for c in kv], 1), torch.stack(conv, 1))
+
+
+class BottomStage(nn.Module):
+    def __init__(self, enc: Encoder):
+        super().__init__()
+        self.enc = enc
+
+    def forward(self, feats, n_valid, offset, k, v, kv_pos, kv_valid, conv):
+        x, _, _, heads, kv, cv = self.enc.chunk_bottom(feats, n_valid, offset, _caches(k, v, kv_pos, kv_valid, conv))
+        return (x, heads[self.enc.cfg.skip_layer].raw, *_stacked(kv, cv))
+
+
+class TopStage(nn.Module):
+    def __init__(self, enc: Encoder):
+        super().__init__()
+        self.enc = enc
+
+    def forward(self, x, pos, valid, k, v, kv_pos, kv_valid, conv):
+        raw, kv, cv = self.enc.chunk_top(x, pos, valid, _caches(k, v, kv_pos, kv_valid, conv))
+        return (raw, *_stacked(kv, cv))
+
+
+def _metadata(ckpt: Checkpoint, chunk_frames: int) -> dict[str, str]:
+    cfg = ckpt.model.cfg
+    return {"asr_engine_format": str(FORMAT_VERSION), "chunk_frames": str(chunk_frames),
+            "model_config": json.dumps(cfg.to_dict()), "features": json.dumps(ckpt.features.__dict__),
+            "tokenizer": json.dumps(ckpt.tokenizer.to_config()), "blank_id": "0",
+            "vocab_size": str(cfg.vocab_size), "skip_layer": str(cfg.skip_layer),
+            "skip_threshold": str(cfg.skip_threshold), "info": json.dumps(ckpt.info)}
+
+
+def _add_metadata(path: Path, meta: dict[str, str]) -> None:
+    import onnx
+
+    m = onnx.load(str(path))
+    for key, value in meta.items():
+        m.metadata_props.add(key=key, value=value)
+    onnx.save(m, str(path))
+
+
+def export_onnx(ckpt: Checkpoint, out_dir: str | Path, chunk_frames: int | None = None,
+                opset: int = 17) -> Path:
+    """Write bottom.onnx, top.onnx and the tokenizer into out_dir; returns out_dir.
+
+    The bottom stage takes chunks of exactly `chunk_frames` encoder frames (a multiple of
+    the model's chunk; default one chunk); the top stage takes any number of kept frames."""
+    import shutil
+
+    model = ckpt.model.float().eval()
+    cfg = model.cfg
+    C = chunk_frames or cfg.chunk_size
+    if C % cfg.chunk_size:
+        raise ValueError(f"chunk_frames must be a multiple of the model's chunk_size ({cfg.chunk_size})")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    S = cfg.skip_layer
+    state = StreamState.zeros(cfg, 2)
+    names = [f"cache_{f}" for f in CACHE_FIELDS]
+    new_names = [f"new_cache_{f}" for f in CACHE_FIELDS]
+    dyn_cache = {n: {0: "batch"} for n in names + new_names}
+
+    def part(lo: int, hi: int):
+        return tuple(t[:, lo:hi] for t in (state.k, state.v, state.kv_pos, state.kv_valid, state.conv))
+
+    feats = torch.randn(2, model.subsampling.input_frames(C), cfg.feat_dim)
+    n_valid = torch.tensor([C, C // 2])
+    meta = _metadata(ckpt, C)
+    with torch.no_grad():
+        torch.onnx.export(BottomStage(model), (feats, n_valid, state.offset, *part(0, S)), out / "bottom.onnx",
+                          input_names=["feats", "n_valid", "offset", *names],
+                          output_names=["x", "gate_raw", *new_names], opset_version=opset, dynamo=False,
+                          dynamic_axes={"feats": {0: "batch"}, "n_valid": {0: "batch"}, "offset": {0: "batch"},
+                                        "x": {0: "batch"}, "gate_raw": {0: "batch"}, **dyn_cache})
+        T = 5
+        x = torch.randn(2, T, cfg.d_model)
+        pos = torch.arange(T).expand(2, T).contiguous()
+        valid = torch.tensor([[True] * T, [True] * 3 + [False] * 2])
+        torch.onnx.export(TopStage(model), (x, pos, valid, *part(S, cfg.n_layers)), out / "top.onnx",
+                          input_names=["x", "pos", "valid", *names],
+                          output_names=["final_raw", *new_names], opset_version=opset, dynamo=False,
+                          dynamic_axes={"x": {0: "batch", 1: "kept"}, "pos": {0: "batch", 1: "kept"},
+                                        "valid": {0: "batch", 1: "kept"}, "final_raw": {0: "batch", 1: "kept"},
+                                        **dyn_cache})
+    for name in ("bottom.onnx", "top.onnx"):
+        _add_metadata(out / name, {**meta, "stage": name.split(".")[0]})
+    tok_file = ckpt.tokenizer.to_config().get("model_file")
+    if tok_file:
+        shutil.copy(ckpt.tokenizer.model_path, out / tok_file)
+    return out
