@@ -67,7 +67,7 @@ class Engine:
             raise ValueError(f"chunk_frames must be a multiple of the model's chunk_size ({cfg.chunk_size})")
         self.ckpt, self.options = ckpt, options
         self.device = torch.device(device)
-        self.model = ckpt.model.to(self.device).eval()
+        self.model = ckpt.model.to(self.device).eval() if isinstance(ckpt.model, torch.nn.Module) else ckpt.model
         self.fbank = Fbank(ckpt.features)
         self.skip = SkipOptions.resolve(cfg, options.skip_threshold, options.skip_dilation)
         sub = self.model.subsampling

@@ -14,6 +14,7 @@ metadata in both files, so the runtime needs nothing else.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -62,7 +63,7 @@ class TopStage(nn.Module):
 def _metadata(ckpt: Checkpoint, chunk_frames: int) -> dict[str, str]:
     cfg = ckpt.model.cfg
     return {"asr_engine_format": str(FORMAT_VERSION), "chunk_frames": str(chunk_frames),
-            "model_config": json.dumps(cfg.to_dict()), "features": json.dumps(ckpt.features.__dict__),
+            "model_config": json.dumps(cfg.to_dict()), "features": json.dumps(asdict(ckpt.features)),
             "tokenizer": json.dumps(ckpt.tokenizer.to_config()), "blank_id": "0",
             "vocab_size": str(cfg.vocab_size), "skip_layer": str(cfg.skip_layer),
             "skip_threshold": str(cfg.skip_threshold), "info": json.dumps(ckpt.info)}

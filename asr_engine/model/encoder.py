@@ -13,7 +13,7 @@ from asr_engine.model.config import ModelConfig
 from asr_engine.model.layers import PAD_POS, ConformerBlock, KVCache, Subsampling
 from asr_engine.model.streaming import StreamState
 
-__all__ = ["HeadOutput", "EncoderOutput", "SkipOptions", "Encoder", "factorized_log_probs"]
+__all__ = ["HeadOutput", "EncoderOutput", "SkipOptions", "Encoder", "factorized_log_probs", "run_chunk"]
 
 
 def factorized_log_probs(raw: torch.Tensor) -> torch.Tensor:
@@ -67,6 +67,32 @@ class SkipOptions:
         threshold = cfg.skip_threshold if threshold is None else threshold
         dilation = cfg.skip_dilation if dilation is None else dilation
         return None if threshold >= 1.0 else SkipOptions(threshold, dilation)
+
+
+def run_chunk(cfg: ModelConfig, state: StreamState, n_valid: torch.Tensor, skip: SkipOptions | None,
+              bottom, top) -> tuple[EncoderOutput, StreamState]:
+    """One streaming step around a model's two halves (torch or ONNX): bottom(caches) runs the
+    lower layers -> (x, pos, valid, heads, kv, conv); the blank gate picks the frames to keep;
+    top(y, pos, valid, caches) runs the upper layers on the compacted kept frames only
+    -> (final raw, kv, conv). If no frame is kept, the top layers and their caches rest."""
+    x, pos, valid, heads, kv, conv = bottom([state.layer(i) for i in range(cfg.skip_layer)])
+    gate = heads[cfg.skip_layer]
+    keep = valid if skip is None else keep_mask(gate.blank_prob(), valid, skip.threshold, skip.dilation,
+                                                cfg.chunk_size)
+    c = compact(x, keep)
+    top_caches = [state.layer(i) for i in range(cfg.skip_layer, cfg.n_layers)]
+    if c.x.shape[1] == 0:
+        final = gate.raw
+        kv += [t[0] for t in top_caches]
+        conv += [t[1] for t in top_caches]
+    else:
+        pos_c = torch.where(c.valid, pos.gather(1, c.index), torch.full_like(c.index, PAD_POS))
+        y, kv_top, conv_top = top(c.x, pos_c, c.valid, top_caches)
+        kv += kv_top
+        conv += conv_top
+        final = scatter_back(gate.raw, y, c)
+    new = StreamState.from_layers(kv, conv, state.offset + n_valid)
+    return EncoderOutput(HeadOutput(final), heads, n_valid, keep), new
 
 
 class CTCHead(nn.Module):
@@ -138,25 +164,8 @@ class Encoder(nn.Module):
         if C <= 0 or C % cfg.chunk_size or feats.shape[1] != sub.input_frames(C):
             raise ValueError(f"forward_chunk needs stride * C + {sub.input_frames(0)} feature "
                              f"frames with C a multiple of chunk_size={cfg.chunk_size}, got {feats.shape[1]}")
-        x, pos, valid, heads, kv, conv = self.chunk_bottom(feats, n_valid, state.offset,
-                                                           [state.layer(i) for i in range(cfg.skip_layer)])
-        gate = heads[cfg.skip_layer]
-        keep = valid if skip is None else keep_mask(gate.blank_prob(), valid, skip.threshold, skip.dilation,
-                                                    cfg.chunk_size)
-        c = compact(x, keep)
-        top = [state.layer(i) for i in range(cfg.skip_layer, cfg.n_layers)]
-        if c.x.shape[1] == 0:  # every frame skipped: the top layers and their caches rest
-            final = gate.raw
-            kv += [t[0] for t in top]
-            conv += [t[1] for t in top]
-        else:
-            pos_c = torch.where(c.valid, pos.gather(1, c.index), torch.full_like(c.index, PAD_POS))
-            y, kv_top, conv_top = self.chunk_top(c.x, pos_c, c.valid, top)
-            kv += kv_top
-            conv += conv_top
-            final = scatter_back(gate.raw, y, c)
-        new = StreamState.from_layers(kv, conv, state.offset + n_valid)
-        return EncoderOutput(HeadOutput(final), heads, n_valid, keep), new
+        return run_chunk(cfg, state, n_valid, skip,
+                         lambda caches: self.chunk_bottom(feats, n_valid, state.offset, caches), self.chunk_top)
 
     def chunk_bottom(self, feats: torch.Tensor, n_valid: torch.Tensor, offset: torch.Tensor,
                      caches: list[tuple[KVCache, torch.Tensor]]):

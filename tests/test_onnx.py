@@ -1,0 +1,101 @@
+"""ONNX export and the ONNX Runtime backend: parity with the torch encoder, chunk by chunk."""
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+
+from asr_engine.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
+from asr_engine.engine import Engine, EngineOptions  # noqa: E402
+from asr_engine.export.onnx import export_onnx  # noqa: E402
+from asr_engine.features import Fbank  # noqa: E402
+from asr_engine.export.runtime import OnnxEncoder, load_onnx  # noqa: E402
+from asr_engine.model.encoder import Encoder, SkipOptions  # noqa: E402
+from asr_engine.model.streaming import StreamState  # noqa: E402
+from asr_engine.tokenizer import CharTokenizer  # noqa: E402
+
+from conftest import tiny_config  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    torch.manual_seed(0)
+    m = Encoder(tiny_config()).eval()
+    ckpt = Checkpoint(m, CharTokenizer())
+    return ckpt, export_onnx(ckpt, tmp_path_factory.mktemp("onnx"), chunk_frames=8)
+
+
+def _gap_threshold(m: Encoder, feats: torch.Tensor) -> float:
+    """A threshold that skips about half of the frames and lies in a wide gap between the gate's
+    P(blank) values, so float differences between backends cannot flip a decision."""
+    with torch.no_grad():
+        out = m(feats, torch.full((feats.shape[0],), feats.shape[1]))
+    p = out.intermediate[m.cfg.skip_layer].blank_prob().flatten().sort().values
+    n = len(p)
+    mid = p[n // 4: 3 * n // 4]
+    i = int((mid[1:] - mid[:-1]).argmax())
+    return float(mid[i] + mid[i + 1]) / 2
+
+
+@pytest.mark.parametrize("skipping", [False, True])
+def test_onnx_equals_torch_chunk_by_chunk(tiny, skipping):
+    ckpt, out = tiny
+    m, onnx = ckpt.model, OnnxEncoder(out, threads=1)
+    assert onnx.cfg == m.cfg and onnx.chunk_frames == 8
+    B, C = 3, 8
+    win, hop = m.subsampling.input_frames(C), m.subsampling.stride * C
+    g = torch.Generator().manual_seed(1)
+    feats = torch.randn(B, hop * 12 + win, 80, generator=g) * 3 + 8
+    skip = SkipOptions(_gap_threshold(m, feats), 1) if skipping else None
+    st_t = st_o = StreamState.zeros(m.cfg, B)
+    lengths = torch.tensor([12 * C, 7 * C + 3, 2 * C])  # ragged: streams end at different chunks
+    skipped = kept = 0
+    with torch.no_grad():
+        for i in range(12):
+            n_valid = (lengths - i * C).clamp(0, C)
+            chunk = feats[:, i * hop: i * hop + win]
+            a, st_t = m.forward_chunk(chunk, n_valid, st_t, skip)
+            b, st_o = onnx.forward_chunk(chunk, n_valid, st_o, skip)
+            assert torch.equal(a.top_mask, b.top_mask)
+            for j in range(B):
+                n = int(n_valid[j])
+                torch.testing.assert_close(b.final.raw[j, :n], a.final.raw[j, :n], atol=2e-4, rtol=1e-4)
+                torch.testing.assert_close(b.intermediate[2].raw[j, :n], a.intermediate[2].raw[j, :n],
+                                           atol=2e-4, rtol=1e-4)
+            kept += int(a.top_mask.sum())
+            skipped += int(n_valid.sum()) - int(a.top_mask.sum())
+    for f in ("k", "v", "conv"):
+        torch.testing.assert_close(getattr(st_o, f), getattr(st_t, f), atol=2e-4, rtol=1e-4)
+    assert torch.equal(st_o.kv_pos, st_t.kv_pos) and torch.equal(st_o.kv_valid, st_t.kv_valid)
+    if skipping:
+        assert skipped > 0 and kept > 0
+
+
+def test_onnx_engine_equals_torch_engine(tiny):
+    ckpt, out = tiny
+    rng = np.random.default_rng(0)
+    audios = [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (16000, 27000, 5000)]
+    feats = torch.cat([Fbank()(torch.from_numpy(a)[None]) for a in audios], 1)
+    threshold = _gap_threshold(ckpt.model, feats)
+    res = {}
+    for name, c in [("torch", ckpt), ("onnx", load_onnx(out, threads=1))]:
+        eng = Engine(c, EngineOptions(chunk_frames=8, skip_threshold=threshold))
+        res[name] = eng.transcribe_arrays(audios, ["a", "b", "c"])
+    for a, b in zip(res["torch"], res["onnx"]):
+        assert (a.text, a.frames, a.top_frames) == (b.text, b.frames, b.top_frames)
+        assert 0 < a.top_frames < a.frames
+    with pytest.raises(ValueError, match="chunks of 8"):
+        Engine(load_onnx(out), EngineOptions(chunk_frames=4)).transcribe_arrays(audios[:1], ["a"])
+
+
+def test_default_model_export_transcribes_the_same(tmp_path):
+    ckpt = load_checkpoint(None)
+    out = export_onnx(ckpt, tmp_path / "m")
+    from asr_engine.audio import load_audio
+
+    audios = [load_audio(f"asr_engine/samples/sample{i}.wav") for i in (1, 2, 3)]
+    a = Engine(ckpt).transcribe_arrays(audios, ["1", "2", "3"])
+    b = Engine(load_onnx(out, threads=1)).transcribe_arrays(audios, ["1", "2", "3"])
+    assert [r.text for r in a] == [r.text for r in b]
+    assert [r.top_frames for r in a] == [r.top_frames for r in b]
