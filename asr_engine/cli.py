@@ -68,7 +68,15 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         raise InputError(f"--format {args.format} with several inputs needs --output DIR (an existing folder)")
     _set_threads(args.threads)
     hotwords = _hotwords(args.hotwords)
-    ckpt = load_checkpoint(args.model, args.device)
+    if args.backend == "onnx":
+        from asr_engine.export.runtime import load_onnx
+
+        if args.device != "cpu":
+            raise InputError("--backend onnx runs on the CPU here (use --backend torch for --device cuda)")
+        ckpt = load_onnx(_onnx_model(args.model, args.chunk_frames), args.threads)
+        args.streaming = True  # the ONNX runtime is the streaming encoder; its transcripts equal offline ones
+    else:
+        ckpt = load_checkpoint(args.model, args.device)
     if args.streaming:
         from asr_engine.engine import EndpointConfig, Engine, EngineOptions, SessionOptions
 
@@ -107,6 +115,44 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(_summary(results, [ref for _, ref in inputs], wall), file=sys.stderr)
     return 1 if any(r.error for r in results) else 0
+
+
+def _onnx_model(model: str | None, chunk_frames: int | None) -> Path:
+    """An ONNX export folder as given, or the checkpoint's export in the user's cache (made once)."""
+    import hashlib
+    import os
+
+    from asr_engine.checkpoint import default_model_dir
+    from asr_engine.export.runtime import is_onnx_model
+
+    if is_onnx_model(model):
+        return Path(model)
+    src = Path(model) if model else default_model_dir()
+    if not (src / "config.json").is_file():
+        raise InputError(f"{src}: neither an ONNX export nor a checkpoint folder")
+    h = hashlib.sha1()
+    for name in ("config.json", "model.safetensors"):
+        h.update((src / name).read_bytes())
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "asr-engine" / "onnx"
+    out = cache / f"{h.hexdigest()[:16]}-c{chunk_frames or 0}"
+    if not is_onnx_model(out):
+        from asr_engine.checkpoint import load_checkpoint
+        from asr_engine.export.onnx import export_onnx
+
+        print(f"exporting {src} to ONNX in {out} (once)", file=sys.stderr)
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+        export_onnx(load_checkpoint(src), tmp, chunk_frames)
+        tmp.rename(out)
+    return out
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from asr_engine.checkpoint import load_checkpoint
+    from asr_engine.export.onnx import export_onnx
+
+    out = export_onnx(load_checkpoint(args.model), args.output, args.chunk_frames)
+    print(f"wrote {out / 'bottom.onnx'} and {out / 'top.onnx'}", file=sys.stderr)
+    return 0
 
 
 def _hotwords(arg: str | None) -> tuple[str, ...]:
@@ -266,12 +312,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--endpoint", action="store_true",
                    help="with --streaming: split each file into utterances at pauses (CTC-blank endpointing); "
                         "word times stay relative to the file's start")
+    t.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="onnx: ONNX Runtime through the streaming engine; --model may be an export folder, "
+                        "a checkpoint is exported once into ~/.cache/asr-engine (default torch)")
     t.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     t.add_argument("--batch-size", type=int, default=8,
                    help="files per forward pass (with --streaming: sessions stepped together; default 8)")
     t.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     t.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary on stderr")
     t.set_defaults(func=cmd_transcribe)
+
+    ex = sub.add_parser("export", help="export a checkpoint to ONNX for streaming",
+                        description="Write the streaming encoder as bottom.onnx and top.onnx (named caches, "
+                                    "metadata) plus the tokenizer; run it with transcribe --backend onnx --model DIR.")
+    ex.add_argument("model", nargs="?", default=None, help="checkpoint folder (default: the bundled model)")
+    ex.add_argument("--output", "-o", required=True, help="output folder")
+    ex.add_argument("--chunk-frames", type=int, default=None,
+                    help="encoder frames per streaming step, a multiple of the model's chunk (default: one chunk)")
+    ex.set_defaults(func=cmd_export)
 
     data = sub.add_parser("data", help="build training data").add_subparsers(dest="data_command", required=True)
     d = data.add_parser("synth", help="synthesize a speech corpus from text with offline TTS engines",

@@ -62,7 +62,11 @@ class Engine:
     def __init__(self, ckpt: Checkpoint, options: EngineOptions = EngineOptions(), device: str = "cpu"):
         cfg = ckpt.model.cfg
         check_beam(options.beam, options.nbest)
-        self.chunk = options.chunk_frames or cfg.chunk_size
+        fixed = getattr(ckpt.model, "chunk_frames", None)  # an ONNX export takes one chunk size
+        if fixed and options.chunk_frames and options.chunk_frames != fixed:
+            raise ValueError(f"this ONNX export takes chunks of {fixed} frames; export again with --chunk-frames "
+                             f"{options.chunk_frames}")
+        self.chunk = options.chunk_frames or fixed or cfg.chunk_size
         if self.chunk % cfg.chunk_size:
             raise ValueError(f"chunk_frames must be a multiple of the model's chunk_size ({cfg.chunk_size})")
         self.ckpt, self.options = ckpt, options

@@ -8,6 +8,7 @@ step's wall time is the chunk latency every session in it sees.
 
 from __future__ import annotations
 
+import tempfile
 import time
 
 from bench.common import append_results, load_manifest, percentiles, table
@@ -71,31 +72,39 @@ def main(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     audios, _ = load_manifest(args.manifest, args.limit)
-    ckpt = load_checkpoint(args.model)
-    cfg = ckpt.model.cfg
+    torch_ckpt = load_checkpoint(args.model)
+    cfg = torch_ckpt.model.cfg
     rows = []
-    for chunk_ms in [int(c) for c in args.chunk_ms.split(",")]:
+    for backend, chunk_ms in [(b, int(c)) for b in args.backend.split(",") for c in args.chunk_ms.split(",")]:
         frames = round(chunk_ms / 1000 / cfg.frame_shift_s)
         if frames % cfg.chunk_size:
             print(f"chunk {chunk_ms} ms: not a multiple of this model's {cfg.chunk_size * cfg.frame_shift_s * 1000:.0f}"
                   " ms training chunk; skipped")
             continue
+        ckpt = torch_ckpt
+        if backend == "onnx":
+            from asr_engine.export.onnx import export_onnx
+            from asr_engine.export.runtime import load_onnx
+
+            with tempfile.TemporaryDirectory() as tmp:
+                ckpt = load_onnx(export_onnx(torch_ckpt, tmp, frames), torch.get_num_threads())
         for batch in [int(b) for b in args.batch.split(",")]:
             for threshold in (1.0, None):  # no skipping, then the model's default threshold
                 engine = Engine(ckpt, EngineOptions(chunk_frames=frames, skip_threshold=threshold, max_batch=batch))
                 run_setting(engine, audios[:2], batch, 1)  # warm-up
                 row = run_setting(engine, audios, batch, args.rounds)
                 row["skip_threshold"] = engine.skip.threshold if engine.skip else 1.0
+                row["backend"] = backend
                 rows.append(row)
-                print(f"chunk {row['chunk_ms']} ms, batch {batch}, skip {row['skip_threshold']}: "
+                print(f"{backend}: chunk {row['chunk_ms']} ms, batch {batch}, skip {row['skip_threshold']}: "
                       f"p50 {row['chunk_p50_ms']:.1f} ms, RTF {row['rtf']:.4f}", flush=True)
-    print(table(rows, [("chunk ms", "chunk_ms", "d"), ("sessions", "batch", "d"), ("skip thr", "skip_threshold", "g"),
+    print(table(rows, [("backend", "backend", "s"), ("chunk ms", "chunk_ms", "d"), ("sessions", "batch", "d"), ("skip thr", "skip_threshold", "g"),
                        ("chunk p50 ms", "chunk_p50_ms", ".1f"), ("p95", "chunk_p95_ms", ".1f"),
                        ("p99", "chunk_p99_ms", ".1f"), ("first partial p50 ms", "first_partial_p50_ms", ".0f"),
                        ("final p50 ms", "final_p50_ms", ".1f"), ("RTF", "rtf", ".4f"),
                        ("x real time", "streams_realtime", ".1f")]))
     append_results(args.results, "stream", rows, {"model": args.model or "default", "manifest": args.manifest,
-                                                  "utterances": len(audios), "backend": "torch", "device": "cpu"})
+                                                  "utterances": len(audios), "device": "cpu"})
 
 
 def add_parser(sub) -> None:
@@ -106,6 +115,7 @@ def add_parser(sub) -> None:
     p.add_argument("--rounds", type=int, default=2, help="utterances replayed per session slot (default 2)")
     p.add_argument("--chunk-ms", default="160,320,640,1280", help="chunk sizes to try (default 160,320,640,1280)")
     p.add_argument("--batch", default="1,16", help="concurrent sessions (default 1,16)")
+    p.add_argument("--backend", default="torch,onnx", help="backends to measure (default torch,onnx)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     p.add_argument("--results", default="bench/results.jsonl", help="append JSON lines here ('' for none)")
     p.set_defaults(func=main)

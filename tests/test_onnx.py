@@ -1,12 +1,15 @@
 """ONNX export and the ONNX Runtime backend: parity with the torch encoder, chunk by chunk."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("onnxruntime")
 
-from asr_engine.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
+from asr_engine.checkpoint import Checkpoint  # noqa: E402
+from asr_engine.cli import main  # noqa: E402
 from asr_engine.engine import Engine, EngineOptions  # noqa: E402
 from asr_engine.export.onnx import export_onnx  # noqa: E402
 from asr_engine.features import Fbank  # noqa: E402
@@ -86,16 +89,27 @@ def test_onnx_engine_equals_torch_engine(tiny):
         assert (a.text, a.frames, a.top_frames) == (b.text, b.frames, b.top_frames)
         assert 0 < a.top_frames < a.frames
     with pytest.raises(ValueError, match="chunks of 8"):
-        Engine(load_onnx(out), EngineOptions(chunk_frames=4)).transcribe_arrays(audios[:1], ["a"])
+        Engine(load_onnx(out), EngineOptions(chunk_frames=4))
+    assert Engine(load_onnx(out)).chunk == 8
 
 
-def test_default_model_export_transcribes_the_same(tmp_path):
-    ckpt = load_checkpoint(None)
-    out = export_onnx(ckpt, tmp_path / "m")
-    from asr_engine.audio import load_audio
-
-    audios = [load_audio(f"asr_engine/samples/sample{i}.wav") for i in (1, 2, 3)]
-    a = Engine(ckpt).transcribe_arrays(audios, ["1", "2", "3"])
-    b = Engine(load_onnx(out, threads=1)).transcribe_arrays(audios, ["1", "2", "3"])
-    assert [r.text for r in a] == [r.text for r in b]
-    assert [r.top_frames for r in a] == [r.top_frames for r in b]
+def test_cli_export_then_onnx_backend_equals_torch(tmp_path, capsys, monkeypatch):
+    """The bundled model on the bundled samples: `export` + `transcribe --backend onnx` gives the
+    torch backend's transcripts, words and skipping; a checkpoint folder is exported once into the cache."""
+    samples = [f"asr_engine/samples/sample{i}.wav" for i in (1, 2, 3)]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(["export", "--output", str(tmp_path / "m")]) == 0
+    outs = {}
+    for name, extra in [("torch", []), ("onnx", ["--backend", "onnx", "--model", str(tmp_path / "m")]),
+                        ("cached", ["--backend", "onnx"])]:
+        capsys.readouterr()
+        assert main(["transcribe", *samples, "--format", "jsonl", "-q", "--threads", "1", *extra]) == 0
+        outs[name] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    for name in ("onnx", "cached"):
+        assert [r["text"] for r in outs[name]] == [r["text"] for r in outs["torch"]]
+        assert [r["top_fraction"] for r in outs[name]] == [r["top_fraction"] for r in outs["torch"]]
+        assert [[w["word"] for w in r["words"]] for r in outs[name]] == [[w["word"] for w in r["words"]]
+                                                                         for r in outs["torch"]]
+    assert len(list((tmp_path / "cache" / "asr-engine" / "onnx").iterdir())) == 1
+    assert main(["transcribe", samples[0], "--backend", "onnx", "--model", str(tmp_path)]) == 2
+    assert "neither an ONNX export nor a checkpoint" in capsys.readouterr().err
