@@ -36,6 +36,7 @@ def _session_options(threads: int):
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no busy-waiting between the stages
     return so
 
 
