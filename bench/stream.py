@@ -100,7 +100,8 @@ def main(args) -> None:
                 rows.append(row)
                 print(f"{backend}: chunk {row['chunk_ms']} ms, batch {batch}, skip {row['skip_threshold']}: "
                       f"p50 {row['chunk_p50_ms']:.1f} ms, RTF {row['rtf']:.4f}", flush=True)
-    print(table(rows, [("backend", "backend", "s"), ("chunk ms", "chunk_ms", "d"), ("sessions", "batch", "d"), ("skip thr", "skip_threshold", "g"),
+    print(table(rows, [("backend", "backend", "s"), ("chunk ms", "chunk_ms", "d"), ("sessions", "batch", "d"),
+                       ("skip thr", "skip_threshold", "g"),
                        ("chunk p50 ms", "chunk_p50_ms", ".1f"), ("p95", "chunk_p95_ms", ".1f"),
                        ("p99", "chunk_p99_ms", ".1f"), ("first partial p50 ms", "first_partial_p50_ms", ".0f"),
                        ("final p50 ms", "final_p50_ms", ".1f"), ("RTF", "rtf", ".4f"),

@@ -25,17 +25,19 @@ from asr_engine.model.encoder import Encoder
 from asr_engine.model.layers import KVCache
 from asr_engine.model.streaming import StreamState
 
-__all__ = ["CACHE_FIELDS", "FORMAT_VERSION", "export_onnx"]
+__all__ = ["CACHE_FIELDS", "FORMAT_VERSION", "export_onnx", "split_caches", "stack_caches"]
 
 FORMAT_VERSION = 1
 CACHE_FIELDS = ("k", "v", "kv_pos", "kv_valid", "conv")  # StreamState fields, per stage: (B, L_stage, ...)
 
 
-def _caches(k, v, kv_pos, kv_valid, conv) -> list[tuple[KVCache, torch.Tensor]]:
+def split_caches(k, v, kv_pos, kv_valid, conv) -> list[tuple[KVCache, torch.Tensor]]:
+    """A stage's stacked cache tensors (B, L_stage, ...) -> per layer (attention cache, conv cache)."""
     return [(KVCache(k[:, i], v[:, i], kv_pos[:, i], kv_valid[:, i]), conv[:, i]) for i in range(k.shape[1])]
 
 
-def _stacked(kv: list[KVCache], conv: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+def stack_caches(kv: list[KVCache], conv: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Per-layer caches -> the stage's stacked tensors, in CACHE_FIELDS order."""
     return (torch.stack([c.k for c in kv], 1), torch.stack([c.v for c in kv], 1),
             torch.stack([c.pos for c in kv], 1), torch.stack([c.valid for c in kv], 1), torch.stack(conv, 1))
 
@@ -46,8 +48,9 @@ class BottomStage(nn.Module):
         self.enc = enc
 
     def forward(self, feats, n_valid, offset, k, v, kv_pos, kv_valid, conv):
-        x, _, _, heads, kv, cv = self.enc.chunk_bottom(feats, n_valid, offset, _caches(k, v, kv_pos, kv_valid, conv))
-        return (x, heads[self.enc.cfg.skip_layer].raw, *_stacked(kv, cv))
+        caches = split_caches(k, v, kv_pos, kv_valid, conv)
+        x, _, _, heads, kv, cv = self.enc.chunk_bottom(feats, n_valid, offset, caches)
+        return (x, heads[self.enc.cfg.skip_layer].raw, *stack_caches(kv, cv))
 
 
 class TopStage(nn.Module):
@@ -56,8 +59,8 @@ class TopStage(nn.Module):
         self.enc = enc
 
     def forward(self, x, pos, valid, k, v, kv_pos, kv_valid, conv):
-        raw, kv, cv = self.enc.chunk_top(x, pos, valid, _caches(k, v, kv_pos, kv_valid, conv))
-        return (raw, *_stacked(kv, cv))
+        raw, kv, cv = self.enc.chunk_top(x, pos, valid, split_caches(k, v, kv_pos, kv_valid, conv))
+        return (raw, *stack_caches(kv, cv))
 
 
 def _metadata(ckpt: Checkpoint, chunk_frames: int) -> dict[str, str]:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from asr_engine.checkpoint import Checkpoint, _features_from_dict
-from asr_engine.export.onnx import FORMAT_VERSION
+from asr_engine.export.onnx import CACHE_FIELDS, FORMAT_VERSION, split_caches, stack_caches
 from asr_engine.model.config import ModelConfig
 from asr_engine.model.encoder import EncoderOutput, HeadOutput, SkipOptions, run_chunk
 from asr_engine.model.layers import KVCache, Subsampling
@@ -93,17 +93,13 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def _cache_feed(caches: list[tuple[KVCache, torch.Tensor]]) -> dict[str, np.ndarray]:
-    kv = [c[0] for c in caches]
-    return {"cache_k": _np(torch.stack([c.k for c in kv], 1)), "cache_v": _np(torch.stack([c.v for c in kv], 1)),
-            "cache_kv_pos": _np(torch.stack([c.pos for c in kv], 1)),
-            "cache_kv_valid": _np(torch.stack([c.valid for c in kv], 1)),
-            "cache_conv": _np(torch.stack([c[1] for c in caches], 1))}
+    stacked = stack_caches([c[0] for c in caches], [c[1] for c in caches])
+    return {f"cache_{name}": _np(t) for name, t in zip(CACHE_FIELDS, stacked)}
 
 
 def _cache_lists(new: list[np.ndarray]) -> tuple[list[KVCache], list[torch.Tensor]]:
-    k, v, pos, valid, conv = (torch.from_numpy(a) for a in new)
-    kv = [KVCache(k[:, i], v[:, i], pos[:, i], valid[:, i]) for i in range(k.shape[1])]
-    return kv, [conv[:, i] for i in range(conv.shape[1])]
+    caches = split_caches(*(torch.from_numpy(a) for a in new))
+    return [c[0] for c in caches], [c[1] for c in caches]
 
 
 def load_onnx(model_dir: str | Path, threads: int = 0) -> Checkpoint:
