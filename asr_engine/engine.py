@@ -28,6 +28,7 @@ from asr_engine.context import hotword_graph
 from asr_engine.decoding import GreedySearch, PrefixBeamSearch, check_beam, words_from_hypothesis
 from asr_engine.endpoint import EndpointConfig, Endpointer
 from asr_engine.features import Fbank, FbankStream
+from asr_engine.kernels import select_ops
 from asr_engine.model.encoder import SkipOptions
 from asr_engine.model.streaming import StreamState
 from asr_engine.transcribe import Result, join_results, read_files
@@ -72,6 +73,9 @@ class Engine:
         self.ckpt, self.options = ckpt, options
         self.device = torch.device(device)
         self.model = ckpt.model.to(self.device).eval() if isinstance(ckpt.model, torch.nn.Module) else ckpt.model
+        self.ops = select_ops(self.device)  # Triton kernels on CUDA, torch references on the CPU
+        if isinstance(self.model, torch.nn.Module):
+            self.model.ops = self.ops
         self.fbank = Fbank(ckpt.features)
         self.skip = SkipOptions.resolve(cfg, options.skip_threshold, options.skip_dilation)
         sub = self.model.subsampling
@@ -147,7 +151,7 @@ class Engine:
         state = StreamState.stack([s._state for s in batch])
         with torch.inference_mode():
             out, new = self.model.forward_chunk(feats, torch.tensor(n_valid, device=self.device), state, self.skip)
-            log_probs = out.final.log_probs().float().cpu()  # (B, C, V)
+            log_probs = self.ops.log_probs(out.final.raw).float().cpu()  # (B, C, V)
             top = out.top_mask.cpu()
         for j, s in enumerate(batch):
             s._state = new.select([j])

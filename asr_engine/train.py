@@ -12,7 +12,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -29,6 +29,9 @@ from asr_engine.manifest import read_corpus
 from asr_engine.tokenizer import BPETokenizer, CharTokenizer, train_bpe
 
 __all__ = ["TrainConfig", "train"]
+
+# model fields fine-tuning may change: they shape streaming and skipping, not the weights
+_LAYOUT_KEYS = {"chunk_size", "left_chunks", "skip_threshold", "skip_dilation", "dropout"}
 
 
 @dataclass(frozen=True)
@@ -140,8 +143,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     dev_fs = load_features(cfg.dev_manifest, tokenizer, fbank, cfg.max_duration) if cfg.dev_manifest else None
     if init:
         model = init.model
-        if cfg.model and any(getattr(model.cfg, k) != v for k, v in cfg.model.items()):
-            raise ValueError("init_from: the model section must match the checkpoint's (or be left out)")
+        changed = {k: v for k, v in cfg.model.items() if getattr(model.cfg, k) != v}
+        if set(changed) - _LAYOUT_KEYS:
+            raise ValueError(f"init_from: the model section may only change {sorted(_LAYOUT_KEYS)} "
+                             f"(the rest must match the checkpoint's or be left out), got {sorted(changed)}")
+        if changed:  # the streaming/skipping layout carries no weights: rebuild and copy them over
+            state = model.state_dict()
+            model = Encoder(replace(model.cfg, **changed))
+            model.load_state_dict(state)
     else:
         model = Encoder(ModelConfig(vocab_size=len(tokenizer.vocab), **cfg.model))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -14,6 +14,7 @@ from asr_engine.checkpoint import Checkpoint
 from asr_engine.context import hotword_graph
 from asr_engine.decoding import Word, check_beam, greedy_search, prefix_beam_search, words_from_hypothesis
 from asr_engine.features import Fbank, num_frames
+from asr_engine.kernels import select_ops
 from asr_engine.model.encoder import SkipOptions
 
 __all__ = ["DecodeOptions", "Result", "Transcriber", "join_results", "read_files"]
@@ -85,6 +86,7 @@ class Transcriber:
         self.ckpt = ckpt
         self.device = torch.device(device)
         self.model = ckpt.model.to(self.device).eval()
+        self.ops = self.model.ops = select_ops(self.device)  # Triton kernels on CUDA, torch references on the CPU
         self.fbank = Fbank(ckpt.features).to(self.device)
         self.skip = SkipOptions.resolve(self.model.cfg, options.skip_threshold, options.skip_dilation)
         self.options = options
@@ -102,7 +104,7 @@ class Transcriber:
             x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)  # (B, T, F)
             lengths = torch.tensor([f.shape[0] for f in feats], device=self.device)
             out = self.model(x, lengths, self.skip)
-            log_probs = out.final.log_probs().float().cpu()
+            log_probs = self.ops.log_probs(out.final.raw).float().cpu()
         for j, i in enumerate(live):
             n = int(out.lengths[j])
             self._decode(results[i], log_probs[j, :n])

@@ -1,6 +1,58 @@
 """Ops on the layer-skipping path. Each op has a plain-torch reference (the ground truth
-and the CPU path); accelerated versions live beside it and are tested against it."""
+and the CPU path) and a Triton kernel beside it (`triton_ops`), tested against it.
 
-from asr_engine.kernels.compaction import Compacted, compact, keep_mask, scatter_back
+`select_ops(device)` picks the implementation once, when an engine is built: the Triton
+kernels for a CUDA device when Triton imports, the references otherwise (with one
+warning when a CUDA device has to do without Triton).
+"""
 
-__all__ = ["Compacted", "compact", "keep_mask", "scatter_back"]
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from asr_engine.kernels.compaction import Compacted, compact, gate_compact, keep_mask, scatter_back
+from asr_engine.kernels.factorized import factorized_log_probs
+
+__all__ = ["Compacted", "SkipOps", "REFERENCE", "compact", "factorized_log_probs", "gate_compact", "keep_mask",
+           "load_triton_ops", "scatter_back", "select_ops"]
+
+
+@dataclass(frozen=True)
+class SkipOps:
+    """One implementation of the skipping path's ops (see compaction.py and factorized.py
+    for their contracts)."""
+
+    name: str
+    gate_compact: Callable[..., Compacted]
+    scatter_back: Callable[[torch.Tensor, torch.Tensor, Compacted], torch.Tensor]
+    log_probs: Callable[[torch.Tensor], torch.Tensor]
+
+
+REFERENCE = SkipOps("reference", gate_compact, scatter_back, factorized_log_probs)
+_warned: set[str] = set()
+
+
+def load_triton_ops() -> SkipOps:
+    """The Triton implementation (raises ImportError without Triton)."""
+    from asr_engine.kernels import triton_ops as t
+
+    return SkipOps("triton", t.gate_compact, t.scatter_back, t.factorized_log_probs)
+
+
+def select_ops(device: str | torch.device) -> SkipOps:
+    """Triton kernels on CUDA when Triton is installed; the torch references otherwise."""
+    if torch.device(device).type != "cuda":
+        return REFERENCE
+    try:
+        return load_triton_ops()
+    except ImportError as e:  # the GPU still works, on the slower reference path
+        if "triton" not in _warned:
+            _warned.add("triton")
+            warnings.warn(f"Triton is not available ({e}); the layer-skipping path uses the torch "
+                          "reference ops. Install the 'gpu' extra for the fused kernels.", RuntimeWarning,
+                          stacklevel=2)
+        return REFERENCE

@@ -16,12 +16,15 @@ import torch
 @dataclass(frozen=True)
 class Compacted:
     """A compacted batch. x: (B, T', D); index: (B, T') original frame of each row
-    (0 in padding); valid: (B, T') bool; lengths: (B,) kept frames per row."""
+    (0 in padding); valid: (B, T') bool; lengths: (B,) kept frames per row;
+    keep: (B, T) bool the kept frames; slot: (B, T) each kept frame's row in x, -1 if skipped."""
 
     x: torch.Tensor
     index: torch.Tensor
     valid: torch.Tensor
     lengths: torch.Tensor
+    keep: torch.Tensor
+    slot: torch.Tensor
 
 
 def keep_mask(blank_prob: torch.Tensor, valid: torch.Tensor, threshold: float, dilation: int,
@@ -60,11 +63,23 @@ def compact(x: torch.Tensor, keep: torch.Tensor) -> Compacted:
     index = torch.where(valid, order, torch.zeros_like(order))
     xc = torch.gather(x, 1, index[:, :, None].expand(B, t_out, x.shape[2]))
     xc = xc.masked_fill(~valid[:, :, None], 0.0)
-    return Compacted(xc, index, valid, lengths)
+    slot = torch.where(keep, keep.long().cumsum(1) - 1, torch.full_like(keep, -1, dtype=torch.long))
+    return Compacted(xc, index, valid, lengths, keep, slot)
+
+
+def gate_compact(gate_raw: torch.Tensor, x: torch.Tensor, lengths: torch.Tensor, threshold: float,
+                 dilation: int, chunk: int | None = None) -> Compacted:
+    """The whole gate in one call: gate_raw (B, T, V) the gating head's raw output
+    (gate_raw[..., 0] the non-blank logit z, P(blank) = sigmoid(-z)), x (B, T, D) the frames,
+    lengths (B,) valid frames per row -> the kept frames compacted (see keep_mask, compact).
+    threshold >= 1.0 keeps every valid frame."""
+    valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]  # (B, T)
+    return compact(x, keep_mask(torch.sigmoid(-gate_raw[..., 0]), valid, threshold, dilation, chunk))
 
 
 def scatter_back(base: torch.Tensor, y: torch.Tensor, c: Compacted) -> torch.Tensor:
-    """base (B, T, V), y (B, T', V) -> base with y written at the kept frames."""
+    """base (B, T, V) the gating head's outputs, y (B, T', V) the top layers' outputs on the
+    kept frames -> (B, T, V): y at the kept frames, base at the skipped ones."""
     B, t_out, V = y.shape
     # padding rows go to a scratch column T that is cut off afterwards
     index = torch.where(c.valid, c.index, torch.full_like(c.index, base.shape[1]))

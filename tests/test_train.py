@@ -1,6 +1,7 @@
 import json
 
 import soundfile as sf
+import torch
 
 from asr_engine.checkpoint import load_checkpoint
 from asr_engine.train import TrainConfig, lr_at, train
@@ -85,6 +86,14 @@ def test_init_from_fine_tunes_a_checkpoint_on_new_data(tmp_path):
                       init_from=str(tmp_path / "a" / "last"), bf16=False), progress=False)
     ck = load_checkpoint(tmp_path / "b" / "last")
     assert ck.info["init_from"].endswith("last") and ck.model.cfg.d_model == 32
+    # the streaming layout may change (a smaller chunk for lower latency); the weights carry over
+    train(TrainConfig(train_manifest=str(manifest), out_dir=str(tmp_path / "d"), steps=1, max_frames=400,
+                      init_from=str(tmp_path / "a" / "last"), model=dict(chunk_size=4, left_chunks=8),
+                      bf16=False, lr=0.0), progress=False)
+    ck_d = load_checkpoint(tmp_path / "d" / "last")
+    assert (ck_d.model.cfg.chunk_size, ck_d.model.cfg.left_chunks) == (4, 8)
+    w_a = load_checkpoint(tmp_path / "a" / "last").model.state_dict()
+    assert all(torch.equal(w_a[k], v) for k, v in ck_d.model.state_dict().items())
     import pytest
     with pytest.raises(ValueError, match="must match"):
         train(TrainConfig(train_manifest=str(manifest), out_dir=str(tmp_path / "c"), steps=1, max_frames=400,

@@ -5,24 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from asr_engine.kernels import compact, keep_mask, scatter_back
+from asr_engine.kernels import REFERENCE, SkipOps, factorized_log_probs
 from asr_engine.model.config import ModelConfig
 from asr_engine.model.layers import PAD_POS, ConformerBlock, KVCache, Subsampling
 from asr_engine.model.streaming import StreamState
 
 __all__ = ["HeadOutput", "EncoderOutput", "SkipOptions", "Encoder", "factorized_log_probs", "run_chunk"]
-
-
-def factorized_log_probs(raw: torch.Tensor) -> torch.Tensor:
-    """raw (..., V): [z, v_1..v_{V-1}] -> log-probs (..., V) with the blank at index 0.
-
-    log P(blank) = logsigmoid(-z); log P(k) = logsigmoid(z) + log_softmax(v)_k.
-    """
-    z, v = raw[..., :1], raw[..., 1:]
-    return torch.cat([F.logsigmoid(-z), F.logsigmoid(z) + F.log_softmax(v, dim=-1)], dim=-1)
 
 
 @dataclass(frozen=True)
@@ -70,16 +60,15 @@ class SkipOptions:
 
 
 def run_chunk(cfg: ModelConfig, state: StreamState, n_valid: torch.Tensor, skip: SkipOptions | None,
-              bottom, top) -> tuple[EncoderOutput, StreamState]:
+              bottom, top, ops: SkipOps = REFERENCE) -> tuple[EncoderOutput, StreamState]:
     """One streaming step around a model's two halves (torch or ONNX): bottom(caches) runs the
     lower layers -> (x, pos, valid, heads, kv, conv); the blank gate picks the frames to keep;
     top(y, pos, valid, caches) runs the upper layers on the compacted kept frames only
     -> (final raw, kv, conv). If no frame is kept, the top layers and their caches rest."""
     x, pos, valid, heads, kv, conv = bottom([state.layer(i) for i in range(cfg.skip_layer)])
     gate = heads[cfg.skip_layer]
-    keep = valid if skip is None else keep_mask(gate.blank_prob(), valid, skip.threshold, skip.dilation,
-                                                cfg.chunk_size)
-    c = compact(x, keep)
+    threshold, dilation = (1.0, 0) if skip is None else (skip.threshold, skip.dilation)
+    c = ops.gate_compact(gate.raw, x, n_valid, threshold, dilation, cfg.chunk_size)
     top_caches = [state.layer(i) for i in range(cfg.skip_layer, cfg.n_layers)]
     if c.x.shape[1] == 0:
         final = gate.raw
@@ -90,9 +79,9 @@ def run_chunk(cfg: ModelConfig, state: StreamState, n_valid: torch.Tensor, skip:
         y, kv_top, conv_top = top(c.x, pos_c, c.valid, top_caches)
         kv += kv_top
         conv += conv_top
-        final = scatter_back(gate.raw, y, c)
+        final = ops.scatter_back(gate.raw, y, c)
     new = StreamState.from_layers(kv, conv, state.offset + n_valid)
-    return EncoderOutput(HeadOutput(final), heads, n_valid, keep), new
+    return EncoderOutput(HeadOutput(final), heads, n_valid, c.keep), new
 
 
 class CTCHead(nn.Module):
@@ -115,6 +104,7 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.n_layers))
         self.heads = nn.ModuleDict({str(i): CTCHead(cfg) for i in cfg.intermediate_layers})
         self.final_head = CTCHead(cfg)
+        self.ops = REFERENCE  # the skipping path's ops; an inference engine may pick the Triton ones
 
     def forward(self, feats: torch.Tensor, feat_lengths: torch.Tensor,
                 skip: SkipOptions | None = None) -> EncoderOutput:
@@ -135,18 +125,15 @@ class Encoder(nn.Module):
             if str(i) in self.heads:
                 heads[i] = self.heads[str(i)](x)
         gate = heads[self.cfg.skip_layer]
-        keep = valid if skip is None else keep_mask(gate.blank_prob(), valid, skip.threshold, skip.dilation,
-                                                     self.cfg.chunk_size)
         if skip is None:
-            final = self.final_head(self._top(x, pos, valid)).raw
-        else:
-            c = compact(x, keep)
-            final = gate.raw
-            if c.x.shape[1] > 0:
-                pos_c = torch.where(c.valid, c.index, torch.full_like(c.index, PAD_POS))
-                y = self.final_head(self._top(c.x, pos_c, c.valid)).raw
-                final = scatter_back(gate.raw, y, c)
-        return EncoderOutput(HeadOutput(final), heads, lengths, keep)
+            return EncoderOutput(HeadOutput(self.final_head(self._top(x, pos, valid)).raw), heads, lengths, valid)
+        c = self.ops.gate_compact(gate.raw, x, lengths, skip.threshold, skip.dilation, self.cfg.chunk_size)
+        final = gate.raw
+        if c.x.shape[1] > 0:
+            pos_c = torch.where(c.valid, c.index, torch.full_like(c.index, PAD_POS))
+            y = self.final_head(self._top(c.x, pos_c, c.valid)).raw
+            final = self.ops.scatter_back(gate.raw, y, c)
+        return EncoderOutput(HeadOutput(final), heads, lengths, c.keep)
 
     def forward_chunk(self, feats: torch.Tensor, n_valid: torch.Tensor, state: StreamState,
                       skip: SkipOptions | None = None) -> tuple[EncoderOutput, StreamState]:
@@ -165,7 +152,8 @@ class Encoder(nn.Module):
             raise ValueError(f"forward_chunk needs stride * C + {sub.input_frames(0)} feature "
                              f"frames with C a multiple of chunk_size={cfg.chunk_size}, got {feats.shape[1]}")
         return run_chunk(cfg, state, n_valid, skip,
-                         lambda caches: self.chunk_bottom(feats, n_valid, state.offset, caches), self.chunk_top)
+                         lambda caches: self.chunk_bottom(feats, n_valid, state.offset, caches), self.chunk_top,
+                         self.ops)
 
     def chunk_bottom(self, feats: torch.Tensor, n_valid: torch.Tensor, offset: torch.Tensor,
                      caches: list[tuple[KVCache, torch.Tensor]]):
