@@ -12,6 +12,8 @@ from asr_engine.formats import FORMATS, SUBTITLE_FORMATS, render
 from asr_engine.manifest import read_manifest
 from asr_engine.text import word_error_counts
 
+BACKENDS = ("auto", "torch", "onnx")  # asr_engine.backend.BACKENDS, without importing torch for --help
+
 
 class InputError(ValueError):
     pass
@@ -58,7 +60,7 @@ def _batches(n: int, size: int) -> list[range]:
 def cmd_transcribe(args: argparse.Namespace) -> int:
     import torch
 
-    from asr_engine.checkpoint import load_checkpoint
+    from asr_engine.backend import load_model, resolve_backend
     from asr_engine.transcribe import DecodeOptions, Transcriber
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -68,15 +70,10 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         raise InputError(f"--format {args.format} with several inputs needs --output DIR (an existing folder)")
     _set_threads(args.threads)
     hotwords = _hotwords(args.hotwords)
-    if args.backend == "onnx":
-        from asr_engine.export.runtime import load_onnx
-
-        if args.device != "cpu":
-            raise InputError("--backend onnx runs on the CPU here (use --backend torch for --device cuda)")
-        ckpt = load_onnx(_onnx_model(args.model, args.chunk_frames), args.threads)
+    backend = resolve_backend(args.backend, args.device)
+    ckpt = load_model(args.model, backend, args.device, args.threads, args.chunk_frames)
+    if backend == "onnx":
         args.streaming = True  # the ONNX runtime is the streaming encoder; its transcripts equal offline ones
-    else:
-        ckpt = load_checkpoint(args.model, args.device)
     if args.streaming:
         from asr_engine.engine import EndpointConfig, Engine, EngineOptions, SessionOptions
 
@@ -117,41 +114,12 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 1 if any(r.error for r in results) else 0
 
 
-def _onnx_model(model: str | None, chunk_frames: int | None) -> Path:
-    """An ONNX export folder as given, or the checkpoint's export in the user's cache (made once)."""
-    import hashlib
-    import os
-
-    from asr_engine.checkpoint import default_model_dir
-    from asr_engine.export.runtime import is_onnx_model
-
-    if is_onnx_model(model):
-        return Path(model)
-    src = Path(model) if model else default_model_dir()
-    if not (src / "config.json").is_file():
-        raise InputError(f"{src}: neither an ONNX export nor a checkpoint folder")
-    h = hashlib.sha1()
-    for name in ("config.json", "model.safetensors"):
-        h.update((src / name).read_bytes())
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "asr-engine" / "onnx"
-    out = cache / f"{h.hexdigest()[:16]}-c{chunk_frames or 0}"
-    if not is_onnx_model(out):
-        from asr_engine.checkpoint import load_checkpoint
-        from asr_engine.export.onnx import export_onnx
-
-        print(f"exporting {src} to ONNX in {out} (once)", file=sys.stderr)
-        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-        export_onnx(load_checkpoint(src), tmp, chunk_frames)
-        tmp.rename(out)
-    return out
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     from asr_engine.checkpoint import load_checkpoint
     from asr_engine.export.onnx import export_onnx
 
-    out = export_onnx(load_checkpoint(args.model), args.output, args.chunk_frames)
-    print(f"wrote {out / 'bottom.onnx'} and {out / 'top.onnx'}", file=sys.stderr)
+    out = export_onnx(load_checkpoint(args.model), args.output, args.chunk_frames, quantize=args.quantize)
+    print(f"wrote {out / 'fbank.onnx'}, {out / 'bottom.onnx'} and {out / 'top.onnx'}", file=sys.stderr)
     return 0
 
 
@@ -254,7 +222,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from asr_engine.checkpoint import load_checkpoint
+    from asr_engine.backend import load_model
     from asr_engine.evaluate import evaluate, format_report, source_of
     from asr_engine.manifest import corpus_name, read_corpus
 
@@ -273,7 +241,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         name = corpus_name(m)
         utts += rows
         sources += [source_of(u, name) if args.by_source else name for u in rows]
-    ckpt = load_checkpoint(args.model, args.device)
+    ckpt = load_model(args.model, args.backend, args.device, args.threads)
     report = evaluate(ckpt, utts, sources, thresholds, args.beam, args.batch_size, args.device,
                       progress=not args.quiet)
     for line in report.failed:
@@ -312,9 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--endpoint", action="store_true",
                    help="with --streaming: split each file into utterances at pauses (CTC-blank endpointing); "
                         "word times stay relative to the file's start")
-    t.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                   help="onnx: ONNX Runtime through the streaming engine; --model may be an export folder, "
-                        "a checkpoint is exported once into ~/.cache/asr-engine (default torch)")
+    t.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="onnx: ONNX Runtime through the streaming engine (--model may be an export folder; "
+                        "a checkpoint is exported once into ~/.cache/asr-engine); torch: the torch encoder; "
+                        "auto (default): onnx on the CPU when onnxruntime is installed, else torch")
     t.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     t.add_argument("--batch-size", type=int, default=8,
                    help="files per forward pass (with --streaming: sessions stepped together; default 8)")
@@ -324,11 +293,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help="export a checkpoint to ONNX for streaming",
                         description="Write the streaming encoder as bottom.onnx and top.onnx (named caches, "
-                                    "metadata) plus the tokenizer; run it with transcribe --backend onnx --model DIR.")
+                                    "metadata), the feature front end as fbank.onnx, and the tokenizer; run it "
+                                    "with transcribe --backend onnx --model DIR.")
     ex.add_argument("model", nargs="?", default=None, help="checkpoint folder (default: the bundled model)")
     ex.add_argument("--output", "-o", required=True, help="output folder")
     ex.add_argument("--chunk-frames", type=int, default=None,
                     help="encoder frames per streaming step, a multiple of the model's chunk (default: one chunk)")
+    ex.add_argument("--quantize", choices=("int8",), default=None,
+                    help="int8: int8 weights for the encoder's MatMuls (dynamic quantization; check its WER "
+                         "with eval --backend onnx)")
     ex.set_defaults(func=cmd_export)
 
     data = sub.add_parser("data", help="build training data").add_subparsers(dest="data_command", required=True)
@@ -371,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--by-source", action="store_true",
                     help="group by each row's source/engine field instead of by manifest")
     ev.add_argument("--batch-size", type=int, default=16, help="utterances per forward pass (default 16)")
+    ev.add_argument("--backend", choices=BACKENDS, default="auto",
+                    help="torch: the torch encoder on whole utterances; onnx: ONNX Runtime through the streaming "
+                         "engine; auto (default): onnx on the CPU when onnxruntime is installed, else torch")
     ev.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     ev.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     ev.add_argument("--json", default=None, help="also write the full report here (JSON)")

@@ -76,7 +76,7 @@ class Engine:
         self.ops = select_ops(self.device)  # Triton kernels on CUDA, torch references on the CPU
         if isinstance(self.model, torch.nn.Module):
             self.model.ops = self.ops
-        self.fbank = Fbank(ckpt.features)
+        self.fbank = getattr(self.model, "fbank", None) or Fbank(ckpt.features)  # an ONNX export has its own
         self.skip = SkipOptions.resolve(cfg, options.skip_threshold, options.skip_dilation)
         sub = self.model.subsampling
         self.window = sub.input_frames(self.chunk)  # feature frames per step

@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
+import torch
+
 from asr_engine.audio import SAMPLE_RATE, AudioError, load_audio
 from asr_engine.checkpoint import Checkpoint
 from asr_engine.manifest import Utterance
@@ -64,12 +66,23 @@ class EvalReport:
     def to_dict(self) -> dict:
         return {"audio_seconds": self.audio_seconds, "failed": self.failed, "settings": [
             {"threshold": s.threshold, "wer": s.total.wer, "cer": s.total.cer, "top_fraction": s.top_fraction,
-             "rtf": s.rtf, "total": asdict(s.total), "per_source": {k: asdict(v) for k, v in s.per_source.items()}}
+             "rtf": s.rtf, "total": asdict(s.total), "per_source": {k: asdict(v) for k, v in s.per_source.items()},
+             "hypotheses": s.hypotheses}
             for s in self.settings]}
 
 
 def source_of(u: Utterance, default: str) -> str:
     return str(u.extra.get("source") or u.extra.get("engine") or default)
+
+
+def _decoder(ckpt: Checkpoint, beam: int, threshold: float, batch_size: int, device: str):
+    """(audios, paths) -> results: whole utterances on a torch model, the streaming engine on an ONNX export."""
+    if isinstance(ckpt.model, torch.nn.Module):
+        return Transcriber(ckpt, DecodeOptions(beam=beam, skip_threshold=threshold), device).transcribe_arrays
+    from asr_engine.engine import Engine, EngineOptions
+
+    return Engine(ckpt, EngineOptions(beam=beam, skip_threshold=threshold, max_batch=batch_size),
+                  device).transcribe_arrays
 
 
 def evaluate(ckpt: Checkpoint, utts: list[Utterance], sources: list[str], thresholds: list[float],
@@ -95,14 +108,14 @@ def evaluate(ckpt: Checkpoint, utts: list[Utterance], sources: list[str], thresh
         from tqdm import tqdm
         bar = tqdm(total=len(batches) * len(thresholds), unit="batch", desc="eval")
     for k, th in enumerate(thresholds):
-        tr = Transcriber(ckpt, DecodeOptions(beam=beam, skip_threshold=th), device)
+        decode = _decoder(ckpt, beam, th, batch_size, device)
         if k == 0:  # warm-up, so the first setting's RTF is not charged for it
-            tr.transcribe_arrays([audios[i] for i in batches[0]], ["warmup"] * len(batches[0]))
+            decode([audios[i] for i in batches[0]], ["warmup"] * len(batches[0]))
         hyps = [""] * len(audios)
         frames = top = 0
         t0 = time.perf_counter()
         for b in batches:
-            for i, r in zip(b, tr.transcribe_arrays([audios[i] for i in b], [str(i) for i in b])):
+            for i, r in zip(b, decode([audios[i] for i in b], [str(i) for i in b])):
                 hyps[i] = r.text
                 frames += r.frames
                 top += r.top_frames

@@ -1,5 +1,6 @@
 """Export a checkpoint's streaming encoder to ONNX as two stages with named caches.
 
+    fbank.onnx   waveform (B, N) -> feats (B, T, 80)   the feature front end
     bottom.onnx  feats, n_valid, offset, bottom caches -> x, gate_raw, new bottom caches
     top.onnx     x_kept, pos_kept, valid_kept, top caches -> final_raw, new top caches
 
@@ -8,7 +9,9 @@ the top stage (the blank gate on `gate_raw`), compacts them, and scatters the to
 stage's output back, exactly as `Encoder.forward_chunk` does. Every cache is its own
 named input (`cache_*`) and output (`new_cache_*`) with the batch in dimension 0.
 The model's dimensions, chunking, vocabulary and skipping defaults are stored as
-metadata in both files, so the runtime needs nothing else.
+metadata in every file, so the runtime needs nothing else. With `quantize="int8"` the
+MatMul weights of the two encoder stages are quantized to int8 (dynamic quantization:
+activations are quantized per call).
 """
 
 from __future__ import annotations
@@ -21,13 +24,15 @@ import torch
 from torch import nn
 
 from asr_engine.checkpoint import Checkpoint
+from asr_engine.features import Fbank
 from asr_engine.model.encoder import Encoder
 from asr_engine.model.layers import KVCache
 from asr_engine.model.streaming import StreamState
 
 __all__ = ["CACHE_FIELDS", "FORMAT_VERSION", "export_onnx", "split_caches", "stack_caches"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: fbank.onnx added
+QUANTIZE = ("int8",)
 CACHE_FIELDS = ("k", "v", "kv_pos", "kv_valid", "conv")  # StreamState fields, per stage: (B, L_stage, ...)
 
 
@@ -63,9 +68,22 @@ class TopStage(nn.Module):
         return (raw, *stack_caches(kv, cv))
 
 
-def _metadata(ckpt: Checkpoint, chunk_frames: int) -> dict[str, str]:
+def _model_version(model: Encoder) -> str:
+    """A short hash of the weights: tells exports of different checkpoints apart."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _metadata(ckpt: Checkpoint, chunk_frames: int, quantize: str | None) -> dict[str, str]:
     cfg = ckpt.model.cfg
     return {"asr_engine_format": str(FORMAT_VERSION), "chunk_frames": str(chunk_frames),
+            "quantization": quantize or "none", "left_chunks": str(cfg.left_chunks),
+            "subsampling": str(cfg.subsampling), "model_version": _model_version(ckpt.model),
             "model_config": json.dumps(cfg.to_dict()), "features": json.dumps(asdict(ckpt.features)),
             "tokenizer": json.dumps(ckpt.tokenizer.to_config()), "blank_id": "0",
             "vocab_size": str(cfg.vocab_size), "skip_layer": str(cfg.skip_layer),
@@ -81,13 +99,25 @@ def _add_metadata(path: Path, meta: dict[str, str]) -> None:
     onnx.save(m, str(path))
 
 
+def _quantize(path: Path) -> None:
+    """int8 weights for the MatMuls of one stage, in place (ORT dynamic quantization)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = path.with_suffix(".int8.onnx")
+    quantize_dynamic(str(path), str(tmp), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+    tmp.replace(path)
+
+
 def export_onnx(ckpt: Checkpoint, out_dir: str | Path, chunk_frames: int | None = None,
-                opset: int = 17) -> Path:
-    """Write bottom.onnx, top.onnx and the tokenizer into out_dir; returns out_dir.
+                opset: int = 17, quantize: str | None = None) -> Path:
+    """Write fbank.onnx, bottom.onnx, top.onnx and the tokenizer into out_dir; returns out_dir.
 
     The bottom stage takes chunks of exactly `chunk_frames` encoder frames (a multiple of
     the model's chunk; default one chunk); the top stage takes any number of kept frames."""
     import shutil
+
+    if quantize not in (None, *QUANTIZE):
+        raise ValueError(f"quantize must be one of {QUANTIZE} or None, got {quantize!r}")
 
     model = ckpt.model.float().eval()
     cfg = model.cfg
@@ -107,8 +137,11 @@ def export_onnx(ckpt: Checkpoint, out_dir: str | Path, chunk_frames: int | None 
 
     feats = torch.randn(2, model.subsampling.input_frames(C), cfg.feat_dim)
     n_valid = torch.tensor([C, C // 2])
-    meta = _metadata(ckpt, C)
+    meta = _metadata(ckpt, C, quantize)
     with torch.no_grad():
+        torch.onnx.export(Fbank(ckpt.features), (torch.randn(2, 16000) * 0.1,), out / "fbank.onnx",
+                          input_names=["waveform"], output_names=["feats"], opset_version=opset, dynamo=False,
+                          dynamic_axes={"waveform": {0: "batch", 1: "samples"}, "feats": {0: "batch", 1: "frames"}})
         torch.onnx.export(BottomStage(model), (feats, n_valid, state.offset, *part(0, S)), out / "bottom.onnx",
                           input_names=["feats", "n_valid", "offset", *names],
                           output_names=["x", "gate_raw", *new_names], opset_version=opset, dynamo=False,
@@ -124,7 +157,10 @@ def export_onnx(ckpt: Checkpoint, out_dir: str | Path, chunk_frames: int | None 
                           dynamic_axes={"x": {0: "batch", 1: "kept"}, "pos": {0: "batch", 1: "kept"},
                                         "valid": {0: "batch", 1: "kept"}, "final_raw": {0: "batch", 1: "kept"},
                                         **dyn_cache})
-    for name in ("bottom.onnx", "top.onnx"):
+    if quantize:
+        _quantize(out / "bottom.onnx")
+        _quantize(out / "top.onnx")
+    for name in ("fbank.onnx", "bottom.onnx", "top.onnx"):
         _add_metadata(out / name, {**meta, "stage": name.split(".")[0]})
     tok_file = ckpt.tokenizer.to_config().get("model_file")
     if tok_file:

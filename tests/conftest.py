@@ -14,6 +14,18 @@ from asr_engine.model.encoder import Encoder
 from asr_engine.tokenizer import CharTokenizer
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """ONNX exports of checkpoints (the onnx backend's cache) go to a temporary folder, not ~/.cache."""
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 def tiny_config(**kw) -> ModelConfig:
     base = dict(vocab_size=len(CharTokenizer().vocab), d_model=32, n_heads=2, n_layers=4,
                 conv_kernel=5, chunk_size=4, left_chunks=2, intermediate_layers=(1, 2), skip_layer=2,

@@ -115,12 +115,13 @@ def test_cli_streaming_equals_offline(tmp_path, capsys):
     outs = {}
     for name, extra in [("offline", []), ("streaming", ["--streaming"]),
                         ("endpoint", ["--streaming", "--endpoint", "--chunk-frames", "16"])]:
-        assert main(["transcribe", *SAMPLES, "--format", "jsonl", "-q", "--threads", "1", *extra]) == 0
+        assert main(["transcribe", *SAMPLES, "--format", "jsonl", "-q", "--threads", "1", "--backend", "torch",
+                     *extra]) == 0
         outs[name] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     for name in ("streaming", "endpoint"):
         assert [r["text"] for r in outs[name]] == [r["text"] for r in outs["offline"]]
         assert [r["words"] for r in outs[name]] == [r["words"] for r in outs["offline"]]
-    assert main(["transcribe", SAMPLES[0], "--endpoint"]) == 2
+    assert main(["transcribe", SAMPLES[0], "--endpoint", "--backend", "torch"]) == 2
     assert "need --streaming" in capsys.readouterr().err
     assert main(["transcribe", SAMPLES[0], "--hotwords", "free"]) == 2
     assert "beam search" in capsys.readouterr().err

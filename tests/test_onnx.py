@@ -1,6 +1,7 @@
 """ONNX export and the ONNX Runtime backend: parity with the torch encoder, chunk by chunk."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,3 +114,61 @@ def test_cli_export_then_onnx_backend_equals_torch(tmp_path, capsys, monkeypatch
     assert len(list((tmp_path / "cache" / "asr-engine" / "onnx").iterdir())) == 1
     assert main(["transcribe", samples[0], "--backend", "onnx", "--model", str(tmp_path)]) == 2
     assert "neither an ONNX export nor a checkpoint" in capsys.readouterr().err
+
+
+def test_exported_fbank_equals_torch_and_metadata_is_complete(tiny):
+    import onnx
+
+    ckpt, out = tiny
+    enc = OnnxEncoder(out, threads=1)
+    rng = np.random.default_rng(2)
+    for n in (400, 561, 16000, 16161):
+        x = torch.from_numpy((0.2 * rng.standard_normal((2, n))).astype(np.float32))
+        torch.testing.assert_close(enc.fbank(x), Fbank()(x), atol=2e-3, rtol=1e-4)
+    assert enc.fbank(torch.zeros(1, 399)).shape == (1, 0, 80)
+    for stage in ("fbank", "bottom", "top"):
+        meta = {p.key: p.value for p in onnx.load(str(out / f"{stage}.onnx")).metadata_props}
+        assert meta["stage"] == stage and meta["quantization"] == "none"
+        assert (meta["chunk_frames"], meta["left_chunks"], meta["subsampling"]) == ("8", "2", "4")
+        assert meta["blank_id"] == "0" and int(meta["vocab_size"]) == ckpt.model.cfg.vocab_size
+        assert float(meta["skip_threshold"]) == ckpt.model.cfg.skip_threshold and len(meta["model_version"]) == 16
+
+
+def test_int8_export_is_smaller_and_close(tiny, tmp_path):
+    import onnx
+
+    ckpt, out = tiny
+    q = export_onnx(ckpt, tmp_path / "q", chunk_frames=8, quantize="int8")
+    ops = {n.op_type for n in onnx.load(str(q / "top.onnx")).graph.node}
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
+    assert (q / "top.onnx").stat().st_size < 0.8 * (out / "top.onnx").stat().st_size  # tiny: biases, norms stay
+    assert OnnxEncoder(q).meta["quantization"] == "int8"
+    m, enc = ckpt.model, OnnxEncoder(q, threads=1)
+    feats = torch.randn(2, m.subsampling.input_frames(8), 80) * 3 + 8
+    st = StreamState.zeros(m.cfg, 2)
+    with torch.no_grad():
+        a, _ = m.forward_chunk(feats, torch.tensor([8, 8]), st)
+        b, _ = enc.forward_chunk(feats, torch.tensor([8, 8]), st)
+    err = (b.final.log_probs() - a.final.log_probs()).abs().mean()
+    assert 0 < err < 0.05 * a.final.log_probs().abs().mean()  # quantized: close, not equal
+    with pytest.raises(ValueError, match="quantize"):
+        export_onnx(ckpt, tmp_path / "bad", quantize="int4")
+
+
+def test_eval_and_auto_backend_use_onnx_runtime(tmp_path, capsys):
+    """`eval --backend onnx` streams through ORT and scores like the torch backend; `auto` is ONNX on the CPU."""
+    from asr_engine.backend import load_model, resolve_backend
+
+    assert resolve_backend("auto", "cpu") == "onnx" and resolve_backend("auto", "cuda") == "torch"
+    assert isinstance(load_model(None, "auto").model, OnnxEncoder)
+    with pytest.raises(ValueError, match="backend must be"):
+        resolve_backend("tf")
+    manifest = Path("asr_engine/samples/manifest.jsonl").resolve()
+    reports = {}
+    for backend in ("torch", "onnx"):
+        assert main(["eval", str(manifest), "--backend", backend, "--thresholds", "1.0,0.9", "-q", "--threads", "1",
+                     "--json", str(tmp_path / f"{backend}.json")]) == 0
+        reports[backend] = json.loads((tmp_path / f"{backend}.json").read_text())
+    for a, b in zip(reports["torch"]["settings"], reports["onnx"]["settings"]):
+        assert a["hypotheses"] == b["hypotheses"] and a["top_fraction"] == b["top_fraction"]
+        assert a["wer"] < 0.7 and b["cer"] == a["cer"]

@@ -1,0 +1,71 @@
+"""Loading a model for a backend: the torch encoder, or its ONNX export on ONNX Runtime.
+
+`auto` (the default) is ONNX Runtime on the CPU when it is installed (2-3x faster than
+eager torch there) and torch otherwise, or on a GPU. A checkpoint folder given to the
+ONNX backend is exported once into the user's cache and reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from asr_engine.checkpoint import Checkpoint, default_model_dir, load_checkpoint
+
+__all__ = ["BACKENDS", "load_model", "onnx_export_dir", "resolve_backend"]
+
+BACKENDS = ("auto", "torch", "onnx")
+
+
+def resolve_backend(backend: str, device: str | torch.device = "cpu") -> str:
+    """'auto' -> 'onnx' on the CPU when onnxruntime is installed, else 'torch'."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "auto":
+        return backend
+    if torch.device(device).type == "cpu" and importlib.util.find_spec("onnxruntime") is not None:
+        return "onnx"
+    return "torch"
+
+
+def _is_onnx(path: str | Path | None) -> bool:
+    return path is not None and (Path(path) / "bottom.onnx").is_file()
+
+
+def onnx_export_dir(model: str | Path | None, chunk_frames: int | None = None) -> Path:
+    """An ONNX export folder as given, or the checkpoint's export in the user's cache (made once)."""
+    from asr_engine.export.onnx import FORMAT_VERSION, export_onnx
+
+    if _is_onnx(model):
+        return Path(model)
+    src = Path(model) if model else default_model_dir()
+    if not (src / "config.json").is_file():
+        raise ValueError(f"{src}: neither an ONNX export nor a checkpoint folder")
+    h = hashlib.sha1()
+    for name in ("config.json", "model.safetensors"):
+        h.update((src / name).read_bytes())
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "asr-engine" / "onnx"
+    out = cache / f"{h.hexdigest()[:16]}-c{chunk_frames or 0}-v{FORMAT_VERSION}"
+    if not _is_onnx(out):
+        print(f"exporting {src} to ONNX in {out} (once)", file=sys.stderr)
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+        export_onnx(load_checkpoint(src), tmp, chunk_frames)
+        tmp.rename(out)
+    return out
+
+
+def load_model(model: str | Path | None = None, backend: str = "auto", device: str = "cpu", threads: int = 0,
+               chunk_frames: int | None = None) -> Checkpoint:
+    """A checkpoint folder or ONNX export (None: the bundled model) ready for an Engine on `backend`."""
+    if resolve_backend(backend, device) == "onnx":
+        from asr_engine.export.runtime import load_onnx
+
+        return load_onnx(onnx_export_dir(model, chunk_frames), threads, device)
+    if _is_onnx(model):
+        raise ValueError(f"{model} is an ONNX export: use the onnx backend, or give the checkpoint folder")
+    return load_checkpoint(model, device)
