@@ -33,21 +33,34 @@ def is_onnx_model(path: str | Path | None) -> bool:
 
 
 _NP = {torch.float32: np.float32, torch.float16: np.float16, torch.int64: np.int64, torch.bool: np.bool_}
-_POOL: dict[str, int] = {}  # the process's global ORT thread pool, created once
+_POOL: dict[str, object] = {}  # how this process's ORT sessions get threads (decided by the first one)
 
 
-def session_options(threads: int = 0):
-    """Sessions share one global intra-op thread pool (created by the first session in the
-    process), so the stages of every engine in a process do not oversubscribe the cores. ORT
-    then refuses per-session pools in this process: other sessions must use these options too."""
+def session_options(threads: int = 0, global_pool: bool = False):
+    """ORT session options for the stages.
+
+    Default: each session has its own intra-op pool of `threads`, without spin-waiting (on a
+    2-core CPU spinning workers starve the Python thread that decodes between the stages; one
+    engine's two sessions already serve every stream through batching). global_pool=True: all
+    sessions share one process-wide pool (ORT's global thread pool; Python cannot turn its
+    spinning off). The first session in the process decides; mixing the two raises."""
     import onnxruntime as ort
 
-    if not _POOL:
-        ort.set_global_thread_pool_sizes(threads, 1)
-        _POOL["threads"] = threads
+    mode = "global" if global_pool else "per-session"
+    if _POOL.setdefault("mode", mode) != mode:
+        raise ValueError(f"this process already runs ONNX sessions with {_POOL['mode']} thread pools; "
+                         f"ORT cannot mix them with {mode} ones")
     so = ort.SessionOptions()
-    so.use_per_session_threads = False
     so.log_severity_level = 3
+    if global_pool:
+        if "threads" not in _POOL:
+            ort.set_global_thread_pool_sizes(threads, 1)
+            _POOL["threads"] = threads
+        so.use_per_session_threads = False
+    else:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
 
 
@@ -80,12 +93,13 @@ class OnnxEncoder:
     Tensors stay torch tensors on `device` and are bound to the sessions in place (I/O binding):
     no copies on the CPU, and on CUDA the caches never leave the GPU."""
 
-    def __init__(self, model_dir: str | Path, threads: int = 0, device: str | torch.device = "cpu"):
+    def __init__(self, model_dir: str | Path, threads: int = 0, device: str | torch.device = "cpu",
+                 global_pool: bool = False):
         import onnxruntime as ort
 
         d = Path(model_dir)
         self.device = torch.device(device)
-        so, providers = session_options(threads), _providers(self.device)
+        so, providers = session_options(threads, global_pool), _providers(self.device)
         self.bottom = ort.InferenceSession(str(d / "bottom.onnx"), so, providers=providers)
         self.meta = self.bottom.get_modelmeta().custom_metadata_map
         if self.meta.get("asr_engine_format") != str(FORMAT_VERSION):
@@ -162,9 +176,9 @@ def _cache_lists(new: list[torch.Tensor]) -> tuple[list[KVCache], list[torch.Ten
     return [c[0] for c in caches], [c[1] for c in caches]
 
 
-def load_onnx(model_dir: str | Path, threads: int = 0, device: str = "cpu") -> Checkpoint:
+def load_onnx(model_dir: str | Path, threads: int = 0, device: str = "cpu", global_pool: bool = False) -> Checkpoint:
     """An exported folder as a Checkpoint whose model is an OnnxEncoder (for the Engine)."""
-    enc = OnnxEncoder(model_dir, threads, device)
+    enc = OnnxEncoder(model_dir, threads, device, global_pool)
     tokenizer = tokenizer_from_config(json.loads(enc.meta["tokenizer"]), Path(model_dir))
     return Checkpoint(enc, tokenizer, _features_from_dict(json.loads(enc.meta["features"])),
                       json.loads(enc.meta.get("info", "{}")))

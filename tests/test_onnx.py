@@ -172,3 +172,29 @@ def test_eval_and_auto_backend_use_onnx_runtime(tmp_path, capsys):
     for a, b in zip(reports["torch"]["settings"], reports["onnx"]["settings"]):
         assert a["hypotheses"] == b["hypotheses"] and a["top_fraction"] == b["top_fraction"]
         assert a["wer"] < 0.7 and b["cer"] == a["cer"]
+
+
+def test_global_thread_pool_gives_the_same_results(tiny):
+    """ORT's process-wide pool is process state: checked in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    _, out = tiny
+    code = f"""
+import torch
+from asr_engine.export.runtime import OnnxEncoder
+from asr_engine.model.streaming import StreamState
+a, b = OnnxEncoder({str(out)!r}, 2, global_pool=True), OnnxEncoder({str(out)!r}, 2, global_pool=True)
+feats = torch.randn(2, a.subsampling.input_frames(8), 80) + 8
+st = StreamState.zeros(a.cfg, 2)
+x, _ = a.forward_chunk(feats, torch.tensor([8, 5]), st)
+y, _ = b.forward_chunk(feats, torch.tensor([8, 5]), st)
+assert torch.equal(x.final.raw, y.final.raw)
+try:
+    OnnxEncoder({str(out)!r}, 2)
+except ValueError as e:
+    print("refused:", e)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "refused: this process already runs ONNX sessions with global thread pools" in r.stdout
