@@ -71,7 +71,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     hotwords = _hotwords(args.hotwords)
     backend = resolve_backend(args.backend, args.device)
-    ckpt = load_model(args.model, backend, args.device, args.threads, args.chunk_frames)
+    ckpt = load_model(args.model, backend, args.device, args.threads, args.chunk_frames, for_files=True)
     if backend == "onnx":
         args.streaming = True  # the ONNX runtime is the streaming encoder; its transcripts equal offline ones
     if args.streaming:
@@ -241,7 +241,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         name = corpus_name(m)
         utts += rows
         sources += [source_of(u, name) if args.by_source else name for u in rows]
-    ckpt = load_model(args.model, args.backend, args.device, args.threads)
+    ckpt = load_model(args.model, args.backend, args.device, args.threads, for_files=True)
     report = evaluate(ckpt, utts, sources, thresholds, args.beam, args.batch_size, args.device,
                       progress=not args.quiet)
     for line in report.failed:
@@ -276,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--streaming", action="store_true",
                    help="run the files through the streaming engine chunk by chunk (as a live stream would)")
     t.add_argument("--chunk-frames", type=int, default=None,
-                   help="with --streaming: encoder frames per step, a multiple of the model's chunk (default: one)")
+                   help="with --streaming or the onnx backend: encoder frames per step, a multiple of the model's "
+                        "chunk (default: one chunk; 64 frames for files on the onnx backend)")
     t.add_argument("--endpoint", action="store_true",
                    help="with --streaming: split each file into utterances at pauses (CTC-blank endpointing); "
                         "word times stay relative to the file's start")

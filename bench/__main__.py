@@ -2,12 +2,13 @@
 
 import argparse
 
-from bench import stream
+from bench import rtf, stream
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench", description="asr-engine benchmarks")
     sub = p.add_subparsers(dest="bench", required=True)
+    rtf.add_parser(sub)
     stream.add_parser(sub)
     args = p.parse_args(argv)
     args.func(args)

@@ -45,6 +45,16 @@ def load_manifest(path: str, limit: int | None) -> tuple[list[np.ndarray], list[
     return [load_audio(u.audio) for u in rows], [u.text for u in rows]
 
 
+def load_manifests(paths: list[str], limit: int | None) -> tuple[list[np.ndarray], list[str]]:
+    """load_manifest over several manifests, `limit` rows from each."""
+    audios, refs = [], []
+    for p in paths:
+        a, r = load_manifest(p, limit)
+        audios += a
+        refs += r
+    return audios, refs
+
+
 def percentiles(values: list[float], qs=(50, 95, 99)) -> dict[str, float]:
     if not values:
         return {f"p{q}": float("nan") for q in qs}

@@ -1,0 +1,101 @@
+"""rtf: offline real-time factor of whole files for each backend, with and without layer
+skipping in the same run.
+
+Per backend, the skipping-off and skipping-on decoders take turns (off, on, off, on, ...)
+over the same audio, so drifts of the machine hit both alike; the table gives each one's
+median RTF, their ratio (the speed-up skipping buys), the fraction of encoder frames that
+ran the top layers, and the WER. The torch backend decodes whole utterances in batches;
+the ONNX backend streams the files through its export in large steps (the CLI's default).
+Files are sorted by length first, so a batch pads little.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from bench.common import append_results, load_manifests, table
+
+
+def _wer(refs: list[str], hyps: list[str]) -> float:
+    from asr_engine.text import word_error_counts
+
+    errors = words = 0
+    for r, h in zip(refs, hyps):
+        e, n = word_error_counts(r, h)
+        errors, words = errors + e, words + n
+    return errors / max(1, words)
+
+
+def _run(decode, audios: list, batch: int) -> tuple[float, list]:
+    t0 = time.perf_counter()
+    results = []
+    for i in range(0, len(audios), batch):
+        results += decode(audios[i: i + batch], [str(j) for j in range(i, min(i + batch, len(audios)))])
+    return time.perf_counter() - t0, results
+
+
+def measure(ckpt, audios: list, refs: list[str], threshold: float, reps: int, batch: int, device: str) -> dict:
+    from asr_engine.audio import SAMPLE_RATE
+    from asr_engine.evaluate import _decoder
+
+    audio_s = sum(len(a) for a in audios) / SAMPLE_RATE
+    decoders = {"off": _decoder(ckpt, 1, 1.0, batch, device), "on": _decoder(ckpt, 1, threshold, batch, device)}
+    for d in decoders.values():  # warm-up
+        _run(d, audios[:batch], batch)
+    walls: dict[str, list[float]] = {"off": [], "on": []}
+    results = {}
+    for _ in range(reps):
+        for name, d in decoders.items():
+            wall, results[name] = _run(d, audios, batch)
+            walls[name].append(wall)
+    row = {"threshold": threshold, "audio_s": audio_s, "reps": reps}
+    for name in ("off", "on"):
+        res = results[name]
+        row[f"rtf_{name}"] = statistics.median(walls[name]) / audio_s
+        row[f"top_{name}"] = sum(r.top_frames for r in res) / max(1, sum(r.frames for r in res))
+        row[f"wer_{name}"] = _wer(refs, [r.text for r in res])
+    row["speedup"] = row["rtf_off"] / row["rtf_on"]
+    return row
+
+
+def main(args) -> None:
+    import torch
+
+    from asr_engine.backend import load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    audios, refs = load_manifests(args.manifest, args.limit)
+    order = sorted(range(len(audios)), key=lambda i: len(audios[i]))  # similar lengths batch well (as eval does)
+    audios, refs = [audios[i] for i in order], [refs[i] for i in order]
+    rows = []
+    for backend in args.backend.split(","):
+        ckpt = load_model(args.model, backend, args.device, torch.get_num_threads(), for_files=True)
+        threshold = args.threshold if args.threshold is not None else ckpt.model.cfg.skip_threshold
+        row = {"backend": backend, "device": args.device,
+               **measure(ckpt, audios, refs, threshold, args.reps, args.batch, args.device)}
+        rows.append(row)
+        print(f"{backend}: RTF {row['rtf_off']:.4f} without skipping, {row['rtf_on']:.4f} with "
+              f"(x{row['speedup']:.2f})", flush=True)
+    print(table(rows, [("backend", "backend", "s"), ("device", "device", "s"), ("threshold", "threshold", "g"),
+                       ("RTF off", "rtf_off", ".4f"), ("RTF on", "rtf_on", ".4f"), ("speed-up", "speedup", ".2f"),
+                       ("top frames on", "top_on", ".1%"), ("WER off", "wer_off", ".2%"), ("WER on", "wer_on", ".2%")]))
+    append_results(args.results, "rtf", rows, {"model": args.model or "default", "manifest": args.manifest,
+                                               "utterances": len(audios), "batch": args.batch})
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("rtf", help="offline RTF per backend, with and without skipping, in one run")
+    p.add_argument("--manifest", required=True, action="append",
+                   help="JSONL manifest or LibriSpeech-layout folder (repeat for several)")
+    p.add_argument("--model", default=None, help="checkpoint folder (default: the bundled model)")
+    p.add_argument("--limit", type=int, default=None, help="utterances per manifest (default: all)")
+    p.add_argument("--backend", default="torch,onnx", help="backends to measure (default torch,onnx)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--threshold", type=float, default=None, help="skip threshold (default: the model's)")
+    p.add_argument("--reps", type=int, default=3, help="alternating repetitions per setting (default 3)")
+    p.add_argument("--batch", type=int, default=16, help="files per batch (default 16)")
+    p.add_argument("--threads", type=int, default=0, help="torch/ORT threads (default: torch's choice)")
+    p.add_argument("--results", default="bench/results.jsonl", help="append JSON lines here ('' for none)")
+    p.set_defaults(func=main)
