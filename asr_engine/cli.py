@@ -123,6 +123,63 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import os
+    import signal
+
+    from asr_engine.backend import load_model
+    from asr_engine.engine import Engine, EngineOptions
+    from asr_engine.server.app import Server, ServerConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    _set_threads(args.threads)
+    ckpt = load_model(args.model, args.backend, args.device, args.threads, args.chunk_frames)
+    engine = Engine(ckpt, EngineOptions(chunk_frames=args.chunk_frames, beam=args.beam, nbest=args.beam,
+                                        skip_threshold=args.skip_threshold, max_batch=args.batch_size), args.device)
+    cfg = ServerConfig(args.host, args.port, args.max_sessions, args.max_message_bytes, args.idle_timeout,
+                       args.max_session_seconds, args.batch_size, args.batch_deadline_ms,
+                       os.environ.get("ASR_ENGINE_TOKEN") or None,
+                       tuple(args.allowed_origins.split(",")) if args.allowed_origins else None)
+
+    async def run() -> None:
+        server = await Server(engine, cfg).start()
+        print(f"asr-engine: serving on ws://{args.host}:{server.port}/ (Vosk clients: /vosk)", file=sys.stderr,
+              flush=True)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await server.shutdown()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from asr_engine.server.client import stream_file
+
+    def show(m: dict) -> None:
+        if m.get("type") == "partial" and not args.quiet:
+            print(f"\r\033[K{m['text']}", end="", file=sys.stderr, flush=True)
+        elif m.get("type") == "final":
+            if not args.quiet:
+                print("\r\033[K", end="", file=sys.stderr)
+            print(m["text"], flush=True)
+        elif m.get("type") == "error":
+            print(f"server error {m['code']}: {m['message']}", file=sys.stderr)
+
+    start = {"endpoint": True} if args.endpoint else {}
+    try:
+        msgs = asyncio.run(stream_file(args.url, args.input, not args.fast, args.chunk_ms, start, show))
+    except OSError as e:
+        raise InputError(f"{args.url}: cannot connect ({e})") from e
+    return 1 if any(m.get("type") == "error" for m in msgs) else 0
+
+
 def _hotwords(arg: str | None) -> tuple[str, ...]:
     """--hotwords: phrases separated by commas, or @FILE with one phrase per line."""
     if not arg:
@@ -304,6 +361,37 @@ def build_parser() -> argparse.ArgumentParser:
                     help="int8: int8 weights for the encoder's MatMuls (dynamic quantization; check its WER "
                          "with eval --backend onnx)")
     ex.set_defaults(func=cmd_export)
+
+    sv = sub.add_parser("serve", help="websocket streaming server (native protocol at /, Vosk's at /vosk)",
+                        description="Serve streaming recognition over websockets. Set ASR_ENGINE_TOKEN to require "
+                                    "a bearer token.")
+    sv.add_argument("--model", default=None, help="checkpoint folder or ONNX export (default: the bundled model)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=2700, help="port (default 2700; 0: any free port)")
+    sv.add_argument("--backend", choices=BACKENDS, default="auto", help="auto (default), torch or onnx")
+    sv.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    sv.add_argument("--beam", type=int, default=1, help="CTC prefix beam width (1: greedy; hotwords need > 1)")
+    sv.add_argument("--skip-threshold", type=float, default=None, help="layer-skipping threshold (default: model's)")
+    sv.add_argument("--chunk-frames", type=int, default=None, help="encoder frames per step (default: one chunk)")
+    sv.add_argument("--batch-size", type=int, default=32, help="sessions per encoder step (default 32)")
+    sv.add_argument("--batch-deadline-ms", type=float, default=10.0,
+                    help="how long a ready session waits for others to share its step (default 10)")
+    sv.add_argument("--max-sessions", type=int, default=64, help="open sessions; more get HTTP 503 (default 64)")
+    sv.add_argument("--max-message-bytes", type=int, default=1 << 20, help="largest message (default 1 MiB)")
+    sv.add_argument("--idle-timeout", type=float, default=30.0, help="seconds without a message (default 30)")
+    sv.add_argument("--max-session-seconds", type=float, default=3600.0, help="audio per session (default 3600)")
+    sv.add_argument("--allowed-origins", default=None, help="comma-separated Origin values browsers may use")
+    sv.add_argument("--threads", type=int, default=0, help="torch/ORT threads (default: their choice)")
+    sv.set_defaults(func=cmd_serve)
+
+    st = sub.add_parser("stream", help="stream an audio file to a running server and print the results")
+    st.add_argument("input", metavar="FILE", help="audio file")
+    st.add_argument("--url", default="ws://127.0.0.1:2700/", help="server URL (default ws://127.0.0.1:2700/)")
+    st.add_argument("--fast", action="store_true", help="send as fast as possible instead of in real time")
+    st.add_argument("--chunk-ms", type=float, default=100.0, help="audio per message (default 100 ms)")
+    st.add_argument("--endpoint", action="store_true", help="continuous mode: a final per utterance")
+    st.add_argument("--quiet", "-q", action="store_true", help="finals only (no partials on stderr)")
+    st.set_defaults(func=cmd_stream)
 
     data = sub.add_parser("data", help="build training data").add_subparsers(dest="data_command", required=True)
     d = data.add_parser("synth", help="synthesize a speech corpus from text with offline TTS engines",

@@ -1,0 +1,413 @@
+"""The websocket streaming server: one Session per connection, one compute loop for all.
+
+Connections only parse and queue audio on the event loop. A single compute task waits
+until some connection has audio (no polling), gives others a short deadline to join
+(or goes at once when `batch_size` are ready), then feeds and steps every ready session
+as one batch on a worker thread, and hands each connection its partials and finals.
+
+Paths: `/` native protocol, `/vosk` Vosk's protocol, plain HTTP `/healthz` and `/metrics`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from asr_engine.audio import AudioError
+from asr_engine.engine import Engine, SessionOptions
+from asr_engine.endpoint import EndpointConfig
+from asr_engine.server.metrics import Metrics
+from asr_engine.server.protocol import (PROTOCOL_VERSION, ProtocolError, Start, VoskConfig, decode_audio,
+                                        final_message, parse_json, parse_start, parse_vosk_config, vosk_result)
+from asr_engine.transcribe import Result
+
+__all__ = ["Server", "ServerConfig"]
+
+log = logging.getLogger("asr_engine.server")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 2700
+    max_sessions: int = 64  # more: HTTP 503 before the upgrade
+    max_message_bytes: int = 1 << 20  # a larger message closes the connection (1009)
+    idle_timeout: float = 30.0  # seconds without a message
+    max_session_seconds: float = 3600.0  # of audio per connection
+    batch_size: int = 32  # sessions that make the compute loop go at once
+    batch_deadline_ms: float = 10.0  # how long a ready session waits for others to join its batch
+    token: str | None = None  # bearer token required of clients (header, or ?token= for browsers)
+    origins: tuple[str, ...] | None = None  # allowed Origin headers (None: any)
+    shutdown_grace: float = 10.0  # seconds to finish open sessions on SIGTERM
+
+
+@dataclass
+class _Conn:
+    id: int
+    ws: ServerConnection
+    vosk: bool
+    start: Start | None = None
+    vosk_cfg: VoskConfig = field(default_factory=VoskConfig)
+    session: object = None
+    pending: list = field(default_factory=list)  # audio arrays not yet fed to the session
+    owed: int = 0  # Vosk: audio messages not yet answered
+    arrived: float = 0.0  # when the newest pending audio arrived
+    end: bool = False  # the client ended the input
+    fed_end: bool = False
+    audio_seconds: float = 0.0
+    last_partial: str = ""
+    vosk_finals: list = field(default_factory=list)
+    finals_sent: int = 0
+    outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def has_work(self) -> bool:
+        return self.session is not None and not self.done.is_set() and (bool(self.pending) or
+                                                                        (self.end and not self.fed_end))
+
+
+class Server:
+    def __init__(self, engine: Engine, config: ServerConfig = ServerConfig()):
+        self.engine, self.cfg = engine, config
+        self.metrics = Metrics()
+        self.conns: dict[int, _Conn] = {}
+        self._ids = itertools.count(1)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="asr-compute")  # the engine is single-threaded
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._server = None
+        self._loop_task: asyncio.Task | None = None
+
+    # ---- life cycle -------------------------------------------------------------------------
+    async def start(self) -> "Server":
+        self._server = await serve(self._handle, self.cfg.host, self.cfg.port, process_request=self._http,
+                                   max_size=self.cfg.max_message_bytes, origins=self.cfg.origins,
+                                   ping_interval=20, ping_timeout=20)
+        self._loop_task = asyncio.create_task(self._compute_loop())
+        log.info(json.dumps({"event": "listening", "host": self.cfg.host, "port": self.port}))
+        return self
+
+    @property
+    def port(self) -> int:
+        return self._server.sockets[0].getsockname()[1]
+
+    async def shutdown(self) -> None:
+        """Stop accepting; end every open session's input, send its finals, close it."""
+        self._closing = True
+        for c in list(self.conns.values()):
+            self._end(c)
+        waits = [c.done.wait() for c in self.conns.values()]
+        if waits:
+            await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=self.cfg.shutdown_grace)
+        self._server.close(close_connections=True)
+        await self._server.wait_closed()
+        if self._loop_task:
+            self._loop_task.cancel()
+        self._pool.shutdown(wait=True)
+        log.info(json.dumps({"event": "stopped"}))
+
+    # ---- plain HTTP before the upgrade ------------------------------------------------------
+    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        if url.path == "/healthz":
+            return _response(HTTPStatus.OK, "ok\n")
+        if url.path == "/metrics":
+            queue = sum(1 for c in self.conns.values() if c.has_work())
+            return _response(HTTPStatus.OK, self.metrics.render(len(self.conns), queue),
+                             "text/plain; version=0.0.4")
+        if url.path not in ("/", "/vosk"):
+            return _response(HTTPStatus.NOT_FOUND, "not found\n")
+        if "upgrade" not in request.headers.get("Connection", "").lower():
+            return _response(HTTPStatus.NOT_FOUND, "this path speaks websocket\n")
+        if self.cfg.token is not None:
+            given = request.headers.get("Authorization", "")
+            query = parse_qs(url.query).get("token", [""])[0]
+            if given != f"Bearer {self.cfg.token}" and query != self.cfg.token:
+                self.metrics.rejected_total += 1
+                return _response(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token\n")
+        if self._closing or len(self.conns) >= self.cfg.max_sessions:
+            self.metrics.rejected_total += 1
+            return _response(HTTPStatus.SERVICE_UNAVAILABLE, "server busy: too many sessions\n")
+        return None
+
+    # ---- one connection ---------------------------------------------------------------------
+    async def _handle(self, ws: ServerConnection) -> None:
+        if self._closing or len(self.conns) >= self.cfg.max_sessions:  # a burst got past the HTTP check
+            await ws.close(1013, "server busy")
+            return
+        conn = _Conn(next(self._ids), ws, urlsplit(ws.request.path).path == "/vosk")
+        self.conns[conn.id] = conn
+        self.metrics.sessions_total += 1
+        writer = asyncio.create_task(self._writer(conn))
+        log.info(json.dumps({"event": "open", "session": conn.id, "vosk": conn.vosk,
+                             "peer": str(ws.remote_address[0]) if ws.remote_address else None}))
+        try:
+            if conn.vosk:
+                await self._open_session(conn, VoskConfig())  # Vosk clients may start audio at once
+            await self._read(conn)
+            await conn.done.wait()
+        except ConnectionClosed:
+            pass
+        finally:
+            conn.done.set()
+            self.conns.pop(conn.id, None)
+            if conn.session is not None:
+                self.engine.close(conn.session)
+            conn.outbox.put_nowait(None)
+            await writer
+            await ws.close()
+            log.info(json.dumps({"event": "close", "session": conn.id, "audio_s": round(conn.audio_seconds, 2)}))
+
+    async def _read(self, conn: _Conn) -> None:
+        while not conn.end:
+            try:
+                msg = await asyncio.wait_for(conn.ws.recv(), self.cfg.idle_timeout)
+            except TimeoutError:
+                self._error(conn, "idle_timeout", f"no message for {self.cfg.idle_timeout:g} s")
+                self._end(conn)
+                return
+            except ConnectionClosed:
+                conn.done.set()
+                return
+            try:
+                await (self._on_vosk if conn.vosk else self._on_native)(conn, msg)
+            except ProtocolError as e:
+                self._error(conn, e.code, str(e))
+
+    async def _on_native(self, conn: _Conn, msg) -> None:
+        if isinstance(msg, str):
+            m = parse_json(msg)
+            kind = m.get("type")
+            if kind == "start":
+                if conn.start is not None:
+                    raise ProtocolError("bad_state", "the session has already started")
+                start = parse_start(m, self.engine.options.nbest)
+                if start.hotwords and self.engine.options.beam == 1:
+                    raise ProtocolError("bad_field", "hotwords need beam search: this server runs greedy "
+                                                     "(start it with --beam 4)")
+                await self._open_session(conn, start)
+                conn.outbox.put_nowait({"type": "ready", "version": PROTOCOL_VERSION, "session": conn.id,
+                                        "sample_rate": start.sample_rate, "encoding": start.encoding})
+            elif kind == "end":
+                if conn.start is None:
+                    raise ProtocolError("bad_state", "end before start")
+                self._end(conn)
+            else:
+                raise ProtocolError("bad_message", f"unknown message type {kind!r} (expected start or end)")
+            return
+        if conn.start is None:
+            raise ProtocolError("bad_state", "audio before the start message")
+        self._add_audio(conn, decode_audio(msg, conn.start.encoding), conn.start.sample_rate)
+
+    async def _on_vosk(self, conn: _Conn, msg) -> None:
+        if isinstance(msg, str):
+            m = parse_json(msg)
+            if "eof" in m:
+                self._end(conn)
+            elif "config" in m:
+                if conn.audio_seconds:
+                    raise ProtocolError("bad_state", "config after audio")
+                conn.vosk_cfg = parse_vosk_config(m)
+                await self._open_session(conn, conn.vosk_cfg)
+            else:
+                raise ProtocolError("bad_message", "expected {\"config\": {...}} or {\"eof\": 1}")
+            return
+        x = decode_audio(msg, "int16")
+        if x.size == 0:
+            conn.outbox.put_nowait({"partial": conn.last_partial})
+            return
+        conn.owed += 1
+        self._add_audio(conn, x, conn.vosk_cfg.sample_rate)
+
+    def _add_audio(self, conn: _Conn, x: np.ndarray, rate: int) -> None:
+        if x.size == 0:
+            return
+        conn.audio_seconds += x.size / rate
+        if conn.audio_seconds > self.cfg.max_session_seconds:
+            conn.owed = max(0, conn.owed - 1)  # Vosk: the error answers this message
+            self._error(conn, "session_too_long", f"over {self.cfg.max_session_seconds:g} s of audio")
+            self._end(conn)
+            return
+        conn.pending.append(x)
+        conn.arrived = time.perf_counter()
+        with self.metrics.lock:
+            self.metrics.audio_seconds += x.size / rate
+        self._wake.set()
+
+    async def _open_session(self, conn: _Conn, spec: Start | VoskConfig) -> None:
+        if isinstance(spec, Start):
+            conn.start = spec
+            opts = SessionOptions(spec.hotwords, spec.hotword_boost, spec.endpoint)
+        else:  # Vosk: endpointing always on; a phrase list becomes hotwords under beam search
+            hot = spec.phrase_list if self.engine.options.beam > 1 else ()
+            opts = SessionOptions(hot, 1.5, EndpointConfig())
+        old = conn.session
+        loop = asyncio.get_running_loop()
+        try:
+            conn.session = await loop.run_in_executor(self._pool, self.engine.session, spec.sample_rate, opts)
+        except (AudioError, ValueError) as e:
+            raise ProtocolError("bad_field", str(e)) from None
+        if old is not None:
+            self.engine.close(old)
+
+    def _end(self, conn: _Conn) -> None:
+        conn.end = True
+        if conn.session is None:  # nothing to finish
+            conn.done.set()
+        self._wake.set()
+
+    def _error(self, conn: _Conn, code: str, message: str) -> None:
+        with self.metrics.lock:
+            self.metrics.errors_total += 1
+        if conn.vosk:
+            conn.outbox.put_nowait({"error": message, "code": code})
+        else:
+            conn.outbox.put_nowait({"type": "error", "code": code, "message": message})
+        log.info(json.dumps({"event": "error", "session": conn.id, "code": code, "message": message}))
+
+    async def _writer(self, conn: _Conn) -> None:
+        """Send the connection's messages in order; after the last final, close the socket."""
+        while (msg := await conn.outbox.get()) is not None:
+            if msg.get("_last"):
+                conn.done.set()
+                return
+            try:
+                await conn.ws.send(json.dumps(msg))
+            except ConnectionClosed:
+                conn.done.set()
+                return
+
+    # ---- the compute loop -------------------------------------------------------------------
+    def _ready(self) -> int:
+        hop = self.engine.hop * self.engine.fbank.cfg.window_shift  # 16 kHz samples per step
+        n = 0
+        for c in self.conns.values():
+            if c.has_work() and (c.end or sum(len(x) for x in c.pending) * 16000 >= hop * _rate(c)):
+                n += 1
+        return n
+
+    async def _compute_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            deadline = loop.time() + self.cfg.batch_deadline_ms / 1000
+            while self._ready() < self.cfg.batch_size and (left := deadline - loop.time()) > 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), left)
+                except TimeoutError:
+                    break
+            self._wake.clear()
+            jobs = []
+            for c in self.conns.values():
+                if c.has_work():
+                    jobs.append((c, c.pending, c.end and not c.fed_end, c.arrived, c.owed))
+                    c.pending, c.owed = [], 0
+                    c.fed_end = c.fed_end or c.end
+            if not jobs:
+                continue
+            try:
+                results = await loop.run_in_executor(self._pool, self._compute, jobs)
+            except Exception as e:  # a bug must not take every other session down
+                log.exception("compute failed")
+                for c, *_ in jobs:
+                    self._error(c, "internal", f"internal error: {e}")
+                    c.outbox.put_nowait({"_last": True})
+                continue
+            now = time.perf_counter()
+            for (c, _, _, arrived, owed), events in zip(jobs, results):
+                if arrived:
+                    with self.metrics.lock:
+                        self.metrics.latency.observe(now - arrived)
+                self._deliver(c, events, owed)
+
+    def _compute(self, jobs: list) -> list[list]:
+        """On the compute thread: feed the audio, step every ready session together, collect results."""
+        t0 = time.perf_counter()
+        for c, audio, end, _, _ in jobs:
+            if audio:
+                c.session.accept_audio(np.concatenate([a.astype(np.float32) / 32768.0 if a.dtype == np.int16
+                                                       else a.astype(np.float32) for a in audio]))
+            if end:
+                c.session.input_done()
+        sessions = [c.session for c, *_ in jobs]
+        frames0 = [(s.frames, s.top_frames) for s in sessions]
+        sizes = []
+        while stepped := self.engine.step(sessions):
+            sizes.append(len(stepped))
+        out = []
+        for c, _, end, _, _ in jobs:
+            s = c.session
+            events = [("final", r) for r in s.pop_finals()]
+            if s.input_finished and not s.ready:
+                events.append(("last", s.final()))
+            else:
+                events.append(("partial", s.result()))
+            out.append(events)
+        with self.metrics.lock:
+            self.metrics.compute_seconds += time.perf_counter() - t0
+            for n in sizes:
+                self.metrics.batch.observe(n)
+            for s, (f0, t0_) in zip(sessions, frames0):
+                self.metrics.frames += s.frames - f0
+                self.metrics.top_frames += s.top_frames - t0_
+        return out
+
+    def _deliver(self, c: _Conn, events: list, owed: int) -> None:
+        if c.vosk:
+            return self._deliver_vosk(c, events, owed)
+        nbest = c.start.nbest if c.start else 1
+        for kind, r in events:
+            if kind == "final":
+                c.outbox.put_nowait(final_message(r, nbest))
+                c.finals_sent += 1
+            elif kind == "last":
+                if r.text or not c.finals_sent:
+                    c.outbox.put_nowait(final_message(r, nbest))
+                c.outbox.put_nowait({"_last": True})
+            elif c.start.partials and r.text != c.last_partial:
+                c.last_partial = r.text
+                c.outbox.put_nowait({"type": "partial", "text": r.text, "stable": r.stable})
+
+    def _deliver_vosk(self, c: _Conn, events: list, owed: int) -> None:
+        c.vosk_finals += [r for kind, r in events if kind == "final"]
+        last = next((r for kind, r in events if kind == "last"), None)
+        partial = next((r for kind, r in events if kind == "partial"), None)
+        if partial is not None:
+            c.last_partial = partial.text
+        for _ in range(owed):  # exactly one answer per audio message
+            if c.vosk_finals and last is None:
+                c.outbox.put_nowait(vosk_result(c.vosk_finals.pop(0), c.vosk_cfg))
+            else:
+                c.outbox.put_nowait({"partial": c.last_partial})
+        if last is not None:  # the answer to eof: everything not yet sent, as one result
+            parts = c.vosk_finals + [last]
+            c.vosk_finals = []
+            merged = Result("", " ".join(p.text for p in parts if p.text), [w for p in parts for w in p.words],
+                            nbest=[" ".join(p.text for p in parts if p.text)])
+            c.outbox.put_nowait(vosk_result(merged, c.vosk_cfg))
+            c.outbox.put_nowait({"_last": True})
+
+
+def _rate(c: _Conn) -> int:
+    return c.start.sample_rate if c.start else c.vosk_cfg.sample_rate
+
+
+def _response(status: HTTPStatus, body: str, content_type: str = "text/plain; charset=utf-8") -> Response:
+    data = body.encode()
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(data))),
+                       ("Connection", "close")])
+    return Response(status.value, status.phrase, headers, data)
