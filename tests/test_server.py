@@ -1,0 +1,290 @@
+"""The websocket server on a real port (127.0.0.1, port 0) with the bundled model."""
+
+import asyncio
+import json
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+websockets = pytest.importorskip("websockets")
+from websockets.asyncio.client import connect  # noqa: E402
+from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
+
+from asr_engine.audio import load_audio  # noqa: E402
+from asr_engine.backend import load_model  # noqa: E402
+from asr_engine.engine import Engine, EngineOptions  # noqa: E402
+from asr_engine.server.app import Server, ServerConfig  # noqa: E402
+from asr_engine.server.client import stream_file  # noqa: E402
+
+SAMPLES = [f"asr_engine/samples/sample{i}.wav" for i in (1, 2, 3)]
+
+
+class Running:
+    """A server on its own event loop thread, as `asr-engine serve` runs it."""
+
+    def __init__(self, engine, **cfg):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = self.call(Server(engine, ServerConfig(port=0, **cfg)).start())
+        self.url = f"ws://127.0.0.1:{self.server.port}"
+
+    def call(self, coro, timeout=60):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self):
+        self.call(self.server.shutdown())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return Engine(load_model(None, "auto"), EngineOptions(beam=4, nbest=2))
+
+
+@pytest.fixture(scope="module")
+def offline(engine):
+    return {p: r.text for p, r in zip(SAMPLES, engine.transcribe_files(SAMPLES))}
+
+
+@pytest.fixture(scope="module")
+def srv(engine):
+    r = Running(engine, idle_timeout=5.0)
+    yield r
+    r.stop()
+
+
+def run(coro, timeout=120):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def finals(msgs):
+    return [m for m in msgs if m["type"] == "final"]
+
+
+def test_end_to_end_equals_offline_and_concurrent_clients(srv, offline):
+    async def many():
+        return await asyncio.gather(*[stream_file(srv.url + "/", SAMPLES[i % 3], chunk_ms=80,
+                                                  start={"nbest": 2}) for i in range(9)])
+
+    for i, msgs in enumerate(run(many())):
+        (f,) = finals(msgs)
+        assert f["text"] == offline[SAMPLES[i % 3]] and len(f["nbest"]) == 2 and f["nbest"][0] == f["text"]
+        assert f["words"] and 0 <= f["words"][0]["start"] < f["words"][-1]["end"] <= f["end"] + 0.05
+        assert 0 < f["skipped_fraction"] < 1
+        assert all(m["type"] in ("partial", "final") for m in msgs)
+
+
+def test_partials_in_real_time_and_continuous_mode(srv):
+    audio = np.concatenate([load_audio(SAMPLES[1]), np.zeros(32000, np.float32), load_audio(SAMPLES[0])])
+    import soundfile as sf
+    import tempfile
+    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
+        sf.write(f.name, audio, 16000)
+        msgs = run(stream_file(srv.url + "/", f.name, realtime=True, chunk_ms=160, start={"endpoint": True}))
+    parts = [m for m in msgs if m["type"] == "partial"]
+    assert len(parts) >= 3 and all(p["text"].startswith(p["stable"]) for p in parts)
+    fs = finals(msgs)
+    assert len(fs) == 2 and fs[0]["end"] <= fs[1]["start"] + 0.05
+    assert fs[0]["text"].startswith("feel") and "matter" in fs[1]["text"]
+
+
+async def _exchange(url, *messages, expect=1):
+    async with connect(url) as ws:
+        out = []
+        for m in messages:
+            await ws.send(m)
+        for _ in range(expect):
+            out.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+        return out
+
+
+@pytest.mark.parametrize("messages,code", [
+    (["{not json"], "bad_json"),
+    (["[1, 2]"], "bad_message"),
+    ([b"\x00\x01"], "bad_state"),  # audio before start
+    (['{"type": "start", "colour": "red"}'], "unknown_field"),
+    (['{"type": "start", "sample_rate": "16000"}'], "bad_field"),
+    (['{"type": "start", "sample_rate": 12345}'], "bad_sample_rate"),
+    (['{"type": "start", "nbest": 9}'], "bad_field"),
+    (['{"type": "start", "version": 7}'], "bad_version"),
+    (['{"type": "start", "partials": 1}'], "bad_field"),
+    (['{"type": "end"}'], "bad_state"),
+    (['{"type": "pause"}'], "bad_message"),
+    (['{"type": "start"}', b"\x00\x01\x02"], "bad_audio"),  # odd byte count for int16
+    (['{"type": "start", "encoding": "float32"}', np.array([np.nan], "<f4").tobytes()], "bad_audio"),
+    (['{"type": "start", "endpoint": {"max_utterance": -1}}'], "bad_field"),
+])
+def test_bad_messages_get_errors_and_the_session_survives(srv, offline, messages, code):
+    async def go():
+        async with connect(srv.url + "/") as ws:
+            for m in messages:
+                await ws.send(m)
+            while (msg := json.loads(await asyncio.wait_for(ws.recv(), 10)))["type"] != "error":
+                assert msg["type"] == "ready"
+            assert msg["code"] == code and msg["message"]
+            started = code == "bad_audio"  # those cases started a valid session first
+            if not started:
+                await ws.send('{"type": "start"}')
+                assert json.loads(await ws.recv())["type"] == "ready"
+            x = load_audio(SAMPLES[1])
+            pcm = x.astype("<f4").tobytes() if started and "float32" in messages[0] else (x * 32767).astype("<i2").tobytes()
+            await ws.send(pcm)
+            await ws.send('{"type": "end"}')
+            msgs = [json.loads(m) async for m in ws]
+            return msgs
+
+    assert finals(run(go()))[-1]["text"] == offline[SAMPLES[1]]
+
+
+def test_oversized_message_closes_only_that_connection(srv, offline):
+    async def go():
+        good = asyncio.create_task(stream_file(srv.url + "/", SAMPLES[2], realtime=True, chunk_ms=200))
+        async with connect(srv.url + "/", max_size=None) as ws:
+            await ws.send('{"type": "start"}')
+            await ws.recv()
+            await ws.send(b"\x00" * (2 << 20))
+            with pytest.raises(ConnectionClosed) as e:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+            assert e.value.rcvd.code == 1009
+        return await good
+
+    assert finals(run(go()))[0]["text"] == offline[SAMPLES[2]]
+
+
+def test_vosk_client_unchanged(srv, offline):
+    """Written the way Vosk's examples are: config, 8000-byte chunks each answered once, eof."""
+    async def go():
+        async with connect(srv.url + "/vosk") as ws:
+            await ws.send('{ "config" : { "sample_rate" : 16000, "words": true } }')
+            pcm = (load_audio(SAMPLES[0]) * 32767).astype("<i2").tobytes()
+            answers = []
+            for i in range(0, len(pcm), 8000):
+                await ws.send(pcm[i: i + 8000])
+                answers.append(json.loads(await ws.recv()))
+            await ws.send('{"eof" : 1}')
+            final = json.loads(await ws.recv())
+            return answers, final, -(-len(pcm) // 8000)
+
+    answers, final, n = run(go())
+    assert len(answers) == n and all("partial" in a or "text" in a for a in answers)
+    assert final["text"] == offline[SAMPLES[0]]
+    assert [w["word"] for w in final["result"]] == final["text"].split()
+    assert all({"conf", "start", "end", "word"} == set(w) for w in final["result"])
+
+
+def test_http_endpoints_auth_and_busy(engine, offline):
+    r = Running(engine, max_sessions=1, idle_timeout=1.0, token="s3cret")
+    try:
+        base = r.url.replace("ws://", "http://")
+        assert urllib.request.urlopen(base + "/healthz", timeout=10).read() == b"ok\n"
+        with pytest.raises(InvalidStatus) as e:
+            run(stream_file(r.url + "/", SAMPLES[0]))
+        assert e.value.response.status_code == 401
+        msgs = run(stream_file(r.url + "/?token=s3cret", SAMPLES[0]))
+        assert finals(msgs)[0]["text"] == offline[SAMPLES[0]]
+
+        async def busy():
+            async with connect(r.url + "/", additional_headers={"Authorization": "Bearer s3cret"}) as ws:
+                with pytest.raises(InvalidStatus) as e:
+                    async with connect(r.url + "/", additional_headers={"Authorization": "Bearer s3cret"}):
+                        pass
+                assert e.value.response.status_code == 503
+                msg = json.loads(await asyncio.wait_for(ws.recv(), 10))  # idle: no start within 1 s
+                assert msg["code"] == "idle_timeout"
+
+        run(busy())
+        metrics = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
+        for name in ("asr_sessions ", "asr_queue_depth", "asr_batch_size_bucket", "asr_rtf",
+                     "asr_partial_latency_seconds_bucket", "asr_skipped_fraction", "asr_rejected_total 2"):
+            assert name in metrics, name
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(base + "/nothing", timeout=10)
+    finally:
+        r.stop()
+
+
+def test_sigterm_style_shutdown_sends_finals(engine):
+    r = Running(engine)
+
+    async def go():
+        async with connect(r.url + "/") as ws:
+            await ws.send('{"type": "start"}')
+            await ws.recv()
+            await ws.send((load_audio(SAMPLES[1]) * 32767).astype("<i2").tobytes())
+            await asyncio.sleep(0.3)
+            stopping = asyncio.get_running_loop().run_in_executor(None, r.stop)
+            msgs = [json.loads(m) async for m in ws]
+            await stopping
+            return msgs
+
+    msgs = run(go())
+    assert finals(msgs) and finals(msgs)[-1]["text"].startswith("feel")
+
+
+def test_soak_connect_stream_disconnect(srv, engine):
+    import resource
+
+    pcm = (load_audio(SAMPLES[0])[:8000] * 32767).astype("<i2").tobytes()
+
+    async def cycles(n):
+        for i in range(n):
+            async with connect(srv.url + "/") as ws:
+                await ws.send('{"type": "start"}')
+                await ws.recv()
+                await ws.send(pcm)
+                if i % 2:  # half end properly, half just hang up
+                    await ws.send('{"type": "end"}')
+                    _ = [m async for m in ws]
+
+    run(cycles(20))
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run(cycles(200), timeout=300)
+    srv.call(asyncio.sleep(0.5))
+    assert not srv.server.conns and not engine.sessions
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 50_000  # KiB
+
+
+def test_cli_serve_and_stream_then_sigterm(tmp_path, capsys):
+    """`asr-engine serve` in its own process; `asr-engine stream` against it; SIGTERM finishes open sessions."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from asr_engine.cli import main
+
+    proc = subprocess.Popen([sys.executable, "-m", "asr_engine.cli", "serve", "--port", "0", "--threads", "1"],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ})
+    try:
+        port = None
+        for line in proc.stderr:
+            if m := re.search(r"serving on ws://127.0.0.1:(\d+)/", line):
+                port = int(m.group(1))
+                break
+        assert port, "the server did not start"
+        assert main(["stream", SAMPLES[1], "--url", f"ws://127.0.0.1:{port}/", "--fast", "-q"]) == 0
+        assert capsys.readouterr().out.strip().startswith("feel")
+
+        async def cut_off():
+            async with connect(f"ws://127.0.0.1:{port}/") as ws:
+                await ws.send('{"type": "start"}')
+                await ws.recv()
+                await ws.send((load_audio(SAMPLES[0]) * 32767).astype("<i2").tobytes())
+                await asyncio.sleep(0.5)
+                proc.send_signal(signal.SIGTERM)
+                return [json.loads(m) async for m in ws]
+
+        msgs = run(cut_off())
+        assert finals(msgs) and "matter" in finals(msgs)[-1]["text"]
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+    assert main(["stream", SAMPLES[1], "--url", f"ws://127.0.0.1:{port}/", "--fast"]) == 2
+    assert "cannot connect" in capsys.readouterr().err
