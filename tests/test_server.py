@@ -132,7 +132,8 @@ def test_bad_messages_get_errors_and_the_session_survives(srv, offline, messages
                 await ws.send('{"type": "start"}')
                 assert json.loads(await ws.recv())["type"] == "ready"
             x = load_audio(SAMPLES[1])
-            pcm = x.astype("<f4").tobytes() if started and "float32" in messages[0] else (x * 32767).astype("<i2").tobytes()
+            as_float = started and "float32" in messages[0]
+            pcm = x.astype("<f4").tobytes() if as_float else (x * 32767).astype("<i2").tobytes()
             await ws.send(pcm)
             await ws.send('{"type": "end"}')
             msgs = [json.loads(m) async for m in ws]
