@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from asr_engine.checkpoint import Checkpoint, default_model_dir, load_checkpoint
+from asr_engine.export.runtime import is_onnx_model
 
 __all__ = ["BACKENDS", "load_model", "onnx_export_dir", "resolve_backend"]
 
@@ -33,15 +34,11 @@ def resolve_backend(backend: str, device: str | torch.device = "cpu") -> str:
     return "torch"
 
 
-def _is_onnx(path: str | Path | None) -> bool:
-    return path is not None and (Path(path) / "bottom.onnx").is_file()
-
-
 def onnx_export_dir(model: str | Path | None, chunk_frames: int | None = None) -> Path:
     """An ONNX export folder as given, or the checkpoint's export in the user's cache (made once)."""
     from asr_engine.export.onnx import FORMAT_VERSION, export_onnx
 
-    if _is_onnx(model):
+    if is_onnx_model(model):
         return Path(model)
     src = Path(model) if model else default_model_dir()
     if not (src / "config.json").is_file():
@@ -51,7 +48,7 @@ def onnx_export_dir(model: str | Path | None, chunk_frames: int | None = None) -
         h.update((src / name).read_bytes())
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "asr-engine" / "onnx"
     out = cache / f"{h.hexdigest()[:16]}-c{chunk_frames or 0}-v{FORMAT_VERSION}"
-    if not _is_onnx(out):
+    if not is_onnx_model(out):
         print(f"exporting {src} to ONNX in {out} (once)", file=sys.stderr)
         tmp = out.with_name(out.name + f".tmp{os.getpid()}")
         export_onnx(load_checkpoint(src), tmp, chunk_frames)
@@ -72,7 +69,7 @@ def load_model(model: str | Path | None = None, backend: str = "auto", device: s
     if resolve_backend(backend, device) == "onnx":
         from asr_engine.export.runtime import load_onnx
 
-        if for_files and chunk_frames is None and not _is_onnx(model):
+        if for_files and chunk_frames is None and not is_onnx_model(model):
             import json
 
             src = Path(model) if model else default_model_dir()
@@ -80,6 +77,6 @@ def load_model(model: str | Path | None = None, backend: str = "auto", device: s
                 src / "config.json").is_file() else None
             chunk_frames = chunk * max(1, FILE_STEP_FRAMES // chunk) if chunk else None
         return load_onnx(onnx_export_dir(model, chunk_frames), threads, device)
-    if _is_onnx(model):
+    if is_onnx_model(model):
         raise ValueError(f"{model} is an ONNX export: use the onnx backend, or give the checkpoint folder")
     return load_checkpoint(model, device)
