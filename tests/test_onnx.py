@@ -198,3 +198,19 @@ except ValueError as e:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "refused: this process already runs ONNX sessions with global thread pools" in r.stdout
+
+
+DEV_REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev_real" / "manifest.jsonl"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DEV_REAL.is_file(), reason="needs ../shared/data/dev_real")
+def test_onnx_equals_torch_on_dev_real(tmp_path):
+    """The whole real-speech dev set: the same transcripts from both backends, with and without skipping."""
+    reports = {}
+    for backend in ("torch", "onnx"):
+        assert main(["eval", str(DEV_REAL), "--backend", backend, "--thresholds", "1.0,0.95", "-q",
+                     "--json", str(tmp_path / f"{backend}.json")]) == 0
+        reports[backend] = json.loads((tmp_path / f"{backend}.json").read_text())
+    for a, b in zip(reports["torch"]["settings"], reports["onnx"]["settings"]):
+        assert a["hypotheses"] == b["hypotheses"] and a["top_fraction"] == b["top_fraction"]
