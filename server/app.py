@@ -339,8 +339,7 @@ class Server:
         t0 = time.perf_counter()
         for c, audio, end, _, _ in jobs:
             if audio:
-                c.session.accept_audio(np.concatenate([a.astype(np.float32) / 32768.0 if a.dtype == np.int16
-                                                       else a.astype(np.float32) for a in audio]))
+                c.session.accept_audio(np.concatenate(audio))  # one encoding per connection; the session scales it
             if end:
                 c.session.input_done()
         sessions = [c.session for c, *_ in jobs]

@@ -144,13 +144,8 @@ def decode_audio(data: bytes, encoding: str) -> np.ndarray:
     return x
 
 
-def _words(r: Result) -> list[dict]:
-    return [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3),
-             "confidence": round(w.confidence, 4)} for w in r.words]
-
-
 def final_message(r: Result, nbest: int) -> dict:
-    return {"type": "final", "text": r.text, "words": _words(r), "nbest": r.nbest[:nbest],
+    return {"type": "final", "text": r.text, "words": [w.to_dict() for w in r.words], "nbest": r.nbest[:nbest],
             "start": round(r.start, 3), "end": round(r.start + r.duration, 3),
             "skipped_fraction": round(1.0 - r.top_frames / r.frames, 4) if r.frames else 0.0}
 
