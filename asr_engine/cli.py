@@ -160,7 +160,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_stream(args: argparse.Namespace) -> int:
     import asyncio
 
-    from asr_engine.server.client import stream_file
+    from asr_engine.server.client import MicrophoneError, open_microphone, stream_file, stream_microphone
 
     def show(m: dict) -> None:
         if m.get("type") == "partial" and not args.quiet:
@@ -172,9 +172,24 @@ def cmd_stream(args: argparse.Namespace) -> int:
         elif m.get("type") == "error":
             print(f"server error {m['code']}: {m['message']}", file=sys.stderr)
 
+    if (args.input is None) == (not args.mic):
+        raise InputError("give an audio FILE or --mic (one of them)")
+    if args.seconds is not None and not args.mic:
+        raise InputError("--seconds goes with --mic")
     start = {"endpoint": True} if args.endpoint else {}
+    if args.mic:
+        device = int(args.device) if args.device and args.device.isdigit() else args.device
+        try:
+            _, info, rate = open_microphone(device)
+        except MicrophoneError as e:
+            raise InputError(str(e)) from None
+        if not args.quiet:
+            print(f"listening on {info['name']} at {rate} Hz; Ctrl-C ends the stream", file=sys.stderr)
+        job = stream_microphone(args.url, device, args.seconds, args.chunk_ms, start, show)
+    else:
+        job = stream_file(args.url, args.input, not args.fast, args.chunk_ms, start, show)
     try:
-        msgs = asyncio.run(stream_file(args.url, args.input, not args.fast, args.chunk_ms, start, show))
+        msgs = asyncio.run(job)
     except OSError as e:
         raise InputError(f"{args.url}: cannot connect ({e})") from e
     return 1 if any(m.get("type") == "error" for m in msgs) else 0
@@ -384,8 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--threads", type=int, default=0, help="torch/ORT threads (default: their choice)")
     sv.set_defaults(func=cmd_serve)
 
-    st = sub.add_parser("stream", help="stream an audio file to a running server and print the results")
-    st.add_argument("input", metavar="FILE", help="audio file")
+    st = sub.add_parser("stream", help="stream an audio file or the microphone to a running server and print "
+                                       "the results")
+    st.add_argument("input", metavar="FILE", nargs="?", help="audio file")
+    st.add_argument("--mic", action="store_true", help="stream the microphone instead (needs the mic extra and "
+                                                       "PortAudio; Ctrl-C ends it)")
+    st.add_argument("--device", default=None, help="with --mic: input device number or name (default: the system's)")
+    st.add_argument("--seconds", type=float, default=None, help="with --mic: stop after this much audio")
     st.add_argument("--url", default="ws://127.0.0.1:2700/", help="server URL (default ws://127.0.0.1:2700/)")
     st.add_argument("--fast", action="store_true", help="send as fast as possible instead of in real time")
     st.add_argument("--chunk-ms", type=float, default=100.0, help="audio per message (default 100 ms)")

@@ -5,12 +5,14 @@ until some connection has audio (no polling), gives others a short deadline to j
 (or goes at once when `batch_size` are ready), then feeds and steps every ready session
 as one batch on a worker thread, and hands each connection its partials and finals.
 
-Paths: `/` native protocol, `/vosk` Vosk's protocol, plain HTTP `/healthz` and `/metrics`.
+Paths: `/` native protocol (and, for a plain GET, the web page in `web/index.html`), `/vosk`
+Vosk's protocol, plain HTTP `/healthz` and `/metrics`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
@@ -18,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from importlib import resources
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -131,6 +134,8 @@ class Server:
         if url.path not in ("/", "/vosk"):
             return _response(HTTPStatus.NOT_FOUND, "not found\n")
         if "upgrade" not in request.headers.get("Connection", "").lower():
+            if url.path == "/":  # a browser: the page that streams its microphone or a file back here
+                return _response(HTTPStatus.OK, _page(), "text/html; charset=utf-8")
             return _response(HTTPStatus.NOT_FOUND, "this path speaks websocket\n")
         if self.cfg.token is not None:
             given = request.headers.get("Authorization", "")
@@ -403,6 +408,11 @@ class Server:
 
 def _rate(c: _Conn) -> int:
     return c.start.sample_rate if c.start else c.vosk_cfg.sample_rate
+
+
+@functools.cache
+def _page() -> str:
+    return resources.files("asr_engine.server").joinpath("web/index.html").read_text(encoding="utf-8")
 
 
 def _response(status: HTTPStatus, body: str, content_type: str = "text/plain; charset=utf-8") -> Response:

@@ -1,27 +1,32 @@
-"""A websocket client for the native protocol: stream a file as a live source would."""
+"""Websocket clients for the native protocol: stream a file as a live source would, or the
+microphone (through `sounddevice`)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Callable
+import signal
+from typing import AsyncIterator, Callable
 
 import numpy as np
 
 from asr_engine.audio import SAMPLE_RATE, load_audio
 
-__all__ = ["stream_file"]
+__all__ = ["MicrophoneError", "open_microphone", "stream_chunks", "stream_file", "stream_microphone"]
 
 
-async def stream_file(url: str, path: str, realtime: bool = False, chunk_ms: float = 100.0,
-                      start: dict | None = None, on_message: Callable[[dict], None] | None = None,
-                      token: str | None = None) -> list[dict]:
-    """Send `path` (resampled to 16 kHz int16) in chunk_ms pieces, paced in real time or as fast as
-    possible; returns every server message (partials, finals, errors) in order."""
+class MicrophoneError(RuntimeError):
+    """No usable microphone: sounddevice or PortAudio missing, or no input device."""
+
+
+async def stream_chunks(url: str, chunks: AsyncIterator[np.ndarray], sample_rate: int = SAMPLE_RATE,
+                        start: dict | None = None, on_message: Callable[[dict], None] | None = None,
+                        token: str | None = None) -> list[dict]:
+    """Open a session, send each int16 chunk as it comes, end it, and return every server message
+    (partials, finals, errors) in order once the server has closed after its last final."""
     from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
 
-    audio = (np.clip(load_audio(path), -1, 1) * 32767).astype("<i2")
-    step = max(1, int(SAMPLE_RATE * chunk_ms / 1000))
     headers = {"Authorization": f"Bearer {token}"} if token else None
     messages: list[dict] = []
 
@@ -31,7 +36,7 @@ async def stream_file(url: str, path: str, realtime: bool = False, chunk_ms: flo
             on_message(m)
 
     async with connect(url, additional_headers=headers, max_size=1 << 22) as ws:
-        await ws.send(json.dumps({"type": "start", "sample_rate": SAMPLE_RATE, "encoding": "int16", **(start or {})}))
+        await ws.send(json.dumps({"type": "start", "sample_rate": sample_rate, "encoding": "int16", **(start or {})}))
         ready = json.loads(await ws.recv())
         if ready.get("type") != "ready":
             raise RuntimeError(f"server refused the session: {ready}")
@@ -41,11 +46,99 @@ async def stream_file(url: str, path: str, realtime: bool = False, chunk_ms: flo
                 got(json.loads(raw))
 
         reader = asyncio.create_task(receive())
-        t0 = asyncio.get_running_loop().time()
-        for i in range(0, len(audio), step):
-            await ws.send(audio[i: i + step].tobytes())
-            if realtime:
-                await asyncio.sleep(max(0.0, t0 + (i + step) / SAMPLE_RATE - asyncio.get_running_loop().time()))
-        await ws.send(json.dumps({"type": "end"}))
+        try:
+            async for x in chunks:
+                await ws.send(np.asarray(x, dtype="<i2").tobytes())
+            await ws.send(json.dumps({"type": "end"}))
+        except ConnectionClosed:  # the server ended the session (an error, a limit): keep what it sent
+            pass
+        finally:
+            if hasattr(chunks, "aclose"):  # a source that holds a device lets it go now
+                await chunks.aclose()
         await reader  # the server closes after the last final
     return messages
+
+
+async def stream_file(url: str, path: str, realtime: bool = False, chunk_ms: float = 100.0,
+                      start: dict | None = None, on_message: Callable[[dict], None] | None = None,
+                      token: str | None = None) -> list[dict]:
+    """Send `path` (resampled to 16 kHz int16) in chunk_ms pieces, paced in real time or as fast as
+    possible; returns every server message in order."""
+    audio = (np.clip(load_audio(path), -1, 1) * 32767).astype("<i2")
+    step = max(1, int(SAMPLE_RATE * chunk_ms / 1000))
+
+    async def chunks() -> AsyncIterator[np.ndarray]:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        for i in range(0, len(audio), step):
+            yield audio[i: i + step]
+            if realtime:
+                await asyncio.sleep(max(0.0, t0 + (i + step) / SAMPLE_RATE - loop.time()))
+
+    return await stream_chunks(url, chunks(), SAMPLE_RATE, start, on_message, token)
+
+
+def open_microphone(device: int | str | None = None):
+    """(sounddevice module, device info, sample rate) for an input device, or a MicrophoneError
+    that says what is missing."""
+    from asr_engine.server.protocol import SAMPLE_RATES
+
+    try:
+        import sounddevice as sd
+    except ImportError:
+        raise MicrophoneError("the microphone needs sounddevice: pip install 'asr-engine[mic]'") from None
+    except OSError as e:  # sounddevice is there, the PortAudio library is not
+        raise MicrophoneError(f"sounddevice cannot load PortAudio ({e}); on Debian/Ubuntu: "
+                              "apt-get install libportaudio2") from None
+    try:
+        info = sd.query_devices(device, kind="input")
+    except (sd.PortAudioError, ValueError) as e:
+        which = "the default input device" if device is None else f"input device {device!r}"
+        raise MicrophoneError(f"no microphone: {which} is not available ({e}); list the devices with "
+                              "`python -m sounddevice`") from None
+    for rate in (SAMPLE_RATE, int(info["default_samplerate"])):
+        try:
+            sd.check_input_settings(device, channels=1, dtype="int16", samplerate=rate)
+        except (sd.PortAudioError, ValueError):
+            continue
+        if rate in SAMPLE_RATES:
+            return sd, info, rate
+    raise MicrophoneError(f"{info['name']}: records neither 16 kHz nor another rate the server takes "
+                          f"{SAMPLE_RATES}, as 16-bit mono")
+
+
+async def stream_microphone(url: str, device: int | str | None = None, seconds: float | None = None,
+                            chunk_ms: float = 100.0, start: dict | None = None,
+                            on_message: Callable[[dict], None] | None = None, token: str | None = None) -> list[dict]:
+    """Stream the microphone until `seconds` of audio have been captured or Ctrl-C (SIGINT), then end
+    the session properly and return every server message (the last final included)."""
+    sd, _, rate = open_microphone(device)
+    limit = int(seconds * rate) if seconds else None
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+
+    def captured(indata, frames, time, status) -> None:  # PortAudio's thread
+        loop.call_soon_threadsafe(queue.put_nowait, indata[:, 0].copy())
+
+    async def chunks() -> AsyncIterator[np.ndarray]:
+        sent = 0
+        with sd.InputStream(device=device, samplerate=rate, channels=1, dtype="int16",
+                            blocksize=max(1, int(rate * chunk_ms / 1000)), callback=captured):
+            while limit is None or sent < limit:
+                x = await queue.get()
+                if x is None:  # Ctrl-C
+                    return
+                x = x if limit is None else x[: limit - sent]
+                sent += len(x)
+                yield x
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, queue.put_nowait, None)
+        handler = True
+    except (RuntimeError, ValueError):  # not the main thread: Ctrl-C stays Python's
+        handler = False
+    try:
+        return await stream_chunks(url, chunks(), rate, start, on_message, token)
+    finally:
+        if handler:
+            loop.remove_signal_handler(signal.SIGINT)

@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import threading
 import urllib.error
 import urllib.request
 
@@ -16,29 +15,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
 from asr_engine.audio import load_audio  # noqa: E402
 from asr_engine.backend import load_model  # noqa: E402
 from asr_engine.engine import Engine, EngineOptions  # noqa: E402
-from asr_engine.server.app import Server, ServerConfig  # noqa: E402
 from asr_engine.server.client import stream_file  # noqa: E402
+from servers import Running  # noqa: E402
 
 SAMPLES = [f"asr_engine/samples/sample{i}.wav" for i in (1, 2, 3)]
-
-
-class Running:
-    """A server on its own event loop thread, as `asr-engine serve` runs it."""
-
-    def __init__(self, engine, **cfg):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.server = self.call(Server(engine, ServerConfig(port=0, **cfg)).start())
-        self.url = f"ws://127.0.0.1:{self.server.port}"
-
-    def call(self, coro, timeout=60):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def stop(self):
-        self.call(self.server.shutdown())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -289,3 +269,45 @@ def test_cli_serve_and_stream_then_sigterm(tmp_path, capsys):
         proc.kill()
     assert main(["stream", SAMPLES[1], "--url", f"ws://127.0.0.1:{port}/", "--fast"]) == 2
     assert "cannot connect" in capsys.readouterr().err
+
+
+def _sounddevice():
+    try:
+        import sounddevice
+    except (ImportError, OSError) as e:
+        pytest.skip(f"no sounddevice/PortAudio here ({e})")
+    return sounddevice
+
+
+def test_cli_stream_mic_from_an_alsa_capture_device(srv, offline, tmp_path):
+    """`stream --mic` through sounddevice and PortAudio from a real ALSA capture device: ALSA's `file`
+    plugin, which records a raw file (sample1, then silence), set up in a private ~/.asoundrc."""
+    import os
+    import subprocess
+    import sys
+
+    sd = _sounddevice()
+    if not any(h["name"] == "ALSA" for h in sd.query_hostapis()):
+        pytest.skip("PortAudio has no ALSA host API here")
+    raw = tmp_path / "mic.raw"
+    (load_audio(SAMPLES[0]) * 32767).astype("<i2").tofile(raw)
+    (tmp_path / ".asoundrc").write_text(
+        f'pcm.!default {{\n type file\n slave.pcm "null"\n file "/dev/null"\n infile "{raw}"\n format "raw"\n}}\n')
+    out = subprocess.run([sys.executable, "-m", "asr_engine.cli", "stream", "--mic", "--seconds", "4",
+                          "--url", srv.url + "/"], env={**os.environ, "HOME": str(tmp_path)},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "listening on default at 16000 Hz" in out.stderr
+    assert out.stdout.strip() == offline[SAMPLES[0]]
+
+
+def test_cli_stream_mic_without_a_device_says_so(capsys):
+    from asr_engine.cli import main
+
+    _sounddevice()
+    assert main(["stream", "--mic", "--device", "no-such-microphone"]) == 2
+    err = capsys.readouterr().err
+    assert "no microphone" in err and "no-such-microphone" in err and "python -m sounddevice" in err
+    assert main(["stream"]) == 2 and "FILE or --mic" in capsys.readouterr().err
+    assert main(["stream", SAMPLES[0], "--seconds", "3"]) == 2 and "--seconds goes with --mic" in \
+        capsys.readouterr().err
