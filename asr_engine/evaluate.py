@@ -75,14 +75,16 @@ def source_of(u: Utterance, default: str) -> str:
     return str(u.extra.get("source") or u.extra.get("engine") or default)
 
 
-def _decoder(ckpt: Checkpoint, beam: int, threshold: float, batch_size: int, device: str):
+def _decoder(ckpt: Checkpoint, beam: int, threshold: float, batch_size: int, device: str,
+             dilation: int | None = None):
     """(audios, paths) -> results: whole utterances on a torch model, the streaming engine on an ONNX export."""
     if isinstance(ckpt.model, torch.nn.Module):
-        return Transcriber(ckpt, DecodeOptions(beam=beam, skip_threshold=threshold), device).transcribe_arrays
+        return Transcriber(ckpt, DecodeOptions(beam=beam, skip_threshold=threshold, skip_dilation=dilation),
+                           device).transcribe_arrays
     from asr_engine.engine import Engine, EngineOptions
 
-    return Engine(ckpt, EngineOptions(beam=beam, skip_threshold=threshold, max_batch=batch_size),
-                  device).transcribe_arrays
+    return Engine(ckpt, EngineOptions(beam=beam, skip_threshold=threshold, skip_dilation=dilation,
+                                      max_batch=batch_size), device).transcribe_arrays
 
 
 def evaluate(ckpt: Checkpoint, utts: list[Utterance], sources: list[str], thresholds: list[float],

@@ -2,7 +2,7 @@
 
 import argparse
 
-from bench import rtf, stream
+from bench import kernels, peers, rtf, server, stream, sweep
 
 
 def main(argv=None) -> None:
@@ -10,6 +10,10 @@ def main(argv=None) -> None:
     sub = p.add_subparsers(dest="bench", required=True)
     rtf.add_parser(sub)
     stream.add_parser(sub)
+    server.add_parser(sub)
+    sweep.add_parser(sub)
+    kernels.add_parser(sub)
+    peers.add_parser(sub)
     args = p.parse_args(argv)
     args.func(args)
 

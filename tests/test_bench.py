@@ -38,3 +38,94 @@ def test_rtf_bench_compares_backends_with_and_without_skipping(tmp_path):
         assert r["rtf_off"] > 0 and r["rtf_on"] > 0 and r["speedup"] == r["rtf_off"] / r["rtf_on"]
         assert r["top_off"] == 1.0 and 0 < r["top_on"] < 1.0 and r["reps"] == 2
     assert rows[0]["wer_off"] == rows[1]["wer_off"] and rows[0]["top_on"] == rows[1]["top_on"]  # same transcripts
+
+
+def test_server_bench_finds_the_largest_realtime_n_and_samples_the_server(tmp_path):
+    out = tmp_path / "r.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "bench", "server", "--manifest", "asr_engine/samples/manifest.jsonl",
+                           "--seconds", "2", "--max-clients", "2", "--threads", "1", "--results", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "largest N in real time with p95 latency < 500 ms: 2" in proc.stdout
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    levels, (summary,) = rows[:-1], rows[-1:]
+    assert [r["clients"] for r in levels] == [1, 2]
+    for r in levels:
+        assert r["keeps_up"] and r["failures"] == 0 and r["messages"] >= 2 * r["clients"]
+        assert 0 < r["latency_p50_ms"] <= r["latency_p95_ms"] <= r["latency_p99_ms"] < 500
+        assert r["rss_peak_mb"] > 50 and r["cpu_percent"] > 0
+    assert summary["summary"] and summary["largest_realtime_clients"] == 2 and summary["rss_idle_mb"] > 50
+
+
+def test_server_bench_reports_failures_against_a_server_that_refuses(tmp_path):
+    """A level whose clients cannot connect fails (no hang, no crash), and N stays 0."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run([sys.executable, "-m", "bench", "server", "--manifest", "asr_engine/samples/manifest.jsonl",
+                           "--url", f"ws://127.0.0.1:{port}/", "--chunk-ms", "640", "--seconds", "1",
+                           "--clients", "1", "--results", ""], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "falls behind" in proc.stdout and "largest N in real time with p95 latency < 500 ms: 0" in proc.stdout
+
+
+def test_sweep_bench_writes_table_plot_and_rows(tmp_path):
+    out, png = tmp_path / "r.jsonl", tmp_path / "sweep.png"
+    proc = subprocess.run([sys.executable, "-m", "bench", "sweep", "--manifest", "asr_engine/samples/manifest.jsonl",
+                           "--thresholds", "0.95,0.6", "--dilations", "0,2", "--reps", "1", "--batch", "3",
+                           "--threads", "1", "--plot", str(png), "--results", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["threshold"], r["dilation"]) for r in rows] == [(1.0, None), (0.95, 0), (0.6, 0), (0.95, 2), (0.6, 2)]
+    base = rows[0]
+    assert base["no_skip"] and base["top"] == 1.0 and base["wer_change"] == 0.0 and base["speedup"] == 1.0
+    top = {(r["threshold"], r["dilation"]): r["top"] for r in rows}
+    assert top[(0.6, 0)] <= top[(0.95, 0)] < 1.0  # a lower threshold skips more
+    assert top[(0.95, 0)] <= top[(0.95, 2)]  # dilation keeps frames around the kept ones
+    assert all(r["rtf"] > 0 and 0 <= r["wer"] for r in rows)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert "| 1 | - | 100.0% |" in proc.stdout
+
+
+def test_kernels_bench_checks_kernels_through_the_interpreter(tmp_path):
+    out = tmp_path / "r.jsonl"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "bench", "kernels", "--interpret", "--results", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    if "Triton is not installed" in proc.stdout:
+        return  # nothing to check without Triton (the test extra installs it on Linux x86_64)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted({(r["kernel"], r["dtype"]) for r in rows}) == sorted(
+        (k, d) for k in ("gate_compact", "scatter_back", "factorized_log_probs") for d in ("float32", "float16"))
+    for r in rows:
+        assert r["interpreted"] and r["triton_us"] > 0 and r["reference_us"] > 0 and r["triton_gbps"] > 0
+        assert r["max_abs_diff"] < (1e-2 if r["dtype"] == "float16" else 1e-4)
+
+
+def test_kernels_bench_without_a_gpu_says_so(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        return  # the GPU path is what runs there
+    proc = subprocess.run([sys.executable, "-m", "bench", "kernels", "--results", str(tmp_path / "r.jsonl")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "skipped, no CUDA GPU" in proc.stdout
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_peers_bench_puts_pocketsphinx_beside_ours(tmp_path):
+    out = tmp_path / "r.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "bench", "peers", "--manifest", "asr_engine/samples/manifest.jsonl",
+                           "--results", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows[0]["engine"].startswith("asr-engine (") and rows[0]["wer"] < 0.5 and rows[0]["rtf"] > 0
+    if "skipped" in rows[1]:
+        assert "pocketsphinx: skipped, not installed" in proc.stdout
+    else:
+        assert rows[1]["engine"].startswith("pocketsphinx") and 0 <= rows[1]["wer"] and rows[1]["rtf"] > 0
+        assert "| pocketsphinx (en-us, streaming) |" in proc.stdout

@@ -1,0 +1,224 @@
+"""server: N concurrent clients replaying files in real time against a server on localhost; the
+largest N that stays real time with p95 partial latency under a bound, and the server's CPU and
+memory.
+
+Each client speaks Vosk's protocol at `/vosk`, where the server answers every audio message with
+exactly one message once that audio has gone through the compute loop. The time from sending a
+message to receiving its answer is the partial latency a client sees: queueing, batching and
+compute. The model's chunk (the audio one encoder step waits for) comes on top of it.
+
+Clients send one encoder step of audio per message (`--chunk-ms`, by default the model's chunk),
+paced in real time, starting at staggered times. Each replays utterances one after another, with
+a new connection for each, until it has sent `--seconds` of audio. After `eof`, the final result's
+delay is measured too. N "keeps up" when the p95 latency is under `--bound-ms` and no message
+failed. N doubles from 1 until it fails, then the gap is bisected.
+
+Without `--url` the bench starts `asr-engine serve` on a free port and samples the server
+process: CPU time (100% = one core busy) and resident memory (idle, peak per level, and per
+session at the largest N that keeps up). With `--url`, pass `--pid` for the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import append_results, load_manifest, percentiles, table
+
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def _rss_mb(pid: int) -> float:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 2**20
+
+
+async def _client(url: str, pcms: list[np.ndarray], first: int, seconds: float, chunk: int, delay: float,
+                  lat: list, finals: list, failures: list) -> None:
+    from websockets.asyncio.client import connect
+
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(delay)
+    sent, i = 0.0, first
+    while sent < seconds:
+        pcm = pcms[i % len(pcms)]
+        i += 1
+        try:
+            async with connect(url, max_size=1 << 22, open_timeout=30) as ws:
+                await ws.send(json.dumps({"config": {"sample_rate": 16000}}))
+                pending: collections.deque = collections.deque()  # send times, answered in order
+
+                async def answers() -> None:
+                    async for raw in ws:
+                        t = loop.time()
+                        m = json.loads(raw)
+                        if "error" in m:
+                            failures.append(m["error"])
+                        if pending:
+                            lat.append(t - pending.popleft())
+
+                reader = asyncio.create_task(answers())
+                t0 = loop.time()
+                for k in range(0, len(pcm), chunk):
+                    pending.append(loop.time())
+                    await ws.send(pcm[k: k + chunk].tobytes())
+                    await asyncio.sleep(max(0.0, t0 + (k + chunk) / 16000 - loop.time()))
+                t_eof = loop.time()
+                await ws.send('{"eof" : 1}')
+                await asyncio.wait_for(reader, 60)  # the server closes after the final result
+                finals.append(loop.time() - t_eof)
+        except Exception as e:  # a refused or broken connection fails the level, it does not stop the bench
+            failures.append(f"{type(e).__name__}: {e}")
+            return
+        sent += len(pcm) / 16000
+
+
+async def _level(url: str, pcms: list[np.ndarray], n: int, seconds: float, chunk: int, pid: int | None) -> dict:
+    lat, finals, failures = [], [], []
+    peak = [0.0]
+
+    async def sample_memory() -> None:
+        while True:
+            peak[0] = max(peak[0], _rss_mb(pid))
+            await asyncio.sleep(0.25)
+
+    sampler = asyncio.create_task(sample_memory()) if pid else None
+    cpu0, t0 = (_cpu_seconds(pid) if pid else 0.0), time.perf_counter()
+    step_s = chunk / 16000
+    await asyncio.gather(*[_client(url, pcms, k, seconds, chunk, step_s * k / n, lat, finals, failures)
+                           for k in range(n)])
+    wall = time.perf_counter() - t0
+    row = {"clients": n, "messages": len(lat), "failures": len(failures),
+           **{f"latency_{k}_ms": v * 1000 for k, v in percentiles(lat).items()},
+           **{f"final_{k}_ms": v * 1000 for k, v in percentiles(finals, (50, 95)).items()}}
+    if pid:
+        sampler.cancel()
+        row["cpu_percent"] = 100 * (_cpu_seconds(pid) - cpu0) / wall
+        row["rss_peak_mb"] = peak[0]
+    row["first_failure"] = failures[0] if failures else ""
+    return row
+
+
+def _start_server(args) -> tuple[subprocess.Popen, str, Path]:
+    log = Path(tempfile.mkstemp(prefix="bench-server-", suffix=".log")[1])
+    cmd = [sys.executable, "-m", "asr_engine.cli", "serve", "--port", "0", "--max-sessions", "4096",
+           "--backend", args.backend]
+    if args.model:
+        cmd += ["--model", args.model]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    deadline = time.time() + 600  # the first start may export the model to ONNX
+    while time.time() < deadline and proc.poll() is None:
+        if m := re.search(r"serving on (ws://[\d.]+:\d+/)", log.read_text()):
+            return proc, m.group(1), log
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"the server did not start:\n{log.read_text()[-2000:]}")
+
+
+def main(args) -> None:
+    audios, _ = load_manifest(args.manifest, args.limit)
+    pcms = [(np.clip(x, -1, 1) * 32767).astype("<i2") for x in audios]
+    chunk_ms = args.chunk_ms
+    if chunk_ms is None:
+        from asr_engine.checkpoint import load_checkpoint
+
+        cfg = load_checkpoint(args.model).model.cfg
+        chunk_ms = cfg.chunk_size * cfg.frame_shift_s * 1000
+    chunk = int(round(chunk_ms * 16))
+    proc, log = None, None
+    if args.url:
+        url, pid = args.url.rstrip("/") + "/vosk", args.pid
+    else:
+        proc, base, log = _start_server(args)
+        url, pid = base + "vosk", proc.pid
+    try:
+        asyncio.run(_level(url, pcms, 1, min(args.seconds, 3.0), chunk, None))  # warm-up
+        idle = _rss_mb(pid) if pid else None
+        rows: dict[int, dict] = {}
+
+        def measure(n: int) -> bool:
+            row = asyncio.run(_level(url, pcms, n, args.seconds, chunk, pid))
+            row["keeps_up"] = row["failures"] == 0 and row["latency_p95_ms"] < args.bound_ms
+            rows[n] = row
+            print(f"{n} clients: latency p50 {row['latency_p50_ms']:.0f} ms, p95 {row['latency_p95_ms']:.0f} ms, "
+                  f"{row['failures']} failures" + (f", CPU {row['cpu_percent']:.0f}%, RSS {row['rss_peak_mb']:.0f} MB"
+                                                   if pid else "") + ("" if row["keeps_up"] else "  <- falls behind"),
+                  flush=True)
+            return row["keeps_up"]
+
+        good = 0
+        if args.clients:  # exactly these levels
+            for n in [int(c) for c in args.clients.split(",")]:
+                if measure(n):
+                    good = max(good, n)
+        else:  # 1, 2, 4, ... until one falls behind, then bisect the gap
+            n = 1
+            while n <= args.max_clients and measure(n):
+                good, n = n, n * 2
+            bad = n if n <= args.max_clients else None
+            while bad is not None and bad - good > max(1, good // 8):
+                mid = (good + bad) // 2
+                if measure(mid):
+                    good = mid
+                else:
+                    bad = mid
+    finally:
+        if proc:
+            proc.terminate()
+            proc.wait(30)
+            log.unlink(missing_ok=True)
+    out = [rows[n] for n in sorted(rows)]
+    summary = {"largest_realtime_clients": good, "bound_ms": args.bound_ms, "chunk_ms": chunk_ms}
+    if pid and good:
+        summary["rss_idle_mb"] = idle
+        summary["rss_per_session_mb"] = (rows[good]["rss_peak_mb"] - idle) / good
+    columns = [("clients", "clients", "d"), ("latency p50 ms", "latency_p50_ms", ".0f"),
+               ("p95", "latency_p95_ms", ".0f"), ("p99", "latency_p99_ms", ".0f"),
+               ("final p50 ms", "final_p50_ms", ".0f"), ("final p95 ms", "final_p95_ms", ".0f"),
+               ("failures", "failures", "d"), ("keeps up", "keeps_up", "")]
+    if pid:
+        columns[-1:-1] = [("server CPU %", "cpu_percent", ".0f"), ("RSS MB", "rss_peak_mb", ".0f")]
+    print(table(out, columns))
+    line = (f"largest N in real time with p95 latency < {args.bound_ms:g} ms: {good} "
+            f"(messages of {chunk_ms:.0f} ms)")
+    if "rss_per_session_mb" in summary:
+        line += f"; RSS idle {idle:.0f} MB, {summary['rss_per_session_mb']:.2f} MB per session at N={good}"
+    print(line)
+    append_results(args.results, "server", out + [{"summary": True, **summary}],
+                   {"model": args.model or "default", "manifest": args.manifest, "backend": args.backend,
+                    "seconds_per_client": args.seconds, "server": args.url or "started by the bench"})
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("server", help="concurrent real-time clients against a server on localhost")
+    p.add_argument("--manifest", required=True, help="JSONL manifest (or LibriSpeech-layout folder)")
+    p.add_argument("--limit", type=int, default=40, help="utterances from the manifest (default 40)")
+    p.add_argument("--url", default=None, help="a running server (ws://127.0.0.1:PORT/); default: start one")
+    p.add_argument("--pid", type=int, default=None, help="with --url: the server's process, for CPU and memory")
+    p.add_argument("--model", default=None, help="for the server the bench starts (default: the bundled model)")
+    p.add_argument("--backend", default="auto", help="for the server the bench starts (default auto)")
+    p.add_argument("--threads", type=int, default=0, help="for the server the bench starts")
+    p.add_argument("--seconds", type=float, default=15.0, help="audio each client sends per level (default 15)")
+    p.add_argument("--chunk-ms", type=float, default=None, help="audio per message (default: the model's chunk)")
+    p.add_argument("--bound-ms", type=float, default=500.0, help="p95 latency bound (default 500)")
+    p.add_argument("--clients", default=None, help="measure exactly these N (comma-separated) instead of searching")
+    p.add_argument("--max-clients", type=int, default=256, help="the search stops here (default 256)")
+    p.add_argument("--results", default="bench/results.jsonl", help="append JSON lines here ('' for none)")
+    p.set_defaults(func=main)
