@@ -241,6 +241,29 @@ def _summary(results, refs: list[str | None], wall: float) -> str:
     return "summary: " + " | ".join(parts)
 
 
+def cmd_lm_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from asr_engine.checkpoint import load_checkpoint
+    from asr_engine.lm.model import LMConfig
+    from asr_engine.lm.train import read_sentences, train_lm
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sentences = read_sentences(args.text)
+    tokenizer = load_checkpoint(args.model).tokenizer
+    cfg = LMConfig(vocab_size=len(tokenizer.vocab), d_model=args.d_model, n_layers=args.layers,
+                   dropout=args.dropout)
+    report = train_lm(sentences, tokenizer, args.out, cfg, steps=args.steps, batch_tokens=args.batch_tokens,
+                      lr=args.lr, heldout_percent=args.heldout_percent, eval_every=args.eval_every,
+                      device=args.device, progress=not args.quiet)
+    print(f"LM: {report['params'] / 1e6:.2f} M params, {report['train_sentences']} training sentences "
+          f"({report['train_tokens']} tokens), {report['steps']} steps in {report['seconds']:.0f} s; "
+          f"held-out perplexity {report['heldout_ppl']:.2f} over {report['heldout_sentences']} sentences; "
+          f"written to {args.out}")
+    return 0
+
+
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from asr_engine.data.synth import available_engines, make_jobs, synthesize_corpus
     from asr_engine.data.text_sources import load_sentences
@@ -441,6 +464,28 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     tr.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     tr.set_defaults(func=cmd_train)
+
+    lm = sub.add_parser("lm", help="token language models for decoding").add_subparsers(dest="lm_command",
+                                                                                      required=True)
+    lt = lm.add_parser(
+        "train", help="train a GILR language model on text",
+        description="Train a gated linear-recurrence LM over an acoustic model's vocabulary on text files "
+                    "(a sentence per line) or JSONL manifests; reports held-out perplexity.")
+    lt.add_argument("--text", required=True, action="append", help="text file or JSONL manifest (repeatable)")
+    lt.add_argument("--out", required=True, help="output folder (lm.safetensors + lm.json)")
+    lt.add_argument("--model", default=None, help="acoustic model whose tokenizer to use (default: the bundled one)")
+    lt.add_argument("--steps", type=int, default=2000, help="training steps (default 2000)")
+    lt.add_argument("--d-model", type=int, default=256, help="width (default 256)")
+    lt.add_argument("--layers", type=int, default=2, help="GILR layers (default 2)")
+    lt.add_argument("--dropout", type=float, default=0.1, help="dropout (default 0.1)")
+    lt.add_argument("--batch-tokens", type=int, default=4096, help="tokens per batch, padding included (default 4096)")
+    lt.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
+    lt.add_argument("--heldout-percent", type=float, default=2.0, help="sentences held out, by hash (default 2)")
+    lt.add_argument("--eval-every", type=int, default=500, help="held-out perplexity and a save every N steps")
+    lt.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    lt.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
+    lt.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    lt.set_defaults(func=cmd_lm_train)
 
     ev = sub.add_parser("eval", help="WER/CER and the skip-threshold trade-off on manifests",
                         description="Decode manifests (or LibriSpeech-layout folders) at several skip "

@@ -1,0 +1,169 @@
+"""The GILR language model.
+
+Each layer: a gated linear recurrence, g_t = sigmoid(U x_t), i_t = tanh(V x_t),
+h_t = g_t * h_{t-1} + (1 - g_t) * i_t, then a projection back to the residual stream; then a
+feed-forward block. Pre-norm residual layers, tied input/output embeddings.
+
+Over a whole sequence the recurrence is one `linear_scan` (a = g, b = (1 - g) * i): the Triton
+parallel scan on CUDA, the blocked torch reference on the CPU. In decoding, `step` advances any
+number of hypotheses by one token each from their states.
+
+Tokens: the acoustic model's ids. Id 0, the CTC blank, never occurs in text, so it serves as
+the sentence boundary: a sentence is scored as [0, t1, ..., tn] -> [t1, ..., tn, 0].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from asr_engine.kernels.scan import linear_scan
+
+__all__ = ["GILRLanguageModel", "LMConfig", "load_lm", "save_lm", "vocab_fingerprint"]
+
+BOUNDARY = 0  # the CTC blank id doubles as <s> and </s>
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    vocab_size: int
+    d_model: int = 256
+    n_layers: int = 2
+    ff_mult: int = 2
+    dropout: float = 0.1
+    vocab_hash: str = ""  # fingerprint of the tokenizer it was trained with (see vocab_fingerprint)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> "LMConfig":
+        known = {f.name for f in fields(LMConfig)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown LM config keys: {unknown}")
+        return LMConfig(**d)
+
+
+def vocab_fingerprint(tokenizer) -> str:
+    """A short hash of a tokenizer's vocabulary: an LM only fits the acoustic model it shares it with."""
+    vocab = getattr(tokenizer, "vocab", None)
+    return hashlib.sha256(json.dumps(list(vocab)).encode()).hexdigest()[:16] if vocab else ""
+
+
+class GILRLayer(nn.Module):
+    def __init__(self, d: int, ff_mult: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(d)
+        self.gates = nn.Linear(d, 2 * d)  # U and V
+        self.out = nn.Linear(d, d)
+        self.ff_norm = nn.LayerNorm(d)
+        self.ff = nn.Sequential(nn.Linear(d, ff_mult * d), nn.GELU(), nn.Linear(ff_mult * d, d))
+        self.drop = nn.Dropout(dropout)
+
+    def _gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        u, v = self.gates(self.norm(x)).chunk(2, dim=-1)
+        g = torch.sigmoid(u)
+        return g, (1 - g) * torch.tanh(v)
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, d) -> (y (B, T, d), last state (B, d))."""
+        a, b = self._gates(x)
+        h = linear_scan(a, b, h0)
+        x = x + self.drop(self.out(h))
+        x = x + self.drop(self.ff(self.ff_norm(x)))
+        return x, h[:, -1]
+
+    def step(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One token for each of N hypotheses: x (N, d), h (N, d)."""
+        a, b = self._gates(x)
+        h = a * h + b
+        x = x + self.out(h)
+        return x + self.ff(self.ff_norm(x)), h
+
+
+class GILRLanguageModel(nn.Module):
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        nn.init.normal_(self.embed.weight, std=cfg.d_model ** -0.5)
+        self.layers = nn.ModuleList(GILRLayer(cfg.d_model, cfg.ff_mult, cfg.dropout) for _ in range(cfg.n_layers))
+        self.norm = nn.LayerNorm(cfg.d_model)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x) @ self.embed.weight.t()  # tied
+
+    def forward(self, tokens: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens (B, T) -> (logits (B, T, V), state (L, B, d) after the last token)."""
+        x = self.embed(tokens)
+        last = []
+        for i, layer in enumerate(self.layers):
+            x, h = layer(x, None if state is None else state[i])
+            last.append(h)
+        return self._logits(x), torch.stack(last)
+
+    def initial_state(self, n: int, device=None) -> torch.Tensor:
+        """The state before any token: zeros (L, n, d)."""
+        return torch.zeros(self.cfg.n_layers, n, self.cfg.d_model, device=device)
+
+    @torch.no_grad()
+    def step(self, tokens: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Advance N hypotheses by one token each: tokens (N,), state (L, N, d) ->
+        (log-probs of the next token (N, V), new state (L, N, d))."""
+        x = self.embed(tokens)
+        new = []
+        for i, layer in enumerate(self.layers):
+            x, h = layer.step(x, state[i])
+            new.append(h)
+        return F.log_softmax(self._logits(x).float(), dim=-1), torch.stack(new)
+
+    def sentence_loss(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Summed negative log-likelihood of B sentences (tokens (B, T) padded, lengths (B,)), each
+        framed by the boundary on both sides; returns (sum of NLL, number of predicted tokens)."""
+        B, T = tokens.shape
+        inp = torch.cat([torch.full((B, 1), BOUNDARY, dtype=tokens.dtype, device=tokens.device), tokens], 1)
+        tgt = torch.cat([tokens, torch.zeros(B, 1, dtype=tokens.dtype, device=tokens.device)], 1)
+        pos = torch.arange(T + 1, device=tokens.device)[None, :]
+        tgt = torch.where(pos == lengths[:, None], BOUNDARY, tgt)  # </s> right after each sentence
+        mask = pos <= lengths[:, None]
+        logits, _ = self(inp)
+        nll = F.cross_entropy(logits.float().transpose(1, 2), tgt, reduction="none")
+        return (nll * mask).sum(), int(mask.sum())
+
+
+def save_lm(model: GILRLanguageModel, out_dir: str | Path, info: dict | None = None) -> Path:
+    """A folder with lm.safetensors and lm.json (config and provenance)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(out / "lm.safetensors"))
+    (out / "lm.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "model": model.cfg.to_dict(),
+                                             "info": info or {}}, indent=2) + "\n")
+    return out
+
+
+def load_lm(path: str | Path, device: str | torch.device = "cpu", tokenizer=None) -> GILRLanguageModel:
+    """Load an LM folder; with `tokenizer`, refuse an LM trained on another vocabulary."""
+    path = Path(path)
+    if not (path / "lm.json").is_file() or not (path / "lm.safetensors").is_file():
+        raise FileNotFoundError(f"{path}: not an LM folder (lm.json and lm.safetensors)")
+    meta = json.loads((path / "lm.json").read_text())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: LM format {meta.get('format_version')} is not {FORMAT_VERSION}")
+    cfg = LMConfig.from_dict(meta["model"])
+    if tokenizer is not None:
+        want = vocab_fingerprint(tokenizer)
+        if cfg.vocab_hash and want and cfg.vocab_hash != want:
+            raise ValueError(f"{path}: this LM was trained on another vocabulary than the acoustic model's "
+                             f"({cfg.vocab_hash} vs {want}); train it with that model's tokenizer")
+    model = GILRLanguageModel(cfg)
+    model.load_state_dict(load_file(str(path / "lm.safetensors")))
+    return model.to(device).eval()

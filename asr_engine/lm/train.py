@@ -1,0 +1,139 @@
+"""`asr-engine lm train`: fit a GILR language model to text, over the acoustic model's vocabulary.
+
+Text comes from plain files (a sentence per line) or JSONL manifests (their `text`). Sentences
+are normalised and tokenized by the acoustic model's tokenizer; a share of them, chosen by a hash
+of the sentence, is held out for perplexity. Training batches sentences of similar length up to a
+token budget, with AdamW, warmup then cosine decay, and gradient clipping; the model is written
+(safetensors + lm.json) at every evaluation and at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from asr_engine.lm.model import GILRLanguageModel, LMConfig, save_lm, vocab_fingerprint
+
+__all__ = ["perplexity", "read_sentences", "split_heldout", "train_lm"]
+
+MAX_TOKENS = 200  # longer sentences are cut (the recurrence has no limit; batches stay bounded)
+
+
+def read_sentences(paths: list[str | Path]) -> list[str]:
+    """Lines of text files, or the `text` of JSONL manifests (by the .jsonl suffix)."""
+    out = []
+    for p in map(Path, paths):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: text file not found")
+        lines = p.read_text(encoding="utf-8", errors="replace").splitlines()
+        if p.suffix == ".jsonl":
+            out += [json.loads(line).get("text", "") for line in lines if line.strip()]
+        else:
+            out += lines
+    return [s.strip() for s in out if s.strip()]
+
+
+def split_heldout(sentences: list[str], percent: float) -> tuple[list[str], list[str]]:
+    """(train, held out): a sentence is held out by a hash of its text, so duplicates stay together."""
+    train, held = [], []
+    for s in sentences:
+        h = int(hashlib.sha1(s.encode()).hexdigest()[:8], 16) % 10000
+        (held if h < percent * 100 else train).append(s)
+    return train, held
+
+
+def _encode(sentences: list[str], tokenizer) -> list[list[int]]:
+    ids = [tokenizer.encode(s)[:MAX_TOKENS] for s in sentences]
+    return [x for x in ids if x]
+
+
+def _batches(seqs: list[list[int]], batch_tokens: int, rng: random.Random) -> list[list[list[int]]]:
+    order = sorted(range(len(seqs)), key=lambda i: (len(seqs[i]), rng.random()))
+    batches, cur, longest = [], [], 0
+    for i in order:
+        n = len(seqs[i]) + 1
+        if cur and max(longest, n) * (len(cur) + 1) > batch_tokens:
+            batches.append(cur)
+            cur, longest = [], 0
+        cur.append(seqs[i])
+        longest = max(longest, n)
+    if cur:
+        batches.append(cur)
+    rng.shuffle(batches)
+    return batches
+
+
+def _tensor(batch: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+    T = max(len(s) for s in batch)
+    tokens = torch.zeros(len(batch), T, dtype=torch.long)
+    for k, s in enumerate(batch):
+        tokens[k, : len(s)] = torch.tensor(s)
+    return tokens.to(device), torch.tensor([len(s) for s in batch], device=device)
+
+
+@torch.no_grad()
+def perplexity(model: GILRLanguageModel, seqs: list[list[int]], batch_tokens: int = 8192, device="cpu") -> float:
+    """exp(mean NLL per predicted token, end of sentence included)."""
+    was = model.training
+    model.eval()
+    nll, n = 0.0, 0
+    for batch in _batches(seqs, batch_tokens, random.Random(0)):
+        s, k = model.sentence_loss(*_tensor(batch, device))
+        nll, n = nll + float(s), n + k
+    model.train(was)
+    return math.exp(nll / max(1, n))
+
+
+def train_lm(sentences: list[str], tokenizer, out_dir: str | Path, cfg: LMConfig | None = None, steps: int = 2000,
+             batch_tokens: int = 4096, lr: float = 2e-3, warmup: int = 100, heldout_percent: float = 2.0,
+             eval_every: int = 500, seed: int = 0, device: str = "cpu", progress: bool = True) -> dict:
+    """Train, evaluate held-out perplexity, save; returns the report (also in lm.json's info)."""
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    train, held = split_heldout(sentences, heldout_percent)
+    train_ids, held_ids = _encode(train, tokenizer), _encode(held, tokenizer)
+    if not train_ids:
+        raise ValueError("no training sentences left (empty text, or everything held out)")
+    vocab = len(tokenizer.vocab)
+    cfg = LMConfig(vocab_size=vocab, vocab_hash=vocab_fingerprint(tokenizer), **(
+        {} if cfg is None else {k: v for k, v in cfg.to_dict().items() if k not in ("vocab_size", "vocab_hash")}))
+    model = GILRLanguageModel(cfg).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (
+        1 + math.cos(math.pi * min(1.0, s / max(1, steps)))))
+    report = {"train_sentences": len(train_ids), "heldout_sentences": len(held_ids),
+              "train_tokens": sum(len(s) + 1 for s in train_ids), "params": sum(p.numel() for p in model.parameters()),
+              "steps": 0, "history": []}
+    batches: list = []
+    bar = tqdm(range(steps), desc="lm train", unit="step", disable=not progress)
+    t0, loss_avg = time.time(), None
+    for step in bar:
+        if not batches:
+            batches = _batches(train_ids, batch_tokens, rng)
+        tokens, lengths = _tensor(batches.pop(), device)
+        nll, n = model.sentence_loss(tokens, lengths)
+        loss = nll / n
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        value = loss.item()
+        loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
+        bar.set_postfix(loss=f"{loss_avg:.3f}", ppl=f"{math.exp(loss_avg):.1f}")
+        report["steps"] = step + 1
+        if (step + 1) % eval_every == 0 or step + 1 == steps:
+            ppl = perplexity(model, held_ids, device=device) if held_ids else float("nan")
+            report["history"].append({"step": step + 1, "train_loss": loss_avg, "heldout_ppl": ppl})
+            report["heldout_ppl"], report["train_ppl_smoothed"] = ppl, math.exp(loss_avg)
+            report["seconds"] = round(time.time() - t0, 1)
+            save_lm(model, out_dir, report)
+    return report
