@@ -255,7 +255,9 @@ def cmd_lm_train(args: argparse.Namespace) -> int:
     cfg = LMConfig(vocab_size=len(tokenizer.vocab), d_model=args.d_model, n_layers=args.layers,
                    dropout=args.dropout)
     report = train_lm(sentences, tokenizer, args.out, cfg, steps=args.steps, batch_tokens=args.batch_tokens,
-                      lr=args.lr, heldout_percent=args.heldout_percent, eval_every=args.eval_every,
+                      lr=args.lr, heldout_percent=args.heldout_percent,
+                      heldout=read_sentences(args.heldout_text) if args.heldout_text else None,
+                      eval_every=args.eval_every,
                       device=args.device, progress=not args.quiet)
     print(f"LM: {report['params'] / 1e6:.2f} M params, {report['train_sentences']} training sentences "
           f"({report['train_tokens']} tokens), {report['steps']} steps in {report['seconds']:.0f} s; "
@@ -480,7 +482,11 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--dropout", type=float, default=0.1, help="dropout (default 0.1)")
     lt.add_argument("--batch-tokens", type=int, default=4096, help="tokens per batch, padding included (default 4096)")
     lt.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
-    lt.add_argument("--heldout-percent", type=float, default=2.0, help="sentences held out, by hash (default 2)")
+    lt.add_argument("--heldout-percent", type=float, default=2.0,
+                    help="sentences held out by the hash `data synth` uses (default 2, as there)")
+    lt.add_argument("--heldout-text", action="append", default=None,
+                    help="held-out text or manifest for perplexity (repeatable; default: the hash-held-out share "
+                         "of --text, which a synthesized training corpus does not have)")
     lt.add_argument("--eval-every", type=int, default=500, help="held-out perplexity and a save every N steps")
     lt.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     lt.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")

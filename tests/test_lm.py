@@ -81,6 +81,12 @@ def test_text_sources_and_heldout_split(tmp_path):
     sents = [f"sentence {i}" for i in range(1000)] + ["sentence 1"] * 5
     train, held = split_heldout(sents, 5.0)
     assert 20 < len(held) < 90 and not set(train) & set(held)  # duplicates land on one side
+    # the same split as `data synth`: a synthesized corpus's held-out sentences never train the LM
+    from asr_engine.data.text_sources import is_held_out
+    from asr_engine.text import normalize
+
+    assert all(is_held_out(normalize(s), 5.0) for s in held)
+    assert not any(is_held_out(normalize(s), 5.0) for s in train)
 
 
 def test_cli_lm_train(tmp_path, capsys):
@@ -95,3 +101,12 @@ def test_cli_lm_train(tmp_path, capsys):
     meta = json.loads((tmp_path / "lm" / "lm.json").read_text())
     assert meta["info"]["steps"] == 20 and len(meta["info"]["history"]) == 2
     assert main(["lm", "train", "--text", str(tmp_path / "none.txt"), "--out", str(tmp_path / "x")]) == 2
+    # text with nothing in the held-out bucket needs held-out text of its own
+    from asr_engine.lm.train import split_heldout
+
+    train_only = tmp_path / "train_only.txt"
+    train_only.write_text("\n".join(split_heldout(toy_sentences(300), 2.0)[0]) + "\n")
+    assert main(["lm", "train", "--text", str(train_only), "--out", str(tmp_path / "y"), "--steps", "2", "-q"]) == 2
+    assert "no held-out sentences" in capsys.readouterr().err
+    assert main(["lm", "train", "--text", str(train_only), "--heldout-text", str(text), "--out", str(tmp_path / "y"),
+                 "--steps", "2", "--d-model", "16", "--layers", "1", "-q"]) == 0

@@ -9,7 +9,6 @@ token budget, with AdamW, warmup then cosine decay, and gradient clipping; the m
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -18,7 +17,9 @@ from pathlib import Path
 
 import torch
 
+from asr_engine.data.text_sources import is_held_out
 from asr_engine.lm.model import GILRLanguageModel, LMConfig, save_lm, vocab_fingerprint
+from asr_engine.text import normalize
 
 __all__ = ["perplexity", "read_sentences", "split_heldout", "train_lm"]
 
@@ -40,11 +41,12 @@ def read_sentences(paths: list[str | Path]) -> list[str]:
 
 
 def split_heldout(sentences: list[str], percent: float) -> tuple[list[str], list[str]]:
-    """(train, held out): a sentence is held out by a hash of its text, so duplicates stay together."""
+    """(train, held out) by the hash `data synth` uses for its held-out sentences, so duplicates stay
+    together and the sentences of a synthesized held-out set never train the LM. (The training part
+    of a synthesized corpus therefore has none to hold out: give such text its own held-out set.)"""
     train, held = [], []
     for s in sentences:
-        h = int(hashlib.sha1(s.encode()).hexdigest()[:8], 16) % 10000
-        (held if h < percent * 100 else train).append(s)
+        (held if is_held_out(normalize(s), percent) else train).append(s)
     return train, held
 
 
@@ -92,16 +94,24 @@ def perplexity(model: GILRLanguageModel, seqs: list[list[int]], batch_tokens: in
 
 def train_lm(sentences: list[str], tokenizer, out_dir: str | Path, cfg: LMConfig | None = None, steps: int = 2000,
              batch_tokens: int = 4096, lr: float = 2e-3, warmup: int = 100, heldout_percent: float = 2.0,
-             eval_every: int = 500, seed: int = 0, device: str = "cpu", progress: bool = True) -> dict:
-    """Train, evaluate held-out perplexity, save; returns the report (also in lm.json's info)."""
+             heldout: list[str] | None = None, eval_every: int = 500, seed: int = 0, device: str = "cpu",
+             progress: bool = True) -> dict:
+    """Train, evaluate held-out perplexity, save; returns the report (also in lm.json's info).
+    Held out: `heldout` when given (and then every hash-held-out sentence is dropped from training
+    too), else the hash-held-out share of `sentences`."""
     from tqdm import tqdm
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
     train, held = split_heldout(sentences, heldout_percent)
+    if heldout is not None:
+        held = heldout
     train_ids, held_ids = _encode(train, tokenizer), _encode(held, tokenizer)
     if not train_ids:
         raise ValueError("no training sentences left (empty text, or everything held out)")
+    if not held_ids:
+        raise ValueError("no held-out sentences for perplexity: this text has none in the held-out hash bucket "
+                         "(a synthesized training corpus never does); give held-out text of its own")
     vocab = len(tokenizer.vocab)
     cfg = LMConfig(vocab_size=vocab, vocab_hash=vocab_fingerprint(tokenizer), **(
         {} if cfg is None else {k: v for k, v in cfg.to_dict().items() if k not in ("vocab_size", "vocab_hash")}))
@@ -131,7 +141,7 @@ def train_lm(sentences: list[str], tokenizer, out_dir: str | Path, cfg: LMConfig
         bar.set_postfix(loss=f"{loss_avg:.3f}", ppl=f"{math.exp(loss_avg):.1f}")
         report["steps"] = step + 1
         if (step + 1) % eval_every == 0 or step + 1 == steps:
-            ppl = perplexity(model, held_ids, device=device) if held_ids else float("nan")
+            ppl = perplexity(model, held_ids, device=device)
             report["history"].append({"step": step + 1, "train_loss": loss_avg, "heldout_ppl": ppl})
             report["heldout_ppl"], report["train_ppl_smoothed"] = ppl, math.exp(loss_avg)
             report["seconds"] = round(time.time() - t0, 1)
