@@ -55,6 +55,23 @@ def load_manifests(paths: list[str], limit: int | None) -> tuple[list[np.ndarray
     return audios, refs
 
 
+def load_sorted(paths: list[str], limit: int | None) -> tuple[list[np.ndarray], list[str]]:
+    """load_manifests, shortest utterance first: batches of similar lengths pad little (as eval does)."""
+    audios, refs = load_manifests(paths, limit)
+    order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
+    return [audios[i] for i in order], [refs[i] for i in order]
+
+
+def add_offline_arguments(p, backend_default: str, backend_help: str) -> None:
+    """The arguments of the offline benchmarks (rtf, sweep): manifests, model, backend, device."""
+    p.add_argument("--manifest", required=True, action="append",
+                   help="JSONL manifest or LibriSpeech-layout folder (repeat for several)")
+    p.add_argument("--model", default=None, help="checkpoint folder (default: the bundled model)")
+    p.add_argument("--limit", type=int, default=None, help="utterances per manifest (default: all)")
+    p.add_argument("--backend", default=backend_default, help=f"{backend_help} (default {backend_default})")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+
+
 def percentiles(values: list[float], qs=(50, 95, 99)) -> dict[str, float]:
     if not values:
         return {f"p{q}": float("nan") for q in qs}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from bench.common import append_results, load_manifests, table
+from bench.common import add_offline_arguments, append_results, load_sorted, table
 
 
 def _wer(refs: list[str], hyps: list[str]) -> float:
@@ -66,9 +66,7 @@ def main(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    audios, refs = load_manifests(args.manifest, args.limit)
-    order = sorted(range(len(audios)), key=lambda i: len(audios[i]))  # similar lengths batch well (as eval does)
-    audios, refs = [audios[i] for i in order], [refs[i] for i in order]
+    audios, refs = load_sorted(args.manifest, args.limit)
     rows = []
     for backend in args.backend.split(","):
         ckpt = load_model(args.model, backend, args.device, torch.get_num_threads(), for_files=True)
@@ -87,12 +85,7 @@ def main(args) -> None:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("rtf", help="offline RTF per backend, with and without skipping, in one run")
-    p.add_argument("--manifest", required=True, action="append",
-                   help="JSONL manifest or LibriSpeech-layout folder (repeat for several)")
-    p.add_argument("--model", default=None, help="checkpoint folder (default: the bundled model)")
-    p.add_argument("--limit", type=int, default=None, help="utterances per manifest (default: all)")
-    p.add_argument("--backend", default="torch,onnx", help="backends to measure (default torch,onnx)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    add_offline_arguments(p, "torch,onnx", "backends to measure")
     p.add_argument("--threshold", type=float, default=None, help="skip threshold (default: the model's)")
     p.add_argument("--reps", type=int, default=3, help="alternating repetitions per setting (default 3)")
     p.add_argument("--batch", type=int, default=16, help="files per batch (default 16)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 
-from bench.common import append_results, load_manifests, table
+from bench.common import add_offline_arguments, append_results, load_sorted, table
 from bench.rtf import _run, _wer
 
 
@@ -86,9 +86,7 @@ def main(args) -> None:
     if any(not 0.0 < t <= 1.0 for t in thresholds) or any(d < 0 for d in dilations):
         raise SystemExit("thresholds must be in (0, 1] and dilations >= 0")
     settings = [(1.0, 0)] + [(t, d) for d in dilations for t in thresholds if t < 1.0]
-    audios, refs = load_manifests(args.manifest, args.limit)
-    order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
-    audios, refs = [audios[i] for i in order], [refs[i] for i in order]
+    audios, refs = load_sorted(args.manifest, args.limit)
     ckpt = load_model(args.model, args.backend, args.device, torch.get_num_threads(), for_files=True)
     rows = sweep(ckpt, audios, refs, settings, args.reps, args.batch, args.device)
     for r in rows:
@@ -107,12 +105,7 @@ def main(args) -> None:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("sweep", help="skip threshold x dilation: WER, top-layer frames, RTF; table and plot")
-    p.add_argument("--manifest", required=True, action="append",
-                   help="JSONL manifest or LibriSpeech-layout folder (repeat for several)")
-    p.add_argument("--model", default=None, help="checkpoint folder (default: the bundled model)")
-    p.add_argument("--limit", type=int, default=None, help="utterances per manifest (default: all)")
-    p.add_argument("--backend", default="torch", help="torch or onnx (default torch)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    add_offline_arguments(p, "torch", "torch or onnx")
     p.add_argument("--thresholds", default="0.99,0.98,0.95,0.9,0.8,0.6",
                    help="skip thresholds (the no-skip point 1.0 is always measured)")
     p.add_argument("--dilations", default="0,1,2", help="skip dilations (default 0,1,2)")
