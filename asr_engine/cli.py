@@ -13,6 +13,7 @@ from asr_engine.manifest import read_manifest
 from asr_engine.text import word_error_counts
 
 BACKENDS = ("auto", "torch", "onnx")  # asr_engine.backend.BACKENDS, without importing torch for --help
+LM_WEIGHT, LENGTH_BONUS = 0.5, 1.0  # shallow-fusion defaults (measured in bench/README.md)
 
 
 class InputError(ValueError):
@@ -74,11 +75,12 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     ckpt = load_model(args.model, backend, args.device, args.threads, args.chunk_frames, for_files=True)
     if backend == "onnx":
         args.streaming = True  # the ONNX runtime is the streaming encoder; its transcripts equal offline ones
+    lm = _fusion(args, ckpt.tokenizer, backend)
     if args.streaming:
         from asr_engine.engine import EndpointConfig, Engine, EngineOptions, SessionOptions
 
         engine = Engine(ckpt, EngineOptions(chunk_frames=args.chunk_frames, beam=args.beam, nbest=args.nbest,
-                                            skip_threshold=args.skip_threshold, max_batch=args.batch_size),
+                                            skip_threshold=args.skip_threshold, max_batch=args.batch_size, lm=lm),
                         args.device)
         session_options = SessionOptions(hotwords, args.hotword_boost, EndpointConfig() if args.endpoint else None)
         engine.close(engine.session(options=session_options))  # checks the options before any file is read
@@ -89,7 +91,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         if args.endpoint or args.chunk_frames:
             raise InputError("--endpoint and --chunk-frames need --streaming")
         run = Transcriber(ckpt, DecodeOptions(beam=args.beam, skip_threshold=args.skip_threshold, nbest=args.nbest,
-                                              hotwords=hotwords, hotword_boost=args.hotword_boost),
+                                              hotwords=hotwords, hotword_boost=args.hotword_boost, lm=lm),
                           args.device).transcribe_files
     t0 = time.perf_counter()
     results = []
@@ -129,15 +131,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import os
     import signal
 
-    from asr_engine.backend import load_model
+    from asr_engine.backend import load_model, resolve_backend
     from asr_engine.engine import Engine, EngineOptions
     from asr_engine.server.app import Server, ServerConfig
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     _set_threads(args.threads)
     ckpt = load_model(args.model, args.backend, args.device, args.threads, args.chunk_frames)
+    lm = _fusion(args, ckpt.tokenizer, resolve_backend(args.backend, args.device))
     engine = Engine(ckpt, EngineOptions(chunk_frames=args.chunk_frames, beam=args.beam, nbest=args.beam,
-                                        skip_threshold=args.skip_threshold, max_batch=args.batch_size), args.device)
+                                        skip_threshold=args.skip_threshold, max_batch=args.batch_size, lm=lm),
+                    args.device)
     cfg = ServerConfig(args.host, args.port, args.max_sessions, args.max_message_bytes, args.idle_timeout,
                        args.max_session_seconds, args.batch_size, args.batch_deadline_ms,
                        os.environ.get("ASR_ENGINE_TOKEN") or None,
@@ -193,6 +197,27 @@ def cmd_stream(args: argparse.Namespace) -> int:
     except OSError as e:
         raise InputError(f"{args.url}: cannot connect ({e})") from e
     return 1 if any(m.get("type") == "error" for m in msgs) else 0
+
+
+def _add_lm_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lm", default=None, metavar="DIR",
+                   help="fuse a language model from `asr-engine lm train` into beam search (needs --beam > 1)")
+    p.add_argument("--lm-weight", type=float, default=LM_WEIGHT,
+                   help=f"weight of the LM's log-probability (default {LM_WEIGHT})")
+    p.add_argument("--length-bonus", type=float, default=LENGTH_BONUS,
+                   help=f"log-score added per token with --lm, against the LM's bias to short output "
+                        f"(default {LENGTH_BONUS})")
+
+
+def _fusion(args: argparse.Namespace, tokenizer, backend: str):
+    """The --lm model for decoding, on the acoustic model's backend, or None."""
+    if not args.lm:
+        return None
+    from asr_engine.lm.fusion import load_fusion
+
+    if args.beam == 1:
+        raise InputError("--lm needs beam search: add --beam 8 (or 4)")
+    return load_fusion(args.lm, tokenizer, args.lm_weight, args.length_bonus, backend, args.device)
 
 
 def _hotwords(arg: str | None) -> tuple[str, ...]:
@@ -319,7 +344,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from asr_engine.backend import load_model
+    from asr_engine.backend import load_model, resolve_backend
     from asr_engine.evaluate import evaluate, format_report, source_of
     from asr_engine.manifest import corpus_name, read_corpus
 
@@ -339,8 +364,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         utts += rows
         sources += [source_of(u, name) if args.by_source else name for u in rows]
     ckpt = load_model(args.model, args.backend, args.device, args.threads, for_files=True)
+    lm = _fusion(args, ckpt.tokenizer, resolve_backend(args.backend, args.device))
     report = evaluate(ckpt, utts, sources, thresholds, args.beam, args.batch_size, args.device,
-                      progress=not args.quiet)
+                      progress=not args.quiet, lm=lm)
     for line in report.failed:
         print(f"error: {line}", file=sys.stderr)
     print(format_report(report, ckpt.model.cfg.skip_threshold))
@@ -370,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hotwords", default=None,
                    help="phrases to favour, separated by commas, or @FILE with one per line (needs --beam > 1)")
     t.add_argument("--hotword-boost", type=float, default=1.5, help="log-score bonus per hotword token (default 1.5)")
+    _add_lm_arguments(t)
     t.add_argument("--streaming", action="store_true",
                    help="run the files through the streaming engine chunk by chunk (as a live stream would)")
     t.add_argument("--chunk-frames", type=int, default=None,
@@ -412,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     sv.add_argument("--beam", type=int, default=1, help="CTC prefix beam width (1: greedy; hotwords need > 1)")
     sv.add_argument("--skip-threshold", type=float, default=None, help="layer-skipping threshold (default: model's)")
+    _add_lm_arguments(sv)
     sv.add_argument("--chunk-frames", type=int, default=None, help="encoder frames per step (default: one chunk)")
     sv.add_argument("--batch-size", type=int, default=32, help="sessions per encoder step (default 32)")
     sv.add_argument("--batch-deadline-ms", type=float, default=10.0,
@@ -501,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--thresholds", default="1.0,0.99,0.95,0.9,0.8",
                     help="comma-separated skip thresholds; 1.0 = no skipping (default 1.0,0.99,0.95,0.9,0.8)")
     ev.add_argument("--beam", type=int, default=1, help="CTC prefix beam width (1: greedy; default 1)")
+    _add_lm_arguments(ev)
     ev.add_argument("--by-source", action="store_true",
                     help="group by each row's source/engine field instead of by manifest")
     ev.add_argument("--batch-size", type=int, default=16, help="utterances per forward pass (default 16)")

@@ -3,20 +3,29 @@
 A hypothesis records, for each token, the encoder frame where it was emitted and
 its posterior there. Words take the time span of their tokens; a word's confidence
 is the mean posterior of its tokens.
+
+With a language model (`lm.fusion.ShallowFusion`), prefix beam search ranks prefixes by their CTC
+log-probability plus the weighted LM log-probability and a length bonus. Each frame's new prefixes
+get their LM state and next-token distribution from one batched LM step, taken together for all
+the searches that `advance_searches` drives (one per stream), after that frame's pruning.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from asr_engine.context import ROOT, ContextGraph
 from asr_engine.tokenizer import BLANK_ID, Tokenizer
 
-__all__ = ["GreedySearch", "Hypothesis", "PrefixBeamSearch", "Word", "check_beam", "greedy_search",
-           "prefix_beam_search", "words_from_hypothesis"]
+if TYPE_CHECKING:
+    from asr_engine.lm.fusion import ShallowFusion
+
+__all__ = ["GreedySearch", "Hypothesis", "PrefixBeamSearch", "Word", "advance_searches", "check_beam",
+           "greedy_search", "prefix_beam_search", "words_from_hypothesis"]
 
 NEG_INF = float("-inf")
 
@@ -26,7 +35,7 @@ class Hypothesis:
     tokens: tuple[int, ...]
     frames: tuple[int, ...]  # encoder frame of each token's emission
     probs: tuple[float, ...]  # posterior of each token at its frame
-    score: float  # log-probability (for beam search: of the prefix, all alignments, plus any hotword bonus)
+    score: float  # log-probability (beam search: of the prefix, all alignments, plus any hotword and LM score)
 
 
 @dataclass(frozen=True)
@@ -63,17 +72,26 @@ def _lse(a: float, b: float) -> float:
 
 
 class _Beam:
-    """Blank- and non-blank-ending log-probs of one prefix, plus the best alignment's trace
-    and the prefix's hotword state (a function of the prefix alone)."""
+    """Blank- and non-blank-ending log-probs of one prefix, plus the best alignment's trace, and
+    what is a function of the prefix alone: its hotword state and bonus, and with an LM its fused
+    LM score, its LM state (row `lm_row` of the search's state tensor) and next-token log-probs
+    (None while its LM step is pending: then `lm_row` is the parent's row and `lm_token` the token)."""
 
-    __slots__ = ("pb", "pnb", "frames", "probs", "trace_score", "ctx", "bonus")
+    __slots__ = ("pb", "pnb", "frames", "probs", "trace_score", "ctx", "bonus", "lm", "lm_next", "lm_row",
+                 "lm_token")
 
-    def __init__(self, ctx: int = ROOT, bonus: float = 0.0) -> None:
+    def __init__(self, ctx: int = ROOT, bonus: float = 0.0, lm: float = 0.0, lm_next: list[float] | None = None,
+                 lm_row: int = 0, lm_token: int = -1) -> None:
         self.pb = self.pnb = NEG_INF
         self.frames: tuple[int, ...] = ()
         self.probs: tuple[float, ...] = ()
         self.trace_score = NEG_INF
         self.ctx, self.bonus = ctx, bonus
+        self.lm, self.lm_next, self.lm_row, self.lm_token = lm, lm_next, lm_row, lm_token
+
+    def carry(self) -> "_Beam":
+        """A fresh entry for the same prefix in the next frame."""
+        return _Beam(self.ctx, self.bonus, self.lm, self.lm_next, self.lm_row, self.lm_token)
 
     @property
     def total(self) -> float:
@@ -89,33 +107,59 @@ class PrefixBeamSearch:
 
     Per frame only the `beam` most likely tokens above `prune_logp` are expanded.
     Frames are numbered from 0 across all the chunks fed so far. With a `context`
-    graph, prefixes are ranked by log-probability plus their hotword bonus.
+    graph, prefixes are ranked by log-probability plus their hotword bonus; with an
+    `lm`, plus their fused LM score (the LM state is carried across chunks, so a
+    stream decodes the same however it is cut).
     """
 
-    def __init__(self, beam: int = 8, prune_logp: float = -12.0, context: ContextGraph | None = None):
+    def __init__(self, beam: int = 8, prune_logp: float = -12.0, context: ContextGraph | None = None,
+                 lm: "ShallowFusion | None" = None):
         if beam < 1:
             raise ValueError("beam must be >= 1")
-        self.beam, self.prune_logp, self.context = beam, prune_logp, context
+        self.beam, self.prune_logp, self.context, self.lm = beam, prune_logp, context, lm
         root = _Beam()
         root.pb, root.trace_score = 0.0, 0.0
+        if lm is not None:
+            self.lm_state = lm.initial_state  # (L, rows, d): the LM states of the live prefixes
+            root.lm_next = lm.initial_next
         self.beams: dict[tuple[int, ...], _Beam] = {(): root}
         self.frame = 0
 
     def advance(self, log_probs: torch.Tensor) -> None:
         """log_probs (T, V): the next T frames."""
+        advance_searches([self], [log_probs])
+
+    def _candidates(self, log_probs: torch.Tensor) -> list[tuple[list[tuple[int, float]], float]]:
+        """Per frame: the tokens worth expanding (token, log-prob) and the blank's log-prob."""
         k = min(self.beam, log_probs.shape[-1])
         top_lp, top_id = log_probs.topk(k)
         blank = log_probs[:, BLANK_ID].tolist()
-        for row_id, row_lp, lp_blank in zip(top_id.tolist(), top_lp.tolist(), blank):
-            cands = [(c, lp) for c, lp in zip(row_id, row_lp) if c != BLANK_ID and lp >= self.prune_logp]
-            self.beams = self._step(self.frame, cands, lp_blank)
-            self.frame += 1
+        return [([(c, lp) for c, lp in zip(row_id, row_lp) if c != BLANK_ID and lp >= self.prune_logp], lp_blank)
+                for row_id, row_lp, lp_blank in zip(top_id.tolist(), top_lp.tolist(), blank)]
+
+    def _frame(self, cands: list[tuple[int, float]], lp_blank: float) -> None:
+        self.beams = self._step(self.frame, cands, lp_blank)
+        self.frame += 1
+
+    def _lm_pending(self) -> list[_Beam]:
+        return [b for b in self.beams.values() if b.lm_next is None]
+
+    def _lm_commit(self, pending: list[_Beam], logp: list[list[float]], state: torch.Tensor) -> None:
+        """The LM step's results for the pending prefixes: keep only the live prefixes' states, in beam order."""
+        rows = self.lm_state.shape[1]
+        for j, b in enumerate(pending):
+            b.lm_next, b.lm_row, b.lm_token = logp[j], rows + j, -1
+        live = list(self.beams.values())
+        keep = torch.tensor([b.lm_row for b in live], device=state.device)
+        self.lm_state = torch.cat([self.lm_state, state], 1).index_select(1, keep)
+        for i, b in enumerate(live):
+            b.lm_row = i
 
     def _step(self, t: int, cands: list[tuple[int, float]], lp_blank: float) -> dict[tuple[int, ...], _Beam]:
         nxt: dict[tuple[int, ...], _Beam] = {}
         for prefix, b in self.beams.items():
             total = b.total
-            stay = nxt.get(prefix) or nxt.setdefault(prefix, _Beam(b.ctx, b.bonus))
+            stay = nxt.get(prefix) or nxt.setdefault(prefix, b.carry())
             stay.pb = _lse(stay.pb, total + lp_blank)
             stay.offer_trace(total + lp_blank, b.frames, b.probs)
             for c, lp in cands:
@@ -127,22 +171,35 @@ class PrefixBeamSearch:
                     from_score = total + lp
                 if from_score == NEG_INF:
                     continue
-                ext = nxt.get(prefix + (c,)) or nxt.setdefault(prefix + (c,), self._extend(b, c))
+                key = prefix + (c,)
+                ext = nxt.get(key) or nxt.setdefault(key, self._extend(b, c, key))
                 ext.pnb = _lse(ext.pnb, from_score)
                 ext.offer_trace(from_score, b.frames + (t,), b.probs + (math.exp(lp),))
-        return dict(sorted(nxt.items(), key=lambda kv: kv[1].total + kv[1].bonus, reverse=True)[: self.beam])
+        return dict(sorted(nxt.items(), key=lambda kv: kv[1].total + kv[1].bonus + kv[1].lm,
+                           reverse=True)[: self.beam])
 
-    def _extend(self, b: _Beam, token: int) -> _Beam:
-        if self.context is None:
-            return _Beam()
-        ctx, delta = self.context.step(b.ctx, token)
-        return _Beam(ctx, b.bonus + delta)
+    def _extend(self, b: _Beam, token: int, key: tuple[int, ...]) -> _Beam:
+        known = self.beams.get(key)
+        if known is not None:  # the prefix is live already: same hotword state, same LM state
+            return known.carry()
+        ctx, bonus = b.ctx, b.bonus
+        if self.context is not None:
+            ctx, delta = self.context.step(b.ctx, token)
+            bonus += delta
+        if self.lm is None:
+            return _Beam(ctx, bonus)
+        lm = b.lm + self.lm.weight * b.lm_next[token] + self.lm.length_bonus
+        return _Beam(ctx, bonus, lm, None, b.lm_row, token)
 
     def _final_score(self, b: _Beam) -> float:
-        """Log-probability plus the bonus of completed hotwords only (a partial match earns nothing)."""
-        if self.context is None:
-            return b.total
-        return b.total + b.bonus - self.context.score(b.ctx)
+        """Log-probability plus the bonus of completed hotwords only (a partial match earns nothing),
+        plus with an LM the fused LM score and the end of the sentence."""
+        score = b.total
+        if self.context is not None:
+            score += b.bonus - self.context.score(b.ctx)
+        if self.lm is not None:
+            score += b.lm + self.lm.weight * b.lm_next[BLANK_ID]  # the LM's sentence end is the blank id
+        return score
 
     def hypotheses(self, nbest: int = 1) -> list[Hypothesis]:
         """Up to `nbest` hypotheses so far, best first."""
@@ -191,10 +248,53 @@ class GreedySearch:
         return len(self.tokens)
 
 
+def advance_searches(searches: list["PrefixBeamSearch | GreedySearch"], chunks: list[torch.Tensor]) -> None:
+    """Advance each search by its chunk of log-probs (T_i, V). Searches with an LM go frame by frame
+    in lockstep, so that each frame's new prefixes of all of them take one batched LM step (per LM);
+    the result is the same as advancing each alone."""
+    fused: list[tuple[PrefixBeamSearch, list]] = []
+    for s, lp in zip(searches, chunks):
+        if isinstance(s, PrefixBeamSearch) and s.lm is not None:
+            fused.append((s, s._candidates(lp)))
+        elif isinstance(s, PrefixBeamSearch):
+            for cands, lp_blank in s._candidates(lp):
+                s._frame(cands, lp_blank)
+        else:
+            s.advance(lp)
+    for t in range(max((len(frames) for _, frames in fused), default=0)):
+        live = [s for s, frames in fused if t < len(frames)]
+        for s, frames in fused:
+            if t < len(frames):
+                s._frame(*frames[t])
+        groups: dict[int, list[PrefixBeamSearch]] = {}
+        for s in live:
+            groups.setdefault(id(s.lm), []).append(s)
+        for group in groups.values():
+            _lm_step(group)
+
+
+def _lm_step(searches: list[PrefixBeamSearch]) -> None:
+    """One batched LM step for the pending prefixes of searches that share an LM."""
+    work = [(s, p) for s in searches if (p := s._lm_pending())]
+    if not work:
+        return
+    tokens, src, offset = [], [], 0
+    for s, pending in work:
+        tokens += [b.lm_token for b in pending]
+        src += [offset + b.lm_row for b in pending]
+        offset += s.lm_state.shape[1]
+    states = work[0][0].lm_state if len(work) == 1 else torch.cat([s.lm_state for s, _ in work], 1)
+    logp, new = work[0][0].lm(tokens, states, src)
+    a = 0
+    for s, pending in work:
+        s._lm_commit(pending, logp[a: a + len(pending)], new[:, a: a + len(pending)])
+        a += len(pending)
+
+
 def prefix_beam_search(log_probs: torch.Tensor, beam: int = 8, nbest: int = 1, prune_logp: float = -12.0,
-                       context: ContextGraph | None = None) -> list[Hypothesis]:
+                       context: ContextGraph | None = None, lm: "ShallowFusion | None" = None) -> list[Hypothesis]:
     """log_probs (T, V) -> up to `nbest` hypotheses, best first."""
-    search = PrefixBeamSearch(beam, prune_logp, context)
+    search = PrefixBeamSearch(beam, prune_logp, context, lm)
     search.advance(log_probs)
     return search.hypotheses(nbest)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,13 +26,16 @@ import torch
 from asr_engine.audio import SAMPLE_RATE, AudioError, to_float32
 from asr_engine.checkpoint import Checkpoint, load_checkpoint
 from asr_engine.context import hotword_graph
-from asr_engine.decoding import GreedySearch, PrefixBeamSearch, check_beam, words_from_hypothesis
+from asr_engine.decoding import GreedySearch, PrefixBeamSearch, advance_searches, check_beam, words_from_hypothesis
 from asr_engine.endpoint import EndpointConfig, Endpointer
 from asr_engine.features import Fbank, FbankStream
 from asr_engine.kernels import select_ops
 from asr_engine.model.encoder import SkipOptions
 from asr_engine.model.streaming import StreamState
-from asr_engine.transcribe import Result, join_results, read_files
+from asr_engine.transcribe import Result, check_lm, join_results, read_files
+
+if TYPE_CHECKING:
+    from asr_engine.lm.fusion import ShallowFusion
 
 __all__ = ["EndpointConfig", "Engine", "EngineOptions", "Partial", "Session", "SessionOptions"]
 
@@ -44,6 +48,7 @@ class EngineOptions:
     skip_threshold: float | None = None  # None: the model's default; >= 1.0: no skipping
     skip_dilation: int | None = None
     max_batch: int = 64  # sessions per forward pass
+    lm: "ShallowFusion | None" = None  # an lm.fusion.ShallowFusion for every session (needs beam > 1)
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class Engine:
     def __init__(self, ckpt: Checkpoint, options: EngineOptions = EngineOptions(), device: str = "cpu"):
         cfg = ckpt.model.cfg
         check_beam(options.beam, options.nbest)
+        check_lm(options.lm, options.beam)
         fixed = getattr(ckpt.model, "chunk_frames", None)  # an ONNX export takes one chunk size
         if fixed and options.chunk_frames and options.chunk_frames != fixed:
             raise ValueError(f"this ONNX export takes chunks of {fixed} frames; export again with --chunk-frames "
@@ -153,9 +159,11 @@ class Engine:
             out, new = self.model.forward_chunk(feats, torch.tensor(n_valid, device=self.device), state, self.skip)
             log_probs = self.ops.log_probs(out.final.raw).float().cpu()  # (B, C, V)
             top = out.top_mask.cpu()
+        chunks = [log_probs[j, : n_valid[j]] for j in range(len(batch))]
+        advance_searches([s._search for s in batch], chunks)  # with an LM: one batched LM step per frame
         for j, s in enumerate(batch):
             s._state = new.select([j])
-            s._advance(log_probs[j, : n_valid[j]], int(top[j, : n_valid[j]].sum()))
+            s._advanced(chunks[j], int(top[j, : n_valid[j]].sum()))
 
 
 class Session:
@@ -192,14 +200,15 @@ class Session:
 
     def _new_utterance(self) -> None:
         beam = self.engine.options.beam
-        self._search = GreedySearch() if beam == 1 else PrefixBeamSearch(beam, context=self._context)
+        self._search = (GreedySearch() if beam == 1 else
+                        PrefixBeamSearch(beam, context=self._context, lm=self.engine.options.lm))
         self._utt_frame, self._utt_top = self.frames, self.top_frames  # where the utterance starts
         if self._endpointer is not None:
             self._endpointer.reset()
 
-    def _advance(self, log_probs: torch.Tensor, top_frames: int) -> None:
-        """Decode the next frames' log-probs (T, V); in continuous mode, close the utterance at an endpoint."""
-        self._search.advance(log_probs)
+    def _advanced(self, log_probs: torch.Tensor, top_frames: int) -> None:
+        """The search has decoded the next frames' log-probs (T, V): count them; in continuous mode,
+        close the utterance at an endpoint."""
         self.frames += log_probs.shape[0]
         self.top_frames += top_frames
         if self._endpointer is None:

@@ -76,20 +76,22 @@ def source_of(u: Utterance, default: str) -> str:
 
 
 def _decoder(ckpt: Checkpoint, beam: int, threshold: float, batch_size: int, device: str,
-             dilation: int | None = None):
+             dilation: int | None = None, lm=None):
     """(audios, paths) -> results: whole utterances on a torch model, the streaming engine on an ONNX export."""
     if isinstance(ckpt.model, torch.nn.Module):
-        return Transcriber(ckpt, DecodeOptions(beam=beam, skip_threshold=threshold, skip_dilation=dilation),
+        return Transcriber(ckpt, DecodeOptions(beam=beam, skip_threshold=threshold, skip_dilation=dilation, lm=lm),
                            device).transcribe_arrays
     from asr_engine.engine import Engine, EngineOptions
 
     return Engine(ckpt, EngineOptions(beam=beam, skip_threshold=threshold, skip_dilation=dilation,
-                                      max_batch=batch_size), device).transcribe_arrays
+                                      max_batch=batch_size, lm=lm), device).transcribe_arrays
 
 
 def evaluate(ckpt: Checkpoint, utts: list[Utterance], sources: list[str], thresholds: list[float],
-             beam: int = 1, batch_size: int = 16, device: str = "cpu", progress: bool = False) -> EvalReport:
-    """Decode every utterance once per threshold; sources[i] names utts[i]'s group."""
+             beam: int = 1, batch_size: int = 16, device: str = "cpu", progress: bool = False,
+             lm=None) -> EvalReport:
+    """Decode every utterance once per threshold; sources[i] names utts[i]'s group; `lm`: a
+    lm.fusion.ShallowFusion for beam search."""
     audios, refs, groups, failed = [], [], [], []
     for u, src in zip(utts, sources):
         try:
@@ -110,7 +112,7 @@ def evaluate(ckpt: Checkpoint, utts: list[Utterance], sources: list[str], thresh
         from tqdm import tqdm
         bar = tqdm(total=len(batches) * len(thresholds), unit="batch", desc="eval")
     for k, th in enumerate(thresholds):
-        decode = _decoder(ckpt, beam, th, batch_size, device)
+        decode = _decoder(ckpt, beam, th, batch_size, device, lm=lm)
         if k == 0:  # warm-up, so the first setting's RTF is not charged for it
             decode([audios[i] for i in batches[0]], ["warmup"] * len(batches[0]))
         hyps = [""] * len(audios)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -12,12 +13,16 @@ import torch
 from asr_engine.audio import SAMPLE_RATE, AudioError, load_audio
 from asr_engine.checkpoint import Checkpoint
 from asr_engine.context import hotword_graph
-from asr_engine.decoding import Word, check_beam, greedy_search, prefix_beam_search, words_from_hypothesis
+from asr_engine.decoding import (GreedySearch, PrefixBeamSearch, Word, advance_searches, check_beam,
+                                 words_from_hypothesis)
 from asr_engine.features import Fbank, num_frames
 from asr_engine.kernels import select_ops
 from asr_engine.model.encoder import SkipOptions
 
-__all__ = ["DecodeOptions", "Result", "Transcriber", "join_results", "read_files"]
+if TYPE_CHECKING:
+    from asr_engine.lm.fusion import ShallowFusion
+
+__all__ = ["DecodeOptions", "Result", "Transcriber", "check_lm", "join_results", "read_files"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,12 @@ class DecodeOptions:
     nbest: int = 1
     hotwords: tuple[str, ...] = ()  # phrases to favour (needs beam > 1)
     hotword_boost: float = 1.5  # log-score added per matched token
+    lm: "ShallowFusion | None" = None  # an lm.fusion.ShallowFusion (needs beam > 1)
+
+
+def check_lm(lm, beam: int) -> None:
+    if lm is not None and beam == 1:
+        raise ValueError("a language model needs beam search: set a beam of 4 or more")
 
 
 @dataclass
@@ -83,6 +94,7 @@ class Transcriber:
 
     def __init__(self, ckpt: Checkpoint, options: DecodeOptions = DecodeOptions(), device: str = "cpu"):
         check_beam(options.beam, options.nbest)
+        check_lm(options.lm, options.beam)
         self.ckpt = ckpt
         self.device = torch.device(device)
         self.model = ckpt.model.to(self.device).eval()
@@ -105,19 +117,19 @@ class Transcriber:
             lengths = torch.tensor([f.shape[0] for f in feats], device=self.device)
             out = self.model(x, lengths, self.skip)
             log_probs = self.ops.log_probs(out.final.raw).float().cpu()
+        o = self.options
+        searches = [GreedySearch() if o.beam == 1 else PrefixBeamSearch(o.beam, context=self.context, lm=o.lm)
+                    for _ in live]
+        lengths = [int(n) for n in out.lengths]
+        advance_searches(searches, [log_probs[j, :n] for j, n in enumerate(lengths)])  # one LM step per frame
         for j, i in enumerate(live):
-            n = int(out.lengths[j])
-            self._decode(results[i], log_probs[j, :n])
-            results[i].frames = n
-            results[i].top_frames = int(out.top_mask[j, :n].sum())
+            self._decode(results[i], searches[j].hypotheses(o.nbest))
+            results[i].frames = lengths[j]
+            results[i].top_frames = int(out.top_mask[j, :lengths[j]].sum())
         return results
 
-    def _decode(self, res: Result, log_probs: torch.Tensor) -> None:
+    def _decode(self, res: Result, hyps) -> None:
         tok = self.ckpt.tokenizer
-        if self.options.beam == 1:
-            hyps = [greedy_search(log_probs)]
-        else:
-            hyps = prefix_beam_search(log_probs, self.options.beam, self.options.nbest, context=self.context)
         res.text = tok.decode(list(hyps[0].tokens))
         res.words = words_from_hypothesis(hyps[0], tok, self.model.cfg.frame_shift_s)
         res.nbest = [tok.decode(list(h.tokens)) for h in hyps]

@@ -10,13 +10,18 @@ Two plain-torch references, the ground truth and the CPU path:
 
 `linear_scan` picks the Triton kernels (`triton_scan`) for CUDA tensors when Triton imports, the
 blocked reference otherwise; both have gradients for a, b and h0.
+
+`gilr_step` is one step of the recurrence for decoding: N hypotheses each advance by one token
+from a parent's state, picked by index (the beam's reorder), with the GILR gates applied to the
+layer's pre-activations, h = g * h_src[idx] + (1 - g) * tanh(v), g = sigmoid(u). On CUDA it is
+one Triton kernel (gather, gates and update fused); `gilr_step_reference` is the torch form.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["linear_scan", "scan_blocked", "scan_sequential"]
+__all__ = ["gilr_step", "gilr_step_reference", "linear_scan", "scan_blocked", "scan_sequential"]
 
 
 def _check(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None) -> None:
@@ -67,3 +72,30 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None
             return scan_blocked(a, b, h0)
         return triton_linear_scan(a, b, h0)
     return scan_blocked(a, b, h0)
+
+
+def _check_step(uv: torch.Tensor, h_src: torch.Tensor, idx: torch.Tensor) -> None:
+    if uv.dim() != 2 or h_src.dim() != 2 or uv.shape[1] != 2 * h_src.shape[1]:
+        raise ValueError(f"uv must be (N, 2D) and h_src (M, D), got {tuple(uv.shape)} and {tuple(h_src.shape)}")
+    if idx.shape != (uv.shape[0],) or idx.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"idx must be integer (N,) = ({uv.shape[0]},), got {tuple(idx.shape)} {idx.dtype}")
+
+
+def gilr_step_reference(uv: torch.Tensor, h_src: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """uv (N, 2D) gate pre-activations [u | v], h_src (M, D) parent states, idx (N,) the parent of each
+    row -> the new states (N, D)."""
+    _check_step(uv, h_src, idx)
+    u, v = uv.chunk(2, dim=-1)
+    g = torch.sigmoid(u)
+    return g * h_src.index_select(0, idx) + (1 - g) * torch.tanh(v)
+
+
+def gilr_step(uv: torch.Tensor, h_src: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """One decoding step of a GILR layer for N hypotheses: the Triton kernel on CUDA, the reference elsewhere."""
+    if uv.is_cuda:
+        try:
+            from asr_engine.kernels.triton_scan import triton_gilr_step
+        except ImportError:
+            return gilr_step_reference(uv, h_src, idx)
+        return triton_gilr_step(uv, h_src, idx)
+    return gilr_step_reference(uv, h_src, idx)

@@ -8,6 +8,10 @@ previous one. Arithmetic is fp32 whatever the storage dtype.
 
 The backward pass is the same scan run from the end: with g the gradient of h,
 dh_t = g_t + a_{t+1} * dh_{t+1}, so grad b = dh, grad a_t = dh_t * h_{t-1}, grad h0 = a_0 * dh_0.
+
+`triton_gilr_step` is the decoding step (see scan.gilr_step): one program per (hypothesis, block of
+channels) loads its parent's state by index, applies the gates and writes the new state, so the
+beam's reorder, the gates and the update are one pass over memory.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["scan_forward", "triton_linear_scan"]
+__all__ = ["scan_forward", "triton_gilr_step", "triton_linear_scan"]
 
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -104,3 +108,38 @@ class _LinearScan(torch.autograd.Function):
 def triton_linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
     """h_t = a_t * h_{t-1} + b_t with gradients for a, b and h0, on Triton kernels."""
     return _LinearScan.apply(a, b, h0)
+
+
+@triton.jit
+def _gilr_step_kernel(uv_ptr, h_ptr, idx_ptr, out_ptr, D, BLOCK_D: tl.constexpr):
+    row = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    m = cols < D
+    src = tl.load(idx_ptr + row).to(tl.int64)
+    base = row.to(tl.int64) * 2 * D
+    u = tl.load(uv_ptr + base + cols, mask=m, other=0.0).to(tl.float32)
+    v = tl.load(uv_ptr + base + D + cols, mask=m, other=0.0).to(tl.float32)
+    h = tl.load(h_ptr + src * D + cols, mask=m, other=0.0).to(tl.float32)
+    g = tl.sigmoid(u)
+    i = 2.0 * tl.sigmoid(2.0 * v) - 1.0  # tanh
+    tl.store(out_ptr + row.to(tl.int64) * D + cols, (g * h + (1.0 - g) * i).to(out_ptr.dtype.element_ty), mask=m)
+
+
+def triton_gilr_step(uv: torch.Tensor, h_src: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """uv (N, 2D), h_src (M, D), idx (N,) -> new states (N, D) in uv's dtype (fp32 arithmetic)."""
+    from asr_engine.kernels.scan import _check_step
+
+    _check_step(uv, h_src, idx)
+    if uv.dtype not in _FLOATS or h_src.dtype not in _FLOATS:
+        raise ValueError(f"uv and h_src must be float, got {uv.dtype} and {h_src.dtype}")
+    if h_src.device != uv.device or idx.device != uv.device:
+        raise ValueError("uv, h_src and idx must be on one device")
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= h_src.shape[0]):
+        raise IndexError(f"idx must lie in [0, {h_src.shape[0]})")
+    uv, h_src, idx = uv.contiguous(), h_src.contiguous(), idx.contiguous()
+    N, D = uv.shape[0], h_src.shape[1]
+    out = torch.empty(N, D, dtype=uv.dtype, device=uv.device)
+    if out.numel():
+        block_d = min(triton.next_power_of_2(D), 256)
+        _gilr_step_kernel[(N, triton.cdiv(D, block_d))](uv, h_src, idx, out, D, BLOCK_D=block_d)
+    return out

@@ -105,7 +105,8 @@ def test_train_cli_runs_a_config_and_reports(tmp_path, capsys):
 
     manifest = _manifest(tmp_path)
     cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps(dict(train_manifest=str(manifest), dev_manifest=str(manifest), out_dir=str(tmp_path / "r"),
+    cfg.write_text(json.dumps(dict(train_manifest=str(manifest), dev_manifest=str(manifest),
+                                   out_dir=str(tmp_path / "r"),
                                    model=dict(d_model=32, n_heads=2, n_layers=2, intermediate_layers=[1], skip_layer=1),
                                    steps=2, max_frames=400, bf16=False, eval_every=100)))
     assert main(["train", str(cfg), "--quiet"]) == 0

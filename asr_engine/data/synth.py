@@ -295,7 +295,8 @@ def _synthesize_safe(job: SynthJob, out_dir: Path) -> dict | str:
         return f"{job.uid} ({job.engine} {job.voice}): {e}"
 
 
-def synthesize_corpus(jobs: list[SynthJob], out_dir: Path, workers: int, progress: bool = True) -> tuple[Path, list[str]]:
+def synthesize_corpus(jobs: list[SynthJob], out_dir: Path, workers: int,
+                      progress: bool = True) -> tuple[Path, list[str]]:
     """Run jobs in `workers` processes and write out_dir/manifest.jsonl (in job order).
 
     Returns the manifest and the failures (one line each); failed jobs are left out."""

@@ -6,7 +6,8 @@ feed-forward block. Pre-norm residual layers, tied input/output embeddings.
 
 Over a whole sequence the recurrence is one `linear_scan` (a = g, b = (1 - g) * i): the Triton
 parallel scan on CUDA, the blocked torch reference on the CPU. In decoding, `step` advances any
-number of hypotheses by one token each from their states.
+number of hypotheses by one token each, each from a parent state picked by index (a beam's
+reorder), through `gilr_step` (one fused Triton kernel per layer on CUDA).
 
 Tokens: the acoustic model's ids. Id 0, the CTC blank, never occurs in text, so it serves as
 the sentence boundary: a sentence is scored as [0, t1, ..., tn] -> [t1, ..., tn, 0].
@@ -24,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from asr_engine.kernels.scan import linear_scan
+from asr_engine.kernels.scan import gilr_step, linear_scan
 
 __all__ = ["GILRLanguageModel", "LMConfig", "load_lm", "save_lm", "vocab_fingerprint"]
 
@@ -82,10 +83,9 @@ class GILRLayer(nn.Module):
         x = x + self.drop(self.ff(self.ff_norm(x)))
         return x, h[:, -1]
 
-    def step(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One token for each of N hypotheses: x (N, d), h (N, d)."""
-        a, b = self._gates(x)
-        h = a * h + b
+    def step(self, x: torch.Tensor, h_src: torch.Tensor, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One token for each of N hypotheses: x (N, d); hypothesis n continues state h_src[src[n]] (M, d)."""
+        h = gilr_step(self.gates(self.norm(x)), h_src, src)
         x = x + self.out(h)
         return x + self.ff(self.ff_norm(x)), h
 
@@ -116,13 +116,17 @@ class GILRLanguageModel(nn.Module):
         return torch.zeros(self.cfg.n_layers, n, self.cfg.d_model, device=device)
 
     @torch.no_grad()
-    def step(self, tokens: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Advance N hypotheses by one token each: tokens (N,), state (L, N, d) ->
+    def step(self, tokens: torch.Tensor, state: torch.Tensor,
+             src: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Advance N hypotheses by one token each: tokens (N,); hypothesis n continues the state
+        state[:, src[n]] (state (L, M, d); src None: M = N in order) ->
         (log-probs of the next token (N, V), new state (L, N, d))."""
+        if src is None:
+            src = torch.arange(tokens.shape[0], device=tokens.device)
         x = self.embed(tokens)
         new = []
         for i, layer in enumerate(self.layers):
-            x, h = layer.step(x, state[i])
+            x, h = layer.step(x, state[i], src)
             new.append(h)
         return F.log_softmax(self._logits(x).float(), dim=-1), torch.stack(new)
 
