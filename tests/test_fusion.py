@@ -1,0 +1,292 @@
+"""Shallow fusion of the GILR LM into CTC prefix beam search: the fused step kernel, the scores,
+the direction in which an LM moves hypotheses, streaming and batching invariance, the ONNX step,
+and the CLI/engine/server paths."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from asr_engine.decoding import PrefixBeamSearch, advance_searches, prefix_beam_search
+from asr_engine.kernels.scan import gilr_step_reference
+from asr_engine.lm.fusion import OnnxLMStep, ShallowFusion, TorchLMStep, export_lm_onnx, load_fusion
+from asr_engine.lm.model import BOUNDARY, GILRLanguageModel, LMConfig, save_lm, vocab_fingerprint
+from asr_engine.lm.train import train_lm
+from asr_engine.tokenizer import CharTokenizer
+from test_lm import toy_sentences
+
+try:
+    from asr_engine.kernels.triton_scan import triton_gilr_step
+except ImportError:  # no Triton: only the reference is tested
+    triton_gilr_step = None
+
+SAMPLES = [f"asr_engine/samples/sample{i}.wav" for i in (1, 2, 3)]
+
+
+def random_lm(vocab: int, seed: int = 0, d: int = 32, layers: int = 2, tokenizer=None) -> GILRLanguageModel:
+    torch.manual_seed(seed)
+    cfg = LMConfig(vocab_size=vocab, d_model=d, n_layers=layers, dropout=0.0,
+                   vocab_hash=vocab_fingerprint(tokenizer) if tokenizer is not None else "")
+    m = GILRLanguageModel(cfg)
+    with torch.no_grad():  # a peakier LM than the initialisation, so that fusion matters
+        m.embed.weight.mul_(6.0)
+    return m.eval()
+
+
+def peaky_log_probs(T: int, V: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(T, V, generator=g) * 2.5
+    logits[:, 0] += 2.0  # mostly blank, as CTC output is
+    return torch.log_softmax(logits, -1)
+
+
+def text_log_probs(tok, text: str, ambiguous: dict[int, dict[str, float]] | None = None) -> torch.Tensor:
+    """Frames spelling `text` (a token frame, then a blank frame, each token); at the token index i in
+    `ambiguous`, the probabilities given there instead."""
+    V = len(tok.vocab)
+    rows = []
+    for i, t in enumerate(tok.encode(text)):
+        p = torch.full((V,), 1e-3)
+        if ambiguous and i in ambiguous:
+            for ch, q in ambiguous[i].items():
+                p[tok.encode(ch)[0]] = q
+        else:
+            p[t] = 0.9
+        rows += [p / p.sum()]
+        blank = torch.full((V,), 1e-3)
+        blank[0] = 0.95
+        rows.append(blank / blank.sum())
+    return torch.stack(rows).log()
+
+
+# --- the fused step ---------------------------------------------------------------------------------
+
+def test_gilr_step_reference_is_the_gated_update():
+    uv = torch.tensor([[0.0, 2.0, 0.5, -1.0]])  # u = (0, 2), v = (0.5, -1)
+    h_src = torch.tensor([[9.0, 9.0], [1.0, -3.0]])
+    h = gilr_step_reference(uv, h_src, torch.tensor([1]))
+    g = torch.sigmoid(torch.tensor([0.0, 2.0]))
+    expect = g * torch.tensor([1.0, -3.0]) + (1 - g) * torch.tanh(torch.tensor([0.5, -1.0]))
+    torch.testing.assert_close(h[0], expect)
+    with pytest.raises(ValueError, match="uv must be"):
+        gilr_step_reference(uv[:, :3], h_src, torch.tensor([1]))
+    with pytest.raises(ValueError, match="idx must be"):
+        gilr_step_reference(uv, h_src, torch.tensor([1.0]))
+
+
+@pytest.mark.skipif(triton_gilr_step is None, reason="Triton is not installed")
+@pytest.mark.parametrize("N,M,D,dtype", [(1, 1, 1, torch.float32), (7, 3, 70, torch.float32),
+                                         (5, 5, 256, torch.float32), (6, 4, 33, torch.float16)])
+def test_triton_gilr_step_equals_reference(N, M, D, dtype):
+    g = torch.Generator().manual_seed(N * D)
+    uv = (torch.randn(N, 2 * D, generator=g) * 2).to(dtype)
+    h_src = torch.randn(M, D, generator=g).to(dtype)
+    idx = torch.randint(0, M, (N,), generator=g)  # parents repeat and reorder, as in a beam
+    ref = gilr_step_reference(uv.float(), h_src.float(), idx)
+    got = triton_gilr_step(uv, h_src, idx)
+    assert got.dtype == dtype and got.shape == (N, D)
+    tol = 1e-5 if dtype == torch.float32 else 2e-3
+    torch.testing.assert_close(got.float(), ref, atol=tol, rtol=tol)
+    with pytest.raises(IndexError):
+        triton_gilr_step(uv, h_src, torch.full((N,), M))
+
+
+def test_model_step_from_parents_equals_the_gathered_states():
+    m = random_lm(29)
+    state = torch.randn(2, 4, 32)
+    tokens, src = torch.tensor([3, 5, 5, 7, 1]), torch.tensor([2, 0, 2, 3, 3])
+    lp1, s1 = m.step(tokens, state, src)
+    lp2, s2 = m.step(tokens, state[:, src])
+    torch.testing.assert_close(lp1, lp2)
+    torch.testing.assert_close(s1, s2)
+
+
+# --- scores and the direction of fusion ----------------------------------------------------------
+
+def lm_log_prob(model: GILRLanguageModel, tokens: tuple[int, ...], end: bool) -> float:
+    """log P(tokens [, </s>]) under the LM, from <s>, by stepping it directly."""
+    seq = [BOUNDARY, *tokens]
+    state, total = model.initial_state(1), 0.0
+    for i, t in enumerate(seq):
+        lp, state = model.step(torch.tensor([t]), state)
+        nxt = seq[i + 1] if i + 1 < len(seq) else (BOUNDARY if end else None)
+        if nxt is not None:
+            total += float(lp[0, nxt])
+    return total
+
+
+def test_fused_score_is_ctc_plus_weighted_lm_plus_length_bonus():
+    m = random_lm(5, d=8)
+    lp = peaky_log_probs(4, 5, seed=3)
+    fusion = ShallowFusion(TorchLMStep(m), weight=0.7, length_bonus=0.4)
+    # a beam wide enough to keep every prefix: the CTC part is exact in both searches
+    plain = {h.tokens: h.score for h in prefix_beam_search(lp, beam=200, nbest=200)}
+    fused = prefix_beam_search(lp, beam=200, nbest=200, lm=fusion)
+    assert len(fused) == len(plain) > 20
+    for h in fused:
+        expect = plain[h.tokens] + 0.7 * lm_log_prob(m, h.tokens, end=True) + 0.4 * len(h.tokens)
+        assert h.score == pytest.approx(expect, abs=1e-4)
+    assert [h.score for h in fused] == sorted((h.score for h in fused), reverse=True)
+
+
+@pytest.fixture(scope="module")
+def toy_lm(tmp_path_factory):
+    """A GILR LM trained on the toy grammar of test_lm (subject verb object: '... a ball', never 'a bell')."""
+    out = tmp_path_factory.mktemp("toy") / "lm"
+    train_lm(toy_sentences(), CharTokenizer(), out, LMConfig(vocab_size=0, d_model=32, n_layers=1, dropout=0.0),
+             steps=120, batch_tokens=2048, lr=5e-3, warmup=15, heldout_percent=10, eval_every=120, progress=False)
+    return out
+
+
+def test_lm_moves_the_hypothesis_toward_its_language(toy_lm):
+    tok = CharTokenizer()
+    # the acoustics favour "the kat" (k 0.5, c 0.45) and "bell" (e 0.5, a 0.35); the toy language
+    # says "the cat" and "a ball"
+    at = {len(tok.encode("the c")) - 1: {"k": 0.5, "c": 0.45},
+          len(tok.encode("the cat sees a b")): {"e": 0.5, "a": 0.35}}
+    lp = text_log_probs(tok, "the cat sees a ball", at)
+    fusion = load_fusion(toy_lm, tok, weight=0.0, length_bonus=0.0, backend="torch")
+    for beam in (2, 8):
+        fusion.weight = 0.0
+        assert tok.decode(list(prefix_beam_search(lp, beam=beam, lm=fusion)[0].tokens)) == "the kat sees a bell"
+        # with a beam of 2, "...a ba" survives its frame only if the beam is ranked with the LM
+        fusion.weight = 0.5
+        assert tok.decode(list(prefix_beam_search(lp, beam=beam, lm=fusion)[0].tokens)) == "the cat sees a ball"
+    assert fusion.calls > 0 and fusion.rows >= fusion.calls
+
+
+def test_length_bonus_favours_longer_hypotheses(toy_lm):
+    tok = CharTokenizer()
+    # a trailing "s" the acoustics half believe (0.3 against blank 0.7)
+    lp = torch.cat([text_log_probs(tok, "the cat sees a ball"), text_log_probs(tok, "s", {0: {"s": 0.3}})])
+    lp[-2, 0] = math.log(0.7)
+    lp[-2] = torch.log_softmax(lp[-2], -1)
+    fusion = load_fusion(toy_lm, tok, weight=0.05, length_bonus=0.0, backend="torch")
+    assert tok.decode(list(prefix_beam_search(lp, beam=8, lm=fusion)[0].tokens)) == "the cat sees a ball"
+    fusion.length_bonus = 3.0
+    assert tok.decode(list(prefix_beam_search(lp, beam=8, lm=fusion)[0].tokens)) == "the cat sees a balls"
+
+
+def test_lm_weight_zero_decodes_like_no_lm():
+    lp = peaky_log_probs(60, 29, seed=1)
+    fusion = ShallowFusion(TorchLMStep(random_lm(29)), weight=0.0, length_bonus=0.0)
+    a = prefix_beam_search(lp, beam=6, nbest=6)
+    b = prefix_beam_search(lp, beam=6, nbest=6, lm=fusion)
+    assert [h.tokens for h in a] == [h.tokens for h in b]
+    with pytest.raises(ValueError, match="weight"):
+        ShallowFusion(TorchLMStep(random_lm(29)), weight=-1.0)
+
+
+# --- streaming and batching ----------------------------------------------------------------------
+
+def test_streaming_chunks_and_batched_searches_equal_one_whole_search():
+    fusion = ShallowFusion(TorchLMStep(random_lm(29)), weight=0.6, length_bonus=0.5)
+    lps = [peaky_log_probs(T, 29, seed=s) for s, T in enumerate((90, 41, 67))]
+    whole = [prefix_beam_search(lp, beam=5, nbest=5, lm=fusion) for lp in lps]
+    # one stream cut into uneven chunks: the LM state is carried, nothing changes
+    rng = np.random.default_rng(0)
+    for lp, ref in zip(lps, whole):
+        s = PrefixBeamSearch(5, lm=fusion)
+        cuts = sorted(rng.choice(np.arange(1, lp.shape[0]), 6, replace=False))
+        for a, b in zip([0, *cuts], [*cuts, lp.shape[0]]):
+            s.advance(lp[a:b])
+        assert s.hypotheses(5) == ref
+    # three streams decoded together (one LM step per frame for all): the same hypotheses
+    calls = fusion.calls
+    searches = [PrefixBeamSearch(5, lm=fusion) for _ in lps]
+    for a in range(0, 90, 16):
+        advance_searches(searches, [lp[a: a + 16] for lp in lps])
+    assert fusion.calls - calls <= 90  # at most one batched step per frame
+    for s, ref in zip(searches, whole):
+        got = s.hypotheses(5)
+        assert [h.tokens for h in got] == [h.tokens for h in ref]
+        assert [h.score for h in got] == pytest.approx([h.score for h in ref], abs=1e-4)
+
+
+# --- ONNX --------------------------------------------------------------------------------------
+
+def test_onnx_step_equals_torch_and_decodes_the_same(tmp_path):
+    pytest.importorskip("onnxruntime")
+    m = random_lm(29)
+    path = export_lm_onnx(m, tmp_path / "step.onnx")
+    onnx_step, torch_step = OnnxLMStep(path), TorchLMStep(m)
+    state = torch.randn(2, 3, 32)
+    for tokens, src in (([4, 4, 9, 0], [2, 0, 0, 1]), ([7], [1])):  # the batch size varies, as in decoding
+        lp_o, st_o = onnx_step(tokens, state, src)
+        lp_t, st_t = torch_step(tokens, state, src)
+        np.testing.assert_allclose(lp_o, lp_t, atol=1e-4)
+        torch.testing.assert_close(st_o, st_t, atol=1e-5, rtol=1e-4)
+    lp = peaky_log_probs(80, 29, seed=7)
+    a = prefix_beam_search(lp, beam=6, nbest=3, lm=ShallowFusion(onnx_step, 0.6, 0.5))
+    b = prefix_beam_search(lp, beam=6, nbest=3, lm=ShallowFusion(torch_step, 0.6, 0.5))
+    assert [h.tokens for h in a] == [h.tokens for h in b]
+
+
+# --- the engine, the CLI and the server ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bundled_lm(tmp_path_factory):
+    """A random LM over the bundled model's vocabulary (exercises the paths, not accuracy)."""
+    from asr_engine.checkpoint import load_checkpoint
+
+    tok = load_checkpoint(None).tokenizer
+    return save_lm(random_lm(len(tok.vocab), tokenizer=tok, d=32, layers=1), tmp_path_factory.mktemp("blm") / "lm")
+
+
+def test_engine_streaming_with_lm_equals_offline_with_lm(bundled_lm):
+    from asr_engine.checkpoint import load_checkpoint
+    from asr_engine.engine import Engine, EngineOptions
+    from asr_engine.transcribe import DecodeOptions, Transcriber
+
+    ckpt = load_checkpoint(None)
+    fusion = load_fusion(bundled_lm, ckpt.tokenizer, weight=0.5, length_bonus=1.0, backend="torch")
+    offline = Transcriber(ckpt, DecodeOptions(beam=4, nbest=2, lm=fusion)).transcribe_files(SAMPLES)
+    plain = Transcriber(ckpt, DecodeOptions(beam=4, nbest=2)).transcribe_files(SAMPLES)
+    assert [r.text for r in offline] != [r.text for r in plain]  # the LM does change the output
+    engine = Engine(ckpt, EngineOptions(beam=4, nbest=2, lm=fusion))
+    streamed = engine.transcribe_files(SAMPLES)  # three sessions stepped together, in 16-frame chunks
+    assert [r.text for r in streamed] == [r.text for r in offline]
+    assert [r.nbest for r in streamed] == [r.nbest for r in offline]
+    with pytest.raises(ValueError, match="needs beam search"):
+        Engine(ckpt, EngineOptions(beam=1, lm=fusion))
+
+
+def test_cli_transcribe_with_lm_and_its_errors(bundled_lm, tmp_path, capsys):
+    from asr_engine.cli import main
+
+    assert main(["transcribe", *SAMPLES, "--beam", "4", "--lm", str(bundled_lm), "--backend", "onnx", "-q"]) == 0
+    onnx_out = capsys.readouterr().out
+    assert main(["transcribe", *SAMPLES, "--beam", "4", "--lm", str(bundled_lm), "--backend", "torch", "-q"]) == 0
+    assert capsys.readouterr().out.count(".wav\t") == 3 == onnx_out.count(".wav\t")
+    assert main(["transcribe", SAMPLES[0], "--lm", str(bundled_lm), "-q"]) == 2
+    assert "--lm needs beam search" in capsys.readouterr().err
+    other = save_lm(random_lm(29, tokenizer=CharTokenizer()), tmp_path / "char-lm")
+    assert main(["transcribe", SAMPLES[0], "--beam", "4", "--lm", str(other), "-q"]) == 2
+    assert "another vocabulary" in capsys.readouterr().err
+    assert main(["transcribe", SAMPLES[0], "--beam", "4", "--lm", str(tmp_path), "-q"]) == 2
+    assert "not an LM folder" in capsys.readouterr().err
+
+
+def test_server_with_lm_streams_what_offline_decodes(bundled_lm):
+    pytest.importorskip("websockets")
+    import asyncio
+
+    from asr_engine.backend import load_model
+    from asr_engine.engine import Engine, EngineOptions
+    from asr_engine.server.client import stream_file
+    from servers import Running
+
+    ckpt = load_model(None, "onnx")
+    fusion = load_fusion(bundled_lm, ckpt.tokenizer, weight=0.5, length_bonus=1.0, backend="onnx")
+    engine = Engine(ckpt, EngineOptions(beam=4, lm=fusion))
+    offline = [r.text for r in engine.transcribe_files(SAMPLES)]
+    srv = Running(engine)
+    try:
+        async def clients():
+            return await asyncio.gather(*[stream_file(srv.url + "/", p, chunk_ms=80) for p in SAMPLES])
+
+        got = asyncio.run(asyncio.wait_for(clients(), 120))
+    finally:
+        srv.stop()
+    assert [[m["text"] for m in msgs if m["type"] == "final"] for msgs in got] == [[t] for t in offline]
