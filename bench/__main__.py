@@ -2,7 +2,7 @@
 
 import argparse
 
-from bench import kernels, peers, rtf, server, stream, sweep
+from bench import kernels, lm, peers, rtf, server, stream, sweep
 
 
 def main(argv=None) -> None:
@@ -14,6 +14,7 @@ def main(argv=None) -> None:
     sweep.add_parser(sub)
     kernels.add_parser(sub)
     peers.add_parser(sub)
+    lm.add_parser(sub)
     args = p.parse_args(argv)
     args.func(args)
 

@@ -97,6 +97,15 @@ def test_triton_scan_refuses_bad_inputs_and_takes_empty_ones():
     assert scan_forward(a[:, :0].contiguous(), b[:, :0].contiguous(), None).shape == (2, 0, 3)
 
 
-def test_linear_scan_on_cpu_is_the_blocked_reference():
+def test_linear_scan_on_cpu_trains_blocked_and_infers_sequentially(monkeypatch):
+    import asr_engine.kernels.scan as scan
+
     a, b, h = _inputs(2, 20, 5)
+    used = []
+    for name in ("scan_blocked", "scan_sequential"):
+        fn = getattr(scan, name)
+        monkeypatch.setattr(scan, name, lambda *x, fn=fn, name=name: used.append(name) or fn(*x))
     torch.testing.assert_close(linear_scan(a, b, h), scan_blocked(a, b, h))
+    with torch.no_grad():
+        torch.testing.assert_close(linear_scan(a, b, h), scan_sequential(a, b, h))
+    assert used == ["scan_blocked", "scan_sequential"]
