@@ -1,5 +1,6 @@
 """Smoke tests of the benchmarks (tiny inputs; no timing assertions)."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -129,3 +130,37 @@ def test_peers_bench_puts_pocketsphinx_beside_ours(tmp_path):
     else:
         assert rows[1]["engine"].startswith("pocketsphinx") and 0 <= rows[1]["wer"] and rows[1]["rtf"] > 0
         assert "| pocketsphinx (en-us, streaming) |" in proc.stdout
+
+
+def test_lm_bench_checks_the_scan_and_measures_fusion(tmp_path):
+    import torch
+
+    from asr_engine.checkpoint import load_checkpoint
+    from asr_engine.lm.model import GILRLanguageModel, LMConfig, save_lm, vocab_fingerprint
+
+    tok = load_checkpoint(None).tokenizer
+    torch.manual_seed(0)
+    lm = save_lm(GILRLanguageModel(LMConfig(len(tok.vocab), d_model=16, n_layers=1, vocab_hash=vocab_fingerprint(tok))),
+                 tmp_path / "lm")
+    out = tmp_path / "r.jsonl"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "bench", "lm", "--interpret", "--manifest",
+                           "asr_engine/samples/manifest.jsonl", "--lm", str(lm), "--lm-weights", "0,0.5", "--length-bonuses", "0",
+                           "--beam", "4", "--sessions", "2", "--threads", "1", "--results", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    scan = [r for r in rows if r["bench"] == "lm-scan"]
+    impls = {(r["op"], r["impl"]) for r in scan}
+    assert {("scan", "sequential reference"), ("scan", "blocked reference"), ("gilr_step", "reference")} <= impls
+    if importlib.util.find_spec("triton") is not None:
+        assert ("scan", "triton") in impls and ("gilr_step", "triton (fused)") in impls
+    assert all(r["max_abs_diff"] < 1e-3 and r["forward_ms"] > 0 for r in scan)
+    dec = [r for r in rows if r["bench"] == "lm-decode"]
+    names = [r["decoder"] for r in dec]
+    assert names == ["greedy", "beam 4"] + ["beam 4 + LM (torch)"] * 2 + ["beam 4 + LM (onnx)"] * 2
+    assert all(0 <= r["wer"] <= 2 and r["decode_rtf"] > 0 and r["utterances"] == 3 for r in dec)
+    by = {(r["decoder"], r["lm_weight"]): r["wer"] for r in dec if "LM" in r["decoder"]}
+    # weight 0 is beam search without the LM; torch and ONNX Runtime steps decode alike
+    assert by[("beam 4 + LM (torch)", 0.0)] == dec[1]["wer"]
+    assert by[("beam 4 + LM (torch)", 0.5)] == by[("beam 4 + LM (onnx)", 0.5)]
