@@ -145,8 +145,9 @@ def test_lm_bench_checks_the_scan_and_measures_fusion(tmp_path):
     out = tmp_path / "r.jsonl"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-m", "bench", "lm", "--interpret", "--manifest",
-                           "asr_engine/samples/manifest.jsonl", "--lm", str(lm), "--lm-weights", "0,0.5", "--length-bonuses", "0",
-                           "--beam", "4", "--sessions", "2", "--threads", "1", "--results", str(out)],
+                           "asr_engine/samples/manifest.jsonl", "--lm", str(lm), "--lm-weights", "0,0.5",
+                           "--length-bonuses", "0", "--beam", "4", "--sessions", "2", "--threads", "1",
+                           "--results", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
