@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,9 @@ def export_lm_onnx(model: GILRLanguageModel, path: str | Path, opset: int = 17) 
     model = model.float().eval().cpu()
     cfg = model.cfg
     args = (torch.tensor([1, 2, 3]), torch.randn(cfg.n_layers, 2, cfg.d_model), torch.tensor([0, 1, 1]))
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the shape checks in gilr_step, constant here
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, as export/onnx.py uses
         torch.onnx.export(_StepModule(model), args, str(path), input_names=["tokens", "state", "src"],
                           output_names=["log_probs", "new_state"], opset_version=opset, dynamo=False,
                           dynamic_axes={"tokens": {0: "n"}, "src": {0: "n"}, "state": {1: "m"},
