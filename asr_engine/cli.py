@@ -13,7 +13,6 @@ from asr_engine.manifest import read_manifest
 from asr_engine.text import word_error_counts
 
 BACKENDS = ("auto", "torch", "onnx")  # asr_engine.backend.BACKENDS, without importing torch for --help
-LM_WEIGHT, LENGTH_BONUS = 0.5, 1.0  # shallow-fusion defaults (measured in bench/README.md)
 
 
 class InputError(ValueError):
@@ -201,12 +200,14 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
 def _add_lm_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lm", default=None, metavar="DIR",
-                   help="fuse a language model from `asr-engine lm train` into beam search (needs --beam > 1)")
-    p.add_argument("--lm-weight", type=float, default=LM_WEIGHT,
-                   help=f"weight of the LM's log-probability (default {LM_WEIGHT})")
-    p.add_argument("--length-bonus", type=float, default=LENGTH_BONUS,
-                   help=f"log-score added per token with --lm, against the LM's bias to short output "
-                        f"(default {LENGTH_BONUS})")
+                   help="fuse a language model into beam search (needs --beam > 1): 'default' for the bundled "
+                        "one (made for the bundled model), or a folder from `asr-engine lm train`")
+    p.add_argument("--lm-weight", type=float, default=None,
+                   help="weight of the LM's log-probability (default: the value tuned for the LM, in its lm.json; "
+                        "0.7 for the bundled one)")
+    p.add_argument("--length-bonus", type=float, default=None,
+                   help="log-score added per token with --lm, against the LM's bias to short output (default: "
+                        "tuned for the LM; 3.0 for the bundled one)")
 
 
 def _fusion(args: argparse.Namespace, tokenizer, backend: str):

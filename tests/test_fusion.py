@@ -290,3 +290,24 @@ def test_server_with_lm_streams_what_offline_decodes(bundled_lm):
     finally:
         srv.stop()
     assert [[m["text"] for m in msgs if m["type"] == "final"] for msgs in got] == [[t] for t in offline]
+
+
+def test_bundled_lm_fits_the_bundled_model_and_lowers_its_wer(capsys):
+    import json
+
+    from asr_engine.cli import main
+    from asr_engine.lm.model import lm_fusion_defaults
+    from asr_engine.text import word_error_counts
+
+    assert lm_fusion_defaults("default") == {"weight": 0.7, "length_bonus": 3.0}
+    refs = {f"asr_engine/samples/{json.loads(line)['audio']}": json.loads(line)["text"]
+            for line in open("asr_engine/samples/manifest.jsonl")}
+
+    def wer(*extra):
+        assert main(["transcribe", *SAMPLES, "--beam", "8", "--format", "jsonl", "-q", *extra]) == 0
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        counts = [word_error_counts(refs[r["path"]], r["text"]) for r in rows]
+        return sum(e for e, _ in counts) / sum(n for _, n in counts)
+
+    # the samples are held-out sentences: neither model has seen them
+    assert wer("--lm", "default") < wer() / 2

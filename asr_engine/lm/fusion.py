@@ -23,11 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from asr_engine.lm.model import BOUNDARY, GILRLanguageModel, load_lm
+from asr_engine.lm.model import BOUNDARY, GILRLanguageModel, lm_fusion_defaults, load_lm, resolve_lm_dir
 
 __all__ = ["OnnxLMStep", "ShallowFusion", "TorchLMStep", "export_lm_onnx", "load_fusion", "lm_onnx_path"]
 
 ONNX_FORMAT = 1
+WEIGHT, LENGTH_BONUS = 0.5, 1.0  # for an LM whose lm.json records no tuned fusion weights
 StepResult = tuple[list[list[float]], torch.Tensor]  # next-token log-probs (N lists of V), new state (L, N, d)
 
 
@@ -95,7 +96,7 @@ def export_lm_onnx(model: GILRLanguageModel, path: str | Path, opset: int = 17) 
 
 def lm_onnx_path(lm_dir: str | Path) -> Path:
     """The LM's ONNX step in the user's cache, exported once per set of weights."""
-    lm_dir = Path(lm_dir)
+    lm_dir = resolve_lm_dir(lm_dir)
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "asr-engine" / "lm-onnx"
     out = cache / f"{_lm_version(lm_dir)}-v{ONNX_FORMAT}.onnx"
     if not out.is_file():
@@ -154,13 +155,18 @@ class ShallowFusion:
         return self.step(tokens, state, src)
 
 
-def load_fusion(path: str | Path, tokenizer, weight: float = 0.5, length_bonus: float = 0.0, backend: str = "auto",
-                device: str = "cpu", threads: int = 1) -> ShallowFusion:
-    """An LM folder (from `asr-engine lm train`) ready for decoding on `backend` ('onnx': its step
-    exported once and run on ONNX Runtime with `threads` threads (a step is small: 1 is fastest);
-    'torch': the module on `device`). Refuses an LM trained on another vocabulary than the acoustic
-    model's."""
+def load_fusion(path: str | Path, tokenizer, weight: float | None = None, length_bonus: float | None = None,
+                backend: str = "auto", device: str = "cpu", threads: int = 1) -> ShallowFusion:
+    """An LM folder (from `asr-engine lm train`; 'default': the bundled LM) ready for decoding on
+    `backend` ('onnx': its step exported once and run on ONNX Runtime with `threads` threads (a
+    step is small: 1 is fastest); 'torch': the module on `device`). `weight` and `length_bonus`
+    default to the values tuned for the LM (recorded in its lm.json), else WEIGHT and LENGTH_BONUS.
+    Refuses an LM trained on another vocabulary than the acoustic model's."""
     from asr_engine.backend import resolve_backend
+
+    tuned = lm_fusion_defaults(path) if (resolve_lm_dir(path) / "lm.json").is_file() else {}
+    weight = tuned.get("weight", WEIGHT) if weight is None else weight
+    length_bonus = tuned.get("length_bonus", LENGTH_BONUS) if length_bonus is None else length_bonus
 
     model = load_lm(path, device if resolve_backend(backend, device) == "torch" else "cpu", tokenizer=tokenizer)
     vocab = getattr(tokenizer, "vocab", None)

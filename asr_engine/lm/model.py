@@ -27,7 +27,8 @@ from safetensors.torch import load_file, save_file
 
 from asr_engine.kernels.scan import gilr_step, linear_scan
 
-__all__ = ["GILRLanguageModel", "LMConfig", "load_lm", "save_lm", "vocab_fingerprint"]
+__all__ = ["GILRLanguageModel", "LMConfig", "default_lm_dir", "lm_fusion_defaults", "load_lm", "resolve_lm_dir",
+           "save_lm", "vocab_fingerprint"]
 
 BOUNDARY = 0  # the CTC blank id doubles as <s> and </s>
 FORMAT_VERSION = 1
@@ -144,19 +145,44 @@ class GILRLanguageModel(nn.Module):
         return (nll * mask).sum(), int(mask.sum())
 
 
-def save_lm(model: GILRLanguageModel, out_dir: str | Path, info: dict | None = None) -> Path:
-    """A folder with lm.safetensors and lm.json (config and provenance)."""
+def default_lm_dir() -> Path:
+    """The LM bundled with the package (trained for the bundled acoustic model's vocabulary)."""
+    from importlib import resources
+
+    return Path(str(resources.files("asr_engine") / "models" / "default-lm"))
+
+
+def resolve_lm_dir(path: str | Path) -> Path:
+    """'default' -> the bundled LM; anything else is a folder."""
+    return default_lm_dir() if str(path) == "default" else Path(path)
+
+
+def save_lm(model: GILRLanguageModel, out_dir: str | Path, info: dict | None = None, half: bool = False,
+            fusion: dict | None = None) -> Path:
+    """A folder with lm.safetensors (fp16 with `half`) and lm.json (config, provenance, and the
+    shallow-fusion weights tuned for it, {"weight", "length_bonus"}, when known)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(out / "lm.safetensors"))
-    (out / "lm.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "model": model.cfg.to_dict(),
-                                             "info": info or {}}, indent=2) + "\n")
+    dtype = torch.float16 if half else None
+    save_file({k: v.detach().to(dtype).contiguous().cpu() if dtype else v.detach().contiguous().cpu()
+               for k, v in model.state_dict().items()}, str(out / "lm.safetensors"))
+    meta = {"format_version": FORMAT_VERSION, "model": model.cfg.to_dict(), "info": info or {}}
+    if fusion:
+        meta["fusion"] = fusion
+    (out / "lm.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out
 
 
+def lm_fusion_defaults(path: str | Path) -> dict:
+    """The fusion weights recorded in an LM folder's lm.json ({} when none were tuned)."""
+    meta = json.loads((resolve_lm_dir(path) / "lm.json").read_text())
+    return dict(meta.get("fusion") or {})
+
+
 def load_lm(path: str | Path, device: str | torch.device = "cpu", tokenizer=None) -> GILRLanguageModel:
-    """Load an LM folder; with `tokenizer`, refuse an LM trained on another vocabulary."""
-    path = Path(path)
+    """Load an LM folder ('default': the bundled one); with `tokenizer`, refuse an LM trained on
+    another vocabulary. Weights stored in fp16 load into an fp32 model."""
+    path = resolve_lm_dir(path)
     if not (path / "lm.json").is_file() or not (path / "lm.safetensors").is_file():
         raise FileNotFoundError(f"{path}: not an LM folder (lm.json and lm.safetensors)")
     meta = json.loads((path / "lm.json").read_text())
