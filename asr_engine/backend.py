@@ -12,13 +12,15 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from asr_engine.checkpoint import Checkpoint, default_model_dir, load_checkpoint
 from asr_engine.export.runtime import is_onnx_model
 
-__all__ = ["BACKENDS", "load_model", "onnx_export_dir", "resolve_backend"]
+__all__ = ["BACKENDS", "cache_dir", "content_hash", "export_once", "load_model", "onnx_export_dir",
+           "resolve_backend"]
 
 BACKENDS = ("auto", "torch", "onnx")
 
@@ -43,15 +45,31 @@ def onnx_export_dir(model: str | Path | None, chunk_frames: int | None = None) -
     src = Path(model) if model else default_model_dir()
     if not (src / "config.json").is_file():
         raise ValueError(f"{src}: neither an ONNX export nor a checkpoint folder")
+    version = content_hash(src, ("config.json", "model.safetensors"))
+    out = cache_dir("onnx") / f"{version}-c{chunk_frames or 0}-v{FORMAT_VERSION}"
+    return export_once(out, f"{src} to ONNX", lambda tmp: export_onnx(load_checkpoint(src), tmp, chunk_frames),
+                       is_onnx_model)
+
+
+def cache_dir(kind: str) -> Path:
+    """Where exports made from the user's models are kept: ~/.cache/asr-engine/KIND (or XDG_CACHE_HOME)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "asr-engine" / kind
+
+
+def content_hash(folder: Path, names: tuple[str, ...]) -> str:
+    """A short hash of some files of a folder: tells exports of different weights apart."""
     h = hashlib.sha1()
-    for name in ("config.json", "model.safetensors"):
-        h.update((src / name).read_bytes())
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "asr-engine" / "onnx"
-    out = cache / f"{h.hexdigest()[:16]}-c{chunk_frames or 0}-v{FORMAT_VERSION}"
-    if not is_onnx_model(out):
-        print(f"exporting {src} to ONNX in {out} (once)", file=sys.stderr)
+    for name in names:
+        h.update((folder / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def export_once(out: Path, what: str, make: Callable[[Path], object], done: Callable[[Path], bool]) -> Path:
+    """`out`, made by `make` into a temporary path and renamed into place unless `done(out)` already."""
+    if not done(out):
+        print(f"exporting {what} in {out} (once)", file=sys.stderr)
         tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-        export_onnx(load_checkpoint(src), tmp, chunk_frames)
+        make(tmp)
         tmp.rename(out)
     return out
 

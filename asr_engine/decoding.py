@@ -262,10 +262,11 @@ def advance_searches(searches: list["PrefixBeamSearch | GreedySearch"], chunks: 
         else:
             s.advance(lp)
     for t in range(max((len(frames) for _, frames in fused), default=0)):
-        live = [s for s, frames in fused if t < len(frames)]
+        live = []
         for s, frames in fused:
             if t < len(frames):
                 s._frame(*frames[t])
+                live.append(s)
         groups: dict[int, list[PrefixBeamSearch]] = {}
         for s in live:
             groups.setdefault(id(s.lm), []).append(s)

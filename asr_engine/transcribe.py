@@ -104,28 +104,37 @@ class Transcriber:
         self.options = options
         self.context = hotword_graph(options.hotwords, options.hotword_boost, ckpt.tokenizer, options.beam)
 
-    def transcribe_arrays(self, audios: list[np.ndarray], paths: list[str]) -> list[Result]:
-        """16 kHz float32 arrays -> results; audio too short for one frame gives an empty text."""
-        results = [Result(p, duration=len(a) / SAMPLE_RATE) for a, p in zip(audios, paths)]
+    def encode(self, audios: list[np.ndarray]) -> list[tuple[torch.Tensor, int] | None]:
+        """16 kHz float32 arrays, as one batch -> per array: (log-probs (T, V) on the CPU, frames that ran
+        the top layers), or None for audio too short for one encoder frame."""
         min_frames = self.model.subsampling.receptive_field  # fewer gives no encoder frame
         live = [i for i, a in enumerate(audios) if num_frames(len(a), self.ckpt.features) >= min_frames]
+        encoded: list[tuple[torch.Tensor, int] | None] = [None] * len(audios)
         if not live:
-            return results
+            return encoded
         with torch.inference_mode():
             feats = [self.fbank(torch.from_numpy(audios[i]).to(self.device)[None])[0] for i in live]
             x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)  # (B, T, F)
             lengths = torch.tensor([f.shape[0] for f in feats], device=self.device)
             out = self.model(x, lengths, self.skip)
             log_probs = self.ops.log_probs(out.final.raw).float().cpu()
+        for j, i in enumerate(live):
+            n = int(out.lengths[j])
+            encoded[i] = (log_probs[j, :n], int(out.top_mask[j, :n].sum()))
+        return encoded
+
+    def transcribe_arrays(self, audios: list[np.ndarray], paths: list[str]) -> list[Result]:
+        """16 kHz float32 arrays -> results; audio too short for one frame gives an empty text."""
+        results = [Result(p, duration=len(a) / SAMPLE_RATE) for a, p in zip(audios, paths)]
+        encoded = [(i, e) for i, e in enumerate(self.encode(audios)) if e is not None]
         o = self.options
         searches = [GreedySearch() if o.beam == 1 else PrefixBeamSearch(o.beam, context=self.context, lm=o.lm)
-                    for _ in live]
-        lengths = [int(n) for n in out.lengths]
-        advance_searches(searches, [log_probs[j, :n] for j, n in enumerate(lengths)])  # one LM step per frame
-        for j, i in enumerate(live):
-            self._decode(results[i], searches[j].hypotheses(o.nbest))
-            results[i].frames = lengths[j]
-            results[i].top_frames = int(out.top_mask[j, :lengths[j]].sum())
+                    for _ in encoded]
+        advance_searches(searches, [lp for _, (lp, _) in encoded])  # with an LM: one batched LM step per frame
+        for search, (i, (lp, top)) in zip(searches, encoded):
+            self._decode(results[i], search.hypotheses(o.nbest))
+            results[i].frames = lp.shape[0]
+            results[i].top_frames = top
         return results
 
     def _decode(self, res: Result, hyps) -> None:

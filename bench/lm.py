@@ -95,23 +95,14 @@ def scan_rows(B: int, T: int, D: int, N: int, device: str, reps: int, sequential
 
 
 def _log_probs(ckpt, audios, batch: int = 16):
-    """The acoustic model's log-probs (T, V) per utterance, whole utterances, default skipping."""
+    """The acoustic model's log-probs (T, V) per utterance, whole utterances, default skipping (no
+    frames for audio too short for one encoder frame)."""
     import torch
 
-    from asr_engine.features import Fbank
-    from asr_engine.model.encoder import SkipOptions
+    from asr_engine.transcribe import Transcriber
 
-    model, fbank = ckpt.model.eval(), Fbank(ckpt.features)
-    skip = SkipOptions.resolve(model.cfg, None, None)
-    out_lp = []
-    with torch.inference_mode():
-        for i in range(0, len(audios), batch):
-            feats = [fbank(torch.from_numpy(a)[None])[0] for a in audios[i: i + batch]]
-            x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
-            out = model(x, torch.tensor([f.shape[0] for f in feats]), skip)
-            lp = model.ops.log_probs(out.final.raw).float()
-            out_lp += [lp[j, : int(out.lengths[j])].clone() for j in range(len(feats))]
-    return out_lp
+    encode, empty = Transcriber(ckpt).encode, torch.zeros(0, ckpt.model.cfg.vocab_size)
+    return [empty if e is None else e[0] for i in range(0, len(audios), batch) for e in encode(audios[i: i + batch])]
 
 
 def _decode(log_probs, beam: int, lm, sessions: int, chunk: int) -> tuple[list[tuple[int, ...]], float]:

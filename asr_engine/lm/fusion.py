@@ -13,9 +13,6 @@ layer), and the same step exported to ONNX and run on ONNX Runtime (`export_lm_o
 
 from __future__ import annotations
 
-import hashlib
-import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -61,13 +58,6 @@ class _StepModule(nn.Module):
         return self.model.step(tokens, state, src)
 
 
-def _lm_version(lm_dir: Path) -> str:
-    h = hashlib.sha1()
-    for name in ("lm.json", "lm.safetensors"):
-        h.update((lm_dir / name).read_bytes())
-    return h.hexdigest()[:16]
-
-
 def export_lm_onnx(model: GILRLanguageModel, path: str | Path, opset: int = 17) -> Path:
     """The decoding step as an ONNX graph: tokens (N,) int64, state (L, M, d) float32, src (N,) int64
     -> log_probs (N, V), new_state (L, N, d). The parent gather is inside the graph."""
@@ -96,15 +86,12 @@ def export_lm_onnx(model: GILRLanguageModel, path: str | Path, opset: int = 17) 
 
 def lm_onnx_path(lm_dir: str | Path) -> Path:
     """The LM's ONNX step in the user's cache, exported once per set of weights."""
+    from asr_engine.backend import cache_dir, content_hash, export_once
+
     lm_dir = resolve_lm_dir(lm_dir)
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "asr-engine" / "lm-onnx"
-    out = cache / f"{_lm_version(lm_dir)}-v{ONNX_FORMAT}.onnx"
-    if not out.is_file():
-        print(f"exporting the LM step of {lm_dir} to ONNX in {out} (once)", file=sys.stderr)
-        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-        export_lm_onnx(load_lm(lm_dir), tmp)
-        tmp.rename(out)
-    return out
+    out = cache_dir("lm-onnx") / f"{content_hash(lm_dir, ('lm.json', 'lm.safetensors'))}-v{ONNX_FORMAT}.onnx"
+    return export_once(out, f"the LM step of {lm_dir} to ONNX", lambda tmp: export_lm_onnx(load_lm(lm_dir), tmp),
+                       Path.is_file)
 
 
 class OnnxLMStep:
@@ -137,7 +124,7 @@ class ShallowFusion:
     """An LM step with its fusion weights; shared by every search that uses it (it holds no
     per-stream state: each search keeps its prefixes' LM states)."""
 
-    def __init__(self, step: TorchLMStep | OnnxLMStep, weight: float = 0.5, length_bonus: float = 0.0):
+    def __init__(self, step: TorchLMStep | OnnxLMStep, weight: float = WEIGHT, length_bonus: float = LENGTH_BONUS):
         if not weight >= 0:
             raise ValueError(f"LM weight must be >= 0, got {weight}")
         if not np.isfinite(length_bonus):
@@ -164,14 +151,14 @@ def load_fusion(path: str | Path, tokenizer, weight: float | None = None, length
     Refuses an LM trained on another vocabulary than the acoustic model's."""
     from asr_engine.backend import resolve_backend
 
-    tuned = lm_fusion_defaults(path) if (resolve_lm_dir(path) / "lm.json").is_file() else {}
-    weight = tuned.get("weight", WEIGHT) if weight is None else weight
-    length_bonus = tuned.get("length_bonus", LENGTH_BONUS) if length_bonus is None else length_bonus
-
-    model = load_lm(path, device if resolve_backend(backend, device) == "torch" else "cpu", tokenizer=tokenizer)
+    backend = resolve_backend(backend, device)
+    model = load_lm(path, device if backend == "torch" else "cpu", tokenizer=tokenizer)
     vocab = getattr(tokenizer, "vocab", None)
     if vocab is not None and model.cfg.vocab_size != len(vocab):
         raise ValueError(f"{path}: the LM has {model.cfg.vocab_size} tokens, the acoustic model {len(vocab)}")
-    if resolve_backend(backend, device) == "onnx":
+    tuned = lm_fusion_defaults(path)
+    weight = tuned.get("weight", WEIGHT) if weight is None else weight
+    length_bonus = tuned.get("length_bonus", LENGTH_BONUS) if length_bonus is None else length_bonus
+    if backend == "onnx":
         return ShallowFusion(OnnxLMStep(lm_onnx_path(path), threads), weight, length_bonus)
     return ShallowFusion(TorchLMStep(model), weight, length_bonus)

@@ -163,8 +163,7 @@ def save_lm(model: GILRLanguageModel, out_dir: str | Path, info: dict | None = N
     shallow-fusion weights tuned for it, {"weight", "length_bonus"}, when known)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dtype = torch.float16 if half else None
-    save_file({k: v.detach().to(dtype).contiguous().cpu() if dtype else v.detach().contiguous().cpu()
+    save_file({k: (v.detach().half() if half else v.detach()).contiguous().cpu()
                for k, v in model.state_dict().items()}, str(out / "lm.safetensors"))
     meta = {"format_version": FORMAT_VERSION, "model": model.cfg.to_dict(), "info": info or {}}
     if fusion:
