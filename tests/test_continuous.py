@@ -82,17 +82,17 @@ def test_word_times_shift_with_leading_silence(ckpt, speech):
 
 
 def test_hotwords_change_the_result_offline_and_streaming(ckpt, speech):
-    # the model hears "feel free to stay as long as you wish" as "feel freet stay as long as youish"
+    # the model hears "feel free to stay as long as you wish" as "feel fre d stay as long as you wish"
     engine = Engine(ckpt, EngineOptions(beam=8))
     plain = engine.transcribe_arrays([speech[1]], ["a"])[0].text
-    assert "to" not in plain.split() and "wish" not in plain.split()
-    options = SessionOptions(hotwords=("feel free to stay", "wish"))
+    assert "free" not in plain.split() and "to" not in plain.split()
+    options = SessionOptions(hotwords=("feel free to stay",))
     streamed = engine.transcribe_arrays([speech[1]], ["a"], options)[0]
     offline = Transcriber(ckpt, DecodeOptions(beam=8, hotwords=options.hotwords)).transcribe_arrays(
         [speech[1]], ["a"])[0]
     assert streamed.text == offline.text
     assert [w.word for w in streamed.words][:4] == ["feel", "free", "to", "stay"]
-    assert "wish" in streamed.text.split()
+    assert streamed.text.split()[4:] == plain.split()[-5:]  # the rest of the sentence is unchanged
     with pytest.raises(ValueError, match="beam search"):
         Engine(ckpt).session(options=options)
 
