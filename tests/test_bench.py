@@ -14,7 +14,7 @@ def test_stream_bench_runs_and_records(tmp_path):
     from asr_engine.checkpoint import default_model_dir
 
     cfg = json.loads((default_model_dir() / "config.json").read_text())["model"]
-    chunk_ms = cfg["chunk_size"] * 40  # the bundled model's chunk; 1.5 chunks is not a multiple of it
+    chunk_ms = cfg["chunk_size"] * cfg["subsampling"] * 10  # the bundled model's chunk (10 ms feature frames)
     out = tmp_path / "r.jsonl"
     proc = subprocess.run([sys.executable, "-m", "bench", "stream", "--manifest", "asr_engine/samples/manifest.jsonl",
                            "--limit", "2", "--rounds", "1", "--chunk-ms", f"{chunk_ms * 3 // 2},{chunk_ms * 2}",
@@ -22,7 +22,7 @@ def test_stream_bench_runs_and_records(tmp_path):
                            "--threads", "1", "--backend", "torch", "--results", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert f"{chunk_ms * 3 // 2} ms: not a multiple" in proc.stdout
+    assert f"{chunk_ms * 3 // 2} ms: not a multiple" in proc.stdout  # 1.5 chunks
     assert f"| torch | {chunk_ms * 2} | 2 |" in proc.stdout
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["batch"], r["skip_threshold"]) for r in rows] == [(1, 1.0), (1, 0.95), (2, 1.0), (2, 0.95)]

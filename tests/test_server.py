@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
 from asr_engine.audio import load_audio  # noqa: E402
 from asr_engine.backend import load_model  # noqa: E402
 from asr_engine.engine import Engine, EngineOptions  # noqa: E402
+from asr_engine.manifest import read_manifest  # noqa: E402
 from asr_engine.server.client import stream_file  # noqa: E402
 from servers import Running  # noqa: E402
 
@@ -71,7 +72,7 @@ def test_partials_in_real_time_and_continuous_mode(srv):
     fs = finals(msgs)
     assert len(fs) == 2 and fs[0]["end"] <= fs[1]["start"] + 0.05
     # in the order spoken: each final shares most of its words with its own sentence, few with the other's
-    first, second = "feel free to stay as long as you wish", "it was a matter of disputed authorship"
+    second, first, _ = [u.text for u in read_manifest("asr_engine/samples/manifest.jsonl")]  # SAMPLES[1], [0]
     assert shared(first, fs[0]["text"]) >= 0.6 > shared(second, fs[0]["text"])
     assert shared(second, fs[1]["text"]) >= 0.6 > shared(first, fs[1]["text"])
 
