@@ -324,7 +324,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from asr_engine.train import TrainConfig, train
 
     try:
-        cfg = TrainConfig.from_dict(json.loads(Path(args.config).read_text()))
+        cfg = TrainConfig.load(args.config)
     except (OSError, json.JSONDecodeError, TypeError) as e:
         raise InputError(f"{args.config}: not a readable training config ({e})") from e
     if args.out_dir:

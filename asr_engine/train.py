@@ -67,6 +67,37 @@ class TrainConfig:
             raise ValueError(f"unknown train config keys: {sorted(unknown)}")
         return cls(**d)
 
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        """Read a JSON config; ``"extends": "other.json"`` (relative to this file) starts from another
+        config: keys given here replace the base's, and the ``model``, ``tokenizer`` and ``loss``
+        tables are merged key by key. Manifest and output paths stay relative to the working directory."""
+        return cls.from_dict(_read_config(Path(path), ()))
+
+
+_MERGED_TABLES = ("model", "tokenizer", "loss")
+
+
+def _read_config(path: Path, seen: tuple[Path, ...]) -> dict:
+    real = path.resolve()
+    if real in seen:
+        raise ValueError(f"{path}: configs extend each other in a cycle")
+    d = json.loads(path.read_text())
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: a training config is a JSON object")
+    base = d.pop("extends", None)
+    if base is None:
+        return d
+    if not isinstance(base, str):
+        raise ValueError(f"{path}: 'extends' names one config file")
+    merged = _read_config(path.parent / base, seen + (real,))
+    for key, value in d.items():
+        if key in _MERGED_TABLES and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
 
 def make_tokenizer(spec: dict, texts: list[str], out: Path):
     """A char tokenizer, or a BPE one trained on the training texts (reused on resume)."""

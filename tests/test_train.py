@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import soundfile as sf
 import torch
 
@@ -34,7 +35,6 @@ def test_train_checkpoints_and_resumes(tmp_path):
 
 
 def test_unknown_train_config_keys_are_errors():
-    import pytest
     with pytest.raises(ValueError, match="unknown train config keys"):
         TrainConfig.from_dict({"train_manifest": "x", "out_dir": "y", "nope": 1})
 
@@ -94,7 +94,6 @@ def test_init_from_fine_tunes_a_checkpoint_on_new_data(tmp_path):
     assert (ck_d.model.cfg.chunk_size, ck_d.model.cfg.left_chunks) == (4, 8)
     w_a = load_checkpoint(tmp_path / "a" / "last").model.state_dict()
     assert all(torch.equal(w_a[k], v) for k, v in ck_d.model.state_dict().items())
-    import pytest
     with pytest.raises(ValueError, match="must match"):
         train(TrainConfig(train_manifest=str(manifest), out_dir=str(tmp_path / "c"), steps=1, max_frames=400,
                           init_from=str(tmp_path / "a" / "last"), model=dict(d_model=64)), progress=False)
@@ -125,5 +124,38 @@ def test_shipped_recipe_configs_are_valid():
     configs = sorted((Path(__file__).parent.parent / "configs").glob("*.json"))
     assert configs
     for path in configs:
-        cfg = TrainConfig.from_dict(json.loads(path.read_text()))
+        cfg = TrainConfig.load(path)
         ModelConfig(vocab_size=cfg.tokenizer.get("vocab_size", 29), **cfg.model)
+
+
+def test_config_extends_another(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "a.json").write_text(json.dumps(dict(
+        train_manifest="m.jsonl", out_dir="runs/a", steps=100, lr=1e-3,
+        model=dict(d_model=64, chunk_size=8), tokenizer=dict(kind="bpe", vocab_size=128))))
+    (tmp_path / "b.json").write_text(json.dumps(dict(
+        extends="base/a.json", out_dir="runs/b", lr=5e-4, model=dict(chunk_size=16))))
+    cfg = TrainConfig.load(tmp_path / "b.json")
+    assert (cfg.train_manifest, cfg.out_dir, cfg.steps, cfg.lr) == ("m.jsonl", "runs/b", 100, 5e-4)
+    assert cfg.model == dict(d_model=64, chunk_size=16)  # tables merge key by key
+    assert cfg.tokenizer == dict(kind="bpe", vocab_size=128)
+    (tmp_path / "c.json").write_text(json.dumps(dict(extends="b.json", nope=1)))
+    with pytest.raises(ValueError, match="nope"):
+        TrainConfig.load(tmp_path / "c.json")
+    (tmp_path / "base" / "a.json").write_text(json.dumps(dict(extends="../b.json")))
+    with pytest.raises(ValueError, match="cycle"):
+        TrainConfig.load(tmp_path / "b.json")
+    (tmp_path / "d.json").write_text(json.dumps(dict(extends="missing.json")))
+    with pytest.raises(OSError):
+        TrainConfig.load(tmp_path / "d.json")
+
+
+def test_stage_configs_resolve_to_their_recipe():
+    from pathlib import Path
+
+    configs = Path(__file__).parent.parent / "configs"
+    s2, s3, s4 = (TrainConfig.load(configs / f"default-stage{i}.json") for i in (2, 3, 4))
+    assert (s3.init_from, s4.init_from) == ("runs/default-stage2/last", "runs/default-stage3/last")
+    assert s3.model == s2.model and s4.model == s2.model
+    assert (s3.steps, s3.lr, s4.steps, s4.lr) == (8000, 5e-4, 8000, 3e-4)
+    assert s4.skip_train_start == 0 and s4.max_frames == s2.max_frames
