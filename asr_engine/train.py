@@ -75,7 +75,8 @@ class TrainConfig:
         return cls.from_dict(_read_config(Path(path), ()))
 
 
-_MERGED_TABLES = ("model", "tokenizer", "loss")
+# the dict-valued fields (model, tokenizer, loss) merge key by key under "extends"
+_MERGED_TABLES = frozenset(f.name for f in fields(TrainConfig) if f.type == "dict")
 
 
 def _read_config(path: Path, seen: tuple[Path, ...]) -> dict:

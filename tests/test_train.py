@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import soundfile as sf
@@ -117,8 +118,6 @@ def test_train_cli_runs_a_config_and_reports(tmp_path, capsys):
 
 
 def test_shipped_recipe_configs_are_valid():
-    from pathlib import Path
-
     from asr_engine.model.config import ModelConfig
 
     configs = sorted((Path(__file__).parent.parent / "configs").glob("*.json"))
@@ -151,8 +150,6 @@ def test_config_extends_another(tmp_path):
 
 
 def test_stage_configs_resolve_to_their_recipe():
-    from pathlib import Path
-
     configs = Path(__file__).parent.parent / "configs"
     s2, s3, s4 = (TrainConfig.load(configs / f"default-stage{i}.json") for i in (2, 3, 4))
     assert (s3.init_from, s4.init_from) == ("runs/default-stage2/last", "runs/default-stage3/last")
