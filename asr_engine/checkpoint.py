@@ -5,6 +5,7 @@ unknown keys anywhere in it are errors rather than silently ignored."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
@@ -21,7 +22,7 @@ from asr_engine.tokenizer import Tokenizer, tokenizer_from_config
 FORMAT_VERSION = 1
 _TOP_KEYS = {"format_version", "model", "features", "tokenizer", "info"}
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "default_model_dir"]
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "default_model_dir", "package_checkpoint"]
 
 
 @dataclass
@@ -84,3 +85,49 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device =
     model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
     model.to(device).eval()
     return Checkpoint(model, tokenizer, _features_from_dict(config.get("features", {})), config.get("info", {}))
+
+
+def _portable_paths(paths: list[str]) -> list[str]:
+    """Absolute manifest paths -> relative to their common folder (no machine-local prefixes)."""
+    absolute = sorted({Path(p) for p in paths if Path(p).is_absolute()})
+    if not absolute:
+        return list(paths)
+    root = absolute[0].parent.parent if len(absolute) == 1 else Path(os.path.commonpath(absolute))
+    return [str(Path(p).relative_to(root)) if Path(p).is_absolute() else p for p in paths]
+
+
+def package_checkpoint(src: str | Path, out_dir: str | Path, *, half: bool = True,
+                       trained_on: str | None = None, init_from: str | None = None) -> dict:
+    """Make a shippable copy of a training checkpoint: fp16 weights (half=True), provenance
+    without machine-local paths, `trained_on` / `init_from` descriptions when given. The copy
+    is loaded back and compared with the source on a fixed input; -> a report of sizes, step
+    and that comparison. The source folder is never written to."""
+    src, out_dir = Path(src), Path(out_dir)
+    if out_dir.resolve() == src.resolve():
+        raise ValueError(f"{out_dir}: the output folder must differ from the checkpoint it packages")
+    ck = load_checkpoint(src)
+    info = dict(ck.info)
+    manifests = info.get("train_manifest")
+    if manifests:
+        info["train_manifest"] = _portable_paths([manifests] if isinstance(manifests, str) else manifests)
+    if init_from is not None:
+        info["init_from"] = init_from
+    elif info.get("init_from") and Path(info["init_from"]).is_absolute():
+        p = Path(info["init_from"])
+        info["init_from"] = str(Path(p.parent.name, p.name))
+    if trained_on is not None:
+        info["trained_on"] = trained_on
+    ck.info = info
+    save_checkpoint(ck, out_dir, half=half)
+    copy = load_checkpoint(out_dir)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 400, ck.model.cfg.feat_dim, generator=g) * 3 + 8
+    xl = torch.tensor([400, 300])
+    with torch.no_grad():
+        ref = ck.model(x, xl)
+        a, b = ref.final.log_probs(), copy.model(x, xl).final.log_probs()
+    valid = torch.arange(a.shape[1])[None, :] < ref.lengths[:, None]
+    agree = float((a.argmax(-1) == b.argmax(-1))[valid].float().mean())
+    size = sum(f.stat().st_size for f in out_dir.iterdir() if f.is_file())
+    return {"out_dir": str(out_dir), "bytes": size, "step": info.get("step"), "fp16": half,
+            "max_logprob_diff": float((a - b).abs()[valid].max()), "argmax_agreement": agree}

@@ -124,6 +124,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_package(args: argparse.Namespace) -> int:
+    from asr_engine.checkpoint import package_checkpoint
+
+    try:
+        r = package_checkpoint(args.checkpoint, args.output, half=not args.fp32, trained_on=args.trained_on,
+                               init_from=args.init_from)
+    except (FileNotFoundError, ValueError) as e:
+        raise InputError(str(e)) from e
+    print(f"wrote {r['out_dir']} ({r['bytes'] / 1e6:.1f} MB, {'fp16' if r['fp16'] else 'fp32'}, step {r['step']}); "
+          f"reloaded: {r['argmax_agreement']:.2%} of frames pick the same token as the source "
+          f"(max log-prob difference {r['max_logprob_diff']:.3g})", file=sys.stderr)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
     import logging
@@ -429,6 +443,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="int8: int8 weights for the encoder's MatMuls (dynamic quantization; check its WER "
                          "with eval --backend onnx)")
     ex.set_defaults(func=cmd_export)
+
+    pk = sub.add_parser("package", help="make a shippable copy of a training checkpoint",
+                        description="Copy a checkpoint with fp16 weights and provenance without machine-local "
+                                    "paths, then load the copy and compare it with the source. This is how the "
+                                    "bundled model is made: asr-engine package runs/default-stage4/last "
+                                    "asr_engine/models/default --trained-on '...'")
+    pk.add_argument("checkpoint", help="checkpoint folder (a training run's last/)")
+    pk.add_argument("output", help="output folder (not the checkpoint's own)")
+    pk.add_argument("--trained-on", default=None, help="a description of the training data, stored in config.json")
+    pk.add_argument("--init-from", default=None,
+                    help="a description of the checkpoint training started from (default: its path, "
+                         "shortened to the last two folders)")
+    pk.add_argument("--fp32", action="store_true", help="keep fp32 weights (twice the size)")
+    pk.set_defaults(func=cmd_package)
 
     sv = sub.add_parser("serve", help="websocket streaming server (native protocol at /, Vosk's at /vosk)",
                         description="Serve streaming recognition over websockets. Set ASR_ENGINE_TOKEN to require "

@@ -61,3 +61,39 @@ def test_bundled_default_model_runs_on_the_bundled_samples():
     results = Transcriber(ck).transcribe_files([u.audio for u in samples])
     assert all(r.error is None and r.frames > 0 for r in results)
     assert all(abs(r.duration - u.duration) < 0.05 for r, u in zip(results, samples))
+
+
+def test_package_makes_a_portable_fp16_copy(tmp_path, capsys):
+    from safetensors import safe_open
+
+    from asr_engine.checkpoint import package_checkpoint
+    from asr_engine.cli import main
+    from asr_engine.tokenizer import CharTokenizer
+
+    torch.manual_seed(1)
+    info = {"step": 1200, "train_manifest": ["/home/me/data/clean/manifest.jsonl", "/home/me/data/mixed/m.jsonl"],
+            "init_from": "/home/me/runs/stage1/last"}
+    src = save_checkpoint(Checkpoint(Encoder(tiny_config()).eval(), CharTokenizer(), info=info), tmp_path / "run")
+    r = package_checkpoint(src, tmp_path / "ship", trained_on="two test sets")
+    cfg = json.loads((tmp_path / "ship" / "config.json").read_text())
+    assert cfg["info"]["train_manifest"] == ["clean/manifest.jsonl", "mixed/m.jsonl"]
+    assert cfg["info"]["init_from"] == "stage1/last" and cfg["info"]["trained_on"] == "two test sets"
+    with safe_open(str(tmp_path / "ship" / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} <= {torch.float16, torch.int64, torch.bool}
+    assert (tmp_path / "ship" / "model.safetensors").stat().st_size < 0.6 * (src / "model.safetensors").stat().st_size
+    assert r["fp16"] and r["step"] == 1200 and r["argmax_agreement"] > 0.95 and 0 < r["max_logprob_diff"] < 0.05
+    assert json.loads((src / "config.json").read_text())["info"] == info  # the source is left as it was
+    # the command line: an explicit --init-from, and the copy loads
+    code = main(["package", str(src), str(tmp_path / "ship2"), "--init-from", "stage 1", "--fp32"])
+    assert code == 0 and "reloaded: 100.00% of frames" in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "ship2").info["init_from"] == "stage 1"
+
+
+def test_package_refuses_its_own_folder_and_a_missing_one(tiny_ckpt_dir, tmp_path, capsys):
+    from asr_engine.cli import main
+
+    assert main(["package", str(tiny_ckpt_dir), str(tiny_ckpt_dir)]) == 2
+    assert "must differ" in capsys.readouterr().err
+    assert main(["package", str(tmp_path / "nothing"), str(tmp_path / "out")]) == 2
+    assert "not a checkpoint folder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
