@@ -88,7 +88,8 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device =
 
 
 def _portable_paths(paths: list[str]) -> list[str]:
-    """Absolute manifest paths -> relative to their common folder (no machine-local prefixes)."""
+    """Absolute paths -> relative to their common folder, or one path to its grandparent
+    (no machine-local prefixes); relative paths are kept."""
     absolute = sorted({Path(p) for p in paths if Path(p).is_absolute()})
     if not absolute:
         return list(paths)
@@ -112,9 +113,8 @@ def package_checkpoint(src: str | Path, out_dir: str | Path, *, half: bool = Tru
         info["train_manifest"] = _portable_paths([manifests] if isinstance(manifests, str) else manifests)
     if init_from is not None:
         info["init_from"] = init_from
-    elif info.get("init_from") and Path(info["init_from"]).is_absolute():
-        p = Path(info["init_from"])
-        info["init_from"] = str(Path(p.parent.name, p.name))
+    elif info.get("init_from"):
+        info["init_from"] = _portable_paths([info["init_from"]])[0]
     if trained_on is not None:
         info["trained_on"] = trained_on
     ck.info = info

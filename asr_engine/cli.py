@@ -127,11 +127,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_package(args: argparse.Namespace) -> int:
     from asr_engine.checkpoint import package_checkpoint
 
-    try:
-        r = package_checkpoint(args.checkpoint, args.output, half=not args.fp32, trained_on=args.trained_on,
-                               init_from=args.init_from)
-    except (FileNotFoundError, ValueError) as e:
-        raise InputError(str(e)) from e
+    r = package_checkpoint(args.checkpoint, args.output, half=not args.fp32, trained_on=args.trained_on,
+                           init_from=args.init_from)
     print(f"wrote {r['out_dir']} ({r['bytes'] / 1e6:.1f} MB, {'fp16' if r['fp16'] else 'fp32'}, step {r['step']}); "
           f"reloaded: {r['argmax_agreement']:.2%} of frames pick the same token as the source "
           f"(max log-prob difference {r['max_logprob_diff']:.3g})", file=sys.stderr)
@@ -447,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     pk = sub.add_parser("package", help="make a shippable copy of a training checkpoint",
                         description="Copy a checkpoint with fp16 weights and provenance without machine-local "
                                     "paths, then load the copy and compare it with the source. This is how the "
-                                    "bundled model is made: asr-engine package runs/default-stage4/last "
+                                    "bundled model is made: asr-engine package runs/default-stage5/last "
                                     "asr_engine/models/default --trained-on '...'")
     pk.add_argument("checkpoint", help="checkpoint folder (a training run's last/)")
     pk.add_argument("output", help="output folder (not the checkpoint's own)")
