@@ -4,6 +4,13 @@ All terms are sums over an utterance averaged over the batch, so their weights a
 comparable. The distillation is on the factorized distribution: a blank/non-blank
 binary KL per frame, and a token KL weighted by the teacher's P(non-blank), since
 the token distribution only matters where the teacher emits a token.
+
+On skip-aware steps the model can also run its top layers on every frame, without
+gradient (``EncoderOutput.unskipped``). That unskipped final head then teaches both the
+intermediate heads (on a skipped frame the skipping final head is the gate head itself,
+which cannot teach it) and, with weight ``skip_distill``, the skipping final head: on kept
+frames this trains the top layers to give the same answer on the compacted sequence, on
+skipped frames it trains the gate head to stand in for them.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ class LossWeights:
     intermediate_ctc: float = 0.3
     distill_blank: float = 0.5
     distill_token: float = 0.5
+    skip_distill: float = 0.0  # unskipped final head -> skipping final head (blank + token KL)
 
 
 def ctc_loss(head: HeadOutput, lengths: torch.Tensor, targets: torch.Tensor,
@@ -54,12 +62,14 @@ def factorized_distillation(teacher: HeadOutput, student: HeadOutput,
 
 def total_loss(out: EncoderOutput, targets: torch.Tensor, target_lengths: torch.Tensor,
                weights: LossWeights = LossWeights()) -> tuple[torch.Tensor, dict[str, float]]:
-    """Final CTC + mean intermediate CTC + distillation into every intermediate head."""
+    """Final CTC + mean intermediate CTC + distillation into every intermediate head
+    (+ skip distillation when the output carries the unskipped teacher)."""
     T = out.final.raw.shape[1]
     valid = torch.arange(T, device=out.lengths.device)[None, :] < out.lengths[:, None]
+    teacher = out.final if out.unskipped is None else out.unskipped
     final = ctc_loss(out.final, out.lengths, targets, target_lengths)
     inter = [ctc_loss(h, out.lengths, targets, target_lengths) for h in out.intermediate.values()]
-    kd = [factorized_distillation(out.final, h, valid) for h in out.intermediate.values()]
+    kd = [factorized_distillation(teacher, h, valid) for h in out.intermediate.values()]
     inter_mean = torch.stack(inter).mean()
     kd_blank = torch.stack([b for b, _ in kd]).sum()
     kd_token = torch.stack([t for _, t in kd]).sum()
@@ -67,4 +77,8 @@ def total_loss(out: EncoderOutput, targets: torch.Tensor, target_lengths: torch.
             + weights.distill_token * kd_token)
     parts = {"ctc": final.item(), "inter_ctc": inter_mean.item(), "kd_blank": kd_blank.item(),
              "kd_token": kd_token.item()}
+    if out.unskipped is not None and weights.skip_distill > 0:
+        sb, st = factorized_distillation(out.unskipped, out.final, valid)
+        loss = loss + weights.skip_distill * (sb + st)
+        parts["kd_skip"] = (sb + st).item()
     return loss, parts

@@ -230,9 +230,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
                 skip = SkipOptions(cfg.skip_train_threshold, model.cfg.skip_dilation)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
+            step_weights = weights if step >= cfg.aux_start else no_aux
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16 and x.device.type == "cpu"):
-                out_ = model(x, xl, skip)
-            loss, parts = total_loss(out_, y, yl, weights if step >= cfg.aux_start else no_aux)
+                out_ = model(x, xl, skip, teacher=skip is not None and step_weights.skip_distill > 0)
+            loss, parts = total_loss(out_, y, yl, step_weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

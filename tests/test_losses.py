@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from asr_engine.decoding import greedy_search
@@ -80,3 +81,36 @@ def test_tiny_model_overfits_a_few_utterances_with_skip_aware_steps():
                 hyp = greedy_search(lp[i, : out.lengths[i]])
                 assert list(hyp.tokens) == y[i, : yl[i]].tolist()
         assert float(out.top_fraction().mean()) < 1.0  # trained gate skips some silence frames
+
+
+def test_skip_distillation_teaches_the_top_layers_on_kept_frames_and_the_gate_on_skipped_ones():
+    torch.manual_seed(0)
+    m = Encoder(tiny_config())
+    y, yl = _targets()
+    x, xl = _features(y, yl)
+    skip = SkipOptions(0.5, 0)  # an untrained gate sits near P(blank) 0.5: some frames kept, some skipped
+    out = m(x, xl, skip, teacher=True)
+    valid = torch.arange(out.top_mask.shape[1])[None, :] < out.lengths[:, None]
+    kept = out.top_mask & valid
+    assert 0 < int(kept.sum()) < int(valid.sum())
+    # the teacher is the plain forward pass, and carries no gradient
+    assert not out.unskipped.raw.requires_grad
+    assert torch.allclose(out.unskipped.raw, m(x, xl).final.raw, atol=1e-5)
+    assert m(x, xl, skip).unskipped is None  # only on request
+    # the teacher replaces the skipping final head as the intermediate heads' teacher, and
+    # the skip term appears only with a weight
+    _, parts = total_loss(out, y, yl)
+    assert "kd_skip" not in parts
+    loss, parts = total_loss(out, y, yl, LossWeights(skip_distill=1.0))
+    sb, st = factorized_distillation(out.unskipped, out.final, valid)
+    assert parts["kd_skip"] == pytest.approx(float((sb + st).detach()), rel=1e-5) and parts["kd_skip"] > 0
+    ib, it = factorized_distillation(out.unskipped, out.intermediate[2], valid)
+    jb, jt = factorized_distillation(out.unskipped, out.intermediate[1], valid)
+    assert parts["kd_blank"] == pytest.approx(float((ib + jb).detach()), rel=1e-5)
+    # the skip term alone: kept frames move the top layers, skipped frames move the gate head
+    m.zero_grad()
+    (sb + st).backward()
+    assert sum(float(p.grad.abs().sum()) for p in m.layers[-1].parameters() if p.grad is not None) > 0
+    assert m.final_head.out.weight.grad.abs().sum() > 0
+    assert m.heads["2"].out.weight.grad.abs().sum() > 0
+    assert m.heads["1"].out.weight.grad is None or m.heads["1"].out.weight.grad.abs().sum() == 0

@@ -33,12 +33,14 @@ class HeadOutput:
 class EncoderOutput:
     """final: the last head (skipped frames carry the gating head's output);
     intermediate: {layer: head}; lengths: (B,) valid frames; top_mask: (B, T) frames
-    that ran the top layers."""
+    that ran the top layers; unskipped: when asked for in a skipping forward pass, the
+    final head with every frame through the top layers (no gradient), a teacher for training."""
 
     final: HeadOutput
     intermediate: dict[int, HeadOutput]
     lengths: torch.Tensor
     top_mask: torch.Tensor
+    unskipped: HeadOutput | None = None
 
     def top_fraction(self) -> torch.Tensor:
         """(B,) fraction of each utterance's frames that ran the top layers."""
@@ -107,12 +109,13 @@ class Encoder(nn.Module):
         self.ops = REFERENCE  # the skipping path's ops; an inference engine may pick the Triton ones
 
     def forward(self, feats: torch.Tensor, feat_lengths: torch.Tensor,
-                skip: SkipOptions | None = None) -> EncoderOutput:
+                skip: SkipOptions | None = None, teacher: bool = False) -> EncoderOutput:
         """feats (B, T_in, F), feat_lengths (B,) -> EncoderOutput over T encoder frames.
 
         With `skip`, frames the gating head calls blank (P > threshold, dilated) bypass
         layers skip_layer+1.. : they are removed from the sequence, the top layers run
-        on the compacted sequence only, and the results are scattered back.
+        on the compacted sequence only, and the results are scattered back. With `teacher`
+        too, the top layers also run on every frame, without gradient (`unskipped`).
         """
         x, lengths = self.subsampling(self.normalize(feats), feat_lengths)
         B, T, _ = x.shape
@@ -127,13 +130,17 @@ class Encoder(nn.Module):
         gate = heads[self.cfg.skip_layer]
         if skip is None:
             return EncoderOutput(HeadOutput(self.final_head(self._top(x, pos, valid)).raw), heads, lengths, valid)
+        unskipped = None
+        if teacher:
+            with torch.no_grad():
+                unskipped = HeadOutput(self.final_head(self._top(x, pos, valid)).raw)
         c = self.ops.gate_compact(gate.raw, x, lengths, skip.threshold, skip.dilation, self.cfg.chunk_size)
         final = gate.raw
         if c.x.shape[1] > 0:
             pos_c = torch.where(c.valid, c.index, torch.full_like(c.index, PAD_POS))
             y = self.final_head(self._top(c.x, pos_c, c.valid)).raw
             final = self.ops.scatter_back(gate.raw, y, c)
-        return EncoderOutput(HeadOutput(final), heads, lengths, c.keep)
+        return EncoderOutput(HeadOutput(final), heads, lengths, c.keep, unskipped)
 
     def forward_chunk(self, feats: torch.Tensor, n_valid: torch.Tensor, state: StreamState,
                       skip: SkipOptions | None = None) -> tuple[EncoderOutput, StreamState]:
