@@ -160,3 +160,8 @@ def test_stage_configs_resolve_to_their_recipe():
     assert s4.skip_train_start == 0 and s4.max_frames == s2.max_frames
     assert (s4.skip_train_prob, s4.skip_train_threshold) == (0.5, 0.9)
     assert (s5.skip_train_prob, s5.skip_train_threshold) == (0.8, 0.95)
+    # the skip-distillation experiment (not shipped): stage 5's recipe plus the distillation term
+    x = TrainConfig.load(configs / "experiment-skip-distill.json")
+    assert x.init_from == "runs/default-stage5/last" and x.model == s5.model
+    assert (x.steps, x.lr, x.skip_train_prob, x.skip_train_threshold) == (6000, 1.5e-4, 0.9, 0.95)
+    assert x.loss == {"skip_distill": 1.0} and s5.loss == {}
