@@ -165,7 +165,7 @@ def test_stage_configs_resolve_to_their_recipe():
     assert x.init_from == "runs/default-stage5/last" and x.model == s5.model
     assert (x.steps, x.lr, x.skip_train_prob, x.skip_train_threshold) == (6000, 1.5e-4, 0.9, 0.95)
     assert x.loss == {"skip_distill": 1.0} and s5.loss == {}
-    # its continuation (not shipped either): lower peak LR, more steps without skipping
+    # its continuation (not shipped either): lower peak LR, 20% of steps on the unskipped path (not 10%)
     x2 = TrainConfig.load(configs / "experiment-skip-distill-2.json")
     assert x2.init_from == "runs/experiment-skip-distill/last" and x2.model == s5.model and x2.loss == x.loss
     assert (x2.steps, x2.lr, x2.eval_every) == (7000, 1e-4, 2000)
