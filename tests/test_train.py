@@ -170,3 +170,8 @@ def test_stage_configs_resolve_to_their_recipe():
     assert x2.init_from == "runs/experiment-skip-distill/last" and x2.model == s5.model and x2.loss == x.loss
     assert (x2.steps, x2.lr, x2.eval_every) == (7000, 1e-4, 2000)
     assert (x2.skip_train_prob, x2.skip_train_threshold) == (0.8, 0.95)
+    # more data from there: a third corpus (data/mixed2), back to stage 5's peak LR
+    x3 = TrainConfig.load(configs / "experiment-more-data.json")
+    assert x3.init_from == "runs/experiment-skip-distill-2/last" and x3.model == s5.model and x3.loss == x.loss
+    assert x3.train_manifest == x2.train_manifest + ["data/mixed2/manifest.jsonl"]
+    assert (x3.steps, x3.lr, x3.skip_train_prob) == (6000, 2e-4, 0.8)
