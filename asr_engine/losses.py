@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from asr_engine.model.encoder import EncoderOutput, HeadOutput
 
-__all__ = ["LossWeights", "ctc_loss", "factorized_distillation", "total_loss"]
+__all__ = ["LossWeights", "ctc_loss", "factorized_distillation", "feature_distillation", "total_loss"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class LossWeights:
     distill_blank: float = 0.5
     distill_token: float = 0.5
     skip_distill: float = 0.0  # unskipped final head -> skipping final head (blank + token KL)
+    feature: float = 0.0  # a frozen full-context teacher's last hidden layer -> the student's (squared error)
 
 
 def ctc_loss(head: HeadOutput, lengths: torch.Tensor, targets: torch.Tensor,
@@ -60,10 +61,19 @@ def factorized_distillation(teacher: HeadOutput, student: HeadOutput,
     return kl_blank[valid].sum() / B, kl_token[valid].sum() / B
 
 
+def feature_distillation(student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over D between student and teacher hidden states (B, T, D), summed over
+    valid frames (B, T) and averaged over the batch, like the CTC terms."""
+    err = (student.float() - teacher.detach().float()).pow(2).mean(-1)  # (B, T)
+    return err[valid].sum() / valid.shape[0]
+
+
 def total_loss(out: EncoderOutput, targets: torch.Tensor, target_lengths: torch.Tensor,
-               weights: LossWeights = LossWeights()) -> tuple[torch.Tensor, dict[str, float]]:
+               weights: LossWeights = LossWeights(),
+               teacher_hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Final CTC + mean intermediate CTC + distillation into every intermediate head
-    (+ skip distillation when the output carries the unskipped teacher)."""
+    (+ skip distillation when the output carries the unskipped teacher, + feature distillation
+    when a teacher's hidden states (B, T, D) are given and the output carries its own)."""
     T = out.final.raw.shape[1]
     valid = torch.arange(T, device=out.lengths.device)[None, :] < out.lengths[:, None]
     teacher = out.final if out.unskipped is None else out.unskipped
@@ -81,4 +91,8 @@ def total_loss(out: EncoderOutput, targets: torch.Tensor, target_lengths: torch.
         sb, st = factorized_distillation(out.unskipped, out.final, valid)
         loss = loss + weights.skip_distill * (sb + st)
         parts["kd_skip"] = (sb + st).item()
+    if teacher_hidden is not None and out.hidden is not None and weights.feature > 0:
+        fd = feature_distillation(out.hidden, teacher_hidden, valid)
+        loss = loss + weights.feature * fd
+        parts["feature"] = fd.item()
     return loss, parts

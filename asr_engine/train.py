@@ -20,10 +20,11 @@ import torch
 from asr_engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from asr_engine.data.loader import FeatureSet, bucket_batches, collate, load_features, spec_augment
 from asr_engine.decoding import greedy_search
-from asr_engine.features import Fbank
+from asr_engine.features import Fbank, FbankConfig
 from asr_engine.losses import LossWeights, total_loss
 from asr_engine.model.config import ModelConfig
 from asr_engine.model.encoder import Encoder, SkipOptions
+from asr_engine.pretrained import full_context, pretrained_parameter_names
 from asr_engine.text import word_error_counts
 from asr_engine.manifest import read_corpus
 from asr_engine.tokenizer import BPETokenizer, CharTokenizer, train_bpe
@@ -58,6 +59,12 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0
     eval_every: int = 1000
     sortagrad: bool = False  # the first epoch goes from the shortest batches to the longest (curriculum)
+    # Pretrained encoders (init_from an `asr-engine import-whisper` checkpoint): the imported weights
+    # learn at lr * pretrained_lr_scale and not at all for the first freeze_pretrained_steps (the new
+    # heads and conv modules learn to read them first); loss.feature > 0 distills the frozen
+    # full-context init model's last hidden layer into the streaming student on non-skipping steps.
+    pretrained_lr_scale: float = 1.0
+    freeze_pretrained_steps: int = 0
     seed: int = 0
 
     @classmethod
@@ -150,12 +157,37 @@ def evaluate(model: Encoder, fs: FeatureSet, tokenizer, skip: SkipOptions | None
     return {"wer": errs / max(1, words), "top_fraction": top / max(1, frames)}
 
 
-def _save(model, tokenizer, opt, cfg: TrainConfig, step: int, info: dict) -> None:
+def _save(model, tokenizer, features: FbankConfig, opt, cfg: TrainConfig, step: int, info: dict) -> None:
     out = Path(cfg.out_dir)
-    save_checkpoint(Checkpoint(model, tokenizer, info={**info, "step": step}), out / "last")
+    save_checkpoint(Checkpoint(model, tokenizer, features, info={**info, "step": step}), out / "last")
     torch.save({"optimizer": opt.state_dict(), "step": step, "rng": torch.get_rng_state(),
                 "train_seconds": info.get("train_seconds", 0.0)},
                out / "train_state.pt")
+
+
+def _optimizer(model: Encoder, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with two groups: imported pretrained weights and the rest (new heads, conv modules)."""
+    pretrained = pretrained_parameter_names(model.cfg)
+    groups = {"pretrained": [], "new": []}
+    for name, p in model.named_parameters():
+        groups["pretrained" if name in pretrained else "new"].append(p)
+    return torch.optim.AdamW([{"params": ps, "name": n} for n, ps in groups.items() if ps],
+                             lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _group_scale(group: str, step: int, cfg: TrainConfig) -> float:
+    if group != "pretrained":
+        return 1.0
+    return 0.0 if step < cfg.freeze_pretrained_steps else cfg.pretrained_lr_scale
+
+
+def _teacher(init: Encoder) -> Encoder:
+    """A frozen copy of the init model that attends over the whole utterance (no chunks, no skipping)."""
+    teacher = Encoder(full_context(init.cfg, 1 << 20))
+    teacher.load_state_dict(init.state_dict())
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.eval()
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
@@ -168,7 +200,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     init = load_checkpoint(cfg.init_from) if cfg.init_from else None
     utts = [u for m in manifests for u in read_corpus(m)]
     tokenizer = init.tokenizer if init else make_tokenizer(cfg.tokenizer, [u.text for u in utts], out)
-    fbank = Fbank()
+    features = init.features if init else FbankConfig()
+    fbank = Fbank(features)
     train_fs = load_features(utts, tokenizer, fbank, cfg.max_duration, progress)
     if not len(train_fs):
         raise ValueError(f"no usable utterances in {manifests}")
@@ -185,7 +218,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             model.load_state_dict(state)
     else:
         model = Encoder(ModelConfig(vocab_size=len(tokenizer.vocab), **cfg.model))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = _optimizer(model, cfg)
+    teacher = _teacher(init.model) if init is not None and LossWeights(**cfg.loss).feature > 0 else None
     step = 0
     prior_seconds = 0.0
     if resume and (out / "train_state.pt").exists():
@@ -223,17 +257,22 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         for idx in batches:
             if step >= cfg.steps:
                 break
-            x, xl, y, yl = collate(train_fs, idx)
-            x = spec_augment(x, xl, model.feat_mean, gen)
+            x_clean, xl, y, yl = collate(train_fs, idx)
+            x = spec_augment(x_clean, xl, model.feat_mean, gen)
             skip = None
             if step >= cfg.skip_train_start and rng.random() < cfg.skip_train_prob:
                 skip = SkipOptions(cfg.skip_train_threshold, model.cfg.skip_dilation)
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg)
+                g["lr"] = lr_at(step, cfg) * _group_scale(g["name"], step, cfg)
             step_weights = weights if step >= cfg.aux_start else no_aux
+            t_hidden = None
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16 and x.device.type == "cpu"):
-                out_ = model(x, xl, skip, teacher=skip is not None and step_weights.skip_distill > 0)
-            loss, parts = total_loss(out_, y, yl, step_weights)
+                if teacher is not None and skip is None:
+                    with torch.no_grad():  # the teacher hears the features before SpecAugment
+                        t_hidden = teacher(x_clean, xl, hidden=True).hidden
+                out_ = model(x, xl, skip, teacher=skip is not None and step_weights.skip_distill > 0,
+                             hidden=t_hidden is not None)
+            loss, parts = total_loss(out_, y, yl, step_weights, t_hidden)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -255,7 +294,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
                 info["dev"] = msg
             if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
                 info["train_seconds"] = round(prior_seconds + time.monotonic() - t0, 1)
-                _save(model, tokenizer, opt, cfg, step, info)
+                _save(model, tokenizer, features, opt, cfg, step, info)
                 last_ckpt = time.monotonic()
         epoch += 1
     if bar is not None:
@@ -264,7 +303,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     if dev_fs is not None:
         info["dev_final"] = {"step": step, "dev": evaluate(model, dev_fs, tokenizer, None),
                              "dev_skip": evaluate(model, dev_fs, tokenizer, SkipOptions.resolve(model.cfg))}
-    _save(model, tokenizer, opt, cfg, step, info)
+    _save(model, tokenizer, features, opt, cfg, step, info)
     report = {"steps": step, **info}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return out / "last"

@@ -26,6 +26,21 @@ def _private_cache(tmp_path_factory):
         os.environ["XDG_CACHE_HOME"] = old
 
 
+# the two model layouts: the Conformer trained from scratch, and Whisper's encoder with conv modules
+LAYOUTS = {"conformer": {}, "whisper": dict(stem="whisper", block="whisper", positions="absolute", subsampling=2)}
+
+
+def tiny_model(layout: str = "conformer", seed: int = 0, **kw) -> Encoder:
+    """A random tiny model; in the whisper layout the conv modules' zero-initialized output
+    projections get random weights too, so that every path is exercised."""
+    torch.manual_seed(seed)
+    m = Encoder(tiny_config(**LAYOUTS[layout], **kw))
+    if layout == "whisper":
+        for layer in m.layers:
+            torch.nn.init.normal_(layer.conv.pw2.weight, std=0.2)
+    return m.eval()
+
+
 def tiny_config(**kw) -> ModelConfig:
     base = dict(vocab_size=len(CharTokenizer().vocab), d_model=32, n_heads=2, n_layers=4,
                 conv_kernel=5, chunk_size=4, left_chunks=2, intermediate_layers=(1, 2), skip_layer=2,

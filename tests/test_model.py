@@ -170,8 +170,12 @@ def test_config_validation():
         ModelConfig.from_dict({"vocab_size": 10, "bogus": 1})
     with pytest.raises(ValueError, match="skip_layer"):
         ModelConfig(vocab_size=10, intermediate_layers=(2,), skip_layer=4)
-    with pytest.raises(ValueError, match="subsampling"):
+    with pytest.raises(ValueError, match="subsamples by 4 or 8, got 3"):
         ModelConfig(vocab_size=10, subsampling=3)
+    with pytest.raises(ValueError, match="subsamples by 2, got 4"):
+        ModelConfig(vocab_size=10, stem="whisper")
+    with pytest.raises(ValueError, match="positions must be one of"):
+        ModelConfig(vocab_size=10, positions="alibi")
 
 
 def test_head_output_blank_prob():

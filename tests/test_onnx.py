@@ -19,14 +19,14 @@ from asr_engine.model.encoder import Encoder, SkipOptions  # noqa: E402
 from asr_engine.model.streaming import StreamState  # noqa: E402
 from asr_engine.tokenizer import CharTokenizer  # noqa: E402
 
-from conftest import tiny_config  # noqa: E402
+from conftest import tiny_model  # noqa: E402
+from asr_engine.features import FbankConfig  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    torch.manual_seed(0)
-    m = Encoder(tiny_config()).eval()
-    ckpt = Checkpoint(m, CharTokenizer())
+@pytest.fixture(scope="module", params=["conformer", "whisper"])
+def tiny(request, tmp_path_factory):
+    m = tiny_model(request.param)
+    ckpt = Checkpoint(m, CharTokenizer(), FbankConfig(kind="kaldi" if request.param == "conformer" else "whisper"))
     return ckpt, export_onnx(ckpt, tmp_path_factory.mktemp("onnx"), chunk_frames=8)
 
 
@@ -124,12 +124,13 @@ def test_exported_fbank_equals_torch_and_metadata_is_complete(tiny):
     rng = np.random.default_rng(2)
     for n in (400, 561, 16000, 16161):
         x = torch.from_numpy((0.2 * rng.standard_normal((2, n))).astype(np.float32))
-        torch.testing.assert_close(enc.fbank(x), Fbank()(x), atol=2e-3, rtol=1e-4)
+        torch.testing.assert_close(enc.fbank(x), Fbank(ckpt.features)(x), atol=2e-3, rtol=1e-4)
     assert enc.fbank(torch.zeros(1, 399)).shape == (1, 0, 80)
     for stage in ("fbank", "bottom", "top"):
         meta = {p.key: p.value for p in onnx.load(str(out / f"{stage}.onnx")).metadata_props}
         assert meta["stage"] == stage and meta["quantization"] == "none"
-        assert (meta["chunk_frames"], meta["left_chunks"], meta["subsampling"]) == ("8", "2", "4")
+        assert (meta["chunk_frames"], meta["left_chunks"]) == ("8", "2")
+        assert meta["subsampling"] == str(ckpt.model.cfg.subsampling)
         assert meta["blank_id"] == "0" and int(meta["vocab_size"]) == ckpt.model.cfg.vocab_size
         assert float(meta["skip_threshold"]) == ckpt.model.cfg.skip_threshold and len(meta["model_version"]) == 16
 

@@ -8,12 +8,11 @@ import torch
 from asr_engine.model.encoder import Encoder, SkipOptions
 from asr_engine.model.streaming import StreamState
 
-from conftest import tiny_config
+from conftest import LAYOUTS, tiny_config, tiny_model
 
 
-def _model(**kw) -> Encoder:
-    torch.manual_seed(0)
-    m = Encoder(tiny_config(**kw)).eval()
+def _model(layout: str = "conformer") -> Encoder:
+    m = tiny_model(layout)
     m.feat_istd.fill_(0.5)
     return m
 
@@ -49,8 +48,9 @@ def stream(model: Encoder, x: torch.Tensor, xl: torch.Tensor, C: int, skip: Skip
 
 @pytest.mark.parametrize("chunks_per_step", [1, 2, 3])
 @pytest.mark.parametrize("lengths", [[203], [203, 150, 61]])
-def test_streaming_equals_full_forward(chunks_per_step, lengths):
-    m = _model()
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_streaming_equals_full_forward(chunks_per_step, lengths, layout):
+    m = _model(layout)
     x, xl = _feats(lengths)
     with torch.no_grad():
         full = m(x, xl)
@@ -61,8 +61,9 @@ def test_streaming_equals_full_forward(chunks_per_step, lengths):
 
 
 @pytest.mark.parametrize("quantile,dilation", [(0.5, 0), (0.5, 1), (0.2, 2)])
-def test_streaming_with_skipping_equals_full_forward_with_skipping(quantile, dilation):
-    m = _model()
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_streaming_with_skipping_equals_full_forward_with_skipping(quantile, dilation, layout):
+    m = _model(layout)
     x, xl = _feats([203, 150, 61])
     with torch.no_grad():  # a threshold that skips a good share of this random model's frames
         plain = m(x, xl)
@@ -80,8 +81,9 @@ def test_streaming_with_skipping_equals_full_forward_with_skipping(quantile, dil
         torch.testing.assert_close(raw[b, :n], full.final.raw[b, :n], atol=1e-4, rtol=1e-4)
 
 
-def test_threshold_one_streaming_equals_no_skipping():
-    m = _model()
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_threshold_one_streaming_equals_no_skipping(layout):
+    m = _model(layout)
     x, xl = _feats([150, 97])
     with torch.no_grad():
         a, _, _ = stream(m, x, xl, m.cfg.chunk_size, None)
@@ -90,8 +92,9 @@ def test_threshold_one_streaming_equals_no_skipping():
     assert bool(top[0].all())
 
 
-def test_batched_streams_equal_single_streams_and_select_stack_roundtrip():
-    m = _model()
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_batched_streams_equal_single_streams_and_select_stack_roundtrip(layout):
+    m = _model(layout)
     x, xl = _feats([203, 150, 61])
     skip = SkipOptions(0.5, 1)
     with torch.no_grad():

@@ -5,12 +5,24 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 
+STEMS = ("conv2d", "whisper")
+BLOCKS = ("conformer", "whisper")
+POSITIONS = ("rotary", "absolute")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Conformer/CTC encoder dimensions and its streaming and skipping layout.
 
     Frames below are encoder frames (after subsampling): with subsampling 4 and a
     10 ms feature shift, one frame is 40 ms, so chunk_size=16 is 640 ms.
+
+    Two layouts share the code. The default (stem "conv2d", block "conformer", rotary
+    positions) is the macaron Conformer trained here from scratch. stem "whisper",
+    block "whisper", positions "absolute" express OpenAI Whisper's encoder (two conv1d
+    layers, 20 ms frames, sinusoids added to the input, pre-LN attention and GELU FFN)
+    with a Conformer conv module in every block whose output projection starts at zero:
+    imported weights compute Whisper's encoder exactly (see asr_engine.pretrained).
     """
 
     vocab_size: int
@@ -21,7 +33,11 @@ class ModelConfig:
     ff_mult: int = 4
     n_layers: int = 8
     conv_kernel: int = 15
-    subsampling: int = 4  # 4 or 8
+    subsampling: int = 4  # 4 or 8 (stem "conv2d"); 2 (stem "whisper")
+    stem: str = "conv2d"  # "conv2d": conv2d subsampling; "whisper": conv1d k3 + conv1d k3 stride 2, GELU
+    block: str = "conformer"  # "conformer": macaron FFNs + final LayerNorm, SiLU; "whisper": attention,
+    # conv module, one GELU FFN, each pre-LN with a residual
+    positions: str = "rotary"  # "rotary" in attention; "absolute": Whisper's sinusoids added after the stem
     subsampling_norm: bool = False  # LayerNorm on the subsampling output (trains out of the CTC plateau sooner)
     dropout: float = 0.1
     chunk_size: int = 16  # attention chunk, in encoder frames
@@ -33,8 +49,13 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "intermediate_layers", tuple(self.intermediate_layers))
-        if self.subsampling not in (4, 8):
-            raise ValueError(f"subsampling must be 4 or 8, got {self.subsampling}")
+        for key, allowed in (("stem", STEMS), ("block", BLOCKS), ("positions", POSITIONS)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
+        rates = (2,) if self.stem == "whisper" else (4, 8)
+        if self.subsampling not in rates:
+            raise ValueError(f"stem {self.stem!r} subsamples by {' or '.join(map(str, rates))}, "
+                             f"got {self.subsampling}")
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
             raise ValueError("d_model / n_heads must be an even integer (rotary embedding)")
         if self.chunk_size < 1:

@@ -9,7 +9,7 @@ from torch import nn
 
 from asr_engine.kernels import REFERENCE, SkipOps, factorized_log_probs
 from asr_engine.model.config import ModelConfig
-from asr_engine.model.layers import PAD_POS, ConformerBlock, KVCache, Subsampling
+from asr_engine.model.layers import PAD_POS, KVCache, Subsampling, make_block, sinusoids
 from asr_engine.model.streaming import StreamState
 
 __all__ = ["HeadOutput", "EncoderOutput", "SkipOptions", "Encoder", "factorized_log_probs", "run_chunk"]
@@ -34,13 +34,16 @@ class EncoderOutput:
     """final: the last head (skipped frames carry the gating head's output);
     intermediate: {layer: head}; lengths: (B,) valid frames; top_mask: (B, T) frames
     that ran the top layers; unskipped: when asked for in a skipping forward pass, the
-    final head with every frame through the top layers (no gradient), a teacher for training."""
+    final head with every frame through the top layers (no gradient), a teacher for training;
+    hidden: when asked for (without skipping), the last layer's output after the final head's
+    LayerNorm (B, T, D): for Whisper-initialized models, what Whisper's encoder outputs."""
 
     final: HeadOutput
     intermediate: dict[int, HeadOutput]
     lengths: torch.Tensor
     top_mask: torch.Tensor
     unskipped: HeadOutput | None = None
+    hidden: torch.Tensor | None = None
 
     def top_fraction(self) -> torch.Tensor:
         """(B,) fraction of each utterance's frames that ran the top layers."""
@@ -103,25 +106,26 @@ class Encoder(nn.Module):
         self.register_buffer("feat_mean", torch.zeros(cfg.feat_dim))
         self.register_buffer("feat_istd", torch.ones(cfg.feat_dim))
         self.subsampling = Subsampling(cfg)
-        self.layers = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.layers = nn.ModuleList(make_block(cfg) for _ in range(cfg.n_layers))
         self.heads = nn.ModuleDict({str(i): CTCHead(cfg) for i in cfg.intermediate_layers})
         self.final_head = CTCHead(cfg)
         self.ops = REFERENCE  # the skipping path's ops; an inference engine may pick the Triton ones
 
     def forward(self, feats: torch.Tensor, feat_lengths: torch.Tensor,
-                skip: SkipOptions | None = None, teacher: bool = False) -> EncoderOutput:
+                skip: SkipOptions | None = None, teacher: bool = False, hidden: bool = False) -> EncoderOutput:
         """feats (B, T_in, F), feat_lengths (B,) -> EncoderOutput over T encoder frames.
 
         With `skip`, frames the gating head calls blank (P > threshold, dilated) bypass
         layers skip_layer+1.. : they are removed from the sequence, the top layers run
         on the compacted sequence only, and the results are scattered back. With `teacher`
         too, the top layers also run on every frame, without gradient (`unskipped`).
+        With `hidden` and no `skip`, the output carries the final LayerNorm's output.
         """
         x, lengths = self.subsampling(self.normalize(feats), feat_lengths)
         B, T, _ = x.shape
         pos = torch.arange(T, device=x.device).expand(B, T)  # (B, T)
         valid = pos < lengths[:, None]
-        x = x.masked_fill(~valid[:, :, None], 0.0)
+        x = self.embed_positions(x, pos).masked_fill(~valid[:, :, None], 0.0)
         heads: dict[int, HeadOutput] = {}
         for i, layer in enumerate(self.layers[: self.cfg.skip_layer], start=1):
             x = layer(x, pos, valid)
@@ -129,7 +133,9 @@ class Encoder(nn.Module):
                 heads[i] = self.heads[str(i)](x)
         gate = heads[self.cfg.skip_layer]
         if skip is None:
-            return EncoderOutput(HeadOutput(self.final_head(self._top(x, pos, valid)).raw), heads, lengths, valid)
+            h = self.final_head.norm(self._top(x, pos, valid))  # (B, T, D)
+            return EncoderOutput(HeadOutput(self.final_head.out(h)), heads, lengths, valid,
+                                 hidden=h if hidden else None)
         unskipped = None
         if teacher:
             with torch.no_grad():
@@ -171,7 +177,7 @@ class Encoder(nn.Module):
         local = torch.arange(C, device=x.device).expand(B, C)  # (B, C)
         valid = local < n_valid[:, None]
         pos = offset[:, None] + local  # (B, C) timeline positions
-        x = x.masked_fill(~valid[:, :, None], 0.0)
+        x = self.embed_positions(x, pos).masked_fill(~valid[:, :, None], 0.0)
         kv, conv = [], []
         heads: dict[int, HeadOutput] = {}
         for i, (c_kv, c_conv) in enumerate(caches):
@@ -192,6 +198,13 @@ class Encoder(nn.Module):
             kv.append(c_kv)
             conv.append(c_conv)
         return self.final_head(y).raw, kv, conv
+
+    def embed_positions(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D) + Whisper's sinusoids at timeline positions pos (B, T) for absolute positions;
+        rotary positions are applied inside attention instead."""
+        if self.cfg.positions != "absolute":
+            return x
+        return x + sinusoids(pos, self.cfg.d_model).to(x.dtype)
 
     def floor(self, feats: torch.Tensor) -> torch.Tensor:
         """Clamp log-mel features to the model's noise floor (digital silence sits at log(eps) ~ -15.9,

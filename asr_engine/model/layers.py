@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,23 +22,36 @@ PAD_POS = 1 << 40  # position given to padding so it sorts after every real fram
 
 
 class Subsampling(nn.Module):
-    """Conv2d subsampling (x4 or x8), no time padding: (B, T, F) -> (B, T', D)."""
+    """The stem, no time padding: (B, T, F) -> (B, T', D).
+
+    stem "conv2d": conv2d subsampling (x4 or x8) and a linear layer; stem "whisper": Whisper's
+    conv1d (kernel 3) + GELU, conv1d (kernel 3, stride 2) + GELU (x2, 20 ms frames). Whisper pads
+    each conv by one frame on both sides; here output frame t sees input frames [2t, 2t + 5),
+    so a stream's windows never depend on frames that have not arrived.
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        n_convs = {4: 2, 8: 3}[cfg.subsampling]
         c = cfg.d_model
-        convs: list[nn.Module] = []
-        f = cfg.feat_dim
-        for i in range(n_convs):
-            convs += [nn.Conv2d(1 if i == 0 else c, c, 3, 2), nn.ReLU()]
-            f = (f - 3) // 2 + 1
-        self.convs = nn.Sequential(*convs)
-        self.n_convs = n_convs
-        self.stride = 2**n_convs
-        self.receptive_field = 2 ** (n_convs + 1) - 1  # input frames behind one output frame
+        if cfg.stem == "whisper":
+            self.kernels = [(3, 1), (3, 2)]  # (kernel, stride) along time
+            self.convs = nn.Sequential(nn.Conv1d(cfg.feat_dim, c, 3), nn.GELU(), nn.Conv1d(c, c, 3, 2), nn.GELU())
+            self.out: nn.Module | None = None
+        else:
+            n_convs = {4: 2, 8: 3}[cfg.subsampling]
+            self.kernels = [(3, 2)] * n_convs
+            convs: list[nn.Module] = []
+            f = cfg.feat_dim
+            for i in range(n_convs):
+                convs += [nn.Conv2d(1 if i == 0 else c, c, 3, 2), nn.ReLU()]
+                f = (f - 3) // 2 + 1
+            self.convs = nn.Sequential(*convs)
+            self.out = nn.Linear(c * f, cfg.d_model)
+        self.stride = math.prod(st for _, st in self.kernels)
+        # input frames behind one output frame
+        self.receptive_field = 1 + sum((k - 1) * math.prod(st for _, st in self.kernels[:i])
+                                       for i, (k, _) in enumerate(self.kernels))
         self.piece = 1024  # output frames per conv pass: bounds memory on long inputs
-        self.out = nn.Linear(c * f, cfg.d_model)
         self.norm = nn.LayerNorm(cfg.d_model) if cfg.subsampling_norm else nn.Identity()
 
     def input_frames(self, n_out: int) -> int:
@@ -44,8 +59,8 @@ class Subsampling(nn.Module):
         return self.stride * n_out + self.receptive_field - self.stride
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        for _ in range(self.n_convs):
-            lengths = torch.div(lengths - 3, 2, rounding_mode="floor") + 1
+        for k, st in self.kernels:
+            lengths = torch.div(lengths - k, st, rounding_mode="floor") + 1
         return lengths.clamp(min=0)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,9 +73,21 @@ class Subsampling(nn.Module):
         return torch.cat(parts, dim=1), self.output_lengths(lengths)
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
+        if self.out is None:  # conv1d stem
+            return self.norm(self.convs(x.transpose(1, 2)).transpose(1, 2))  # (B, T', D)
         x = self.convs(x[:, None])  # (B, C, T', F')
         B, C, T, Fq = x.shape
         return self.norm(self.out(x.permute(0, 2, 1, 3).reshape(B, T, C * Fq)))  # (B, T', D)
+
+
+def sinusoids(pos: torch.Tensor, channels: int, max_timescale: float = 10000.0) -> torch.Tensor:
+    """Whisper's absolute position embedding at positions pos (B, T) -> (B, T, D): sines of
+    the first D/2 timescales, then cosines. Defined for any position (Whisper's table stops at 1500)."""
+    half = channels // 2
+    inv = torch.exp(-math.log(max_timescale) / (half - 1) * torch.arange(half, device=pos.device,
+                                                                          dtype=torch.float32))
+    t = pos.to(torch.float32)[..., None] * inv  # (B, T, D/2)
+    return torch.cat([t.sin(), t.cos()], dim=-1)
 
 
 def rotary(x: torch.Tensor, pos: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
@@ -87,6 +114,7 @@ class ChunkedAttention(nn.Module):
         self.chunk, self.left = cfg.chunk_size, cfg.left_chunks
         self.dropout = cfg.dropout
         self.block = block
+        self.rotary = cfg.positions == "rotary"  # absolute positions are added to the input instead
         self.register_buffer(
             "inv_freq", 1.0 / 10000 ** (torch.arange(0, self.e, 2).float() / self.e), persistent=False)
 
@@ -151,7 +179,8 @@ class ChunkedAttention(nn.Module):
         base = torch.where(vq[:, :1], pq[:, :1], torch.zeros_like(pq[:, :1]))
         pk = torch.where(vk, pk - base, torch.zeros_like(pk))
         pq = torch.where(vq, pq - base, torch.zeros_like(pq))
-        q, k = rotary(q, pq, self.inv_freq), rotary(k, pk, self.inv_freq)
+        if self.rotary:
+            q, k = rotary(q, pq, self.inv_freq), rotary(k, pk, self.inv_freq)
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=allowed[:, None], dropout_p=self.dropout if self.training else 0.0)
 
@@ -179,8 +208,9 @@ def _last_valid(valid: torch.Tensor, w: int) -> torch.Tensor:
 class FeedForward(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        act = nn.GELU() if cfg.block == "whisper" else nn.SiLU()
         self.net = nn.Sequential(
-            nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, cfg.ff_mult * cfg.d_model), nn.SiLU(),
+            nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, cfg.ff_mult * cfg.d_model), act,
             nn.Dropout(cfg.dropout), nn.Linear(cfg.ff_mult * cfg.d_model, cfg.d_model), nn.Dropout(cfg.dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -249,3 +279,38 @@ class ConformerBlock(nn.Module):
         x = x + c
         x = self.norm_out(x + 0.5 * self.ff2(x))
         return x.masked_fill(~valid[:, :, None], 0.0), kv, conv
+
+
+class WhisperBlock(nn.Module):
+    """Whisper's pre-LN block with a Conformer conv module between attention and FFN:
+    x + att(LN x), + conv(x), + FFN(LN x). The conv module's output projection starts at
+    zero, so a block with imported Whisper weights computes Whisper's block exactly."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm_att = nn.LayerNorm(cfg.d_model)
+        self.att = ChunkedAttention(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.conv = ConvModule(cfg)
+        nn.init.zeros_(self.conv.pw2.weight)
+        nn.init.zeros_(self.conv.pw2.bias)
+        self.ff = FeedForward(cfg)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.att(self.norm_att(x), pos, valid))
+        x = x + self.conv(x)
+        x = x + self.ff(x)
+        return x.masked_fill(~valid[:, :, None], 0.0)
+
+    def forward_chunk(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor, kv: KVCache,
+                      conv: torch.Tensor) -> tuple[torch.Tensor, KVCache, torch.Tensor]:
+        a, kv = self.att.forward_chunk(self.norm_att(x), pos, valid, kv)
+        x = x + self.drop(a)
+        c, conv = self.conv.forward_chunk(x, valid, conv)
+        x = x + c
+        x = x + self.ff(x)
+        return x.masked_fill(~valid[:, :, None], 0.0), kv, conv
+
+
+def make_block(cfg: ModelConfig) -> nn.Module:
+    return WhisperBlock(cfg) if cfg.block == "whisper" else ConformerBlock(cfg)
