@@ -119,6 +119,8 @@ def whisper_config(variables: dict[str, np.ndarray], vocab_size: int, **layout) 
     middle = n_layers // 2
     base = dict(feat_dim=feat_dim, d_model=d_model, n_heads=n_heads, ff_mult=ffn // d_model, n_layers=n_layers,
                 subsampling=2, stem="whisper", block="whisper", positions="absolute",
+                position_period=int(variables["encoder/position_encodings/encodings"].shape[0])
+                if "encoder/position_encodings/encodings" in variables else 1500,
                 intermediate_layers=(middle,), skip_layer=middle, conv_kernel=15, chunk_size=16, left_chunks=8)
     return ModelConfig(vocab_size=vocab_size, **{**base, **layout})
 

@@ -65,6 +65,9 @@ class TrainConfig:
     # full-context init model's last hidden layer into the streaming student on non-skipping steps.
     pretrained_lr_scale: float = 1.0
     freeze_pretrained_steps: int = 0
+    # models with a position_period: each utterance starts at a random position in [0, period), so
+    # the model learns the wrap that long streams go through (streams start at 0 at inference)
+    random_position_offset: bool = True
     seed: int = 0
 
     @classmethod
@@ -181,6 +184,12 @@ def _group_scale(group: str, step: int, cfg: TrainConfig) -> float:
     return 0.0 if step < cfg.freeze_pretrained_steps else cfg.pretrained_lr_scale
 
 
+def _position_offsets(mcfg: ModelConfig, cfg: TrainConfig, batch: int, gen: torch.Generator) -> torch.Tensor | None:
+    if mcfg.position_period is None or not cfg.random_position_offset:
+        return None
+    return torch.randint(0, mcfg.position_period, (batch,), generator=gen)
+
+
 def _teacher(init: Encoder) -> Encoder:
     """A frozen copy of the init model that attends over the whole utterance (no chunks, no skipping)."""
     teacher = Encoder(full_context(init.cfg, 1 << 20))
@@ -271,7 +280,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
                     with torch.no_grad():  # the teacher hears the features before SpecAugment
                         t_hidden = teacher(x_clean, xl, hidden=True).hidden
                 out_ = model(x, xl, skip, teacher=skip is not None and step_weights.skip_distill > 0,
-                             hidden=t_hidden is not None)
+                             hidden=t_hidden is not None, pos_offset=_position_offsets(model.cfg, cfg, len(idx), gen))
             loss, parts = total_loss(out_, y, yl, step_weights, t_hidden)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -175,3 +175,42 @@ def test_stage_configs_resolve_to_their_recipe():
     assert x3.init_from == "runs/experiment-skip-distill-2/last" and x3.model == s5.model and x3.loss == x.loss
     assert x3.train_manifest == x2.train_manifest + ["data/mixed2/manifest.jsonl"]
     assert (x3.steps, x3.lr, x3.skip_train_prob) == (6000, 2e-4, 0.8)
+
+
+def test_fine_tuning_an_imported_whisper_encoder(tmp_path):
+    """From an import-whisper checkpoint: Whisper features in the checkpoint, the imported weights
+    frozen for freeze_pretrained_steps while the new heads and conv modules learn, then all learn
+    with the feature distillation term in the loss."""
+    from asr_engine.checkpoint import save_checkpoint
+    from asr_engine.pretrained import import_whisper, pretrained_parameter_names
+
+    from test_pretrained import tiny_whisper, write_ct2
+
+    manifest = _manifest(tmp_path)
+    init = import_whisper([write_ct2(tmp_path / "model.bin", tiny_whisper())], chunk_size=4, left_chunks=2,
+                          feat_floor=-6.0)
+    save_checkpoint(init, tmp_path / "init")
+    base = dict(train_manifest=str(manifest), init_from=str(tmp_path / "init"), max_frames=400, bf16=False,
+                warmup_steps=1, freeze_pretrained_steps=2, pretrained_lr_scale=0.5, skip_train_start=100,
+                loss={"feature": 1.0})
+    train(TrainConfig(out_dir=str(tmp_path / "frozen"), steps=2, **base), progress=False)
+    frozen = load_checkpoint(tmp_path / "frozen" / "last")
+    assert frozen.features.kind == "whisper" and frozen.model.cfg.block == "whisper"
+    before, after = init.model.state_dict(), frozen.model.state_dict()
+    pretrained = pretrained_parameter_names(init.model.cfg)
+    assert pretrained and all(torch.equal(before[k], after[k]) for k in pretrained)
+    assert not torch.equal(before["final_head.out.weight"], after["final_head.out.weight"])
+    assert not torch.equal(before["layers.0.conv.pw2.weight"], after["layers.0.conv.pw2.weight"])
+    train(TrainConfig(out_dir=str(tmp_path / "all"), steps=4, **base), progress=False)
+    moved = load_checkpoint(tmp_path / "all" / "last").model.state_dict()
+    assert any(not torch.equal(before[k], moved[k]) for k in pretrained)
+
+
+def test_feature_distillation_loss_counts_valid_frames_only():
+    from asr_engine.losses import feature_distillation
+
+    s = torch.zeros(2, 3, 4)
+    t = torch.ones(2, 3, 4)
+    t[1, 2] = 100.0  # padding: ignored
+    valid = torch.tensor([[True, True, True], [True, True, False]])
+    assert float(feature_distillation(s, t, valid)) == pytest.approx(5 / 2)

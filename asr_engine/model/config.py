@@ -38,6 +38,8 @@ class ModelConfig:
     block: str = "conformer"  # "conformer": macaron FFNs + final LayerNorm, SiLU; "whisper": attention,
     # conv module, one GELU FFN, each pre-LN with a residual
     positions: str = "rotary"  # "rotary" in attention; "absolute": Whisper's sinusoids added after the stem
+    position_period: int | None = None  # absolute positions repeat after this many frames (Whisper: 1500,
+    # the 30 s it was trained on; beyond them its encoder breaks down), so streams of any length stay in range
     subsampling_norm: bool = False  # LayerNorm on the subsampling output (trains out of the CTC plateau sooner)
     dropout: float = 0.1
     chunk_size: int = 16  # attention chunk, in encoder frames
@@ -56,6 +58,8 @@ class ModelConfig:
         if self.subsampling not in rates:
             raise ValueError(f"stem {self.stem!r} subsamples by {' or '.join(map(str, rates))}, "
                              f"got {self.subsampling}")
+        if self.position_period is not None and self.position_period < 1:
+            raise ValueError("position_period must be >= 1 or None")
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
             raise ValueError("d_model / n_heads must be an even integer (rotary embedding)")
         if self.chunk_size < 1:

@@ -112,20 +112,24 @@ class Encoder(nn.Module):
         self.ops = REFERENCE  # the skipping path's ops; an inference engine may pick the Triton ones
 
     def forward(self, feats: torch.Tensor, feat_lengths: torch.Tensor,
-                skip: SkipOptions | None = None, teacher: bool = False, hidden: bool = False) -> EncoderOutput:
+                skip: SkipOptions | None = None, teacher: bool = False, hidden: bool = False,
+                pos_offset: torch.Tensor | None = None) -> EncoderOutput:
         """feats (B, T_in, F), feat_lengths (B,) -> EncoderOutput over T encoder frames.
 
         With `skip`, frames the gating head calls blank (P > threshold, dilated) bypass
         layers skip_layer+1.. : they are removed from the sequence, the top layers run
         on the compacted sequence only, and the results are scattered back. With `teacher`
         too, the top layers also run on every frame, without gradient (`unskipped`).
-        With `hidden` and no `skip`, the output carries the final LayerNorm's output.
+        With `hidden` and no `skip`, the output carries the final LayerNorm's output. pos_offset (B,)
+        starts each utterance's absolute positions there instead of at 0 (training: a stream's
+        later utterances and the wrap at position_period).
         """
         x, lengths = self.subsampling(self.normalize(feats), feat_lengths)
         B, T, _ = x.shape
         pos = torch.arange(T, device=x.device).expand(B, T)  # (B, T)
         valid = pos < lengths[:, None]
-        x = self.embed_positions(x, pos).masked_fill(~valid[:, :, None], 0.0)
+        at = pos if pos_offset is None else pos + pos_offset[:, None]
+        x = self.embed_positions(x, at).masked_fill(~valid[:, :, None], 0.0)
         heads: dict[int, HeadOutput] = {}
         for i, layer in enumerate(self.layers[: self.cfg.skip_layer], start=1):
             x = layer(x, pos, valid)
@@ -204,6 +208,8 @@ class Encoder(nn.Module):
         rotary positions are applied inside attention instead."""
         if self.cfg.positions != "absolute":
             return x
+        if self.cfg.position_period is not None:
+            pos = pos % self.cfg.position_period
         return x + sinusoids(pos, self.cfg.d_model).to(x.dtype)
 
     def floor(self, feats: torch.Tensor) -> torch.Tensor:
