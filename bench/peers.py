@@ -1,11 +1,13 @@
 """peers: the same manifest through other engines that install here, beside ours, in one table.
 
 Today that is pocketsphinx (`pip install pocketsphinx`: the PyPI wheel ships its US English
-acoustic model, dictionary and language model), a classic streaming baseline. Both engines
-decode one utterance at a time, fed 100 ms of 16 kHz audio per call as a live stream would be,
-on one thread (pocketsphinx has no other mode), and both are scored with the same text
-normaliser. RTF is decoding time over audio time; model loading is not counted.
-An engine that is not installed is listed as skipped.
+acoustic model, dictionary and language model), a classic streaming baseline, and whisper-base
+through faster-whisper (the 'whisper' extra: OpenAI's weights from the wheels our model is
+initialized from, CTranslate2 int8, greedy, English, whole files: offline, not streaming).
+Ours and pocketsphinx decode one utterance at a time, fed 100 ms of 16 kHz audio per call as a
+live stream would be; every engine runs on --threads threads (pocketsphinx has only one) and is
+scored with the same text normaliser. RTF is decoding time over audio time; model loading is
+not counted. An engine that is not installed is listed as skipped.
 """
 
 from __future__ import annotations
@@ -62,6 +64,26 @@ def pocketsphinx(audios: list[np.ndarray]) -> tuple[list[str], float, str]:
     return hyps, wall, "pocketsphinx (en-us, streaming)"
 
 
+def whisper_base(audios: list[np.ndarray], threads: int) -> tuple[list[str], float, str]:
+    import os
+
+    from faster_whisper import WhisperModel
+
+    from asr_engine.pretrained import whisper_base_ct2_dir
+
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "asr-engine",
+                         "whisper-base-ct2")
+    model = WhisperModel(str(whisper_base_ct2_dir(cache)), device="cpu", compute_type="int8", cpu_threads=threads)
+    hyps, wall = [], 0.0
+    for x in audios:
+        t0 = time.perf_counter()
+        segments, _ = model.transcribe(x, language="en", beam_size=1, without_timestamps=True,
+                                       condition_on_previous_text=False, vad_filter=False)
+        hyps.append(" ".join(s.text.strip() for s in segments))
+        wall += time.perf_counter() - t0
+    return hyps, wall, "whisper-base (faster-whisper int8, greedy, offline)"
+
+
 def main(args) -> None:
     import torch
 
@@ -70,13 +92,14 @@ def main(args) -> None:
     audio_s = sum(len(x) for x in audios) / 16000
     rows = []
     engines = {"asr-engine": lambda: ours(audios, args.model, args.backend),
-               "pocketsphinx": lambda: pocketsphinx(audios)}
+               "pocketsphinx": lambda: pocketsphinx(audios),
+               "whisper-base": lambda: whisper_base(audios, args.threads)}
     for name in args.engines.split(","):
         if name not in engines:
             raise SystemExit(f"unknown engine {name!r}: choose from {', '.join(engines)}")
         try:
             hyps, wall, label = engines[name]()
-        except ImportError as e:
+        except (ImportError, FileNotFoundError) as e:  # a missing package, or whisper-base's wheels
             print(f"{name}: skipped, not installed ({e})")
             rows.append({"engine": name, "skipped": f"not installed: {e}"})
             continue
@@ -91,12 +114,14 @@ def main(args) -> None:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("peers", help="WER and RTF of other engines (pocketsphinx) beside ours")
+    p = sub.add_parser("peers", help="WER and RTF of other engines (pocketsphinx, whisper-base) beside ours")
     p.add_argument("--manifest", required=True, help="JSONL manifest (or LibriSpeech-layout folder)")
     p.add_argument("--limit", type=int, default=None, help="utterances (default: all)")
     p.add_argument("--model", default=None, help="our checkpoint folder (default: the bundled model)")
     p.add_argument("--backend", default="auto", help="our backend (default auto)")
-    p.add_argument("--engines", default="asr-engine,pocketsphinx", help="engines to run (default: both)")
-    p.add_argument("--threads", type=int, default=1, help="threads for our engine (default 1, as pocketsphinx)")
+    p.add_argument("--engines", default="asr-engine,pocketsphinx,whisper-base",
+                   help="engines to run (default: all three)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="threads for our engine and whisper-base (default 1, as pocketsphinx)")
     p.add_argument("--results", default="bench/results.jsonl", help="append JSON lines here ('' for none)")
     p.set_defaults(func=main)

