@@ -68,6 +68,7 @@ class TrainConfig:
     # models with a position_period: each utterance starts at a random position in [0, period), so
     # the model learns the wrap that long streams go through (streams start at 0 at inference)
     random_position_offset: bool = True
+    teacher_from: str | None = None  # the feature-distillation teacher's checkpoint (default: init_from)
     seed: int = 0
 
     @classmethod
@@ -228,7 +229,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     else:
         model = Encoder(ModelConfig(vocab_size=len(tokenizer.vocab), **cfg.model))
     opt = _optimizer(model, cfg)
-    teacher = _teacher(init.model) if init is not None and LossWeights(**cfg.loss).feature > 0 else None
+    teacher = None
+    if LossWeights(**cfg.loss).feature > 0:
+        if cfg.teacher_from is None and init is None:
+            raise ValueError("loss.feature needs a teacher: init_from or teacher_from")
+        teacher = _teacher(load_checkpoint(cfg.teacher_from).model if cfg.teacher_from else init.model)
     step = 0
     prior_seconds = 0.0
     if resume and (out / "train_state.pt").exists():

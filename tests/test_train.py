@@ -204,6 +204,14 @@ def test_fine_tuning_an_imported_whisper_encoder(tmp_path):
     train(TrainConfig(out_dir=str(tmp_path / "all"), steps=4, **base), progress=False)
     moved = load_checkpoint(tmp_path / "all" / "last").model.state_dict()
     assert any(not torch.equal(before[k], moved[k]) for k in pretrained)
+    # a second stage keeps Whisper itself as the teacher; without any teacher the feature loss is refused
+    train(TrainConfig(out_dir=str(tmp_path / "next"), steps=1, **{**base, "init_from": str(tmp_path / "all" / "last")},
+                      teacher_from=str(tmp_path / "init")), progress=False)
+    assert load_checkpoint(tmp_path / "next" / "last").info["step"] == 1
+    with pytest.raises(ValueError, match="needs a teacher"):
+        train(TrainConfig(out_dir=str(tmp_path / "none"), train_manifest=str(manifest), steps=1,
+                          model=dict(d_model=32, n_heads=2, n_layers=2, intermediate_layers=[1], skip_layer=1),
+                          loss={"feature": 1.0}, bf16=False), progress=False)
 
 
 def test_feature_distillation_loss_counts_valid_frames_only():
