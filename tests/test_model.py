@@ -197,3 +197,18 @@ def test_feature_floor_makes_digital_silence_look_like_quiet_noise():
     torch.testing.assert_close(a, b)
     assert not torch.allclose(unfloored, _model()(quiet, xl).final.raw)
     torch.testing.assert_close(m.normalize(silent).min(), (5.0 - m.feat_mean).mul(m.feat_istd).min())
+
+
+def test_absolute_positions_repeat_after_the_period():
+    from asr_engine.model.layers import sinusoids
+
+    from conftest import tiny_model
+
+    m = tiny_model("whisper")  # position_period 50
+    x = torch.zeros(1, 3, m.cfg.d_model)
+    pos = torch.tensor([[0, 7, 49]])
+    torch.testing.assert_close(m.embed_positions(x, pos + 50), m.embed_positions(x, pos))
+    torch.testing.assert_close(m.embed_positions(x, pos)[0, 1], sinusoids(pos, m.cfg.d_model)[0, 1])
+    # Whisper's table: sines of the first half of the timescales, then cosines; position 0 is [0.., 1..]
+    s = sinusoids(torch.tensor([[0]]), 8)[0, 0]
+    assert s.tolist() == [0.0] * 4 + [1.0] * 4
