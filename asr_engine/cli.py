@@ -141,8 +141,6 @@ def cmd_import_whisper(args: argparse.Namespace) -> int:
 
     layout = {"chunk_size": args.chunk_size, "left_chunks": args.left_chunks, "feat_floor": args.feat_floor,
               "skip_layer": args.skip_layer}
-    if args.skip_layer is not None:
-        layout["intermediate_layers"] = (args.skip_layer,)
     ckpt = import_whisper([Path(p) for p in args.model_bin] if args.model_bin else None, args.tokenizer_from,
                           **{k: v for k, v in layout.items() if v is not None})
     save_checkpoint(ckpt, args.output)

@@ -132,7 +132,8 @@ def whisper_base_ct2_dir(out: str | Path) -> Path:
 
 def whisper_config(variables: dict[str, np.ndarray], vocab_size: int, **layout) -> ModelConfig:
     """The ModelConfig that holds a Whisper encoder with these variables; `layout` sets the
-    streaming, head and skipping fields (chunk_size, left_chunks, intermediate_layers, ...)."""
+    streaming, head and skipping fields (chunk_size, left_chunks, intermediate_layers, ...).
+    A skip_layer given without intermediate_layers gets the one head it needs, there."""
     n_layers = sum(1 for n in variables
                    if n.startswith("encoder/layer_") and n.endswith("self_attention/linear_1/weight"))
     if n_layers == 0:
@@ -146,6 +147,8 @@ def whisper_config(variables: dict[str, np.ndarray], vocab_size: int, **layout) 
                 position_period=int(variables["encoder/position_encodings/encodings"].shape[0])
                 if "encoder/position_encodings/encodings" in variables else 1500,
                 intermediate_layers=(middle,), skip_layer=middle, conv_kernel=15, chunk_size=16, left_chunks=8)
+    if "skip_layer" in layout and "intermediate_layers" not in layout:
+        layout = {**layout, "intermediate_layers": (layout["skip_layer"],)}
     return ModelConfig(vocab_size=vocab_size, **{**base, **layout})
 
 

@@ -229,8 +229,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     else:
         model = Encoder(ModelConfig(vocab_size=len(tokenizer.vocab), **cfg.model))
     opt = _optimizer(model, cfg)
+    weights = LossWeights(**cfg.loss)
     teacher = None
-    if LossWeights(**cfg.loss).feature > 0:
+    if weights.feature > 0:
         if cfg.teacher_from is None and init is None:
             raise ValueError("loss.feature needs a teacher: init_from or teacher_from")
         teacher = _teacher(load_checkpoint(cfg.teacher_from).model if cfg.teacher_from else init.model)
@@ -248,7 +249,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         mean, istd = feature_stats(train_fs, model)
         model.feat_mean.copy_(mean)
         model.feat_istd.copy_(istd)
-    weights = LossWeights(**cfg.loss)
     no_aux = LossWeights(intermediate_ctc=0.0, distill_blank=0.0, distill_token=0.0)
     info = {"train_manifest": manifests, "init_from": cfg.init_from, "utterances": len(train_fs),
             "hours": sum(f.shape[0] for f in train_fs.feats) / 360000}

@@ -221,3 +221,11 @@ def test_whisper_base_matches_ctranslate2_on_real_speech(tmp_path):
         print(json.dumps({"file": Path(f).name, "mean_abs": float(err), "min_cos": float(cos.min()),
                           "mean_cos": float(cos.mean())}))
         assert cos.mean() > 0.999 and err < 0.05  # the reference's RMS is about 1.45
+
+
+def test_a_skip_layer_alone_gets_its_gating_head(tmp_path):
+    ckpt = import_whisper([write_ct2(tmp_path / "model.bin", tiny_whisper(layers=4))], skip_layer=2)
+    assert (ckpt.model.cfg.skip_layer, ckpt.model.cfg.intermediate_layers) == (2, (2,))
+    ckpt = import_whisper([write_ct2(tmp_path / "model.bin", tiny_whisper(layers=4))], skip_layer=2,
+                          intermediate_layers=(1, 2))
+    assert ckpt.model.cfg.intermediate_layers == (1, 2)
