@@ -8,6 +8,10 @@ import torch
 if not torch.cuda.is_available():  # the Triton kernels run in Triton's interpreter (read at their import)
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# where the Triton kernels' tests build their tensors: the GPU when there is one (compiled kernels
+# take device pointers only), else the CPU, where the interpreter runs them
+KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
 from asr_engine.checkpoint import Checkpoint, save_checkpoint
 from asr_engine.model.config import ModelConfig
 from asr_engine.model.encoder import Encoder

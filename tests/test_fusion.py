@@ -14,6 +14,7 @@ from asr_engine.lm.fusion import OnnxLMStep, ShallowFusion, TorchLMStep, export_
 from asr_engine.lm.model import BOUNDARY, GILRLanguageModel, LMConfig, save_lm, vocab_fingerprint
 from asr_engine.lm.train import train_lm
 from asr_engine.tokenizer import CharTokenizer
+from conftest import KERNEL_DEVICE
 from test_lm import toy_sentences
 
 try:
@@ -83,13 +84,14 @@ def test_triton_gilr_step_equals_reference(N, M, D, dtype):
     uv = (torch.randn(N, 2 * D, generator=g) * 2).to(dtype)
     h_src = torch.randn(M, D, generator=g).to(dtype)
     idx = torch.randint(0, M, (N,), generator=g)  # parents repeat and reorder, as in a beam
+    uv, h_src, idx = uv.to(KERNEL_DEVICE), h_src.to(KERNEL_DEVICE), idx.to(KERNEL_DEVICE)
     ref = gilr_step_reference(uv.float(), h_src.float(), idx)
     got = triton_gilr_step(uv, h_src, idx)
     assert got.dtype == dtype and got.shape == (N, D)
     tol = 1e-5 if dtype == torch.float32 else 2e-3
     torch.testing.assert_close(got.float(), ref, atol=tol, rtol=tol)
     with pytest.raises(IndexError):
-        triton_gilr_step(uv, h_src, torch.full((N,), M))
+        triton_gilr_step(uv, h_src, torch.full((N,), M, device=KERNEL_DEVICE))
 
 
 def test_model_step_from_parents_equals_the_gathered_states():

@@ -10,12 +10,12 @@ import asr_engine.kernels as K
 from asr_engine.kernels import compaction, factorized
 from asr_engine.model.encoder import Encoder, SkipOptions
 from asr_engine.model.streaming import StreamState
-from conftest import tiny_config
+from conftest import KERNEL_DEVICE, tiny_config
 
 triton = pytest.importorskip("triton")
 from asr_engine.kernels import triton_ops as tk  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DEVICE = KERNEL_DEVICE
 if DEVICE == "cpu" and not tk.INTERPRETED:
     pytest.skip("no GPU, and the kernels were imported without TRITON_INTERPRET=1", allow_module_level=True)
 

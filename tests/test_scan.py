@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from asr_engine.kernels.scan import linear_scan, scan_blocked, scan_sequential
+from conftest import KERNEL_DEVICE
 
 try:
     from asr_engine.kernels.triton_scan import scan_forward, triton_linear_scan
@@ -12,17 +13,17 @@ except ImportError:  # no Triton: only the references are tested
     triton_linear_scan = None
 
 
-def _inputs(B, T, D, dtype=torch.float32, seed=0, h0=True):
+def _inputs(B, T, D, dtype=torch.float32, seed=0, h0=True, device="cpu"):
     g = torch.Generator().manual_seed(seed)
-    a = torch.rand(B, T, D, generator=g).clamp(0.05, 1.0).to(dtype).requires_grad_()
-    b = torch.randn(B, T, D, generator=g).to(dtype).requires_grad_()
-    h = torch.randn(B, D, generator=g).to(dtype).requires_grad_() if h0 else None
+    a = torch.rand(B, T, D, generator=g).clamp(0.05, 1.0).to(device, dtype).requires_grad_()
+    b = torch.randn(B, T, D, generator=g).to(device, dtype).requires_grad_()
+    h = torch.randn(B, D, generator=g).to(device, dtype).requires_grad_() if h0 else None
     return a, b, h
 
 
 def _grads(fn, a, b, h0, seed=1):
     out = fn(a, b, h0)
-    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out.dtype)
+    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out.device, out.dtype)
     leaves = [t for t in (a, b, h0) if t is not None]
     return out, torch.autograd.grad((out.float() * w.float()).sum(), leaves)
 
@@ -52,7 +53,7 @@ needs_triton = pytest.mark.skipif(triton_linear_scan is None, reason="Triton is 
 @pytest.mark.parametrize("B,T,D", [(1, 1, 1), (2, 5, 3), (2, 64, 9), (2, 65, 9), (3, 130, 70)])
 @pytest.mark.parametrize("h0", [True, False])
 def test_triton_scan_equals_reference_forward_and_backward(B, T, D, h0):
-    a, b, h = _inputs(B, T, D, h0=h0, seed=T)
+    a, b, h = _inputs(B, T, D, h0=h0, seed=T, device=KERNEL_DEVICE)
     ref, gref = _grads(scan_sequential, a, b, h)
     got, ggot = _grads(triton_linear_scan, a, b, h)
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
@@ -62,7 +63,7 @@ def test_triton_scan_equals_reference_forward_and_backward(B, T, D, h0):
 
 @needs_triton
 def test_triton_scan_fp16_computes_in_fp32():
-    a, b, h = _inputs(2, 40, 16, dtype=torch.float16)
+    a, b, h = _inputs(2, 40, 16, dtype=torch.float16, device=KERNEL_DEVICE)
     ref = scan_sequential(a.float(), b.float(), h.float())
     got = triton_linear_scan(a, b, h)
     assert got.dtype == torch.float16
@@ -71,7 +72,7 @@ def test_triton_scan_fp16_computes_in_fp32():
 
 @needs_triton
 def test_triton_reverse_scan_is_the_backward_recurrence():
-    a, g, _ = _inputs(2, 20, 4, h0=False)
+    a, g, _ = _inputs(2, 20, 4, h0=False, device=KERNEL_DEVICE)
     a, g = a.detach(), g.detach()
     dh = scan_forward(a, g, None, reverse=True, shift=1)
     expect = torch.zeros_like(g)
@@ -84,7 +85,7 @@ def test_triton_reverse_scan_is_the_backward_recurrence():
 
 @needs_triton
 def test_triton_scan_refuses_bad_inputs_and_takes_empty_ones():
-    a, b, _ = _inputs(2, 4, 3)
+    a, b, _ = _inputs(2, 4, 3, device=KERNEL_DEVICE)
     a, b = a.detach(), b.detach()
     with pytest.raises(ValueError, match="both be"):
         scan_forward(a, b[:, :3], None)
