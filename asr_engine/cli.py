@@ -347,7 +347,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from asr_engine.train import TrainConfig, train
+    from asr_engine.train import TrainConfig, resolve_device, train
 
     try:
         cfg = TrainConfig.load(args.config)
@@ -355,7 +355,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise InputError(f"{args.config}: not a readable training config ({e})") from e
     if args.out_dir:
         cfg = dataclasses.replace(cfg, out_dir=args.out_dir)
+    if args.device:
+        cfg = dataclasses.replace(cfg, device=args.device)
     _set_threads(args.threads)
+    try:
+        resolve_device(cfg.device)
+    except ValueError as e:
+        raise InputError(str(e)) from e
     last = train(cfg, resume=args.resume, progress=not args.quiet)
     report = json.loads((last.parent / "report.json").read_text())
     lines = [f"checkpoint: {last}", f"steps: {report['steps']}, {report['utterances']} utterances, "
@@ -551,6 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from the out_dir's last checkpoint")
     tr.add_argument("--out-dir", default=None, help="override the config's out_dir")
     tr.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
+    tr.add_argument("--device", default=None,
+                    help="cpu, cuda, cuda:N or auto (default: the config's device, auto: the GPU when there is one)")
     tr.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     tr.set_defaults(func=cmd_train)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from asr_engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from asr_engine.data.loader import FeatureSet, bucket_batches, collate, load_features, spec_augment
+from asr_engine.data.loader import FeatureSet, Prefetcher, bucket_batches, collate, load_features, spec_augment
 from asr_engine.decoding import greedy_search
 from asr_engine.features import Fbank, FbankConfig
 from asr_engine.losses import LossWeights, total_loss
@@ -69,6 +69,7 @@ class TrainConfig:
     # the model learns the wrap that long streams go through (streams start at 0 at inference)
     random_position_offset: bool = True
     teacher_from: str | None = None  # the feature-distillation teacher's checkpoint (default: init_from)
+    device: str = "auto"  # "cpu", "cuda[:N]", or "auto": the GPU when there is one
     seed: int = 0
 
     @classmethod
@@ -144,13 +145,14 @@ def evaluate(model: Encoder, fs: FeatureSet, tokenizer, skip: SkipOptions | None
              max_frames: int = 40000) -> dict:
     """Greedy WER and fraction of frames through the top layers over a feature set."""
     model.eval()
+    device = model.feat_mean.device
     errs = words = 0
     top = frames = 0
     with torch.no_grad():
         for idx in bucket_batches([f.shape[0] for f in fs.feats], max_frames, 0, shuffle=False):
             x, xl, _, _ = collate(fs, idx)
-            out = model(x, xl, skip)
-            lp = out.final.log_probs()
+            out = model(x.to(device), xl.to(device), skip)
+            lp = out.final.log_probs().float().cpu()
             for j, i in enumerate(idx):
                 hyp = tokenizer.decode(list(greedy_search(lp[j, : out.lengths[j]]).tokens))
                 e, n = word_error_counts(fs.texts[i], hyp)
@@ -159,6 +161,21 @@ def evaluate(model: Encoder, fs: FeatureSet, tokenizer, skip: SkipOptions | None
             frames += int(out.lengths.sum())
     model.train()
     return {"wer": errs / max(1, words), "top_fraction": top / max(1, frames)}
+
+
+def resolve_device(name: str) -> torch.device:
+    """The training device: "auto" is the GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"device: {name!r} is not a device (cpu, cuda, cuda:N or auto)") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: no CUDA GPU is available here (use cpu or auto)")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r}: training runs on cpu or cuda")
+    return device
 
 
 def _save(model, tokenizer, features: FbankConfig, opt, cfg: TrainConfig, step: int, info: dict) -> None:
@@ -203,6 +220,7 @@ def _teacher(init: Encoder) -> Encoder:
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     """Train until cfg.steps; returns the folder of the last checkpoint."""
     torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -211,7 +229,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     utts = [u for m in manifests for u in read_corpus(m)]
     tokenizer = init.tokenizer if init else make_tokenizer(cfg.tokenizer, [u.text for u in utts], out)
     features = init.features if init else FbankConfig()
-    fbank = Fbank(features)
+    fbank = Fbank(features).to(device)
     train_fs = load_features(utts, tokenizer, fbank, cfg.max_duration, progress)
     if not len(train_fs):
         raise ValueError(f"no usable utterances in {manifests}")
@@ -228,25 +246,26 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             model.load_state_dict(state)
     else:
         model = Encoder(ModelConfig(vocab_size=len(tokenizer.vocab), **cfg.model))
+    model.to(device)
     opt = _optimizer(model, cfg)
     weights = LossWeights(**cfg.loss)
     teacher = None
     if weights.feature > 0:
         if cfg.teacher_from is None and init is None:
             raise ValueError("loss.feature needs a teacher: init_from or teacher_from")
-        teacher = _teacher(load_checkpoint(cfg.teacher_from).model if cfg.teacher_from else init.model)
+        teacher = _teacher(load_checkpoint(cfg.teacher_from).model if cfg.teacher_from else init.model).to(device)
     step = 0
     prior_seconds = 0.0
     if resume and (out / "train_state.pt").exists():
         from safetensors.torch import load_file
-        model.load_state_dict(load_file(str(out / "last" / "model.safetensors")))
-        state = torch.load(out / "train_state.pt", weights_only=True)
+        model.load_state_dict(load_file(str(out / "last" / "model.safetensors"), device=str(device)))
+        state = torch.load(out / "train_state.pt", weights_only=True, map_location=device)
         opt.load_state_dict(state["optimizer"])
         step = state["step"]
         prior_seconds = float(state.get("train_seconds", 0.0))
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"].cpu())
     elif init is None:
-        mean, istd = feature_stats(train_fs, model)
+        mean, istd = (t.to(device) for t in feature_stats(train_fs, model))
         model.feat_mean.copy_(mean)
         model.feat_istd.copy_(istd)
     no_aux = LossWeights(intermediate_ctc=0.0, distill_blank=0.0, distill_token=0.0)
@@ -268,11 +287,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         if cfg.sortagrad and epoch == 0:
             batches.sort(key=lambda b: max(lengths[i] for i in b))
             batches = batches[step:]  # on resume, the rest of the sorted epoch
-        for idx in batches:
-            if step >= cfg.steps:
-                break
-            x_clean, xl, y, yl = collate(train_fs, idx)
-            x = spec_augment(x_clean, xl, model.feat_mean, gen)
+        batches = Prefetcher(train_fs, batches[: cfg.steps - step], pin=device.type == "cuda")
+        for idx, x_host, xl_host, y, yl in batches:
+            x_clean, xl = x_host.to(device, non_blocking=True), xl_host.to(device, non_blocking=True)
+            y, yl = y.to(device, non_blocking=True), yl.to(device, non_blocking=True)
+            x = spec_augment(x_clean, xl_host, model.feat_mean, gen)
             skip = None
             if step >= cfg.skip_train_start and rng.random() < cfg.skip_train_prob:
                 skip = SkipOptions(cfg.skip_train_threshold, model.cfg.skip_dilation)
@@ -280,19 +299,21 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
                 g["lr"] = lr_at(step, cfg) * _group_scale(g["name"], step, cfg)
             step_weights = weights if step >= cfg.aux_start else no_aux
             t_hidden = None
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16 and x.device.type == "cpu"):
+            offsets = _position_offsets(model.cfg, cfg, len(idx), gen)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 if teacher is not None and skip is None:
                     with torch.no_grad():  # the teacher hears the features before SpecAugment
                         t_hidden = teacher(x_clean, xl, hidden=True).hidden
                 out_ = model(x, xl, skip, teacher=skip is not None and step_weights.skip_distill > 0,
-                             hidden=t_hidden is not None, pos_offset=_position_offsets(model.cfg, cfg, len(idx), gen))
+                             hidden=t_hidden is not None,
+                             pos_offset=None if offsets is None else offsets.to(device))
             loss, parts = total_loss(out_, y, yl, step_weights, t_hidden)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             step += 1
-            audio_s += float(xl.sum()) / 100
+            audio_s += float(xl_host.sum()) / 100
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.1f}", ctc=f"{parts['ctc']:.1f}",

@@ -6,7 +6,7 @@ import soundfile as sf
 import torch
 
 from asr_engine.checkpoint import load_checkpoint
-from asr_engine.train import TrainConfig, lr_at, train
+from asr_engine.train import TrainConfig, lr_at, resolve_device, train
 
 from conftest import tone
 
@@ -61,12 +61,16 @@ def _batch_loss(ckpt_dir, manifest):
     return float(loss)
 
 
-def test_training_steps_reduce_the_loss_with_bpe_and_skip_aware_steps(tmp_path):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_training_steps_reduce_the_loss_with_bpe_and_skip_aware_steps(tmp_path, device):
+    """The same loop on either device: batches, SpecAugment and skip-aware steps go to the device,
+    the checkpoint comes back to the host and resumes there."""
     manifest = _manifest(tmp_path)
-    base = dict(train_manifest=[str(manifest)], out_dir=str(tmp_path / "run"),
+    base = dict(train_manifest=[str(manifest)], out_dir=str(tmp_path / "run"), device=device,
                 model=dict(d_model=32, n_heads=2, n_layers=2, intermediate_layers=[1], skip_layer=1, dropout=0.0),
                 tokenizer={"kind": "bpe", "vocab_size": 20}, max_frames=2000, lr=3e-3, warmup_steps=5,
-                skip_train_start=10, skip_train_prob=0.5, skip_train_threshold=0.5, bf16=False,
+                skip_train_start=10, skip_train_prob=0.5, skip_train_threshold=0.5, bf16=device == "cuda",
                 loss={"skip_distill": 1.0})
     train(TrainConfig(steps=0, **base), progress=False)
     before = _batch_loss(tmp_path / "run" / "last", manifest)
@@ -75,6 +79,7 @@ def test_training_steps_reduce_the_loss_with_bpe_and_skip_aware_steps(tmp_path):
     assert after < 0.7 * before
     ck = load_checkpoint(tmp_path / "run" / "last")
     assert ck.tokenizer.kind == "bpe" and ck.model.cfg.vocab_size == len(ck.tokenizer.vocab)
+    assert ck.model.feat_mean.device.type == "cpu"
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["steps"] == 40 and report["train_seconds"] > 0
 
@@ -113,9 +118,22 @@ def test_train_cli_runs_a_config_and_reports(tmp_path, capsys):
     assert main(["train", str(cfg), "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "steps: 2" in err and "dev WER" in err
+    if not torch.cuda.is_available():
+        assert main(["train", str(cfg), "--quiet", "--device", "cuda"]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err
     cfg.write_text("{not json")
     assert main(["train", str(cfg), "--quiet"]) == 2
     assert "not a readable training config" in capsys.readouterr().err
+
+
+def test_training_device_is_resolved_and_checked():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="not a device"):
+        resolve_device("gpu please")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            resolve_device("cuda:0")
 
 
 def test_shipped_recipe_configs_are_valid():
@@ -222,3 +240,42 @@ def test_feature_distillation_loss_counts_valid_frames_only():
     t[1, 2] = 100.0  # padding: ignored
     valid = torch.tensor([[True, True, True], [True, True, False]])
     assert float(feature_distillation(s, t, valid)) == pytest.approx(5 / 2)
+
+
+def test_spec_augment_masks_bands_and_spans_inside_each_utterance():
+    from asr_engine.data.loader import spec_augment
+
+    x = torch.randn(3, 200, 40)
+    lengths = torch.tensor([200, 120, 30])
+    fill = torch.full((40,), 7.0)
+    out = spec_augment(x, lengths, fill, torch.Generator().manual_seed(1), freq_width=6, time_frac=0.1)
+    again = spec_augment(x, lengths, fill, torch.Generator().manual_seed(1), freq_width=6, time_frac=0.1)
+    assert torch.equal(out, again) and not torch.equal(out, x)
+    masked = out == 7.0
+    band = masked.all(1)  # (B, F) bins masked at every frame
+    span = masked.all(2)  # (B, T) frames masked in every bin
+    assert (band.sum(1) <= 2 * 6).all() and band.any()
+    for b, n in enumerate(lengths.tolist()):
+        assert not span[b, n:].any()  # the padding is never a time mask
+        assert span[b].sum() <= 4 * max(1, int(0.1 * n))
+    changed = masked & ~band[:, None, :] & ~span[:, :, None]
+    assert not changed.any()  # every masked value lies in a band or a span
+    assert torch.equal(out[~masked], x[~masked])
+
+
+def test_prefetcher_yields_the_collated_batches_in_order_and_raises_their_errors():
+    from asr_engine.data.loader import FeatureSet, Prefetcher, collate
+
+    fs = FeatureSet([torch.randn(n, 4).half() for n in (5, 9, 3, 7)], [[1], [2, 3], [4], [5, 6, 7]], list("abcd"))
+    batches = [[0, 1], [2], [3, 0]]
+    got = list(Prefetcher(fs, batches))
+    assert [g[0] for g in got] == batches
+    for (idx, *tensors) in got:
+        for t, ref in zip(tensors, collate(fs, idx)):
+            assert torch.equal(t, ref)
+    with pytest.raises(IndexError):
+        list(Prefetcher(fs, [[0], [99]]))
+    early = Prefetcher(fs, batches * 50, depth=1)
+    next(iter(early))
+    early.close()
+    assert not early._thread.is_alive()
