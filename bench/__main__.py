@@ -2,7 +2,7 @@
 
 import argparse
 
-from bench import kernels, lm, peers, rtf, server, stream, sweep
+from bench import kernels, lm, peers, rtf, server, stream, sweep, train
 
 
 def main(argv=None) -> None:
@@ -15,6 +15,7 @@ def main(argv=None) -> None:
     kernels.add_parser(sub)
     peers.add_parser(sub)
     lm.add_parser(sub)
+    train.add_parser(sub)
     args = p.parse_args(argv)
     args.func(args)
 

@@ -175,3 +175,32 @@ def test_lm_bench_checks_the_scan_and_measures_fusion(tmp_path):
     # weight 0 is beam search without the LM; torch and ONNX Runtime steps decode alike
     assert by[("beam 4 + LM (torch)", 0.0)] == dec[1]["wer"]
     assert by[("beam 4 + LM (torch)", 0.5)] == by[("beam 4 + LM (onnx)", 0.5)]
+
+
+def test_train_bench_measures_throughput_with_and_without_skip_aware_steps(tmp_path):
+    out = tmp_path / "r.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "bench", "train", "--device", "cpu", "--sizes", "default",
+                           "--batch", "2", "--seconds", "2", "--steps", "1", "--threads", "1", "--results", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["skip"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(rows) == {"off", "on"}
+    assert rows["off"]["top_fraction"] == 1.0 and 0.2 < rows["on"]["top_fraction"] < 0.6  # --keep 0.4
+    for r in rows.values():
+        assert r["bench"] == "train" and r["size"] == "default" and 4 < r["params_m"] < 5
+        assert r["x_realtime"] > 0 and r["device"] == "cpu"
+    proc = subprocess.run([sys.executable, "-m", "bench", "train", "--device", "cpu", "--sizes", "huge",
+                           "--results", ""], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "unknown size 'huge'" in proc.stderr
+
+
+def test_gpu_check_script_parses_and_says_when_there_is_no_gpu(tmp_path):
+    import torch
+
+    script = ROOT / "bench" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    if torch.cuda.is_available():
+        return  # there it runs for minutes: bench/gpu_check.sh is run by hand on a GPU machine
+    env = {**os.environ, "OUT": str(tmp_path), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", str(script)], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2 and "no CUDA GPU here" in proc.stdout
