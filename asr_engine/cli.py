@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -66,8 +67,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA GPU is available here (use --device cpu)")
     inputs = expand_inputs(args.inputs)
-    if args.format in SUBTITLE_FORMATS and len(inputs) > 1 and not (args.output and Path(args.output).is_dir()):
-        raise InputError(f"--format {args.format} with several inputs needs --output DIR (an existing folder)")
+    plan = plan_outputs([path for path, _ in inputs], args.format, args.output)  # before any decoding
     _set_threads(args.threads)
     hotwords = _hotwords(args.hotwords)
     backend = resolve_backend(args.backend, args.device)
@@ -92,6 +92,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         run = Transcriber(ckpt, DecodeOptions(beam=args.beam, skip_threshold=args.skip_threshold, nbest=args.nbest,
                                               hotwords=hotwords, hotword_boost=args.hotword_boost, lm=lm),
                           args.device).transcribe_files
+    stdin = _read_stdin() if any(path == "-" for path, _ in inputs) else None
     t0 = time.perf_counter()
     results = []
     bar = None
@@ -99,7 +100,11 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         from tqdm import tqdm
         bar = tqdm(total=len(inputs), unit="file", desc="transcribing", file=sys.stderr)
     for rng in _batches(len(inputs), args.batch_size):
-        batch = run([inputs[i][0] for i in rng])
+        batch = run([stdin.name if inputs[i][0] == "-" else inputs[i][0] for i in rng])
+        if stdin is not None:
+            for r in batch:
+                if r.path == stdin.name:
+                    r.path, r.error = "-", r.error and r.error.replace(stdin.name, "-")
         for r in batch:
             if r.error:
                 print(f"error: {r.error}", file=sys.stderr)
@@ -109,10 +114,24 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - t0
     if bar is not None:
         bar.close()
-    _write_outputs(results, args)
+    _write_outputs(results, args.format, plan)
     if not args.quiet:
         print(_summary(results, [ref for _, ref in inputs], wall), file=sys.stderr)
     return 1 if any(r.error for r in results) else 0
+
+
+def _read_stdin():
+    """`-` as an input: the audio piped in, kept in a temporary file (any format soundfile reads:
+    its header says which) for the rest of the run."""
+    import tempfile
+
+    data = sys.stdin.buffer.read()
+    if not data:
+        raise InputError("-: nothing on standard input (pipe audio in, e.g. `asr-engine transcribe - < a.wav`)")
+    tmp = tempfile.NamedTemporaryFile(prefix="asr-engine-stdin-", suffix=".audio")
+    tmp.write(data)
+    tmp.flush()
+    return tmp
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -173,9 +192,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                        tuple(args.allowed_origins.split(",")) if args.allowed_origins else None)
 
     async def run() -> None:
-        server = await Server(engine, cfg).start()
-        print(f"asr-engine: serving on ws://{args.host}:{server.port}/ (Vosk clients: /vosk)", file=sys.stderr,
-              flush=True)
+        try:
+            server = await Server(engine, cfg).start()
+        except OSError as e:  # the port is taken, the address is not this machine's, ...
+            raise InputError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from e
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        print(f"asr-engine: serving on ws://{host}:{server.port}/ (Vosk clients: /vosk); "
+              f"web page: http://{host}:{server.port}/", file=sys.stderr, flush=True)
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -261,18 +284,60 @@ def _hotwords(arg: str | None) -> tuple[str, ...]:
     return tuple(p.strip() for p in phrases if p.strip())
 
 
-def _write_outputs(results, args: argparse.Namespace) -> None:
-    if args.format in SUBTITLE_FORMATS and args.output and Path(args.output).is_dir():
+def plan_outputs(paths: list[str], fmt: str, output: str | None) -> Path | dict[str, Path] | None:
+    """Where the transcripts go, decided (and folders made) before any audio is decoded: None for
+    stdout, one file, or for subtitles a file per input ({input path: its .srt/.vtt}). Subtitles of
+    several inputs (or with -o an existing folder or a name ending in /) go into that folder, named
+    after each input; inputs whose names collide keep their folders below the inputs' common folder."""
+    if output is None:
+        if fmt in SUBTITLE_FORMATS and len(paths) > 1:
+            raise InputError(f"--format {fmt} with several inputs needs --output DIR (a file each)")
+        return None
+    out = Path(output)
+    as_folder = fmt in SUBTITLE_FORMATS and (len(paths) > 1 or out.is_dir() or output.endswith(("/", "\\")))
+    if not as_folder:
+        if out.is_dir():
+            raise InputError(f"--output {output}: is a folder; give a file name (a folder is for srt/vtt)")
+        _make_folder(out.parent)
+        return out
+    _make_folder(out)
+    names = [Path(p).stem if p != "-" else "stdin" for p in paths]
+    if len(set(names)) < len(names):  # a/x.wav and b/x.wav: keep the folders below the common one
+        parents = [Path(p).resolve().parent for p in paths]
+        root = Path(os.path.commonpath(parents))
+        names = [str(parent.relative_to(root) / Path(p).stem) for parent, p in zip(parents, paths)]
+    plan: dict[str, Path] = {}
+    for p, name in zip(paths, names):
+        target = out / f"{name}.{fmt}"
+        if p in plan or target in plan.values():
+            raise InputError(f"{p}: given twice (its subtitles would overwrite themselves)")
+        plan[p] = target
+    for target in plan.values():
+        _make_folder(target.parent)
+    return plan
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create the output folder {folder}: {e.strerror or e}") from e
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"cannot write to the output folder {folder}")
+
+
+def _write_outputs(results, fmt: str, plan: Path | dict[str, Path] | None) -> None:
+    if isinstance(plan, dict):
         for r in results:
             if r.error is None:
-                (Path(args.output) / f"{Path(r.path).stem}.{args.format}").write_text(render([r], args.format))
+                plan[r.path].write_text(render([r], fmt))
         return
-    ok = [r for r in results if r.error is None] if args.format in SUBTITLE_FORMATS else results
+    ok = [r for r in results if r.error is None] if fmt in SUBTITLE_FORMATS or len(results) == 1 else results
     if not ok:
-        return
-    text = render(ok, args.format)
-    if args.output:
-        Path(args.output).write_text(text)
+        return  # nothing on stdout for a file that failed (its error is on stderr)
+    text = render(ok, fmt)
+    if plan is not None:
+        plan.write_text(text)
     else:
         sys.stdout.write(text)
 
@@ -408,14 +473,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("asr-engine")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asr-engine", description="Streaming Conformer/CTC speech recognition.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("transcribe", help="transcribe audio files (offline, whole files)",
                        description="Transcribe audio files with a Conformer/CTC checkpoint.")
     t.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="audio files, folders (searched recursively), @list.txt (one path per line) "
-                        "or MANIFEST.jsonl (with references, the summary reports WER)")
+                        "or MANIFEST.jsonl (with references, the summary reports WER); - reads audio from stdin")
     t.add_argument("--model", default=None, help="checkpoint folder (default: the bundled model)")
     t.add_argument("--format", choices=FORMATS, default="txt",
                    help="txt: text (path<TAB>text for several files); json: one array; jsonl: one object "

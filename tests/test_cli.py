@@ -50,11 +50,72 @@ def test_subtitles(tiny_ckpt_dir, files, tmp_path, capsys, fmt, head):
     assert code == 0 and out_file.read_text().startswith(head)
     code, _, err = run(["transcribe", "--model", str(tiny_ckpt_dir), "--format", fmt, *map(str, files)], capsys)
     assert code == 2 and "--output DIR" in err
-    out_dir = tmp_path / "subs"
-    out_dir.mkdir()
+    out_dir = tmp_path / "new" / "subs"  # made for them
     code, _, _ = run(["transcribe", "--model", str(tiny_ckpt_dir), "--format", fmt, "-o", str(out_dir),
                       *map(str, files)], capsys)
     assert code == 0 and sorted(p.name for p in out_dir.iterdir()) == [f"a.{fmt}", f"b.{fmt}", f"c.{fmt}"]
+
+
+def test_outputs_are_planned_before_decoding(tiny_ckpt_dir, wav, tmp_path, capsys):
+    import shutil
+
+    model = ["transcribe", "--model", str(tiny_ckpt_dir), "--format"]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    x1 = wav("a/x.wav", 1.0)
+    x2 = shutil.copy(wav("y.wav", 0.5), tmp_path / "b" / "x.wav")
+    # a folder where a file is needed: refused at once, nothing decoded
+    code, out, err = run([*model, "txt", "-o", str(tmp_path), str(x1)], capsys)
+    assert code == 2 and "is a folder" in err and "summary" not in err and out == ""
+    # a file in folders that do not exist yet
+    target = tmp_path / "deep" / "er" / "x.txt"
+    code, _, _ = run([*model, "txt", "-o", str(target), str(x1)], capsys)
+    assert code == 0 and target.read_text().count("\n") == 1
+    # one subtitle file into a folder named with a trailing slash
+    code, _, _ = run([*model, "srt", "-o", f"{tmp_path / 'one'}/", str(x1)], capsys)
+    assert code == 0 and [p.name for p in (tmp_path / "one").iterdir()] == ["x.srt"]
+    # two inputs with one name keep their folders instead of overwriting each other
+    code, _, _ = run([*model, "srt", "-o", str(tmp_path / "subs"), str(x1), str(x2)], capsys)
+    assert code == 0
+    assert sorted(str(p.relative_to(tmp_path / "subs")) for p in (tmp_path / "subs").rglob("*.srt")) == [
+        "a/x.srt", "b/x.srt"]
+    code, _, err = run([*model, "srt", "-o", str(tmp_path / "twice"), str(x1), str(x1)], capsys)
+    assert code == 2 and "given twice" in err and "summary" not in err
+
+
+def test_audio_from_stdin_and_failures_leave_stdout_empty(tiny_ckpt_dir, wav, tmp_path, capsys, monkeypatch):
+    import io
+
+    data = wav("a.wav", 1.0).read_bytes()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    code, out, err = run(["transcribe", "--model", str(tiny_ckpt_dir), "--format", "jsonl", "-"], capsys)
+    assert code == 0 and json.loads(out)["path"] == "-" and json.loads(out)["duration"] == pytest.approx(1.0)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"not audio at all")))
+    code, out, err = run(["transcribe", "--model", str(tiny_ckpt_dir), "-"], capsys)
+    assert code == 1 and out == "" and "error: -: cannot decode audio" in err
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    code, out, err = run(["transcribe", "--model", str(tiny_ckpt_dir), "-"], capsys)
+    assert code == 2 and "nothing on standard input" in err
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"asr-engine {version('asr-engine')}"
+
+
+def test_serve_on_a_taken_port_is_one_clear_line(tiny_ckpt_dir, capsys):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        code, _, err = run(["serve", "--model", str(tiny_ckpt_dir), "--backend", "torch", "--host", "127.0.0.1",
+                            "--port", str(port)], capsys)
+    assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err
 
 
 def test_subtitle_cues_from_words():
