@@ -1,4 +1,5 @@
-"""Audio input: any format libsndfile reads, any sample rate, mixed to 16 kHz mono float32."""
+"""Audio input: any format libsndfile or FFmpeg (through PyAV) reads, the audio track of video files
+included, any sample rate, mixed to 16 kHz mono float32."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from pathlib import Path
 import numpy as np
 
 SAMPLE_RATE = 16000
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au")
+# libsndfile's (the fast path) and what FFmpeg adds: AAC/ALAC in MP4, WebM/Matroska, video files' audio
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au",
+                    ".m4a", ".mp4", ".aac", ".webm", ".mkv", ".mka", ".mov", ".wma", ".amr", ".3gp")
 
 __all__ = ["SAMPLE_RATE", "AUDIO_EXTENSIONS", "AudioError", "load_audio", "resample", "to_float32"]
 
@@ -40,6 +43,33 @@ def to_float32(samples: np.ndarray) -> np.ndarray:
     return out
 
 
+def _decode_ffmpeg(path: Path, sndfile_error: Exception) -> tuple[np.ndarray, int]:
+    """The first audio stream of a file libsndfile does not read (M4A, WebM, MP4 video, ...), through
+    PyAV's bundled FFmpeg decoders -> ((N, C) float32, sample rate)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise AudioError(f"{path}: no audio track")
+            stream = container.streams.audio[0]
+            sr = stream.codec_context.sample_rate or stream.rate
+            if not sr:
+                raise AudioError(f"{path}: the audio track has no sample rate")
+            # planar float at the track's own rate and layout, mixed to mono as the libsndfile path does
+            # (the mean of the channels); resampling stays with libsoxr
+            planar = av.AudioResampler(format="fltp", rate=sr)
+            frames = [out for frame in container.decode(stream) for out in planar.resample(frame)]
+            frames += planar.resample(None)
+            pieces = [f.to_ndarray().mean(axis=0) for f in frames]
+    except AudioError:
+        raise
+    except (av.FFmpegError, ValueError, UnicodeDecodeError) as e:
+        raise AudioError(f"{path}: cannot decode audio ({sndfile_error}; FFmpeg: {e})") from e
+    data = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+    return to_float32(data)[:, None], int(sr)
+
+
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Read a file, mix channels to mono, resample; returns (N,) float32.
 
@@ -58,7 +88,7 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
             sr = f.samplerate
             data = f.read(dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        raise AudioError(f"{path}: cannot decode audio ({e})") from e
+        data, sr = _decode_ffmpeg(path, e)
     if data.shape[0] == 0:
         raise AudioError(f"{path}: no audio samples")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]

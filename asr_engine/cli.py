@@ -39,9 +39,14 @@ def expand_inputs(items: list[str]) -> list[tuple[str, str | None]]:
                 raise InputError(f"{item}: manifest not found")
             out += [(str(u.audio), u.text) for u in read_manifest(item)]
         elif Path(item).is_dir():
-            found = sorted(p for p in Path(item).rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+            files = sorted(p for p in Path(item).rglob("*") if p.is_file() and not p.name.startswith("."))
+            found = [p for p in files if p.suffix.lower() in AUDIO_EXTENSIONS]
             if not found:
                 raise InputError(f"{item}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder")
+            others = [p for p in files if p.suffix.lower() not in AUDIO_EXTENSIONS]
+            if others:
+                names = ", ".join(str(p.relative_to(item)) for p in others[:3]) + (", ..." if len(others) > 3 else "")
+                print(f"{item}: skipping {len(others)} file(s) that are not audio or video ({names})", file=sys.stderr)
             out += [(str(p), None) for p in found]
         else:
             out.append((item, None))  # a missing file is reported per file, like a corrupt one

@@ -58,3 +58,46 @@ def test_to_float32_checks():
     with pytest.raises(AudioError, match="dtype"):
         to_float32(np.array([1], dtype=np.int32))
     assert resample(np.zeros(0, dtype=np.float32), 8000).size == 0
+
+
+def write_with_ffmpeg(path, container: str, codec: str, samples: np.ndarray, sr: int, video: bool = False):
+    """Encode (N, 2) float audio with PyAV (FFmpeg), in a video file when `video`."""
+    import av
+
+    with av.open(str(path), "w", format=container) as out:
+        if video:
+            v = out.add_stream("mpeg4" if container == "mp4" else "libvpx", rate=10)
+            v.width, v.height, v.pix_fmt = 32, 32, "yuv420p"
+        a = out.add_stream(codec, rate=sr)
+        a.layout = "stereo"
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples.T, dtype=np.float32), format="fltp",
+                                           layout="stereo")
+        frame.sample_rate, frame.pts = sr, 0
+        for packet in a.encode(frame):
+            out.mux(packet)
+        if video:
+            for _ in range(5):
+                for packet in v.encode(av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")):
+                    out.mux(packet)
+            for packet in v.encode():
+                out.mux(packet)
+        for packet in a.encode():
+            out.mux(packet)
+
+
+@pytest.mark.parametrize("name,container,codec,sr,video", [
+    ("a.m4a", "mp4", "aac", 44100, False), ("a.webm", "webm", "libopus", 48000, False),
+    ("v.mp4", "mp4", "aac", 44100, True), ("v.webm", "webm", "libopus", 48000, True)])
+def test_reads_what_ffmpeg_reads_video_files_audio_included(tmp_path, name, container, codec, sr, video):
+    x = tone(1.0, sr, freq=440.0, channels=2)
+    x[:, 1] *= 0.5  # channels differ: the mix is their mean, as for WAV
+    write_with_ffmpeg(tmp_path / name, container, codec, x, sr, video)
+    y = load_audio(tmp_path / name)
+    assert abs(len(y) - 16000) < 800  # codec priming and padding add a few ms
+    peak = float(np.abs(y[2000:-2000]).max())
+    assert peak == pytest.approx(0.3 * 0.75, rel=0.08)
+    spectrum = np.abs(np.fft.rfft(y[:16000] if len(y) >= 16000 else np.pad(y, (0, 16000 - len(y)))))
+    assert abs(int(spectrum.argmax()) - 440) <= 2  # still a 440 Hz tone after the codec
+    (tmp_path / "silent.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
+    with pytest.raises(AudioError, match="silent.mp4"):
+        load_audio(tmp_path / "silent.mp4")

@@ -207,3 +207,19 @@ def test_audio_shorter_than_one_encoder_frame_gives_empty_text(tmp_path):
     res = t.transcribe_arrays([short, ok], ["short", "ok"])
     assert res[0].text == "" and res[0].frames == 0 and res[0].error is None
     assert res[1].frames == 1
+
+
+def test_folders_take_video_and_m4a_files_and_name_what_they_skip(tiny_ckpt_dir, wav, tmp_path, capsys):
+    from conftest import tone
+    from test_audio import write_with_ffmpeg
+
+    folder = tmp_path / "media"
+    folder.mkdir()
+    write_with_ffmpeg(folder / "talk.m4a", "mp4", "aac", tone(1.0, 44100, channels=2), 44100)
+    write_with_ffmpeg(folder / "clip.webm", "webm", "libopus", tone(0.5, 48000, channels=2), 48000, video=True)
+    (folder / "notes.txt").write_text("not audio")
+    code, out, err = run(["transcribe", "--model", str(tiny_ckpt_dir), "--format", "jsonl", str(folder)], capsys)
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and sorted(r["path"].rsplit("/", 1)[1] for r in rows) == ["clip.webm", "talk.m4a"]
+    assert all("error" not in r and r["duration"] > 0.4 for r in rows)
+    assert "skipping 1 file(s) that are not audio or video (notes.txt)" in err
