@@ -11,19 +11,50 @@ FORMATS = ("txt", "json", "jsonl", "srt", "vtt")
 SUBTITLE_FORMATS = ("srt", "vtt")
 
 
-def cues(words: list[Word], max_words: int = 10, max_seconds: float = 6.0,
-         max_gap: float = 1.0) -> list[tuple[float, float, str]]:
-    """Group words into subtitle cues, breaking on long pauses, length or word count."""
+# subtitle conventions (Netflix's and the BBC's guides, what whisper's and ffmpeg users get): at most
+# two lines of 42 characters, at most ~7 s on screen, and a new cue where the speaker pauses
+LINE_CHARS = 42
+MAX_LINES = 2
+MAX_SECONDS = 7.0
+PAUSE_SECONDS = 0.5
+
+
+def cues(words: list[Word], max_chars: int = LINE_CHARS * MAX_LINES, max_seconds: float = MAX_SECONDS,
+         pause: float = PAUSE_SECONDS, line_chars: int = LINE_CHARS) -> list[tuple[float, float, str]]:
+    """Group words into subtitle cues: a cue ends where the speaker pauses (a gap >= `pause`);
+    a stretch of speech too long for one cue (over `max_chars` characters or `max_seconds`) is
+    split at its longest gap (the middle one among equals), again until every piece fits. Each
+    cue's text is broken into balanced lines of at most `line_chars` where it can be."""
     out: list[tuple[float, float, str]] = []
-    cur: list[Word] = []
+    phrase: list[Word] = []
     for w in words:
-        if cur and (len(cur) >= max_words or w.end - cur[0].start > max_seconds or w.start - cur[-1].end > max_gap):
-            out.append((cur[0].start, cur[-1].end, " ".join(x.word for x in cur)))
-            cur = []
-        cur.append(w)
-    if cur:
-        out.append((cur[0].start, cur[-1].end, " ".join(x.word for x in cur)))
+        if phrase and w.start - phrase[-1].end >= pause:
+            out += _split(phrase, max_chars, max_seconds, line_chars)
+            phrase = []
+        phrase.append(w)
+    if phrase:
+        out += _split(phrase, max_chars, max_seconds, line_chars)
     return out
+
+
+def _split(ws: list[Word], max_chars: int, max_seconds: float, line_chars: int) -> list[tuple[float, float, str]]:
+    text = " ".join(w.word for w in ws)
+    if len(ws) == 1 or (len(text) <= max_chars and ws[-1].end - ws[0].start <= max_seconds):
+        return [(ws[0].start, ws[-1].end, _lines(text, line_chars))]
+    gaps = [ws[i].start - ws[i - 1].end for i in range(1, len(ws))]
+    widest = max(gaps)
+    cuts = [i + 1 for i, g in enumerate(gaps) if g >= widest - 1e-6]
+    cut = min(cuts, key=lambda i: abs(i - len(ws) / 2))  # among equal gaps, the one nearest the middle
+    return _split(ws[:cut], max_chars, max_seconds, line_chars) + _split(ws[cut:], max_chars, max_seconds, line_chars)
+
+
+def _lines(text: str, line_chars: int) -> str:
+    """One line if it fits, else two lines split at the space that balances them best."""
+    if len(text) <= line_chars or " " not in text:
+        return text
+    spaces = [i for i, c in enumerate(text) if c == " "]
+    best = min(spaces, key=lambda i: (max(i, len(text) - i - 1) > line_chars, abs(len(text) - 2 * i - 1)))
+    return text[:best] + "\n" + text[best + 1:]
 
 
 def _timestamp(t: float, sep: str) -> str:

@@ -130,6 +130,30 @@ def test_subtitle_cues_from_words():
     assert to_vtt(Result("x", "", words)).startswith("WEBVTT\n\n00:00:00.500 --> 00:00:01.400\nhello world\n")
 
 
+def test_subtitle_cues_break_at_pauses_and_limits_not_word_counts():
+    from asr_engine.decoding import Word
+    from asr_engine.formats import cues
+
+    # 14 short words spoken without a pause: one cue (the old rule cut every 10 words)
+    fluent = [Word(f"w{i}", 0.3 * i, 0.3 * i + 0.25, 1.0) for i in range(14)]
+    (cue,) = cues(fluent)
+    assert cue[:2] == (0.0, 13 * 0.3 + 0.25) and cue[2].replace("\n", " ") == " ".join(f"w{i}" for i in range(14))
+    assert all(len(line) <= 42 for line in cue[2].split("\n"))
+    # a pause of 0.6 s ends a cue even mid-sentence
+    paused = fluent[:5] + [Word(w.word, w.start + 0.6, w.end + 0.6, 1.0) for w in fluent[5:]]
+    assert [c[2].split()[0] for c in cues(paused)] == ["w0", "w5"]
+    # 11 s of slow speech (65 characters) with no pause of 0.5 s: split where the gap is longest
+    long_words = []
+    t = 0.0
+    for i in range(22):
+        long_words.append(Word("ok", t, t + 0.25, 1.0))
+        t += 0.5 if i != 8 else 0.7  # gaps of 0.25 s, and one of 0.45 s after word 8
+    parts = cues(long_words)
+    assert len(parts) == 2 and parts[0][1] == long_words[8].end
+    for a, b, text in parts:
+        assert b - a <= 7.0 and len(text) <= 84 and all(len(line) <= 42 for line in text.split("\n"))
+
+
 def test_bad_files_are_reported_and_others_finish(tiny_ckpt_dir, files, tmp_path, capsys):
     (tmp_path / "empty.wav").write_bytes(b"")
     (tmp_path / "junk.flac").write_bytes(b"not audio at all" * 50)
