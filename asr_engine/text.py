@@ -140,13 +140,10 @@ def normalize(text: str) -> str:
 
 
 def _edit_distance(r: list | str, h: list | str) -> int:
-    prev = list(range(len(h) + 1))
-    for i, rw in enumerate(r, 1):
-        cur = [i] + [0] * len(h)
-        for j, hw in enumerate(h, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (rw != hw))
-        prev = cur
-    return prev[-1]
+    """Levenshtein distance between two sequences (words or characters), by rapidfuzz (C++)."""
+    from rapidfuzz.distance import Levenshtein
+
+    return Levenshtein.distance(r, h)
 
 
 def word_error_counts(ref: str, hyp: str) -> tuple[int, int]:

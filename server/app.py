@@ -32,7 +32,7 @@ from websockets.http11 import Request, Response
 from asr_engine.audio import AudioError
 from asr_engine.engine import Engine, SessionOptions
 from asr_engine.endpoint import EndpointConfig
-from asr_engine.server.metrics import Metrics
+from asr_engine.server.metrics import CONTENT_TYPE_LATEST, Metrics
 from asr_engine.server.protocol import (PROTOCOL_VERSION, ProtocolError, Start, VoskConfig, decode_audio,
                                         final_message, parse_json, parse_start, parse_vosk_config, vosk_result)
 from asr_engine.transcribe import Result
@@ -129,8 +129,7 @@ class Server:
             return _response(HTTPStatus.OK, "ok\n")
         if url.path == "/metrics":
             queue = sum(1 for c in self.conns.values() if c.has_work())
-            return _response(HTTPStatus.OK, self.metrics.render(len(self.conns), queue),
-                             "text/plain; version=0.0.4")
+            return _response(HTTPStatus.OK, self.metrics.render(len(self.conns), queue), CONTENT_TYPE_LATEST)
         if url.path not in ("/", "/vosk"):
             return _response(HTTPStatus.NOT_FOUND, "not found\n")
         if "upgrade" not in request.headers.get("Connection", "").lower():
@@ -141,10 +140,10 @@ class Server:
             given = request.headers.get("Authorization", "")
             query = parse_qs(url.query).get("token", [""])[0]
             if given != f"Bearer {self.cfg.token}" and query != self.cfg.token:
-                self.metrics.rejected_total += 1
+                self.metrics.rejected_total.inc()
                 return _response(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token\n")
         if self._closing or len(self.conns) >= self.cfg.max_sessions:
-            self.metrics.rejected_total += 1
+            self.metrics.rejected_total.inc()
             return _response(HTTPStatus.SERVICE_UNAVAILABLE, "server busy: too many sessions\n")
         return None
 
@@ -155,7 +154,7 @@ class Server:
             return
         conn = _Conn(next(self._ids), ws, urlsplit(ws.request.path).path == "/vosk")
         self.conns[conn.id] = conn
-        self.metrics.sessions_total += 1
+        self.metrics.sessions_total.inc()
         writer = asyncio.create_task(self._writer(conn))
         log.info(json.dumps({"event": "open", "session": conn.id, "vosk": conn.vosk,
                              "peer": str(ws.remote_address[0]) if ws.remote_address else None}))
@@ -248,8 +247,7 @@ class Server:
             return
         conn.pending.append(x)
         conn.arrived = time.perf_counter()
-        with self.metrics.lock:
-            self.metrics.audio_seconds += x.size / rate
+        self.metrics.audio_seconds.inc(x.size / rate)
         self._wake.set()
 
     async def _open_session(self, conn: _Conn, spec: Start | VoskConfig) -> None:
@@ -275,8 +273,7 @@ class Server:
         self._wake.set()
 
     def _error(self, conn: _Conn, code: str, message: str) -> None:
-        with self.metrics.lock:
-            self.metrics.errors_total += 1
+        self.metrics.errors_total.inc()
         if conn.vosk:
             conn.outbox.put_nowait({"error": message, "code": code})
         else:
@@ -335,8 +332,7 @@ class Server:
             now = time.perf_counter()
             for (c, _, _, arrived, owed), events in zip(jobs, results):
                 if arrived:
-                    with self.metrics.lock:
-                        self.metrics.latency.observe(now - arrived)
+                    self.metrics.latency.observe(now - arrived)
                 self._deliver(c, events, owed)
 
     def _compute(self, jobs: list) -> list[list]:
@@ -361,13 +357,8 @@ class Server:
             else:
                 events.append(("partial", s.result()))
             out.append(events)
-        with self.metrics.lock:
-            self.metrics.compute_seconds += time.perf_counter() - t0
-            for n in sizes:
-                self.metrics.batch.observe(n)
-            for s, (f0, t0_) in zip(sessions, frames0):
-                self.metrics.frames += s.frames - f0
-                self.metrics.top_frames += s.top_frames - t0_
+        self.metrics.step(time.perf_counter() - t0, sizes, sum(s.frames - f0 for s, (f0, _) in zip(sessions, frames0)),
+                          sum(s.top_frames - t0_ for s, (_, t0_) in zip(sessions, frames0)))
         return out
 
     def _deliver(self, c: _Conn, events: list, owed: int) -> None:

@@ -1,72 +1,52 @@
-"""Prometheus metrics of the server, in the text exposition format (no client library)."""
+"""Prometheus metrics of the server, through prometheus-client (one registry per server, so that
+several servers in one process, as in the tests, keep their own counts)."""
 
 from __future__ import annotations
 
-import bisect
-import threading
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["Histogram", "Metrics"]
-
-
-class Histogram:
-    def __init__(self, name: str, help_: str, buckets: tuple[float, ...]):
-        self.name, self.help, self.buckets = name, help_, buckets
-        self.counts = [0] * (len(buckets) + 1)
-        self.total = 0.0
-        self.n = 0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.total += value
-        self.n += 1
-
-    def render(self) -> list[str]:
-        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        acc = 0
-        for b, c in zip(self.buckets, self.counts):
-            acc += c
-            out.append(f'{self.name}_bucket{{le="{b:g}"}} {acc}')
-        out += [f'{self.name}_bucket{{le="+Inf"}} {self.n}', f"{self.name}_sum {self.total:.6f}",
-                f"{self.name}_count {self.n}"]
-        return out
+__all__ = ["Metrics", "CONTENT_TYPE_LATEST"]
 
 
 class Metrics:
-    """Counters and histograms updated by the compute thread and the event loop (under a lock)."""
+    """Updated from the event loop and the compute thread (prometheus-client's metrics are thread-safe)."""
 
     def __init__(self):
-        self.lock = threading.Lock()
-        self.sessions_total = 0
-        self.rejected_total = 0
-        self.errors_total = 0
-        self.audio_seconds = 0.0
-        self.compute_seconds = 0.0
-        self.frames = 0
-        self.top_frames = 0
-        self.batch = Histogram("asr_batch_size", "Sessions per encoder step", (1, 2, 4, 8, 16, 32, 64, 128))
-        self.latency = Histogram("asr_partial_latency_seconds", "From an audio message's arrival to the result "
-                                 "that covers it", (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
+        r = self.registry = CollectorRegistry()
+        self.sessions = Gauge("asr_sessions", "Open websocket sessions", registry=r)
+        self.queue_depth = Gauge("asr_queue_depth", "Sessions with audio waiting for the compute loop", registry=r)
+        self.sessions_total = Counter("asr_sessions_accepted", "Sessions accepted", registry=r)
+        self.rejected_total = Counter("asr_rejected", "Connections refused (busy, auth)", registry=r)
+        self.errors_total = Counter("asr_errors", "Error messages sent", registry=r)
+        self.audio_seconds = Counter("asr_audio_seconds", "Audio received", registry=r)
+        self.compute_seconds = Counter("asr_compute_seconds", "Compute time of the engine", registry=r)
+        self.frames = Counter("asr_encoder_frames", "Encoder frames computed", registry=r)
+        self.top_frames = Counter("asr_top_frames", "Encoder frames that ran the top layers", registry=r)
+        Gauge("asr_rtf", "Compute time over audio time since start", registry=r).set_function(
+            lambda: _ratio(self.compute_seconds, self.audio_seconds))
+        Gauge("asr_skipped_fraction", "Encoder frames that skipped the top layers", registry=r).set_function(
+            lambda: 1.0 - _ratio(self.top_frames, self.frames, empty=1.0))
+        self.batch = Histogram("asr_batch_size", "Sessions per encoder step", registry=r,
+                               buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+        self.latency = Histogram("asr_partial_latency_seconds",
+                                 "From an audio message's arrival to the result that covers it", registry=r,
+                                 buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
+
+    def step(self, seconds: float, batch_sizes: list[int], frames: int, top_frames: int) -> None:
+        """One pass of the compute loop: its time, its encoder batches, the frames it computed."""
+        self.compute_seconds.inc(seconds)
+        for n in batch_sizes:
+            self.batch.observe(n)
+        self.frames.inc(frames)
+        self.top_frames.inc(top_frames)
 
     def render(self, sessions: int, queue: int) -> str:
-        with self.lock:
-            rtf = self.compute_seconds / self.audio_seconds if self.audio_seconds else 0.0
-            skipped = 1.0 - self.top_frames / self.frames if self.frames else 0.0
-            lines = [
-                "# HELP asr_sessions Open websocket sessions", "# TYPE asr_sessions gauge", f"asr_sessions {sessions}",
-                "# HELP asr_queue_depth Sessions with audio waiting for the compute loop",
-                "# TYPE asr_queue_depth gauge", f"asr_queue_depth {queue}",
-                "# HELP asr_sessions_total Sessions accepted", "# TYPE asr_sessions_total counter",
-                f"asr_sessions_total {self.sessions_total}",
-                "# HELP asr_rejected_total Connections refused (busy, auth)", "# TYPE asr_rejected_total counter",
-                f"asr_rejected_total {self.rejected_total}",
-                "# HELP asr_errors_total Error messages sent", "# TYPE asr_errors_total counter",
-                f"asr_errors_total {self.errors_total}",
-                "# HELP asr_audio_seconds_total Audio received", "# TYPE asr_audio_seconds_total counter",
-                f"asr_audio_seconds_total {self.audio_seconds:.3f}",
-                "# HELP asr_compute_seconds_total Compute time of the engine",
-                "# TYPE asr_compute_seconds_total counter", f"asr_compute_seconds_total {self.compute_seconds:.3f}",
-                "# HELP asr_rtf Compute time over audio time since start", "# TYPE asr_rtf gauge", f"asr_rtf {rtf:.5f}",
-                "# HELP asr_skipped_fraction Encoder frames that skipped the top layers",
-                "# TYPE asr_skipped_fraction gauge", f"asr_skipped_fraction {skipped:.4f}",
-                *self.batch.render(), *self.latency.render()]
-        return "\n".join(lines) + "\n"
+        self.sessions.set(sessions)
+        self.queue_depth.set(queue)
+        return generate_latest(self.registry).decode()
+
+
+def _ratio(num: Counter, den: Counter, empty: float = 0.0) -> float:
+    d = den._value.get()  # prometheus-client has no public read of a counter's value
+    return num._value.get() / d if d else empty

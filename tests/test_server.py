@@ -191,10 +191,14 @@ def test_http_endpoints_auth_and_busy(engine, offline):
                 assert msg["code"] == "idle_timeout"
 
         run(busy())
+        from prometheus_client.parser import text_string_to_metric_families
+
         metrics = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
-        for name in ("asr_sessions ", "asr_queue_depth", "asr_batch_size_bucket", "asr_rtf",
-                     "asr_partial_latency_seconds_bucket", "asr_skipped_fraction", "asr_rejected_total 2"):
-            assert name in metrics, name
+        samples = {s.name: s.value for f in text_string_to_metric_families(metrics) for s in f.samples}
+        for name in ("asr_sessions", "asr_queue_depth", "asr_batch_size_bucket", "asr_rtf",
+                     "asr_partial_latency_seconds_bucket", "asr_skipped_fraction", "asr_sessions_accepted_total"):
+            assert name in samples, name
+        assert samples["asr_rejected_total"] == 2 and samples["asr_sessions"] == 0
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(base + "/nothing", timeout=10)
     finally:

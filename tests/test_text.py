@@ -51,3 +51,22 @@ def test_word_error_counts():
     assert word_error_counts("the cat sat", "the cat sat") == (0, 3)
     assert word_error_counts("the cat sat", "a cat sat down") == (2, 3)
     assert word_error_counts("Press 1.", "press one") == (0, 2)
+
+
+def test_error_counts_agree_with_jiwer():
+    import random
+
+    import jiwer
+
+    from asr_engine.text import char_error_counts
+
+    rng = random.Random(0)
+    vocab = ["the", "cat", "sat", "on", "a", "mat", "press", "one", "two", "please", "hold"]
+    for _ in range(200):
+        ref = " ".join(rng.choice(vocab) for _ in range(rng.randint(1, 12)))
+        hyp = " ".join(rng.choice(vocab) for _ in range(rng.randint(0, 12)))
+        e, n = word_error_counts(ref, hyp)
+        assert e / n == jiwer.wer(ref, hyp) if hyp else e == n
+        if hyp:
+            ce, cn = char_error_counts(ref, hyp)
+            assert ce / cn == jiwer.cer(ref, hyp)
