@@ -27,8 +27,8 @@ class EndpointConfig:
     def __post_init__(self):
         for name in ("silence_no_text", "silence_after_text", "max_utterance"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not v > 0:
-                raise ValueError(f"endpoint {name} must be a positive number of seconds, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 3600:
+                raise ValueError(f"endpoint {name} must be a number of seconds in (0, 3600], got {v!r}")
 
 
 class Endpointer:

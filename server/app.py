@@ -190,6 +190,9 @@ class Server:
                 await (self._on_vosk if conn.vosk else self._on_native)(conn, msg)
             except ProtocolError as e:
                 self._error(conn, e.code, str(e))
+            except Exception as e:  # a message we failed to foresee: answer it, keep the server up
+                log.exception("message handling failed")
+                self._error(conn, "internal", f"internal error on this message: {type(e).__name__}")
 
     async def _on_native(self, conn: _Conn, msg) -> None:
         if isinstance(msg, str):

@@ -16,6 +16,7 @@ Vosk, client to server: optional {"config": {"sample_rate": N, "words": bool,
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,11 +58,26 @@ class VoskConfig:
     phrase_list: tuple[str, ...] = field(default_factory=tuple)
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]}... is out of range")
+    return value
+
+
 def parse_json(text: str) -> dict:
+    """A client's text message: a JSON object with finite numbers (no NaN, Infinity or 1e400),
+    integers of at most 4300 digits (Python's limit) and nesting Python can parse."""
     try:
-        msg = json.loads(text)
+        msg = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except json.JSONDecodeError as e:
         raise ProtocolError("bad_json", f"not valid JSON: {e}") from None
+    except (ValueError, RecursionError) as e:  # huge numbers, NaN/Infinity, deep nesting
+        raise ProtocolError("bad_json", f"not acceptable JSON: {str(e)[:200]}") from None
     if not isinstance(msg, dict):
         raise ProtocolError("bad_message", "a text message must be a JSON object")
     return msg
@@ -78,7 +94,9 @@ def _typed(msg: dict, key: str, kinds: tuple[type, ...], default):
 
 
 def _sample_rate(value) -> int:
-    if value not in SAMPLE_RATES:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # Vosk clients send 16000.0
+    if isinstance(value, bool) or value not in SAMPLE_RATES:
         raise ProtocolError("bad_sample_rate", f"unsupported sample rate {value!r}: use one of {SAMPLE_RATES}")
     return int(value)
 
@@ -113,8 +131,8 @@ def parse_start(msg: dict, max_nbest: int) -> Start:
     endpoint = _typed(msg, "endpoint", (bool, dict), False)
     if isinstance(endpoint, dict):
         try:
-            endpoint = EndpointConfig(**{k: float(v) for k, v in endpoint.items()})
-        except (TypeError, ValueError) as e:
+            endpoint = EndpointConfig(**{k: float(_typed(endpoint, k, (int, float), 0)) for k in endpoint})
+        except (TypeError, ValueError, OverflowError) as e:
             raise ProtocolError("bad_field", f"endpoint: {e}") from None
     else:
         endpoint = EndpointConfig() if endpoint else None
@@ -127,7 +145,7 @@ def parse_vosk_config(msg: dict) -> VoskConfig:
     cfg = msg["config"]
     if not isinstance(cfg, dict):
         raise ProtocolError("bad_field", "'config' must be an object")
-    return VoskConfig(_sample_rate(int(_typed(cfg, "sample_rate", (int, float), 16000))),
+    return VoskConfig(_sample_rate(_typed(cfg, "sample_rate", (int, float), 16000)),
                       bool(_typed(cfg, "words", (bool, int), False)),
                       int(_typed(cfg, "max_alternatives", (int,), 0)),
                       _phrases(cfg.get("phrase_list", []), "phrase_list"))

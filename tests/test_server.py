@@ -109,6 +109,12 @@ async def _exchange(url, *messages, expect=1):
     (['{"type": "start"}', b"\x00\x01\x02"], "bad_audio"),  # odd byte count for int16
     (['{"type": "start", "encoding": "float32"}', np.array([np.nan], "<f4").tobytes()], "bad_audio"),
     (['{"type": "start", "endpoint": {"max_utterance": -1}}'], "bad_field"),
+    # once crashes of the handler (a close with no error message)
+    (['{"type": "start", "endpoint": {"max_utterance": 1e400}}'], "bad_json"),
+    (['{"type": "start", "endpoint": {"max_utterance": Infinity}}'], "bad_json"),
+    (['{"type": "start", "endpoint": {"max_utterance": 1e300}}'], "bad_field"),
+    (['{"type": "start", "sample_rate": ' + "9" * 5000 + "}"], "bad_json"),
+    (["[" * 100_000], "bad_json"),
 ])
 def test_bad_messages_get_errors_and_the_session_survives(srv, offline, messages, code):
     async def go():
