@@ -51,11 +51,11 @@ def _decode_ffmpeg(path: Path, sndfile_error: Exception) -> tuple[np.ndarray, in
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
-                raise AudioError(f"{path}: no audio track")
+                raise AudioError(f"{path}: cannot decode audio (no audio track; {sndfile_error})")
             stream = container.streams.audio[0]
             sr = stream.codec_context.sample_rate or stream.rate
             if not sr:
-                raise AudioError(f"{path}: the audio track has no sample rate")
+                raise AudioError(f"{path}: cannot decode audio ({sndfile_error}; FFmpeg finds no sample rate)")
             # planar float at the track's own rate and layout, mixed to mono as the libsndfile path does
             # (the mean of the channels); resampling stays with libsoxr
             planar = av.AudioResampler(format="fltp", rate=sr)

@@ -191,10 +191,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     engine = Engine(ckpt, EngineOptions(chunk_frames=args.chunk_frames, beam=args.beam, nbest=args.beam,
                                         skip_threshold=args.skip_threshold, max_batch=args.batch_size, lm=lm),
                     args.device)
-    cfg = ServerConfig(args.host, args.port, args.max_sessions, args.max_message_bytes, args.idle_timeout,
-                       args.max_session_seconds, args.batch_size, args.batch_deadline_ms,
-                       os.environ.get("ASR_ENGINE_TOKEN") or None,
-                       tuple(args.allowed_origins.split(",")) if args.allowed_origins else None)
+    cfg = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
+                       max_message_bytes=args.max_message_bytes, idle_timeout=args.idle_timeout,
+                       max_session_seconds=args.max_session_seconds, batch_size=args.batch_size,
+                       batch_deadline_ms=args.batch_deadline_ms, token=os.environ.get("ASR_ENGINE_TOKEN") or None,
+                       origins=tuple(args.allowed_origins.split(",")) if args.allowed_origins else None,
+                       max_sessions_per_peer=args.max_sessions_per_peer,
+                       max_session_wall_seconds=args.max_session_wall_seconds,
+                       max_backlog_seconds=args.max_backlog_seconds)
 
     async def run() -> None:
         try:
@@ -234,6 +238,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     if args.seconds is not None and not args.mic:
         raise InputError("--seconds goes with --mic")
     start = {"endpoint": True} if args.endpoint else {}
+    token = args.token or os.environ.get("ASR_ENGINE_TOKEN") or None
     if args.mic:
         device = int(args.device) if args.device and args.device.isdigit() else args.device
         try:
@@ -242,12 +247,20 @@ def cmd_stream(args: argparse.Namespace) -> int:
             raise InputError(str(e)) from None
         if not args.quiet:
             print(f"listening on {info['name']} at {rate} Hz; Ctrl-C ends the stream", file=sys.stderr)
-        job = stream_microphone(args.url, device, args.seconds, args.chunk_ms, start, show)
+        job = stream_microphone(args.url, device, args.seconds, args.chunk_ms, start, show, token)
     else:
-        job = stream_file(args.url, args.input, not args.fast, args.chunk_ms, start, show)
+        job = stream_file(args.url, args.input, not args.fast, args.chunk_ms, start, show, token)
+    from websockets.exceptions import InvalidStatus, WebSocketException
+
     try:
         msgs = asyncio.run(job)
-    except OSError as e:
+    except InvalidStatus as e:  # refused before the upgrade: say why in the server's words
+        status = e.response.status_code
+        reason = e.response.body.decode("utf-8", "replace").strip() if e.response.body else ""
+        hint = {401: " (give the server's token: --token or ASR_ENGINE_TOKEN)",
+                403: " (the server does not allow this client's origin)"}.get(status, "")
+        raise InputError(f"{args.url}: the server refused the connection: HTTP {status} {reason}{hint}") from None
+    except (OSError, WebSocketException) as e:
         raise InputError(f"{args.url}: cannot connect ({e})") from e
     return 1 if any(m.get("type") == "error" for m in msgs) else 0
 
@@ -591,8 +604,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how long a ready session waits for others to share its step (default 10)")
     sv.add_argument("--max-sessions", type=int, default=64, help="open sessions; more get HTTP 503 (default 64)")
     sv.add_argument("--max-message-bytes", type=int, default=1 << 20, help="largest message (default 1 MiB)")
-    sv.add_argument("--idle-timeout", type=float, default=30.0, help="seconds without a message (default 30)")
+    sv.add_argument("--idle-timeout", type=float, default=30.0,
+                    help="a session that sends less than 10%% of this in audio within it is closed (default 30 s)")
     sv.add_argument("--max-session-seconds", type=float, default=3600.0, help="audio per session (default 3600)")
+    sv.add_argument("--max-session-wall-seconds", type=float, default=7200.0,
+                    help="a session's whole life, audio or not (default 7200)")
+    sv.add_argument("--max-sessions-per-peer", type=int, default=16,
+                    help="open sessions from one client address; more get HTTP 429 (default 16)")
+    sv.add_argument("--max-backlog-seconds", type=float, default=30.0,
+                    help="audio a session may have waiting before its socket is no longer read (default 30)")
     sv.add_argument("--allowed-origins", default=None, help="comma-separated Origin values browsers may use")
     sv.add_argument("--threads", type=int, default=0, help="torch/ORT threads (default: their choice)")
     sv.set_defaults(func=cmd_serve)
@@ -609,6 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--chunk-ms", type=float, default=100.0, help="audio per message (default 100 ms)")
     st.add_argument("--endpoint", action="store_true", help="continuous mode: a final per utterance")
     st.add_argument("--quiet", "-q", action="store_true", help="finals only (no partials on stderr)")
+    st.add_argument("--token", default=None, help="the server's bearer token (default: $ASR_ENGINE_TOKEN)")
     st.set_defaults(func=cmd_stream)
 
     data = sub.add_parser("data", help="build training data").add_subparsers(dest="data_command", required=True)

@@ -12,6 +12,7 @@ Vosk's protocol, plain HTTP `/healthz` and `/metrics`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import itertools
 import json
@@ -48,13 +49,22 @@ class ServerConfig:
     port: int = 2700
     max_sessions: int = 64  # more: HTTP 503 before the upgrade
     max_message_bytes: int = 1 << 20  # a larger message closes the connection (1009)
-    idle_timeout: float = 30.0  # seconds without a message
+    idle_timeout: float = 30.0  # the window of the slot check: less audio than min_audio_fraction of it closes
+    min_audio_fraction: float = 0.1  # seconds of audio per second of wall time, over each idle_timeout window
+    max_session_wall_seconds: float = 7200.0  # a session's whole life, however much audio it sends
+    max_sessions_per_peer: int = 16  # open sessions from one client address
     max_session_seconds: float = 3600.0  # of audio per connection
     batch_size: int = 32  # sessions that make the compute loop go at once
     batch_deadline_ms: float = 10.0  # how long a ready session waits for others to join its batch
     token: str | None = None  # bearer token required of clients (header, or ?token= for browsers)
     origins: tuple[str, ...] | None = None  # allowed Origin headers (None: any)
     shutdown_grace: float = 10.0  # seconds to finish open sessions on SIGTERM
+    # fairness and memory: a compute pass feeds each session at most step_audio_seconds of its
+    # backlog (round robin: a client that sends faster than real time waits its turn, it does not
+    # take the others' turns), and a session with more than max_backlog_seconds of audio waiting
+    # is not read from until half of it is decoded (TCP backpressure on the fast sender)
+    step_audio_seconds: float = 1.0
+    max_backlog_seconds: float = 30.0
 
 
 @dataclass
@@ -62,11 +72,13 @@ class _Conn:
     id: int
     ws: ServerConnection
     vosk: bool
+    peer: str | None = None
     start: Start | None = None
     vosk_cfg: VoskConfig = field(default_factory=VoskConfig)
     session: object = None
-    pending: list = field(default_factory=list)  # audio arrays not yet fed to the session
-    owed: int = 0  # Vosk: audio messages not yet answered
+    pending: collections.deque = field(default_factory=collections.deque)  # (audio, ends a message) not yet fed
+    pending_samples: int = 0
+    readable: asyncio.Event = field(default_factory=asyncio.Event)  # cleared while the backlog is over its bound
     arrived: float = 0.0  # when the newest pending audio arrived
     end: bool = False  # the client ended the input
     fed_end: bool = False
@@ -97,8 +109,10 @@ class Server:
     # ---- life cycle -------------------------------------------------------------------------
     async def start(self) -> "Server":
         self._server = await serve(self._handle, self.cfg.host, self.cfg.port, process_request=self._http,
-                                   max_size=self.cfg.max_message_bytes, origins=self.cfg.origins,
-                                   ping_interval=20, ping_timeout=20)
+                                   max_size=self.cfg.max_message_bytes,
+                                   # browsers always send Origin; other clients (ours, Vosk's) send none
+                                   origins=(*self.cfg.origins, None) if self.cfg.origins else None,
+                                   ping_interval=20, ping_timeout=20, max_queue=8)
         self._loop_task = asyncio.create_task(self._compute_loop())
         log.info(json.dumps({"event": "listening", "host": self.cfg.host, "port": self.port}))
         return self
@@ -129,7 +143,8 @@ class Server:
             return _response(HTTPStatus.OK, "ok\n")
         if url.path == "/metrics":
             queue = sum(1 for c in self.conns.values() if c.has_work())
-            return _response(HTTPStatus.OK, self.metrics.render(len(self.conns), queue), CONTENT_TYPE_LATEST)
+            backlog = sum(c.pending_samples / _rate(c) for c in self.conns.values())
+            return _response(HTTPStatus.OK, self.metrics.render(len(self.conns), queue, backlog), CONTENT_TYPE_LATEST)
         if url.path not in ("/", "/vosk"):
             return _response(HTTPStatus.NOT_FOUND, "not found\n")
         if "upgrade" not in request.headers.get("Connection", "").lower():
@@ -145,6 +160,11 @@ class Server:
         if self._closing or len(self.conns) >= self.cfg.max_sessions:
             self.metrics.rejected_total.inc()
             return _response(HTTPStatus.SERVICE_UNAVAILABLE, "server busy: too many sessions\n")
+        peer = _peer(connection)
+        if sum(1 for c in self.conns.values() if c.peer == peer) >= self.cfg.max_sessions_per_peer:
+            self.metrics.rejected_total.inc()
+            return _response(HTTPStatus.TOO_MANY_REQUESTS,
+                             f"too many sessions from this address (at most {self.cfg.max_sessions_per_peer})\n")
         return None
 
     # ---- one connection ---------------------------------------------------------------------
@@ -152,12 +172,12 @@ class Server:
         if self._closing or len(self.conns) >= self.cfg.max_sessions:  # a burst got past the HTTP check
             await ws.close(1013, "server busy")
             return
-        conn = _Conn(next(self._ids), ws, urlsplit(ws.request.path).path == "/vosk")
+        conn = _Conn(next(self._ids), ws, urlsplit(ws.request.path).path == "/vosk", _peer(ws))
         self.conns[conn.id] = conn
         self.metrics.sessions_total.inc()
         writer = asyncio.create_task(self._writer(conn))
         log.info(json.dumps({"event": "open", "session": conn.id, "vosk": conn.vosk,
-                             "peer": str(ws.remote_address[0]) if ws.remote_address else None}))
+                             "peer": conn.peer}))
         try:
             if conn.vosk:
                 await self._open_session(conn, VoskConfig())  # Vosk clients may start audio at once
@@ -176,13 +196,38 @@ class Server:
             log.info(json.dumps({"event": "close", "session": conn.id, "audio_s": round(conn.audio_seconds, 2)}))
 
     async def _read(self, conn: _Conn) -> None:
+        """Read messages until the input ends. A slot is for streaming: in every window of
+        idle_timeout seconds the client must send at least min_audio_fraction of it in audio (a
+        client that trickles bytes to hold a slot loses it), and no session outlives
+        max_session_wall_seconds. Windows in which the server itself is not reading (backpressure)
+        do not count."""
+        loop = asyncio.get_running_loop()
+        opened = window = loop.time()
+        window_audio = conn.audio_seconds
+        conn.readable.set()
         while not conn.end:
-            try:
-                msg = await asyncio.wait_for(conn.ws.recv(), self.cfg.idle_timeout)
-            except TimeoutError:
-                self._error(conn, "idle_timeout", f"no message for {self.cfg.idle_timeout:g} s")
+            if not conn.readable.is_set():  # flow control: the socket waits, the client's sends block
+                await conn.readable.wait()
+                window, window_audio = loop.time(), conn.audio_seconds
+                continue
+            now = loop.time()
+            if now - opened >= self.cfg.max_session_wall_seconds:
+                self._error(conn, "session_too_long", f"open for over {self.cfg.max_session_wall_seconds:g} s")
                 self._end(conn)
                 return
+            if now - window >= self.cfg.idle_timeout:
+                sent = conn.audio_seconds - window_audio
+                if sent < self.cfg.min_audio_fraction * self.cfg.idle_timeout:
+                    self._error(conn, "idle_timeout", f"{sent:.2f} s of audio in the last {self.cfg.idle_timeout:g} s "
+                                                      f"(a session must stream)")
+                    self._end(conn)
+                    return
+                window, window_audio = now, conn.audio_seconds
+            left = min(window + self.cfg.idle_timeout, opened + self.cfg.max_session_wall_seconds) - now
+            try:
+                msg = await asyncio.wait_for(conn.ws.recv(), max(left, 0.001))
+            except TimeoutError:
+                continue  # the checks above decide
             except ConnectionClosed:
                 conn.done.set()
                 return
@@ -236,19 +281,21 @@ class Server:
         if x.size == 0:
             conn.outbox.put_nowait({"partial": conn.last_partial})
             return
-        conn.owed += 1
-        self._add_audio(conn, x, conn.vosk_cfg.sample_rate)
+        self._add_audio(conn, x, conn.vosk_cfg.sample_rate, message=True)
 
-    def _add_audio(self, conn: _Conn, x: np.ndarray, rate: int) -> None:
+    def _add_audio(self, conn: _Conn, x: np.ndarray, rate: int, message: bool = False) -> None:
+        """Queue a message's audio; `message`: a Vosk message, answered once its last sample is fed."""
         if x.size == 0:
             return
         conn.audio_seconds += x.size / rate
-        if conn.audio_seconds > self.cfg.max_session_seconds:
-            conn.owed = max(0, conn.owed - 1)  # Vosk: the error answers this message
+        if conn.audio_seconds > self.cfg.max_session_seconds:  # (Vosk: the error answers this message)
             self._error(conn, "session_too_long", f"over {self.cfg.max_session_seconds:g} s of audio")
             self._end(conn)
             return
-        conn.pending.append(x)
+        conn.pending.append((x, message))
+        conn.pending_samples += x.size
+        if conn.pending_samples > self.cfg.max_backlog_seconds * rate:
+            conn.readable.clear()
         conn.arrived = time.perf_counter()
         self.metrics.audio_seconds.inc(x.size / rate)
         self._wake.set()
@@ -300,7 +347,7 @@ class Server:
         hop = self.engine.hop * self.engine.fbank.cfg.window_shift  # 16 kHz samples per step
         n = 0
         for c in self.conns.values():
-            if c.has_work() and (c.end or sum(len(x) for x in c.pending) * 16000 >= hop * _rate(c)):
+            if c.has_work() and (c.end or c.pending_samples * 16000 >= hop * _rate(c)):
                 n += 1
         return n
 
@@ -319,9 +366,10 @@ class Server:
             jobs = []
             for c in self.conns.values():
                 if c.has_work():
-                    jobs.append((c, c.pending, c.end and not c.fed_end, c.arrived, c.owed))
-                    c.pending, c.owed = [], 0
-                    c.fed_end = c.fed_end or c.end
+                    audio, owed = self._take(c)
+                    end = c.end and not c.fed_end and not c.pending  # the end is fed after the last audio
+                    jobs.append((c, audio, end, c.arrived, owed))
+                    c.fed_end = c.fed_end or end
             if not jobs:
                 continue
             try:
@@ -334,9 +382,33 @@ class Server:
                 continue
             now = time.perf_counter()
             for (c, _, _, arrived, owed), events in zip(jobs, results):
-                if arrived:
+                if arrived and not c.pending:
                     self.metrics.latency.observe(now - arrived)
                 self._deliver(c, events, owed)
+            if any(c.has_work() for c in self.conns.values()):
+                self._wake.set()  # backlogs left: another pass, in which the others' new audio joins
+
+    def _take(self, c: _Conn) -> tuple[list[np.ndarray], int]:
+        """Up to step_audio_seconds of a connection's backlog (whole messages, the last one split if
+        need be), and how many messages it completes; reopens the socket once half the bound is left."""
+        rate = _rate(c)
+        budget = max(1, int(self.cfg.step_audio_seconds * rate))
+        audio, owed = [], 0
+        while c.pending and budget > 0:
+            x, message = c.pending[0]
+            if x.size > budget:
+                audio.append(x[:budget])
+                c.pending[0] = (x[budget:], message)
+                c.pending_samples -= budget
+                break
+            c.pending.popleft()
+            audio.append(x)
+            owed += message
+            budget -= x.size
+            c.pending_samples -= x.size
+        if c.pending_samples <= self.cfg.max_backlog_seconds * rate / 2:
+            c.readable.set()
+        return audio, owed
 
     def _compute(self, jobs: list) -> list[list]:
         """On the compute thread: feed the audio, step every ready session together, collect results."""
@@ -398,6 +470,11 @@ class Server:
                             nbest=[" ".join(p.text for p in parts if p.text)])
             c.outbox.put_nowait(vosk_result(merged, c.vosk_cfg))
             c.outbox.put_nowait({"_last": True})
+
+
+def _peer(connection: ServerConnection) -> str | None:
+    address = connection.remote_address
+    return str(address[0]) if address else None
 
 
 def _rate(c: _Conn) -> int:

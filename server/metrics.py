@@ -16,6 +16,7 @@ class Metrics:
         r = self.registry = CollectorRegistry()
         self.sessions = Gauge("asr_sessions", "Open websocket sessions", registry=r)
         self.queue_depth = Gauge("asr_queue_depth", "Sessions with audio waiting for the compute loop", registry=r)
+        self.backlog = Gauge("asr_backlog_seconds", "Audio received and not yet decoded, all sessions", registry=r)
         self.sessions_total = Counter("asr_sessions_accepted", "Sessions accepted", registry=r)
         self.rejected_total = Counter("asr_rejected", "Connections refused (busy, auth)", registry=r)
         self.errors_total = Counter("asr_errors", "Error messages sent", registry=r)
@@ -41,9 +42,10 @@ class Metrics:
         self.frames.inc(frames)
         self.top_frames.inc(top_frames)
 
-    def render(self, sessions: int, queue: int) -> str:
+    def render(self, sessions: int, queue: int, backlog_seconds: float = 0.0) -> str:
         self.sessions.set(sessions)
         self.queue_depth.set(queue)
+        self.backlog.set(backlog_seconds)
         return generate_latest(self.registry).decode()
 
 

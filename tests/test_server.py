@@ -332,3 +332,143 @@ def test_cli_stream_mic_without_a_device_says_so(capsys):
     assert main(["stream"]) == 2 and "FILE or --mic" in capsys.readouterr().err
     assert main(["stream", SAMPLES[0], "--seconds", "3"]) == 2 and "--seconds goes with --mic" in \
         capsys.readouterr().err
+
+
+def test_a_flooding_client_waits_its_turn_and_its_backlog_is_bounded(engine, offline):
+    """3 minutes of audio sent at full speed: the server reads it only as fast as it decodes it
+    (the backlog stays under its bound), and a real-time client that starts after the flood
+    finishes long before it, with its usual transcript."""
+    import threading
+    import time
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = Running(engine, idle_timeout=60.0, max_backlog_seconds=20.0, step_audio_seconds=1.0)
+    base = r.url.replace("ws://", "http://")
+    flood_pcm = (np.tile(load_audio(SAMPLES[0]), 80)[: 180 * 16000] * 32767).astype("<i2").tobytes()
+    backlogs, stop = [], threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            text = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
+            backlogs.extend(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                            if s.name == "asr_backlog_seconds")
+            time.sleep(0.05)
+
+    order = []
+
+    async def flood():
+        async with connect(r.url + "/", max_size=None) as ws:
+            await ws.send('{"type": "start", "partials": false}')
+            await ws.recv()
+            for i in range(0, len(flood_pcm), 1 << 20):
+                await ws.send(flood_pcm[i:i + (1 << 20)])
+            await ws.send('{"type": "end"}')
+            async for m in ws:
+                if json.loads(m)["type"] == "final":
+                    order.append("flood")
+
+    async def realtime():
+        await asyncio.sleep(1.0)  # the flood is under way
+        msgs = await stream_file(r.url + "/", SAMPLES[1], realtime=True, chunk_ms=160)
+        order.append("realtime")
+        return msgs
+
+    async def both():
+        return await asyncio.gather(flood(), realtime())
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        _, msgs = run(both(), timeout=300)
+    finally:
+        stop.set()
+        watcher.join(10)
+        r.stop()
+    assert finals(msgs)[-1]["text"] == offline[SAMPLES[1]]
+    assert order[0] == "realtime" and "flood" in order
+    # bound + what is in flight: one message (32 s at most) and the realtime client's audio
+    print("backlog max", max(backlogs))
+    assert backlogs and max(backlogs) < 20.0 + 33.0 + 5.0
+
+
+def test_slots_cannot_be_squatted(engine):
+    """A client that trickles bytes loses its slot after one idle window; one address holds at most
+    max_sessions_per_peer slots; no session outlives max_session_wall_seconds."""
+    r = Running(engine, idle_timeout=1.0, max_sessions=3, max_sessions_per_peer=2, max_session_wall_seconds=2.5)
+
+    async def squat():
+        async with connect(r.url + "/") as ws:
+            await ws.send('{"type": "start"}')
+            await ws.recv()
+            t0 = asyncio.get_running_loop().time()
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await ws.send(b"\x00\x00")  # 1 sample every 0.2 s: a slot held, nothing streamed
+                    await asyncio.sleep(0.2)
+                    try:
+                        msg = json.loads(await asyncio.wait_for(ws.recv(), 0.01))
+                        if msg["type"] == "error":
+                            assert msg["code"] == "idle_timeout"
+                            held = asyncio.get_running_loop().time() - t0
+                    except TimeoutError:
+                        pass
+            return held
+
+    async def streams_too_long():
+        async with connect(r.url + "/") as ws:
+            await ws.send('{"type": "start"}')
+            await ws.recv()
+            second = np.zeros(16000, "<i2").tobytes()
+            codes = []
+            with pytest.raises(ConnectionClosed):
+                for _ in range(10):  # real time, but longer than the wall-clock cap
+                    await ws.send(second[:8000])
+                    await asyncio.sleep(0.5)
+                    while True:
+                        try:
+                            msg = json.loads(await asyncio.wait_for(ws.recv(), 0.01))
+                        except TimeoutError:
+                            break
+                        codes.append(msg.get("code"))
+            return codes
+
+    async def per_peer():
+        async with connect(r.url + "/"), connect(r.url + "/"):
+            with pytest.raises(InvalidStatus) as e:
+                async with connect(r.url + "/"):
+                    pass
+            return e.value.response.status_code
+
+    try:
+        assert run(squat(), timeout=30) < 2.5
+        assert "session_too_long" in run(streams_too_long(), timeout=30)
+        assert run(per_peer(), timeout=30) == 429
+    finally:
+        r.stop()
+
+
+def test_our_client_with_a_token_passes_allowed_origins_and_refusals_are_one_line(engine, offline, capsys):
+    from asr_engine.cli import main
+
+    r = Running(engine, token="s3cret", origins=("http://good.example",))
+    try:
+        url = r.url + "/"
+        assert main(["stream", SAMPLES[0], "--url", url, "--fast", "-q"]) == 2
+        err = capsys.readouterr().err
+        assert "HTTP 401" in err and "--token" in err and "Traceback" not in err
+        # no Origin header (every non-browser client): allowed; the token from the option
+        assert main(["stream", SAMPLES[0], "--url", url, "--fast", "-q", "--token", "s3cret"]) == 0
+        assert capsys.readouterr().out.strip() == offline[SAMPLES[0]]
+
+        async def from_origin(origin):
+            async with connect(url, origin=origin, additional_headers={"Authorization": "Bearer s3cret"}) as ws:
+                await ws.send('{"type": "start"}')
+                return json.loads(await ws.recv())["type"]
+
+        assert run(from_origin("http://good.example")) == "ready"
+        with pytest.raises(InvalidStatus) as e:
+            run(from_origin("http://evil.example"))
+        assert e.value.response.status_code == 403
+    finally:
+        r.stop()
