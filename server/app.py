@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import hmac
 import itertools
 import json
 import logging
@@ -112,7 +113,8 @@ class Server:
                                    max_size=self.cfg.max_message_bytes,
                                    # browsers always send Origin; other clients (ours, Vosk's) send none
                                    origins=(*self.cfg.origins, None) if self.cfg.origins else None,
-                                   ping_interval=20, ping_timeout=20, max_queue=8)
+                                   ping_interval=20, ping_timeout=20, max_queue=8, server_header="asr-engine",
+                                   close_timeout=2)
         self._loop_task = asyncio.create_task(self._compute_loop())
         log.info(json.dumps({"event": "listening", "host": self.cfg.host, "port": self.port}))
         return self
@@ -125,6 +127,8 @@ class Server:
         """Stop accepting; end every open session's input, send its finals, close it."""
         self._closing = True
         for c in list(self.conns.values()):
+            if not c.end:  # what the client sends from now on is not read: say so before the finals
+                self._error(c, "shutting_down", "the server is stopping: audio sent after this is not decoded")
             self._end(c)
         waits = [c.done.wait() for c in self.conns.values()]
         if waits:
@@ -142,6 +146,8 @@ class Server:
         if url.path == "/healthz":
             return _response(HTTPStatus.OK, "ok\n")
         if url.path == "/metrics":
+            if not self._authorized(request, url):
+                return _response(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token\n")
             queue = sum(1 for c in self.conns.values() if c.has_work())
             backlog = sum(c.pending_samples / _rate(c) for c in self.conns.values())
             return _response(HTTPStatus.OK, self.metrics.render(len(self.conns), queue, backlog), CONTENT_TYPE_LATEST)
@@ -151,12 +157,9 @@ class Server:
             if url.path == "/":  # a browser: the page that streams its microphone or a file back here
                 return _response(HTTPStatus.OK, _page(), "text/html; charset=utf-8")
             return _response(HTTPStatus.NOT_FOUND, "this path speaks websocket\n")
-        if self.cfg.token is not None:
-            given = request.headers.get("Authorization", "")
-            query = parse_qs(url.query).get("token", [""])[0]
-            if given != f"Bearer {self.cfg.token}" and query != self.cfg.token:
-                self.metrics.rejected_total.inc()
-                return _response(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token\n")
+        if not self._authorized(request, url):
+            self.metrics.rejected_total.inc()
+            return _response(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token\n")
         if self._closing or len(self.conns) >= self.cfg.max_sessions:
             self.metrics.rejected_total.inc()
             return _response(HTTPStatus.SERVICE_UNAVAILABLE, "server busy: too many sessions\n")
@@ -166,6 +169,15 @@ class Server:
             return _response(HTTPStatus.TOO_MANY_REQUESTS,
                              f"too many sessions from this address (at most {self.cfg.max_sessions_per_peer})\n")
         return None
+
+    def _authorized(self, request: Request, url) -> bool:
+        """The bearer token (header, or ?token= for browsers), compared in constant time."""
+        if self.cfg.token is None:
+            return True
+        token = self.cfg.token.encode()
+        header = request.headers.get("Authorization", "").encode()
+        query = parse_qs(url.query).get("token", [""])[0].encode()
+        return hmac.compare_digest(header, b"Bearer " + token) | hmac.compare_digest(query, token)
 
     # ---- one connection ---------------------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
@@ -486,8 +498,16 @@ def _page() -> str:
     return resources.files("asr_engine.server").joinpath("web/index.html").read_text(encoding="utf-8")
 
 
+# the page: its own inline script and style, its worklet from a blob, websockets back to this host only
+_PAGE_CSP = ("default-src 'none'; script-src 'self' 'unsafe-inline' blob:; style-src 'unsafe-inline'; "
+             "connect-src 'self' ws: wss:; media-src 'self' blob:; img-src 'self' data:; frame-ancestors 'none'")
+
+
 def _response(status: HTTPStatus, body: str, content_type: str = "text/plain; charset=utf-8") -> Response:
     data = body.encode()
     headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(data))),
-                       ("Connection", "close")])
+                       ("Connection", "close"), ("Server", "asr-engine"), ("X-Content-Type-Options", "nosniff"),
+                       ("X-Frame-Options", "DENY")])
+    if content_type.startswith("text/html"):
+        headers["Content-Security-Policy"] = _PAGE_CSP
     return Response(status.value, status.phrase, headers, data)

@@ -181,6 +181,13 @@ def test_http_endpoints_auth_and_busy(engine, offline):
     try:
         base = r.url.replace("ws://", "http://")
         assert urllib.request.urlopen(base + "/healthz", timeout=10).read() == b"ok\n"
+        page = urllib.request.urlopen(base + "/", timeout=10)
+        assert page.headers["Server"] == "asr-engine" and page.headers["X-Content-Type-Options"] == "nosniff"
+        assert page.headers["X-Frame-Options"] == "DENY"
+        assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+        with pytest.raises(urllib.error.HTTPError) as e:  # the token guards the metrics too
+            urllib.request.urlopen(base + "/metrics", timeout=10)
+        assert e.value.code == 401
         with pytest.raises(InvalidStatus) as e:
             run(stream_file(r.url + "/", SAMPLES[0]))
         assert e.value.response.status_code == 401
@@ -199,7 +206,8 @@ def test_http_endpoints_auth_and_busy(engine, offline):
         run(busy())
         from prometheus_client.parser import text_string_to_metric_families
 
-        metrics = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
+        scrape = urllib.request.Request(base + "/metrics", headers={"Authorization": "Bearer s3cret"})
+        metrics = urllib.request.urlopen(scrape, timeout=10).read().decode()
         samples = {s.name: s.value for f in text_string_to_metric_families(metrics) for s in f.samples}
         for name in ("asr_sessions", "asr_queue_depth", "asr_batch_size_bucket", "asr_rtf",
                      "asr_partial_latency_seconds_bucket", "asr_skipped_fraction", "asr_sessions_accepted_total"):
@@ -227,6 +235,8 @@ def test_sigterm_style_shutdown_sends_finals(engine):
 
     msgs = run(go())
     assert finals(msgs) and finals(msgs)[-1]["text"].startswith("feel")
+    assert [m["code"] for m in msgs if m["type"] == "error"] == ["shutting_down"]
+    assert msgs.index(finals(msgs)[-1]) > [m["type"] for m in msgs].index("error")
 
 
 def test_soak_connect_stream_disconnect(srv, engine):

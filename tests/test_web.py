@@ -86,7 +86,7 @@ def test_uploaded_file_streams_with_live_partials_and_equals_offline(srv, browse
     page.uncheck("#endpoint")
     page.set_input_files("#file", SAMPLE)
     page.click("#send")  # real-time pacing: 2.25 s
-    page.wait_for_function("document.getElementById('status').textContent === 'done'", timeout=TIMEOUT_MS)
+    sync_api.expect(page.locator("#status")).to_have_text("done", timeout=TIMEOUT_MS)
     assert finals(page) == [offline]
     seen = page.evaluate("window.seen")
     assert seen and all(offline.startswith(s.split()[0]) for s in seen)  # partials came before the final
@@ -100,7 +100,7 @@ def test_microphone_gives_partials_an_endpoint_final_and_a_last_final(srv, brows
     page.goto(page_url(srv))
     watch_partials(page)
     page.click("#mic")
-    page.wait_for_function("document.getElementById('status').textContent === 'listening…'", timeout=TIMEOUT_MS)
+    sync_api.expect(page.locator("#status")).to_have_text("listening…", timeout=TIMEOUT_MS)
     assert page.inner_text("#mic") == "Stop microphone" and page.is_disabled("#send")
     # The silence after the speech ends the first utterance on its own (continuous mode).
     page.wait_for_selector("#finals li", timeout=TIMEOUT_MS)
@@ -109,7 +109,7 @@ def test_microphone_gives_partials_an_endpoint_final_and_a_last_final(srv, brows
     assert len(words & set(first.split())) >= len(words) / 2, (first, offline)
     assert page.evaluate("window.seen")
     page.click("#mic")  # stop: the rest is flushed, the server sends its last final and closes
-    page.wait_for_function("document.getElementById('status').textContent === 'done'", timeout=TIMEOUT_MS)
+    sync_api.expect(page.locator("#status")).to_have_text("done", timeout=TIMEOUT_MS)
     assert page.inner_text("#mic") == "Start microphone" and page.is_enabled("#send")
 
 
@@ -123,13 +123,12 @@ def test_bad_files_get_a_clear_message_and_the_page_stays_usable(srv, browser, t
     for name in ("notes.wav", "empty.wav"):
         page.set_input_files("#file", str(tmp_path / name))
         page.click("#send")
-        page.wait_for_function(f"document.getElementById('status').textContent.includes('{name}')",
-                               timeout=TIMEOUT_MS)
+        sync_api.expect(page.locator("#status")).to_contain_text(name, timeout=TIMEOUT_MS)
         assert page.get_attribute("#status", "class") == "error"
         assert "cannot decode" in page.inner_text("#status") or "no audio" in page.inner_text("#status")
         assert page.is_enabled("#send")
     page.check("#fast")
     page.set_input_files("#file", SAMPLE)
     page.click("#send")
-    page.wait_for_function("document.getElementById('status').textContent === 'done'", timeout=TIMEOUT_MS)
+    sync_api.expect(page.locator("#status")).to_have_text("done", timeout=TIMEOUT_MS)
     assert " ".join(finals(page)) == offline
