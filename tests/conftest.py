@@ -12,10 +12,10 @@ if not torch.cuda.is_available():  # the Triton kernels run in Triton's interpre
 # take device pointers only), else the CPU, where the interpreter runs them
 KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
-from asr_engine.checkpoint import Checkpoint, save_checkpoint
-from asr_engine.model.config import ModelConfig
-from asr_engine.model.encoder import Encoder
-from asr_engine.tokenizer import CharTokenizer
+from asr_engine.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
+from asr_engine.model.config import ModelConfig  # noqa: E402
+from asr_engine.model.encoder import Encoder  # noqa: E402
+from asr_engine.tokenizer import CharTokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
