@@ -145,6 +145,10 @@ class Server:
         url = urlsplit(request.path)
         if url.path == "/healthz":
             return _response(HTTPStatus.OK, "ok\n")
+        if url.path == "/info":  # what the page shows: the model and what it is good for
+            if not self._authorized(request, url):
+                return _response(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token\n")
+            return _response(HTTPStatus.OK, json.dumps(self._info()), "application/json")
         if url.path == "/metrics":
             if not self._authorized(request, url):
                 return _response(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token\n")
@@ -169,6 +173,15 @@ class Server:
             return _response(HTTPStatus.TOO_MANY_REQUESTS,
                              f"too many sessions from this address (at most {self.cfg.max_sessions_per_peer})\n")
         return None
+
+    @functools.cache
+    def _info(self) -> dict:
+        info = self.engine.ckpt.info or {}
+        model = self.engine.model
+        params = sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else None
+        return {"model": info.get("name", "asr-engine model"), "accuracy": info.get("accuracy"),
+                "trained_on": info.get("trained_on"), "parameters": params,
+                "chunk_ms": round(self.engine.hop * self.engine.fbank.cfg.window_shift / 16), "beam": self.engine.options.beam}
 
     def _authorized(self, request: Request, url) -> bool:
         """The bearer token (header, or ?token= for browsers), compared in constant time."""

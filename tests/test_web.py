@@ -79,6 +79,9 @@ def finals(page):
     return page.eval_on_selector_all("#finals li .text", "els => els.map(e => e.textContent)")
 
 
+SCREENSHOT_DIR = __import__("pathlib").Path(__import__("tempfile").gettempdir())
+
+
 def test_uploaded_file_streams_with_live_partials_and_equals_offline(srv, browser, offline):
     page = browser.new_page()
     page.goto(page_url(srv))
@@ -91,7 +94,19 @@ def test_uploaded_file_streams_with_live_partials_and_equals_offline(srv, browse
     seen = page.evaluate("window.seen")
     assert seen and all(offline.startswith(s.split()[0]) for s in seen)  # partials came before the final
     assert page.inner_text("#partial") == ""  # the final replaced the partial
-    assert "frames skipped" in page.inner_text("#finals li small")
+    assert "fast path on" in page.inner_text("#finals li small")
+    assert "skipped the upper half" in page.get_attribute("#finals li small", "title")
+    # the page names the model and says how good it is, from the server's /info
+    sync_api.expect(page.locator("#model")).to_contain_text("real recorded speech", timeout=TIMEOUT_MS)
+    # the transcript downloads as text and as subtitles
+    with page.expect_download() as d:
+        page.click("#save-txt")
+    assert open(d.value.path(), encoding="utf-8").read() == offline + "\n"
+    with page.expect_download() as d:
+        page.click("#save-srt")
+    srt = open(d.value.path(), encoding="utf-8").read().splitlines()
+    assert srt[0] == "1" and srt[1].startswith("00:00:0") and " --> " in srt[1] and srt[2] == offline
+    page.screenshot(path=str(SCREENSHOT_DIR / "page.png"), full_page=True)
     assert page.is_enabled("#mic") and page.is_enabled("#send")
 
 
