@@ -88,8 +88,31 @@ async def _client(url: str, pcms: list[np.ndarray], first: int, seconds: float, 
         sent += len(pcm) / 16000
 
 
-async def _level(url: str, pcms: list[np.ndarray], n: int, seconds: float, chunk: int, pid: int | None) -> dict:
+async def _flooder(url: str, pcms: list[np.ndarray], seconds: float, out: dict) -> None:
+    """One native client that sends `seconds` of audio as fast as the server reads it (1 MiB messages)."""
+    from websockets.asyncio.client import connect
+
+    loop = asyncio.get_running_loop()
+    pcm = np.concatenate(pcms)
+    pcm = np.tile(pcm, int(np.ceil(seconds * 16000 / len(pcm))))[: int(seconds * 16000)].tobytes()
+    t0 = loop.time()
+    async with connect(url, max_size=None, open_timeout=30) as ws:
+        await ws.send(json.dumps({"type": "start", "partials": False}))
+        await ws.recv()
+        for k in range(0, len(pcm), 1 << 20):
+            await ws.send(pcm[k: k + (1 << 20)])
+        out["flood_sent_s"] = loop.time() - t0  # as long as the server's flow control made it
+        await ws.send('{"type": "end"}')
+        async for raw in ws:
+            if json.loads(raw).get("type") == "error":
+                out["flood_error"] = raw
+    out["flood_done_s"] = loop.time() - t0
+
+
+async def _level(url: str, pcms: list[np.ndarray], n: int, seconds: float, chunk: int, pid: int | None,
+                 flood: float = 0.0) -> dict:
     lat, finals, failures = [], [], []
+    flooded: dict = {}
     peak = [0.0]
 
     async def sample_memory() -> None:
@@ -100,8 +123,9 @@ async def _level(url: str, pcms: list[np.ndarray], n: int, seconds: float, chunk
     sampler = asyncio.create_task(sample_memory()) if pid else None
     cpu0, t0 = (_cpu_seconds(pid) if pid else 0.0), time.perf_counter()
     step_s = chunk / 16000
+    flooder = [_flooder(url.rsplit("/vosk", 1)[0] + "/", pcms, flood, flooded)] if flood else []
     await asyncio.gather(*[_client(url, pcms, k, seconds, chunk, step_s * k / n, lat, finals, failures)
-                           for k in range(n)])
+                           for k in range(n)], *flooder)
     wall = time.perf_counter() - t0
     row = {"clients": n, "messages": len(lat), "failures": len(failures),
            **{f"latency_{k}_ms": v * 1000 for k, v in percentiles(lat).items()},
@@ -110,6 +134,8 @@ async def _level(url: str, pcms: list[np.ndarray], n: int, seconds: float, chunk
         sampler.cancel()
         row["cpu_percent"] = 100 * (_cpu_seconds(pid) - cpu0) / wall
         row["rss_peak_mb"] = peak[0]
+        row["rss_after_mb"] = _rss_mb(pid)
+    row.update(flooded)
     row["first_failure"] = failures[0] if failures else ""
     return row
 
@@ -154,12 +180,14 @@ def main(args) -> None:
         rows: dict[int, dict] = {}
 
         def measure(n: int) -> bool:
-            row = asyncio.run(_level(url, pcms, n, args.seconds, chunk, pid))
+            row = asyncio.run(_level(url, pcms, n, args.seconds, chunk, pid, args.flood))
             row["keeps_up"] = row["failures"] == 0 and row["latency_p95_ms"] < args.bound_ms
             rows[n] = row
             print(f"{n} clients: latency p50 {row['latency_p50_ms']:.0f} ms, p95 {row['latency_p95_ms']:.0f} ms, "
                   f"{row['failures']} failures" + (f", CPU {row['cpu_percent']:.0f}%, RSS {row['rss_peak_mb']:.0f} MB"
-                                                   if pid else "") + ("" if row["keeps_up"] else "  <- falls behind"),
+                                                   if pid else "")
+                  + (f", flood of {args.flood:g} s decoded in {row.get('flood_done_s', float('nan')):.1f} s"
+                     if args.flood else "") + ("" if row["keeps_up"] else "  <- falls behind"),
                   flush=True)
             return row["keeps_up"]
 
@@ -194,7 +222,8 @@ def main(args) -> None:
                ("final p50 ms", "final_p50_ms", ".0f"), ("final p95 ms", "final_p95_ms", ".0f"),
                ("failures", "failures", "d"), ("keeps up", "keeps_up", "")]
     if pid:
-        columns[-1:-1] = [("server CPU %", "cpu_percent", ".0f"), ("RSS MB", "rss_peak_mb", ".0f")]
+        columns[-1:-1] = [("server CPU %", "cpu_percent", ".0f"), ("RSS MB", "rss_peak_mb", ".0f"),
+                          ("RSS after", "rss_after_mb", ".0f")]
     print(table(out, columns))
     line = (f"largest N in real time with p95 latency < {args.bound_ms:g} ms: {good} "
             f"(messages of {chunk_ms:.0f} ms)")
@@ -203,7 +232,8 @@ def main(args) -> None:
     print(line)
     append_results(args.results, "server", out + [{"summary": True, **summary}],
                    {"model": args.model or "default", "manifest": args.manifest, "backend": args.backend,
-                    "seconds_per_client": args.seconds, "server": args.url or "started by the bench"})
+                    "seconds_per_client": args.seconds, "server": args.url or "started by the bench",
+                    "flood_seconds": args.flood})
 
 
 def add_parser(sub) -> None:
@@ -220,5 +250,7 @@ def add_parser(sub) -> None:
     p.add_argument("--bound-ms", type=float, default=500.0, help="p95 latency bound (default 500)")
     p.add_argument("--clients", default=None, help="measure exactly these N (comma-separated) instead of searching")
     p.add_argument("--max-clients", type=int, default=256, help="the search stops here (default 256)")
+    p.add_argument("--flood", type=float, default=0.0,
+                   help="one more client sends this many seconds of audio as fast as it can, at every level")
     p.add_argument("--results", default="bench/results.jsonl", help="append JSON lines here ('' for none)")
     p.set_defaults(func=main)
