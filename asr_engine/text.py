@@ -44,6 +44,11 @@ def _below_thousand(n: int) -> list[str]:
     return words
 
 
+# Our own, not num2words: num2words writes 1205 as "one thousand, two hundred and five" and 21 as
+# "twenty-one", while every corpus here (training targets, the bundled model's vocabulary, the
+# dev sets' normalised references) uses the American form without "and" or hyphens (checked
+# against num2words 0.5.14 on 1205, 21, 1999). Switching would change the references the bundled
+# model was trained and scored on; after normalisation both forms differ only by "and".
 def number_to_words(n: int) -> str:
     """Cardinal English words for an integer: 1205 -> "one thousand two hundred five"."""
     if n < 0:
