@@ -89,8 +89,24 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         session_options = SessionOptions(hotwords, args.hotword_boost, EndpointConfig() if args.endpoint else None)
         engine.close(engine.session(options=session_options))  # checks the options before any file is read
 
+        long_bar = []  # one long file: a progress bar in seconds of audio (the streaming engine reports them)
+
+        def show(done: float, total: float) -> None:
+            if total < 30:
+                return  # a short file needs no bar
+            if not long_bar:
+                from tqdm import tqdm
+                long_bar.append(tqdm(total=round(total), unit="s", desc="audio", file=sys.stderr))
+            long_bar[0].update(round(done) - long_bar[0].n)
+
+        one_long = len(inputs) == 1 and not args.quiet
+
         def run(paths):
-            return engine.transcribe_files(paths, session_options)
+            try:
+                return engine.transcribe_files(paths, session_options, show if one_long else None)
+            finally:
+                if long_bar:
+                    long_bar[0].close()
     else:
         if args.endpoint or args.chunk_frames:
             raise InputError("--endpoint and --chunk-frames need --streaming")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -117,12 +117,15 @@ class Engine:
             pass
 
     def transcribe_arrays(self, audios: list[np.ndarray], paths: list[str],
-                          options: SessionOptions = SessionOptions()) -> list[Result]:
+                          options: SessionOptions = SessionOptions(),
+                          progress: Callable[[float, float], None] | None = None) -> list[Result]:
         """Stream whole 16 kHz arrays as live sources would arrive: every session gets one step's
         audio, then all step together. A stream's utterances (continuous mode) are joined into one
-        result with times from the stream's start."""
+        result with times from the stream's start. `progress(done, total)` hears, after each step,
+        how many seconds of all the arrays' audio have been decoded."""
         results = []
         piece = self.hop * self.fbank.cfg.window_shift
+        total, done = sum(len(x) for x in audios) / SAMPLE_RATE, 0  # done: samples
         for a in range(0, len(audios), self.options.max_batch):
             group = audios[a: a + self.options.max_batch]
             sessions = [self.session(SAMPLE_RATE, options) for _ in group]
@@ -134,6 +137,9 @@ class Engine:
                 self.step(sessions)
                 for s, p in zip(sessions, parts):
                     p += s.pop_finals()
+                if progress is not None:
+                    done += sum(min(piece, max(0, len(x) - i)) for x in group)
+                    progress(done / SAMPLE_RATE, total)
             for s in sessions:
                 s.input_done()
             self.run(sessions)
@@ -144,10 +150,11 @@ class Engine:
                 self.close(s)
         return results
 
-    def transcribe_files(self, paths: list[str | Path], options: SessionOptions = SessionOptions()) -> list[Result]:
+    def transcribe_files(self, paths: list[str | Path], options: SessionOptions = SessionOptions(),
+                         progress: Callable[[float, float], None] | None = None) -> list[Result]:
         """Read files and stream them (see transcribe_arrays); unreadable files get an error result."""
         audios, ok, results = read_files(paths)
-        for r in self.transcribe_arrays(audios, ok, options):
+        for r in self.transcribe_arrays(audios, ok, options, progress):
             results[r.path] = r
         return [results[str(p)] for p in paths]
 

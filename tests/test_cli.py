@@ -247,3 +247,26 @@ def test_folders_take_video_and_m4a_files_and_name_what_they_skip(tiny_ckpt_dir,
     assert code == 0 and sorted(r["path"].rsplit("/", 1)[1] for r in rows) == ["clip.webm", "talk.m4a"]
     assert all("error" not in r and r["duration"] > 0.4 for r in rows)
     assert "skipping 1 file(s) that are not audio or video (notes.txt)" in err
+
+
+def test_one_long_file_shows_its_progress_in_seconds_of_audio(tiny_ckpt_dir, wav, capsys):
+    path = wav("long.wav", 40.0)
+    code, out, err = run(["transcribe", "--model", str(tiny_ckpt_dir), "--backend", "torch", "--streaming",
+                          str(path)], capsys)
+    assert code == 0 and out.count("\n") == 1
+    assert "audio:" in err and "40/40" in err  # tqdm's bar, in seconds, ran to the end
+    code, _, err = run(["transcribe", "--model", str(tiny_ckpt_dir), "--backend", "torch", "--streaming", "-q",
+                        str(path)], capsys)
+    assert code == 0 and "audio:" not in err
+
+
+def test_engine_reports_progress_up_to_the_total(tiny_ckpt_dir, wav):
+    from asr_engine.checkpoint import load_checkpoint
+    from asr_engine.engine import Engine
+
+    engine = Engine(load_checkpoint(tiny_ckpt_dir))
+    seen = []
+    engine.transcribe_files([str(wav("a.wav", 3.0)), str(wav("b.wav", 1.0))], progress=lambda d, t: seen.append((d, t)))
+    assert seen and all(t == 4.0 for _, t in seen)
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done[-1] == 4.0
