@@ -181,7 +181,8 @@ class Server:
         params = sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else None
         return {"model": info.get("name", "asr-engine model"), "accuracy": info.get("accuracy"),
                 "trained_on": info.get("trained_on"), "parameters": params,
-                "chunk_ms": round(self.engine.hop * self.engine.fbank.cfg.window_shift / 16), "beam": self.engine.options.beam}
+                "chunk_ms": round(self.engine.hop * self.engine.fbank.cfg.window_shift / 16),
+                "beam": self.engine.options.beam}
 
     def _authorized(self, request: Request, url) -> bool:
         """The bearer token (header, or ?token= for browsers), compared in constant time."""
