@@ -12,7 +12,7 @@ SAMPLE_RATE = 16000
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au",
                     ".m4a", ".mp4", ".aac", ".webm", ".mkv", ".mka", ".mov", ".wma", ".amr", ".3gp")
 
-__all__ = ["SAMPLE_RATE", "AUDIO_EXTENSIONS", "AudioError", "load_audio", "resample", "to_float32"]
+__all__ = ["SAMPLE_RATE", "AUDIO_EXTENSIONS", "AudioError", "load_audio", "resample", "to_float32", "wav_shortfall"]
 
 
 class AudioError(ValueError):
@@ -68,6 +68,34 @@ def _decode_ffmpeg(path: Path, sndfile_error: Exception) -> tuple[np.ndarray, in
         raise AudioError(f"{path}: cannot decode audio ({sndfile_error}; FFmpeg: {e})") from e
     data = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
     return to_float32(data)[:, None], int(sr)
+
+
+def wav_shortfall(path: str | Path) -> float:
+    """Seconds of audio a WAV file's header promises and its data does not hold (0.0 when whole,
+    or not a WAV). libsndfile reads a truncated WAV's prefix without a word; this says so."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return 0.0
+        size = Path(path).stat().st_size
+        byte_rate = 0
+        while chunk := f.read(8):
+            if len(chunk) < 8:
+                return 0.0
+            name, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if name == b"fmt ":
+                fmt = f.read(length + (length & 1))
+                byte_rate = struct.unpack("<I", fmt[8:12])[0] if len(fmt) >= 12 else 0
+            elif name == b"data":
+                missing = f.tell() + length - size
+                if length in (0, 0xFFFFFFFF) or missing <= 0 or not byte_rate:  # streamed WAVs declare 0 or -1
+                    return 0.0
+                return missing / byte_rate
+            else:
+                f.seek(length + (length & 1), 1)
+    return 0.0
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

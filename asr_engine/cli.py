@@ -126,9 +126,12 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             for r in batch:
                 if r.path == stdin.name:
                     r.path, r.error = "-", r.error and r.error.replace(stdin.name, "-")
+                    r.warning = r.warning and r.warning.replace(stdin.name, "-")
         for r in batch:
             if r.error:
                 print(f"error: {r.error}", file=sys.stderr)
+            elif r.warning:
+                print(f"warning: {r.warning}", file=sys.stderr)
         results += batch
         if bar is not None:
             bar.update(len(rng))

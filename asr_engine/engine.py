@@ -153,8 +153,9 @@ class Engine:
     def transcribe_files(self, paths: list[str | Path], options: SessionOptions = SessionOptions(),
                          progress: Callable[[float, float], None] | None = None) -> list[Result]:
         """Read files and stream them (see transcribe_arrays); unreadable files get an error result."""
-        audios, ok, results = read_files(paths)
+        audios, ok, results, warnings = read_files(paths)
         for r in self.transcribe_arrays(audios, ok, options, progress):
+            r.warning = warnings.get(r.path)
             results[r.path] = r
         return [results[str(p)] for p in paths]
 

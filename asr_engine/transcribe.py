@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from asr_engine.audio import SAMPLE_RATE, AudioError, load_audio
+from asr_engine.audio import SAMPLE_RATE, AudioError, load_audio, wav_shortfall
 from asr_engine.checkpoint import Checkpoint
 from asr_engine.context import hotword_graph
 from asr_engine.decoding import (GreedySearch, PrefixBeamSearch, Word, advance_searches, check_beam,
@@ -52,6 +52,7 @@ class Result:
     top_frames: int = 0  # encoder frames that ran the top layers
     nbest: list[str] = field(default_factory=list)
     error: str | None = None
+    warning: str | None = None  # decoded, but something about the input is off (a truncated file)
 
     @property
     def top_fraction(self) -> float:
@@ -65,6 +66,8 @@ class Result:
              "top_fraction": round(self.top_fraction, 4)}
         if len(self.nbest) > 1:
             d["nbest"] = self.nbest
+        if self.warning:
+            d["warning"] = self.warning
         return d
 
 
@@ -77,16 +80,21 @@ def join_results(path: str, parts: list[Result], duration: float) -> Result:
                   frames=sum(p.frames for p in parts), top_frames=sum(p.top_frames for p in parts), nbest=[text])
 
 
-def read_files(paths: list[str | Path]) -> tuple[list[np.ndarray], list[str], dict[str, Result]]:
-    """Load files as 16 kHz arrays: (arrays, their paths, error results of the unreadable ones)."""
-    audios, ok, errors = [], [], {}
+def read_files(paths: list[str | Path]) -> tuple[list[np.ndarray], list[str], dict[str, Result], dict[str, str]]:
+    """Load files as 16 kHz arrays: (arrays, their paths, error results of the unreadable ones,
+    warnings about the readable ones: a truncated WAV is decoded as far as it goes, and said so)."""
+    audios, ok, errors, warnings = [], [], {}, {}
     for p in paths:
         try:
             audios.append(load_audio(p))
             ok.append(str(p))
         except AudioError as e:
             errors[str(p)] = Result(str(p), error=str(e))
-    return audios, ok, errors
+            continue
+        missing = wav_shortfall(p)
+        if missing > 0:
+            warnings[str(p)] = f"{p}: truncated: {missing:.2f} s of the audio its header promises are missing"
+    return audios, ok, errors, warnings
 
 
 class Transcriber:
@@ -145,7 +153,8 @@ class Transcriber:
 
     def transcribe_files(self, paths: list[str | Path]) -> list[Result]:
         """Read and transcribe files as one batch; unreadable files get an error result."""
-        audios, ok, results = read_files(paths)
+        audios, ok, results, warnings = read_files(paths)
         for r in self.transcribe_arrays(audios, ok):
+            r.warning = warnings.get(r.path)
             results[r.path] = r
         return [results[str(p)] for p in paths]

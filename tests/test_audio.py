@@ -101,3 +101,19 @@ def test_reads_what_ffmpeg_reads_video_files_audio_included(tmp_path, name, cont
     (tmp_path / "silent.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
     with pytest.raises(AudioError, match="silent.mp4"):
         load_audio(tmp_path / "silent.mp4")
+
+
+def test_a_truncated_wav_is_measured(tmp_path):
+    from asr_engine.audio import wav_shortfall
+
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, tone(2.0), 16000, subtype="PCM_16")
+    assert wav_shortfall(whole) == 0.0
+    cut = tmp_path / "cut.wav"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: 44 + 16000 * 2 // 2])  # the header and 0.5 s of its 2 s
+    assert wav_shortfall(cut) == pytest.approx(1.5, abs=0.01)
+    assert 0 < len(load_audio(cut)) < 16000  # still decoded as far as it goes
+    flac = tmp_path / "a.flac"
+    sf.write(flac, tone(1.0), 16000)
+    assert wav_shortfall(flac) == 0.0

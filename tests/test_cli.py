@@ -270,3 +270,17 @@ def test_engine_reports_progress_up_to_the_total(tiny_ckpt_dir, wav):
     assert seen and all(t == 4.0 for _, t in seen)
     done = [d for d, _ in seen]
     assert done == sorted(done) and done[-1] == 4.0
+
+
+def test_a_truncated_wav_is_transcribed_with_a_warning(tiny_ckpt_dir, wav, tmp_path, capsys):
+    import soundfile as sf
+
+    from conftest import tone
+
+    path = tmp_path / "cut.wav"
+    sf.write(path, tone(2.0), 16000, subtype="PCM_16")
+    path.write_bytes(path.read_bytes()[: 44 + 16000])
+    code, out, err = run(["transcribe", "--model", str(tiny_ckpt_dir), "--format", "jsonl", str(path)], capsys)
+    row = json.loads(out)
+    assert code == 0 and "error" not in row and "truncated: 1.50 s" in row["warning"]
+    assert f"warning: {path}: truncated" in err
