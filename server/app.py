@@ -216,6 +216,9 @@ class Server:
             self.conns.pop(conn.id, None)
             if conn.session is not None:
                 self.engine.close(conn.session)
+            conn.pending.clear()
+            if not self.conns:
+                _release_memory()
             conn.outbox.put_nowait(None)
             await writer
             await ws.close()
@@ -496,6 +499,26 @@ class Server:
                             nbest=[" ".join(p.text for p in parts if p.text)])
             c.outbox.put_nowait(vosk_result(merged, c.vosk_cfg))
             c.outbox.put_nowait({"_last": True})
+
+
+@functools.cache
+def _libc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+def _release_memory() -> None:
+    """Give the freed heap back to the system once the last session is gone: glibc keeps the
+    arenas a flood or a long session grew (numpy's and the decoder's buffers) until asked."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def _peer(connection: ServerConnection) -> str | None:

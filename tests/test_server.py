@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -482,3 +483,17 @@ def test_our_client_with_a_token_passes_allowed_origins_and_refusals_are_one_lin
         assert e.value.response.status_code == 403
     finally:
         r.stop()
+
+
+def test_the_heap_is_given_back_when_the_last_session_closes(srv, monkeypatch):
+    import asr_engine.server.app as app
+
+    calls = []
+    monkeypatch.setattr(app, "_release_memory", lambda: calls.append(len(srv.server.conns)))
+    msgs = run(stream_file(srv.url + "/", SAMPLES[2], chunk_ms=320))
+    assert finals(msgs)
+    deadline = time.monotonic() + 10
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert calls == [0]
+    assert app._libc() is None or hasattr(app._libc(), "malloc_trim")
