@@ -217,7 +217,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                        origins=tuple(args.allowed_origins.split(",")) if args.allowed_origins else None,
                        max_sessions_per_peer=args.max_sessions_per_peer,
                        max_session_wall_seconds=args.max_session_wall_seconds,
-                       max_backlog_seconds=args.max_backlog_seconds)
+                       max_backlog_seconds=args.max_backlog_seconds,
+                       max_total_backlog_seconds=args.max_total_backlog_seconds)
 
     async def run() -> None:
         try:
@@ -632,6 +633,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="open sessions from one client address; more get HTTP 429 (default 16)")
     sv.add_argument("--max-backlog-seconds", type=float, default=30.0,
                     help="audio a session may have waiting before its socket is no longer read (default 30)")
+    sv.add_argument("--max-total-backlog-seconds", type=float, default=600.0,
+                    help="all sessions' waiting audio together; over it, senders are paused (default 600)")
     sv.add_argument("--allowed-origins", default=None, help="comma-separated Origin values browsers may use")
     sv.add_argument("--threads", type=int, default=0, help="torch/ORT threads (default: their choice)")
     sv.set_defaults(func=cmd_serve)

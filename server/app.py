@@ -66,6 +66,9 @@ class ServerConfig:
     # is not read from until half of it is decoded (TCP backpressure on the fast sender)
     step_audio_seconds: float = 1.0
     max_backlog_seconds: float = 30.0
+    # the server-wide bound: all sessions' waiting audio together (16 kHz float32: 600 s = 38 MB);
+    # over it, every session that sends more is paused until the total is half of it
+    max_total_backlog_seconds: float = 600.0
 
 
 @dataclass
@@ -104,6 +107,7 @@ class Server:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="asr-compute")  # the engine is single-threaded
         self._wake = asyncio.Event()
         self._closing = False
+        self._backlog_s = 0.0  # all sessions' audio waiting for the compute loop, in seconds
         self._server = None
         self._loop_task: asyncio.Task | None = None
 
@@ -113,7 +117,7 @@ class Server:
                                    max_size=self.cfg.max_message_bytes,
                                    # browsers always send Origin; other clients (ours, Vosk's) send none
                                    origins=(*self.cfg.origins, None) if self.cfg.origins else None,
-                                   ping_interval=20, ping_timeout=20, max_queue=8, server_header="asr-engine",
+                                   ping_interval=20, ping_timeout=20, max_queue=2, server_header="asr-engine",
                                    close_timeout=2)
         self._loop_task = asyncio.create_task(self._compute_loop())
         log.info(json.dumps({"event": "listening", "host": self.cfg.host, "port": self.port}))
@@ -216,8 +220,11 @@ class Server:
             self.conns.pop(conn.id, None)
             if conn.session is not None:
                 self.engine.close(conn.session)
+            self._backlog_s -= conn.pending_samples / _rate(conn)
             conn.pending.clear()
+            conn.pending_samples = 0
             if not self.conns:
+                self._backlog_s = 0.0  # no drift from float sums
                 _release_memory()
             conn.outbox.put_nowait(None)
             await writer
@@ -323,7 +330,9 @@ class Server:
             return
         conn.pending.append((x, message))
         conn.pending_samples += x.size
-        if conn.pending_samples > self.cfg.max_backlog_seconds * rate:
+        self._backlog_s += x.size / rate
+        if conn.pending_samples > self.cfg.max_backlog_seconds * rate or \
+                self._backlog_s > self.cfg.max_total_backlog_seconds:
             conn.readable.clear()
         conn.arrived = time.perf_counter()
         self.metrics.audio_seconds.inc(x.size / rate)
@@ -414,6 +423,10 @@ class Server:
                 if arrived and not c.pending:
                     self.metrics.latency.observe(now - arrived)
                 self._deliver(c, events, owed)
+            if self._backlog_s <= self.cfg.max_total_backlog_seconds / 2:  # sessions paused by the total
+                for c in self.conns.values():
+                    if c.pending_samples <= self.cfg.max_backlog_seconds * _rate(c) / 2:
+                        c.readable.set()
             if any(c.has_work() for c in self.conns.values()):
                 self._wake.set()  # backlogs left: another pass, in which the others' new audio joins
 
@@ -435,7 +448,9 @@ class Server:
             owed += message
             budget -= x.size
             c.pending_samples -= x.size
-        if c.pending_samples <= self.cfg.max_backlog_seconds * rate / 2:
+        self._backlog_s -= sum(a.size for a in audio) / rate
+        if c.pending_samples <= self.cfg.max_backlog_seconds * rate / 2 and \
+                self._backlog_s <= self.cfg.max_total_backlog_seconds / 2:
             c.readable.set()
         return audio, owed
 

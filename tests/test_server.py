@@ -497,3 +497,45 @@ def test_the_heap_is_given_back_when_the_last_session_closes(srv, monkeypatch):
         time.sleep(0.05)
     assert calls == [0]
     assert app._libc() is None or hasattr(app._libc(), "malloc_trim")
+
+
+def test_the_server_wide_backlog_bound_pauses_senders_without_deadlock(engine):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = Running(engine, idle_timeout=60.0, max_backlog_seconds=1e9, max_total_backlog_seconds=10.0)
+    base = r.url.replace("ws://", "http://")
+    pcm = (np.tile(load_audio(SAMPLES[0]), 30)[: 60 * 16000] * 32767).astype("<i2").tobytes()
+    backlogs = []
+
+    async def flood():
+        async with connect(r.url + "/", max_size=None) as ws:
+            await ws.send('{"type": "start", "partials": false}')
+            await ws.recv()
+            for i in range(0, len(pcm), 320_000):  # 10 s per message
+                await ws.send(pcm[i:i + 320_000])
+            await ws.send('{"type": "end"}')
+            return [json.loads(m) async for m in ws]
+
+    async def watch(stop):
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            text = await loop.run_in_executor(None, lambda: urllib.request.urlopen(base + "/metrics").read().decode())
+            backlogs.extend(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                            if s.name == "asr_backlog_seconds")
+            await asyncio.sleep(0.05)
+
+    async def go():
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(watch(stop))
+        results = await asyncio.gather(flood(), flood(), flood())
+        stop.set()
+        await watcher
+        return results
+
+    try:
+        results = run(go(), timeout=300)
+    finally:
+        r.stop()
+    for msgs in results:
+        assert len(finals(msgs)) == 1 and not [m for m in msgs if m["type"] == "error"]
+    assert backlogs and max(backlogs) <= 10.0 + 3 * 10.0 + 0.5  # the bound, plus one message per sender
