@@ -107,7 +107,6 @@ class Server:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="asr-compute")  # the engine is single-threaded
         self._wake = asyncio.Event()
         self._closing = False
-        self._backlog_s = 0.0  # all sessions' audio waiting for the compute loop, in seconds
         self._server = None
         self._loop_task: asyncio.Task | None = None
 
@@ -157,8 +156,8 @@ class Server:
             if not self._authorized(request, url):
                 return _response(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token\n")
             queue = sum(1 for c in self.conns.values() if c.has_work())
-            backlog = sum(c.pending_samples / _rate(c) for c in self.conns.values())
-            return _response(HTTPStatus.OK, self.metrics.render(len(self.conns), queue, backlog), CONTENT_TYPE_LATEST)
+            return _response(HTTPStatus.OK, self.metrics.render(len(self.conns), queue, self._backlog_seconds()),
+                             CONTENT_TYPE_LATEST)
         if url.path not in ("/", "/vosk"):
             return _response(HTTPStatus.NOT_FOUND, "not found\n")
         if "upgrade" not in request.headers.get("Connection", "").lower():
@@ -220,11 +219,9 @@ class Server:
             self.conns.pop(conn.id, None)
             if conn.session is not None:
                 self.engine.close(conn.session)
-            self._backlog_s -= conn.pending_samples / _rate(conn)
             conn.pending.clear()
             conn.pending_samples = 0
             if not self.conns:
-                self._backlog_s = 0.0  # no drift from float sums
                 _release_memory()
             conn.outbox.put_nowait(None)
             await writer
@@ -330,9 +327,8 @@ class Server:
             return
         conn.pending.append((x, message))
         conn.pending_samples += x.size
-        self._backlog_s += x.size / rate
         if conn.pending_samples > self.cfg.max_backlog_seconds * rate or \
-                self._backlog_s > self.cfg.max_total_backlog_seconds:
+                self._backlog_seconds() > self.cfg.max_total_backlog_seconds:
             conn.readable.clear()
         conn.arrived = time.perf_counter()
         self.metrics.audio_seconds.inc(x.size / rate)
@@ -423,10 +419,10 @@ class Server:
                 if arrived and not c.pending:
                     self.metrics.latency.observe(now - arrived)
                 self._deliver(c, events, owed)
-            if self._backlog_s <= self.cfg.max_total_backlog_seconds / 2:  # sessions paused by the total
-                for c in self.conns.values():
-                    if c.pending_samples <= self.cfg.max_backlog_seconds * _rate(c) / 2:
-                        c.readable.set()
+            total = self._backlog_seconds()
+            for c in self.conns.values():  # sessions paused by the server-wide bound, too
+                if self._drained(c, total):
+                    c.readable.set()
             if any(c.has_work() for c in self.conns.values()):
                 self._wake.set()  # backlogs left: another pass, in which the others' new audio joins
 
@@ -448,11 +444,19 @@ class Server:
             owed += message
             budget -= x.size
             c.pending_samples -= x.size
-        self._backlog_s -= sum(a.size for a in audio) / rate
-        if c.pending_samples <= self.cfg.max_backlog_seconds * rate / 2 and \
-                self._backlog_s <= self.cfg.max_total_backlog_seconds / 2:
+        if self._drained(c, self._backlog_seconds()):
             c.readable.set()
         return audio, owed
+
+    def _backlog_seconds(self) -> float:
+        """All open sessions' audio waiting for the compute loop."""
+        return sum(c.pending_samples / _rate(c) for c in self.conns.values())
+
+    def _drained(self, c: _Conn, total: float) -> bool:
+        """A paused session may be read again: its own backlog and the server's total (`total`)
+        are down to half their bounds."""
+        return (c.pending_samples <= self.cfg.max_backlog_seconds * _rate(c) / 2
+                and total <= self.cfg.max_total_backlog_seconds / 2)
 
     def _compute(self, jobs: list) -> list[list]:
         """On the compute thread: feed the audio, step every ready session together, collect results."""
