@@ -450,7 +450,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from asr_engine.train import TrainConfig, resolve_device, train
+    from asr_engine.train import TrainConfig, train
 
     try:
         cfg = TrainConfig.load(args.config)
@@ -461,10 +461,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.device:
         cfg = dataclasses.replace(cfg, device=args.device)
     _set_threads(args.threads)
-    try:
-        resolve_device(cfg.device)
-    except ValueError as e:
-        raise InputError(str(e)) from e
     last = train(cfg, resume=args.resume, progress=not args.quiet)
     report = json.loads((last.parent / "report.json").read_text())
     lines = [f"checkpoint: {last}", f"steps: {report['steps']}, {report['utterances']} utterances, "

@@ -32,7 +32,7 @@ from asr_engine.features import Fbank, FbankStream
 from asr_engine.kernels import select_ops
 from asr_engine.model.encoder import SkipOptions
 from asr_engine.model.streaming import StreamState
-from asr_engine.transcribe import Result, check_lm, join_results, read_files
+from asr_engine.transcribe import Result, check_lm, join_results, transcribe_paths
 
 if TYPE_CHECKING:
     from asr_engine.lm.fusion import ShallowFusion
@@ -153,11 +153,7 @@ class Engine:
     def transcribe_files(self, paths: list[str | Path], options: SessionOptions = SessionOptions(),
                          progress: Callable[[float, float], None] | None = None) -> list[Result]:
         """Read files and stream them (see transcribe_arrays); unreadable files get an error result."""
-        audios, ok, results, warnings = read_files(paths)
-        for r in self.transcribe_arrays(audios, ok, options, progress):
-            r.warning = warnings.get(r.path)
-            results[r.path] = r
-        return [results[str(p)] for p in paths]
+        return transcribe_paths(paths, lambda audios, ok: self.transcribe_arrays(audios, ok, options, progress))
 
     def _run(self, batch: list["Session"]) -> None:
         wins, n_valid = zip(*(s._take_window() for s in batch))

@@ -22,7 +22,8 @@ from asr_engine.model.encoder import SkipOptions
 if TYPE_CHECKING:
     from asr_engine.lm.fusion import ShallowFusion
 
-__all__ = ["DecodeOptions", "Result", "Transcriber", "check_lm", "join_results", "read_files"]
+__all__ = ["DecodeOptions", "Result", "Transcriber", "check_lm", "join_results", "read_files",
+           "transcribe_paths"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,16 @@ def join_results(path: str, parts: list[Result], duration: float) -> Result:
     text = " ".join(p.text for p in parts if p.text)
     return Result(path, text=text, words=[w for p in parts for w in p.words], duration=duration,
                   frames=sum(p.frames for p in parts), top_frames=sum(p.top_frames for p in parts), nbest=[text])
+
+
+def transcribe_paths(paths: list[str | Path], decode) -> list[Result]:
+    """Read files, decode the readable ones with decode(arrays, their paths) -> results, and return
+    a result per path in order: the unreadable ones as errors, truncated ones with their warning."""
+    audios, ok, results, warnings = read_files(paths)
+    for r in decode(audios, ok):
+        r.warning = warnings.get(r.path)
+        results[r.path] = r
+    return [results[str(p)] for p in paths]
 
 
 def read_files(paths: list[str | Path]) -> tuple[list[np.ndarray], list[str], dict[str, Result], dict[str, str]]:
@@ -153,8 +164,4 @@ class Transcriber:
 
     def transcribe_files(self, paths: list[str | Path]) -> list[Result]:
         """Read and transcribe files as one batch; unreadable files get an error result."""
-        audios, ok, results, warnings = read_files(paths)
-        for r in self.transcribe_arrays(audios, ok):
-            r.warning = warnings.get(r.path)
-            results[r.path] = r
-        return [results[str(p)] for p in paths]
+        return transcribe_paths(paths, self.transcribe_arrays)
