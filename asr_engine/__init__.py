@@ -1,3 +1,47 @@
-"""asr-engine: streaming Conformer/CTC speech recognition with blank-triggered layer skipping."""
+"""asr-engine: streaming Conformer/CTC speech recognition with blank-triggered layer skipping.
+
+    import asr_engine
+
+    engine = asr_engine.load()                          # the bundled model, on ONNX Runtime when installed
+    print(engine.transcribe(samples, sample_rate=8000).text)
+    for r in engine.transcribe_files(["a.wav", "b.mp3"]):
+        print(r.path, r.text, [w.to_dict() for w in r.words])
+    s = engine.session(sample_rate=16000)               # a live stream
+    s.accept_audio(chunk); engine.step(); s.result().text; s.finish().text
+
+`load` takes a checkpoint or ONNX export folder (default: the bundled model), the backend
+('auto', 'onnx', 'torch'), and decoding options (beam, nbest, skip_threshold, hotwords, lm: an
+LM folder or 'default'). Inference imports numpy and ONNX Runtime only; torch is needed for
+training, export and the torch backend (the 'train' extra).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from asr_engine.endpoint import EndpointConfig
+from asr_engine.engine import DecodeOptions, Engine, Partial, Session, SessionOptions
+from asr_engine.results import Result
 
 __version__ = "0.1.0"
+__all__ = ["DecodeOptions", "EndpointConfig", "Engine", "Partial", "Result", "Session", "SessionOptions", "load"]
+
+
+def load(model: str | Path | None = None, *, backend: str = "auto", device: str = "cpu", threads: int = 0,
+         lm: str | Path | None = None, lm_weight: float | None = None, length_bonus: float | None = None,
+         for_files: bool = False, **decode) -> Engine:
+    """An Engine for a model folder (None: the bundled model). `decode`: DecodeOptions fields
+    (beam, nbest, skip_threshold, hotwords, hotword_boost, chunk_frames, max_batch); `lm`: an
+    LM folder or 'default' (the bundled LM) fused into beam search (give beam=8).
+    for_files: mostly whole files (larger ONNX steps), rather than live streams."""
+    from asr_engine.backend import load_model, resolve_backend
+
+    if "hotwords" in decode:
+        decode["hotwords"] = tuple(decode["hotwords"])
+    m = load_model(model, backend, device, threads, decode.get("chunk_frames"), for_files)
+    fusion = None
+    if lm is not None:
+        from asr_engine.lm.fusion import load_fusion
+
+        fusion = load_fusion(lm, m.tokenizer, lm_weight, length_bonus, resolve_backend(backend, device), device)
+    return Engine(m, DecodeOptions(lm=fusion, **decode))

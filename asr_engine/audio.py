@@ -45,8 +45,13 @@ def to_float32(samples: np.ndarray) -> np.ndarray:
 
 def _decode_ffmpeg(path: Path, sndfile_error: Exception) -> tuple[np.ndarray, int]:
     """The first audio stream of a file libsndfile does not read (M4A, WebM, MP4 video, ...), through
-    PyAV's bundled FFmpeg decoders -> ((N, C) float32, sample rate)."""
-    import av
+    PyAV's bundled FFmpeg decoders -> ((N, C) float32, sample rate). PyAV is the `media` extra
+    (100 MB of FFmpeg libraries that WAV, FLAC, Ogg and MP3 users do not need)."""
+    try:
+        import av
+    except ImportError:
+        raise AudioError(f"{path}: cannot decode audio ({sndfile_error}); M4A, AAC, WebM and video files need "
+                         "FFmpeg's decoders: pip install 'asr-engine[media]'") from None
 
     try:
         with av.open(str(path)) as container:

@@ -1,54 +1,109 @@
 """Loading a model for a backend: the torch encoder, or its ONNX export on ONNX Runtime.
 
 `auto` (the default) is ONNX Runtime on the CPU when it is installed (2-3x faster than
-eager torch there) and torch otherwise, or on a GPU. A checkpoint folder given to the
-ONNX backend is exported once into the user's cache and reused.
+eager torch there) and torch otherwise, or on a GPU. A checkpoint folder given to the ONNX
+backend uses the exports it ships (`onnx-cN/` subfolders made by `asr-engine export --ship`
+for these weights: the bundled model has them, so its first run exports nothing), else it
+is exported once into the user's cache (that needs torch). This module imports no torch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import sys
+from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-import torch
+from asr_engine.export.runtime import FORMAT_VERSION, is_onnx_model
 
-from asr_engine.checkpoint import Checkpoint, default_model_dir, load_checkpoint
-from asr_engine.export.runtime import is_onnx_model
-
-__all__ = ["BACKENDS", "cache_dir", "content_hash", "export_once", "load_model", "onnx_export_dir",
-           "resolve_backend"]
+__all__ = ["BACKENDS", "cache_dir", "content_hash", "default_model_dir", "export_once", "load_model",
+           "onnx_export_dir", "resolve_backend", "ship_exports"]
 
 BACKENDS = ("auto", "torch", "onnx")
+FILE_STEP_FRAMES = 64  # encoder frames (2.56 s) per step when streaming files: latency does not matter there
 
 
-def resolve_backend(backend: str, device: str | torch.device = "cpu") -> str:
+def default_model_dir() -> Path:
+    """The model bundled with the package."""
+    return Path(str(resources.files("asr_engine") / "models" / "default"))
+
+
+def resolve_backend(backend: str, device: str = "cpu") -> str:
     """'auto' -> 'onnx' on the CPU when onnxruntime is installed, else 'torch'."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend != "auto":
         return backend
-    if torch.device(device).type == "cpu" and importlib.util.find_spec("onnxruntime") is not None:
+    if str(device).split(":")[0] == "cpu" and importlib.util.find_spec("onnxruntime") is not None:
         return "onnx"
     return "torch"
 
 
-def onnx_export_dir(model: str | Path | None, chunk_frames: int | None = None) -> Path:
-    """An ONNX export folder as given, or the checkpoint's export in the user's cache (made once)."""
-    from asr_engine.export.onnx import FORMAT_VERSION, export_onnx
+def file_chunk_frames(src: Path) -> int:
+    """The step (encoder frames) for streaming whole files: about FILE_STEP_FRAMES, a multiple of the chunk."""
+    chunk = json.loads((src / "config.json").read_text())["model"]["chunk_size"]
+    return chunk * max(1, FILE_STEP_FRAMES // chunk)
 
+
+def onnx_export_dir(model: str | Path | None, chunk_frames: int | None = None, for_files: bool = False) -> Path:
+    """An ONNX export folder as given; else for a checkpoint folder (None: the bundled one) its
+    shipped export for these weights and chunk size, or its export in the user's cache (made once).
+    for_files: without chunk_frames, the file step (file_chunk_frames) rather than one chunk."""
     if is_onnx_model(model):
         return Path(model)
     src = Path(model) if model else default_model_dir()
     if not (src / "config.json").is_file():
         raise ValueError(f"{src}: neither an ONNX export nor a checkpoint folder")
+    if chunk_frames is None:
+        chunk_frames = file_chunk_frames(src) if for_files else json.loads(
+            (src / "config.json").read_text())["model"]["chunk_size"]
     version = content_hash(src, ("config.json", "model.safetensors"))
-    out = cache_dir("onnx") / f"{version}-c{chunk_frames or 0}-v{FORMAT_VERSION}"
-    return export_once(out, f"{src} to ONNX", lambda tmp: export_onnx(load_checkpoint(src), tmp, chunk_frames),
-                       is_onnx_model)
+    shipped = src / f"onnx-c{chunk_frames}"
+    info = _export_info(shipped)
+    if is_onnx_model(shipped) and (info.get("weights"), info.get("format")) == (version, FORMAT_VERSION):
+        return shipped
+    out = cache_dir("onnx") / f"{version}-c{chunk_frames}-v{FORMAT_VERSION}"
+    return export_once(out, f"{src} to ONNX", lambda tmp: _export(src, tmp, chunk_frames), is_onnx_model)
+
+
+def _export_info(folder: Path) -> dict:
+    try:
+        return json.loads((folder / "export.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _export(src: Path, out: Path, chunk_frames: int, quantize: str | None = None) -> None:
+    try:
+        from asr_engine.checkpoint import load_checkpoint
+        from asr_engine.export.onnx import export_onnx
+    except ImportError as e:
+        raise RuntimeError(f"{src} has no ONNX export for chunks of {chunk_frames} frames, and making one needs "
+                           f"torch ({e}); install the 'train' extra, or give an ONNX export folder") from None
+    export_onnx(load_checkpoint(src), out, chunk_frames, quantize=quantize)
+
+
+def ship_exports(src: str | Path, quantize: str | None = None) -> list[Path]:
+    """Write the ONNX exports a checkpoint folder ships (onnx-cN/ for live streaming, one chunk, and for
+    files, file_chunk_frames), each with export.json naming the weights it was made from."""
+    import shutil
+
+    src = Path(src)
+    version = content_hash(src, ("config.json", "model.safetensors"))
+    chunk = json.loads((src / "config.json").read_text())["model"]["chunk_size"]
+    outs = []
+    for c in sorted({chunk, file_chunk_frames(src)}):
+        out = src / f"onnx-c{c}"
+        shutil.rmtree(out, ignore_errors=True)
+        _export(src, out, c, quantize)
+        info = {"weights": version, "format": FORMAT_VERSION, "quantization": quantize or "none"}
+        (out / "export.json").write_text(json.dumps(info) + "\n")
+        outs.append(out)
+    return outs
 
 
 def cache_dir(kind: str) -> Path:
@@ -74,27 +129,20 @@ def export_once(out: Path, what: str, make: Callable[[Path], object], done: Call
     return out
 
 
-FILE_STEP_FRAMES = 64  # encoder frames (2.56 s) per step when streaming files: latency does not matter there
-
-
 def load_model(model: str | Path | None = None, backend: str = "auto", device: str = "cpu", threads: int = 0,
-               chunk_frames: int | None = None, for_files: bool = False) -> Checkpoint:
-    """A checkpoint folder or ONNX export (None: the bundled model) ready for an Engine on `backend`.
+               chunk_frames: int | None = None, for_files: bool = False):
+    """A checkpoint folder or ONNX export (None: the bundled model) as an engine's model on `backend`:
+    an OnnxModel (numpy and ONNX Runtime) or a TorchModel.
 
-    for_files: the model will stream whole files, not live audio, so a checkpoint is exported
-    with large steps (about FILE_STEP_FRAMES frames; the same transcripts, fewer and larger
-    ORT calls: as fast as the torch encoder on whole utterances on a 2-core CPU)."""
+    for_files: the model will stream whole files, not live audio, so the ONNX backend takes large
+    steps (about FILE_STEP_FRAMES frames; the same transcripts, fewer and larger ORT calls)."""
     if resolve_backend(backend, device) == "onnx":
-        from asr_engine.export.runtime import load_onnx
+        from asr_engine.export.runtime import OnnxModel
 
-        if for_files and chunk_frames is None and not is_onnx_model(model):
-            import json
-
-            src = Path(model) if model else default_model_dir()
-            chunk = json.loads((src / "config.json").read_text())["model"]["chunk_size"] if (
-                src / "config.json").is_file() else None
-            chunk_frames = chunk * max(1, FILE_STEP_FRAMES // chunk) if chunk else None
-        return load_onnx(onnx_export_dir(model, chunk_frames), threads, device)
+        return OnnxModel(onnx_export_dir(model, chunk_frames, for_files), threads, device)
     if is_onnx_model(model):
         raise ValueError(f"{model} is an ONNX export: use the onnx backend, or give the checkpoint folder")
-    return load_checkpoint(model, device)
+    from asr_engine.checkpoint import load_checkpoint
+    from asr_engine.model.runtime import TorchModel
+
+    return TorchModel(load_checkpoint(model, device), device)

@@ -7,14 +7,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field, fields
-from importlib import resources
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from asr_engine.features import FbankConfig
+from asr_engine.backend import default_model_dir
+from asr_engine.features import FbankConfig, features_from_dict
 from asr_engine.model.config import ModelConfig
 from asr_engine.model.encoder import Encoder
 from asr_engine.tokenizer import Tokenizer, tokenizer_from_config
@@ -22,7 +22,7 @@ from asr_engine.tokenizer import Tokenizer, tokenizer_from_config
 FORMAT_VERSION = 1
 _TOP_KEYS = {"format_version", "model", "features", "tokenizer", "info"}
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "default_model_dir", "package_checkpoint"]
+__all__ = ["Checkpoint", "default_model_dir", "load_checkpoint", "package_checkpoint", "save_checkpoint"]
 
 
 @dataclass
@@ -31,11 +31,6 @@ class Checkpoint:
     tokenizer: Tokenizer
     features: FbankConfig = field(default_factory=FbankConfig)
     info: dict = field(default_factory=dict)  # free-form provenance: data, steps, WER
-
-
-def default_model_dir() -> Path:
-    """The model bundled with the package."""
-    return Path(str(resources.files("asr_engine") / "models" / "default"))
 
 
 def save_checkpoint(ckpt: Checkpoint, out_dir: str | Path, half: bool = False) -> Path:
@@ -58,13 +53,6 @@ def save_checkpoint(ckpt: Checkpoint, out_dir: str | Path, half: bool = False) -
     return out_dir
 
 
-def _features_from_dict(d: dict) -> FbankConfig:
-    unknown = set(d) - {f.name for f in fields(FbankConfig)}
-    if unknown:
-        raise ValueError(f"unknown feature config keys: {sorted(unknown)}")
-    return FbankConfig(**d)
-
-
 def load_checkpoint(path: str | Path | None = None, device: str | torch.device = "cpu") -> Checkpoint:
     """Rebuild model, tokenizer and feature config from a checkpoint folder (default: bundled)."""
     path = Path(path) if path is not None else default_model_dir()
@@ -84,7 +72,7 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device =
     model = Encoder(model_cfg)
     model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
     model.to(device).eval()
-    return Checkpoint(model, tokenizer, _features_from_dict(config.get("features", {})), config.get("info", {}))
+    return Checkpoint(model, tokenizer, features_from_dict(config.get("features", {})), config.get("info", {}))
 
 
 def _portable_paths(paths: list[str]) -> list[str]:

@@ -54,9 +54,23 @@ def expand_inputs(items: list[str]) -> list[tuple[str, str | None]]:
 
 
 def _set_threads(n: int) -> None:
+    """torch's intra-op threads, when torch is here (ONNX Runtime takes its threads per session)."""
     if n:
-        import torch
+        try:
+            import torch
+        except ImportError:
+            return
         torch.set_num_threads(n)
+
+
+def _check_device(device: str) -> None:
+    if device.startswith("cuda"):
+        try:
+            import torch
+        except ImportError:
+            raise InputError(f"--device {device} needs torch with CUDA (the 'train' extra)") from None
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device}: no CUDA GPU is available here (use --device cpu)")
 
 
 def _batches(n: int, size: int) -> list[range]:
@@ -64,55 +78,42 @@ def _batches(n: int, size: int) -> list[range]:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    import torch
-
     from asr_engine.backend import load_model, resolve_backend
-    from asr_engine.transcribe import DecodeOptions, Transcriber
+    from asr_engine.engine import DecodeOptions, EndpointConfig, Engine, SessionOptions
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA GPU is available here (use --device cpu)")
+    _check_device(args.device)
     inputs = expand_inputs(args.inputs)
     plan = plan_outputs([path for path, _ in inputs], args.format, args.output)  # before any decoding
     _set_threads(args.threads)
-    hotwords = _hotwords(args.hotwords)
     backend = resolve_backend(args.backend, args.device)
-    ckpt = load_model(args.model, backend, args.device, args.threads, args.chunk_frames, for_files=True)
-    if backend == "onnx":
-        args.streaming = True  # the ONNX runtime is the streaming encoder; its transcripts equal offline ones
-    lm = _fusion(args, ckpt.tokenizer, backend)
-    if args.streaming:
-        from asr_engine.engine import EndpointConfig, Engine, EngineOptions, SessionOptions
+    if backend == "torch" and not args.streaming and (args.endpoint or args.chunk_frames):
+        raise InputError("--endpoint and --chunk-frames need --streaming (or the onnx backend)")
+    model = load_model(args.model, backend, args.device, args.threads, args.chunk_frames, for_files=True)
+    engine = Engine(model, DecodeOptions(beam=args.beam, nbest=args.nbest, skip_threshold=args.skip_threshold,
+                                         hotwords=_hotwords(args.hotwords), hotword_boost=args.hotword_boost,
+                                         lm=_fusion(args, model.tokenizer, backend), chunk_frames=args.chunk_frames,
+                                         max_batch=args.batch_size))
+    session_options = SessionOptions(endpoint=EndpointConfig() if args.endpoint else None)
+    streaming = True if args.streaming or args.endpoint else None  # None: whole utterances where the model can
 
-        engine = Engine(ckpt, EngineOptions(chunk_frames=args.chunk_frames, beam=args.beam, nbest=args.nbest,
-                                            skip_threshold=args.skip_threshold, max_batch=args.batch_size, lm=lm),
-                        args.device)
-        session_options = SessionOptions(hotwords, args.hotword_boost, EndpointConfig() if args.endpoint else None)
-        engine.close(engine.session(options=session_options))  # checks the options before any file is read
+    long_bar = []  # one long file: a progress bar in seconds of audio
 
-        long_bar = []  # one long file: a progress bar in seconds of audio (the streaming engine reports them)
+    def show(done: float, total: float) -> None:
+        if total < 30:
+            return  # a short file needs no bar
+        if not long_bar:
+            from tqdm import tqdm
+            long_bar.append(tqdm(total=round(total), unit="s", desc="audio", file=sys.stderr))
+        long_bar[0].update(round(done) - long_bar[0].n)
 
-        def show(done: float, total: float) -> None:
-            if total < 30:
-                return  # a short file needs no bar
-            if not long_bar:
-                from tqdm import tqdm
-                long_bar.append(tqdm(total=round(total), unit="s", desc="audio", file=sys.stderr))
-            long_bar[0].update(round(done) - long_bar[0].n)
+    one_long = len(inputs) == 1 and not args.quiet
 
-        one_long = len(inputs) == 1 and not args.quiet
-
-        def run(paths):
-            try:
-                return engine.transcribe_files(paths, session_options, show if one_long else None)
-            finally:
-                if long_bar:
-                    long_bar[0].close()
-    else:
-        if args.endpoint or args.chunk_frames:
-            raise InputError("--endpoint and --chunk-frames need --streaming")
-        run = Transcriber(ckpt, DecodeOptions(beam=args.beam, skip_threshold=args.skip_threshold, nbest=args.nbest,
-                                              hotwords=hotwords, hotword_boost=args.hotword_boost, lm=lm),
-                          args.device).transcribe_files
+    def run(paths):
+        try:
+            return engine.transcribe_files(paths, session_options, show if one_long else None, streaming)
+        finally:
+            if long_bar:
+                long_bar[0].close()
     stdin = _read_stdin() if any(path == "-" for path, _ in inputs) else None
     t0 = time.perf_counter()
     results = []
@@ -162,6 +163,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     from asr_engine.checkpoint import load_checkpoint
     from asr_engine.export.onnx import export_onnx
 
+    if args.ship:
+        from asr_engine.backend import default_model_dir, ship_exports
+
+        if args.output or args.chunk_frames:
+            raise InputError("--ship writes into the checkpoint folder, in its own chunk sizes: "
+                             "no --output or --chunk-frames")
+        for out in ship_exports(args.model or default_model_dir(), args.quantize):
+            print(f"wrote {out}", file=sys.stderr)
+        return 0
+    if not args.output:
+        raise InputError("give --output DIR (or --ship)")
     out = export_onnx(load_checkpoint(args.model), args.output, args.chunk_frames, quantize=args.quantize)
     print(f"wrote {out / 'fbank.onnx'}, {out / 'bottom.onnx'} and {out / 'top.onnx'}", file=sys.stderr)
     return 0
@@ -200,16 +212,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import signal
 
     from asr_engine.backend import load_model, resolve_backend
-    from asr_engine.engine import Engine, EngineOptions
+    from asr_engine.engine import DecodeOptions, Engine
     from asr_engine.server.app import Server, ServerConfig
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     _set_threads(args.threads)
-    ckpt = load_model(args.model, args.backend, args.device, args.threads, args.chunk_frames)
-    lm = _fusion(args, ckpt.tokenizer, resolve_backend(args.backend, args.device))
-    engine = Engine(ckpt, EngineOptions(chunk_frames=args.chunk_frames, beam=args.beam, nbest=args.beam,
-                                        skip_threshold=args.skip_threshold, max_batch=args.batch_size, lm=lm),
-                    args.device)
+    model = load_model(args.model, args.backend, args.device, args.threads, args.chunk_frames)
+    lm = _fusion(args, model.tokenizer, resolve_backend(args.backend, args.device))
+    engine = Engine(model, DecodeOptions(chunk_frames=args.chunk_frames, beam=args.beam, nbest=args.beam,
+                                         skip_threshold=args.skip_threshold, max_batch=args.batch_size, lm=lm))
     cfg = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
                        max_message_bytes=args.max_message_bytes, idle_timeout=args.idle_timeout,
                        max_session_seconds=args.max_session_seconds, batch_size=args.batch_size,
@@ -421,6 +432,18 @@ def cmd_lm_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lm_export(args: argparse.Namespace) -> int:
+    from asr_engine.backend import content_hash
+    from asr_engine.lm.config import resolve_lm_dir
+    from asr_engine.lm.export import export_lm_onnx
+    from asr_engine.lm.model import load_lm
+
+    d = resolve_lm_dir(args.dir)
+    out = export_lm_onnx(load_lm(d), d / "lm.onnx", weights=content_hash(d, ("lm.json", "lm.safetensors")))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from asr_engine.data.synth import available_engines, make_jobs, synthesize_corpus
     from asr_engine.data.text_sources import load_sentences
@@ -495,13 +518,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         name = corpus_name(m)
         utts += rows
         sources += [source_of(u, name) if args.by_source else name for u in rows]
-    ckpt = load_model(args.model, args.backend, args.device, args.threads, for_files=True)
-    lm = _fusion(args, ckpt.tokenizer, resolve_backend(args.backend, args.device))
-    report = evaluate(ckpt, utts, sources, thresholds, args.beam, args.batch_size, args.device,
+    model = load_model(args.model, args.backend, args.device, args.threads, for_files=True)
+    lm = _fusion(args, model.tokenizer, resolve_backend(args.backend, args.device))
+    report = evaluate(model, utts, sources, thresholds, args.beam, args.batch_size,
                       progress=not args.quiet, lm=lm)
     for line in report.failed:
         print(f"error: {line}", file=sys.stderr)
-    print(format_report(report, ckpt.model.cfg.skip_threshold))
+    print(format_report(report, model.cfg.skip_threshold))
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=1) + "\n")
     return 1 if report.failed else 0
@@ -563,7 +586,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "metadata), the feature front end as fbank.onnx, and the tokenizer; run it "
                                     "with transcribe --backend onnx --model DIR.")
     ex.add_argument("model", nargs="?", default=None, help="checkpoint folder (default: the bundled model)")
-    ex.add_argument("--output", "-o", required=True, help="output folder")
+    ex.add_argument("--output", "-o", default=None, help="output folder")
+    ex.add_argument("--ship", action="store_true",
+                    help="write the exports the checkpoint folder ships with (onnx-cN/ for live streaming and for "
+                         "files, named after the weights): the ONNX backend then exports nothing on first use")
     ex.add_argument("--chunk-frames", type=int, default=None,
                     help="encoder frames per streaming step, a multiple of the model's chunk (default: one chunk)")
     ex.add_argument("--quantize", choices=("int8",), default=None,
@@ -706,6 +732,12 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     lt.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     lt.set_defaults(func=cmd_lm_train)
+
+    le = lm.add_parser("export", help="write an LM folder's decoding step as DIR/lm.onnx",
+                       description="Export the LM's step to ONNX into its folder (named after its weights), so "
+                                   "that decoding with it on ONNX Runtime needs no torch and exports nothing.")
+    le.add_argument("dir", help="LM folder ('default': the bundled LM)")
+    le.set_defaults(func=cmd_lm_export)
 
     ev = sub.add_parser("eval", help="WER/CER and the skip-threshold trade-off on manifests",
                         description="Decode manifests (or LibriSpeech-layout folders) at several skip "

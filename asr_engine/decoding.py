@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
 from asr_engine.context import ROOT, ContextGraph
 from asr_engine.tokenizer import BLANK_ID, Tokenizer
@@ -55,7 +55,7 @@ def check_beam(beam: int, nbest: int) -> None:
         raise ValueError("need beam >= 1 and 1 <= nbest <= beam")
 
 
-def greedy_search(log_probs: torch.Tensor) -> Hypothesis:
+def greedy_search(log_probs: np.ndarray) -> Hypothesis:
     """log_probs (T, V) -> best path with repeats collapsed and blanks removed."""
     search = GreedySearch()
     search.advance(log_probs)
@@ -125,14 +125,16 @@ class PrefixBeamSearch:
         self.beams: dict[tuple[int, ...], _Beam] = {(): root}
         self.frame = 0
 
-    def advance(self, log_probs: torch.Tensor) -> None:
+    def advance(self, log_probs: np.ndarray) -> None:
         """log_probs (T, V): the next T frames."""
         advance_searches([self], [log_probs])
 
-    def _candidates(self, log_probs: torch.Tensor) -> list[tuple[list[tuple[int, float]], float]]:
+    def _candidates(self, log_probs: np.ndarray) -> list[tuple[list[tuple[int, float]], float]]:
         """Per frame: the tokens worth expanding (token, log-prob) and the blank's log-prob."""
+        log_probs = np.asarray(log_probs, np.float32)
         k = min(self.beam, log_probs.shape[-1])
-        top_lp, top_id = log_probs.topk(k)
+        top_id = np.argsort(-log_probs, axis=-1, kind="stable")[:, :k]  # the k best, best first
+        top_lp = np.take_along_axis(log_probs, top_id, -1)
         blank = log_probs[:, BLANK_ID].tolist()
         return [([(c, lp) for c, lp in zip(row_id, row_lp) if c != BLANK_ID and lp >= self.prune_logp], lp_blank)
                 for row_id, row_lp, lp_blank in zip(top_id.tolist(), top_lp.tolist(), blank)]
@@ -144,14 +146,14 @@ class PrefixBeamSearch:
     def _lm_pending(self) -> list[_Beam]:
         return [b for b in self.beams.values() if b.lm_next is None]
 
-    def _lm_commit(self, pending: list[_Beam], logp: list[list[float]], state: torch.Tensor) -> None:
-        """The LM step's results for the pending prefixes: keep only the live prefixes' states, in beam order."""
+    def _lm_commit(self, pending: list[_Beam], logp: list[list[float]], state) -> None:
+        """The LM step's results for the pending prefixes: keep only the live prefixes' states, in beam order.
+        States are (L, rows, d) numpy arrays (ONNX step) or torch tensors (torch step)."""
         rows = self.lm_state.shape[1]
         for j, b in enumerate(pending):
             b.lm_next, b.lm_row, b.lm_token = logp[j], rows + j, -1
         live = list(self.beams.values())
-        keep = torch.tensor([b.lm_row for b in live], device=state.device)
-        self.lm_state = torch.cat([self.lm_state, state], 1).index_select(1, keep)
+        self.lm_state = _cat([self.lm_state, state], 1)[:, [b.lm_row for b in live]]
         for i, b in enumerate(live):
             b.lm_row = i
 
@@ -228,8 +230,10 @@ class GreedySearch:
         self.score = 0.0
         self.frame = 0
 
-    def advance(self, log_probs: torch.Tensor) -> None:
-        best_lp, best = log_probs.max(-1)  # (T,), (T,)
+    def advance(self, log_probs: np.ndarray) -> None:
+        log_probs = np.asarray(log_probs, np.float32)
+        best = log_probs.argmax(-1)  # (T,)
+        best_lp = np.take_along_axis(log_probs, best[:, None], -1)[:, 0]
         for tok, lp in zip(best.tolist(), best_lp.tolist()):
             if tok != BLANK_ID and tok != self.prev:
                 self.tokens.append(tok)
@@ -248,7 +252,7 @@ class GreedySearch:
         return len(self.tokens)
 
 
-def advance_searches(searches: list["PrefixBeamSearch | GreedySearch"], chunks: list[torch.Tensor]) -> None:
+def advance_searches(searches: list["PrefixBeamSearch | GreedySearch"], chunks: list[np.ndarray]) -> None:
     """Advance each search by its chunk of log-probs (T_i, V). Searches with an LM go frame by frame
     in lockstep, so that each frame's new prefixes of all of them take one batched LM step (per LM);
     the result is the same as advancing each alone."""
@@ -284,7 +288,7 @@ def _lm_step(searches: list[PrefixBeamSearch]) -> None:
         tokens += [b.lm_token for b in pending]
         src += [offset + b.lm_row for b in pending]
         offset += s.lm_state.shape[1]
-    states = work[0][0].lm_state if len(work) == 1 else torch.cat([s.lm_state for s, _ in work], 1)
+    states = work[0][0].lm_state if len(work) == 1 else _cat([s.lm_state for s, _ in work], 1)
     logp, new = work[0][0].lm(tokens, states, src)
     a = 0
     for s, pending in work:
@@ -292,7 +296,16 @@ def _lm_step(searches: list[PrefixBeamSearch]) -> None:
         a += len(pending)
 
 
-def prefix_beam_search(log_probs: torch.Tensor, beam: int = 8, nbest: int = 1, prune_logp: float = -12.0,
+def _cat(states: list, axis: int):
+    """Concatenate LM states: numpy arrays (the ONNX step) or torch tensors (the torch step)."""
+    if isinstance(states[0], np.ndarray):
+        return np.concatenate(states, axis)
+    import torch
+
+    return torch.cat(states, axis)
+
+
+def prefix_beam_search(log_probs: np.ndarray, beam: int = 8, nbest: int = 1, prune_logp: float = -12.0,
                        context: ContextGraph | None = None, lm: "ShallowFusion | None" = None) -> list[Hypothesis]:
     """log_probs (T, V) -> up to `nbest` hypotheses, best first."""
     search = PrefixBeamSearch(beam, prune_logp, context, lm)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
 from asr_engine.tokenizer import BLANK_ID
 
@@ -45,9 +45,9 @@ class Endpointer:
         self.frames = 0  # frames in this utterance
         self.trailing_silence = 0  # of which the last ones were blank
 
-    def update(self, log_probs: torch.Tensor) -> None:
+    def update(self, log_probs: np.ndarray) -> None:
         """log_probs (T, V): the utterance's next T frames."""
-        speech = (log_probs.argmax(-1) != BLANK_ID).nonzero()
+        speech = np.flatnonzero(np.asarray(log_probs).argmax(-1) != BLANK_ID)
         n = log_probs.shape[0]
         self.frames += n
         if len(speech):

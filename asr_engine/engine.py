@@ -1,17 +1,23 @@
-"""Streaming recognition API: an Engine holds the model; each audio stream is a Session.
+"""The recognizer: an Engine holds a model (torch or ONNX) and the decoding options; each audio
+stream is a Session; whole files and arrays are the engine's file mode.
 
-    engine = Engine.load()                      # the bundled model, or a checkpoint folder
+    engine = Engine.load()                      # the bundled model, or a checkpoint/ONNX folder
+    engine.transcribe(samples, sample_rate)     # one array -> Result
+    engine.transcribe_files(["a.wav"])          # files -> Results (unreadable ones as errors)
     s = engine.session(sample_rate=8000)        # or session(16000, SessionOptions(hotwords=..., endpoint=...))
     s.accept_audio(samples)                     # any chunk size, int16 or float
     engine.step()                               # runs every ready session as one batch
     s.result().text                             # partial text; .stable is the part that cannot change
     s.pop_finals()                              # continuous mode: utterances closed by the endpointer
-    final = s.finish()                          # flushes the tail, returns a transcribe.Result
+    final = s.finish()                          # flushes the tail, returns a Result
 
-A session turns audio into fbank frames as it arrives; `Engine.step` takes one chunk
-of C encoder frames from every session that has one (or that has ended) and runs them
-as one batch through `Encoder.forward_chunk`, so results do not depend on which
-sessions happen to share a batch.
+A session turns audio into fbank frames as it arrives; `Engine.step` takes one chunk of C
+encoder frames from every session that has one (or that has ended) and runs them as one
+batch through the model's `forward_chunk`, so results do not depend on which sessions
+happen to share a batch. Between the two the contract is `Session.take_window()` (the next
+chunk's features) and `Session.advance(...)` (its decoded log-probs and new state).
+
+Nothing here imports torch: with an ONNX model the whole path is numpy and ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -21,40 +27,39 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
 
 from asr_engine.audio import SAMPLE_RATE, AudioError, to_float32
-from asr_engine.checkpoint import Checkpoint, load_checkpoint
 from asr_engine.context import hotword_graph
-from asr_engine.decoding import GreedySearch, PrefixBeamSearch, advance_searches, check_beam, words_from_hypothesis
+from asr_engine.decoding import GreedySearch, PrefixBeamSearch, advance_searches, check_beam
 from asr_engine.endpoint import EndpointConfig, Endpointer
-from asr_engine.features import Fbank, FbankStream
-from asr_engine.kernels import select_ops
-from asr_engine.model.encoder import SkipOptions
+from asr_engine.features import FbankStream
+from asr_engine.model.config import SkipOptions
 from asr_engine.model.streaming import StreamState
-from asr_engine.transcribe import Result, check_lm, join_results, transcribe_paths
+from asr_engine.results import Result, join_results, make_result, transcribe_paths
 
 if TYPE_CHECKING:
     from asr_engine.lm.fusion import ShallowFusion
 
-__all__ = ["EndpointConfig", "Engine", "EngineOptions", "Partial", "Session", "SessionOptions"]
+__all__ = ["DecodeOptions", "EndpointConfig", "Engine", "Partial", "Session", "SessionOptions"]
 
 
 @dataclass(frozen=True)
-class EngineOptions:
-    chunk_frames: int | None = None  # encoder frames per step (a multiple of the model's chunk); None: one chunk
+class DecodeOptions:
     beam: int = 1  # 1 = greedy
     nbest: int = 1
     skip_threshold: float | None = None  # None: the model's default; >= 1.0: no skipping
     skip_dilation: int | None = None
-    max_batch: int = 64  # sessions per forward pass
-    lm: "ShallowFusion | None" = None  # an lm.fusion.ShallowFusion for every session (needs beam > 1)
+    hotwords: tuple[str, ...] = ()  # phrases to favour in every session (needs beam > 1)
+    hotword_boost: float = 1.5  # log-score added per matched token
+    lm: "ShallowFusion | None" = None  # an lm.fusion.ShallowFusion (needs beam > 1)
+    chunk_frames: int | None = None  # streaming: encoder frames per step (a multiple of the model's chunk)
+    max_batch: int = 64  # sessions (streaming) or utterances (whole files) per forward pass
 
 
 @dataclass(frozen=True)
 class SessionOptions:
-    hotwords: tuple[str, ...] = ()  # phrases to favour (needs beam search)
-    hotword_boost: float = 1.5  # log-score added per matched token
+    hotwords: tuple[str, ...] | None = None  # this session's phrases to favour (None: the engine's)
+    hotword_boost: float | None = None  # None: the engine's
     endpoint: EndpointConfig | None = None  # continuous mode: the stream is split into utterances
 
 
@@ -65,34 +70,50 @@ class Partial:
 
 
 class Engine:
-    def __init__(self, ckpt: Checkpoint, options: EngineOptions = EngineOptions(), device: str = "cpu"):
-        cfg = ckpt.model.cfg
+    """model: a TorchModel (asr_engine.model.runtime) or an OnnxModel (asr_engine.export.runtime),
+    from `asr_engine.backend.load_model`, or a torch Checkpoint (run as a TorchModel on `device`)."""
+
+    def __init__(self, model, options: DecodeOptions = DecodeOptions(), device: str = "cpu"):
+        if not hasattr(model, "forward_chunk"):  # a Checkpoint
+            from asr_engine.model.runtime import TorchModel
+
+            model = TorchModel(model, device)
+        cfg = model.cfg
         check_beam(options.beam, options.nbest)
-        check_lm(options.lm, options.beam)
-        fixed = getattr(ckpt.model, "chunk_frames", None)  # an ONNX export takes one chunk size
+        if options.lm is not None and options.beam == 1:
+            raise ValueError("a language model needs beam search: set a beam of 4 or more")
+        fixed = model.chunk_frames  # an ONNX export takes one chunk size
         if fixed and options.chunk_frames and options.chunk_frames != fixed:
             raise ValueError(f"this ONNX export takes chunks of {fixed} frames; export again with --chunk-frames "
                              f"{options.chunk_frames}")
         self.chunk = options.chunk_frames or fixed or cfg.chunk_size
         if self.chunk % cfg.chunk_size:
             raise ValueError(f"chunk_frames must be a multiple of the model's chunk_size ({cfg.chunk_size})")
-        self.ckpt, self.options = ckpt, options
-        self.device = torch.device(device)
-        self.model = ckpt.model.to(self.device).eval() if isinstance(ckpt.model, torch.nn.Module) else ckpt.model
-        self.ops = select_ops(self.device)  # Triton kernels on CUDA, torch references on the CPU
-        if isinstance(self.model, torch.nn.Module):
-            self.model.ops = self.ops
-        self.fbank = getattr(self.model, "fbank", None) or Fbank(ckpt.features)  # an ONNX export has its own
+        self.model, self.options = model, options
+        self.tokenizer, self.frame_shift_s = model.tokenizer, cfg.frame_shift_s
         self.skip = SkipOptions.resolve(cfg, options.skip_threshold, options.skip_dilation)
-        sub = self.model.subsampling
-        self.window = sub.input_frames(self.chunk)  # feature frames per step
-        self.hop = sub.stride * self.chunk
+        self.context = hotword_graph(options.hotwords, options.hotword_boost, model.tokenizer, options.beam)
+        self.window = cfg.input_frames(self.chunk)  # feature frames per step
+        self.hop = cfg.stride * self.chunk
         self.sessions: list[Session] = []
 
     @classmethod
-    def load(cls, model: str | Path | None = None, options: EngineOptions = EngineOptions(),
-             device: str = "cpu") -> "Engine":
-        return cls(load_checkpoint(model, device), options, device)
+    def load(cls, model: str | Path | None = None, options: DecodeOptions = DecodeOptions(), backend: str = "auto",
+             device: str = "cpu", threads: int = 0, for_files: bool = False) -> "Engine":
+        """A checkpoint folder or ONNX export (None: the bundled model) on `backend` ('auto': ONNX
+        Runtime on the CPU when it is installed, else torch). for_files: the engine will mostly
+        decode whole files (an ONNX model then takes large steps)."""
+        from asr_engine.backend import load_model
+
+        return cls(load_model(model, backend, device, threads, options.chunk_frames, for_files), options)
+
+    def search(self, context=None):
+        o = self.options
+        if o.beam == 1:
+            return GreedySearch()
+        return PrefixBeamSearch(o.beam, context=self.context if context is None else context, lm=o.lm)
+
+    # streaming
 
     def session(self, sample_rate: int = SAMPLE_RATE, options: SessionOptions = SessionOptions()) -> "Session":
         s = Session(self, sample_rate, options)
@@ -116,15 +137,85 @@ class Engine:
         while self.step(sessions):
             pass
 
-    def transcribe_arrays(self, audios: list[np.ndarray], paths: list[str],
-                          options: SessionOptions = SessionOptions(),
-                          progress: Callable[[float, float], None] | None = None) -> list[Result]:
-        """Stream whole 16 kHz arrays as live sources would arrive: every session gets one step's
-        audio, then all step together. A stream's utterances (continuous mode) are joined into one
-        result with times from the stream's start. `progress(done, total)` hears, after each step,
-        how many seconds of all the arrays' audio have been decoded."""
+    def _run(self, batch: list["Session"]) -> None:
+        wins, n_valid = zip(*(s.take_window() for s in batch))
+        state = StreamState.stack([s.state for s in batch])
+        log_probs, top, new = self.model.forward_chunk(np.stack(wins), np.asarray(n_valid, np.int64), state,
+                                                       self.skip)
+        chunks = [log_probs[j, : n_valid[j]] for j in range(len(batch))]
+        advance_searches([s.decoder for s in batch], chunks)  # with an LM: one batched LM step per frame
+        for j, s in enumerate(batch):
+            s.advance(new.select([j]), chunks[j], int(top[j, : n_valid[j]].sum()))
+
+    # whole files and arrays
+
+    def transcribe(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, path: str = "") -> Result:
+        """One recording (mono int16 or float samples at `sample_rate`) -> its Result."""
+        if sample_rate != SAMPLE_RATE:
+            from asr_engine.audio import resample
+
+            audio = resample(to_float32(np.asarray(audio)), sample_rate)
+        elif not isinstance(sample_rate, int) or sample_rate <= 0:
+            raise AudioError(f"unsupported sample rate {sample_rate!r}")
+        return self.transcribe_arrays([to_float32(np.asarray(audio))], [path])[0]
+
+    def transcribe_arrays(self, audios: list[np.ndarray], paths: list[str], options: SessionOptions = SessionOptions(),
+                          progress: Callable[[float, float], None] | None = None,
+                          streaming: bool | None = None) -> list[Result]:
+        """16 kHz float32 arrays -> results. A torch model decodes whole utterances in batches
+        (streaming=False; the default for it without an endpointer); an ONNX model, or
+        streaming=True, streams them chunk by chunk. The transcripts are the same."""
+        if streaming is None:
+            streaming = self.model.encode is None or options.endpoint is not None
+        if streaming:
+            return self._stream_arrays(audios, paths, options, progress)
+        if self.model.encode is None:
+            raise ValueError(f"the {self.model.name} model decodes files by streaming them only")
+        if options.endpoint is not None:
+            raise ValueError("endpointing splits streams: it needs streaming")
         results = []
-        piece = self.hop * self.fbank.cfg.window_shift
+        for a in range(0, len(audios), self.options.max_batch):
+            results += self._decode_whole(audios[a: a + self.options.max_batch], paths[a:], options)
+            if progress is not None:
+                progress(sum(len(x) for x in audios[: a + self.options.max_batch]) / SAMPLE_RATE,
+                         sum(len(x) for x in audios) / SAMPLE_RATE)
+        return results
+
+    def transcribe_files(self, paths: list[str | Path], options: SessionOptions = SessionOptions(),
+                         progress: Callable[[float, float], None] | None = None,
+                         streaming: bool | None = None) -> list[Result]:
+        """Read files and transcribe them (see transcribe_arrays); unreadable files get an error result."""
+        return transcribe_paths(paths, lambda audios, ok: self.transcribe_arrays(audios, ok, options, progress,
+                                                                                 streaming))
+
+    def _context(self, options: SessionOptions):
+        if options.hotwords is None and options.hotword_boost is None:
+            return self.context
+        return hotword_graph(self.options.hotwords if options.hotwords is None else options.hotwords,
+                             self.options.hotword_boost if options.hotword_boost is None else options.hotword_boost,
+                             self.tokenizer, self.options.beam)
+
+    def _decode_whole(self, audios: list[np.ndarray], paths: list[str], options: SessionOptions) -> list[Result]:
+        context = self._context(options)
+        encoded = self.model.encode(audios, self.skip)
+        live = [i for i, e in enumerate(encoded) if e is not None]
+        searches = [self.search(context) for _ in live]
+        advance_searches(searches, [encoded[i][0] for i in live])  # with an LM: one batched LM step per frame
+        results = [Result(p, duration=len(a) / SAMPLE_RATE) for a, p in zip(audios, paths)]
+        for search, i in zip(searches, live):
+            lp, top = encoded[i]
+            results[i] = make_result(paths[i], search, self.options.nbest, self.tokenizer, self.frame_shift_s,
+                                     duration=len(audios[i]) / SAMPLE_RATE, frames=lp.shape[0], top_frames=top)
+        return results
+
+    def _stream_arrays(self, audios: list[np.ndarray], paths: list[str], options: SessionOptions,
+                       progress: Callable[[float, float], None] | None) -> list[Result]:
+        """Stream whole arrays as live sources would arrive: every session gets one step's audio,
+        then all step together. A stream's utterances (continuous mode) are joined into one result
+        with times from the stream's start. `progress(done, total)` hears, after each step, how many
+        seconds of all the arrays' audio have been decoded."""
+        results = []
+        piece = self.hop * self.model.features.window_shift
         total, done = sum(len(x) for x in audios) / SAMPLE_RATE, 0  # done: samples
         for a in range(0, len(audios), self.options.max_batch):
             group = audios[a: a + self.options.max_batch]
@@ -150,25 +241,6 @@ class Engine:
                 self.close(s)
         return results
 
-    def transcribe_files(self, paths: list[str | Path], options: SessionOptions = SessionOptions(),
-                         progress: Callable[[float, float], None] | None = None) -> list[Result]:
-        """Read files and stream them (see transcribe_arrays); unreadable files get an error result."""
-        return transcribe_paths(paths, lambda audios, ok: self.transcribe_arrays(audios, ok, options, progress))
-
-    def _run(self, batch: list["Session"]) -> None:
-        wins, n_valid = zip(*(s._take_window() for s in batch))
-        feats = torch.stack(wins).to(self.device)  # (B, window, F)
-        state = StreamState.stack([s._state for s in batch])
-        with torch.inference_mode():
-            out, new = self.model.forward_chunk(feats, torch.tensor(n_valid, device=self.device), state, self.skip)
-            log_probs = self.ops.log_probs(out.final.raw).float().cpu()  # (B, C, V)
-            top = out.top_mask.cpu()
-        chunks = [log_probs[j, : n_valid[j]] for j in range(len(batch))]
-        advance_searches([s._search for s in batch], chunks)  # with an LM: one batched LM step per frame
-        for j, s in enumerate(batch):
-            s._state = new.select([j])
-            s._advanced(chunks[j], int(top[j, : n_valid[j]].sum()))
-
 
 class Session:
     """One audio stream. Not thread-safe: feed it and step its engine from one thread."""
@@ -177,10 +249,8 @@ class Session:
         if not isinstance(sample_rate, int) or not 8000 <= sample_rate <= 192000:
             raise AudioError(f"unsupported sample rate {sample_rate!r}: expected an integer in 8000..192000 Hz")
         self.engine, self.sample_rate, self.options = engine, sample_rate, options
-        self._context = hotword_graph(options.hotwords, options.hotword_boost, engine.ckpt.tokenizer,
-                                      engine.options.beam)
-        shift = engine.model.cfg.frame_shift_s
-        self._endpointer = Endpointer(options.endpoint, shift) if options.endpoint is not None else None
+        self._context = engine._context(options)
+        self._endpointer = Endpointer(options.endpoint, engine.frame_shift_s) if options.endpoint else None
         self.reset()
 
     def reset(self) -> None:
@@ -191,10 +261,11 @@ class Session:
             import soxr
 
             self._resampler = soxr.ResampleStream(self.sample_rate, SAMPLE_RATE, 1, dtype="float32", quality="VHQ")
-        self._fbank = FbankStream(eng.fbank)
-        self._feats = torch.zeros(0, eng.fbank.cfg.num_mel_bins)  # (N, F) not yet consumed
+        feats = eng.model.features
+        self._fbank = FbankStream(eng.model.fbank, feats)
+        self._feats = np.zeros((0, feats.num_mel_bins), np.float32)  # (N, F) not yet consumed
         self._feat_total = 0  # feature frames since the start
-        self._state = StreamState.zeros(eng.model.cfg, 1, eng.device)
+        self.state = eng.model.zeros_state(1)
         self.samples = 0  # 16 kHz samples received
         self.frames = 0  # encoder frames decoded
         self.top_frames = 0  # of which ran the top layers
@@ -203,26 +274,39 @@ class Session:
         self._new_utterance()
 
     def _new_utterance(self) -> None:
-        beam = self.engine.options.beam
-        self._search = (GreedySearch() if beam == 1 else
-                        PrefixBeamSearch(beam, context=self._context, lm=self.engine.options.lm))
+        self.decoder = self.engine.search(self._context)  # the current utterance's search
         self._utt_frame, self._utt_top = self.frames, self.top_frames  # where the utterance starts
         if self._endpointer is not None:
             self._endpointer.reset()
 
-    def _advanced(self, log_probs: torch.Tensor, top_frames: int) -> None:
-        """The search has decoded the next frames' log-probs (T, V): count them; in continuous mode,
-        close the utterance at an endpoint."""
+    # the engine's side of the contract
+
+    def take_window(self) -> tuple[np.ndarray, int]:
+        """The next step's feature window (window, F) and how many of its C encoder frames are real."""
+        eng = self.engine
+        n_valid = min(eng.chunk, self._frames_total - self.frames)
+        win = self._feats[: eng.window]
+        if win.shape[0] < eng.window:  # the stream's tail: pad; the padding yields invalid frames only
+            win = np.concatenate([win, np.zeros((eng.window - win.shape[0], win.shape[1]), np.float32)])
+        self._feats = self._feats[eng.hop:]
+        return win, n_valid
+
+    def advance(self, state: StreamState, log_probs: np.ndarray, top_frames: int) -> None:
+        """The engine ran the window: the new state, and the log-probs (T, V) that `decoder` has
+        decoded. Counts the frames; in continuous mode, closes the utterance at an endpoint."""
+        self.state = state
         self.frames += log_probs.shape[0]
         self.top_frames += top_frames
         if self._endpointer is None:
             return
         self._endpointer.update(log_probs)
-        if self._endpointer.detected(has_text=bool(self._search.hypotheses(1)[0].tokens)):
-            res = self.final(end=self.frames * self.engine.model.cfg.frame_shift_s)
+        if self._endpointer.detected(has_text=bool(self.decoder.hypotheses(1)[0].tokens)):
+            res = self.final(end=self.frames * self.engine.frame_shift_s)
             if res.text:
                 self._finals.append(res)
             self._new_utterance()
+
+    # the user's side
 
     def pop_finals(self) -> list[Result]:
         """Utterances the endpointer closed since the last call (continuous mode), oldest first."""
@@ -242,8 +326,8 @@ class Session:
 
     def _add(self, x: np.ndarray) -> None:
         self.samples += len(x)
-        new = self._fbank.accept(torch.from_numpy(np.ascontiguousarray(x)))
-        self._feats = torch.cat([self._feats, new])
+        new = self._fbank.accept(x)
+        self._feats = np.concatenate([self._feats, new])
         self._feat_total += new.shape[0]
 
     def input_done(self) -> None:
@@ -255,7 +339,7 @@ class Session:
     @property
     def _frames_total(self) -> int:
         """Encoder frames the audio so far yields (all of it, once the input is finished)."""
-        return int(self.engine.model.subsampling.output_lengths(torch.tensor(self._feat_total)))
+        return self.engine.model.cfg.output_length(self._feat_total)
 
     @property
     def ready(self) -> bool:
@@ -263,33 +347,20 @@ class Session:
             return True
         return self.input_finished and self._frames_total > self.frames
 
-    def _take_window(self) -> tuple[torch.Tensor, int]:
-        eng = self.engine
-        n_valid = min(eng.chunk, self._frames_total - self.frames)
-        win = self._feats[: eng.window]
-        if win.shape[0] < eng.window:  # the stream's tail: pad; the padding yields invalid frames only
-            win = torch.cat([win, win.new_zeros(eng.window - win.shape[0], win.shape[1])])
-        self._feats = self._feats[eng.hop:]
-        return win, n_valid
-
     def result(self) -> Partial:
-        tok = self.engine.ckpt.tokenizer
-        best = self._search.hypotheses(1)[0]
-        return Partial(tok.decode(list(best.tokens)), tok.decode(list(best.tokens[: self._search.stable_length()])))
+        tok = self.engine.tokenizer
+        best = self.decoder.hypotheses(1)[0]
+        return Partial(tok.decode(list(best.tokens)), tok.decode(list(best.tokens[: self.decoder.stable_length()])))
 
     def final(self, path: str = "", end: float | None = None) -> Result:
-        """The current utterance so far, as an offline Result (words with times from the stream's
-        start, n-best, skipping statistics). It runs from `start` to `end` (default: the audio's end)."""
+        """The current utterance so far, as a Result (words with times from the stream's start,
+        n-best, skipping statistics). It runs from `start` to `end` (default: the audio's end)."""
         eng = self.engine
-        tok = eng.ckpt.tokenizer
-        shift = eng.model.cfg.frame_shift_s
-        hyps = self._search.hypotheses(eng.options.nbest)
-        start = self._utt_frame * shift
+        start = self._utt_frame * eng.frame_shift_s
         end = self.samples / SAMPLE_RATE if end is None else end
-        return Result(path, text=tok.decode(list(hyps[0].tokens)),
-                      words=words_from_hypothesis(hyps[0], tok, shift, self._utt_frame),
-                      start=start, duration=max(0.0, end - start), frames=self.frames - self._utt_frame,
-                      top_frames=self.top_frames - self._utt_top, nbest=[tok.decode(list(h.tokens)) for h in hyps])
+        return make_result(path, self.decoder, eng.options.nbest, eng.tokenizer, eng.frame_shift_s, self._utt_frame,
+                           duration=max(0.0, end - start), frames=self.frames - self._utt_frame,
+                           top_frames=self.top_frames - self._utt_top)
 
     def finish(self, path: str = "") -> Result:
         """End the input, decode everything left (this session alone) and return the final result

@@ -10,13 +10,10 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-import torch
-
 from asr_engine.audio import SAMPLE_RATE, AudioError, load_audio
-from asr_engine.checkpoint import Checkpoint
+from asr_engine.engine import DecodeOptions, Engine
 from asr_engine.manifest import Utterance
 from asr_engine.text import char_error_counts, word_error_counts
-from asr_engine.transcribe import DecodeOptions, Transcriber
 
 __all__ = ["Score", "SettingResult", "EvalReport", "evaluate", "format_report"]
 
@@ -75,22 +72,10 @@ def source_of(u: Utterance, default: str) -> str:
     return str(u.extra.get("source") or u.extra.get("engine") or default)
 
 
-def _decoder(ckpt: Checkpoint, beam: int, threshold: float, batch_size: int, device: str,
-             dilation: int | None = None, lm=None):
-    """(audios, paths) -> results: whole utterances on a torch model, the streaming engine on an ONNX export."""
-    if isinstance(ckpt.model, torch.nn.Module):
-        return Transcriber(ckpt, DecodeOptions(beam=beam, skip_threshold=threshold, skip_dilation=dilation, lm=lm),
-                           device).transcribe_arrays
-    from asr_engine.engine import Engine, EngineOptions
-
-    return Engine(ckpt, EngineOptions(beam=beam, skip_threshold=threshold, skip_dilation=dilation,
-                                      max_batch=batch_size, lm=lm), device).transcribe_arrays
-
-
-def evaluate(ckpt: Checkpoint, utts: list[Utterance], sources: list[str], thresholds: list[float],
-             beam: int = 1, batch_size: int = 16, device: str = "cpu", progress: bool = False,
-             lm=None) -> EvalReport:
-    """Decode every utterance once per threshold; sources[i] names utts[i]'s group; `lm`: a
+def evaluate(model, utts: list[Utterance], sources: list[str], thresholds: list[float],
+             beam: int = 1, batch_size: int = 16, progress: bool = False, lm=None) -> EvalReport:
+    """Decode every utterance once per threshold with an engine on `model` (backend.load_model:
+    whole utterances on torch, streaming on ONNX); sources[i] names utts[i]'s group; `lm`: a
     lm.fusion.ShallowFusion for beam search."""
     audios, refs, groups, failed = [], [], [], []
     for u, src in zip(utts, sources):
@@ -112,7 +97,8 @@ def evaluate(ckpt: Checkpoint, utts: list[Utterance], sources: list[str], thresh
         from tqdm import tqdm
         bar = tqdm(total=len(batches) * len(thresholds), unit="batch", desc="eval")
     for k, th in enumerate(thresholds):
-        decode = _decoder(ckpt, beam, th, batch_size, device, lm=lm)
+        decode = Engine(model, DecodeOptions(beam=beam, skip_threshold=th, lm=lm, max_batch=batch_size)
+                        ).transcribe_arrays
         if k == 0:  # warm-up, so the first setting's RTF is not charged for it
             decode([audios[i] for i in batches[0]], ["warmup"] * len(batches[0]))
         hyps = [""] * len(audios)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from asr_engine.decoding import Word
-from asr_engine.transcribe import Result
+from asr_engine.results import Result
 
 FORMATS = ("txt", "json", "jsonl", "srt", "vtt")
 SUBTITLE_FORMATS = ("srt", "vtt")

@@ -20,7 +20,8 @@ import torch
 from asr_engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from asr_engine.data.loader import FeatureSet, Prefetcher, bucket_batches, collate, load_features, spec_augment
 from asr_engine.decoding import greedy_search
-from asr_engine.features import Fbank, FbankConfig
+from asr_engine.features import FbankConfig
+from asr_engine.model.fbank import Fbank
 from asr_engine.losses import LossWeights, total_loss
 from asr_engine.model.config import ModelConfig
 from asr_engine.model.encoder import Encoder, SkipOptions

@@ -94,3 +94,12 @@ def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     for r in rows:
         out.append("| " + " | ".join(format(r[k], f) for _, k, f in columns) + " |")
     return "\n".join(out)
+
+
+def decoder(model, threshold: float, batch: int, dilation: int | None = None):
+    """(audios, paths) -> results for an engine's model (asr_engine.backend.load_model): whole
+    utterances on a torch model, streaming on an ONNX one."""
+    from asr_engine.engine import DecodeOptions, Engine
+
+    return Engine(model, DecodeOptions(skip_threshold=threshold, skip_dilation=dilation, max_batch=batch)
+                  ).transcribe_arrays

@@ -51,8 +51,8 @@ if [ -d .whl ]; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-# the package itself, without touching the machine's torch: kernels/, export/ and server/ install
-# under asr_engine, so it is installed (editable) rather than put on the path
+# the package itself (editable, for the asr-engine command), without touching the machine's torch:
+# --no-deps keeps the torch that is already there
 $PY -m pip install -q --no-deps --no-build-isolation --no-index -e . >/dev/null || exit 1
 
 step "GPU tests" 240 $PY -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_scan.py \

@@ -40,7 +40,7 @@ def _timed(fn, reps: int, sync) -> float:
 def scan_rows(B: int, T: int, D: int, N: int, device: str, reps: int, sequential: bool = True) -> list[dict]:
     import torch
 
-    from asr_engine.kernels.scan import gilr_step_reference, scan_blocked, scan_sequential
+    from asr_engine.lm.scan import gilr_step_reference, scan_blocked, scan_sequential
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     g = torch.Generator().manual_seed(0)
@@ -51,7 +51,7 @@ def scan_rows(B: int, T: int, D: int, N: int, device: str, reps: int, sequential
     if sequential:
         impls.insert(0, ("sequential reference", scan_sequential))
     if device == "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
-        from asr_engine.kernels.triton_scan import triton_gilr_step, triton_linear_scan
+        from asr_engine.lm.triton_scan import triton_gilr_step, triton_linear_scan
 
         impls.append(("triton", triton_linear_scan))
     with torch.no_grad():
@@ -97,12 +97,15 @@ def scan_rows(B: int, T: int, D: int, N: int, device: str, reps: int, sequential
 def _log_probs(ckpt, audios, batch: int = 16):
     """The acoustic model's log-probs (T, V) per utterance, whole utterances, default skipping (no
     frames for audio too short for one encoder frame)."""
-    import torch
+    import numpy as np
 
-    from asr_engine.transcribe import Transcriber
+    from asr_engine.model.config import SkipOptions
+    from asr_engine.model.runtime import TorchModel
 
-    encode, empty = Transcriber(ckpt).encode, torch.zeros(0, ckpt.model.cfg.vocab_size)
-    return [empty if e is None else e[0] for i in range(0, len(audios), batch) for e in encode(audios[i: i + batch])]
+    model = TorchModel(ckpt)
+    skip, empty = SkipOptions.resolve(model.cfg), np.zeros((0, model.cfg.vocab_size), np.float32)
+    return [empty if e is None else e[0] for i in range(0, len(audios), batch)
+            for e in model.encode(audios[i: i + batch], skip)]
 
 
 def _decode(log_probs, beam: int, lm, sessions: int, chunk: int) -> tuple[list[tuple[int, ...]], float]:

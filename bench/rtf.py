@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from bench.common import add_offline_arguments, append_results, load_sorted, table
+from bench.common import add_offline_arguments, append_results, decoder, load_sorted, table
 
 
 def _wer(refs: list[str], hyps: list[str]) -> float:
@@ -37,10 +37,9 @@ def _run(decode, audios: list, batch: int) -> tuple[float, list]:
 
 def measure(ckpt, audios: list, refs: list[str], threshold: float, reps: int, batch: int, device: str) -> dict:
     from asr_engine.audio import SAMPLE_RATE
-    from asr_engine.evaluate import _decoder
 
     audio_s = sum(len(a) for a in audios) / SAMPLE_RATE
-    decoders = {"off": _decoder(ckpt, 1, 1.0, batch, device), "on": _decoder(ckpt, 1, threshold, batch, device)}
+    decoders = {"off": decoder(ckpt, 1.0, batch), "on": decoder(ckpt, threshold, batch)}
     for d in decoders.values():  # warm-up
         _run(d, audios[:batch], batch)
     walls: dict[str, list[float]] = {"off": [], "on": []}
@@ -70,7 +69,7 @@ def main(args) -> None:
     rows = []
     for backend in args.backend.split(","):
         ckpt = load_model(args.model, backend, args.device, torch.get_num_threads(), for_files=True)
-        threshold = args.threshold if args.threshold is not None else ckpt.model.cfg.skip_threshold
+        threshold = args.threshold if args.threshold is not None else ckpt.cfg.skip_threshold
         row = {"backend": backend, "device": args.device,
                **measure(ckpt, audios, refs, threshold, args.reps, args.batch, args.device)}
         rows.append(row)

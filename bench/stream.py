@@ -19,7 +19,7 @@ def run_setting(engine, audios: list, batch: int, rounds: int) -> dict:
     """Replay `rounds` utterances per slot through `batch` concurrent sessions."""
     from asr_engine.audio import SAMPLE_RATE
 
-    piece = engine.hop * engine.fbank.cfg.window_shift  # audio samples per step
+    piece = engine.hop * engine.model.features.window_shift  # audio samples per step
     chunk_s = piece / SAMPLE_RATE
     queue = [audios[i % len(audios)] for i in range(batch * rounds)]
     slots: list[dict | None] = [None] * batch
@@ -69,7 +69,7 @@ def main(args) -> None:
     import torch
 
     from asr_engine.checkpoint import load_checkpoint
-    from asr_engine.engine import Engine, EngineOptions
+    from asr_engine.engine import DecodeOptions, Engine
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -83,16 +83,19 @@ def main(args) -> None:
             print(f"chunk {chunk_ms} ms: not a multiple of this model's {cfg.chunk_size * cfg.frame_shift_s * 1000:.0f}"
                   " ms training chunk; skipped")
             continue
-        ckpt = torch_ckpt
         if backend == "onnx":
             from asr_engine.export.onnx import export_onnx
-            from asr_engine.export.runtime import load_onnx
+            from asr_engine.export.runtime import OnnxModel
 
             with tempfile.TemporaryDirectory() as tmp:
-                ckpt = load_onnx(export_onnx(torch_ckpt, tmp, frames), torch.get_num_threads())
+                model = OnnxModel(export_onnx(torch_ckpt, tmp, frames), torch.get_num_threads())
+        else:
+            from asr_engine.model.runtime import TorchModel
+
+            model = TorchModel(torch_ckpt)
         for batch in [int(b) for b in args.batch.split(",")]:
             for threshold in (1.0, None):  # no skipping, then the model's default threshold
-                engine = Engine(ckpt, EngineOptions(chunk_frames=frames, skip_threshold=threshold, max_batch=batch))
+                engine = Engine(model, DecodeOptions(chunk_frames=frames, skip_threshold=threshold, max_batch=batch))
                 run_setting(engine, audios[:2], batch, 1)  # warm-up
                 row = run_setting(engine, audios, batch, args.rounds)
                 row["skip_threshold"] = engine.skip.threshold if engine.skip else 1.0

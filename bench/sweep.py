@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import statistics
 
-from bench.common import add_offline_arguments, append_results, load_sorted, table
+from bench.common import add_offline_arguments, append_results, decoder, load_sorted, table
 from bench.rtf import _run, _wer
 
 
 def sweep(ckpt, audios: list, refs: list[str], settings: list[tuple[float, int]], reps: int, batch: int,
           device: str) -> list[dict]:
     from asr_engine.audio import SAMPLE_RATE
-    from asr_engine.evaluate import _decoder
 
     audio_s = sum(len(a) for a in audios) / SAMPLE_RATE
-    decoders = [_decoder(ckpt, 1, t, batch, device, d) for t, d in settings]
+    decoders = [decoder(ckpt, t, batch, d) for t, d in settings]
     _run(decoders[0], audios[:batch], batch)  # warm-up
     walls: list[list[float]] = [[] for _ in settings]
     results: list[list] = [[] for _ in settings]

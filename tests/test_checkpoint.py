@@ -53,12 +53,12 @@ def test_missing_checkpoint(tmp_path):
 def test_bundled_default_model_runs_on_the_bundled_samples():
     from asr_engine.checkpoint import default_model_dir
     from asr_engine.manifest import read_manifest
-    from asr_engine.transcribe import Transcriber
+    from asr_engine.engine import Engine
 
     ck = load_checkpoint()
     assert ck.model.cfg.vocab_size == len(ck.tokenizer.vocab)
     samples = read_manifest(default_model_dir().parent.parent / "samples" / "manifest.jsonl")
-    results = Transcriber(ck).transcribe_files([u.audio for u in samples])
+    results = Engine(ck).transcribe_files([u.audio for u in samples])
     assert all(r.error is None and r.frames > 0 for r in results)
     assert all(abs(r.duration - u.duration) < 0.05 for r, u in zip(results, samples))
 

@@ -121,7 +121,7 @@ def test_serve_on_a_taken_port_is_one_clear_line(tiny_ckpt_dir, capsys):
 def test_subtitle_cues_from_words():
     from asr_engine.decoding import Word
     from asr_engine.formats import to_srt, to_vtt
-    from asr_engine.transcribe import Result
+    from asr_engine.results import Result
 
     words = [Word("hello", 0.5, 0.9, 0.9), Word("world", 1.0, 1.4, 0.8), Word("again", 4.0, 4.5, 0.7)]
     srt = to_srt(Result("x", "hello world again", words))
@@ -219,12 +219,12 @@ def test_audio_shorter_than_one_encoder_frame_gives_empty_text(tmp_path):
     from asr_engine.checkpoint import Checkpoint
     from asr_engine.model.encoder import Encoder
     from asr_engine.tokenizer import CharTokenizer
-    from asr_engine.transcribe import Transcriber
+    from asr_engine.engine import Engine
 
     from conftest import tiny_config
 
     torch.manual_seed(0)
-    t = Transcriber(Checkpoint(Encoder(tiny_config(subsampling=8)).eval(), CharTokenizer()))
+    t = Engine(Checkpoint(Encoder(tiny_config(subsampling=8)).eval(), CharTokenizer()))
     short, ok = np.zeros(int(0.12 * 16000), np.float32), np.zeros(int(0.2 * 16000), np.float32)
     (alone,) = t.transcribe_arrays([short], ["short"])
     assert alone.text == "" and alone.frames == 0 and alone.error is None
@@ -266,7 +266,8 @@ def test_engine_reports_progress_up_to_the_total(tiny_ckpt_dir, wav):
 
     engine = Engine(load_checkpoint(tiny_ckpt_dir))
     seen = []
-    engine.transcribe_files([str(wav("a.wav", 3.0)), str(wav("b.wav", 1.0))], progress=lambda d, t: seen.append((d, t)))
+    engine.transcribe_files([str(wav("a.wav", 3.0)), str(wav("b.wav", 1.0))], progress=lambda d, t: seen.append((d, t)),
+                            streaming=True)
     assert seen and all(t == 4.0 for _, t in seen)
     done = [d for d, _ in seen]
     assert done == sorted(done) and done[-1] == 4.0

@@ -11,8 +11,7 @@ import soxr
 from asr_engine.audio import load_audio
 from asr_engine.checkpoint import load_checkpoint
 from asr_engine.cli import main
-from asr_engine.engine import EndpointConfig, Engine, EngineOptions, SessionOptions
-from asr_engine.transcribe import DecodeOptions, Transcriber
+from asr_engine.engine import DecodeOptions, EndpointConfig, Engine, SessionOptions
 
 SAMPLES = [f"asr_engine/samples/sample{i}.wav" for i in (1, 2, 3)]
 
@@ -35,7 +34,7 @@ def _stream(engine: Engine, session, audio: np.ndarray, piece: int = 5120):
         session.accept_audio(audio[i: i + piece])
         engine.run([session])
         finals += session.pop_finals()
-        sizes.add(session._state.nbytes())
+        sizes.add(session.state.nbytes())
     return finals, sizes
 
 
@@ -83,12 +82,12 @@ def test_word_times_shift_with_leading_silence(ckpt, speech):
 
 def test_hotwords_change_the_result_offline_and_streaming(ckpt, speech):
     # the model hears "feel free to stay as long as you wish" as "feel fre to stay as long as you wish"
-    engine = Engine(ckpt, EngineOptions(beam=8))
+    engine = Engine(ckpt, DecodeOptions(beam=8))
     plain = engine.transcribe_arrays([speech[1]], ["a"])[0].text
     assert "free" not in plain.split()
     options = SessionOptions(hotwords=("feel free to stay",))
     streamed = engine.transcribe_arrays([speech[1]], ["a"], options)[0]
-    offline = Transcriber(ckpt, DecodeOptions(beam=8, hotwords=options.hotwords)).transcribe_arrays(
+    offline = Engine(ckpt, DecodeOptions(beam=8, hotwords=options.hotwords)).transcribe_arrays(
         [speech[1]], ["a"])[0]
     assert streamed.text == offline.text
     assert [w.word for w in streamed.words][:4] == ["feel", "free", "to", "stay"]
@@ -101,7 +100,7 @@ def test_hotwords_change_the_result_offline_and_streaming(ckpt, speech):
 def test_sample_rates(ckpt, speech, rate):
     """A session at any rate hears what the offline path hears after resampling the whole file."""
     pcm = (soxr.resample(speech[1], 16000, rate, quality="VHQ") * 32767).astype(np.int16)
-    ref = Transcriber(ckpt).transcribe_arrays([soxr.resample(pcm.astype(np.float32) / 32768, rate, 16000,
+    ref = Engine(ckpt).transcribe_arrays([soxr.resample(pcm.astype(np.float32) / 32768, rate, 16000,
                                                              quality="VHQ")], ["a"])[0]
     engine = Engine(ckpt)
     s = engine.session(sample_rate=rate)

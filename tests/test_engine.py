@@ -6,11 +6,10 @@ import torch
 
 from asr_engine.audio import AudioError
 from asr_engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from asr_engine.engine import Engine, EngineOptions
-from asr_engine.features import Fbank
+from asr_engine.engine import DecodeOptions, Engine
+from asr_engine.model.fbank import Fbank
 from asr_engine.model.encoder import Encoder
 from asr_engine.tokenizer import CharTokenizer
-from asr_engine.transcribe import DecodeOptions, Transcriber
 
 from conftest import tiny_config
 
@@ -55,9 +54,9 @@ def _feed(session, audio: np.ndarray, seed: int) -> None:
 def test_session_equals_offline_transcription(tiny_ckpt_dir, beam, threshold, chunk_frames):
     ckpt = load_checkpoint(tiny_ckpt_dir)
     audio = _speechy(3.3, 0)
-    offline = Transcriber(ckpt, DecodeOptions(beam=beam, nbest=min(2, beam), skip_threshold=threshold))
+    offline = Engine(ckpt, DecodeOptions(beam=beam, nbest=min(2, beam), skip_threshold=threshold))
     ref = offline.transcribe_arrays([audio], ["a"])[0]
-    engine = Engine(ckpt, EngineOptions(chunk_frames=chunk_frames, beam=beam, nbest=min(2, beam),
+    engine = Engine(ckpt, DecodeOptions(chunk_frames=chunk_frames, beam=beam, nbest=min(2, beam),
                                         skip_threshold=threshold))
     s = engine.session()
     _feed(s, audio, 1)
@@ -73,7 +72,7 @@ def test_session_equals_offline_transcription(tiny_ckpt_dir, beam, threshold, ch
 
 def test_batched_sessions_equal_sessions_alone(tiny_ckpt_dir):
     audios = [_speechy(s, i) for i, s in enumerate([2.1, 3.7, 0.9])]
-    engine = Engine.load(tiny_ckpt_dir, EngineOptions(skip_threshold=0.5))
+    engine = Engine.load(tiny_ckpt_dir, DecodeOptions(skip_threshold=0.5))
     alone = []
     for i, a in enumerate(audios):
         s = engine.session()
@@ -100,7 +99,7 @@ def test_other_sample_rates_and_int16(tiny_ckpt_dir):
         s.accept_audio(pcm[a: a + 999])
     res = s.finish()
     assert abs(res.duration - 2.0) < 0.01
-    assert res.frames == int(engine.model.subsampling.output_lengths(np.int64(198)))
+    assert res.frames == int(engine.model.cfg.output_length(198))
 
 
 def test_bad_input_is_refused(tiny_ckpt_dir):
@@ -124,4 +123,4 @@ def test_bad_input_is_refused(tiny_ckpt_dir):
     s.reset()
     s.accept_audio(np.zeros(100, np.float32))
     with pytest.raises(ValueError, match="multiple"):
-        Engine.load(tiny_ckpt_dir, EngineOptions(chunk_frames=6))
+        Engine.load(tiny_ckpt_dir, DecodeOptions(chunk_frames=6))

@@ -30,7 +30,7 @@ def test_char_error_counts():
 
 
 def test_eval_table_matches_transcribe_and_reports_skipping(tiny_ckpt_dir, manifest):
-    from asr_engine.transcribe import DecodeOptions, Transcriber
+    from asr_engine.engine import DecodeOptions, Engine
 
     ck = load_checkpoint(tiny_ckpt_dir)
     utts = read_manifest(manifest)
@@ -39,7 +39,7 @@ def test_eval_table_matches_transcribe_and_reports_skipping(tiny_ckpt_dir, manif
     assert off.top_fraction == 1.0 and all_skip.top_fraction < 1.0
     assert off.total.utterances == 3 and set(off.per_source) == {"a", "b"} and off.per_source["b"].utterances == 2
     # the eval's hypotheses are the transcriber's, one by one
-    tr = Transcriber(ck, DecodeOptions(skip_threshold=1.0))
+    tr = Engine(ck, DecodeOptions(skip_threshold=1.0))
     assert off.hypotheses == [r.text for r in tr.transcribe_files([u.audio for u in utts])]
     assert off.rtf > 0 and rep.audio_seconds == pytest.approx(4.5)
 

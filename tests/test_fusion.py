@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from asr_engine.decoding import PrefixBeamSearch, advance_searches, prefix_beam_search
-from asr_engine.kernels.scan import gilr_step_reference
-from asr_engine.lm.fusion import OnnxLMStep, ShallowFusion, TorchLMStep, export_lm_onnx, load_fusion
+from asr_engine.lm.scan import gilr_step_reference
+from asr_engine.lm.export import TorchLMStep, export_lm_onnx
+from asr_engine.lm.fusion import OnnxLMStep, ShallowFusion, load_fusion
 from asr_engine.lm.model import BOUNDARY, GILRLanguageModel, LMConfig, save_lm, vocab_fingerprint
 from asr_engine.lm.train import train_lm
 from asr_engine.tokenizer import CharTokenizer
@@ -18,7 +19,7 @@ from conftest import KERNEL_DEVICE
 from test_lm import toy_sentences
 
 try:
-    from asr_engine.kernels.triton_scan import triton_gilr_step
+    from asr_engine.lm.triton_scan import triton_gilr_step
 except ImportError:  # no Triton: only the reference is tested
     triton_gilr_step = None
 
@@ -215,10 +216,11 @@ def test_onnx_step_equals_torch_and_decodes_the_same(tmp_path):
     onnx_step, torch_step = OnnxLMStep(path), TorchLMStep(m)
     state = torch.randn(2, 3, 32)
     for tokens, src in (([4, 4, 9, 0], [2, 0, 0, 1]), ([7], [1])):  # the batch size varies, as in decoding
-        lp_o, st_o = onnx_step(tokens, state, src)
+        lp_o, st_o = onnx_step(tokens, state.numpy(), src)
         lp_t, st_t = torch_step(tokens, state, src)
         np.testing.assert_allclose(lp_o, lp_t, atol=1e-4)
-        torch.testing.assert_close(st_o, st_t, atol=1e-5, rtol=1e-4)
+        assert isinstance(st_o, np.ndarray)
+        np.testing.assert_allclose(st_o, st_t.numpy(), atol=1e-5, rtol=1e-4)
     lp = peaky_log_probs(80, 29, seed=7)
     a = prefix_beam_search(lp, beam=6, nbest=3, lm=ShallowFusion(onnx_step, 0.6, 0.5))
     b = prefix_beam_search(lp, beam=6, nbest=3, lm=ShallowFusion(torch_step, 0.6, 0.5))
@@ -238,20 +240,19 @@ def bundled_lm(tmp_path_factory):
 
 def test_engine_streaming_with_lm_equals_offline_with_lm(bundled_lm):
     from asr_engine.checkpoint import load_checkpoint
-    from asr_engine.engine import Engine, EngineOptions
-    from asr_engine.transcribe import DecodeOptions, Transcriber
+    from asr_engine.engine import DecodeOptions, Engine
 
     ckpt = load_checkpoint(None)
     fusion = load_fusion(bundled_lm, ckpt.tokenizer, weight=0.5, length_bonus=1.0, backend="torch")
-    offline = Transcriber(ckpt, DecodeOptions(beam=4, nbest=2, lm=fusion)).transcribe_files(SAMPLES)
-    plain = Transcriber(ckpt, DecodeOptions(beam=4, nbest=2)).transcribe_files(SAMPLES)
+    offline = Engine(ckpt, DecodeOptions(beam=4, nbest=2, lm=fusion)).transcribe_files(SAMPLES)
+    plain = Engine(ckpt, DecodeOptions(beam=4, nbest=2)).transcribe_files(SAMPLES)
     assert [r.text for r in offline] != [r.text for r in plain]  # the LM does change the output
-    engine = Engine(ckpt, EngineOptions(beam=4, nbest=2, lm=fusion))
-    streamed = engine.transcribe_files(SAMPLES)  # three sessions stepped together, in 16-frame chunks
+    engine = Engine(ckpt, DecodeOptions(beam=4, nbest=2, lm=fusion))
+    streamed = engine.transcribe_files(SAMPLES, streaming=True)  # three sessions stepped together, 16-frame chunks
     assert [r.text for r in streamed] == [r.text for r in offline]
     assert [r.nbest for r in streamed] == [r.nbest for r in offline]
     with pytest.raises(ValueError, match="needs beam search"):
-        Engine(ckpt, EngineOptions(beam=1, lm=fusion))
+        Engine(ckpt, DecodeOptions(beam=1, lm=fusion))
 
 
 def test_cli_transcribe_with_lm_and_its_errors(bundled_lm, tmp_path, capsys):
@@ -275,13 +276,13 @@ def test_server_with_lm_streams_what_offline_decodes(bundled_lm):
     import asyncio
 
     from asr_engine.backend import load_model
-    from asr_engine.engine import Engine, EngineOptions
+    from asr_engine.engine import DecodeOptions, Engine
     from asr_engine.server.client import stream_file
     from servers import Running
 
     ckpt = load_model(None, "onnx")
     fusion = load_fusion(bundled_lm, ckpt.tokenizer, weight=0.5, length_bonus=1.0, backend="onnx")
-    engine = Engine(ckpt, EngineOptions(beam=4, lm=fusion))
+    engine = Engine(ckpt, DecodeOptions(beam=4, lm=fusion))
     offline = [r.text for r in engine.transcribe_files(SAMPLES)]
     srv = Running(engine)
     try:

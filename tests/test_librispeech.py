@@ -3,7 +3,7 @@ import soundfile as sf
 
 from asr_engine.data.librispeech import read_librispeech
 from asr_engine.data.loader import load_features
-from asr_engine.features import Fbank
+from asr_engine.model.fbank import Fbank
 from asr_engine.manifest import read_corpus
 from asr_engine.tokenizer import CharTokenizer
 

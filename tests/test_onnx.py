@@ -11,12 +11,12 @@ pytest.importorskip("onnxruntime")
 
 from asr_engine.checkpoint import Checkpoint  # noqa: E402
 from asr_engine.cli import main  # noqa: E402
-from asr_engine.engine import Engine, EngineOptions  # noqa: E402
+from asr_engine.engine import DecodeOptions, Engine  # noqa: E402
 from asr_engine.export.onnx import export_onnx  # noqa: E402
-from asr_engine.features import Fbank  # noqa: E402
-from asr_engine.export.runtime import OnnxEncoder, load_onnx  # noqa: E402
+from asr_engine.model.fbank import Fbank  # noqa: E402
+from asr_engine.export.runtime import OnnxModel  # noqa: E402
 from asr_engine.model.encoder import Encoder, SkipOptions  # noqa: E402
-from asr_engine.model.streaming import StreamState  # noqa: E402
+from asr_engine.model.runtime import TorchModel  # noqa: E402
 from asr_engine.tokenizer import CharTokenizer  # noqa: E402
 
 from conftest import tiny_model  # noqa: E402
@@ -45,35 +45,54 @@ def _gap_threshold(m: Encoder, feats: torch.Tensor) -> float:
 @pytest.mark.parametrize("skipping", [False, True])
 def test_onnx_equals_torch_chunk_by_chunk(tiny, skipping):
     ckpt, out = tiny
-    m, onnx = ckpt.model, OnnxEncoder(out, threads=1)
+    m, onnx = TorchModel(ckpt), OnnxModel(out, threads=1)
     assert onnx.cfg == m.cfg and onnx.chunk_frames == 8
-    B, C = 3, 8
-    win, hop = m.subsampling.input_frames(C), m.subsampling.stride * C
+    B, C, cfg = 3, 8, m.cfg
+    win, hop = cfg.input_frames(C), cfg.stride * C
     g = torch.Generator().manual_seed(1)
     feats = torch.randn(B, hop * 12 + win, 80, generator=g) * 3 + 8
-    skip = SkipOptions(_gap_threshold(m, feats), 1) if skipping else None
-    st_t = st_o = StreamState.zeros(m.cfg, B)
-    lengths = torch.tensor([12 * C, 7 * C + 3, 2 * C])  # ragged: streams end at different chunks
+    skip = SkipOptions(_gap_threshold(ckpt.model, feats), 1) if skipping else None
+    st_t, st_o = m.zeros_state(B), onnx.zeros_state(B)
+    lengths = np.array([12 * C, 7 * C + 3, 2 * C])  # ragged: streams end at different chunks
     skipped = kept = 0
-    with torch.no_grad():
-        for i in range(12):
-            n_valid = (lengths - i * C).clamp(0, C)
-            chunk = feats[:, i * hop: i * hop + win]
-            a, st_t = m.forward_chunk(chunk, n_valid, st_t, skip)
-            b, st_o = onnx.forward_chunk(chunk, n_valid, st_o, skip)
-            assert torch.equal(a.top_mask, b.top_mask)
-            for j in range(B):
-                n = int(n_valid[j])
-                torch.testing.assert_close(b.final.raw[j, :n], a.final.raw[j, :n], atol=2e-4, rtol=1e-4)
-                torch.testing.assert_close(b.intermediate[2].raw[j, :n], a.intermediate[2].raw[j, :n],
-                                           atol=2e-4, rtol=1e-4)
-            kept += int(a.top_mask.sum())
-            skipped += int(n_valid.sum()) - int(a.top_mask.sum())
+    for i in range(12):
+        n_valid = np.clip(lengths - i * C, 0, C)
+        chunk = feats[:, i * hop: i * hop + win].numpy()
+        a, top_a, st_t = m.forward_chunk(chunk, n_valid, st_t, skip)
+        b, top_b, st_o = onnx.forward_chunk(chunk, n_valid, st_o, skip)
+        assert isinstance(b, np.ndarray) and isinstance(st_o.k, np.ndarray)
+        assert np.array_equal(top_a, top_b)
+        for j in range(B):
+            n = int(n_valid[j])
+            np.testing.assert_allclose(b[j, :n], a[j, :n], atol=5e-4, rtol=1e-4)
+        kept += int(top_a.sum())
+        skipped += int(n_valid.sum()) - int(top_a.sum())
     for f in ("k", "v", "conv"):
-        torch.testing.assert_close(getattr(st_o, f), getattr(st_t, f), atol=2e-4, rtol=1e-4)
-    assert torch.equal(st_o.kv_pos, st_t.kv_pos) and torch.equal(st_o.kv_valid, st_t.kv_valid)
+        np.testing.assert_allclose(getattr(st_o, f), getattr(st_t, f).numpy(), atol=2e-4, rtol=1e-4)
+    assert np.array_equal(st_o.kv_pos, st_t.kv_pos.numpy()) and np.array_equal(st_o.kv_valid, st_t.kv_valid.numpy())
+    assert np.array_equal(st_o.offset, st_t.offset.numpy())
     if skipping:
         assert skipped > 0 and kept > 0
+
+
+def test_numpy_gate_and_log_probs_equal_the_torch_references():
+    """The ONNX runtime's numpy gate, compaction and factorized output against asr_engine.kernels."""
+    from asr_engine.export import runtime as rt
+    from asr_engine.kernels import REFERENCE
+
+    rng = np.random.default_rng(3)
+    cases = [(3, 16, 8, 1, 0.6), (2, 8, 4, 2, 0.3), (1, 4, 4, 0, 1.0), (4, 8, 8, 1, 0.0)]
+    for B, C, chunk, dilation, threshold in cases:
+        raw = (rng.standard_normal((B, C, 7)) * 3).astype(np.float32)
+        n_valid = rng.integers(0, C + 1, B)
+        ref = REFERENCE.gate_compact(torch.from_numpy(raw), torch.zeros(B, C, 2), torch.from_numpy(n_valid),
+                                     threshold, dilation, chunk)
+        keep, index, valid = rt.gate_compact(raw, n_valid, threshold, dilation, chunk)
+        assert np.array_equal(keep, ref.keep.numpy()) and np.array_equal(valid, ref.valid.numpy())
+        assert np.array_equal(index, ref.index.numpy())
+        np.testing.assert_allclose(rt.log_probs(raw), REFERENCE.log_probs(torch.from_numpy(raw)).numpy(), atol=1e-5)
+    big = np.array([[[80.0, 1.0, -1.0], [-80.0, 0.0, 0.0]]], np.float32)  # saturated gates stay finite
+    assert np.isfinite(rt.log_probs(big)).all()
 
 
 def test_onnx_engine_equals_torch_engine(tiny):
@@ -83,26 +102,41 @@ def test_onnx_engine_equals_torch_engine(tiny):
     feats = torch.cat([Fbank()(torch.from_numpy(a)[None]) for a in audios], 1)
     threshold = _gap_threshold(ckpt.model, feats)
     res = {}
-    for name, c in [("torch", ckpt), ("onnx", load_onnx(out, threads=1))]:
-        eng = Engine(c, EngineOptions(chunk_frames=8, skip_threshold=threshold))
-        res[name] = eng.transcribe_arrays(audios, ["a", "b", "c"])
+    for name, c in [("torch", ckpt), ("onnx", OnnxModel(out, threads=1))]:
+        eng = Engine(c, DecodeOptions(chunk_frames=8, skip_threshold=threshold))
+        res[name] = eng.transcribe_arrays(audios, ["a", "b", "c"], streaming=True)
     for a, b in zip(res["torch"], res["onnx"]):
         assert (a.text, a.frames, a.top_frames) == (b.text, b.frames, b.top_frames)
         assert 0 < a.top_frames < a.frames
     with pytest.raises(ValueError, match="chunks of 8"):
-        Engine(load_onnx(out), EngineOptions(chunk_frames=4))
-    assert Engine(load_onnx(out)).chunk == 8
+        Engine(OnnxModel(out), DecodeOptions(chunk_frames=4))
+    assert Engine(OnnxModel(out)).chunk == 8
+
+
+def _bundled_checkpoint_only(dest: Path) -> Path:
+    """The bundled checkpoint without the ONNX exports it ships: the ONNX backend exports it into the cache."""
+    import shutil
+
+    from asr_engine.backend import default_model_dir
+
+    dest.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.model"):
+        shutil.copy(default_model_dir() / name, dest / name)
+    return dest
 
 
 def test_cli_export_then_onnx_backend_equals_torch(tmp_path, capsys, monkeypatch):
     """The bundled model on the bundled samples: `export` + `transcribe --backend onnx` gives the
-    torch backend's transcripts, words and skipping; a checkpoint folder is exported once into the cache."""
+    torch backend's transcripts, words and skipping; a checkpoint folder without shipped exports is
+    exported once into the cache; the bundled model uses its shipped ones and exports nothing."""
     samples = [f"asr_engine/samples/sample{i}.wav" for i in (1, 2, 3)]
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert main(["export", "--output", str(tmp_path / "m")]) == 0
+    ck = _bundled_checkpoint_only(tmp_path / "ck")
     outs = {}
-    for name, extra in [("torch", []), ("onnx", ["--backend", "onnx", "--model", str(tmp_path / "m")]),
-                        ("cached", ["--backend", "onnx"])]:
+    for name, extra in [("torch", ["--backend", "torch"]),
+                        ("onnx", ["--backend", "onnx", "--model", str(tmp_path / "m")]),
+                        ("cached", ["--backend", "onnx", "--model", str(ck)]), ("shipped", ["--backend", "onnx"])]:
         capsys.readouterr()
         assert main(["transcribe", *samples, "--format", "jsonl", "-q", "--threads", "1", *extra]) == 0
         outs[name] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -111,21 +145,42 @@ def test_cli_export_then_onnx_backend_equals_torch(tmp_path, capsys, monkeypatch
         assert [r["top_fraction"] for r in outs[name]] == [r["top_fraction"] for r in outs["torch"]]
         assert [[w["word"] for w in r["words"]] for r in outs[name]] == [[w["word"] for w in r["words"]]
                                                                          for r in outs["torch"]]
-    assert len(list((tmp_path / "cache" / "asr-engine" / "onnx").iterdir())) == 1
+    assert outs["shipped"] == outs["cached"]
+    assert len(list((tmp_path / "cache" / "asr-engine" / "onnx").iterdir())) == 1  # "cached" only
     assert main(["transcribe", samples[0], "--backend", "onnx", "--model", str(tmp_path)]) == 2
     assert "neither an ONNX export nor a checkpoint" in capsys.readouterr().err
+
+
+def test_shipped_exports_are_used_only_for_their_weights(tmp_path, monkeypatch):
+    """A checkpoint's onnx-cN/ folders serve the ONNX backend only when export.json names its weights."""
+    from asr_engine.backend import default_model_dir, onnx_export_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    shipped = onnx_export_dir(None)
+    assert shipped.parent == default_model_dir() and shipped.name == "onnx-c8"
+    assert onnx_export_dir(None, for_files=True).name == "onnx-c64"
+    assert json.loads((shipped / "export.json").read_text())["quantization"] == "none"
+    ck = _bundled_checkpoint_only(tmp_path / "ck")
+    import shutil
+
+    shutil.copytree(shipped, ck / "onnx-c8")
+    assert onnx_export_dir(ck) == ck / "onnx-c8"
+    (ck / "config.json").write_text((ck / "config.json").read_text().replace('"info": {', '"info": {"x": 1, ', 1))
+    assert onnx_export_dir(ck).parent == tmp_path / "cache" / "asr-engine" / "onnx"  # other weights: exported
 
 
 def test_exported_fbank_equals_torch_and_metadata_is_complete(tiny):
     import onnx
 
     ckpt, out = tiny
-    enc = OnnxEncoder(out, threads=1)
+    enc = OnnxModel(out, threads=1)
     rng = np.random.default_rng(2)
     for n in (400, 561, 16000, 16161):
-        x = torch.from_numpy((0.2 * rng.standard_normal((2, n))).astype(np.float32))
-        torch.testing.assert_close(enc.fbank(x), Fbank(ckpt.features)(x), atol=2e-3, rtol=1e-4)
-    assert enc.fbank(torch.zeros(1, 399)).shape == (1, 0, 80)
+        x = (0.2 * rng.standard_normal((2, n))).astype(np.float32)
+        np.testing.assert_allclose(enc.fbank(x), Fbank(ckpt.features)(torch.from_numpy(x)).numpy(), atol=2e-3,
+                                   rtol=1e-4)
+    assert enc.fbank(np.zeros((1, 399), np.float32)).shape == (1, 0, 80)
+    assert enc.n_params == sum(p.numel() for p in ckpt.model.parameters())
     for stage in ("fbank", "bottom", "top"):
         meta = {p.key: p.value for p in onnx.load(str(out / f"{stage}.onnx")).metadata_props}
         assert meta["stage"] == stage and meta["quantization"] == "none"
@@ -143,15 +198,13 @@ def test_int8_export_is_smaller_and_close(tiny, tmp_path):
     ops = {n.op_type for n in onnx.load(str(q / "top.onnx")).graph.node}
     assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
     assert (q / "top.onnx").stat().st_size < 0.8 * (out / "top.onnx").stat().st_size  # tiny: biases, norms stay
-    assert OnnxEncoder(q).meta["quantization"] == "int8"
-    m, enc = ckpt.model, OnnxEncoder(q, threads=1)
-    feats = torch.randn(2, m.subsampling.input_frames(8), 80) * 3 + 8
-    st = StreamState.zeros(m.cfg, 2)
-    with torch.no_grad():
-        a, _ = m.forward_chunk(feats, torch.tensor([8, 8]), st)
-        b, _ = enc.forward_chunk(feats, torch.tensor([8, 8]), st)
-    err = (b.final.log_probs() - a.final.log_probs()).abs().mean()
-    assert 0 < err < 0.05 * a.final.log_probs().abs().mean()  # quantized: close, not equal
+    assert OnnxModel(q).meta["quantization"] == "int8"
+    m, enc = TorchModel(ckpt), OnnxModel(q, threads=1)
+    feats = (torch.randn(2, m.cfg.input_frames(8), 80) * 3 + 8).numpy()
+    a, _, _ = m.forward_chunk(feats, np.array([8, 8]), m.zeros_state(2), None)
+    b, _, _ = enc.forward_chunk(feats, np.array([8, 8]), enc.zeros_state(2), None)
+    err = np.abs(b - a).mean()
+    assert 0 < err < 0.05 * np.abs(a).mean()  # quantized: close, not equal
     with pytest.raises(ValueError, match="quantize"):
         export_onnx(ckpt, tmp_path / "bad", quantize="int4")
 
@@ -161,14 +214,14 @@ def test_eval_and_auto_backend_use_onnx_runtime(tmp_path, capsys):
     from asr_engine.backend import load_model, resolve_backend
 
     assert resolve_backend("auto", "cpu") == "onnx" and resolve_backend("auto", "cuda") == "torch"
-    assert isinstance(load_model(None, "auto").model, OnnxEncoder)
+    assert isinstance(load_model(None, "auto"), OnnxModel) and isinstance(load_model(None, "torch"), TorchModel)
     with pytest.raises(ValueError, match="backend must be"):
         resolve_backend("tf")
     manifest = Path("asr_engine/samples/manifest.jsonl").resolve()
-    reports = {}
+    reports, ck = {}, _bundled_checkpoint_only(tmp_path / "ck")  # fp32 export of the bundled weights
     for backend in ("torch", "onnx"):
-        assert main(["eval", str(manifest), "--backend", backend, "--thresholds", "1.0,0.9", "-q", "--threads", "1",
-                     "--json", str(tmp_path / f"{backend}.json")]) == 0
+        assert main(["eval", str(manifest), "--backend", backend, "--model", str(ck), "--thresholds", "1.0,0.9", "-q",
+                     "--threads", "1", "--json", str(tmp_path / f"{backend}.json")]) == 0
         reports[backend] = json.loads((tmp_path / f"{backend}.json").read_text())
     for a, b in zip(reports["torch"]["settings"], reports["onnx"]["settings"]):
         assert a["hypotheses"] == b["hypotheses"] and a["top_fraction"] == b["top_fraction"]
@@ -182,17 +235,15 @@ def test_global_thread_pool_gives_the_same_results(tiny):
 
     _, out = tiny
     code = f"""
-import torch
-from asr_engine.export.runtime import OnnxEncoder
-from asr_engine.model.streaming import StreamState
-a, b = OnnxEncoder({str(out)!r}, 2, global_pool=True), OnnxEncoder({str(out)!r}, 2, global_pool=True)
-feats = torch.randn(2, a.subsampling.input_frames(8), 80) + 8
-st = StreamState.zeros(a.cfg, 2)
-x, _ = a.forward_chunk(feats, torch.tensor([8, 5]), st)
-y, _ = b.forward_chunk(feats, torch.tensor([8, 5]), st)
-assert torch.equal(x.final.raw, y.final.raw)
+import numpy as np
+from asr_engine.export.runtime import OnnxModel
+a, b = OnnxModel({str(out)!r}, 2, global_pool=True), OnnxModel({str(out)!r}, 2, global_pool=True)
+feats = np.random.default_rng(0).standard_normal((2, a.cfg.input_frames(8), 80)).astype(np.float32) + 8
+x, _, _ = a.forward_chunk(feats, np.array([8, 5]), a.zeros_state(2), None)
+y, _, _ = b.forward_chunk(feats, np.array([8, 5]), b.zeros_state(2), None)
+assert np.array_equal(x, y)
 try:
-    OnnxEncoder({str(out)!r}, 2)
+    OnnxModel({str(out)!r}, 2)
 except ValueError as e:
     print("refused:", e)
 """
@@ -208,9 +259,9 @@ DEV_REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev_real" 
 @pytest.mark.skipif(not DEV_REAL.is_file(), reason="needs ../shared/data/dev_real")
 def test_onnx_equals_torch_on_dev_real(tmp_path):
     """The whole real-speech dev set: the same transcripts from both backends, with and without skipping."""
-    reports = {}
+    reports, ck = {}, _bundled_checkpoint_only(tmp_path / "ck")
     for backend in ("torch", "onnx"):
-        assert main(["eval", str(DEV_REAL), "--backend", backend, "--thresholds", "1.0,0.95", "-q",
+        assert main(["eval", str(DEV_REAL), "--backend", backend, "--model", str(ck), "--thresholds", "1.0,0.95", "-q",
                      "--json", str(tmp_path / f"{backend}.json")]) == 0
         reports[backend] = json.loads((tmp_path / f"{backend}.json").read_text())
     for a, b in zip(reports["torch"]["settings"], reports["onnx"]["settings"]):

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from asr_engine.audio import load_audio
-from asr_engine.features import Fbank, FbankConfig, whisper_log_mel
+from asr_engine.features import FbankConfig
+from asr_engine.model.fbank import Fbank, whisper_log_mel
 from asr_engine.model.encoder import Encoder
 from asr_engine.pretrained import full_context, import_whisper, read_ct2
 

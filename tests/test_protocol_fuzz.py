@@ -89,12 +89,12 @@ def test_hostile_streams_get_answers_and_a_good_client_is_unharmed(caplog):
     from websockets.asyncio.client import connect
 
     from asr_engine.backend import load_model
-    from asr_engine.engine import Engine, EngineOptions
+    from asr_engine.engine import DecodeOptions, Engine
     from asr_engine.server.client import stream_file
     from servers import Running
 
     sample = "asr_engine/samples/sample1.wav"
-    engine = Engine(load_model(None, "auto"), EngineOptions())
+    engine = Engine(load_model(None, "auto"), DecodeOptions())
     alone = engine.transcribe_files([sample])[0].text
     srv = Running(engine, idle_timeout=20.0)
     rng = random.Random(7)

@@ -4,11 +4,11 @@ interpreter on the CPU) and the blocked reference against the sequential one."""
 import pytest
 import torch
 
-from asr_engine.kernels.scan import linear_scan, scan_blocked, scan_sequential
+from asr_engine.lm.scan import linear_scan, scan_blocked, scan_sequential
 from conftest import KERNEL_DEVICE
 
 try:
-    from asr_engine.kernels.triton_scan import scan_forward, triton_linear_scan
+    from asr_engine.lm.triton_scan import scan_forward, triton_linear_scan
 except ImportError:  # no Triton: only the references are tested
     triton_linear_scan = None
 
@@ -99,7 +99,7 @@ def test_triton_scan_refuses_bad_inputs_and_takes_empty_ones():
 
 
 def test_linear_scan_on_cpu_trains_blocked_and_infers_sequentially(monkeypatch):
-    import asr_engine.kernels.scan as scan
+    import asr_engine.lm.scan as scan
 
     a, b, h = _inputs(2, 20, 5)
     used = []

@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
 
 from asr_engine.audio import load_audio  # noqa: E402
 from asr_engine.backend import load_model  # noqa: E402
-from asr_engine.engine import Engine, EngineOptions  # noqa: E402
+from asr_engine.engine import DecodeOptions, Engine  # noqa: E402
 from asr_engine.manifest import read_manifest  # noqa: E402
 from asr_engine.server.client import stream_file  # noqa: E402
 from servers import Running  # noqa: E402
@@ -25,7 +25,7 @@ SAMPLES = [f"asr_engine/samples/sample{i}.wav" for i in (1, 2, 3)]
 
 @pytest.fixture(scope="module")
 def engine():
-    return Engine(load_model(None, "auto"), EngineOptions(beam=4, nbest=2))
+    return Engine(load_model(None, "auto"), DecodeOptions(beam=4, nbest=2))
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,7 @@ def _batch_loss(ckpt_dir, manifest):
     import torch
 
     from asr_engine.data.loader import collate, load_features
-    from asr_engine.features import Fbank
+    from asr_engine.model.fbank import Fbank
     from asr_engine.losses import LossWeights, total_loss
 
     ck = load_checkpoint(ckpt_dir)

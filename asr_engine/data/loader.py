@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from asr_engine.audio import AudioError, load_audio
-from asr_engine.features import Fbank
+from asr_engine.model.fbank import Fbank
 from asr_engine.manifest import Utterance, corpus_name, read_corpus
 from asr_engine.tokenizer import Tokenizer
 

@@ -1,6 +1,6 @@
 """Token-level language models over the acoustic model's vocabulary: gated linear recurrences
-(GILR), trained over whole sequences with a parallel scan, stepped one token at a time in decoding."""
+(GILR), trained over whole sequences with a parallel scan, stepped one token at a time in decoding.
 
-from asr_engine.lm.model import GILRLanguageModel, LMConfig, load_lm, save_lm
-
-__all__ = ["GILRLanguageModel", "LMConfig", "load_lm", "save_lm"]
+`asr_engine.lm.model` (torch): the model, training-side loading and saving; `asr_engine.lm.fusion`
+(numpy and ONNX Runtime): shallow fusion into beam search; `asr_engine.lm.export` (torch): the
+torch step and its ONNX export."""

@@ -7,91 +7,52 @@ alone, so the search keeps it beside each prefix like a hotword bonus (see decod
 The LM runs one batched step per frame for every prefix that frame created, across all the
 searches decoded together (the beams of every session in an engine batch): `LMStep` takes the
 parents' states, the index of each new prefix's parent in them (the beam's reorder) and the new
-tokens. Two implementations: the torch model (on CUDA the state update is one Triton kernel per
-layer), and the same step exported to ONNX and run on ONNX Runtime (`export_lm_onnx`).
+tokens. Two implementations: the same step exported to ONNX and run on ONNX Runtime (here, numpy only;
+the bundled LM ships its lm.onnx), and the torch model (`asr_engine.lm.export.TorchLMStep`; on
+CUDA the state update is one Triton kernel per layer).
 """
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
-from asr_engine.lm.model import BOUNDARY, GILRLanguageModel, lm_fusion_defaults, load_lm, resolve_lm_dir
+from asr_engine.lm.config import BOUNDARY, lm_fusion_defaults, read_lm_config, resolve_lm_dir
 
-__all__ = ["OnnxLMStep", "ShallowFusion", "TorchLMStep", "export_lm_onnx", "load_fusion", "lm_onnx_path"]
+__all__ = ["ONNX_FORMAT", "OnnxLMStep", "ShallowFusion", "load_fusion", "lm_onnx_path"]
 
 ONNX_FORMAT = 1
 WEIGHT, LENGTH_BONUS = 0.5, 1.0  # for an LM whose lm.json records no tuned fusion weights
-StepResult = tuple[list[list[float]], torch.Tensor]  # next-token log-probs (N lists of V), new state (L, N, d)
-
-
-class TorchLMStep:
-    """The LM's step on its torch module (CPU, or CUDA with the fused Triton state update)."""
-
-    def __init__(self, model: GILRLanguageModel):
-        self.model = model.eval()
-        self.device = next(model.parameters()).device
-        self.n_layers, self.d_model = model.cfg.n_layers, model.cfg.d_model
-
-    def zeros(self, n: int) -> torch.Tensor:
-        return torch.zeros(self.n_layers, n, self.d_model, device=self.device)
-
-    def __call__(self, tokens: list[int], state: torch.Tensor, src: list[int]) -> StepResult:
-        """tokens (N), state (L, M, d), src (N) indices into M -> (next-token log-probs, N lists of V;
-        new state (L, N, d))."""
-        dev = self.device
-        with torch.inference_mode():
-            logp, new = self.model.step(torch.tensor(tokens, device=dev), state, torch.tensor(src, device=dev))
-        return logp.cpu().tolist(), new
-
-
-class _StepModule(nn.Module):
-    def __init__(self, model: GILRLanguageModel):
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens, state, src):
-        return self.model.step(tokens, state, src)
-
-
-def export_lm_onnx(model: GILRLanguageModel, path: str | Path, opset: int = 17) -> Path:
-    """The decoding step as an ONNX graph: tokens (N,) int64, state (L, M, d) float32, src (N,) int64
-    -> log_probs (N, V), new_state (L, N, d). The parent gather is inside the graph."""
-    import onnx
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.float().eval().cpu()
-    cfg = model.cfg
-    args = (torch.tensor([1, 2, 3]), torch.randn(cfg.n_layers, 2, cfg.d_model), torch.tensor([0, 1, 1]))
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the shape checks in gilr_step, constant here
-        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, as export/onnx.py uses
-        torch.onnx.export(_StepModule(model), args, str(path), input_names=["tokens", "state", "src"],
-                          output_names=["log_probs", "new_state"], opset_version=opset, dynamo=False,
-                          dynamic_axes={"tokens": {0: "n"}, "src": {0: "n"}, "state": {1: "m"},
-                                        "log_probs": {0: "n"}, "new_state": {1: "n"}})
-    m = onnx.load(str(path))
-    for key, value in {"asr_engine_lm_format": str(ONNX_FORMAT), "n_layers": str(cfg.n_layers),
-                       "d_model": str(cfg.d_model), "vocab_size": str(cfg.vocab_size),
-                       "vocab_hash": cfg.vocab_hash}.items():
-        m.metadata_props.add(key=key, value=value)
-    onnx.save(m, str(path))
-    return path
+# a step's result: next-token log-probs (N lists of V), new state (L, N, d) (numpy on ONNX, torch on torch)
+StepResult = tuple
 
 
 def lm_onnx_path(lm_dir: str | Path) -> Path:
-    """The LM's ONNX step in the user's cache, exported once per set of weights."""
+    """The LM's ONNX step: the folder's own lm.onnx when it ships one for these weights (the bundled
+    LM does), else an export in the user's cache, made once per set of weights (needs torch)."""
     from asr_engine.backend import cache_dir, content_hash, export_once
 
     lm_dir = resolve_lm_dir(lm_dir)
-    out = cache_dir("lm-onnx") / f"{content_hash(lm_dir, ('lm.json', 'lm.safetensors'))}-v{ONNX_FORMAT}.onnx"
-    return export_once(out, f"the LM step of {lm_dir} to ONNX", lambda tmp: export_lm_onnx(load_lm(lm_dir), tmp),
-                       Path.is_file)
+    version = content_hash(lm_dir, ("lm.json", "lm.safetensors"))
+    shipped = lm_dir / "lm.onnx"
+    if shipped.is_file() and _onnx_meta(shipped).get("weights") == version:
+        return shipped
+    out = cache_dir("lm-onnx") / f"{version}-v{ONNX_FORMAT}.onnx"
+
+    def make(tmp: Path) -> None:
+        from asr_engine.lm.export import export_lm_onnx
+        from asr_engine.lm.model import load_lm
+
+        export_lm_onnx(load_lm(lm_dir), tmp, weights=version)
+
+    return export_once(out, f"the LM step of {lm_dir} to ONNX", make, Path.is_file)
+
+
+def _onnx_meta(path: Path) -> dict[str, str]:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
 
 
 class OnnxLMStep:
@@ -108,23 +69,22 @@ class OnnxLMStep:
         if meta.get("asr_engine_lm_format") != str(ONNX_FORMAT):
             raise ValueError(f"{path}: not an asr-engine LM step (format {meta.get('asr_engine_lm_format')})")
         self.n_layers, self.d_model = int(meta["n_layers"]), int(meta["d_model"])
-        self.device = torch.device("cpu")
 
-    def zeros(self, n: int) -> torch.Tensor:
-        return torch.zeros(self.n_layers, n, self.d_model)
+    def zeros(self, n: int) -> np.ndarray:
+        return np.zeros((self.n_layers, n, self.d_model), np.float32)
 
-    def __call__(self, tokens: list[int], state: torch.Tensor, src: list[int]) -> StepResult:
+    def __call__(self, tokens: list[int], state: np.ndarray, src: list[int]) -> StepResult:
         logp, new = self.sess.run(None, {"tokens": np.asarray(tokens, np.int64),
-                                         "state": np.ascontiguousarray(state.numpy(), np.float32),
+                                         "state": np.ascontiguousarray(state, np.float32),
                                          "src": np.asarray(src, np.int64)})
-        return logp.tolist(), torch.from_numpy(new)
+        return logp.tolist(), new
 
 
 class ShallowFusion:
     """An LM step with its fusion weights; shared by every search that uses it (it holds no
     per-stream state: each search keeps its prefixes' LM states)."""
 
-    def __init__(self, step: TorchLMStep | OnnxLMStep, weight: float = WEIGHT, length_bonus: float = LENGTH_BONUS):
+    def __init__(self, step, weight: float = WEIGHT, length_bonus: float = LENGTH_BONUS):
         if not weight >= 0:
             raise ValueError(f"LM weight must be >= 0, got {weight}")
         if not np.isfinite(length_bonus):
@@ -136,7 +96,7 @@ class ShallowFusion:
         self.calls = 0  # batched steps run (for statistics)
         self.rows = 0  # hypotheses advanced
 
-    def __call__(self, tokens: list[int], state: torch.Tensor, src: list[int]) -> StepResult:
+    def __call__(self, tokens: list[int], state, src: list[int]) -> StepResult:
         self.calls += 1
         self.rows += len(tokens)
         return self.step(tokens, state, src)
@@ -152,13 +112,13 @@ def load_fusion(path: str | Path, tokenizer, weight: float | None = None, length
     from asr_engine.backend import resolve_backend
 
     backend = resolve_backend(backend, device)
-    model = load_lm(path, device if backend == "torch" else "cpu", tokenizer=tokenizer)
-    vocab = getattr(tokenizer, "vocab", None)
-    if vocab is not None and model.cfg.vocab_size != len(vocab):
-        raise ValueError(f"{path}: the LM has {model.cfg.vocab_size} tokens, the acoustic model {len(vocab)}")
+    read_lm_config(path, tokenizer)
     tuned = lm_fusion_defaults(path)
     weight = tuned.get("weight", WEIGHT) if weight is None else weight
     length_bonus = tuned.get("length_bonus", LENGTH_BONUS) if length_bonus is None else length_bonus
     if backend == "onnx":
         return ShallowFusion(OnnxLMStep(lm_onnx_path(path), threads), weight, length_bonus)
-    return ShallowFusion(TorchLMStep(model), weight, length_bonus)
+    from asr_engine.lm.export import TorchLMStep
+    from asr_engine.lm.model import load_lm
+
+    return ShallowFusion(TorchLMStep(load_lm(path, device)), weight, length_bonus)

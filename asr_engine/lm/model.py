@@ -15,9 +15,7 @@ the sentence boundary: a sentence is scored as [0, t1, ..., tn] -> [t1, ..., tn,
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -25,41 +23,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from asr_engine.kernels.scan import gilr_step, linear_scan
+from asr_engine.lm.config import (BOUNDARY, FORMAT_VERSION, LMConfig, default_lm_dir, lm_fusion_defaults,
+                                  read_lm_config, resolve_lm_dir, vocab_fingerprint)
+from asr_engine.lm.scan import gilr_step, linear_scan
 
 __all__ = ["GILRLanguageModel", "LMConfig", "default_lm_dir", "lm_fusion_defaults", "load_lm", "resolve_lm_dir",
            "save_lm", "vocab_fingerprint"]
-
-BOUNDARY = 0  # the CTC blank id doubles as <s> and </s>
-FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class LMConfig:
-    vocab_size: int
-    d_model: int = 256
-    n_layers: int = 2
-    ff_mult: int = 2
-    dropout: float = 0.1
-    vocab_hash: str = ""  # fingerprint of the tokenizer it was trained with (see vocab_fingerprint)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @staticmethod
-    def from_dict(d: dict) -> "LMConfig":
-        known = {f.name for f in fields(LMConfig)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown LM config keys: {unknown}")
-        return LMConfig(**d)
-
-
-def vocab_fingerprint(tokenizer) -> str:
-    """A short hash of a tokenizer's vocabulary: an LM only fits the acoustic model it shares it with."""
-    vocab = getattr(tokenizer, "vocab", None)
-    return hashlib.sha256(json.dumps(list(vocab)).encode()).hexdigest()[:16] if vocab else ""
-
 
 class GILRLayer(nn.Module):
     def __init__(self, d: int, ff_mult: int, dropout: float):
@@ -145,18 +114,6 @@ class GILRLanguageModel(nn.Module):
         return (nll * mask).sum(), int(mask.sum())
 
 
-def default_lm_dir() -> Path:
-    """The LM bundled with the package (trained for the bundled acoustic model's vocabulary)."""
-    from importlib import resources
-
-    return Path(str(resources.files("asr_engine") / "models" / "default-lm"))
-
-
-def resolve_lm_dir(path: str | Path) -> Path:
-    """'default' -> the bundled LM; anything else is a folder."""
-    return default_lm_dir() if str(path) == "default" else Path(path)
-
-
 def save_lm(model: GILRLanguageModel, out_dir: str | Path, info: dict | None = None, half: bool = False,
             fusion: dict | None = None) -> Path:
     """A folder with lm.safetensors (fp16 with `half`) and lm.json (config, provenance, and the
@@ -172,27 +129,12 @@ def save_lm(model: GILRLanguageModel, out_dir: str | Path, info: dict | None = N
     return out
 
 
-def lm_fusion_defaults(path: str | Path) -> dict:
-    """The fusion weights recorded in an LM folder's lm.json ({} when none were tuned)."""
-    meta = json.loads((resolve_lm_dir(path) / "lm.json").read_text())
-    return dict(meta.get("fusion") or {})
-
-
 def load_lm(path: str | Path, device: str | torch.device = "cpu", tokenizer=None) -> GILRLanguageModel:
     """Load an LM folder ('default': the bundled one); with `tokenizer`, refuse an LM trained on
     another vocabulary. Weights stored in fp16 load into an fp32 model."""
     path = resolve_lm_dir(path)
-    if not (path / "lm.json").is_file() or not (path / "lm.safetensors").is_file():
+    if not (path / "lm.safetensors").is_file():
         raise FileNotFoundError(f"{path}: not an LM folder (lm.json and lm.safetensors)")
-    meta = json.loads((path / "lm.json").read_text())
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: LM format {meta.get('format_version')} is not {FORMAT_VERSION}")
-    cfg = LMConfig.from_dict(meta["model"])
-    if tokenizer is not None:
-        want = vocab_fingerprint(tokenizer)
-        if cfg.vocab_hash and want and cfg.vocab_hash != want:
-            raise ValueError(f"{path}: this LM was trained on another vocabulary than the acoustic model's "
-                             f"({cfg.vocab_hash} vs {want}); train it with that model's tokenizer")
-    model = GILRLanguageModel(cfg)
+    model = GILRLanguageModel(read_lm_config(path, tokenizer))
     model.load_state_dict(load_file(str(path / "lm.safetensors")))
     return model.to(device).eval()

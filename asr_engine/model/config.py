@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 
@@ -87,6 +88,48 @@ class ModelConfig:
         return cls(**d)
 
     @property
+    def stem_kernels(self) -> list[tuple[int, int]]:
+        """(kernel, stride) along time of the stem's convolutions, bottom first."""
+        if self.stem == "whisper":
+            return [(3, 1), (3, 2)]
+        return [(3, 2)] * {4: 2, 8: 3}[self.subsampling]
+
+    @property
+    def stride(self) -> int:
+        """Feature frames per encoder frame."""
+        return math.prod(st for _, st in self.stem_kernels)
+
+    @property
+    def receptive_field(self) -> int:
+        """Feature frames behind one encoder frame (fewer give none)."""
+        ks = self.stem_kernels
+        return 1 + sum((k - 1) * math.prod(st for _, st in ks[:i]) for i, (k, _) in enumerate(ks))
+
+    def input_frames(self, n_out: int) -> int:
+        """Feature frames that yield exactly n_out encoder frames (windows for n_out overlap by input_frames(0))."""
+        return self.stride * n_out + self.receptive_field - self.stride
+
+    def output_length(self, n_in: int) -> int:
+        """Encoder frames from n_in feature frames."""
+        for k, st in self.stem_kernels:
+            n_in = (n_in - k) // st + 1
+        return max(n_in, 0)
+
+    @property
     def frame_shift_s(self) -> float:
         """Seconds per encoder frame (10 ms features times subsampling)."""
         return 0.01 * self.subsampling
+
+
+@dataclass(frozen=True)
+class SkipOptions:
+    threshold: float
+    dilation: int = 1
+
+    @staticmethod
+    def resolve(cfg: ModelConfig, threshold: float | None = None,
+                dilation: int | None = None) -> "SkipOptions | None":
+        """Options given by a user (None: the model's defaults); None when threshold >= 1.0 (no skipping)."""
+        threshold = cfg.skip_threshold if threshold is None else threshold
+        dilation = cfg.skip_dilation if dilation is None else dilation
+        return None if threshold >= 1.0 else SkipOptions(threshold, dilation)

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from asr_engine.kernels import REFERENCE, SkipOps, factorized_log_probs
-from asr_engine.model.config import ModelConfig
-from asr_engine.model.layers import PAD_POS, KVCache, Subsampling, make_block, sinusoids
+from asr_engine.model.config import ModelConfig, SkipOptions
+from asr_engine.model.layers import PAD_POS, Subsampling, make_block, sinusoids, split_layers, stack_layers
 from asr_engine.model.streaming import StreamState
 
 __all__ = ["HeadOutput", "EncoderOutput", "SkipOptions", "Encoder", "factorized_log_probs", "run_chunk"]
@@ -50,42 +50,26 @@ class EncoderOutput:
         return self.top_mask.sum(1) / self.lengths.clamp(min=1)
 
 
-@dataclass(frozen=True)
-class SkipOptions:
-    threshold: float
-    dilation: int = 1
-
-    @staticmethod
-    def resolve(cfg: ModelConfig, threshold: float | None = None,
-                dilation: int | None = None) -> "SkipOptions | None":
-        """Options given by a user (None: the model's defaults); None when threshold >= 1.0 (no skipping)."""
-        threshold = cfg.skip_threshold if threshold is None else threshold
-        dilation = cfg.skip_dilation if dilation is None else dilation
-        return None if threshold >= 1.0 else SkipOptions(threshold, dilation)
-
-
 def run_chunk(cfg: ModelConfig, state: StreamState, n_valid: torch.Tensor, skip: SkipOptions | None,
               bottom, top, ops: SkipOps = REFERENCE) -> tuple[EncoderOutput, StreamState]:
-    """One streaming step around a model's two halves (torch or ONNX): bottom(caches) runs the
-    lower layers -> (x, pos, valid, heads, kv, conv); the blank gate picks the frames to keep;
-    top(y, pos, valid, caches) runs the upper layers on the compacted kept frames only
-    -> (final raw, kv, conv). If no frame is kept, the top layers and their caches rest."""
-    x, pos, valid, heads, kv, conv = bottom([state.layer(i) for i in range(cfg.skip_layer)])
-    gate = heads[cfg.skip_layer]
+    """One streaming step around the model's two halves: bottom(caches) runs the lower layers
+    -> (x, pos, valid, heads, new caches); the blank gate picks the frames to keep; top(y, pos,
+    valid, caches) runs the upper layers on the compacted kept frames only -> (final raw, new
+    caches). Caches are stacked per stage (StreamState.stage). If no frame is kept, the top
+    layers and their caches rest."""
+    S = cfg.skip_layer
+    x, pos, valid, heads, new_bottom = bottom(state.stage(0, S))
+    gate = heads[S]
     threshold, dilation = (1.0, 0) if skip is None else (skip.threshold, skip.dilation)
     c = ops.gate_compact(gate.raw, x, n_valid, threshold, dilation, cfg.chunk_size)
-    top_caches = [state.layer(i) for i in range(cfg.skip_layer, cfg.n_layers)]
+    new_top = state.stage(S, cfg.n_layers)
     if c.x.shape[1] == 0:
         final = gate.raw
-        kv += [t[0] for t in top_caches]
-        conv += [t[1] for t in top_caches]
     else:
         pos_c = torch.where(c.valid, pos.gather(1, c.index), torch.full_like(c.index, PAD_POS))
-        y, kv_top, conv_top = top(c.x, pos_c, c.valid, top_caches)
-        kv += kv_top
-        conv += conv_top
+        y, new_top = top(c.x, pos_c, c.valid, new_top)
         final = ops.scatter_back(gate.raw, y, c)
-    new = StreamState.from_layers(kv, conv, state.offset + n_valid)
+    new = StreamState.from_stages(new_bottom, new_top, state.offset + n_valid)
     return EncoderOutput(HeadOutput(final), heads, n_valid, c.keep), new
 
 
@@ -172,10 +156,10 @@ class Encoder(nn.Module):
                          lambda caches: self.chunk_bottom(feats, n_valid, state.offset, caches), self.chunk_top,
                          self.ops)
 
-    def chunk_bottom(self, feats: torch.Tensor, n_valid: torch.Tensor, offset: torch.Tensor,
-                     caches: list[tuple[KVCache, torch.Tensor]]):
+    def chunk_bottom(self, feats: torch.Tensor, n_valid: torch.Tensor, offset: torch.Tensor, caches: tuple):
         """The streaming step's lower half: subsampling and layers 1..skip_layer with their heads.
-        -> x (B, C, D), pos (B, C), valid (B, C), {layer: head}, new attention and conv caches."""
+        caches: the stage's stacked caches (StreamState.stage) -> x (B, C, D), pos (B, C),
+        valid (B, C), {layer: head}, the new stacked caches."""
         x = self.subsampling._run(self.normalize(feats))  # (B, C, D)
         B, C = x.shape[0], x.shape[1]
         local = torch.arange(C, device=x.device).expand(B, C)  # (B, C)
@@ -184,24 +168,23 @@ class Encoder(nn.Module):
         x = self.embed_positions(x, pos).masked_fill(~valid[:, :, None], 0.0)
         kv, conv = [], []
         heads: dict[int, HeadOutput] = {}
-        for i, (c_kv, c_conv) in enumerate(caches):
+        for i, (c_kv, c_conv) in enumerate(split_layers(*caches)):
             x, c_kv, c_conv = self.layers[i].forward_chunk(x, pos, valid, c_kv, c_conv)
             kv.append(c_kv)
             conv.append(c_conv)
             if str(i + 1) in self.heads:
                 heads[i + 1] = self.heads[str(i + 1)](x)
-        return x, pos, valid, heads, kv, conv
+        return x, pos, valid, heads, stack_layers(kv, conv)
 
-    def chunk_top(self, y: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor,
-                  caches: list[tuple[KVCache, torch.Tensor]]):
+    def chunk_top(self, y: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor, caches: tuple):
         """The streaming step's upper half on the kept frames y (B, T', D) (valid ones first):
-        the top layers and the final head. -> final raw (B, T', V), new attention and conv caches."""
+        the top layers and the final head. -> final raw (B, T', V), the new stacked caches."""
         kv, conv = [], []
-        for i, (c_kv, c_conv) in enumerate(caches, start=self.cfg.skip_layer):
+        for i, (c_kv, c_conv) in enumerate(split_layers(*caches), start=self.cfg.skip_layer):
             y, c_kv, c_conv = self.layers[i].forward_chunk(y, pos, valid, c_kv, c_conv)
             kv.append(c_kv)
             conv.append(c_conv)
-        return self.final_head(y).raw, kv, conv
+        return self.final_head(y).raw, stack_layers(kv, conv)
 
     def embed_positions(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """x (B, T, D) + Whisper's sinusoids at timeline positions pos (B, T) for absolute positions;

@@ -33,30 +33,25 @@ class Subsampling(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         c = cfg.d_model
+        self.cfg, self.kernels = cfg, cfg.stem_kernels
         if cfg.stem == "whisper":
-            self.kernels = [(3, 1), (3, 2)]  # (kernel, stride) along time
             self.convs = nn.Sequential(nn.Conv1d(cfg.feat_dim, c, 3), nn.GELU(), nn.Conv1d(c, c, 3, 2), nn.GELU())
             self.out: nn.Module | None = None
         else:
-            n_convs = {4: 2, 8: 3}[cfg.subsampling]
-            self.kernels = [(3, 2)] * n_convs
             convs: list[nn.Module] = []
             f = cfg.feat_dim
-            for i in range(n_convs):
+            for i in range(len(self.kernels)):
                 convs += [nn.Conv2d(1 if i == 0 else c, c, 3, 2), nn.ReLU()]
                 f = (f - 3) // 2 + 1
             self.convs = nn.Sequential(*convs)
             self.out = nn.Linear(c * f, cfg.d_model)
-        self.stride = math.prod(st for _, st in self.kernels)
-        # input frames behind one output frame
-        self.receptive_field = 1 + sum((k - 1) * math.prod(st for _, st in self.kernels[:i])
-                                       for i, (k, _) in enumerate(self.kernels))
+        self.stride, self.receptive_field = cfg.stride, cfg.receptive_field
         self.piece = 1024  # output frames per conv pass: bounds memory on long inputs
         self.norm = nn.LayerNorm(cfg.d_model) if cfg.subsampling_norm else nn.Identity()
 
     def input_frames(self, n_out: int) -> int:
-        """Input frames that yield exactly n_out output frames (windows for n_out overlap by input_frames(0))."""
-        return self.stride * n_out + self.receptive_field - self.stride
+        """Input frames that yield exactly n_out output frames (see ModelConfig.input_frames)."""
+        return self.cfg.input_frames(n_out)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         for k, st in self.kernels:
@@ -194,6 +189,17 @@ class KVCache:
     v: torch.Tensor
     pos: torch.Tensor
     valid: torch.Tensor
+
+
+def split_layers(k, v, kv_pos, kv_valid, conv) -> list[tuple[KVCache, torch.Tensor]]:
+    """A stage's stacked caches (B, L_stage, ...; StreamState.stage) -> per layer (attention cache, conv cache)."""
+    return [(KVCache(k[:, i], v[:, i], kv_pos[:, i], kv_valid[:, i]), conv[:, i]) for i in range(k.shape[1])]
+
+
+def stack_layers(kv: list[KVCache], conv: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Per-layer caches -> the stage's stacked tensors, in CACHE_FIELDS order."""
+    return (torch.stack([c.k for c in kv], 1), torch.stack([c.v for c in kv], 1),
+            torch.stack([c.pos for c in kv], 1), torch.stack([c.valid for c in kv], 1), torch.stack(conv, 1))
 
 
 def _last_valid(valid: torch.Tensor, w: int) -> torch.Tensor:

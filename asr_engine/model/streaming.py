@@ -1,4 +1,4 @@
-"""Streaming state: the caches of B streams as a few fixed-shape tensors, batch first.
+"""Streaming state: the caches of B streams as a few fixed-shape arrays, batch first.
 
 The encoder's `forward_chunk` consumes one chunk of C encoder frames per stream and
 returns a new state; nothing grows with the stream length. Per layer it keeps the
@@ -6,73 +6,101 @@ keys/values of the last W = left_chunks * chunk_size frames that layer saw (for 
 top layers, only frames that were not skipped) and the last K-1 inputs of the causal
 depthwise convolution. Positions are absolute frame indices, but attention only uses
 differences between them, so rotary angles stay small however long the stream runs.
+
+One layout serves both backends: torch tensors for the torch encoder, numpy arrays for
+the ONNX runtime, whose stage caches (`cache_k`, ... of bottom.onnx and top.onnx) are
+`stage(0, skip_layer)` and `stage(skip_layer, n_layers)` of it. This module imports no torch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-import torch
+import numpy as np
 
 from asr_engine.model.config import ModelConfig
-from asr_engine.model.layers import KVCache
 
-__all__ = ["StreamState"]
+__all__ = ["CACHE_FIELDS", "StreamState"]
+
+CACHE_FIELDS = ("k", "v", "kv_pos", "kv_valid", "conv")  # per stage: (B, L_stage, ...)
 
 
 @dataclass(frozen=True)
 class StreamState:
     """k, v: (B, L, H, W, E) un-rotated keys/values; kv_pos, kv_valid: (B, L, W);
-    conv: (B, L, K-1, D) depthwise-conv inputs; offset: (B,) encoder frames consumed."""
+    conv: (B, L, K-1, D) depthwise-conv inputs; offset: (B,) encoder frames consumed.
+    All torch tensors or all numpy arrays."""
 
-    k: torch.Tensor
-    v: torch.Tensor
-    kv_pos: torch.Tensor
-    kv_valid: torch.Tensor
-    conv: torch.Tensor
-    offset: torch.Tensor
+    k: Any
+    v: Any
+    kv_pos: Any
+    kv_valid: Any
+    conv: Any
+    offset: Any
 
     @staticmethod
-    def zeros(cfg: ModelConfig, batch: int = 1, device: torch.device | str = "cpu",
-              dtype: torch.dtype = torch.float32) -> "StreamState":
+    def shapes(cfg: ModelConfig, batch: int = 1) -> dict[str, tuple[tuple[int, ...], str]]:
+        """Each field's shape and kind ('float', 'int' or 'bool')."""
         if cfg.left_chunks is None:
             raise ValueError("streaming needs a bounded left context: the model has left_chunks=None")
         L, H, E, D = cfg.n_layers, cfg.n_heads, cfg.d_model // cfg.n_heads, cfg.d_model
         W = cfg.left_chunks * cfg.chunk_size
-        return StreamState(
-            k=torch.zeros(batch, L, H, W, E, device=device, dtype=dtype),
-            v=torch.zeros(batch, L, H, W, E, device=device, dtype=dtype),
-            kv_pos=torch.zeros(batch, L, W, device=device, dtype=torch.long),
-            kv_valid=torch.zeros(batch, L, W, device=device, dtype=torch.bool),
-            conv=torch.zeros(batch, L, cfg.conv_kernel - 1, D, device=device, dtype=dtype),
-            offset=torch.zeros(batch, device=device, dtype=torch.long))
+        return {"k": ((batch, L, H, W, E), "float"), "v": ((batch, L, H, W, E), "float"),
+                "kv_pos": ((batch, L, W), "int"), "kv_valid": ((batch, L, W), "bool"),
+                "conv": ((batch, L, cfg.conv_kernel - 1, D), "float"), "offset": ((batch,), "int")}
+
+    @staticmethod
+    def zeros(cfg: ModelConfig, batch: int = 1, device="cpu", dtype=None) -> "StreamState":
+        """Torch tensors on `device` (floats in `dtype`, default float32)."""
+        import torch
+
+        kinds = {"float": dtype or torch.float32, "int": torch.long, "bool": torch.bool}
+        return StreamState(**{name: torch.zeros(shape, device=device, dtype=kinds[kind])
+                              for name, (shape, kind) in StreamState.shapes(cfg, batch).items()})
+
+    @staticmethod
+    def zeros_numpy(cfg: ModelConfig, batch: int = 1) -> "StreamState":
+        kinds = {"float": np.float32, "int": np.int64, "bool": np.bool_}
+        return StreamState(**{name: np.zeros(shape, kinds[kind])
+                              for name, (shape, kind) in StreamState.shapes(cfg, batch).items()})
 
     @staticmethod
     def stack(states: list["StreamState"]) -> "StreamState":
         """Concatenate the streams of several states (each with any batch size) into one batch."""
         if not states:
             raise ValueError("stack needs at least one state")
-        return StreamState(*(torch.cat(ts, 0) for ts in zip(*(_fields(s) for s in states))))
+        return StreamState(*(_cat(ts, 0) for ts in zip(*(s.fields() for s in states))))
 
-    def select(self, rows: list[int] | torch.Tensor) -> "StreamState":
+    def select(self, rows: list[int]) -> "StreamState":
         """The streams at `rows`, as a new state."""
-        idx = torch.as_tensor(rows, dtype=torch.long, device=self.offset.device)
-        return StreamState(*(t.index_select(0, idx) for t in _fields(self)))
+        if isinstance(self.offset, np.ndarray):
+            return StreamState(*(t[rows] for t in self.fields()))
+        import torch
 
-    def layer(self, i: int) -> tuple[KVCache, torch.Tensor]:
-        """Layer i's (0-based) attention cache and conv cache (B, K-1, D)."""
-        return (KVCache(self.k[:, i], self.v[:, i], self.kv_pos[:, i], self.kv_valid[:, i]),
-                self.conv[:, i])
+        idx = torch.as_tensor(rows, dtype=torch.long, device=self.offset.device)
+        return StreamState(*(t.index_select(0, idx) for t in self.fields()))
+
+    def stage(self, lo: int, hi: int) -> tuple:
+        """The caches of layers lo..hi-1 (0-based), in CACHE_FIELDS order: an export stage's cache inputs."""
+        return tuple(t[:, lo:hi] for t in self.fields()[:-1])
 
     @staticmethod
-    def from_layers(kv: list[KVCache], conv: list[torch.Tensor], offset: torch.Tensor) -> "StreamState":
-        return StreamState(torch.stack([c.k for c in kv], 1), torch.stack([c.v for c in kv], 1),
-                           torch.stack([c.pos for c in kv], 1), torch.stack([c.valid for c in kv], 1),
-                           torch.stack(conv, 1), offset)
+    def from_stages(bottom: tuple, top: tuple, offset) -> "StreamState":
+        """A state from the two stages' new caches (CACHE_FIELDS order) and the new offset."""
+        return StreamState(*(_cat([b, t], 1) for b, t in zip(bottom, top)), offset)
+
+    def fields(self) -> tuple:
+        return (self.k, self.v, self.kv_pos, self.kv_valid, self.conv, self.offset)
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in _fields(self))
+        return sum(t.nbytes if isinstance(t, np.ndarray) else t.numel() * t.element_size() for t in self.fields())
 
 
-def _fields(s: StreamState) -> tuple[torch.Tensor, ...]:
-    return (s.k, s.v, s.kv_pos, s.kv_valid, s.conv, s.offset)
+def _cat(arrays: list, axis: int):
+    """Concatenate numpy arrays or torch tensors (whichever they are)."""
+    if isinstance(arrays[0], np.ndarray):
+        return np.concatenate(arrays, axis)
+    import torch
+
+    return torch.cat(arrays, axis)

@@ -15,7 +15,7 @@ import torch
 
 from asr_engine.checkpoint import load_checkpoint
 from asr_engine.data.loader import bucket_batches, collate, load_features
-from asr_engine.features import Fbank
+from asr_engine.model.fbank import Fbank
 from asr_engine.manifest import read_corpus
 from asr_engine.model.encoder import Encoder
 from asr_engine.train import _teacher

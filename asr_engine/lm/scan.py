@@ -70,7 +70,7 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None
     when not (about 15x faster forward only; see bench lm)."""
     if a.is_cuda:
         try:
-            from asr_engine.kernels.triton_scan import triton_linear_scan
+            from asr_engine.lm.triton_scan import triton_linear_scan
         except ImportError:
             return scan_blocked(a, b, h0)
         return triton_linear_scan(a, b, h0)
@@ -98,7 +98,7 @@ def gilr_step(uv: torch.Tensor, h_src: torch.Tensor, idx: torch.Tensor) -> torch
     """One decoding step of a GILR layer for N hypotheses: the Triton kernel on CUDA, the reference elsewhere."""
     if uv.is_cuda:
         try:
-            from asr_engine.kernels.triton_scan import triton_gilr_step
+            from asr_engine.lm.triton_scan import triton_gilr_step
         except ImportError:
             return gilr_step_reference(uv, h_src, idx)
         return triton_gilr_step(uv, h_src, idx)

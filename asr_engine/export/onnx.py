@@ -17,6 +17,7 @@ activations are quantized per call).
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,27 +25,14 @@ import torch
 from torch import nn
 
 from asr_engine.checkpoint import Checkpoint
-from asr_engine.features import Fbank
+from asr_engine.export.runtime import FORMAT_VERSION
+from asr_engine.model.fbank import Fbank
 from asr_engine.model.encoder import Encoder
-from asr_engine.model.layers import KVCache
-from asr_engine.model.streaming import StreamState
+from asr_engine.model.streaming import CACHE_FIELDS, StreamState
 
-__all__ = ["CACHE_FIELDS", "FORMAT_VERSION", "export_onnx", "split_caches", "stack_caches"]
+__all__ = ["FORMAT_VERSION", "export_onnx"]
 
-FORMAT_VERSION = 2  # 2: fbank.onnx added
 QUANTIZE = ("int8",)
-CACHE_FIELDS = ("k", "v", "kv_pos", "kv_valid", "conv")  # StreamState fields, per stage: (B, L_stage, ...)
-
-
-def split_caches(k, v, kv_pos, kv_valid, conv) -> list[tuple[KVCache, torch.Tensor]]:
-    """A stage's stacked cache tensors (B, L_stage, ...) -> per layer (attention cache, conv cache)."""
-    return [(KVCache(k[:, i], v[:, i], kv_pos[:, i], kv_valid[:, i]), conv[:, i]) for i in range(k.shape[1])]
-
-
-def stack_caches(kv: list[KVCache], conv: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    """Per-layer caches -> the stage's stacked tensors, in CACHE_FIELDS order."""
-    return (torch.stack([c.k for c in kv], 1), torch.stack([c.v for c in kv], 1),
-            torch.stack([c.pos for c in kv], 1), torch.stack([c.valid for c in kv], 1), torch.stack(conv, 1))
 
 
 class BottomStage(nn.Module):
@@ -53,9 +41,8 @@ class BottomStage(nn.Module):
         self.enc = enc
 
     def forward(self, feats, n_valid, offset, k, v, kv_pos, kv_valid, conv):
-        caches = split_caches(k, v, kv_pos, kv_valid, conv)
-        x, _, _, heads, kv, cv = self.enc.chunk_bottom(feats, n_valid, offset, caches)
-        return (x, heads[self.enc.cfg.skip_layer].raw, *stack_caches(kv, cv))
+        x, _, _, heads, new = self.enc.chunk_bottom(feats, n_valid, offset, (k, v, kv_pos, kv_valid, conv))
+        return (x, heads[self.enc.cfg.skip_layer].raw, *new)
 
 
 class TopStage(nn.Module):
@@ -64,8 +51,8 @@ class TopStage(nn.Module):
         self.enc = enc
 
     def forward(self, x, pos, valid, k, v, kv_pos, kv_valid, conv):
-        raw, kv, cv = self.enc.chunk_top(x, pos, valid, split_caches(k, v, kv_pos, kv_valid, conv))
-        return (raw, *stack_caches(kv, cv))
+        raw, new = self.enc.chunk_top(x, pos, valid, (k, v, kv_pos, kv_valid, conv))
+        return (raw, *new)
 
 
 def _model_version(model: Encoder) -> str:
@@ -87,7 +74,8 @@ def _metadata(ckpt: Checkpoint, chunk_frames: int, quantize: str | None) -> dict
             "model_config": json.dumps(cfg.to_dict()), "features": json.dumps(asdict(ckpt.features)),
             "tokenizer": json.dumps(ckpt.tokenizer.to_config()), "blank_id": "0",
             "vocab_size": str(cfg.vocab_size), "skip_layer": str(cfg.skip_layer),
-            "skip_threshold": str(cfg.skip_threshold), "info": json.dumps(ckpt.info)}
+            "skip_threshold": str(cfg.skip_threshold), "info": json.dumps(ckpt.info),
+            "parameters": str(sum(p.numel() for p in ckpt.model.parameters()))}
 
 
 def _add_metadata(path: Path, meta: dict[str, str]) -> None:
@@ -132,17 +120,16 @@ def export_onnx(ckpt: Checkpoint, out_dir: str | Path, chunk_frames: int | None 
     new_names = [f"new_cache_{f}" for f in CACHE_FIELDS]
     dyn_cache = {n: {0: "batch"} for n in names + new_names}
 
-    def part(lo: int, hi: int):
-        return tuple(t[:, lo:hi] for t in (state.k, state.v, state.kv_pos, state.kv_valid, state.conv))
-
     feats = torch.randn(2, model.subsampling.input_frames(C), cfg.feat_dim)
     n_valid = torch.tensor([C, C // 2])
     meta = _metadata(ckpt, C, quantize)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape arithmetic traced as constants, as meant
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter, which handles the stages
         torch.onnx.export(Fbank(ckpt.features), (torch.randn(2, 16000) * 0.1,), out / "fbank.onnx",
                           input_names=["waveform"], output_names=["feats"], opset_version=opset, dynamo=False,
                           dynamic_axes={"waveform": {0: "batch", 1: "samples"}, "feats": {0: "batch", 1: "frames"}})
-        torch.onnx.export(BottomStage(model), (feats, n_valid, state.offset, *part(0, S)), out / "bottom.onnx",
+        torch.onnx.export(BottomStage(model), (feats, n_valid, state.offset, *state.stage(0, S)), out / "bottom.onnx",
                           input_names=["feats", "n_valid", "offset", *names],
                           output_names=["x", "gate_raw", *new_names], opset_version=opset, dynamo=False,
                           dynamic_axes={"feats": {0: "batch"}, "n_valid": {0: "batch"}, "offset": {0: "batch"},
@@ -151,7 +138,7 @@ def export_onnx(ckpt: Checkpoint, out_dir: str | Path, chunk_frames: int | None 
         x = torch.randn(2, T, cfg.d_model)
         pos = torch.arange(T).expand(2, T).contiguous()
         valid = torch.tensor([[True] * T, [True] * 3 + [False] * 2])
-        torch.onnx.export(TopStage(model), (x, pos, valid, *part(S, cfg.n_layers)), out / "top.onnx",
+        torch.onnx.export(TopStage(model), (x, pos, valid, *state.stage(S, cfg.n_layers)), out / "top.onnx",
                           input_names=["x", "pos", "valid", *names],
                           output_names=["final_raw", *new_names], opset_version=opset, dynamo=False,
                           dynamic_axes={"x": {0: "batch", 1: "kept"}, "pos": {0: "batch", 1: "kept"},

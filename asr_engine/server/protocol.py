@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from asr_engine.endpoint import EndpointConfig
-from asr_engine.transcribe import Result
+from asr_engine.results import Result
 
 __all__ = ["PROTOCOL_VERSION", "ProtocolError", "Start", "VoskConfig", "decode_audio", "final_message",
            "parse_json", "parse_start", "parse_vosk_config", "vosk_result"]

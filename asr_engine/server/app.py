@@ -37,7 +37,7 @@ from asr_engine.endpoint import EndpointConfig
 from asr_engine.server.metrics import CONTENT_TYPE_LATEST, Metrics
 from asr_engine.server.protocol import (PROTOCOL_VERSION, ProtocolError, Start, VoskConfig, decode_audio,
                                         final_message, parse_json, parse_start, parse_vosk_config, vosk_result)
-from asr_engine.transcribe import Result
+from asr_engine.results import Result
 
 __all__ = ["Server", "ServerConfig"]
 
@@ -179,12 +179,10 @@ class Server:
 
     @functools.cache
     def _info(self) -> dict:
-        info = self.engine.ckpt.info or {}
-        model = self.engine.model
-        params = sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else None
+        info = self.engine.model.info or {}
         return {"model": info.get("name", "asr-engine model"), "accuracy": info.get("accuracy"),
-                "trained_on": info.get("trained_on"), "parameters": params,
-                "chunk_ms": round(self.engine.hop * self.engine.fbank.cfg.window_shift / 16),
+                "trained_on": info.get("trained_on"), "parameters": self.engine.model.n_params,
+                "chunk_ms": round(self.engine.hop * self.engine.model.features.window_shift / 16),
                 "beam": self.engine.options.beam}
 
     def _authorized(self, request: Request, url) -> bool:
@@ -378,7 +376,7 @@ class Server:
 
     # ---- the compute loop -------------------------------------------------------------------
     def _ready(self) -> int:
-        hop = self.engine.hop * self.engine.fbank.cfg.window_shift  # 16 kHz samples per step
+        hop = self.engine.hop * self.engine.model.features.window_shift  # 16 kHz samples per step
         n = 0
         for c in self.conns.values():
             if c.has_work() and (c.end or c.pending_samples * 16000 >= hop * _rate(c)):

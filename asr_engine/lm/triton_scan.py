@@ -127,7 +127,7 @@ def _gilr_step_kernel(uv_ptr, h_ptr, idx_ptr, out_ptr, D, BLOCK_D: tl.constexpr)
 
 def triton_gilr_step(uv: torch.Tensor, h_src: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """uv (N, 2D), h_src (M, D), idx (N,) -> new states (N, D) in uv's dtype (fp32 arithmetic)."""
-    from asr_engine.kernels.scan import _check_step
+    from asr_engine.lm.scan import _check_step
 
     _check_step(uv, h_src, idx)
     if uv.dtype not in _FLOATS or h_src.dtype not in _FLOATS:

@@ -1,0 +1,177 @@
+"""The streaming encoder on ONNX Runtime, with numpy only: this module and everything the
+engine needs around it import no torch, so `pip install asr-engine[cpu]` transcribes and
+serves without it.
+
+Between the exported stages the runtime does what the torch encoder does
+(`asr_engine.model.encoder.run_chunk`): the blank gate on the bottom stage's intermediate
+head picks the frames to keep, they are compacted, the top stage runs on them only, and its
+output is scattered back. The gate, the compaction and the factorized-CTC output are
+written here again in numpy (a few lines each) because the torch references cannot be
+imported without torch; tests hold them equal to the references. The features come from
+the exported front end (fbank.onnx).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from asr_engine.features import features_from_dict
+from asr_engine.model.config import ModelConfig, SkipOptions
+from asr_engine.model.streaming import CACHE_FIELDS, StreamState
+from asr_engine.tokenizer import tokenizer_from_config
+
+__all__ = ["FORMAT_VERSION", "OnnxModel", "gate_compact", "is_onnx_model", "log_probs", "session_options"]
+
+FORMAT_VERSION = 2  # 2: fbank.onnx added
+PAD_POS = 1 << 40  # asr_engine.model.layers.PAD_POS: the position of padding rows
+_POOL: dict[str, object] = {}  # how this process's ORT sessions get threads (decided by the first one)
+
+
+def is_onnx_model(path: str | Path | None) -> bool:
+    return path is not None and (Path(path) / "bottom.onnx").is_file()
+
+
+def session_options(threads: int = 0, global_pool: bool = False):
+    """ORT session options for the stages.
+
+    Default: each session has its own intra-op pool of `threads`, without spin-waiting (on a
+    2-core CPU spinning workers starve the Python thread that decodes between the stages; one
+    engine's two sessions already serve every stream through batching). global_pool=True: all
+    sessions share one process-wide pool (ORT's global thread pool; Python cannot turn its
+    spinning off). The first session in the process decides; mixing the two raises."""
+    import onnxruntime as ort
+
+    mode = "global" if global_pool else "per-session"
+    if _POOL.setdefault("mode", mode) != mode:
+        raise ValueError(f"this process already runs ONNX sessions with {_POOL['mode']} thread pools; "
+                         f"ORT cannot mix them with {mode} ones")
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if global_pool:
+        if "threads" not in _POOL:
+            ort.set_global_thread_pool_sizes(threads, 1)
+            _POOL["threads"] = threads
+        so.use_per_session_threads = False
+    else:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return so
+
+
+def providers(device: str) -> list:
+    import onnxruntime as ort
+
+    kind, _, index = device.partition(":")
+    if kind == "cpu":
+        return ["CPUExecutionProvider"]
+    if kind == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        return [("CUDAExecutionProvider", {"device_id": int(index or 0)}), "CPUExecutionProvider"]
+    raise ValueError(f"--backend onnx on {device} needs onnxruntime-gpu (the 'gpu' extra) and a CUDA GPU; "
+                     f"this onnxruntime offers {ort.get_available_providers()}")
+
+
+def log_probs(raw: np.ndarray) -> np.ndarray:
+    """Factorized-CTC raw output (..., V) -> log-probs (..., V), blank at 0 (asr_engine.kernels.factorized)."""
+    z, v = raw[..., :1], raw[..., 1:]
+    v = v - v.max(-1, keepdims=True)
+    log_softmax = v - np.log(np.exp(v).sum(-1, keepdims=True))
+    # logsigmoid(x) = -log1p(exp(-x)), computed stably on both sides
+    return np.concatenate([_logsigmoid(-z), _logsigmoid(z) + log_softmax], -1).astype(np.float32)
+
+
+def _logsigmoid(x: np.ndarray) -> np.ndarray:
+    return np.minimum(x, 0) - np.log1p(np.exp(-np.abs(x)))
+
+
+def gate_compact(gate_raw: np.ndarray, n_valid: np.ndarray, threshold: float, dilation: int,
+                 chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The blank gate (asr_engine.kernels.compaction.gate_compact, in numpy): gate_raw (B, C, V),
+    n_valid (B,) -> keep (B, C) bool, index (B, T') each kept frame's column (0 in padding),
+    valid (B, T'). Frames with P(blank) > threshold are dropped unless within `dilation`
+    frames of a kept one in the same chunk of `chunk` frames."""
+    B, C = gate_raw.shape[:2]
+    valid = np.arange(C)[None, :] < n_valid[:, None]
+    p_blank = 1.0 / (1.0 + np.exp(gate_raw[..., 0].astype(np.float32)))  # sigmoid(-z), in fp32 as the references
+    seed = (p_blank <= threshold) & valid
+    keep = seed.copy()
+    block = np.arange(C) // chunk
+    for d in range(1, min(dilation, C - 1) + 1):
+        same = block[d:] == block[:-d]
+        keep[:, d:] |= seed[:, :-d] & same
+        keep[:, :-d] |= seed[:, d:] & same
+    keep &= valid
+    lengths = keep.sum(1)
+    t_out = int(lengths.max()) if B else 0
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :t_out]  # kept frames first, in order
+    valid_c = np.arange(t_out)[None, :] < lengths[:, None]
+    return keep, np.where(valid_c, order, 0), valid_c
+
+
+class OnnxModel:
+    """An ONNX export (fbank.onnx, bottom.onnx, top.onnx) as the engine's model: numpy in, numpy out.
+
+    The stages take chunks of exactly `chunk_frames` encoder frames (fixed at export)."""
+
+    name = "onnx"
+    encode = None  # no whole-utterance mode: files stream through the engine in chunks of chunk_frames
+
+    def __init__(self, model_dir: str | Path, threads: int = 0, device: str = "cpu", global_pool: bool = False):
+        import onnxruntime as ort
+
+        d = Path(model_dir)
+        self.device = device
+        so, prov = session_options(threads, global_pool), providers(device)
+        self.bottom = ort.InferenceSession(str(d / "bottom.onnx"), so, providers=prov)
+        self.meta = self.bottom.get_modelmeta().custom_metadata_map
+        if self.meta.get("asr_engine_format") != str(FORMAT_VERSION):
+            raise ValueError(f"{d}: ONNX export format {self.meta.get('asr_engine_format')!r}, "
+                             f"this runtime reads {FORMAT_VERSION}; export the checkpoint again")
+        self.top = ort.InferenceSession(str(d / "top.onnx"), so, providers=prov)
+        self._fbank = ort.InferenceSession(str(d / "fbank.onnx"), so, providers=["CPUExecutionProvider"])
+        self.cfg = ModelConfig.from_dict(json.loads(self.meta["model_config"]))
+        self.features = features_from_dict(json.loads(self.meta["features"]))
+        self.tokenizer = tokenizer_from_config(json.loads(self.meta["tokenizer"]), d)
+        self.info = json.loads(self.meta.get("info", "{}"))
+        self.chunk_frames = int(self.meta["chunk_frames"])
+        self.n_params = int(self.meta["parameters"]) if "parameters" in self.meta else None
+        self.path = d
+
+    def fbank(self, waveform: np.ndarray) -> np.ndarray:
+        """waveform (B, N) float32 in [-1, 1] -> log-mel (B, T, M)."""
+        return self._fbank.run(None, {"waveform": np.ascontiguousarray(waveform, np.float32)})[0]
+
+    def zeros_state(self, batch: int = 1) -> StreamState:
+        return StreamState.zeros_numpy(self.cfg, batch)
+
+    def forward_chunk(self, feats: np.ndarray, n_valid: np.ndarray, state: StreamState,
+                      skip: SkipOptions | None) -> tuple[np.ndarray, np.ndarray, StreamState]:
+        """feats (B, input_frames(C), F), n_valid (B,) -> log-probs (B, C, V), frames that ran the
+        top stage (B, C), the new state (as Encoder.forward_chunk, with C = chunk_frames)."""
+        cfg, C, S = self.cfg, self.chunk_frames, self.cfg.skip_layer
+        if feats.shape[1] != cfg.input_frames(C):
+            raise ValueError(f"this ONNX export takes chunks of {C} frames "
+                             f"({cfg.input_frames(C)} feature frames), got {feats.shape[1]}")
+        n_valid = n_valid.astype(np.int64)
+        x, gate, *new_bottom = self.bottom.run(None, {"feats": feats.astype(np.float32, copy=False),
+                                                      "n_valid": n_valid, "offset": state.offset,
+                                                      **_caches(state.stage(0, S))})
+        threshold, dilation = (1.0, 0) if skip is None else (skip.threshold, skip.dilation)
+        keep, index, valid = gate_compact(gate, n_valid, threshold, dilation, cfg.chunk_size)
+        new_top, final = state.stage(S, cfg.n_layers), gate
+        if index.shape[1]:
+            rows = np.arange(len(index))[:, None]
+            pos = np.where(valid, state.offset[:, None] + index, PAD_POS)
+            y, *new_top = self.top.run(None, {"x": np.ascontiguousarray(x[rows, index]), "pos": pos, "valid": valid,
+                                              **_caches(new_top)})
+            final = gate.copy()
+            final[rows.repeat(index.shape[1], 1)[valid], index[valid]] = y[valid]
+        return log_probs(final), keep, StreamState.from_stages(tuple(new_bottom), tuple(new_top),
+                                                               state.offset + n_valid)
+
+
+def _caches(stage: tuple) -> dict[str, np.ndarray]:
+    return {f"cache_{name}": np.ascontiguousarray(t) for name, t in zip(CACHE_FIELDS, stage)}

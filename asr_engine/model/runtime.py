@@ -1,0 +1,70 @@
+"""The torch encoder as the engine's model: numpy in and out at its edges (as the ONNX
+runtime, `asr_engine.export.runtime.OnnxModel`), tensors and caches on its device inside.
+The skipping path's ops (Triton on CUDA, the torch references elsewhere) are chosen here,
+once."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from asr_engine.checkpoint import Checkpoint
+from asr_engine.kernels import select_ops
+from asr_engine.model.config import SkipOptions
+from asr_engine.model.fbank import Fbank
+from asr_engine.model.streaming import StreamState
+
+__all__ = ["TorchModel"]
+
+
+class TorchModel:
+    name = "torch"
+    chunk_frames = None  # any multiple of the model's chunk
+
+    def __init__(self, ckpt: Checkpoint, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.encoder = ckpt.model.to(self.device).eval()
+        self.ops = self.encoder.ops = select_ops(self.device)
+        self._fbank = Fbank(ckpt.features).to(self.device)
+        self.cfg, self.features, self.tokenizer, self.info = ckpt.model.cfg, ckpt.features, ckpt.tokenizer, ckpt.info
+        self.ckpt = ckpt
+        self.n_params = sum(p.numel() for p in self.encoder.parameters())
+
+    def fbank(self, waveform: np.ndarray) -> np.ndarray:
+        """waveform (B, N) float32 in [-1, 1] -> log-mel (B, T, M)."""
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(waveform, np.float32)).to(self.device)
+            return self._fbank(x).cpu().numpy()
+
+    def zeros_state(self, batch: int = 1) -> StreamState:
+        return StreamState.zeros(self.cfg, batch, self.device)
+
+    def forward_chunk(self, feats: np.ndarray, n_valid: np.ndarray, state: StreamState,
+                      skip: SkipOptions | None) -> tuple[np.ndarray, np.ndarray, StreamState]:
+        """feats (B, input_frames(C), F), n_valid (B,) -> log-probs (B, C, V), frames that ran the top
+        layers (B, C), the new state (see Encoder.forward_chunk)."""
+        dev = self.device
+        with torch.inference_mode():
+            out, new = self.encoder.forward_chunk(torch.from_numpy(feats).to(dev), torch.from_numpy(n_valid).to(dev),
+                                                  state, skip)
+            return self.ops.log_probs(out.final.raw).float().cpu().numpy(), out.top_mask.cpu().numpy(), new
+
+    def encode(self, audios: list[np.ndarray], skip: SkipOptions | None) -> list[tuple[np.ndarray, int] | None]:
+        """Whole 16 kHz utterances as one batch -> per utterance (log-probs (T, V), frames that ran
+        the top layers), or None for audio too short for one encoder frame."""
+        from asr_engine.features import num_frames
+
+        live = [i for i, a in enumerate(audios) if num_frames(len(a), self.features) >= self.cfg.receptive_field]
+        encoded: list[tuple[np.ndarray, int] | None] = [None] * len(audios)
+        if not live:
+            return encoded
+        with torch.inference_mode():
+            feats = [self._fbank(torch.from_numpy(audios[i]).to(self.device)[None])[0] for i in live]
+            x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)  # (B, T, F)
+            lengths = torch.tensor([f.shape[0] for f in feats], device=self.device)
+            out = self.encoder(x, lengths, skip)
+            log_probs = self.ops.log_probs(out.final.raw).float().cpu().numpy()
+        for j, i in enumerate(live):
+            n = int(out.lengths[j])
+            encoded[i] = (log_probs[j, :n], int(out.top_mask[j, :n].sum()))
+        return encoded

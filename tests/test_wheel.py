@@ -1,0 +1,102 @@
+"""The wheel without torch: built here, installed with the `cpu` extra into a fresh virtual
+environment (its dependencies from the package registry, as a user gets them), where torch
+does not import and `transcribe`, `serve` and `stream` work on the bundled ONNX files."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = [str(ROOT / "asr_engine" / "samples" / f"sample{i}.wav") for i in (1, 2, 3)]
+
+
+def _run(cmd, timeout=600, **kw):
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    assert r.returncode == 0, f"{cmd}: {r.stderr[-3000:]}"
+    return r
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("wheel")
+    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist"),
+          str(ROOT)], cwd=tmp)
+    (wheel,) = (tmp / "dist").glob("asr_engine-*.whl")
+    _run([sys.executable, "-m", "venv", str(tmp / "venv")])
+    py = tmp / "venv" / "bin" / "python"
+    _run([str(py), "-m", "pip", "install", "-q", f"{wheel}[cpu]"])
+    return tmp / "venv", wheel
+
+
+def test_the_wheel_ships_the_onnx_files_and_installs_without_torch(venv):
+    env, wheel = venv
+    py = env / "bin" / "python"
+    r = subprocess.run([str(py), "-c", "import torch"], capture_output=True, text=True)
+    assert r.returncode != 0 and "No module named 'torch'" in r.stderr
+    import zipfile
+
+    names = zipfile.ZipFile(wheel).namelist()
+    for c in ("onnx-c8", "onnx-c64"):
+        for f in ("bottom.onnx", "top.onnx", "fbank.onnx", "export.json"):
+            assert f"asr_engine/models/default/{c}/{f}" in names
+    assert "asr_engine/models/default-lm/lm.onnx" in names
+    site = Path(_run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
+    tooling = ("pip", "setuptools", "pkg_resources", "_distutils_hack")  # the venv's own, not ours
+    sizes = {}
+    for f in site.rglob("*"):
+        top = f.relative_to(site).parts[0].split("-")[0].split(".")[0]
+        if f.is_file() and top not in tooling:
+            sizes[top] = sizes.get(top, 0) + f.stat().st_size
+    big = sorted(sizes.items(), key=lambda kv: -kv[1])[:4]
+    print(f"installed without torch: {sum(sizes.values()) / 1e6:.0f} MB ("
+          + ", ".join(f"{k} {v / 1e6:.0f}" for k, v in big) + ")")  # stated in the README
+    assert "av" not in sizes and "torch" not in sizes
+
+
+def test_transcribe_without_torch_equals_the_torch_backend(venv, tmp_path):
+    from asr_engine.checkpoint import load_checkpoint
+    from asr_engine.engine import Engine
+
+    env, _ = venv
+    cache = tmp_path / "cache"  # the shipped exports are used: nothing is exported into it
+    r = _run([str(env / "bin" / "asr-engine"), "transcribe", *SAMPLES, "--format", "jsonl", "-q"], cwd=tmp_path,
+             env={**os.environ, "XDG_CACHE_HOME": str(cache)})
+    got = [json.loads(line) for line in r.stdout.splitlines()]
+    assert "TracerWarning" not in r.stderr and not (cache / "asr-engine").exists()
+    ref = Engine(load_checkpoint(None)).transcribe_files(SAMPLES)  # here, on torch, whole utterances
+    assert [g["text"] for g in got] == [x.text for x in ref] and all(x.text for x in ref)
+    assert [g["top_fraction"] for g in got] == [round(x.top_fraction, 4) for x in ref]
+    r = _run([str(env / "bin" / "asr-engine"), "transcribe", SAMPLES[0], "--beam", "8", "--lm", "default", "-q"],
+             cwd=tmp_path, env={**os.environ, "XDG_CACHE_HOME": str(cache)})
+    assert r.stdout.strip() and not (cache / "asr-engine").exists()  # the bundled LM's shipped lm.onnx
+    code = ("import asr_engine, soundfile\n"
+            f"a, sr = soundfile.read({SAMPLES[0]!r}, dtype='float32')\n"
+            "print(asr_engine.load().transcribe(a, sr).text)")
+    assert _run([str(env / "bin" / "python"), "-c", code], cwd=tmp_path).stdout.strip() == ref[0].text
+
+
+def test_serve_and_stream_without_torch(venv, tmp_path):
+    env, _ = venv
+    server = subprocess.Popen([str(env / "bin" / "asr-engine"), "serve", "--host", "127.0.0.1", "--port", "0"],
+                              stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        url, t0 = None, time.monotonic()
+        while url is None and time.monotonic() - t0 < 60:
+            line = server.stderr.readline()
+            m = re.search(r"(ws://127\.0\.0\.1:\d+/)", line)
+            url = m.group(1) if m else None
+            assert line or server.poll() is None, "the server exited"
+        assert url, "the server did not say where it listens"
+        offline = _run([str(env / "bin" / "asr-engine"), "transcribe", SAMPLES[1], "-q"], cwd=tmp_path).stdout.strip()
+        r = _run([str(env / "bin" / "asr-engine"), "stream", "--url", url, SAMPLES[1], "--fast", "-q"], timeout=120,
+                 cwd=tmp_path)
+        assert r.stdout.strip() == offline and offline
+    finally:
+        server.terminate()
+        server.wait(30)
