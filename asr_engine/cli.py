@@ -229,7 +229,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                        max_sessions_per_peer=args.max_sessions_per_peer,
                        max_session_wall_seconds=args.max_session_wall_seconds,
                        max_backlog_seconds=args.max_backlog_seconds,
-                       max_total_backlog_seconds=args.max_total_backlog_seconds)
+                       max_total_backlog_seconds=args.max_total_backlog_seconds, drain_seconds=args.drain_seconds)
 
     async def run() -> None:
         try:
@@ -239,11 +239,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host = f"[{args.host}]" if ":" in args.host else args.host
         print(f"asr-engine: serving on ws://{host}:{server.port}/ (Vosk clients: /vosk); "
               f"web page: http://{host}:{server.port}/", file=sys.stderr, flush=True)
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-        await stop.wait()
+        # SIGTERM (what an orchestrator sends): drain, i.e. readiness fails, new sessions are refused and
+        # the open ones finish, for up to --drain-seconds; SIGINT (Ctrl-C) or a second SIGTERM: stop now
+        loop, stop, drain = asyncio.get_running_loop(), asyncio.Event(), asyncio.Event()
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, lambda: stop.set() if drain.is_set() else drain.set())
+        wait_stop, wait_drain = asyncio.ensure_future(stop.wait()), asyncio.ensure_future(drain.wait())
+        await asyncio.wait([wait_stop, wait_drain], return_when=asyncio.FIRST_COMPLETED)
+        if drain.is_set() and not stop.is_set():
+            draining = asyncio.ensure_future(server.drain())
+            await asyncio.wait([draining, wait_stop], return_when=asyncio.FIRST_COMPLETED)
         await server.shutdown()
+        for task in (wait_stop, wait_drain):
+            task.cancel()
 
     asyncio.run(run())
     return 0
@@ -655,6 +663,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="open sessions from one client address; more get HTTP 429 (default 16)")
     sv.add_argument("--max-backlog-seconds", type=float, default=30.0,
                     help="audio a session may have waiting before its socket is no longer read (default 30)")
+    sv.add_argument("--drain-seconds", type=float, default=30.0,
+                    help="on SIGTERM, how long open sessions may go on before the server stops (new ones are "
+                         "refused and /readyz fails meanwhile; default 30)")
     sv.add_argument("--max-total-backlog-seconds", type=float, default=600.0,
                     help="all sessions' waiting audio together; over it, senders are paused (default 600)")
     sv.add_argument("--allowed-origins", default=None, help="comma-separated Origin values browsers may use")

@@ -59,7 +59,8 @@ class ServerConfig:
     batch_deadline_ms: float = 10.0  # how long a ready session waits for others to join its batch
     token: str | None = None  # bearer token required of clients (header, or ?token= for browsers)
     origins: tuple[str, ...] | None = None  # allowed Origin headers (None: any)
-    shutdown_grace: float = 10.0  # seconds to finish open sessions on SIGTERM
+    shutdown_grace: float = 10.0  # seconds to send the finals of sessions ended by a shutdown
+    drain_seconds: float = 30.0  # a drain (SIGTERM) waits this long for open sessions to end on their own
     # fairness and memory: a compute pass feeds each session at most step_audio_seconds of its
     # backlog (round robin: a client that sends faster than real time waits its turn, it does not
     # take the others' turns), and a session with more than max_backlog_seconds of audio waiting
@@ -107,6 +108,7 @@ class Server:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="asr-compute")  # the engine is single-threaded
         self._wake = asyncio.Event()
         self._closing = False
+        self._draining = False
         self._server = None
         self._loop_task: asyncio.Task | None = None
 
@@ -126,8 +128,35 @@ class Server:
     def port(self) -> int:
         return self._server.sockets[0].getsockname()[1]
 
+    def readiness(self) -> tuple[bool, str]:
+        """Whether a load balancer should send this replica new sessions, and why not: the model is
+        loaded once the server runs; a draining or stopping server, one at its session limit, and one
+        over its server-wide backlog bound are not ready (liveness, /healthz, is separate)."""
+        if self._closing:
+            return False, "stopping"
+        if self._draining:
+            return False, "draining"
+        if len(self.conns) >= self.cfg.max_sessions:
+            return False, "at capacity"
+        if self._backlog_seconds() >= self.cfg.max_total_backlog_seconds:
+            return False, "backlog over its bound"
+        return True, "ready"
+
+    async def drain(self, seconds: float | None = None) -> None:
+        """Graceful drain: refuse new sessions (and say so on /readyz) while the open ones go on until
+        their clients end them, for up to `seconds` (default: the config's drain_seconds); then shut
+        down (sessions still open then get their finals)."""
+        self._draining = True
+        deadline = time.monotonic() + (self.cfg.drain_seconds if seconds is None else seconds)
+        log.info(json.dumps({"event": "draining", "sessions": len(self.conns)}))
+        while self.conns and time.monotonic() < deadline and not self._closing:
+            await asyncio.sleep(0.05)
+        await self.shutdown()
+
     async def shutdown(self) -> None:
         """Stop accepting; end every open session's input, send its finals, close it."""
+        if self._closing:
+            return
         self._closing = True
         for c in list(self.conns.values()):
             if not c.end:  # what the client sends from now on is not read: say so before the finals
@@ -146,8 +175,11 @@ class Server:
     # ---- plain HTTP before the upgrade ------------------------------------------------------
     def _http(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
-        if url.path == "/healthz":
+        if url.path == "/healthz":  # liveness: the process answers
             return _response(HTTPStatus.OK, "ok\n")
+        if url.path == "/readyz":  # readiness: send new sessions here
+            ready, why = self.readiness()
+            return _response(HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE, why + "\n")
         if url.path == "/info":  # what the page shows: the model and what it is good for
             if not self._authorized(request, url):
                 return _response(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token\n")
@@ -167,7 +199,10 @@ class Server:
         if not self._authorized(request, url):
             self.metrics.rejected_total.inc()
             return _response(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token\n")
-        if self._closing or len(self.conns) >= self.cfg.max_sessions:
+        if self._closing or self._draining:
+            self.metrics.rejected_total.inc()
+            return _response(HTTPStatus.SERVICE_UNAVAILABLE, "server draining: connect to another replica\n")
+        if len(self.conns) >= self.cfg.max_sessions:
             self.metrics.rejected_total.inc()
             return _response(HTTPStatus.SERVICE_UNAVAILABLE, "server busy: too many sessions\n")
         peer = _peer(connection)
