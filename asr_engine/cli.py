@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -78,8 +79,7 @@ def _batches(n: int, size: int) -> list[range]:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from asr_engine.backend import load_model, resolve_backend
-    from asr_engine.engine import DecodeOptions, EndpointConfig, Engine, SessionOptions
+    from asr_engine.backend import resolve_backend
 
     _check_device(args.device)
     inputs = expand_inputs(args.inputs)
@@ -88,32 +88,12 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     backend = resolve_backend(args.backend, args.device)
     if backend == "torch" and not args.streaming and (args.endpoint or args.chunk_frames):
         raise InputError("--endpoint and --chunk-frames need --streaming (or the onnx backend)")
-    model = load_model(args.model, backend, args.device, args.threads, args.chunk_frames, for_files=True)
-    engine = Engine(model, DecodeOptions(beam=args.beam, nbest=args.nbest, skip_threshold=args.skip_threshold,
-                                         hotwords=_hotwords(args.hotwords), hotword_boost=args.hotword_boost,
-                                         lm=_fusion(args, model.tokenizer, backend), chunk_frames=args.chunk_frames,
-                                         max_batch=args.batch_size))
-    session_options = SessionOptions(endpoint=EndpointConfig() if args.endpoint else None)
     streaming = True if args.streaming or args.endpoint else None  # None: whole utterances where the model can
-
-    long_bar = []  # one long file: a progress bar in seconds of audio
-
-    def show(done: float, total: float) -> None:
-        if total < 30:
-            return  # a short file needs no bar
-        if not long_bar:
-            from tqdm import tqdm
-            long_bar.append(tqdm(total=round(total), unit="s", desc="audio", file=sys.stderr))
-        long_bar[0].update(round(done) - long_bar[0].n)
-
-    one_long = len(inputs) == 1 and not args.quiet
-
-    def run(paths):
-        try:
-            return engine.transcribe_files(paths, session_options, show if one_long else None, streaming)
-        finally:
-            if long_bar:
-                long_bar[0].close()
+    if args.ray is not None:
+        run, per_call = _ray_runner(args, backend, streaming), max(1, len(inputs))
+    else:
+        one_long = len(inputs) == 1 and not args.quiet
+        run, per_call = _local_runner(args, backend, streaming, one_long), args.batch_size
     stdin = _read_stdin() if any(path == "-" for path, _ in inputs) else None
     t0 = time.perf_counter()
     results = []
@@ -121,7 +101,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if len(inputs) > 1 and not args.quiet:
         from tqdm import tqdm
         bar = tqdm(total=len(inputs), unit="file", desc="transcribing", file=sys.stderr)
-    for rng in _batches(len(inputs), args.batch_size):
+    for rng in _batches(len(inputs), per_call):
         batch = run([stdin.name if inputs[i][0] == "-" else inputs[i][0] for i in rng])
         if stdin is not None:
             for r in batch:
@@ -143,6 +123,56 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(_summary(results, [ref for _, ref in inputs], wall), file=sys.stderr)
     return 1 if any(r.error for r in results) else 0
+
+
+def _local_runner(args: argparse.Namespace, backend: str, streaming: bool | None, one_long: bool):
+    """paths -> results, in this process (with a progress bar in seconds for one long file)."""
+    from asr_engine.backend import load_model
+    from asr_engine.engine import DecodeOptions, EndpointConfig, Engine, SessionOptions
+
+    model = load_model(args.model, backend, args.device, args.threads, args.chunk_frames, for_files=True)
+    engine = Engine(model, DecodeOptions(beam=args.beam, nbest=args.nbest, skip_threshold=args.skip_threshold,
+                                         hotwords=_hotwords(args.hotwords), hotword_boost=args.hotword_boost,
+                                         lm=_fusion(args, model.tokenizer, backend), chunk_frames=args.chunk_frames,
+                                         max_batch=args.batch_size))
+    session_options = SessionOptions(endpoint=EndpointConfig() if args.endpoint else None)
+
+    long_bar = []  # one long file: a progress bar in seconds of audio
+
+    def show(done: float, total: float) -> None:
+        if total < 30:
+            return  # a short file needs no bar
+        if not long_bar:
+            from tqdm import tqdm
+            long_bar.append(tqdm(total=round(total), unit="s", desc="audio", file=sys.stderr))
+        long_bar[0].update(round(done) - long_bar[0].n)
+
+    def run(paths):
+        try:
+            return engine.transcribe_files(paths, session_options, show if one_long else None, streaming)
+        finally:
+            if long_bar:
+                long_bar[0].close()
+
+    return run
+
+
+def _ray_runner(args: argparse.Namespace, backend: str, streaming: bool | None):
+    """paths -> results, on Ray: local (one machine) with --ray alone, else the cluster at its address."""
+    from asr_engine.distributed import transcribe_ray
+    from asr_engine.engine import EndpointConfig
+
+    if args.workers < 1:
+        raise InputError("--workers must be at least 1")
+    if args.lm and args.beam == 1:
+        raise InputError("--lm needs beam search: add --beam 8 (or 4)")
+    decode = {"beam": args.beam, "nbest": args.nbest, "skip_threshold": args.skip_threshold,
+              "hotwords": _hotwords(args.hotwords), "hotword_boost": args.hotword_boost,
+              "chunk_frames": args.chunk_frames, "max_batch": args.batch_size, "lm": args.lm,
+              "lm_weight": args.lm_weight, "length_bonus": args.length_bonus, "device": args.device}
+    endpoint = dataclasses.asdict(EndpointConfig()) if args.endpoint else None
+    return lambda paths: transcribe_ray(paths, None if args.ray == "local" else args.ray, args.workers, args.model,
+                                       backend, max(1, args.threads), args.batch_size, decode, endpoint, streaming)
 
 
 def _read_stdin():
@@ -583,6 +613,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "a checkpoint is exported once into ~/.cache/asr-engine); torch: the torch encoder; "
                         "auto (default): onnx on the CPU when onnxruntime is installed, else torch")
     t.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    t.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="transcribe on Ray (the `ray` extra): local Ray on this machine with --ray alone, or the "
+                        "cluster at ADDRESS (e.g. auto, ray://head:10001); the same outputs as without it")
+    t.add_argument("--workers", type=int, default=2, help="with --ray: actors, each with the model loaded once "
+                   "and --threads threads (default 2)")
     t.add_argument("--batch-size", type=int, default=8,
                    help="files per forward pass (with --streaming: sessions stepped together; default 8)")
     t.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
