@@ -483,7 +483,7 @@ def cmd_lm_export(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    from asr_engine.data.synth import available_engines, make_jobs, synthesize_corpus
+    from asr_engine.data.synth import available_engines, load_mix, make_jobs, synthesize_corpus
     from asr_engine.data.text_sources import load_sentences
 
     have = available_engines()
@@ -498,7 +498,11 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     sentences = held if args.split == "heldout" else train
     if not sentences:
         raise InputError("no sentences: install Debian's wordnet-base and fortunes")
-    jobs = make_jobs(sentences, args.num, args.seed, engines, args.prefix or args.split[0], args.augment_prob)
+    try:
+        mix = load_mix(args.mix)
+    except (OSError, ValueError) as e:
+        raise InputError(f"--mix {args.mix}: {e}") from None
+    jobs = make_jobs(sentences, args.num, args.seed, engines, args.prefix or args.split[0], args.augment_prob, mix=mix)
     manifest, failures = synthesize_corpus(jobs, Path(args.out), args.workers, progress=not args.quiet)
     for line in failures[:10]:
         print(f"failed: {line}", file=sys.stderr)
@@ -735,6 +739,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--engines", default=None, help="comma-separated engines (default: every one installed)")
     d.add_argument("--augment-prob", type=float, default=0.6,
                    help="share of utterances given a random augmentation chain (default 0.6)")
+    d.add_argument("--mix", default=None, metavar="FILE",
+                   help="engine weights and augmentation probabilities and ranges (JSON; default: "
+                        "configs/synth-mix.json's values)")
     d.add_argument("--seed", type=int, default=0, help="draws sentences, voices and augmentation (default 0)")
     d.add_argument("--prefix", default=None, help="utterance id prefix (default: the split's first letter)")
     d.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")

@@ -6,8 +6,8 @@ import pytest
 import soundfile as sf
 
 from asr_engine.cli import main
-from asr_engine.data.synth import (AugmentPlan, SynthJob, augment, make_jobs, synthesize,
-                                   synthesize_corpus)
+from asr_engine.data.synth import (CHANNELS, AugmentMix, AugmentPlan, Room, SynthJob, augment, load_mix,
+                                   make_jobs, synthesize, synthesize_corpus)
 from asr_engine.manifest import read_manifest
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
@@ -32,24 +32,95 @@ def test_augment_plan_is_drawn_from_the_seed():
     assert AugmentPlan.draw(3) == AugmentPlan.draw(3) != AugmentPlan.draw(4)
     plans = [AugmentPlan.draw(s) for s in range(300)]
     assert all(0.88 <= p.vtlp <= 1.12 and 0.85 <= p.tempo <= 1.15 for p in plans)
-    assert 40 < sum(p.telephone for p in plans) < 110 and 100 < sum(p.noise is not None for p in plans) < 200
+    assert 70 < sum(p.room is not None for p in plans) < 140 and 100 < sum(p.noise is not None for p in plans) < 200
+    assert {p.channel for p in plans} == {None, *CHANNELS}
+    for p in plans:  # rooms: inside the mix's ranges, source and microphone inside the room
+        if p.room is not None:
+            assert 0.2 <= p.room.rt60 <= 0.8 and 3.0 <= p.room.size[0] <= 10.0
+            assert all(0 < v < d for pos in (p.room.source, p.room.mic) for v, d in zip(pos, p.room.size))
+    none = AugmentMix(room_prob=0, channel_prob=0, noise_prob=0, clip_prob=0, gain_prob=0)
+    assert all(q.room is None and q.channel is None and q.noise is None for q in
+               (AugmentPlan.draw(s, none) for s in range(50)))
+
+
+def test_the_mix_file_holds_the_defaults_and_bad_mixes_are_refused(tmp_path):
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "synth-mix.json"
+    assert load_mix(shipped) == AugmentMix() == load_mix(None)
+    assert AugmentMix.from_dict(AugmentMix().to_dict()) == AugmentMix()
+    for bad, msg in [({"room_prob": 1.5}, "within 0..1"), ({"channels": {"fax": 1}}, "unknown channels"),
+                     ({"rt60": [0.9, 0.2]}, "range"), ({"reverb": 0.3}, "unknown keys")]:
+        with pytest.raises(ValueError, match=msg):
+            AugmentMix.from_dict(bad)
+    jobs = make_jobs(SENTENCES, 20, 1, ["espeak-ng"], "m", 1.0, mix=AugmentMix(room_prob=1.0))
+    assert all(j.mix.room_prob == 1.0 for j in jobs)
+
+
+def _plan(**kw) -> AugmentPlan:
+    base = dict(vtlp=1.0, pitch_cents=0.0, tempo=1.0, room=None, channel=None, quality=0.9, clip=None,
+                gain_ride=False, noise=None, snr_db=20.0, peak=0.5, lead_s=0.0, trail_s=0.0)
+    return AugmentPlan(**{**base, **kw})
+
+
+def _band(y: np.ndarray, lo: float, hi: float) -> float:
+    spec = np.abs(np.fft.rfft(y)) ** 2
+    f = np.fft.rfftfreq(len(y), 1 / 16000)
+    return float(spec[(f > lo) & (f < hi)].sum())
 
 
 @needs_sox
 def test_augmentation_is_deterministic_and_does_what_it_says(tmp_path):
     rng = np.random.default_rng(0)
     x = (0.3 * rng.standard_normal(16000)).astype(np.float32)  # white: energy at every frequency
-    plan = AugmentPlan(vtlp=1.0, pitch_cents=0.0, tempo=1.0, rt60=None, telephone=True, noise=None,
-                       snr_db=20.0, peak=0.5, lead_s=0.25, trail_s=0.0)
+    plan = _plan(channel="telephone", lead_s=0.25)
     y = augment(x, plan, 1, tmp_path)
     assert np.array_equal(y, augment(x, plan, 1, tmp_path))
     assert abs(len(y) - 20000) < 200 and np.abs(y).max() == pytest.approx(0.5, rel=1e-4)
     assert np.abs(y[:3900]).max() < 0.05  # the lead silence
-    spec = np.abs(np.fft.rfft(y[4000:])) ** 2
-    freqs = np.fft.rfftfreq(len(y[4000:]), 1 / 16000)
-    assert spec[freqs > 4200].sum() < 0.01 * spec[(freqs > 400) & (freqs < 3400)].sum()  # telephone band
-    slow = augment(x, AugmentPlan(1.0, 0.0, 0.5, None, False, None, 20.0, 0.5, 0.0, 0.0), 1, tmp_path)
+    assert _band(y[4000:], 4200, 8000) < 0.01 * _band(y[4000:], 400, 3400)  # telephone band
+    slow = augment(x, _plan(tempo=0.5), 1, tmp_path)
     assert abs(len(slow) - 32000) < 400  # tempo 0.5 doubles the length
+
+
+@needs_sox
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_codec_round_trips_keep_the_length_and_band_limit_what_they_should(tmp_path, channel):
+    t = np.arange(16000) / 16000
+    x = (0.3 * np.sin(2 * np.pi * 440 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    x += (0.05 * np.random.default_rng(1).standard_normal(16000)).astype(np.float32)
+    y = augment(x, _plan(channel=channel), 1, tmp_path)
+    assert len(y) == len(x) and np.isfinite(y).all()
+    assert np.array_equal(y, augment(x, _plan(channel=channel), 1, tmp_path))
+    c = np.corrcoef(x[2000:-2000], y[2000:-2000])[0, 1]  # the tone survives, in place (codec delays removed)
+    if channel in ("telephone", "gsm", "ulaw", "alaw"):  # 8 kHz codecs: nothing above 4 kHz
+        assert _band(y, 4200, 8000) < 0.01 * _band(y, 300, 3400)
+    assert c > 0.5 or channel in ("mp3",)  # mp3 keeps an encoder delay of a few ms
+    assert not np.array_equal(y, x / np.abs(x).max() * 0.5)
+
+
+@needs_sox
+def test_rooms_reverberate_for_about_their_rt60_and_clipping_and_gain_do_what_they_say(tmp_path):
+    from asr_engine.data.synth import _room_rir
+
+    pytest.importorskip("pyroomacoustics")
+    import pyroomacoustics as pra
+
+    for rt60 in (0.3, 0.7):
+        rir = _room_rir(Room((6.0, 5.0, 3.0), rt60, (1.5, 1.2, 1.5), (4.0, 3.5, 1.2)))
+        assert 0.6 * rt60 < pra.experimental.measure_rt60(rir, fs=16000) < 1.6 * rt60
+    burst = np.zeros(16000, np.float32)
+    burst[2000:2400] = np.random.default_rng(2).standard_normal(400)
+    dry = augment(burst, _plan(), 1, tmp_path)
+    wet = augment(burst, _plan(room=Room((8.0, 6.0, 3.0), 0.8, (2.0, 2.0, 1.5), (6.0, 4.5, 1.4))), 1, tmp_path)
+    tail = slice(2400 + 3200, 2400 + 8000)  # 200-500 ms after the burst: only a room rings there
+    assert np.abs(wet[tail]).max() > 20 * np.abs(dry[tail]).max()
+    sine = (0.2 * np.sin(2 * np.pi * 200 * np.arange(16000) / 16000)).astype(np.float32)
+    clipped = augment(sine, _plan(clip=4.0, peak=0.9), 1, tmp_path)
+    assert np.mean(np.abs(clipped) > 0.89) > 0.5  # flat tops
+    ride = augment(sine, _plan(gain_ride=True), 3, tmp_path)
+    env = [np.abs(ride[i: i + 1600]).max() for i in range(0, 16000, 1600)]
+    assert max(env) / min(env) > 1.3  # the level moves
 
 
 @needs_espeak

