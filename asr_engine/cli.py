@@ -266,15 +266,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             server = await Server(engine, cfg).start()
         except OSError as e:  # the port is taken, the address is not this machine's, ...
             raise InputError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from e
-        host = f"[{args.host}]" if ":" in args.host else args.host
-        print(f"asr-engine: serving on ws://{host}:{server.port}/ (Vosk clients: /vosk); "
-              f"web page: http://{host}:{server.port}/", file=sys.stderr, flush=True)
         # SIGTERM (what an orchestrator sends): drain, i.e. readiness fails, new sessions are refused and
         # the open ones finish, for up to --drain-seconds; SIGINT (Ctrl-C) or a second SIGTERM: stop now
         loop, stop, drain = asyncio.get_running_loop(), asyncio.Event(), asyncio.Event()
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGTERM, lambda: stop.set() if drain.is_set() else drain.set())
         wait_stop, wait_drain = asyncio.ensure_future(stop.wait()), asyncio.ensure_future(drain.wait())
+        host = f"[{args.host}]" if ":" in args.host else args.host  # said once the signals are handled
+        print(f"asr-engine: serving on ws://{host}:{server.port}/ (Vosk clients: /vosk); "
+              f"web page: http://{host}:{server.port}/", file=sys.stderr, flush=True)
         await asyncio.wait([wait_stop, wait_drain], return_when=asyncio.FIRST_COMPLETED)
         if drain.is_set() and not stop.is_set():
             draining = asyncio.ensure_future(server.drain())

