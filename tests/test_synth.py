@@ -50,7 +50,9 @@ def test_the_mix_file_holds_the_defaults_and_bad_mixes_are_refused(tmp_path):
     assert load_mix(shipped) == AugmentMix() == load_mix(None)
     assert AugmentMix.from_dict(AugmentMix().to_dict()) == AugmentMix()
     for bad, msg in [({"room_prob": 1.5}, "within 0..1"), ({"channels": {"fax": 1}}, "unknown channels"),
-                     ({"rt60": [0.9, 0.2]}, "range"), ({"reverb": 0.3}, "unknown keys")]:
+                     ({"rt60": [0.9, 0.2]}, "range"), ({"reverb": 0.3}, "unknown keys"),
+                     ({"babble_prob": 0.5}, "needs babble_from"),
+                     ({"babble_from": "../shared/data/dev_real/manifest.jsonl"}, "evaluation data")]:
         with pytest.raises(ValueError, match=msg):
             AugmentMix.from_dict(bad)
     jobs = make_jobs(SENTENCES, 20, 1, ["espeak-ng"], "m", 1.0, mix=AugmentMix(room_prob=1.0))
@@ -59,7 +61,8 @@ def test_the_mix_file_holds_the_defaults_and_bad_mixes_are_refused(tmp_path):
 
 def _plan(**kw) -> AugmentPlan:
     base = dict(vtlp=1.0, pitch_cents=0.0, tempo=1.0, room=None, channel=None, quality=0.9, clip=None,
-                gain_ride=False, noise=None, snr_db=20.0, peak=0.5, lead_s=0.0, trail_s=0.0)
+                gain_ride=False, noise=None, snr_db=20.0, babble=(), babble_snr_db=5.0, peak=0.5, lead_s=0.0,
+                trail_s=0.0)
     return AugmentPlan(**{**base, **kw})
 
 
@@ -187,3 +190,26 @@ def test_kokoro_voices_shipped_and_mixed(tmp_path):
     row = synthesize(job, tmp_path)
     audio, sr = sf.read(tmp_path / row["audio"])
     assert sr == 16000 and 1.0 < len(audio) / sr < 3.5 and np.abs(audio).max() > 0.5
+
+
+@needs_sox
+def test_babble_mixes_other_talkers_at_the_drawn_snr(tmp_path):
+    rng = np.random.default_rng(5)
+    rows = []
+    for i in range(4):  # "talkers": tones of their own pitch
+        t = np.arange(int(rng.uniform(0.5, 1.5) * 16000)) / 16000
+        sf.write(tmp_path / f"t{i}.wav", 0.3 * np.sin(2 * np.pi * (300 + 200 * i) * t), 16000)
+        rows.append(json.dumps({"audio": f"t{i}.wav", "text": "x", "duration": len(t) / 16000}))
+    (tmp_path / "babble.jsonl").write_text("\n".join(rows) + "\n")
+    mix = AugmentMix(babble_from=str(tmp_path / "babble.jsonl"), babble_prob=1.0, noise_prob=0, room_prob=0,
+                     channel_prob=0, clip_prob=0, gain_prob=0)
+    plans = [AugmentPlan.draw(s, mix) for s in range(30)]
+    assert all(2 <= len(p.babble) <= 5 and all(0 <= r < 4 for r in p.babble) for p in plans)
+    assert AugmentPlan.draw(3, mix) == AugmentPlan.draw(3, mix) and "babble=" in plans[0].describe()
+    x = np.zeros(16000, np.float32)
+    x[4000:12000] = 0.5 * np.sin(2 * np.pi * 1800 * np.arange(8000) / 16000)  # the speaker
+    plan = _plan(babble=(0, 2), babble_snr_db=6.0, peak=0.9)
+    y = augment(x, plan, 1, tmp_path, mix.babble_from)
+    assert np.array_equal(y, augment(x, plan, 1, tmp_path, mix.babble_from))
+    speech, talk = _band(y, 1700, 1900) / 8000, _band(y, 250, 750) / 16000  # power: the speaker talks half the time
+    assert 2.5 < speech / talk < 6.3  # 6 dB (x4): the talkers (300 and 700 Hz) under the speaker

@@ -71,18 +71,27 @@ class AugmentMix:
     channels: tuple[tuple[str, float], ...] = tuple((c, 1.0) for c in CHANNELS)
     noise_prob: float = 0.5
     snr_db: tuple[float, float] = (5.0, 30.0)
+    # babble: 2-5 other talkers from a speech manifest (e.g. an earlier synthetic corpus; never
+    # evaluation data), at 0-15 dB below the speech
+    babble_from: str | None = None
+    babble_prob: float = 0.0
+    babble_snr_db: tuple[float, float] = (0.0, 15.0)
     clip_prob: float = 0.05  # overdriven input, hard-clipped
     gain_prob: float = 0.2  # slow level changes, as an AGC makes
 
     def __post_init__(self) -> None:
-        for name in ("room_prob", "channel_prob", "noise_prob", "clip_prob", "gain_prob"):
+        if self.babble_prob > 0 and not self.babble_from:
+            raise ValueError("mix: babble_prob needs babble_from (a manifest of speech to mix in)")
+        if self.babble_from and "shared/data" in Path(self.babble_from).resolve().as_posix():
+            raise ValueError(f"mix: babble_from {self.babble_from} is evaluation data; use a training corpus")
+        for name in ("room_prob", "channel_prob", "noise_prob", "clip_prob", "gain_prob", "babble_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"mix: {name} must be within 0..1, got {getattr(self, name)}")
         unknown = {c for c, _ in self.channels} - set(CHANNELS) | {e for e, _ in self.engines} - set(ENGINES)
         if unknown:
             raise ValueError(f"mix: unknown channels or engines {sorted(unknown)} (channels: {CHANNELS}; "
                              f"engines: {ENGINES})")
-        for lo, hi in (self.rt60, self.snr_db, *self.room_size):
+        for lo, hi in (self.rt60, self.snr_db, self.babble_snr_db, *self.room_size):
             if not lo <= hi:
                 raise ValueError(f"mix: a range must be (low, high), got ({lo}, {hi})")
         if self.rt60[0] <= 0 or min(lo for lo, _ in self.room_size) < 1.5:
@@ -97,7 +106,7 @@ class AugmentMix:
         for key in ("engines", "channels"):
             if key in d:
                 d[key] = tuple((str(k), float(v)) for k, v in d[key].items())
-        for key in ("rt60", "snr_db"):
+        for key in ("rt60", "snr_db", "babble_snr_db"):
             if key in d:
                 d[key] = tuple(float(v) for v in d[key])
         if "room_size" in d:
@@ -107,7 +116,7 @@ class AugmentMix:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["engines"], d["channels"] = dict(self.engines), dict(self.channels)
-        d["rt60"], d["snr_db"] = list(self.rt60), list(self.snr_db)
+        d["rt60"], d["snr_db"], d["babble_snr_db"] = list(self.rt60), list(self.snr_db), list(self.babble_snr_db)
         d["room_size"] = [list(r) for r in self.room_size]
         return d
 
@@ -403,6 +412,8 @@ class AugmentPlan:
     gain_ride: bool
     noise: str | None  # white / pink / brown
     snr_db: float
+    babble: tuple[int, ...]  # rows of the mix's babble manifest talking at once (none: no babble)
+    babble_snr_db: float
     peak: float  # output level (volume)
     lead_s: float  # silence before and after the speech (the gating head must learn blanks)
     trail_s: float
@@ -425,7 +436,10 @@ class AugmentPlan:
                    clip=rng.uniform(2.0, 6.0) if rng.random() < mix.clip_prob else None,
                    gain_ride=rng.random() < mix.gain_prob,
                    noise=rng.choice(["white", "pink", "brown"]) if rng.random() < mix.noise_prob else None,
-                   snr_db=rng.uniform(*mix.snr_db), peak=rng.uniform(0.05, 0.95),
+                   snr_db=rng.uniform(*mix.snr_db),
+                   babble=tuple(rng.randrange(len(_babble_rows(mix.babble_from))) for _ in range(rng.randint(2, 5)))
+                   if mix.babble_from and rng.random() < mix.babble_prob else (),
+                   babble_snr_db=rng.uniform(*mix.babble_snr_db), peak=rng.uniform(0.05, 0.95),
                    lead_s=rng.uniform(0, 0.6), trail_s=rng.uniform(0, 0.6))
 
     def describe(self) -> str:
@@ -438,12 +452,40 @@ class AugmentPlan:
             d.append(f"clip={self.clip:.1f}")
         if self.noise:
             d.append(f"noise={self.noise}@{self.snr_db:.0f}dB")
+        if self.babble:
+            d.append(f"babble={len(self.babble)}@{self.babble_snr_db:.0f}dB")
         if self.channel:
             d.append(self.channel + (f"@{self.quality:.2f}" if self.channel in ("opus", "mp3") else ""))
         return ",".join(d + [f"peak={self.peak:.2f}"])
 
 
-def augment(audio: np.ndarray, plan: AugmentPlan, seed: int, tmp: Path) -> np.ndarray:
+@lru_cache(maxsize=4)
+def _babble_rows(manifest: str) -> tuple[str, ...]:
+    """The audio files of a babble manifest (absolute paths)."""
+    from asr_engine.manifest import read_manifest
+
+    rows = tuple(str(u.audio) for u in read_manifest(manifest))
+    if not rows:
+        raise ValueError(f"mix: babble_from {manifest} lists no audio")
+    return rows
+
+
+def _babble(rows: tuple[int, ...], manifest: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Several talkers at once, n samples: each file looped from a random offset, at its own level."""
+    from asr_engine.audio import load_audio
+
+    files = _babble_rows(manifest)
+    out = np.zeros(n)
+    for r in rows:
+        a = load_audio(files[r]).astype(np.float64)
+        if not a.size:
+            continue
+        a = np.roll(np.resize(a, max(n, len(a))), -int(rng.integers(len(a))))[:n]
+        out += a / max(1e-9, float(np.sqrt(np.mean(a ** 2)))) * rng.uniform(0.5, 1.0)
+    return out
+
+
+def augment(audio: np.ndarray, plan: AugmentPlan, seed: int, tmp: Path, babble_from: str | None = None) -> np.ndarray:
     """Apply a plan to 16 kHz audio; `seed` drives the random signals (noise, gain). The order is the
     physical one: the talker's voice in a room, at a microphone (level changes, overdrive, noise),
     then the channel's codec."""
@@ -462,9 +504,12 @@ def augment(audio: np.ndarray, plan: AugmentPlan, seed: int, tmp: Path) -> np.nd
         x = x * _gain_ride(len(x), rng)
     if plan.clip is not None and x.size:
         x = np.clip(x / max(1e-9, float(np.abs(x).max())) * plan.clip, -1, 1)
+    loud = np.abs(x) > 0.05 * np.abs(x).max() if x.size else np.zeros(0, bool)
+    power = float(np.mean(x[loud] ** 2)) if loud.any() else 0.0
+    if plan.babble and x.size:
+        talk = _babble(plan.babble, babble_from, len(x), rng)
+        x = x + talk * math.sqrt(power / 10 ** (plan.babble_snr_db / 10) / max(1e-12, float(np.mean(talk ** 2))))
     if plan.noise and x.size:
-        loud = np.abs(x) > 0.05 * np.abs(x).max()
-        power = float(np.mean(x[loud] ** 2)) if loud.any() else 0.0
         noise = _colored_noise(len(x), plan.noise, rng)
         x = x + noise * math.sqrt(power / 10 ** (plan.snr_db / 10) / max(1e-12, float(np.mean(noise ** 2))))
     if plan.channel is not None and x.size:
@@ -487,7 +532,7 @@ def synthesize(job: SynthJob, out_dir: Path) -> dict:
             peak = float(np.abs(audio).max())
             audio = audio * (0.9 / peak) if peak > 0 else audio
             if plan is not None:
-                audio = augment(audio, plan, _job_seed(job) + 1, Path(tmp))
+                audio = augment(audio, plan, _job_seed(job) + 1, Path(tmp), job.mix.babble_from)
         path.parent.mkdir(parents=True, exist_ok=True)
         part = path.with_suffix(".tmp.flac")
         sf.write(part, np.clip(audio, -1, 1), SAMPLE_RATE)
