@@ -77,17 +77,18 @@ def _export_info(folder: Path) -> dict:
         return {}
 
 
-def _export(src: Path, out: Path, chunk_frames: int, quantize: str | None = None) -> None:
+def _export(src: Path, out: Path, chunk_frames: int, quantize: str | None = None, calibration: list | None = None
+            ) -> None:
     try:
         from asr_engine.checkpoint import load_checkpoint
         from asr_engine.export.onnx import export_onnx
     except ImportError as e:
         raise RuntimeError(f"{src} has no ONNX export for chunks of {chunk_frames} frames, and making one needs "
                            f"torch ({e}); install the 'train' extra, or give an ONNX export folder") from None
-    export_onnx(load_checkpoint(src), out, chunk_frames, quantize=quantize)
+    export_onnx(load_checkpoint(src), out, chunk_frames, quantize=quantize, calibration=calibration)
 
 
-def ship_exports(src: str | Path, quantize: str | None = None) -> list[Path]:
+def ship_exports(src: str | Path, quantize: str | None = None, calibration: list | None = None) -> list[Path]:
     """Write the ONNX exports a checkpoint folder ships (onnx-cN/ for live streaming, one chunk, and for
     files, file_chunk_frames), each with export.json naming the weights it was made from."""
     import shutil
@@ -99,7 +100,7 @@ def ship_exports(src: str | Path, quantize: str | None = None) -> list[Path]:
     for c in sorted({chunk, file_chunk_frames(src)}):
         out = src / f"onnx-c{c}"
         shutil.rmtree(out, ignore_errors=True)
-        _export(src, out, c, quantize)
+        _export(src, out, c, quantize, calibration)
         info = {"weights": version, "format": FORMAT_VERSION, "quantization": quantize or "none"}
         (out / "export.json").write_text(json.dumps(info) + "\n")
         outs.append(out)

@@ -199,14 +199,32 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.output or args.chunk_frames:
             raise InputError("--ship writes into the checkpoint folder, in its own chunk sizes: "
                              "no --output or --chunk-frames")
-        for out in ship_exports(args.model or default_model_dir(), args.quantize):
+        calibration = _calibration(args.calibration, args.calibration_utts) if args.quantize == "int8-static" else None
+        for out in ship_exports(args.model or default_model_dir(), args.quantize, calibration):
             print(f"wrote {out}", file=sys.stderr)
         return 0
     if not args.output:
         raise InputError("give --output DIR (or --ship)")
-    out = export_onnx(load_checkpoint(args.model), args.output, args.chunk_frames, quantize=args.quantize)
+    calibration = _calibration(args.calibration, args.calibration_utts) if args.quantize == "int8-static" else None
+    out = export_onnx(load_checkpoint(args.model), args.output, args.chunk_frames, quantize=args.quantize,
+                      calibration=calibration)
     print(f"wrote {out / 'fbank.onnx'}, {out / 'bottom.onnx'} and {out / 'top.onnx'}", file=sys.stderr)
     return 0
+
+
+def _calibration(manifest: str | None, n: int) -> list:
+    """n utterances spread over a training manifest, as 16 kHz arrays (static int8 calibration)."""
+    from asr_engine.audio import load_audio
+    from asr_engine.manifest import read_corpus
+
+    if not manifest:
+        raise InputError("--quantize int8-static needs --calibration MANIFEST (training speech)")
+    if "shared/data" in Path(manifest).resolve().as_posix():
+        raise InputError(f"--calibration {manifest}: evaluation data; calibrate on training speech")
+    rows = read_corpus(manifest)
+    if not rows:
+        raise InputError(f"--calibration {manifest}: no utterances")
+    return [load_audio(u.audio) for u in rows[:: max(1, len(rows) // n)][:n]]
 
 
 def cmd_package(args: argparse.Namespace) -> int:
@@ -639,9 +657,15 @@ def build_parser() -> argparse.ArgumentParser:
                          "files, named after the weights): the ONNX backend then exports nothing on first use")
     ex.add_argument("--chunk-frames", type=int, default=None,
                     help="encoder frames per streaming step, a multiple of the model's chunk (default: one chunk)")
-    ex.add_argument("--quantize", choices=("int8",), default=None,
-                    help="int8: int8 weights for the encoder's MatMuls (dynamic quantization; check its WER "
-                         "with eval --backend onnx)")
+    ex.add_argument("--quantize", choices=("int8", "int8-static"), default=None,
+                    help="int8: int8 weights for the encoder's MatMuls (dynamic quantization: activation scales "
+                         "per call over the batch, so batched streams can decode differently from lone ones); "
+                         "int8-static: weights and activations with scales fixed by --calibration (a stream "
+                         "decodes the same alone or batched). Check the WER with eval --backend onnx")
+    ex.add_argument("--calibration", default=None, metavar="MANIFEST",
+                    help="with int8-static: training speech to calibrate the activation ranges on")
+    ex.add_argument("--calibration-utts", type=int, default=256,
+                    help="utterances taken evenly from --calibration (default 256)")
     ex.set_defaults(func=cmd_export)
 
     pk = sub.add_parser("package", help="make a shippable copy of a training checkpoint",

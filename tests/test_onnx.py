@@ -209,6 +209,35 @@ def test_int8_export_is_smaller_and_close(tiny, tmp_path):
         export_onnx(ckpt, tmp_path / "bad", quantize="int4")
 
 
+def test_static_int8_is_close_smaller_and_decodes_a_stream_alone_as_batched(tiny, tmp_path, capsys):
+    """int8-static: activation scales fixed by calibration, so a stream's result does not depend on
+    the streams it is batched with (dynamic int8's per-call scales do)."""
+    import onnx
+
+    ckpt, out = tiny
+    rng = np.random.default_rng(4)
+    speechy = [(0.2 * rng.standard_normal(n) * np.repeat(rng.random(n // 1600 + 1) > 0.4, 1600)[:n]).astype(
+        np.float32) for n in (16000, 23000, 9000, 30000, 12000)]
+    q = export_onnx(ckpt, tmp_path / "s", chunk_frames=8, quantize="int8-static", calibration=speechy[:3])
+    ops = {n.op_type for n in onnx.load(str(q / "bottom.onnx")).graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    assert (q / "bottom.onnx").stat().st_size < (out / "bottom.onnx").stat().st_size  # tiny: convs, norms stay
+    m = OnnxModel(q, threads=1)
+    assert m.meta["quantization"] == "int8-static" and m.meta["stage"] == "bottom"
+    feats = (torch.randn(2, m.cfg.input_frames(8), 80) * 3 + 8).numpy()
+    a, _, _ = TorchModel(ckpt).forward_chunk(feats, np.array([8, 8]), TorchModel(ckpt).zeros_state(2), None)
+    b, _, _ = m.forward_chunk(feats, np.array([8, 8]), m.zeros_state(2), None)
+    assert 0 < np.abs(b - a).mean() < 0.1 * np.abs(a).mean()
+    eng = Engine(m, DecodeOptions(max_batch=8))
+    together = eng.transcribe_arrays(speechy, [str(i) for i in range(5)])
+    alone = [eng.transcribe_arrays([x], [str(i)])[0] for i, x in enumerate(speechy)]
+    assert [(r.text, r.top_frames) for r in together] == [(r.text, r.top_frames) for r in alone]
+    with pytest.raises(ValueError, match="calibration"):
+        export_onnx(ckpt, tmp_path / "x", quantize="int8-static")
+    assert main(["export", "--output", str(tmp_path / "y"), "--quantize", "int8-static"]) == 2
+    assert "needs --calibration" in capsys.readouterr().err
+
+
 def test_eval_and_auto_backend_use_onnx_runtime(tmp_path, capsys):
     """`eval --backend onnx` streams through ORT and scores like the torch backend; `auto` is ONNX on the CPU."""
     from asr_engine.backend import load_model, resolve_backend

@@ -32,7 +32,7 @@ from asr_engine.model.streaming import CACHE_FIELDS, StreamState
 
 __all__ = ["FORMAT_VERSION", "export_onnx"]
 
-QUANTIZE = ("int8",)
+QUANTIZE = ("int8", "int8-static")
 
 
 class BottomStage(nn.Module):
@@ -96,16 +96,69 @@ def _quantize(path: Path) -> None:
     tmp.replace(path)
 
 
+def _quantize_static(out: Path, calibration: list, meta: dict[str, str]) -> None:
+    """int8 MatMuls with activation scales fixed by calibration (ORT static quantization, QDQ): the
+    fp32 export in `out` streams the calibration audio, each stage's inputs are recorded, and its
+    MatMuls (but the CTC heads' output projections) get per-channel int8 weights and MinMax
+    activation ranges. Unlike dynamic quantization, whose activation scale is computed per call
+    over the whole batch, a stream decodes the same alone or batched."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    from asr_engine.engine import DecodeOptions, Engine
+    from asr_engine.export.runtime import OnnxModel
+
+    model = OnnxModel(out, threads=1)
+    feeds: dict[str, list] = {"bottom": [], "top": []}
+
+    class Recorder:
+        def __init__(self, session, stage):
+            self.session, self.stage = session, stage
+
+        def run(self, names, feed):
+            feeds[self.stage].append({k: v.copy() for k, v in feed.items()})
+            return self.session.run(names, feed)
+
+    model.bottom, model.top = Recorder(model.bottom, "bottom"), Recorder(model.top, "top")
+    Engine(model, DecodeOptions(skip_threshold=1.0, max_batch=8)).transcribe_arrays(
+        calibration, [str(i) for i in range(len(calibration))], streaming=True)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, rows):
+            self.rows = iter(rows)
+
+        def get_next(self):
+            return next(self.rows, None)
+
+    heads = ["/heads.{}/out/MatMul".format(meta["skip_layer"]), "/final_head/out/MatMul"]
+    for stage in ("bottom", "top"):
+        path = out / f"{stage}.onnx"
+        tmp = path.with_suffix(".int8.onnx")
+        quantize_static(str(path), str(tmp), Reader(feeds[stage]), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=["MatMul"], per_channel=True, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                        nodes_to_exclude=heads, extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+        m = onnx.load(str(tmp))
+        del m.metadata_props[:]
+        onnx.save(m, str(tmp))
+        tmp.replace(path)
+
+
 def export_onnx(ckpt: Checkpoint, out_dir: str | Path, chunk_frames: int | None = None,
-                opset: int = 17, quantize: str | None = None) -> Path:
+                opset: int = 17, quantize: str | None = None, calibration: list | None = None) -> Path:
     """Write fbank.onnx, bottom.onnx, top.onnx and the tokenizer into out_dir; returns out_dir.
 
     The bottom stage takes chunks of exactly `chunk_frames` encoder frames (a multiple of
-    the model's chunk; default one chunk); the top stage takes any number of kept frames."""
+    the model's chunk; default one chunk); the top stage takes any number of kept frames.
+    quantize "int8": dynamic quantization (activation scales per call, over the batch);
+    "int8-static": static, with `calibration` (16 kHz arrays of training speech)."""
     import shutil
 
     if quantize not in (None, *QUANTIZE):
         raise ValueError(f"quantize must be one of {QUANTIZE} or None, got {quantize!r}")
+    if (quantize == "int8-static") != bool(calibration):
+        raise ValueError("int8-static quantization needs calibration audio (and only it takes any)")
 
     model = ckpt.model.float().eval()
     cfg = model.cfg
@@ -144,12 +197,30 @@ def export_onnx(ckpt: Checkpoint, out_dir: str | Path, chunk_frames: int | None 
                           dynamic_axes={"x": {0: "batch", 1: "kept"}, "pos": {0: "batch", 1: "kept"},
                                         "valid": {0: "batch", 1: "kept"}, "final_raw": {0: "batch", 1: "kept"},
                                         **dyn_cache})
-    if quantize:
+    if quantize == "int8":
         _quantize(out / "bottom.onnx")
         _quantize(out / "top.onnx")
-    for name in ("fbank.onnx", "bottom.onnx", "top.onnx"):
-        _add_metadata(out / name, {**meta, "stage": name.split(".")[0]})
     tok_file = ckpt.tokenizer.to_config().get("model_file")
     if tok_file:
         shutil.copy(ckpt.tokenizer.model_path, out / tok_file)
+    if quantize == "int8-static":  # calibrate on the fp32 export (with its metadata), then quantize it
+        for name in ("fbank.onnx", "bottom.onnx", "top.onnx"):
+            _add_metadata(out / name, {**meta, "quantization": "none", "stage": name.split(".")[0]})
+        _quantize_static(out, calibration, meta)
+        for name in ("bottom.onnx", "top.onnx"):
+            _add_metadata(out / name, {**meta, "stage": name.split(".")[0]})
+        _retag(out / "fbank.onnx", meta["quantization"])
+        return out
+    for name in ("fbank.onnx", "bottom.onnx", "top.onnx"):
+        _add_metadata(out / name, {**meta, "stage": name.split(".")[0]})
     return out
+
+
+def _retag(path: Path, quantization: str) -> None:
+    import onnx
+
+    m = onnx.load(str(path))
+    for p in m.metadata_props:
+        if p.key == "quantization":
+            p.value = quantization
+    onnx.save(m, str(path))
