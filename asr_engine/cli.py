@@ -765,7 +765,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of utterances given a random augmentation chain (default 0.6)")
     d.add_argument("--mix", default=None, metavar="FILE",
                    help="engine weights and augmentation probabilities and ranges (JSON; default: "
-                        "configs/synth-mix.json's values)")
+                        "configs/synth/mix.json's values)")
     d.add_argument("--seed", type=int, default=0, help="draws sentences, voices and augmentation (default 0)")
     d.add_argument("--prefix", default=None, help="utterance id prefix (default: the split's first letter)")
     d.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")

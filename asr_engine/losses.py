@@ -85,14 +85,15 @@ def total_loss(out: EncoderOutput, targets: torch.Tensor, target_lengths: torch.
     kd_token = torch.stack([t for _, t in kd]).sum()
     loss = (final + weights.intermediate_ctc * inter_mean + weights.distill_blank * kd_blank
             + weights.distill_token * kd_token)
-    parts = {"ctc": final.item(), "inter_ctc": inter_mean.item(), "kd_blank": kd_blank.item(),
-             "kd_token": kd_token.item()}
+    # detached tensors, not floats: .item() here would wait for the GPU every step; read them when shown
+    parts = {"ctc": final.detach(), "inter_ctc": inter_mean.detach(), "kd_blank": kd_blank.detach(),
+             "kd_token": kd_token.detach()}
     if out.unskipped is not None and weights.skip_distill > 0:
         sb, st = factorized_distillation(out.unskipped, out.final, valid)
         loss = loss + weights.skip_distill * (sb + st)
-        parts["kd_skip"] = (sb + st).item()
+        parts["kd_skip"] = (sb + st).detach()
     if teacher_hidden is not None and out.hidden is not None and weights.feature > 0:
         fd = feature_distillation(out.hidden, teacher_hidden, valid)
         loss = loss + weights.feature * fd
-        parts["feature"] = fd.item()
+        parts["feature"] = fd.detach()
     return loss, parts

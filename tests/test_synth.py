@@ -46,7 +46,7 @@ def test_augment_plan_is_drawn_from_the_seed():
 def test_the_mix_file_holds_the_defaults_and_bad_mixes_are_refused(tmp_path):
     from pathlib import Path
 
-    shipped = Path(__file__).resolve().parents[1] / "configs" / "synth-mix.json"
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "synth" / "mix.json"
     assert load_mix(shipped) == AugmentMix() == load_mix(None)
     assert AugmentMix.from_dict(AugmentMix().to_dict()) == AugmentMix()
     for bad, msg in [({"room_prob": 1.5}, "within 0..1"), ({"channels": {"fax": 1}}, "unknown channels"),

@@ -16,7 +16,7 @@ random shoebox sizes, absorption for a drawn RT60, source and microphone positio
 channels (codec round trips through libsndfile: GSM 6.10, mu-law and A-law at 8 kHz,
 Opus and MP3 at low bitrates, a plain telephone band), clipping, slow gain changes
 (AGC), additive noise and volume. How often each is drawn, and the engines' weights,
-are an `AugmentMix` (`--mix FILE`, JSON; configs/synth-mix.json holds the defaults).
+are an `AugmentMix` (`--mix FILE`, JSON; configs/synth/mix.json holds the defaults).
 """
 
 from __future__ import annotations
