@@ -14,9 +14,13 @@ tok = ck.tokenizer
 PFX = sys.argv[3] if len(sys.argv) > 3 else ""
 LAYER = int(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4] else None
 KIND = sys.argv[5] if len(sys.argv) > 5 else "linear"
+POOL = int(__import__("os").environ.get("POOL", "1"))  # POOL=2: average frame pairs (40 ms frames)
 def sel(d):
     if LAYER is not None:
         d["hidden"] = [h[LAYER] for h in d["hidden"]]
+    if POOL > 1:
+        d["hidden"] = [torch.nn.functional.avg_pool1d(h.float().T[None], POOL, POOL, ceil_mode=True)[0].T
+                       for h in d["hidden"]]
     return d
 train = sel(torch.load(f"/work/data/exp/{PFX}mixed.pt"))
 evals = {k: sel(torch.load(f"/work/data/exp/{PFX}{k}.pt")) for k in ["dev_real", "heldout"]}
