@@ -19,6 +19,12 @@ class AudioError(ValueError):
     """An input that cannot be turned into speech samples (unreadable, empty, corrupt)."""
 
 
+def check_sample_rate(sample_rate) -> None:
+    """Refuse what is not an integer rate in 8000..192000 Hz (streams and arrays alike)."""
+    if not isinstance(sample_rate, int) or not 8000 <= sample_rate <= 192000:
+        raise AudioError(f"unsupported sample rate {sample_rate!r}: expected an integer in 8000..192000 Hz")
+
+
 def resample(samples: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndarray:
     """Band-limited resampling with libsoxr (VHQ); (N,) float32 -> (M,) float32."""
     samples = np.ascontiguousarray(samples, dtype=np.float32)

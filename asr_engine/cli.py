@@ -215,11 +215,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _calibration(manifest: str | None, n: int) -> list:
     """n utterances spread over a training manifest, as 16 kHz arrays (static int8 calibration)."""
     from asr_engine.audio import load_audio
-    from asr_engine.manifest import read_corpus
+    from asr_engine.manifest import is_evaluation_data, read_corpus
 
     if not manifest:
         raise InputError("--quantize int8-static needs --calibration MANIFEST (training speech)")
-    if "shared/data" in Path(manifest).resolve().as_posix():
+    if is_evaluation_data(manifest):
         raise InputError(f"--calibration {manifest}: evaluation data; calibrate on training speech")
     rows = read_corpus(manifest)
     if not rows:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from asr_engine.audio import SAMPLE_RATE, AudioError, to_float32
+from asr_engine.audio import SAMPLE_RATE, AudioError, check_sample_rate, resample, to_float32
 from asr_engine.context import hotword_graph
 from asr_engine.decoding import GreedySearch, PrefixBeamSearch, advance_searches, check_beam
 from asr_engine.endpoint import EndpointConfig, Endpointer
@@ -151,13 +151,11 @@ class Engine:
 
     def transcribe(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, path: str = "") -> Result:
         """One recording (mono int16 or float samples at `sample_rate`) -> its Result."""
+        check_sample_rate(sample_rate)
+        audio = to_float32(np.asarray(audio))
         if sample_rate != SAMPLE_RATE:
-            from asr_engine.audio import resample
-
-            audio = resample(to_float32(np.asarray(audio)), sample_rate)
-        elif not isinstance(sample_rate, int) or sample_rate <= 0:
-            raise AudioError(f"unsupported sample rate {sample_rate!r}")
-        return self.transcribe_arrays([to_float32(np.asarray(audio))], [path])[0]
+            audio = resample(audio, sample_rate)
+        return self.transcribe_arrays([audio], [path])[0]
 
     def transcribe_arrays(self, audios: list[np.ndarray], paths: list[str], options: SessionOptions = SessionOptions(),
                           progress: Callable[[float, float], None] | None = None,
@@ -246,8 +244,7 @@ class Session:
     """One audio stream. Not thread-safe: feed it and step its engine from one thread."""
 
     def __init__(self, engine: Engine, sample_rate: int = SAMPLE_RATE, options: SessionOptions = SessionOptions()):
-        if not isinstance(sample_rate, int) or not 8000 <= sample_rate <= 192000:
-            raise AudioError(f"unsupported sample rate {sample_rate!r}: expected an integer in 8000..192000 Hz")
+        check_sample_rate(sample_rate)
         self.engine, self.sample_rate, self.options = engine, sample_rate, options
         self._context = engine._context(options)
         self._endpointer = Endpointer(options.endpoint, engine.frame_shift_s) if options.endpoint else None

@@ -18,6 +18,11 @@ class Utterance:
     extra: dict = field(default_factory=dict)
 
 
+def is_evaluation_data(path: str | Path) -> bool:
+    """Whether a path lies in the shared evaluation sets (../shared/data): never trained, tuned or calibrated on."""
+    return "shared/data" in Path(path).resolve().as_posix()
+
+
 def read_manifest(path: str | Path) -> list[Utterance]:
     path = Path(path)
     root = path.parent

@@ -37,6 +37,7 @@ import numpy as np
 import soundfile as sf
 
 from asr_engine.audio import SAMPLE_RATE, resample
+from asr_engine.manifest import is_evaluation_data
 
 ESPEAK_VOICES = (
     "en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd",
@@ -82,7 +83,7 @@ class AugmentMix:
     def __post_init__(self) -> None:
         if self.babble_prob > 0 and not self.babble_from:
             raise ValueError("mix: babble_prob needs babble_from (a manifest of speech to mix in)")
-        if self.babble_from and "shared/data" in Path(self.babble_from).resolve().as_posix():
+        if self.babble_from and is_evaluation_data(self.babble_from):
             raise ValueError(f"mix: babble_from {self.babble_from} is evaluation data; use a training corpus")
         for name in ("room_prob", "channel_prob", "noise_prob", "clip_prob", "gain_prob", "babble_prob"):
             if not 0 <= getattr(self, name) <= 1:

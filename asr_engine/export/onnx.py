@@ -102,7 +102,6 @@ def _quantize_static(out: Path, calibration: list, meta: dict[str, str]) -> None
     MatMuls (but the CTC heads' output projections) get per-channel int8 weights and MinMax
     activation ranges. Unlike dynamic quantization, whose activation scale is computed per call
     over the whole batch, a stream decodes the same alone or batched."""
-    import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
@@ -139,9 +138,6 @@ def _quantize_static(out: Path, calibration: list, meta: dict[str, str]) -> None
                         op_types_to_quantize=["MatMul"], per_channel=True, activation_type=QuantType.QInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                         nodes_to_exclude=heads, extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-        m = onnx.load(str(tmp))
-        del m.metadata_props[:]
-        onnx.save(m, str(tmp))
         tmp.replace(path)
 
 
@@ -203,24 +199,8 @@ def export_onnx(ckpt: Checkpoint, out_dir: str | Path, chunk_frames: int | None 
     tok_file = ckpt.tokenizer.to_config().get("model_file")
     if tok_file:
         shutil.copy(ckpt.tokenizer.model_path, out / tok_file)
-    if quantize == "int8-static":  # calibrate on the fp32 export (with its metadata), then quantize it
-        for name in ("fbank.onnx", "bottom.onnx", "top.onnx"):
-            _add_metadata(out / name, {**meta, "quantization": "none", "stage": name.split(".")[0]})
-        _quantize_static(out, calibration, meta)
-        for name in ("bottom.onnx", "top.onnx"):
-            _add_metadata(out / name, {**meta, "stage": name.split(".")[0]})
-        _retag(out / "fbank.onnx", meta["quantization"])
-        return out
     for name in ("fbank.onnx", "bottom.onnx", "top.onnx"):
         _add_metadata(out / name, {**meta, "stage": name.split(".")[0]})
+    if quantize == "int8-static":  # calibrated on the fp32 export just written (quantize_static keeps its metadata)
+        _quantize_static(out, calibration, meta)
     return out
-
-
-def _retag(path: Path, quantization: str) -> None:
-    import onnx
-
-    m = onnx.load(str(path))
-    for p in m.metadata_props:
-        if p.key == "quantization":
-            p.value = quantization
-    onnx.save(m, str(path))

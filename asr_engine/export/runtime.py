@@ -19,14 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from asr_engine.features import features_from_dict
-from asr_engine.model.config import ModelConfig, SkipOptions
+from asr_engine.model.config import PAD_POS, ModelConfig, SkipOptions
 from asr_engine.model.streaming import CACHE_FIELDS, StreamState
 from asr_engine.tokenizer import tokenizer_from_config
 
 __all__ = ["FORMAT_VERSION", "OnnxModel", "gate_compact", "is_onnx_model", "log_probs", "session_options"]
 
 FORMAT_VERSION = 2  # 2: fbank.onnx added
-PAD_POS = 1 << 40  # asr_engine.model.layers.PAD_POS: the position of padding rows
 _POOL: dict[str, object] = {}  # how this process's ORT sessions get threads (decided by the first one)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from asr_engine.lm.config import BOUNDARY, lm_fusion_defaults, read_lm_config, resolve_lm_dir
 
-__all__ = ["ONNX_FORMAT", "OnnxLMStep", "ShallowFusion", "load_fusion", "lm_onnx_path"]
+__all__ = ["ONNX_FORMAT", "OnnxLMStep", "ShallowFusion", "load_fusion", "onnx_step"]
 
 ONNX_FORMAT = 1
 WEIGHT, LENGTH_BONUS = 0.5, 1.0  # for an LM whose lm.json records no tuned fusion weights
@@ -28,16 +28,18 @@ WEIGHT, LENGTH_BONUS = 0.5, 1.0  # for an LM whose lm.json records no tuned fusi
 StepResult = tuple
 
 
-def lm_onnx_path(lm_dir: str | Path) -> Path:
-    """The LM's ONNX step: the folder's own lm.onnx when it ships one for these weights (the bundled
-    LM does), else an export in the user's cache, made once per set of weights (needs torch)."""
+def onnx_step(lm_dir: str | Path, threads: int = 1) -> "OnnxLMStep":
+    """The LM's ONNX step: the folder's own lm.onnx when it was made from these weights (the bundled
+    LM ships one), else an export in the user's cache, made once per set of weights (needs torch).
+    The shipped file is opened once, and its metadata says whether it fits."""
     from asr_engine.backend import cache_dir, content_hash, export_once
 
     lm_dir = resolve_lm_dir(lm_dir)
     version = content_hash(lm_dir, ("lm.json", "lm.safetensors"))
-    shipped = lm_dir / "lm.onnx"
-    if shipped.is_file() and _onnx_meta(shipped).get("weights") == version:
-        return shipped
+    if (lm_dir / "lm.onnx").is_file():
+        step = OnnxLMStep(lm_dir / "lm.onnx", threads)
+        if step.meta.get("weights") == version:
+            return step
     out = cache_dir("lm-onnx") / f"{version}-v{ONNX_FORMAT}.onnx"
 
     def make(tmp: Path) -> None:
@@ -46,13 +48,7 @@ def lm_onnx_path(lm_dir: str | Path) -> Path:
 
         export_lm_onnx(load_lm(lm_dir), tmp, weights=version)
 
-    return export_once(out, f"the LM step of {lm_dir} to ONNX", make, Path.is_file)
-
-
-def _onnx_meta(path: Path) -> dict[str, str]:
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    return OnnxLMStep(export_once(out, f"the LM step of {lm_dir} to ONNX", make, Path.is_file), threads)
 
 
 class OnnxLMStep:
@@ -65,7 +61,7 @@ class OnnxLMStep:
 
         so = session_options(threads, global_pool=_POOL.get("mode") == "global")  # the process's thread-pool mode
         self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        meta = self.sess.get_modelmeta().custom_metadata_map
+        self.meta = meta = self.sess.get_modelmeta().custom_metadata_map
         if meta.get("asr_engine_lm_format") != str(ONNX_FORMAT):
             raise ValueError(f"{path}: not an asr-engine LM step (format {meta.get('asr_engine_lm_format')})")
         self.n_layers, self.d_model = int(meta["n_layers"]), int(meta["d_model"])
@@ -117,7 +113,7 @@ def load_fusion(path: str | Path, tokenizer, weight: float | None = None, length
     weight = tuned.get("weight", WEIGHT) if weight is None else weight
     length_bonus = tuned.get("length_bonus", LENGTH_BONUS) if length_bonus is None else length_bonus
     if backend == "onnx":
-        return ShallowFusion(OnnxLMStep(lm_onnx_path(path), threads), weight, length_bonus)
+        return ShallowFusion(onnx_step(path, threads), weight, length_bonus)
     from asr_engine.lm.export import TorchLMStep
     from asr_engine.lm.model import load_lm
 

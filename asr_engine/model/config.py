@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 
+PAD_POS = 1 << 40  # the timeline position of padding frames: it sorts after every real frame
 STEMS = ("conv2d", "whisper")
 BLOCKS = ("conformer", "whisper")
 POSITIONS = ("rotary", "absolute")

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from asr_engine.kernels import REFERENCE, SkipOps, factorized_log_probs
-from asr_engine.model.config import ModelConfig, SkipOptions
-from asr_engine.model.layers import PAD_POS, Subsampling, make_block, sinusoids, split_layers, stack_layers
+from asr_engine.model.config import PAD_POS, ModelConfig, SkipOptions
+from asr_engine.model.layers import Subsampling, make_block, sinusoids, split_layers, stack_layers
 from asr_engine.model.streaming import StreamState
 
 __all__ = ["HeadOutput", "EncoderOutput", "SkipOptions", "Encoder", "factorized_log_probs", "run_chunk"]

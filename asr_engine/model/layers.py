@@ -16,9 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from asr_engine.model.config import ModelConfig
+from asr_engine.model.config import PAD_POS, ModelConfig
 
-PAD_POS = 1 << 40  # position given to padding so it sorts after every real frame
 
 
 class Subsampling(nn.Module):
