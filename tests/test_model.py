@@ -1,13 +1,15 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 from asr_engine.kernels import compact, keep_mask, scatter_back
+from asr_engine.losses import total_loss
 from asr_engine.model.config import ModelConfig
 from asr_engine.model.encoder import Encoder, HeadOutput, SkipOptions, factorized_log_probs
 from asr_engine.model.layers import ChunkedAttention
 
-from conftest import tiny_config
+from conftest import tiny_config, tiny_model
 
 
 def _model(**kw) -> Encoder:
@@ -58,7 +60,7 @@ def test_lower_threshold_runs_top_layers_on_fewer_frames(monkeypatch):
     seen = []
     top = m.layers[m.cfg.skip_layer]
     orig = top.forward
-    monkeypatch.setattr(top, "forward", lambda x_, p, v: (seen.append(int(v.sum())), orig(x_, p, v))[1])
+    monkeypatch.setattr(top, "forward", lambda x_, p, v, w=None: (seen.append(int(v.sum())), orig(x_, p, v, w))[1])
     with torch.no_grad():
         full = m(x, xl)
         out = m(x, xl, SkipOptions(0.8, 0))
@@ -152,6 +154,40 @@ def test_attention_block_size_does_not_change_results():
         att.block = 7
         small = att(x, pos, valid)
     torch.testing.assert_close(small[valid], ref[valid], atol=1e-5, rtol=1e-5)
+
+
+class HostReads(TorchFunctionMode):
+    """Counts the reads of a tensor's value into Python (on a GPU each one waits for the device)."""
+
+    READS = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__"}
+
+    def __init__(self):
+        super().__init__()
+        self.reads: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in self.READS:
+            self.reads.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("layout", ["conformer", "whisper"])
+def test_a_training_step_reads_the_device_once_per_stack(layout):
+    """Attention windows are computed once for every layer of a stack and read back at once;
+    the compaction reads its kept-frame count once; the loss and backward read nothing."""
+    m = tiny_model(layout).train()
+    for layer in m.layers:
+        layer.att.block = 8  # many query blocks per layer
+    x, xl = torch.randn(3, 400, 80), torch.tensor([400, 300, 123])
+    targets, target_lengths = torch.randint(1, 20, (3, 10)), torch.tensor([10, 8, 5])
+    for skip, expected in ((None, 1), (SkipOptions(0.5, 1), 3)):
+        with HostReads() as forward:
+            out = m(x, xl, skip, teacher=skip is not None)
+        with HostReads() as backward:
+            loss, _ = total_loss(out, targets, target_lengths)
+            loss.backward()
+        assert len(forward.reads) == expected, (skip, forward.reads)
+        assert backward.reads == []
 
 
 def test_long_input_subsampling_is_piecewise_exact():

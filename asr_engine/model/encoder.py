@@ -115,19 +115,20 @@ class Encoder(nn.Module):
         at = pos if pos_offset is None else pos + pos_offset[:, None]
         x = self.embed_positions(x, at).masked_fill(~valid[:, :, None], 0.0)
         heads: dict[int, HeadOutput] = {}
+        windows = self.layers[0].att.windows(pos, valid)  # shared by every layer on these frames
         for i, layer in enumerate(self.layers[: self.cfg.skip_layer], start=1):
-            x = layer(x, pos, valid)
+            x = layer(x, pos, valid, windows)
             if str(i) in self.heads:
                 heads[i] = self.heads[str(i)](x)
         gate = heads[self.cfg.skip_layer]
         if skip is None:
-            h = self.final_head.norm(self._top(x, pos, valid))  # (B, T, D)
+            h = self.final_head.norm(self._top(x, pos, valid, windows))  # (B, T, D)
             return EncoderOutput(HeadOutput(self.final_head.out(h)), heads, lengths, valid,
                                  hidden=h if hidden else None)
         unskipped = None
         if teacher:
             with torch.no_grad():
-                unskipped = HeadOutput(self.final_head(self._top(x, pos, valid)).raw)
+                unskipped = HeadOutput(self.final_head(self._top(x, pos, valid, windows)).raw)
         c = self.ops.gate_compact(gate.raw, x, lengths, skip.threshold, skip.dilation, self.cfg.chunk_size)
         final = gate.raw
         if c.x.shape[1] > 0:
@@ -204,7 +205,9 @@ class Encoder(nn.Module):
         """Floored, mean/variance-normalized features: what the subsampling sees."""
         return (self.floor(feats) - self.feat_mean) * self.feat_istd
 
-    def _top(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def _top(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor, windows=None) -> torch.Tensor:
+        if windows is None:
+            windows = self.layers[0].att.windows(pos, valid)
         for layer in self.layers[self.cfg.skip_layer:]:
-            x = layer(x, pos, valid)
+            x = layer(x, pos, valid, windows)
         return x

@@ -58,7 +58,9 @@ class Subsampling(nn.Module):
         return lengths.clamp(min=0)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        t_out = int(self.output_lengths(torch.tensor(x.shape[1])))
+        t_out = x.shape[1]
+        for k, st in self.kernels:  # plain ints: no tensor, no device read
+            t_out = (t_out - k) // st + 1
         if t_out <= self.piece:
             return self._run(x), self.output_lengths(lengths)
         # output frame t sees input frames [stride * t, stride * t + receptive_field): exact in pieces
@@ -112,21 +114,43 @@ class ChunkedAttention(nn.Module):
         self.register_buffer(
             "inv_freq", 1.0 / 10000 ** (torch.arange(0, self.e, 2).float() / self.e), persistent=False)
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor,
+                windows: list[tuple[int, int, int, int]] | None = None) -> torch.Tensor:
+        """x (B, T, D), pos/valid (B, T); windows: `self.windows(pos, valid)` if already computed
+        (every layer of a stack shares them)."""
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.h, self.e).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, E)
         chunk = self._chunk_index(pos, valid)  # (B, T)
         out = x.new_zeros(B, self.h, T, self.e)
-        for a in range(0, T, self.block):
-            b = min(a + self.block, T)
-            window = self._key_window(chunk, valid, a, b)
-            if window is None:
-                continue  # only padding in this block
-            s, e = window
+        for a, b, s, e in self.windows(pos, valid) if windows is None else windows:
             out[:, :, a:b] = self._attend_block(q[:, :, a:b], k[:, :, s:e], v[:, :, s:e],
                                                 chunk[:, a:b], chunk[:, s:e], pos[:, a:b], pos[:, s:e],
                                                 valid[:, a:b], valid[:, s:e])
         return self.proj(out.transpose(1, 2).reshape(B, T, D))
+
+    def windows(self, pos: torch.Tensor, valid: torch.Tensor) -> list[tuple[int, int, int, int]]:
+        """(a, b, s, e) for each block of queries [a, b) that holds a valid one: the smallest
+        range of keys [s, e) that covers its valid queries' chunks and left context. Every
+        block is computed at once and read back in one host transfer (on a GPU each read
+        is a sync that stalls the launch queue)."""
+        B, T = pos.shape
+        if T == 0:
+            return []
+        chunk = self._chunk_index(pos, valid)  # (B, T), sorted per row: padding last
+        n = -(-T // self.block)
+        pad = n * self.block - T
+        vq = F.pad(valid, (0, pad)).view(B, n, self.block)
+        cq = F.pad(chunk, (0, pad)).view(B, n, self.block)
+        c_max = torch.where(vq, cq, torch.full_like(cq, -1)).amax(2)  # (B, n)
+        c_min = torch.where(vq, cq, torch.full_like(cq, PAD_POS)).amin(2)
+        end = torch.searchsorted(chunk, c_max, right=True).amax(0)  # (n,)
+        if self.left is None:
+            start = torch.zeros_like(end)
+        else:
+            start = torch.searchsorted(chunk, c_min - self.left).amin(0)
+        rows = torch.stack([vq.any(2).any(0).long(), start, end]).tolist()  # the one host read
+        return [(i * self.block, min((i + 1) * self.block, T), s, e)
+                for i, (any_valid, s, e) in enumerate(zip(*rows)) if any_valid]
 
     def forward_chunk(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor,
                       cache: "KVCache") -> tuple[torch.Tensor, "KVCache"]:
@@ -148,21 +172,6 @@ class ChunkedAttention(nn.Module):
     def _chunk_index(self, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """(B, T) chunk of each frame; padding gets a chunk after every real one."""
         return torch.where(valid, pos, torch.full_like(pos, PAD_POS)) // self.chunk
-
-    def _key_window(self, chunk: torch.Tensor, valid: torch.Tensor, a: int, b: int) -> tuple[int, int] | None:
-        """The smallest [s, e) of key indices that covers every valid query in [a, b)."""
-        vq = valid[:, a:b]
-        if not bool(vq.any()):
-            return None
-        cq = chunk[:, a:b]
-        c_max = torch.where(vq, cq, torch.full_like(cq, -1)).max(1).values  # (B,)
-        c_min = torch.where(vq, cq, torch.full_like(cq, PAD_POS)).min(1).values
-        end = torch.searchsorted(chunk, c_max[:, None], right=True)[:, 0]
-        e = int(end.max())
-        if self.left is None:
-            return 0, e
-        start = torch.searchsorted(chunk, (c_min - self.left)[:, None])[:, 0]
-        return int(start.min()), e
 
     def _attend_block(self, q, k, v, cq, ck, pq, pk, vq, vk) -> torch.Tensor:
         allowed = (ck[:, None, :] <= cq[:, :, None]) & vk[:, None, :]  # (B, Q, W)
@@ -267,9 +276,9 @@ class ConformerBlock(nn.Module):
         self.conv = ConvModule(cfg)
         self.norm_out = nn.LayerNorm(cfg.d_model)
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor, windows=None) -> torch.Tensor:
         x = x + 0.5 * self.ff1(x)
-        x = x + self.drop(self.att(self.norm_att(x), pos, valid))
+        x = x + self.drop(self.att(self.norm_att(x), pos, valid, windows))
         x = x + self.conv(x)
         x = self.norm_out(x + 0.5 * self.ff2(x))
         return x.masked_fill(~valid[:, :, None], 0.0)  # padding never feeds later frames
@@ -301,8 +310,8 @@ class WhisperBlock(nn.Module):
         nn.init.zeros_(self.conv.pw2.bias)
         self.ff = FeedForward(cfg)
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.att(self.norm_att(x), pos, valid))
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor, windows=None) -> torch.Tensor:
+        x = x + self.drop(self.att(self.norm_att(x), pos, valid, windows))
         x = x + self.conv(x)
         x = x + self.ff(x)
         return x.masked_fill(~valid[:, :, None], 0.0)
