@@ -1,11 +1,13 @@
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from asr_engine.cli import main
+from asr_engine.data import synth
 from asr_engine.data.synth import (CHANNELS, AugmentMix, AugmentPlan, Room, SynthJob, augment, load_mix,
                                    make_jobs, synthesize, synthesize_corpus)
 from asr_engine.manifest import read_manifest
@@ -152,6 +154,25 @@ def test_failures_are_reported_not_fatal(tmp_path):
     jobs = [SynthJob("bad0000001", "hello", "nonesuch", "x", 1.0, 50)]
     manifest, failed = synthesize_corpus(jobs, tmp_path, workers=1, progress=False)
     assert len(failed) == 1 and "bad0000001" in failed[0] and manifest.read_text() == ""
+
+
+def _fake_synthesize(job: SynthJob, out_dir: Path) -> dict | str:
+    if job.text == "stop":
+        raise RuntimeError("killed")  # the run stops here
+    return {"audio": f"{job.uid}.flac", "text": job.text, "duration": 1.0, "engine": job.engine,
+            "voice": job.voice, "augment": ""}
+
+
+def test_a_stopped_run_leaves_a_manifest_of_what_it_made(tmp_path, monkeypatch):
+    """Long corpora take hours: the manifest lists a usable prefix while the run goes on."""
+    monkeypatch.setattr(synth, "_synthesize_safe", _fake_synthesize)  # forked workers see it
+    jobs = [SynthJob(f"f{i:09d}", "stop" if i == 10 else f"sentence {i}", "espeak-ng", "en", 1.0, 50)
+            for i in range(12)]
+    with pytest.raises(RuntimeError, match="killed"):  # the workers map jobs 8 at a time: 8..15 are lost
+        synthesize_corpus(jobs, tmp_path, workers=1, progress=False, flush_every=3)
+    rows = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in rows] == [f"sentence {i}" for i in range(6)]
+    assert not (tmp_path / "synth_config.json").exists()
 
 
 @needs_espeak

@@ -552,25 +552,33 @@ def _synthesize_safe(job: SynthJob, out_dir: Path) -> dict | str:
 
 
 def synthesize_corpus(jobs: list[SynthJob], out_dir: Path, workers: int,
-                      progress: bool = True) -> tuple[Path, list[str]]:
+                      progress: bool = True, flush_every: int = 500) -> tuple[Path, list[str]]:
     """Run jobs in `workers` processes and write out_dir/manifest.jsonl (in job order).
 
-    Returns the manifest and the failures (one line each); failed jobs are left out."""
+    The manifest is rewritten (atomically) every `flush_every` utterances, so a run that is
+    still going or was stopped already lists a usable prefix of the corpus; synth_config.json
+    is written when the run is complete. Returns the manifest and the failures (one line
+    each); failed jobs are left out."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = out_dir / "manifest.jsonl"
     rows: list[dict] = []
     failures: list[str] = []
+
+    def write_manifest() -> None:
+        tmp = manifest.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+        tmp.rename(manifest)
+
     with ProcessPoolExecutor(workers) as pool:
         it = pool.map(_synthesize_safe, jobs, [out_dir] * len(jobs), chunksize=8)
         if progress:
             from tqdm import tqdm
             it = tqdm(it, total=len(jobs), desc="synth", unit="utt")
-        for r in it:
+        for done, r in enumerate(it, start=1):
             (rows if isinstance(r, dict) else failures).append(r)
-    manifest = out_dir / "manifest.jsonl"
-    tmp = manifest.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    tmp.rename(manifest)
+            if done % flush_every == 0:
+                write_manifest()
+    write_manifest()
     (out_dir / "synth_config.json").write_text(json.dumps({"jobs": len(jobs), "failed": failures}, indent=1))
     return manifest, failures
