@@ -238,16 +238,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     if init:
         model = init.model
         changed = {k: v for k, v in cfg.model.items() if getattr(model.cfg, k) != v}
-        if set(changed) - _LAYOUT_KEYS - {"head_hidden"} or changed.get("head_hidden", 1) == 0:
+        if set(changed) - _LAYOUT_KEYS:
             raise ValueError(f"init_from: the model section may only change {sorted(_LAYOUT_KEYS)} "
-                             "or add head_hidden to heads without it (the rest must match the checkpoint's "
-                             f"or be left out), got {sorted(changed)}")
-        if changed:  # the layout carries no weights, a new head MLP starts at zero: rebuild, copy them over
+                             f"(the rest must match the checkpoint's or be left out), got {sorted(changed)}")
+        if changed:  # the streaming/skipping layout carries no weights: rebuild and copy them over
             state = model.state_dict()
             model = Encoder(replace(model.cfg, **changed))
-            missing, unexpected = model.load_state_dict(state, strict=False)
-            if unexpected or any(".mlp." not in k for k in missing):
-                raise ValueError(f"init_from: weights do not fit: missing {missing}, unexpected {unexpected}")
+            model.load_state_dict(state)
     else:
         model = Encoder(ModelConfig(vocab_size=len(tokenizer.vocab), **cfg.model))
     model.to(device)

@@ -74,25 +74,13 @@ def run_chunk(cfg: ModelConfig, state: StreamState, n_valid: torch.Tensor, skip:
 
 
 class CTCHead(nn.Module):
-    """LayerNorm -> (+ residual GELU MLP, with cfg.head_hidden) -> linear to the vocabulary."""
-
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.norm = nn.LayerNorm(cfg.d_model)
-        self.mlp = None
-        if cfg.head_hidden:
-            self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.head_hidden), nn.GELU(),
-                                     nn.Linear(cfg.head_hidden, cfg.d_model))
-            nn.init.zeros_(self.mlp[2].weight)
-            nn.init.zeros_(self.mlp[2].bias)
         self.out = nn.Linear(cfg.d_model, cfg.vocab_size)
 
     def forward(self, x: torch.Tensor) -> HeadOutput:
-        return HeadOutput(self.logits(self.norm(x)))
-
-    def logits(self, h: torch.Tensor) -> torch.Tensor:
-        """The normalized input h (B, T, D) -> raw outputs (B, T, V)."""
-        return self.out(h if self.mlp is None else h + self.mlp(h))
+        return HeadOutput(self.out(self.norm(x)))
 
 
 class Encoder(nn.Module):
@@ -135,7 +123,7 @@ class Encoder(nn.Module):
         gate = heads[self.cfg.skip_layer]
         if skip is None:
             h = self.final_head.norm(self._top(x, pos, valid, windows))  # (B, T, D)
-            return EncoderOutput(HeadOutput(self.final_head.logits(h)), heads, lengths, valid,
+            return EncoderOutput(HeadOutput(self.final_head.out(h)), heads, lengths, valid,
                                  hidden=h if hidden else None)
         unskipped = None
         if teacher:
