@@ -5,7 +5,9 @@ fp16, saved for head probing with probe.py.
 
 Full context (Whisper's own attention over the whole utterance) by default; CHUNK=32 LEFT=4 in the
 environment gives the streaming layout with those chunks instead. The saved "hidden" is the final
-LayerNorm's output, or with LAYERS=3,4,5 a {layer: output} dict of those blocks' outputs."""
+LayerNorm's output, or with LAYERS=3,4,5 a {layer: output} dict of those blocks' outputs. CKPT=DIR reads
+another checkpoint than the imported Whisper encoder, ASIS=1 runs it in its own layout (e.g. a
+fine-tuned student's chunks)."""
 import os
 import sys
 import time
@@ -24,13 +26,13 @@ torch.set_num_threads(2)
 corpus, out = sys.argv[1], sys.argv[2]
 n = int(sys.argv[3]) if len(sys.argv) > 3 else None
 layers = tuple(int(v) for v in os.environ["LAYERS"].split(",")) if os.environ.get("LAYERS") else ()
-ck = load_checkpoint("runs/whisper-import")
+ck = load_checkpoint(os.environ.get("CKPT", "runs/whisper-import"))
 if "CHUNK" in os.environ:
     model = Encoder(replace(ck.model.cfg, chunk_size=int(os.environ["CHUNK"]), left_chunks=int(os.environ["LEFT"])))
     model.load_state_dict(ck.model.state_dict())
     model.eval()
 else:
-    model = _teacher(ck.model)
+    model = ck.model.eval() if os.environ.get("ASIS") else _teacher(ck.model)
 t0 = time.time()
 fs = load_features(read_corpus(corpus)[:n], ck.tokenizer, Fbank(ck.features), 30.0)
 print("features", len(fs), f"{time.time() - t0:.0f}s", flush=True)

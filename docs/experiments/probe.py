@@ -9,6 +9,7 @@ from asr_engine.text import word_error_counts
 
 torch.set_num_threads(2)
 torch.manual_seed(0)
+random.seed(0)
 ck = load_checkpoint("runs/whisper-import")
 tok = ck.tokenizer
 PFX = sys.argv[3] if len(sys.argv) > 3 else ""
@@ -22,7 +23,8 @@ def sel(d):
         d["hidden"] = [torch.nn.functional.avg_pool1d(h.float().T[None], POOL, POOL, ceil_mode=True)[0].T
                        for h in d["hidden"]]
     return d
-train = sel(torch.load(f"/work/data/exp/{PFX}mixed.pt"))
+TRAIN = __import__("os").environ.get("TRAIN", "mixed")  # the training dump: {PFX}{TRAIN}.pt
+train = sel(torch.load(f"/work/data/exp/{PFX}{TRAIN}.pt"))
 evals = {k: sel(torch.load(f"/work/data/exp/{PFX}{k}.pt")) for k in ["dev_real", "heldout"]}
 V = len(tok.vocab)
 class Tr(nn.Module):
