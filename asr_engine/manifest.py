@@ -19,8 +19,11 @@ class Utterance:
 
 
 def is_evaluation_data(path: str | Path) -> bool:
-    """Whether a path lies in the shared evaluation sets (../shared/data): never trained, tuned or calibrated on."""
-    return "shared/data" in Path(path).resolve().as_posix()
+    """Whether a path lies in the shared evaluation sets (../shared/data), or is where they come from
+    (Asterisk's prompt recordings, `asterisk-core-sounds-*`: dev_real's speaker and texts): never
+    trained, tuned or calibrated on."""
+    p = Path(path).resolve().as_posix()
+    return "shared/data" in p or "asterisk/sounds" in p
 
 
 def read_manifest(path: str | Path) -> list[Utterance]:

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -234,3 +235,32 @@ def test_babble_mixes_other_talkers_at_the_drawn_snr(tmp_path):
     assert np.array_equal(y, augment(x, plan, 1, tmp_path, mix.babble_from))
     speech, talk = _band(y, 1700, 1900) / 8000, _band(y, 250, 750) / 16000  # power: the speaker talks half the time
     assert 2.5 < speech / talk < 6.3  # 6 dB (x4): the talkers (300 and 700 Hz) under the speaker
+
+
+def test_beds_put_recorded_sound_under_the_speech_and_leave_other_mixes_as_they_were(tmp_path):
+    (tmp_path / "ambient").mkdir()
+    t = np.arange(11200) / 16000
+    sf.write(tmp_path / "ambient" / "rain.ogg", 0.2 * np.sin(2 * np.pi * 400 * t), 16000)
+    sf.write(tmp_path / "tune.wav", 0.2 * np.sin(2 * np.pi * 600 * t), 16000)
+    quiet = dict(noise_prob=0, room_prob=0, channel_prob=0, clip_prob=0, gain_prob=0)
+    mix = AugmentMix(beds_from=(str(tmp_path / "ambient"), str(tmp_path / "tune.wav")), bed_prob=1.0, **quiet)
+    assert AugmentMix.from_dict(json.loads(json.dumps(mix.to_dict()))) == mix
+    plans = [AugmentPlan.draw(s, mix) for s in range(30)]
+    assert {Path(p.bed).name for p in plans} == {"rain.ogg", "tune.wav"}
+    assert all(0 <= p.bed_snr_db <= 20 for p in plans) and AugmentPlan.draw(3, mix) == plans[3]
+    assert "bed=ambient/rain@" in next(p for p in plans if p.bed.endswith("rain.ogg")).describe()
+    # beds are drawn last: the rest of every plan is what the same mix without beds draws
+    plain = AugmentMix(**quiet)
+    assert all(dataclasses.replace(p, bed=None, bed_snr_db=0.0) == AugmentPlan.draw(s, plain)
+               for s, p in enumerate(plans))
+    x = np.zeros(16000, np.float32)
+    x[4000:12000] = 0.5 * np.sin(2 * np.pi * 1800 * np.arange(8000) / 16000)  # the speaker
+    y = augment(x, _plan(bed=str(tmp_path / "tune.wav"), bed_snr_db=6.0, peak=0.9), 1, tmp_path)
+    speech, bed = _band(y, 1700, 1900) / 8000, _band(y, 500, 700) / 16000  # the speaker talks half the time
+    assert 2.5 < speech / bed < 6.3  # 6 dB (x4) under the speaker, looped over the whole utterance
+    for bad, msg in [({"bed_prob": 0.5}, "needs beds_from"),
+                     ({"beds_from": ["/usr/share/asterisk/sounds/en"]}, "evaluation data")]:
+        with pytest.raises(ValueError, match=msg):
+            AugmentMix.from_dict(bad)
+    with pytest.raises(ValueError, match="does not exist"):
+        AugmentPlan.draw(0, AugmentMix(beds_from=(str(tmp_path / "nonesuch"),), bed_prob=1.0))

@@ -79,20 +79,30 @@ class AugmentMix:
     babble_snr_db: tuple[float, float] = (0.0, 15.0)
     clip_prob: float = 0.05  # overdriven input, hard-clipped
     gain_prob: float = 0.2  # slow level changes, as an AGC makes
+    # beds: recorded non-speech sound under the speech (ambiences, music on hold, game music: folders
+    # or files of audio that Debian packages install; see the README), one file per utterance
+    beds_from: tuple[str, ...] = ()
+    bed_prob: float = 0.0
+    bed_snr_db: tuple[float, float] = (0.0, 20.0)
 
     def __post_init__(self) -> None:
         if self.babble_prob > 0 and not self.babble_from:
             raise ValueError("mix: babble_prob needs babble_from (a manifest of speech to mix in)")
         if self.babble_from and is_evaluation_data(self.babble_from):
             raise ValueError(f"mix: babble_from {self.babble_from} is evaluation data; use a training corpus")
-        for name in ("room_prob", "channel_prob", "noise_prob", "clip_prob", "gain_prob", "babble_prob"):
+        if self.bed_prob > 0 and not self.beds_from:
+            raise ValueError("mix: bed_prob needs beds_from (folders or files of non-speech audio)")
+        for src in self.beds_from:
+            if is_evaluation_data(src):
+                raise ValueError(f"mix: beds_from {src} is evaluation data")
+        for name in ("room_prob", "channel_prob", "noise_prob", "clip_prob", "gain_prob", "babble_prob", "bed_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"mix: {name} must be within 0..1, got {getattr(self, name)}")
         unknown = {c for c, _ in self.channels} - set(CHANNELS) | {e for e, _ in self.engines} - set(ENGINES)
         if unknown:
             raise ValueError(f"mix: unknown channels or engines {sorted(unknown)} (channels: {CHANNELS}; "
                              f"engines: {ENGINES})")
-        for lo, hi in (self.rt60, self.snr_db, self.babble_snr_db, *self.room_size):
+        for lo, hi in (self.rt60, self.snr_db, self.babble_snr_db, self.bed_snr_db, *self.room_size):
             if not lo <= hi:
                 raise ValueError(f"mix: a range must be (low, high), got ({lo}, {hi})")
         if self.rt60[0] <= 0 or min(lo for lo, _ in self.room_size) < 1.5:
@@ -107,9 +117,11 @@ class AugmentMix:
         for key in ("engines", "channels"):
             if key in d:
                 d[key] = tuple((str(k), float(v)) for k, v in d[key].items())
-        for key in ("rt60", "snr_db", "babble_snr_db"):
+        for key in ("rt60", "snr_db", "babble_snr_db", "bed_snr_db"):
             if key in d:
                 d[key] = tuple(float(v) for v in d[key])
+        if "beds_from" in d:
+            d["beds_from"] = tuple(str(v) for v in d["beds_from"])
         if "room_size" in d:
             d["room_size"] = tuple(tuple(float(v) for v in r) for r in d["room_size"])
         return cls(**d)
@@ -118,6 +130,7 @@ class AugmentMix:
         d = asdict(self)
         d["engines"], d["channels"] = dict(self.engines), dict(self.channels)
         d["rt60"], d["snr_db"], d["babble_snr_db"] = list(self.rt60), list(self.snr_db), list(self.babble_snr_db)
+        d["bed_snr_db"], d["beds_from"] = list(self.bed_snr_db), list(self.beds_from)
         d["room_size"] = [list(r) for r in self.room_size]
         return d
 
@@ -418,6 +431,8 @@ class AugmentPlan:
     peak: float  # output level (volume)
     lead_s: float  # silence before and after the speech (the gating head must learn blanks)
     trail_s: float
+    bed: str | None = None  # the bed file under the speech (one of bed_files(mix.beds_from))
+    bed_snr_db: float = 0.0
 
     @classmethod
     def draw(cls, seed: int, mix: AugmentMix = AugmentMix()) -> "AugmentPlan":
@@ -441,7 +456,10 @@ class AugmentPlan:
                    babble=tuple(rng.randrange(len(_babble_rows(mix.babble_from))) for _ in range(rng.randint(2, 5)))
                    if mix.babble_from and rng.random() < mix.babble_prob else (),
                    babble_snr_db=rng.uniform(*mix.babble_snr_db), peak=rng.uniform(0.05, 0.95),
-                   lead_s=rng.uniform(0, 0.6), trail_s=rng.uniform(0, 0.6))
+                   lead_s=rng.uniform(0, 0.6), trail_s=rng.uniform(0, 0.6),
+                   # drawn last, and only with beds: mixes without them draw the same plans as before
+                   **({"bed": rng.choice(bed_files(mix.beds_from)), "bed_snr_db": rng.uniform(*mix.bed_snr_db)}
+                      if mix.beds_from and rng.random() < mix.bed_prob else {}))
 
     def describe(self) -> str:
         d = [f"vtlp={self.vtlp:.2f}", f"pitch={self.pitch_cents:+.0f}c", f"tempo={self.tempo:.2f}"]
@@ -455,6 +473,8 @@ class AugmentPlan:
             d.append(f"noise={self.noise}@{self.snr_db:.0f}dB")
         if self.babble:
             d.append(f"babble={len(self.babble)}@{self.babble_snr_db:.0f}dB")
+        if self.bed is not None:
+            d.append(f"bed={Path(self.bed).parent.name}/{Path(self.bed).stem}@{self.bed_snr_db:.0f}dB")
         if self.channel:
             d.append(self.channel + (f"@{self.quality:.2f}" if self.channel in ("opus", "mp3") else ""))
         return ",".join(d + [f"peak={self.peak:.2f}"])
@@ -471,6 +491,29 @@ def _babble_rows(manifest: str) -> tuple[str, ...]:
     return rows
 
 
+@lru_cache(maxsize=4)
+def bed_files(sources: tuple[str, ...]) -> tuple[str, ...]:
+    """The audio files (wav, ogg, flac, mp3) in these folders (recursively) or given directly, sorted,
+    so that a seed draws the same file on every machine that installed the same packages."""
+    out: list[str] = []
+    for src in sources:
+        p = Path(src)
+        if p.is_dir():
+            out += [str(f) for f in p.rglob("*") if f.suffix.lower() in (".wav", ".ogg", ".flac", ".mp3")]
+        elif p.is_file():
+            out.append(str(p))
+        else:
+            raise ValueError(f"mix: beds_from {src} does not exist (install the package that ships it)")
+    if not out:
+        raise ValueError(f"mix: beds_from {list(sources)} holds no audio")
+    return tuple(sorted(set(out)))
+
+
+def _loop(a: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n samples of a, looped, from a random offset."""
+    return np.roll(np.resize(a, max(n, len(a))), -int(rng.integers(len(a))))[:n]
+
+
 def _babble(rows: tuple[int, ...], manifest: str, n: int, rng: np.random.Generator) -> np.ndarray:
     """Several talkers at once, n samples: each file looped from a random offset, at its own level."""
     from asr_engine.audio import load_audio
@@ -481,7 +524,7 @@ def _babble(rows: tuple[int, ...], manifest: str, n: int, rng: np.random.Generat
         a = load_audio(files[r]).astype(np.float64)
         if not a.size:
             continue
-        a = np.roll(np.resize(a, max(n, len(a))), -int(rng.integers(len(a))))[:n]
+        a = _loop(a, n, rng)
         out += a / max(1e-9, float(np.sqrt(np.mean(a ** 2)))) * rng.uniform(0.5, 1.0)
     return out
 
@@ -510,6 +553,13 @@ def augment(audio: np.ndarray, plan: AugmentPlan, seed: int, tmp: Path, babble_f
     if plan.babble and x.size:
         talk = _babble(plan.babble, babble_from, len(x), rng)
         x = x + talk * math.sqrt(power / 10 ** (plan.babble_snr_db / 10) / max(1e-12, float(np.mean(talk ** 2))))
+    if plan.bed is not None and x.size:
+        from asr_engine.audio import load_audio
+
+        bed = load_audio(plan.bed).astype(np.float64)
+        if bed.size and np.any(bed):
+            bed = _loop(bed, len(x), rng)
+            x = x + bed * math.sqrt(power / 10 ** (plan.bed_snr_db / 10) / max(1e-12, float(np.mean(bed ** 2))))
     if plan.noise and x.size:
         noise = _colored_noise(len(x), plan.noise, rng)
         x = x + noise * math.sqrt(power / 10 ** (plan.snr_db / 10) / max(1e-12, float(np.mean(noise ** 2))))
