@@ -529,6 +529,27 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 1 if len(failures) == len(jobs) else 0
 
 
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from asr_engine.data.stats import corpus_stats
+
+    try:
+        st = corpus_stats(args.manifests)
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"data stats: {e}") from None
+    if args.json:
+        print(json.dumps(st, indent=1))
+        return 0
+    print(f"{st['utterances']} utterances, {st['hours']:.2f} h, {st['speakers']} speakers, "
+          f"{100 * st['neural_share']:.1f}% of the audio from neural voices")
+    for title, table in (("engine", st["hours_per_engine"]), ("augmentation", st["hours_per_augmentation"])):
+        for k, h in table.items():
+            extra = f"  {st['speakers_per_engine'][k]} speakers" if title == "engine" else ""
+            print(f"  {title:<13} {k:<18} {h:8.2f} h  {100 * h / max(st['hours'], 1e-9):5.1f}%{extra}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
     import json
@@ -771,6 +792,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
     d.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_data_synth)
+
+    ds = data.add_parser("stats", help="hours per engine and augmentation, speakers and neural share of corpora")
+    ds.add_argument("manifests", nargs="+", help="manifest.jsonl files written by data synth")
+    ds.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ds.set_defaults(func=cmd_data_stats)
 
     tr = sub.add_parser("train", help="train a model from a JSON config",
                         description="Train a Conformer/CTC model (CTC + intermediate CTC + factorized "

@@ -264,3 +264,24 @@ def test_beds_put_recorded_sound_under_the_speech_and_leave_other_mixes_as_they_
             AugmentMix.from_dict(bad)
     with pytest.raises(ValueError, match="does not exist"):
         AugmentPlan.draw(0, AugmentMix(beds_from=(str(tmp_path / "nonesuch"),), bed_prob=1.0))
+
+
+def test_data_stats_counts_hours_speakers_and_effects(tmp_path, capsys):
+    rows = [("kokoro", "kmix001", 1800, "vtlp=1.0,pitch=+0c,tempo=1.00,room=5x4x3m@0.40s,bed=music/Quite@4dB,"
+             "opus@0.70,peak=0.5"),
+            ("kokoro", "af_heart", 900, ""),
+            ("espeak-ng", "en-us+m3", 900, "vtlp=1.0,pitch=+0c,tempo=1.00,agc,noise=pink@9dB,babble=3@5dB,peak=0.5"),
+            ("kokoro", "kmix001", 1800, "vtlp=1.0,pitch=+0c,tempo=1.00,gsm,peak=0.5")]
+    (tmp_path / "m.jsonl").write_text("".join(
+        json.dumps({"audio": f"{i}.flac", "text": "x", "duration": d, "engine": e, "voice": v, "augment": a}) + "\n"
+        for i, (e, v, d, a) in enumerate(rows)))
+    assert main(["data", "stats", str(tmp_path / "m.jsonl"), "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["utterances"] == 4 and st["hours"] == 1.5 and st["speakers"] == 3
+    assert st["speakers_per_engine"] == {"espeak-ng": 1, "kokoro": 2}
+    assert st["neural_share"] == pytest.approx(1.25 / 1.5, abs=1e-4)
+    assert st["hours_per_engine"] == {"kokoro": 1.25, "espeak-ng": 0.25}
+    assert st["hours_per_augmentation"] == {"augmented": 1.25, "channel:opus": 0.5, "room": 0.5, "bed:music": 0.5,
+                                            "channel:gsm": 0.5, "agc": 0.25, "noise": 0.25, "babble": 0.25}
+    assert main(["data", "stats", str(tmp_path / "m.jsonl")]) == 0
+    assert "1.50 h, 3 speakers, 83.3% of the audio from neural voices" in capsys.readouterr().out
