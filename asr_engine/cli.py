@@ -872,6 +872,9 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, ValueError, FileNotFoundError) as e:
         print(f"asr-engine: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`asr-engine ... | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        return 141
 
 
 if __name__ == "__main__":

@@ -285,3 +285,15 @@ def test_data_stats_counts_hours_speakers_and_effects(tmp_path, capsys):
                                             "channel:gsm": 0.5, "agc": 0.25, "noise": 0.25, "babble": 0.25}
     assert main(["data", "stats", str(tmp_path / "m.jsonl")]) == 0
     assert "1.50 h, 3 speakers, 83.3% of the audio from neural voices" in capsys.readouterr().out
+
+
+def test_a_reader_that_goes_away_stops_the_cli_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    rows = [{"audio": f"{i}.flac", "text": "x", "duration": 1.0, "engine": f"engine{i}", "voice": "v", "augment": ""}
+            for i in range(3000)]  # a table longer than a pipe's buffer
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cmd = f"{sys.executable} -m asr_engine.cli data stats {tmp_path / 'm.jsonl'} | head -1"
+    out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60)
+    assert out.stdout.startswith("3000 utterances") and out.stderr == ""
