@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
+
+from asr_engine.manifest import read_manifest
 
 NEURAL_ENGINES = ("piper", "hibari", "kokoro")
 _ALWAYS = {"vtlp", "pitch", "tempo", "peak"}  # every augmented utterance has these
@@ -31,23 +32,18 @@ def corpus_stats(manifests: list[str | Path]) -> dict:
     """Hours (total, per engine, per augmentation effect), utterances, speakers (distinct engine/voice
     pairs; Kokoro's mixed ones included) and the neural voices' share of the audio."""
     hours, by_engine, by_effect, speakers, n = 0.0, Counter(), Counter(), set(), 0
-    for manifest in manifests:
-        with open(manifest, encoding="utf-8") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                row = json.loads(line)
-                h = float(row["duration"]) / 3600
-                engine = row.get("engine", "?")
-                hours += h
-                n += 1
-                by_engine[engine] += h
-                speakers.add((engine, row.get("voice", "")))
-                augment = row.get("augment", "")
-                if augment:
-                    by_effect["augmented"] += h
-                for effect in _effects(augment):
-                    by_effect[effect] += h
+    for u in (u for manifest in manifests for u in read_manifest(manifest)):
+        h = u.duration / 3600
+        engine = u.extra.get("engine", "?")
+        hours += h
+        n += 1
+        by_engine[engine] += h
+        speakers.add((engine, u.extra.get("voice", "")))
+        augment = u.extra.get("augment", "")
+        if augment:
+            by_effect["augmented"] += h
+        for effect in _effects(augment):
+            by_effect[effect] += h
     neural = sum(by_engine[e] for e in NEURAL_ENGINES)
     return {"utterances": n, "hours": round(hours, 3), "speakers": len(speakers),
             "speakers_per_engine": dict(sorted(Counter(e for e, _ in speakers).items())),

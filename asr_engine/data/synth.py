@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from asr_engine.audio import SAMPLE_RATE, resample
+from asr_engine.audio import SAMPLE_RATE, load_audio, resample
 from asr_engine.manifest import is_evaluation_data
 
 ESPEAK_VOICES = (
@@ -509,6 +509,12 @@ def bed_files(sources: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(set(out)))
 
 
+@lru_cache(maxsize=8)
+def _bed_audio(path: str) -> np.ndarray:
+    """A bed file at 16 kHz, decoded once per worker (music tracks are minutes long and resampled)."""
+    return load_audio(path)
+
+
 def _loop(a: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """n samples of a, looped, from a random offset."""
     return np.roll(np.resize(a, max(n, len(a))), -int(rng.integers(len(a))))[:n]
@@ -516,8 +522,6 @@ def _loop(a: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 
 def _babble(rows: tuple[int, ...], manifest: str, n: int, rng: np.random.Generator) -> np.ndarray:
     """Several talkers at once, n samples: each file looped from a random offset, at its own level."""
-    from asr_engine.audio import load_audio
-
     files = _babble_rows(manifest)
     out = np.zeros(n)
     for r in rows:
@@ -550,19 +554,18 @@ def augment(audio: np.ndarray, plan: AugmentPlan, seed: int, tmp: Path, babble_f
         x = np.clip(x / max(1e-9, float(np.abs(x).max())) * plan.clip, -1, 1)
     loud = np.abs(x) > 0.05 * np.abs(x).max() if x.size else np.zeros(0, bool)
     power = float(np.mean(x[loud] ** 2)) if loud.any() else 0.0
-    if plan.babble and x.size:
-        talk = _babble(plan.babble, babble_from, len(x), rng)
-        x = x + talk * math.sqrt(power / 10 ** (plan.babble_snr_db / 10) / max(1e-12, float(np.mean(talk ** 2))))
-    if plan.bed is not None and x.size:
-        from asr_engine.audio import load_audio
 
-        bed = load_audio(plan.bed).astype(np.float64)
+    def add(x: np.ndarray, sound: np.ndarray, snr_db: float) -> np.ndarray:  # sound, snr_db below the speech
+        return x + sound * math.sqrt(power / 10 ** (snr_db / 10) / max(1e-12, float(np.mean(sound ** 2))))
+
+    if plan.babble and x.size:
+        x = add(x, _babble(plan.babble, babble_from, len(x), rng), plan.babble_snr_db)
+    if plan.bed is not None and x.size:
+        bed = _bed_audio(plan.bed).astype(np.float64)
         if bed.size and np.any(bed):
-            bed = _loop(bed, len(x), rng)
-            x = x + bed * math.sqrt(power / 10 ** (plan.bed_snr_db / 10) / max(1e-12, float(np.mean(bed ** 2))))
+            x = add(x, _loop(bed, len(x), rng), plan.bed_snr_db)
     if plan.noise and x.size:
-        noise = _colored_noise(len(x), plan.noise, rng)
-        x = x + noise * math.sqrt(power / 10 ** (plan.snr_db / 10) / max(1e-12, float(np.mean(noise ** 2))))
+        x = add(x, _colored_noise(len(x), plan.noise, rng), plan.snr_db)
     if plan.channel is not None and x.size:
         x = _codec(x, plan.channel, plan.quality)
     peak = float(np.abs(x).max()) if x.size else 0.0
@@ -611,13 +614,13 @@ def synthesize_corpus(jobs: list[SynthJob], out_dir: Path, workers: int,
     each); failed jobs are left out."""
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = out_dir / "manifest.jsonl"
-    rows: list[dict] = []
+    lines: list[str] = []  # the rows, serialized once
     failures: list[str] = []
 
     def write_manifest() -> None:
         tmp = manifest.with_suffix(".tmp")
         with open(tmp, "w") as f:
-            f.writelines(json.dumps(row) + "\n" for row in rows)
+            f.writelines(lines)
         tmp.rename(manifest)
 
     with ProcessPoolExecutor(workers) as pool:
@@ -626,7 +629,10 @@ def synthesize_corpus(jobs: list[SynthJob], out_dir: Path, workers: int,
             from tqdm import tqdm
             it = tqdm(it, total=len(jobs), desc="synth", unit="utt")
         for done, r in enumerate(it, start=1):
-            (rows if isinstance(r, dict) else failures).append(r)
+            if isinstance(r, dict):
+                lines.append(json.dumps(r) + "\n")
+            else:
+                failures.append(r)
             if done % flush_every == 0:
                 write_manifest()
     write_manifest()

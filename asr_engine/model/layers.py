@@ -19,7 +19,6 @@ from torch import nn
 from asr_engine.model.config import PAD_POS, ModelConfig
 
 
-
 class Subsampling(nn.Module):
     """The stem, no time padding: (B, T, F) -> (B, T', D).
 
@@ -58,9 +57,7 @@ class Subsampling(nn.Module):
         return lengths.clamp(min=0)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        t_out = x.shape[1]
-        for k, st in self.kernels:  # plain ints: no tensor, no device read
-            t_out = (t_out - k) // st + 1
+        t_out = self.cfg.output_length(x.shape[1])  # plain ints: no tensor, no device read
         if t_out <= self.piece:
             return self._run(x), self.output_lengths(lengths)
         # output frame t sees input frames [stride * t, stride * t + receptive_field): exact in pieces
