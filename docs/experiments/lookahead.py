@@ -3,7 +3,6 @@ computed over a window of 4 left chunks + the chunk + R lookahead frames (all re
 inside the window); the head trained on cached-chunk features (head.pt) reads the result."""
 import sys, torch
 from torch import nn
-sys.path.insert(0, "/work/main")
 from asr_engine.checkpoint import load_checkpoint
 from asr_engine.data.loader import load_features
 from asr_engine.model.fbank import Fbank
@@ -13,7 +12,7 @@ from asr_engine.train import _teacher
 from asr_engine.decoding import greedy_search
 from asr_engine.text import word_error_counts
 torch.set_num_threads(2)
-ck = load_checkpoint("/work/main/runs/whisper-import"); tok = ck.tokenizer
+ck = load_checkpoint("runs/whisper-import"); tok = ck.tokenizer
 m = _teacher(ck.model).eval()
 V = len(tok.vocab)
 head = nn.Sequential(nn.LayerNorm(512), nn.Linear(512, 1024), nn.GELU(), nn.Linear(1024, V))
