@@ -93,7 +93,7 @@ class Engine:
         self.tokenizer, self.frame_shift_s = model.tokenizer, cfg.frame_shift_s
         self.skip = SkipOptions.resolve(cfg, options.skip_threshold, options.skip_dilation)
         self.context = hotword_graph(options.hotwords, options.hotword_boost, model.tokenizer, options.beam)
-        self.window = cfg.input_frames(self.chunk)  # feature frames per step
+        self.window = cfg.input_frames(self.chunk + cfg.right_context)  # feature frames per step
         self.hop = cfg.stride * self.chunk
         self.sessions: list[Session] = []
 
@@ -142,10 +142,11 @@ class Engine:
         state = StreamState.stack([s.state for s in batch])
         log_probs, top, new = self.model.forward_chunk(np.stack(wins), np.asarray(n_valid, np.int64), state,
                                                        self.skip)
-        chunks = [log_probs[j, : n_valid[j]] for j in range(len(batch))]
+        n_out = [min(n, self.chunk) for n in n_valid]  # the rest of a window is the right context
+        chunks = [log_probs[j, : n_out[j]] for j in range(len(batch))]
         advance_searches([s.decoder for s in batch], chunks)  # with an LM: one batched LM step per frame
         for j, s in enumerate(batch):
-            s.advance(new.select([j]), chunks[j], int(top[j, : n_valid[j]].sum()))
+            s.advance(new.select([j]), chunks[j], int(top[j, : n_out[j]].sum()))
 
     # whole files and arrays
 
@@ -279,9 +280,10 @@ class Session:
     # the engine's side of the contract
 
     def take_window(self) -> tuple[np.ndarray, int]:
-        """The next step's feature window (window, F) and how many of its C encoder frames are real."""
+        """The next step's feature window (window, F) and how many of its C + right_context encoder
+        frames are real."""
         eng = self.engine
-        n_valid = min(eng.chunk, self._frames_total - self.frames)
+        n_valid = min(eng.chunk + eng.model.cfg.right_context, self._frames_total - self.frames)
         win = self._feats[: eng.window]
         if win.shape[0] < eng.window:  # the stream's tail: pad; the padding yields invalid frames only
             win = np.concatenate([win, np.zeros((eng.window - win.shape[0], win.shape[1]), np.float32)])

@@ -226,4 +226,4 @@ def import_whisper(parts: list[Path] | None = None, tokenizer_from: str | Path |
 
 def full_context(cfg: ModelConfig, frames: int) -> ModelConfig:
     """The same model with one attention chunk over `frames` encoder frames: Whisper's full context."""
-    return replace(cfg, chunk_size=max(frames, 1), left_chunks=None)
+    return replace(cfg, chunk_size=max(frames, 1), left_chunks=None, right_context=0)

@@ -33,7 +33,7 @@ from asr_engine.tokenizer import BPETokenizer, CharTokenizer, train_bpe
 __all__ = ["TrainConfig", "train"]
 
 # model fields fine-tuning may change: they shape streaming and skipping, not the weights
-_LAYOUT_KEYS = {"chunk_size", "left_chunks", "skip_threshold", "skip_dilation", "dropout"}
+_LAYOUT_KEYS = {"chunk_size", "left_chunks", "right_context", "skip_threshold", "skip_dilation", "dropout"}
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,13 @@ def _speechy(seconds: float, seed: int) -> np.ndarray:
     return (0.2 * rng.standard_normal(n) * env).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def tiny_ckpt_dir(tmp_path_factory):
+@pytest.fixture(scope="module", params=[0, 3], ids=["right0", "right3"])
+def tiny_ckpt_dir(request, tmp_path_factory):
     """A random tiny model calibrated on noise bursts: it emits tokens and its gate skips
-    about half of the frames at threshold 0.5, so decoding and skipping are exercised."""
+    about half of the frames at threshold 0.5, so decoding and skipping are exercised;
+    without and with right context (lookahead)."""
     torch.manual_seed(0)
-    m = Encoder(tiny_config()).eval()
+    m = Encoder(tiny_config(right_context=request.param)).eval()
     x = Fbank()(torch.from_numpy(_speechy(3.3, 0))[None])
     with torch.no_grad():
         m.feat_mean.copy_(x[0].mean(0))

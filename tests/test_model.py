@@ -7,7 +7,7 @@ from asr_engine.kernels import compact, keep_mask, scatter_back
 from asr_engine.losses import total_loss
 from asr_engine.model.config import ModelConfig
 from asr_engine.model.encoder import Encoder, HeadOutput, SkipOptions, factorized_log_probs
-from asr_engine.model.layers import ChunkedAttention
+from asr_engine.model.layers import ChunkedAttention, Frames, attention_windows, make_plan
 
 from conftest import tiny_config, tiny_model
 
@@ -60,7 +60,7 @@ def test_lower_threshold_runs_top_layers_on_fewer_frames(monkeypatch):
     seen = []
     top = m.layers[m.cfg.skip_layer]
     orig = top.forward
-    monkeypatch.setattr(top, "forward", lambda x_, p, v, w=None: (seen.append(int(v.sum())), orig(x_, p, v, w))[1])
+    monkeypatch.setattr(top, "forward", lambda x_, plan: (seen.append(int(plan.frames.valid.sum())), orig(x_, plan))[1])
     with torch.no_grad():
         full = m(x, xl)
         out = m(x, xl, SkipOptions(0.8, 0))
@@ -126,6 +126,14 @@ def _attention(left):
     return ChunkedAttention(cfg).eval()
 
 
+def _attend(att, x, pos, valid, block=256):
+    cfg = tiny_config(chunk_size=att.chunk, left_chunks=att.left)
+    frames = Frames(pos, valid, pos.shape[1])
+    plan = make_plan(cfg, frames)
+    plan = type(plan)(frames, plan.owner, attention_windows(plan.owner, frames, att.left, block), None)
+    return att(x, plan)
+
+
 @pytest.mark.parametrize("left", [0, 1, None])
 def test_chunked_attention_mask(left):
     """Frame t depends on frames of its own chunk and `left` chunks before, nothing else."""
@@ -135,7 +143,7 @@ def test_chunked_attention_mask(left):
     pos = torch.arange(T)[None]
     valid = torch.ones(1, T, dtype=torch.bool)
     for t in range(T):
-        (g,) = torch.autograd.grad(att(x, pos, valid)[0, t].sum(), x)
+        (g,) = torch.autograd.grad(_attend(att, x, pos, valid)[0, t].sum(), x)
         depends = g[0].abs().sum(-1) > 0
         c = t // 4
         lo = 0 if left is None else max(0, c - left) * 4
@@ -150,9 +158,8 @@ def test_attention_block_size_does_not_change_results():
     pos = torch.arange(50).expand(2, 50)
     valid = pos < torch.tensor([[50], [33]])
     with torch.no_grad():
-        ref = att(x, pos, valid)
-        att.block = 7
-        small = att(x, pos, valid)
+        ref = _attend(att, x, pos, valid)
+        small = _attend(att, x, pos, valid, block=7)
     torch.testing.assert_close(small[valid], ref[valid], atol=1e-5, rtol=1e-5)
 
 

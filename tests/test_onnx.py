@@ -23,10 +23,11 @@ from conftest import tiny_model  # noqa: E402
 from asr_engine.features import FbankConfig  # noqa: E402
 
 
-@pytest.fixture(scope="module", params=["conformer", "whisper"])
+@pytest.fixture(scope="module", params=["conformer", "whisper", "conformer-right3"])
 def tiny(request, tmp_path_factory):
-    m = tiny_model(request.param)
-    ckpt = Checkpoint(m, CharTokenizer(), FbankConfig(kind="kaldi" if request.param == "conformer" else "whisper"))
+    layout, _, right = request.param.partition("-right")
+    m = tiny_model(layout, right_context=int(right or 0))
+    ckpt = Checkpoint(m, CharTokenizer(), FbankConfig(kind="kaldi" if layout == "conformer" else "whisper"))
     return ckpt, export_onnx(ckpt, tmp_path_factory.mktemp("onnx"), chunk_frames=8)
 
 
@@ -48,7 +49,8 @@ def test_onnx_equals_torch_chunk_by_chunk(tiny, skipping):
     m, onnx = TorchModel(ckpt), OnnxModel(out, threads=1)
     assert onnx.cfg == m.cfg and onnx.chunk_frames == 8
     B, C, cfg = 3, 8, m.cfg
-    win, hop = cfg.input_frames(C), cfg.stride * C
+    R = cfg.right_context
+    win, hop = cfg.input_frames(C + R), cfg.stride * C
     g = torch.Generator().manual_seed(1)
     feats = torch.randn(B, hop * 12 + win, 80, generator=g) * 3 + 8
     skip = SkipOptions(_gap_threshold(ckpt.model, feats), 1) if skipping else None
@@ -56,17 +58,18 @@ def test_onnx_equals_torch_chunk_by_chunk(tiny, skipping):
     lengths = np.array([12 * C, 7 * C + 3, 2 * C])  # ragged: streams end at different chunks
     skipped = kept = 0
     for i in range(12):
-        n_valid = np.clip(lengths - i * C, 0, C)
+        n_valid = np.clip(lengths - i * C, 0, C + R)
         chunk = feats[:, i * hop: i * hop + win].numpy()
         a, top_a, st_t = m.forward_chunk(chunk, n_valid, st_t, skip)
         b, top_b, st_o = onnx.forward_chunk(chunk, n_valid, st_o, skip)
         assert isinstance(b, np.ndarray) and isinstance(st_o.k, np.ndarray)
         assert np.array_equal(top_a, top_b)
+        n_out = np.minimum(n_valid, C)
         for j in range(B):
-            n = int(n_valid[j])
+            n = int(n_out[j])
             np.testing.assert_allclose(b[j, :n], a[j, :n], atol=5e-4, rtol=1e-4)
         kept += int(top_a.sum())
-        skipped += int(n_valid.sum()) - int(top_a.sum())
+        skipped += int(n_out.sum()) - int(top_a.sum())
     for f in ("k", "v", "conv"):
         np.testing.assert_allclose(getattr(st_o, f), getattr(st_t, f).numpy(), atol=2e-4, rtol=1e-4)
     assert np.array_equal(st_o.kv_pos, st_t.kv_pos.numpy()) and np.array_equal(st_o.kv_valid, st_t.kv_valid.numpy())
@@ -200,7 +203,7 @@ def test_int8_export_is_smaller_and_close(tiny, tmp_path):
     assert (q / "top.onnx").stat().st_size < 0.8 * (out / "top.onnx").stat().st_size  # tiny: biases, norms stay
     assert OnnxModel(q).meta["quantization"] == "int8"
     m, enc = TorchModel(ckpt), OnnxModel(q, threads=1)
-    feats = (torch.randn(2, m.cfg.input_frames(8), 80) * 3 + 8).numpy()
+    feats = (torch.randn(2, m.cfg.input_frames(8 + m.cfg.right_context), 80) * 3 + 8).numpy()
     a, _, _ = m.forward_chunk(feats, np.array([8, 8]), m.zeros_state(2), None)
     b, _, _ = enc.forward_chunk(feats, np.array([8, 8]), enc.zeros_state(2), None)
     err = np.abs(b - a).mean()
@@ -224,7 +227,7 @@ def test_static_int8_is_close_smaller_and_decodes_a_stream_alone_as_batched(tiny
     assert (q / "bottom.onnx").stat().st_size < (out / "bottom.onnx").stat().st_size  # tiny: convs, norms stay
     m = OnnxModel(q, threads=1)
     assert m.meta["quantization"] == "int8-static" and m.meta["stage"] == "bottom"
-    feats = (torch.randn(2, m.cfg.input_frames(8), 80) * 3 + 8).numpy()
+    feats = (torch.randn(2, m.cfg.input_frames(8 + m.cfg.right_context), 80) * 3 + 8).numpy()
     a, _, _ = TorchModel(ckpt).forward_chunk(feats, np.array([8, 8]), TorchModel(ckpt).zeros_state(2), None)
     b, _, _ = m.forward_chunk(feats, np.array([8, 8]), m.zeros_state(2), None)
     assert 0 < np.abs(b - a).mean() < 0.1 * np.abs(a).mean()
@@ -267,7 +270,8 @@ def test_global_thread_pool_gives_the_same_results(tiny):
 import numpy as np
 from asr_engine.export.runtime import OnnxModel
 a, b = OnnxModel({str(out)!r}, 2, global_pool=True), OnnxModel({str(out)!r}, 2, global_pool=True)
-feats = np.random.default_rng(0).standard_normal((2, a.cfg.input_frames(8), 80)).astype(np.float32) + 8
+window = a.cfg.input_frames(8 + a.cfg.right_context)
+feats = np.random.default_rng(0).standard_normal((2, window, 80)).astype(np.float32) + 8
 x, _, _ = a.forward_chunk(feats, np.array([8, 5]), a.zeros_state(2), None)
 y, _, _ = b.forward_chunk(feats, np.array([8, 5]), b.zeros_state(2), None)
 assert np.array_equal(x, y)

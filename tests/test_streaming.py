@@ -11,8 +11,8 @@ from asr_engine.model.streaming import StreamState
 from conftest import LAYOUTS, tiny_config, tiny_model
 
 
-def _model(layout: str = "conformer") -> Encoder:
-    m = tiny_model(layout)
+def _model(layout: str = "conformer", **kw) -> Encoder:
+    m = tiny_model(layout, **kw)
     m.feat_istd.fill_(0.5)
     return m
 
@@ -27,30 +27,32 @@ def _feats(lengths: list[int], seed: int = 1):
 
 def stream(model: Encoder, x: torch.Tensor, xl: torch.Tensor, C: int, skip: SkipOptions | None,
            state: StreamState | None = None):
-    """Feed (B, T_in, F) features chunk by chunk: -> final raw (B, T, V), top mask, states seen."""
-    sub = model.subsampling
+    """Feed (B, T_in, F) features chunk by chunk (each step's window also holds the model's right
+    context): -> final raw (B, T, V), top mask, states seen."""
+    sub, R = model.subsampling, model.cfg.right_context
     n = sub.output_lengths(xl)  # (B,)
     T = int(n.max())
     chunks = math.ceil(T / C)
-    need = sub.stride * C * chunks + sub.receptive_field - sub.stride
+    need = sub.stride * C * chunks + sub.input_frames(R)
     xp = torch.cat([x, x.new_zeros(x.shape[0], max(0, need - x.shape[1]), x.shape[2])], 1)
     state = state or StreamState.zeros(model.cfg, x.shape[0])
     raws, tops, states = [], [], [state]
     for k in range(chunks):
         a = k * C * sub.stride
-        win = xp[:, a: a + sub.stride * C + sub.receptive_field - sub.stride]
-        out, state = model.forward_chunk(win, (n - k * C).clamp(0, C), state, skip)
+        win = xp[:, a: a + sub.input_frames(C + R)]
+        out, state = model.forward_chunk(win, (n - k * C).clamp(0, C + R), state, skip)
         raws.append(out.final.raw)
         tops.append(out.top_mask)
         states.append(state)
     return torch.cat(raws, 1)[:, :T], torch.cat(tops, 1)[:, :T], states
 
 
+@pytest.mark.parametrize("right", [0, 2, 4])
 @pytest.mark.parametrize("chunks_per_step", [1, 2, 3])
 @pytest.mark.parametrize("lengths", [[203], [203, 150, 61]])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_streaming_equals_full_forward(chunks_per_step, lengths, layout):
-    m = _model(layout)
+def test_streaming_equals_full_forward(right, chunks_per_step, lengths, layout):
+    m = _model(layout, right_context=right)
     x, xl = _feats(lengths)
     with torch.no_grad():
         full = m(x, xl)
@@ -60,10 +62,11 @@ def test_streaming_equals_full_forward(chunks_per_step, lengths, layout):
     assert states[-1].offset.tolist() == full.lengths.tolist()
 
 
+@pytest.mark.parametrize("right", [0, 3])
 @pytest.mark.parametrize("quantile,dilation", [(0.5, 0), (0.5, 1), (0.2, 2)])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_streaming_with_skipping_equals_full_forward_with_skipping(quantile, dilation, layout):
-    m = _model(layout)
+def test_streaming_with_skipping_equals_full_forward_with_skipping(quantile, dilation, layout, right):
+    m = _model(layout, right_context=right)
     x, xl = _feats([203, 150, 61])
     with torch.no_grad():  # a threshold that skips a good share of this random model's frames
         plain = m(x, xl)
@@ -92,9 +95,10 @@ def test_threshold_one_streaming_equals_no_skipping(layout):
     assert bool(top[0].all())
 
 
+@pytest.mark.parametrize("right", [0, 2])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_batched_streams_equal_single_streams_and_select_stack_roundtrip(layout):
-    m = _model(layout)
+def test_batched_streams_equal_single_streams_and_select_stack_roundtrip(layout, right):
+    m = _model(layout, right_context=right)
     x, xl = _feats([203, 150, 61])
     skip = SkipOptions(0.5, 1)
     with torch.no_grad():
@@ -126,3 +130,18 @@ def test_bad_chunks_are_rejected():
         m.forward_chunk(torch.zeros(1, 4 * 3 + 3, 80), torch.tensor([3]), st)
     with pytest.raises(ValueError, match="bounded left context"):
         StreamState.zeros(tiny_config(left_chunks=None))
+
+
+@pytest.mark.parametrize("right", [0, 1, 3])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_frame_sees_its_chunk_and_the_right_context_after_it_and_nothing_later(layout, right):
+    m = _model(layout, right_context=right)
+    cs = m.cfg.chunk_size
+    x, xl = _feats([120])
+    x.requires_grad_(True)
+    T = int(m.subsampling.output_lengths(xl)[0])
+    for t in (0, cs - 1, cs + 1, T - 1):
+        (g,) = torch.autograd.grad(m(x, xl).final.raw[0, t].sum(), x)
+        seen = int(torch.nonzero(g[0].abs().sum(-1)).max())  # the latest feature frame it depends on
+        end = min((t // cs + 1) * cs + right, T)  # encoder frames it may see
+        assert seen == m.cfg.input_frames(end) - 1, t

@@ -2,11 +2,14 @@
 
     fbank.onnx   waveform (B, N) -> feats (B, T, 80)   the feature front end
     bottom.onnx  feats, n_valid, offset, bottom caches -> x, gate_raw, new bottom caches
-    top.onnx     x_kept, pos_kept, valid_kept, top caches -> final_raw, new top caches
+    top.onnx     x_kept, pos_kept, valid_kept, [x_ahead, pos_ahead, valid_ahead,] top caches
+                 -> final_raw, new top caches
 
 The runtime (`asr_engine.export.runtime`) decides per frame which frames go through
 the top stage (the blank gate on `gate_raw`), compacts them, and scatters the top
-stage's output back, exactly as `Encoder.forward_chunk` does. Every cache is its own
+stage's output back, exactly as `Encoder.forward_chunk` does (a model with right context: the
+bottom stage's x and gate_raw hold the chunk's frames then their lookahead copies, and the top
+stage takes the kept copies as inputs of their own). Every cache is its own
 named input (`cache_*`) and output (`new_cache_*`) with the batch in dimension 0.
 The model's dimensions, chunking, vocabulary and skipping defaults are stored as
 metadata in every file, so the runtime needs nothing else. With `quantize="int8"` the
@@ -28,6 +31,7 @@ from asr_engine.checkpoint import Checkpoint
 from asr_engine.export.runtime import FORMAT_VERSION
 from asr_engine.model.fbank import Fbank
 from asr_engine.model.encoder import Encoder
+from asr_engine.model.layers import Frames
 from asr_engine.model.streaming import CACHE_FIELDS, StreamState
 
 __all__ = ["FORMAT_VERSION", "export_onnx"]
@@ -41,8 +45,8 @@ class BottomStage(nn.Module):
         self.enc = enc
 
     def forward(self, feats, n_valid, offset, k, v, kv_pos, kv_valid, conv):
-        x, _, _, heads, new = self.enc.chunk_bottom(feats, n_valid, offset, (k, v, kv_pos, kv_valid, conv))
-        return (x, heads[self.enc.cfg.skip_layer].raw, *new)
+        x, _, _, gate_raw, new = self.enc.chunk_bottom(feats, n_valid, offset, (k, v, kv_pos, kv_valid, conv))
+        return (x, gate_raw, *new)
 
 
 class TopStage(nn.Module):
@@ -51,7 +55,20 @@ class TopStage(nn.Module):
         self.enc = enc
 
     def forward(self, x, pos, valid, k, v, kv_pos, kv_valid, conv):
-        raw, new = self.enc.chunk_top(x, pos, valid, (k, v, kv_pos, kv_valid, conv))
+        raw, new = self.enc.chunk_top(x, Frames(pos, valid, x.shape[1]), (k, v, kv_pos, kv_valid, conv))
+        return (raw, *new)
+
+
+class TopStageAhead(nn.Module):
+    """The top stage of a model with right context: kept real frames and kept lookahead copies."""
+
+    def __init__(self, enc: Encoder):
+        super().__init__()
+        self.enc = enc
+
+    def forward(self, x, pos, valid, x_ahead, pos_ahead, valid_ahead, k, v, kv_pos, kv_valid, conv):
+        frames = Frames(torch.cat([pos, pos_ahead], 1), torch.cat([valid, valid_ahead], 1), x.shape[1])
+        raw, new = self.enc.chunk_top(torch.cat([x, x_ahead], 1), frames, (k, v, kv_pos, kv_valid, conv))
         return (raw, *new)
 
 
@@ -169,8 +186,9 @@ def export_onnx(ckpt: Checkpoint, out_dir: str | Path, chunk_frames: int | None 
     new_names = [f"new_cache_{f}" for f in CACHE_FIELDS]
     dyn_cache = {n: {0: "batch"} for n in names + new_names}
 
-    feats = torch.randn(2, model.subsampling.input_frames(C), cfg.feat_dim)
-    n_valid = torch.tensor([C, C // 2])
+    R = cfg.right_context
+    feats = torch.randn(2, cfg.input_frames(C + R), cfg.feat_dim)
+    n_valid = torch.tensor([C + R, C // 2])
     meta = _metadata(ckpt, C, quantize)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape arithmetic traced as constants, as meant
@@ -187,12 +205,19 @@ def export_onnx(ckpt: Checkpoint, out_dir: str | Path, chunk_frames: int | None 
         x = torch.randn(2, T, cfg.d_model)
         pos = torch.arange(T).expand(2, T).contiguous()
         valid = torch.tensor([[True] * T, [True] * 3 + [False] * 2])
-        torch.onnx.export(TopStage(model), (x, pos, valid, *state.stage(S, cfg.n_layers)), out / "top.onnx",
-                          input_names=["x", "pos", "valid", *names],
+        inputs, stage = (x, pos, valid), TopStage(model)
+        input_names = ["x", "pos", "valid"]
+        dyn = {"x": {0: "batch", 1: "kept"}, "pos": {0: "batch", 1: "kept"}, "valid": {0: "batch", 1: "kept"}}
+        if R:  # the kept lookahead copies, as inputs of their own
+            A = 3
+            inputs += (torch.randn(2, A, cfg.d_model), pos[:, :A] + C, valid[:, :A].flip(0))
+            input_names += ["x_ahead", "pos_ahead", "valid_ahead"]
+            dyn.update({f"{n}_ahead": {0: "batch", 1: "kept_ahead"} for n in ("x", "pos", "valid")})
+            stage = TopStageAhead(model)
+        torch.onnx.export(stage, (*inputs, *state.stage(S, cfg.n_layers)), out / "top.onnx",
+                          input_names=[*input_names, *names],
                           output_names=["final_raw", *new_names], opset_version=opset, dynamo=False,
-                          dynamic_axes={"x": {0: "batch", 1: "kept"}, "pos": {0: "batch", 1: "kept"},
-                                        "valid": {0: "batch", 1: "kept"}, "final_raw": {0: "batch", 1: "kept"},
-                                        **dyn_cache})
+                          dynamic_axes={**dyn, "final_raw": {0: "batch", 1: "kept"}, **dyn_cache})
     if quantize == "int8":
         _quantize(out / "bottom.onnx")
         _quantize(out / "top.onnx")

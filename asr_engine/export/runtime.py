@@ -92,8 +92,14 @@ def gate_compact(gate_raw: np.ndarray, n_valid: np.ndarray, threshold: float, di
     n_valid (B,) -> keep (B, C) bool, index (B, T') each kept frame's column (0 in padding),
     valid (B, T'). Frames with P(blank) > threshold are dropped unless within `dilation`
     frames of a kept one in the same chunk of `chunk` frames."""
+    return keep_compact(gate_raw, np.arange(gate_raw.shape[1])[None, :] < n_valid[:, None], threshold, dilation,
+                        chunk)
+
+
+def keep_compact(gate_raw: np.ndarray, valid: np.ndarray, threshold: float, dilation: int,
+                 chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """gate_compact with the valid frames given (B, C)."""
     B, C = gate_raw.shape[:2]
-    valid = np.arange(C)[None, :] < n_valid[:, None]
     p_blank = 1.0 / (1.0 + np.exp(gate_raw[..., 0].astype(np.float32)))  # sigmoid(-z), in fp32 as the references
     seed = (p_blank <= threshold) & valid
     keep = seed.copy()
@@ -148,28 +154,46 @@ class OnnxModel:
 
     def forward_chunk(self, feats: np.ndarray, n_valid: np.ndarray, state: StreamState,
                       skip: SkipOptions | None) -> tuple[np.ndarray, np.ndarray, StreamState]:
-        """feats (B, input_frames(C), F), n_valid (B,) -> log-probs (B, C, V), frames that ran the
-        top stage (B, C), the new state (as Encoder.forward_chunk, with C = chunk_frames)."""
+        """feats (B, input_frames(C + right_context), F), n_valid (B,) valid frames of those C +
+        right_context -> log-probs (B, C, V), frames that ran the top stage (B, C), the new state
+        (as Encoder.forward_chunk, with C = chunk_frames)."""
         cfg, C, S = self.cfg, self.chunk_frames, self.cfg.skip_layer
-        if feats.shape[1] != cfg.input_frames(C):
-            raise ValueError(f"this ONNX export takes chunks of {C} frames "
-                             f"({cfg.input_frames(C)} feature frames), got {feats.shape[1]}")
+        if feats.shape[1] != cfg.input_frames(C + cfg.right_context):
+            raise ValueError(f"this ONNX export takes chunks of {C} frames and {cfg.right_context} of right "
+                             f"context ({cfg.input_frames(C + cfg.right_context)} feature frames), "
+                             f"got {feats.shape[1]}")
         n_valid = n_valid.astype(np.int64)
         x, gate, *new_bottom = self.bottom.run(None, {"feats": feats.astype(np.float32, copy=False),
                                                       "n_valid": n_valid, "offset": state.offset,
                                                       **_caches(state.stage(0, S))})
         threshold, dilation = (1.0, 0) if skip is None else (skip.threshold, skip.dilation)
-        keep, index, valid = gate_compact(gate, n_valid, threshold, dilation, cfg.chunk_size)
-        new_top, final = state.stage(S, cfg.n_layers), gate
+        n_out = np.minimum(n_valid, C)  # the rest of the window is right context
+        keep, index, valid = gate_compact(gate[:, :C], n_out, threshold, dilation, cfg.chunk_size)
+        new_top, final = state.stage(S, cfg.n_layers), gate[:, :C]
         if index.shape[1]:
             rows = np.arange(len(index))[:, None]
-            pos = np.where(valid, state.offset[:, None] + index, PAD_POS)
-            y, *new_top = self.top.run(None, {"x": np.ascontiguousarray(x[rows, index]), "pos": pos, "valid": valid,
-                                              **_caches(new_top)})
-            final = gate.copy()
+            feed = {"x": np.ascontiguousarray(x[rows, index]), "valid": valid,
+                    "pos": np.where(valid, state.offset[:, None] + index, PAD_POS)}
+            if cfg.right_context:
+                feed.update(self._kept_copies(x[:, C:], gate[:, C:], n_valid, state.offset, threshold, dilation))
+            y, *new_top = self.top.run(None, {**feed, **_caches(new_top)})
+            final = final.copy()
             final[rows.repeat(index.shape[1], 1)[valid], index[valid]] = y[valid]
         return log_probs(final), keep, StreamState.from_stages(tuple(new_bottom), tuple(new_top),
-                                                               state.offset + n_valid)
+                                                               state.offset + n_out)
+
+    def _kept_copies(self, x: np.ndarray, gate: np.ndarray, n_valid: np.ndarray, offset: np.ndarray,
+                     threshold: float, dilation: int) -> dict[str, np.ndarray]:
+        """The top stage's lookahead inputs: the kept copies (at least one column, maybe padding)."""
+        cfg, R = self.cfg, self.cfg.right_context
+        at = (np.arange(self.chunk_frames // cfg.chunk_size)[:, None] + 1) * cfg.chunk_size + np.arange(R)
+        at = at.reshape(-1)  # each copy's column in the step's window
+        _, index, valid = keep_compact(gate, at[None, :] < n_valid[:, None], threshold, dilation, R)
+        if index.shape[1] == 0:
+            index, valid = np.zeros((len(x), 1), np.int64), np.zeros((len(x), 1), bool)
+        rows = np.arange(len(index))[:, None]
+        return {"x_ahead": np.ascontiguousarray(x[rows, index]), "valid_ahead": valid,
+                "pos_ahead": np.where(valid, offset[:, None] + at[index], PAD_POS)}
 
 
 def _caches(stage: tuple) -> dict[str, np.ndarray]:

@@ -46,6 +46,8 @@ class ModelConfig:
     dropout: float = 0.1
     chunk_size: int = 16  # attention chunk, in encoder frames
     left_chunks: int | None = 4  # chunks of left context; None = unlimited
+    right_context: int = 0  # lookahead frames per chunk (Emformer-style: the first right_context frames of the
+    # next chunk are computed again with each chunk, as keys for its frames only; <= chunk_size)
     intermediate_layers: tuple[int, ...] = (4,)  # CTC heads after these layers (1-based)
     skip_layer: int = 4  # the head after this layer gates layers skip_layer+1..n_layers
     skip_threshold: float = 0.95  # default P(blank) above which a frame skips the top layers
@@ -66,6 +68,9 @@ class ModelConfig:
             raise ValueError("d_model / n_heads must be an even integer (rotary embedding)")
         if self.chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
+        if not 0 <= self.right_context <= self.chunk_size:
+            raise ValueError(f"right_context must be within 0..chunk_size ({self.chunk_size}), "
+                             f"got {self.right_context}")
         if self.left_chunks is not None and self.left_chunks < 0:
             raise ValueError("left_chunks must be >= 0 or None")
         if self.skip_layer not in self.intermediate_layers:

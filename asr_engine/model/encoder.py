@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from asr_engine.kernels import REFERENCE, SkipOps, factorized_log_probs
+from asr_engine.kernels import REFERENCE, Compacted, SkipOps, compact, factorized_log_probs, keep_mask
 from asr_engine.model.config import PAD_POS, ModelConfig, SkipOptions
-from asr_engine.model.layers import Subsampling, make_block, sinusoids, split_layers, stack_layers
+from asr_engine.model.layers import (Frames, Plan, Subsampling, make_block, make_plan, sinusoids, split_layers,
+                                     stack_layers)
 from asr_engine.model.streaming import StreamState
 
 __all__ = ["HeadOutput", "EncoderOutput", "SkipOptions", "Encoder", "factorized_log_probs", "run_chunk"]
@@ -53,24 +54,47 @@ class EncoderOutput:
 def run_chunk(cfg: ModelConfig, state: StreamState, n_valid: torch.Tensor, skip: SkipOptions | None,
               bottom, top, ops: SkipOps = REFERENCE) -> tuple[EncoderOutput, StreamState]:
     """One streaming step around the model's two halves: bottom(caches) runs the lower layers
-    -> (x, pos, valid, heads, new caches); the blank gate picks the frames to keep; top(y, pos,
-    valid, caches) runs the upper layers on the compacted kept frames only -> (final raw, new
-    caches). Caches are stacked per stage (StreamState.stage). If no frame is kept, the top
-    layers and their caches rest."""
+    -> (x, frames, heads, gate raw, new caches) on the step's real frames and lookahead copies;
+    the blank gate picks the frames to keep; top(y, frames, caches) runs the upper layers on the
+    compacted kept frames only -> (final raw of the real ones, new caches). Caches are stacked per
+    stage (StreamState.stage). If no frame is kept, the top layers and their caches rest.
+    n_valid (B,) counts the valid frames of the step's C + right_context; C of them are output."""
     S = cfg.skip_layer
-    x, pos, valid, heads, new_bottom = bottom(state.stage(0, S))
-    gate = heads[S]
+    x, frames, heads, gate_raw, new_bottom = bottom(state.stage(0, S))
+    n = frames.n_real
     threshold, dilation = (1.0, 0) if skip is None else (skip.threshold, skip.dilation)
-    c = ops.gate_compact(gate.raw, x, n_valid, threshold, dilation, cfg.chunk_size)
+    n_out = n_valid.clamp(max=n)
+    c, c2 = gate_both(ops, gate_raw, x, frames, n_out, threshold, dilation, cfg)
     new_top = state.stage(S, cfg.n_layers)
-    if c.x.shape[1] == 0:
-        final = gate.raw
-    else:
-        pos_c = torch.where(c.valid, pos.gather(1, c.index), torch.full_like(c.index, PAD_POS))
-        y, new_top = top(c.x, pos_c, c.valid, new_top)
-        final = ops.scatter_back(gate.raw, y, c)
-    new = StreamState.from_stages(new_bottom, new_top, state.offset + n_valid)
-    return EncoderOutput(HeadOutput(final), heads, n_valid, c.keep), new
+    final = gate_raw[:, :n]
+    if c.x.shape[1] > 0:  # lookahead copies only serve kept real frames
+        y, new_top = top(*kept_frames(c, c2, frames), new_top)
+        final = ops.scatter_back(final, y, c)
+    new = StreamState.from_stages(new_bottom, new_top, state.offset + n_out)
+    return EncoderOutput(HeadOutput(final), heads, n_out, c.keep), new
+
+
+def gate_both(ops: SkipOps, gate_raw: torch.Tensor, x: torch.Tensor, frames: Frames, lengths: torch.Tensor,
+              threshold: float, dilation: int, cfg: ModelConfig) -> tuple[Compacted, Compacted | None]:
+    """The blank gate on the real frames (dilation within chunks) and on the lookahead copies
+    (dilation within each chunk's copies), each compacted: kept real frames, kept copies (None without)."""
+    n = frames.n_real
+    c = ops.gate_compact(gate_raw[:, :n], x[:, :n], lengths, threshold, dilation, cfg.chunk_size)
+    if x.shape[1] == n:
+        return c, None
+    keep = keep_mask(torch.sigmoid(-gate_raw[:, n:, 0]), frames.valid[:, n:], threshold, dilation, cfg.right_context)
+    return c, compact(x[:, n:], keep)
+
+
+def kept_frames(c: Compacted, c2: Compacted | None, frames: Frames) -> tuple[torch.Tensor, Frames]:
+    """The kept real frames then the kept copies, as the top layers' input and frames."""
+    pos = frames.pos
+    pos_c = torch.where(c.valid, pos[:, : frames.n_real].gather(1, c.index), torch.full_like(c.index, PAD_POS))
+    if c2 is None:
+        return c.x, Frames(pos_c, c.valid, c.x.shape[1])
+    pos_a = torch.where(c2.valid, pos[:, frames.n_real:].gather(1, c2.index), torch.full_like(c2.index, PAD_POS))
+    return (torch.cat([c.x, c2.x], 1),
+            Frames(torch.cat([pos_c, pos_a], 1), torch.cat([c.valid, c2.valid], 1), c.x.shape[1]))
 
 
 class CTCHead(nn.Module):
@@ -114,78 +138,115 @@ class Encoder(nn.Module):
         valid = pos < lengths[:, None]
         at = pos if pos_offset is None else pos + pos_offset[:, None]
         x = self.embed_positions(x, at).masked_fill(~valid[:, :, None], 0.0)
-        heads: dict[int, HeadOutput] = {}
-        windows = self.layers[0].att.windows(pos, valid)  # shared by every layer on these frames
-        for i, layer in enumerate(self.layers[: self.cfg.skip_layer], start=1):
-            x = layer(x, pos, valid, windows)
-            if str(i) in self.heads:
-                heads[i] = self.heads[str(i)](x)
-        gate = heads[self.cfg.skip_layer]
+        x, frames = self.with_lookahead(x, Frames(pos, valid, T), -(-T // self.cfg.chunk_size))
+        plan = make_plan(self.cfg, frames)  # shared by every layer on these frames
+        x, heads, gate_raw = self._bottom(x, plan)
         if skip is None:
-            h = self.final_head.norm(self._top(x, pos, valid, windows))  # (B, T, D)
+            h = self.final_head.norm(self._top(x, plan)[:, :T])  # (B, T, D)
             return EncoderOutput(HeadOutput(self.final_head.out(h)), heads, lengths, valid,
                                  hidden=h if hidden else None)
         unskipped = None
         if teacher:
             with torch.no_grad():
-                unskipped = HeadOutput(self.final_head(self._top(x, pos, valid, windows)).raw)
-        c = self.ops.gate_compact(gate.raw, x, lengths, skip.threshold, skip.dilation, self.cfg.chunk_size)
-        final = gate.raw
+                unskipped = HeadOutput(self.final_head(self._top(x, plan)[:, :T]).raw)
+        c, c2 = gate_both(self.ops, gate_raw, x, frames, lengths, skip.threshold, skip.dilation, self.cfg)
+        final = gate_raw[:, :T]
         if c.x.shape[1] > 0:
-            pos_c = torch.where(c.valid, c.index, torch.full_like(c.index, PAD_POS))
-            y = self.final_head(self._top(c.x, pos_c, c.valid)).raw
-            final = self.ops.scatter_back(gate.raw, y, c)
+            y, kept = kept_frames(c, c2, frames)
+            y = self.final_head(self._top(y, make_plan(self.cfg, kept))[:, : kept.n_real]).raw
+            final = self.ops.scatter_back(final, y, c)
         return EncoderOutput(HeadOutput(final), heads, lengths, c.keep, unskipped)
+
+    def with_lookahead(self, x: torch.Tensor, frames: Frames, n_chunks: int, source: torch.Tensor | None = None,
+                       source_frames: Frames | None = None) -> tuple[torch.Tensor, Frames]:
+        """Append the lookahead copies of `n_chunks` chunks to real frames x (B, T, D) (frames.n_real = T):
+        chunk j's copies are columns (j + 1) * chunk_size + r, r < right_context, of `source` (default
+        x itself; a streaming step's source also holds the right context after its chunks)."""
+        R, T = self.cfg.right_context, frames.n_real
+        if R == 0:
+            return x, frames
+        if source is None:
+            source, source_frames = x, frames
+        at = ((torch.arange(n_chunks, device=x.device) + 1) * self.cfg.chunk_size)[:, None]
+        at = (at + torch.arange(R, device=x.device)).flatten()  # (n_chunks * R,) columns of source
+        inside = at < source.shape[1]
+        at = at.clamp(max=max(source.shape[1] - 1, 0))
+        valid = source_frames.valid[:, at] & inside
+        copies = source[:, at].masked_fill(~valid[:, :, None], 0.0)
+        return (torch.cat([x, copies], 1),
+                Frames(torch.cat([frames.pos, source_frames.pos[:, at]], 1), torch.cat([frames.valid, valid], 1), T))
+
+    def _bottom(self, x: torch.Tensor, plan: Plan) -> tuple[torch.Tensor, dict[int, HeadOutput], torch.Tensor]:
+        """Layers 1..skip_layer -> their output, {layer: head on the real frames}, the gating head's raw
+        output on every frame (lookahead copies included)."""
+        heads: dict[int, HeadOutput] = {}
+        n = plan.frames.n_real
+        for i, layer in enumerate(self.layers[: self.cfg.skip_layer], start=1):
+            x = layer(x, plan)
+            if str(i) in self.heads:
+                heads[i] = self.heads[str(i)](x if i == self.cfg.skip_layer else x[:, :n])
+        gate_raw = heads[self.cfg.skip_layer].raw
+        heads[self.cfg.skip_layer] = HeadOutput(gate_raw[:, :n])
+        return x, heads, gate_raw
 
     def forward_chunk(self, feats: torch.Tensor, n_valid: torch.Tensor, state: StreamState,
                       skip: SkipOptions | None = None) -> tuple[EncoderOutput, StreamState]:
         """One streaming step over C encoder frames per stream (C a multiple of chunk_size).
 
-        feats (B, stride * C + receptive_field - stride, F): the feature window whose
-        subsampling yields exactly the next C frames (consecutive windows overlap by
-        receptive_field - stride frames); n_valid (B,) how many of the C frames are real
-        (fewer at a stream's end; 0 for a stream with nothing to do). Returns the chunk's
-        EncoderOutput (lengths = n_valid) and the new state; `state` is not modified.
+        feats (B, input_frames(C + right_context), F): the feature window whose subsampling yields
+        exactly the next C frames and the right context after them (consecutive windows start
+        stride * C feature frames apart); n_valid (B,) how many of those C + right_context frames
+        are real (fewer at a stream's end; 0 for a stream with nothing to do). Returns the chunk's
+        EncoderOutput (lengths = min(n_valid, C)) and the new state; `state` is not modified.
         Equal to `forward` over the whole stream, frame for frame, skipping included.
         """
         cfg, sub = self.cfg, self.subsampling
-        C = (feats.shape[1] - sub.input_frames(0)) // sub.stride
-        if C <= 0 or C % cfg.chunk_size or feats.shape[1] != sub.input_frames(C):
-            raise ValueError(f"forward_chunk needs stride * C + {sub.input_frames(0)} feature "
-                             f"frames with C a multiple of chunk_size={cfg.chunk_size}, got {feats.shape[1]}")
+        C = (feats.shape[1] - sub.input_frames(0)) // sub.stride - cfg.right_context
+        if C <= 0 or C % cfg.chunk_size or feats.shape[1] != cfg.input_frames(C + cfg.right_context):
+            raise ValueError(f"forward_chunk needs stride * (C + {cfg.right_context}) + {sub.input_frames(0)} "
+                             f"feature frames with C a multiple of chunk_size={cfg.chunk_size}, "
+                             f"got {feats.shape[1]}")
         return run_chunk(cfg, state, n_valid, skip,
                          lambda caches: self.chunk_bottom(feats, n_valid, state.offset, caches), self.chunk_top,
                          self.ops)
 
     def chunk_bottom(self, feats: torch.Tensor, n_valid: torch.Tensor, offset: torch.Tensor, caches: tuple):
         """The streaming step's lower half: subsampling and layers 1..skip_layer with their heads.
-        caches: the stage's stacked caches (StreamState.stage) -> x (B, C, D), pos (B, C),
-        valid (B, C), {layer: head}, the new stacked caches."""
-        x = self.subsampling._run(self.normalize(feats))  # (B, C, D)
-        B, C = x.shape[0], x.shape[1]
-        local = torch.arange(C, device=x.device).expand(B, C)  # (B, C)
+        caches: the stage's stacked caches (StreamState.stage) -> x (B, N, D) on frames (the C real
+        frames, then the lookahead copies), the frames, {layer: head on the real frames}, the gating
+        head's raw output on all N, the new stacked caches."""
+        x = self.subsampling._run(self.normalize(feats))  # (B, C + R, D)
+        B, C = x.shape[0], x.shape[1] - self.cfg.right_context
+        local = torch.arange(x.shape[1], device=x.device).expand(B, -1)  # (B, C + R)
         valid = local < n_valid[:, None]
-        pos = offset[:, None] + local  # (B, C) timeline positions
+        pos = offset[:, None] + local  # (B, C + R) timeline positions
         x = self.embed_positions(x, pos).masked_fill(~valid[:, :, None], 0.0)
+        x, frames = self.with_lookahead(x[:, :C], Frames(pos[:, :C], valid[:, :C], C), C // self.cfg.chunk_size,
+                                        x, Frames(pos, valid, C))
+        plan = make_plan(self.cfg, frames, windows=False)
         kv, conv = [], []
         heads: dict[int, HeadOutput] = {}
         for i, (c_kv, c_conv) in enumerate(split_layers(*caches)):
-            x, c_kv, c_conv = self.layers[i].forward_chunk(x, pos, valid, c_kv, c_conv)
+            x, c_kv, c_conv = self.layers[i].forward_chunk(x, plan, c_kv, c_conv)
             kv.append(c_kv)
             conv.append(c_conv)
             if str(i + 1) in self.heads:
-                heads[i + 1] = self.heads[str(i + 1)](x)
-        return x, pos, valid, heads, stack_layers(kv, conv)
+                heads[i + 1] = self.heads[str(i + 1)](x if i + 1 == self.cfg.skip_layer else x[:, :C])
+        gate_raw = heads[self.cfg.skip_layer].raw
+        heads[self.cfg.skip_layer] = HeadOutput(gate_raw[:, :C])
+        return x, frames, heads, gate_raw, stack_layers(kv, conv)
 
-    def chunk_top(self, y: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor, caches: tuple):
-        """The streaming step's upper half on the kept frames y (B, T', D) (valid ones first):
-        the top layers and the final head. -> final raw (B, T', V), the new stacked caches."""
+    def chunk_top(self, y: torch.Tensor, frames: Frames, caches: tuple):
+        """The streaming step's upper half on the kept frames y (B, N', D) (kept real frames, valid
+        ones first, then kept lookahead copies): the top layers and the final head. -> final raw of
+        the real frames (B, frames.n_real, V), the new stacked caches."""
+        plan = make_plan(self.cfg, frames, windows=False)
         kv, conv = [], []
         for i, (c_kv, c_conv) in enumerate(split_layers(*caches), start=self.cfg.skip_layer):
-            y, c_kv, c_conv = self.layers[i].forward_chunk(y, pos, valid, c_kv, c_conv)
+            y, c_kv, c_conv = self.layers[i].forward_chunk(y, plan, c_kv, c_conv)
             kv.append(c_kv)
             conv.append(c_conv)
-        return self.final_head(y).raw, stack_layers(kv, conv)
+        return self.final_head(y[:, : frames.n_real]).raw, stack_layers(kv, conv)
 
     def embed_positions(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """x (B, T, D) + Whisper's sinusoids at timeline positions pos (B, T) for absolute positions;
@@ -205,9 +266,7 @@ class Encoder(nn.Module):
         """Floored, mean/variance-normalized features: what the subsampling sees."""
         return (self.floor(feats) - self.feat_mean) * self.feat_istd
 
-    def _top(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor, windows=None) -> torch.Tensor:
-        if windows is None:
-            windows = self.layers[0].att.windows(pos, valid)
+    def _top(self, x: torch.Tensor, plan: Plan) -> torch.Tensor:
         for layer in self.layers[self.cfg.skip_layer:]:
-            x = layer(x, pos, valid, windows)
+            x = layer(x, plan)
         return x

@@ -1,9 +1,11 @@
 """Conformer building blocks with chunked causal attention.
 
-Every layer takes `pos` (B, T), the original encoder-frame index of each row, and
-`valid` (B, T). On a full sequence pos is 0..T-1; on a compacted sequence (frames
-kept by layer skipping) it holds the surviving frames' indices, so the chunk mask
-and the relative positions are those of the original timeline.
+Every layer takes a `Plan` of its frames (`Frames`: `pos` (B, N), the original
+encoder-frame index of each column, and `valid` (B, N), real frames first, then the
+lookahead copies of the right context). On a full sequence the real frames' pos is
+0..T-1; on a compacted sequence (frames kept by layer skipping) it holds the surviving
+frames' indices, so the chunk mask and the relative positions are those of the
+original timeline.
 """
 
 from __future__ import annotations
@@ -91,95 +93,165 @@ def rotary(x: torch.Tensor, pos: torch.Tensor, inv_freq: torch.Tensor) -> torch.
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
 
 
+@dataclass(frozen=True)
+class Frames:
+    """The frames a stack of layers runs on. Columns [0, n_real) are real frames in timeline
+    order (valid ones first in each row); columns [n_real, N) are lookahead copies (the model's
+    right context): for each chunk in turn, copies of the next chunk's first frames (valid ones
+    first), which only that chunk's frames see and which no later step keeps.
+    pos (B, N) timeline positions, valid (B, N)."""
+
+    pos: torch.Tensor
+    valid: torch.Tensor
+    n_real: int
+
+    def owner(self, chunk: int) -> torch.Tensor:
+        """(B, N) the chunk whose step computes each frame (a copy belongs to the chunk before its
+        position's); padding gets a chunk after every real one."""
+        ahead = (torch.arange(self.pos.shape[1], device=self.pos.device) >= self.n_real).long()
+        return torch.where(self.valid, self.pos // chunk - ahead, torch.full_like(self.pos, PAD_POS // chunk))
+
+    def ahead(self) -> torch.Tensor:
+        """(N,) bool: the lookahead columns."""
+        return torch.arange(self.pos.shape[1], device=self.pos.device) >= self.n_real
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every layer of a stack shares about its frames, computed once: each frame's owner chunk,
+    the attention's query blocks with their key ranges (`windows`; None in a streaming step, whose
+    queries all attend at once), and the depthwise conv's input taps for the lookahead copies."""
+
+    frames: Frames
+    owner: torch.Tensor
+    windows: list[tuple[int, int, int, int, int, int]] | None
+    conv_index: torch.Tensor | None
+
+
+def make_plan(cfg: ModelConfig, frames: Frames, windows: bool = True) -> Plan:
+    owner = frames.owner(cfg.chunk_size)
+    return Plan(frames, owner, attention_windows(owner, frames, cfg.left_chunks) if windows else None,
+                lookahead_conv_index(owner, frames.n_real, cfg.conv_kernel))
+
+
+ATTENTION_BLOCK = 256  # queries per attention block in a whole-utterance pass: memory O(T * window)
+
+
+def attention_windows(owner: torch.Tensor, frames: Frames, left: int | None,
+                      block: int = ATTENTION_BLOCK) -> list[tuple[int, int, int, int, int, int]]:
+    """(a, b, s, e, s2, e2) for each block of queries [a, b) that holds a valid one: the smallest
+    ranges of real keys [s, e) and of lookahead keys [s2, e2) that cover its valid queries' chunks
+    and left context. Every block is computed at once and read back in one host transfer (on a
+    GPU each read is a sync that stalls the launch queue)."""
+    B, N = owner.shape
+    if N == 0:
+        return []
+    n = -(-N // block)
+    pad = n * block - N
+    vq = F.pad(frames.valid, (0, pad)).view(B, n, block)
+    cq = F.pad(owner, (0, pad)).view(B, n, block)
+    c_max = torch.where(vq, cq, torch.full_like(cq, -1)).amax(2)  # (B, n)
+    c_min = torch.where(vq, cq, torch.full_like(cq, PAD_POS)).amin(2)
+    real, ahead = owner[:, : frames.n_real].contiguous(), owner[:, frames.n_real:].contiguous()
+    end = torch.searchsorted(real, c_max, right=True).amax(0)  # (n,)
+    start = torch.zeros_like(end) if left is None else torch.searchsorted(real, c_min - left).amin(0)
+    if ahead.shape[1]:  # a chunk's queries see its own lookahead copies only
+        start2 = torch.searchsorted(ahead, c_min).amin(0) + frames.n_real
+        end2 = torch.searchsorted(ahead, c_max, right=True).amax(0) + frames.n_real
+    else:
+        start2 = end2 = torch.full_like(end, N)
+    rows = torch.stack([vq.any(2).any(0).long(), start, end, start2, end2]).tolist()  # the one host read
+    return [(i * block, min((i + 1) * block, N), s, e, s2, e2)
+            for i, (any_valid, s, e, s2, e2) in enumerate(zip(*rows)) if any_valid]
+
+
+def lookahead_conv_index(owner: torch.Tensor, n_real: int, kernel: int) -> torch.Tensor | None:
+    """(B, N - n_real, kernel) where each lookahead copy's causal depthwise conv reads its inputs, as
+    columns of [K-1 frames before these (zeros at a stream's start, the conv cache in a step), the
+    frames]: the copies of the same chunk before it, then the real frames up to its chunk's end.
+    None without lookahead columns."""
+    B, N = owner.shape
+    if N == n_real:
+        return None
+    real, ahead = owner[:, :n_real].contiguous(), owner[:, n_real:].contiguous()
+    q = torch.arange(N - n_real, device=owner.device)
+    # counted by comparison, not searchsorted: ONNX has no searchsorted (sizes here are a step's frames,
+    # or (T/2) x T flags in a whole-utterance pass)
+    rank = q - (ahead[:, None, :] < ahead[:, :, None]).sum(-1)  # (B, T2) copies of the same chunk before it
+    seen = (real[:, None, :] <= ahead[:, :, None]).sum(-1)  # (B, T2) real frames up to the end of its chunk
+    back = torch.arange(kernel - 1, -1, -1, device=owner.device)  # tap k reads `back[k]` frames before
+    from_ahead = (kernel - 1) + n_real + q[None, :, None] - back
+    from_real = (kernel - 1) + seen[..., None] - (back - rank[..., None])
+    index = torch.where(back <= rank[..., None], from_ahead, from_real)
+    return index.clamp(0, kernel - 2 + N)
+
+
 class ChunkedAttention(nn.Module):
-    """Multi-head self-attention where a frame sees its own chunk and `left_chunks` before it.
+    """Multi-head self-attention where a frame sees its own chunk, `left_chunks` before it and its
+    chunk's lookahead copies.
 
     Queries are processed in blocks so memory is O(T * window), not O(T^2); each block
-    rotates its queries and keys relative to the block's first key, so positions never
+    rotates its queries and keys relative to the block's first query, so positions never
     grow with the stream length.
     """
 
-    def __init__(self, cfg: ModelConfig, block: int = 256):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.h, self.e = cfg.n_heads, cfg.d_model // cfg.n_heads
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.chunk, self.left = cfg.chunk_size, cfg.left_chunks
         self.dropout = cfg.dropout
-        self.block = block
         self.rotary = cfg.positions == "rotary"  # absolute positions are added to the input instead
         self.register_buffer(
             "inv_freq", 1.0 / 10000 ** (torch.arange(0, self.e, 2).float() / self.e), persistent=False)
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor,
-                windows: list[tuple[int, int, int, int]] | None = None) -> torch.Tensor:
-        """x (B, T, D), pos/valid (B, T); windows: `self.windows(pos, valid)` if already computed
-        (every layer of a stack shares them)."""
-        B, T, D = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.h, self.e).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, E)
-        chunk = self._chunk_index(pos, valid)  # (B, T)
-        out = x.new_zeros(B, self.h, T, self.e)
-        for a, b, s, e in self.windows(pos, valid) if windows is None else windows:
-            out[:, :, a:b] = self._attend_block(q[:, :, a:b], k[:, :, s:e], v[:, :, s:e],
-                                                chunk[:, a:b], chunk[:, s:e], pos[:, a:b], pos[:, s:e],
-                                                valid[:, a:b], valid[:, s:e])
-        return self.proj(out.transpose(1, 2).reshape(B, T, D))
+    def forward(self, x: torch.Tensor, plan: Plan) -> torch.Tensor:
+        """x (B, N, D) on the plan's frames."""
+        B, N, D = x.shape
+        q, k, v = self.qkv(x).view(B, N, 3, self.h, self.e).permute(2, 0, 3, 1, 4)  # 3 x (B, H, N, E)
+        pos, valid, owner, ahead = plan.frames.pos, plan.frames.valid, plan.owner, plan.frames.ahead()
+        out = x.new_zeros(B, self.h, N, self.e)
+        for a, b, s, e, s2, e2 in plan.windows:
+            keys = slice(s, e) if s2 == e2 else torch.cat([torch.arange(s, e), torch.arange(s2, e2)]).to(x.device)
+            out[:, :, a:b] = self._attend_block(q[:, :, a:b], k[:, :, keys], v[:, :, keys], owner[:, a:b],
+                                                owner[:, keys], ahead[keys], pos[:, a:b], pos[:, keys],
+                                                valid[:, a:b], valid[:, keys])
+        return self.proj(out.transpose(1, 2).reshape(B, N, D))
 
-    def windows(self, pos: torch.Tensor, valid: torch.Tensor) -> list[tuple[int, int, int, int]]:
-        """(a, b, s, e) for each block of queries [a, b) that holds a valid one: the smallest
-        range of keys [s, e) that covers its valid queries' chunks and left context. Every
-        block is computed at once and read back in one host transfer (on a GPU each read
-        is a sync that stalls the launch queue)."""
-        B, T = pos.shape
-        if T == 0:
-            return []
-        chunk = self._chunk_index(pos, valid)  # (B, T), sorted per row: padding last
-        n = -(-T // self.block)
-        pad = n * self.block - T
-        vq = F.pad(valid, (0, pad)).view(B, n, self.block)
-        cq = F.pad(chunk, (0, pad)).view(B, n, self.block)
-        c_max = torch.where(vq, cq, torch.full_like(cq, -1)).amax(2)  # (B, n)
-        c_min = torch.where(vq, cq, torch.full_like(cq, PAD_POS)).amin(2)
-        end = torch.searchsorted(chunk, c_max, right=True).amax(0)  # (n,)
-        if self.left is None:
-            start = torch.zeros_like(end)
-        else:
-            start = torch.searchsorted(chunk, c_min - self.left).amin(0)
-        rows = torch.stack([vq.any(2).any(0).long(), start, end]).tolist()  # the one host read
-        return [(i * self.block, min((i + 1) * self.block, T), s, e)
-                for i, (any_valid, s, e) in enumerate(zip(*rows)) if any_valid]
-
-    def forward_chunk(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor,
-                      cache: "KVCache") -> tuple[torch.Tensor, "KVCache"]:
-        """One streaming step. x (B, C, D) new frames (valid ones first in each row), pos (B, C)
-        their timeline positions; cache holds up to W earlier frames' un-rotated keys/values.
-        -> (B, C, D) and the cache of the W most recent valid frames."""
-        B, C, D = x.shape
-        q, k, v = self.qkv(x).view(B, C, 3, self.h, self.e).permute(2, 0, 3, 1, 4)  # 3 x (B, H, C, E)
-        k_all, v_all = torch.cat([cache.k, k], 2), torch.cat([cache.v, v], 2)  # (B, H, W + C, E)
-        pk, vk = torch.cat([cache.pos, pos], 1), torch.cat([cache.valid, valid], 1)  # (B, W + C)
-        ck, cq = self._chunk_index(pk, vk), self._chunk_index(pos, valid)
-        out = self._attend_block(q, k_all, v_all, cq, ck, pos, pk, valid, vk)  # (B, H, C, E)
-        keep = _last_valid(vk, cache.pos.shape[1])  # (B, W) indices of the newest valid keys
+    def forward_chunk(self, x: torch.Tensor, plan: Plan, cache: "KVCache") -> tuple[torch.Tensor, "KVCache"]:
+        """One streaming step. x (B, N, D) the step's frames (plan.frames: real ones, then lookahead
+        copies); cache holds up to W earlier real frames' un-rotated keys/values.
+        -> (B, N, D) and the cache of the W most recent valid real frames."""
+        B, N, D = x.shape
+        f, n = plan.frames, plan.frames.n_real
+        q, k, v = self.qkv(x).view(B, N, 3, self.h, self.e).permute(2, 0, 3, 1, 4)  # 3 x (B, H, N, E)
+        k_all, v_all = torch.cat([cache.k, k], 2), torch.cat([cache.v, v], 2)  # (B, H, W + N, E)
+        pk, vk = torch.cat([cache.pos, f.pos], 1), torch.cat([cache.valid, f.valid], 1)  # (B, W + N)
+        W = cache.pos.shape[1]
+        ck = torch.cat([torch.where(cache.valid, cache.pos // self.chunk,
+                                    torch.full_like(cache.pos, PAD_POS // self.chunk)), plan.owner], 1)
+        ak = torch.cat([torch.zeros(W, dtype=torch.bool, device=x.device), f.ahead()])
+        out = self._attend_block(q, k_all, v_all, plan.owner, ck, ak, f.pos, pk, f.valid, vk)  # (B, H, N, E)
+        keep = _last_valid(vk[:, : W + n], W)  # (B, W) indices of the newest valid real keys
         new = KVCache(k_all.gather(2, keep[:, None, :, None].expand(-1, self.h, -1, self.e)),
                       v_all.gather(2, keep[:, None, :, None].expand(-1, self.h, -1, self.e)),
                       pk.gather(1, keep), vk.gather(1, keep))
-        return self.proj(out.transpose(1, 2).reshape(B, C, D)), new
+        return self.proj(out.transpose(1, 2).reshape(B, N, D)), new
 
-    def _chunk_index(self, pos: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """(B, T) chunk of each frame; padding gets a chunk after every real one."""
-        return torch.where(valid, pos, torch.full_like(pos, PAD_POS)) // self.chunk
-
-    def _attend_block(self, q, k, v, cq, ck, pq, pk, vq, vk) -> torch.Tensor:
-        allowed = (ck[:, None, :] <= cq[:, :, None]) & vk[:, None, :]  # (B, Q, W)
+    def _attend_block(self, q, k, v, cq, ck, ak, pq, pk, vq, vk) -> torch.Tensor:
+        """Queries of chunks cq (B, Q) on keys of chunks ck (B, K), ak (K,) the lookahead keys: a query
+        sees real keys of its chunk and `left` before, and lookahead keys of its own chunk."""
+        allowed = ck[:, None, :] <= cq[:, :, None]  # (B, Q, K)
         if self.left is not None:
             allowed = allowed & (ck[:, None, :] >= cq[:, :, None] - self.left)
+        allowed = ((ak & (ck[:, None, :] == cq[:, :, None])) | (~ak & allowed)) & vk[:, None, :]  # no bool Where in ORT
         allowed = allowed | ~vq[:, :, None]  # padding queries attend anywhere; their output is discarded
-        # relative to the row's first query (valid rows come first): rotary angles stay small
-        base = torch.where(vq[:, :1], pq[:, :1], torch.zeros_like(pq[:, :1]))
-        pk = torch.where(vk, pk - base, torch.zeros_like(pk))
-        pq = torch.where(vq, pq - base, torch.zeros_like(pq))
-        if self.rotary:
+        if self.rotary:  # relative to the block's first valid query: rotary angles stay small
+            base = torch.where(vq, pq, torch.full_like(pq, PAD_POS)).amin(1, keepdim=True)
+            base = torch.where(base == PAD_POS, torch.zeros_like(base), base)
+            pk = torch.where(vk, pk - base, torch.zeros_like(pk))
+            pq = torch.where(vq, pq - base, torch.zeros_like(pq))
             q, k = rotary(q, pq, self.inv_freq), rotary(k, pk, self.inv_freq)
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=allowed[:, None], dropout_p=self.dropout if self.training else 0.0)
@@ -242,23 +314,35 @@ class ConvModule(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.left_pad = cfg.conv_kernel - 1
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.glu(self.pw1(self.norm_in(x)), dim=-1)  # (B, T, D)
-        y = F.pad(y.transpose(1, 2), (self.left_pad, 0))  # causal: only past frames
-        y = self.dw(y).transpose(1, 2)
-        return self.drop(self.pw2(F.silu(self.norm(y))))
+    def forward(self, x: torch.Tensor, plan: Plan) -> torch.Tensor:
+        y = F.glu(self.pw1(self.norm_in(x)), dim=-1)  # (B, N, D)
+        n = plan.frames.n_real
+        out = self.dw(F.pad(y[:, :n].transpose(1, 2), (self.left_pad, 0))).transpose(1, 2)  # causal: past only
+        if plan.conv_index is not None:
+            out = torch.cat([out, self._taps(torch.cat([y.new_zeros(y.shape[0], self.left_pad, y.shape[2]), y], 1),
+                                             plan.conv_index)], 1)
+        return self.drop(self.pw2(F.silu(self.norm(out))))
 
-    def forward_chunk(self, x: torch.Tensor, valid: torch.Tensor,
-                      cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, C, D) with valid frames first; cache (B, K-1, D) the last K-1 valid frames' conv
-        inputs (zeros at the stream start, like the causal padding). -> (B, C, D), new cache."""
-        y = F.glu(self.pw1(self.norm_in(x)), dim=-1)  # (B, C, D)
-        full = torch.cat([cache, y], 1)  # (B, K-1+C, D)
-        out = self.dw(full.transpose(1, 2)).transpose(1, 2)  # (B, C, D)
-        held = torch.cat([torch.ones_like(cache[..., 0], dtype=torch.bool), valid], 1)
+    def forward_chunk(self, x: torch.Tensor, plan: Plan, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, N, D) the step's frames (real ones, valid first, then lookahead copies); cache (B, K-1, D)
+        the last K-1 valid real frames' conv inputs (zeros at the stream start, like the causal
+        padding). -> (B, N, D), new cache."""
+        y = F.glu(self.pw1(self.norm_in(x)), dim=-1)  # (B, N, D)
+        n = plan.frames.n_real
+        full = torch.cat([cache, y], 1)  # (B, K-1+N, D)
+        out = self.dw(full[:, : self.left_pad + n].transpose(1, 2)).transpose(1, 2)  # (B, n, D)
+        if plan.conv_index is not None:
+            out = torch.cat([out, self._taps(full, plan.conv_index)], 1)
+        held = torch.cat([torch.ones_like(cache[..., 0], dtype=torch.bool), plan.frames.valid[:, :n]], 1)
         keep = _last_valid(held, cache.shape[1])  # (B, K-1)
         new = full.gather(1, keep[:, :, None].expand(-1, -1, full.shape[2]))
         return self.drop(self.pw2(F.silu(self.norm(out)))), new
+
+    def _taps(self, buf: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The depthwise conv at gathered inputs: buf (B, M, D), index (B, T, K) -> (B, T, D)."""
+        B, T, K = index.shape
+        taps = buf.gather(1, index.reshape(B, T * K, 1).expand(-1, -1, buf.shape[2])).view(B, T, K, -1)
+        return torch.einsum("btkd,dk->btd", taps, self.dw.weight[:, 0]) + self.dw.bias
 
 
 class ConformerBlock(nn.Module):
@@ -273,23 +357,23 @@ class ConformerBlock(nn.Module):
         self.conv = ConvModule(cfg)
         self.norm_out = nn.LayerNorm(cfg.d_model)
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor, windows=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, plan: Plan) -> torch.Tensor:
         x = x + 0.5 * self.ff1(x)
-        x = x + self.drop(self.att(self.norm_att(x), pos, valid, windows))
-        x = x + self.conv(x)
+        x = x + self.drop(self.att(self.norm_att(x), plan))
+        x = x + self.conv(x, plan)
         x = self.norm_out(x + 0.5 * self.ff2(x))
-        return x.masked_fill(~valid[:, :, None], 0.0)  # padding never feeds later frames
+        return x.masked_fill(~plan.frames.valid[:, :, None], 0.0)  # padding never feeds later frames
 
-    def forward_chunk(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor, kv: KVCache,
+    def forward_chunk(self, x: torch.Tensor, plan: Plan, kv: KVCache,
                       conv: torch.Tensor) -> tuple[torch.Tensor, KVCache, torch.Tensor]:
-        """The streaming form of forward: x (B, C, D) new frames -> (B, C, D) and new caches."""
+        """The streaming form of forward: x (B, N, D) the step's frames -> (B, N, D) and new caches."""
         x = x + 0.5 * self.ff1(x)
-        a, kv = self.att.forward_chunk(self.norm_att(x), pos, valid, kv)
+        a, kv = self.att.forward_chunk(self.norm_att(x), plan, kv)
         x = x + self.drop(a)
-        c, conv = self.conv.forward_chunk(x, valid, conv)
+        c, conv = self.conv.forward_chunk(x, plan, conv)
         x = x + c
         x = self.norm_out(x + 0.5 * self.ff2(x))
-        return x.masked_fill(~valid[:, :, None], 0.0), kv, conv
+        return x.masked_fill(~plan.frames.valid[:, :, None], 0.0), kv, conv
 
 
 class WhisperBlock(nn.Module):
@@ -307,20 +391,20 @@ class WhisperBlock(nn.Module):
         nn.init.zeros_(self.conv.pw2.bias)
         self.ff = FeedForward(cfg)
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor, windows=None) -> torch.Tensor:
-        x = x + self.drop(self.att(self.norm_att(x), pos, valid, windows))
-        x = x + self.conv(x)
+    def forward(self, x: torch.Tensor, plan: Plan) -> torch.Tensor:
+        x = x + self.drop(self.att(self.norm_att(x), plan))
+        x = x + self.conv(x, plan)
         x = x + self.ff(x)
-        return x.masked_fill(~valid[:, :, None], 0.0)
+        return x.masked_fill(~plan.frames.valid[:, :, None], 0.0)
 
-    def forward_chunk(self, x: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor, kv: KVCache,
+    def forward_chunk(self, x: torch.Tensor, plan: Plan, kv: KVCache,
                       conv: torch.Tensor) -> tuple[torch.Tensor, KVCache, torch.Tensor]:
-        a, kv = self.att.forward_chunk(self.norm_att(x), pos, valid, kv)
+        a, kv = self.att.forward_chunk(self.norm_att(x), plan, kv)
         x = x + self.drop(a)
-        c, conv = self.conv.forward_chunk(x, valid, conv)
+        c, conv = self.conv.forward_chunk(x, plan, conv)
         x = x + c
         x = x + self.ff(x)
-        return x.masked_fill(~valid[:, :, None], 0.0), kv, conv
+        return x.masked_fill(~plan.frames.valid[:, :, None], 0.0), kv, conv
 
 
 def make_block(cfg: ModelConfig) -> nn.Module:

@@ -41,8 +41,9 @@ class TorchModel:
 
     def forward_chunk(self, feats: np.ndarray, n_valid: np.ndarray, state: StreamState,
                       skip: SkipOptions | None) -> tuple[np.ndarray, np.ndarray, StreamState]:
-        """feats (B, input_frames(C), F), n_valid (B,) -> log-probs (B, C, V), frames that ran the top
-        layers (B, C), the new state (see Encoder.forward_chunk)."""
+        """feats (B, input_frames(C + right_context), F), n_valid (B,) valid frames of those C +
+        right_context -> log-probs (B, C, V), frames that ran the top layers (B, C), the new state
+        (see Encoder.forward_chunk)."""
         dev = self.device
         with torch.inference_mode():
             out, new = self.encoder.forward_chunk(torch.from_numpy(feats).to(dev), torch.from_numpy(n_valid).to(dev),

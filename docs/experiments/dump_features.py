@@ -20,6 +20,7 @@ from asr_engine.data.loader import bucket_batches, collate, load_features
 from asr_engine.model.fbank import Fbank
 from asr_engine.manifest import read_corpus
 from asr_engine.model.encoder import Encoder
+from asr_engine.model.layers import Frames, make_plan
 from asr_engine.train import _teacher
 
 torch.set_num_threads(2)
@@ -45,8 +46,9 @@ def block_outputs(x, xl):
     valid = pos < lengths[:, None]
     h = model.embed_positions(h, pos).masked_fill(~valid[:, :, None], 0.0)
     outs = {}
+    plan = make_plan(model.cfg, Frames(pos, valid, h.shape[1]))
     for i, layer in enumerate(model.layers, start=1):
-        h = layer(h, pos, valid)
+        h = layer(h, plan)
         if i in layers:
             outs[i] = h
     return outs, lengths
