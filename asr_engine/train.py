@@ -61,7 +61,8 @@ class TrainConfig:
     eval_every: int = 1000
     sortagrad: bool = False  # the first epoch goes from the shortest batches to the longest (curriculum)
     # Pretrained encoders (init_from an `asr-engine import-whisper` checkpoint): the imported weights
-    # learn at lr * pretrained_lr_scale and not at all for the first freeze_pretrained_steps (the new
+    # learn at lr * pretrained_lr_scale (0: never; adapters only) and not at all for the first
+    # freeze_pretrained_steps (no gradients computed for them then; the new
     # heads and conv modules learn to read them first); loss.feature > 0 distills the frozen
     # full-context init model's last hidden layer into the streaming student on non-skipping steps.
     pretrained_lr_scale: float = 1.0
@@ -298,6 +299,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
                 skip = SkipOptions(cfg.skip_train_threshold, model.cfg.skip_dilation)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg) * _group_scale(g["name"], step, cfg)
+                frozen = _group_scale(g["name"], step, cfg) == 0.0
+                if g["params"][0].requires_grad == frozen:  # frozen weights: no gradients computed at all
+                    for p in g["params"]:
+                        p.requires_grad_(not frozen)
             step_weights = weights if step >= cfg.aux_start else no_aux
             t_hidden = None
             offsets = _position_offsets(model.cfg, cfg, len(idx), gen)

@@ -219,6 +219,11 @@ def test_fine_tuning_an_imported_whisper_encoder(tmp_path):
     assert pretrained and all(torch.equal(before[k], after[k]) for k in pretrained)
     assert not torch.equal(before["final_head.out.weight"], after["final_head.out.weight"])
     assert not torch.equal(before["layers.0.conv.pw2.weight"], after["layers.0.conv.pw2.weight"])
+    train(TrainConfig(out_dir=str(tmp_path / "adapters"), steps=3, **{**base, "freeze_pretrained_steps": 0,
+                                                                      "pretrained_lr_scale": 0.0}), progress=False)
+    adapters = load_checkpoint(tmp_path / "adapters" / "last").model.state_dict()  # scale 0: never learn
+    assert all(torch.equal(before[k], adapters[k]) for k in pretrained)
+    assert not torch.equal(before["layers.0.conv.pw2.weight"], adapters["layers.0.conv.pw2.weight"])
     train(TrainConfig(out_dir=str(tmp_path / "all"), steps=4, **base), progress=False)
     moved = load_checkpoint(tmp_path / "all" / "last").model.state_dict()
     assert any(not torch.equal(before[k], moved[k]) for k in pretrained)

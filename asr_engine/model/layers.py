@@ -213,7 +213,8 @@ class ChunkedAttention(nn.Module):
         pos, valid, owner, ahead = plan.frames.pos, plan.frames.valid, plan.owner, plan.frames.ahead()
         out = x.new_zeros(B, self.h, N, self.e)
         for a, b, s, e, s2, e2 in plan.windows:
-            keys = slice(s, e) if s2 == e2 else torch.cat([torch.arange(s, e), torch.arange(s2, e2)]).to(x.device)
+            keys = slice(s, e) if s2 == e2 else torch.cat([torch.arange(s, e, device=x.device),
+                                                           torch.arange(s2, e2, device=x.device)])
             out[:, :, a:b] = self._attend_block(q[:, :, a:b], k[:, :, keys], v[:, :, keys], owner[:, a:b],
                                                 owner[:, keys], ahead[keys], pos[:, a:b], pos[:, keys],
                                                 valid[:, a:b], valid[:, keys])
