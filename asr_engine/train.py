@@ -21,6 +21,7 @@ from asr_engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from asr_engine.data.loader import FeatureSet, Prefetcher, bucket_batches, collate, load_features, spec_augment
 from asr_engine.decoding import greedy_search
 from asr_engine.features import FbankConfig
+from asr_engine.frozen_cache import FrozenCache, frozen_modules
 from asr_engine.model.fbank import Fbank
 from asr_engine.losses import LossWeights, total_loss
 from asr_engine.model.config import ModelConfig
@@ -71,6 +72,11 @@ class TrainConfig:
     # the model learns the wrap that long streams go through (streams start at 0 at inference)
     random_position_offset: bool = True
     teacher_from: str | None = None  # the feature-distillation teacher's checkpoint (default: init_from)
+    # > 0: the stem and layers 1..frozen_layers (>= the skip layer) stay as initialized and are computed once
+    # per utterance into a cache (cache_dir, default out_dir/frozen_cache; see asr_engine.frozen_cache): steps
+    # run only the layers above and the heads. No SpecAugment then, and no feature distillation.
+    frozen_layers: int = 0
+    cache_dir: str | None = None
     device: str = "auto"  # "cpu", "cuda[:N]", or "auto": the GPU when there is one
     seed: int = 0
 
@@ -189,11 +195,13 @@ def _save(model, tokenizer, features: FbankConfig, opt, cfg: TrainConfig, step: 
 
 
 def _optimizer(model: Encoder, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW with two groups: imported pretrained weights and the rest (new heads, conv modules)."""
+    """AdamW with two groups: imported pretrained weights and the rest (new heads, conv modules);
+    frozen parameters (frozen_layers) in neither."""
     pretrained = pretrained_parameter_names(model.cfg)
     groups = {"pretrained": [], "new": []}
     for name, p in model.named_parameters():
-        groups["pretrained" if name in pretrained else "new"].append(p)
+        if p.requires_grad:
+            groups["pretrained" if name in pretrained else "new"].append(p)
     return torch.optim.AdamW([{"params": ps, "name": n} for n, ps in groups.items() if ps],
                              lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -208,6 +216,13 @@ def _position_offsets(mcfg: ModelConfig, cfg: TrainConfig, batch: int, gen: torc
     if mcfg.position_period is None or not cfg.random_position_offset:
         return None
     return torch.randint(0, mcfg.position_period, (batch,), generator=gen)
+
+
+def _train_mode(model: Encoder, cfg: TrainConfig) -> None:
+    """Training mode, except frozen layers (no dropout: they compute what their cache holds)."""
+    model.train()
+    for module in frozen_modules(model, cfg.frozen_layers) if cfg.frozen_layers else []:
+        module.eval()
 
 
 def _teacher(init: Encoder) -> Encoder:
@@ -239,18 +254,29 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     if init:
         model = init.model
         changed = {k: v for k, v in cfg.model.items() if getattr(model.cfg, k) != v}
-        if set(changed) - _LAYOUT_KEYS:
+        if set(changed) - _LAYOUT_KEYS - {"head_hidden"} or changed.get("head_hidden", 1) == 0:
             raise ValueError(f"init_from: the model section may only change {sorted(_LAYOUT_KEYS)} "
-                             f"(the rest must match the checkpoint's or be left out), got {sorted(changed)}")
-        if changed:  # the streaming/skipping layout carries no weights: rebuild and copy them over
+                             "or add head_hidden to heads without it (the rest must match the checkpoint's "
+                             f"or be left out), got {sorted(changed)}")
+        if changed:  # the layout carries no weights, a new head MLP starts at zero: rebuild, copy them over
             state = model.state_dict()
             model = Encoder(replace(model.cfg, **changed))
-            model.load_state_dict(state)
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            if unexpected or any(".mlp." not in k for k in missing):
+                raise ValueError(f"init_from: weights do not fit: missing {missing}, unexpected {unexpected}")
     else:
         model = Encoder(ModelConfig(vocab_size=len(tokenizer.vocab), **cfg.model))
     model.to(device)
-    opt = _optimizer(model, cfg)
     weights = LossWeights(**cfg.loss)
+    cache = None
+    if cfg.frozen_layers:
+        if weights.feature > 0:
+            raise ValueError("frozen_layers: loss.feature needs the whole forward pass; set it to 0")
+        for module in frozen_modules(model, cfg.frozen_layers):
+            module.requires_grad_(False)
+        cache = FrozenCache.open(cfg.cache_dir or out / "frozen_cache", model, train_fs, cfg.frozen_layers,
+                                 cfg.seed, str(cfg.init_from), cfg.bf16, progress=progress)
+    opt = _optimizer(model, cfg)
     teacher = None
     if weights.feature > 0:
         if cfg.teacher_from is None and init is None:
@@ -281,7 +307,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step")
-    model.train()
+    _train_mode(model, cfg)
     epoch = step // max(1, len(bucket_batches(lengths, cfg.max_frames, 0)))
     audio_s, t0 = 0.0, time.monotonic()
     while step < cfg.steps:
@@ -293,7 +319,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         for idx, x_host, xl_host, y, yl in batches:
             x_clean, xl = x_host.to(device, non_blocking=True), xl_host.to(device, non_blocking=True)
             y, yl = y.to(device, non_blocking=True), yl.to(device, non_blocking=True)
-            x = spec_augment(x_clean, xl_host, model.feat_mean, gen)
+            x = spec_augment(x_clean, xl_host, model.feat_mean, gen) if cache is None else x_clean
             skip = None
             if step >= cfg.skip_train_start and rng.random() < cfg.skip_train_prob:
                 skip = SkipOptions(cfg.skip_train_threshold, model.cfg.skip_dilation)
@@ -307,12 +333,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             t_hidden = None
             offsets = _position_offsets(model.cfg, cfg, len(idx), gen)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                if teacher is not None and skip is None:
+                if cache is not None:
+                    out_ = cache.forward(model, idx, skip, teacher=skip is not None and step_weights.skip_distill > 0)
+                elif teacher is not None and skip is None:
                     with torch.no_grad():  # the teacher hears the features before SpecAugment
                         t_hidden = teacher(x_clean, xl, hidden=True).hidden
-                out_ = model(x, xl, skip, teacher=skip is not None and step_weights.skip_distill > 0,
-                             hidden=t_hidden is not None,
-                             pos_offset=None if offsets is None else offsets.to(device))
+                if cache is None:
+                    out_ = model(x, xl, skip, teacher=skip is not None and step_weights.skip_distill > 0,
+                                 hidden=t_hidden is not None,
+                                 pos_offset=None if offsets is None else offsets.to(device))
             loss, parts = total_loss(out_, y, yl, step_weights, t_hidden)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -330,6 +359,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             if dev_fs is not None and step % cfg.eval_every == 0:
                 res = evaluate(model, dev_fs, tokenizer, None)
                 res_skip = evaluate(model, dev_fs, tokenizer, SkipOptions.resolve(model.cfg))
+                _train_mode(model, cfg)
                 msg = {"step": step, "dev": res, "dev_skip": res_skip}
                 with open(out / "log.jsonl", "a") as f:
                     f.write(json.dumps(msg) + "\n")

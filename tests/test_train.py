@@ -6,6 +6,7 @@ import soundfile as sf
 import torch
 
 from asr_engine.checkpoint import load_checkpoint
+from asr_engine.model.config import SkipOptions
 from asr_engine.train import TrainConfig, lr_at, resolve_device, train
 
 from conftest import tone
@@ -104,6 +105,30 @@ def test_init_from_fine_tunes_a_checkpoint_on_new_data(tmp_path):
     with pytest.raises(ValueError, match="must match"):
         train(TrainConfig(train_manifest=str(manifest), out_dir=str(tmp_path / "c"), steps=1, max_frames=400,
                           init_from=str(tmp_path / "a" / "last"), model=dict(d_model=64)), progress=False)
+
+
+def test_a_head_mlp_added_to_a_trained_model_starts_from_its_outputs(tmp_path):
+    manifest = _manifest(tmp_path)
+    model = dict(d_model=32, n_heads=2, n_layers=2, intermediate_layers=[1], skip_layer=1)
+    common = dict(train_manifest=str(manifest), max_frames=400, bf16=False)
+    train(TrainConfig(out_dir=str(tmp_path / "a"), model=model, steps=2, **common), progress=False)
+    train(TrainConfig(out_dir=str(tmp_path / "b"), init_from=str(tmp_path / "a" / "last"), steps=1, lr=0.0,
+                      model=dict(head_hidden=48), **common), progress=False)
+    a, b = load_checkpoint(tmp_path / "a" / "last").model, load_checkpoint(tmp_path / "b" / "last").model
+    assert b.cfg.head_hidden == 48 and a.final_head.mlp is None
+    assert b.final_head.mlp[0].weight.shape == (48, 32) and not b.final_head.mlp[2].weight.any()
+    x, xl = torch.randn(2, 120, 80), torch.tensor([120, 90])
+    with torch.no_grad():
+        out_a, out_b = a(x, xl, SkipOptions(0.9, 1)), b(x, xl, SkipOptions(0.9, 1))
+    assert torch.equal(out_a.final.raw, out_b.final.raw) and torch.equal(out_a.intermediate[1].raw,
+                                                                         out_b.intermediate[1].raw)
+    # then it learns: a step at a real learning rate moves the MLP off zero
+    train(TrainConfig(out_dir=str(tmp_path / "c"), init_from=str(tmp_path / "b" / "last"), steps=1, lr=1e-3,
+                      **common), progress=False)
+    assert load_checkpoint(tmp_path / "c" / "last").model.final_head.mlp[2].weight.any()
+    with pytest.raises(ValueError, match="head_hidden"):  # a head MLP cannot be taken away
+        train(TrainConfig(out_dir=str(tmp_path / "d"), init_from=str(tmp_path / "b" / "last"), steps=1,
+                          model=dict(head_hidden=0), **common), progress=False)
 
 
 def test_train_cli_runs_a_config_and_reports(tmp_path, capsys):

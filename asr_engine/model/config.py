@@ -49,6 +49,8 @@ class ModelConfig:
     right_context: int = 0  # lookahead frames per chunk (Emformer-style: the first right_context frames of the
     # next chunk are computed again with each chunk, as keys for its frames only; <= chunk_size)
     intermediate_layers: tuple[int, ...] = (4,)  # CTC heads after these layers (1-based)
+    head_hidden: int = 0  # width of a residual GELU MLP inside every CTC head (0: LayerNorm + linear only); its
+    # output layer starts at zero, so adding it to a trained model changes none of its outputs
     skip_layer: int = 4  # the head after this layer gates layers skip_layer+1..n_layers
     skip_threshold: float = 0.95  # default P(blank) above which a frame skips the top layers
     skip_dilation: int = 1  # frames next to a kept frame are kept too
@@ -77,6 +79,8 @@ class ModelConfig:
             raise ValueError(f"skip_layer {self.skip_layer} needs a head: add it to intermediate_layers")
         if any(not 1 <= i <= self.skip_layer for i in self.intermediate_layers):
             raise ValueError("intermediate heads must sit at or below skip_layer, within 1..n_layers")
+        if self.head_hidden < 0:
+            raise ValueError("head_hidden must be >= 0")
         if not 1 <= self.skip_layer < self.n_layers:
             raise ValueError("skip_layer must leave at least one top layer")
 

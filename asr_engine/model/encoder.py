@@ -98,13 +98,25 @@ def kept_frames(c: Compacted, c2: Compacted | None, frames: Frames) -> tuple[tor
 
 
 class CTCHead(nn.Module):
+    """LayerNorm -> (+ residual GELU MLP, with cfg.head_hidden) -> linear to the vocabulary."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.norm = nn.LayerNorm(cfg.d_model)
+        self.mlp = None
+        if cfg.head_hidden:
+            self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.head_hidden), nn.GELU(),
+                                     nn.Linear(cfg.head_hidden, cfg.d_model))
+            nn.init.zeros_(self.mlp[2].weight)
+            nn.init.zeros_(self.mlp[2].bias)
         self.out = nn.Linear(cfg.d_model, cfg.vocab_size)
 
     def forward(self, x: torch.Tensor) -> HeadOutput:
-        return HeadOutput(self.out(self.norm(x)))
+        return HeadOutput(self.logits(self.norm(x)))
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """The normalized input h (B, T, D) -> raw outputs (B, T, V)."""
+        return self.out(h if self.mlp is None else h + self.mlp(h))
 
 
 class Encoder(nn.Module):
@@ -132,6 +144,15 @@ class Encoder(nn.Module):
         starts each utterance's absolute positions there instead of at 0 (training: a stream's
         later utterances and the wrap at position_period).
         """
+        x, frames, lengths = self.embed(feats, feat_lengths, pos_offset)
+        plan = make_plan(self.cfg, frames)  # shared by every layer on these frames
+        x, heads, gate_raw = self._bottom(x, plan)
+        return self.forward_top(x, plan, lengths, heads, gate_raw, skip, teacher, hidden)
+
+    def embed(self, feats: torch.Tensor, feat_lengths: torch.Tensor,
+              pos_offset: torch.Tensor | None = None) -> tuple[torch.Tensor, Frames, torch.Tensor]:
+        """The stem and positions: feats (B, T_in, F) -> the first layer's input (B, N, D) on its frames
+        (T real, then the lookahead copies) and the (B,) valid real frames."""
         x, lengths = self.subsampling(self.normalize(feats), feat_lengths)
         B, T, _ = x.shape
         pos = torch.arange(T, device=x.device).expand(B, T)  # (B, T)
@@ -139,22 +160,30 @@ class Encoder(nn.Module):
         at = pos if pos_offset is None else pos + pos_offset[:, None]
         x = self.embed_positions(x, at).masked_fill(~valid[:, :, None], 0.0)
         x, frames = self.with_lookahead(x, Frames(pos, valid, T), -(-T // self.cfg.chunk_size))
-        plan = make_plan(self.cfg, frames)  # shared by every layer on these frames
-        x, heads, gate_raw = self._bottom(x, plan)
+        return x, frames, lengths
+
+    def forward_top(self, x: torch.Tensor, plan: Plan, lengths: torch.Tensor, heads: dict[int, HeadOutput],
+                    gate_raw: torch.Tensor, skip: SkipOptions | None = None, teacher: bool = False,
+                    hidden: bool = False, frozen: tuple[int, torch.Tensor] | None = None) -> EncoderOutput:
+        """`forward` from the skip layer's output x on plan's frames, its heads and the gate's raw output.
+        frozen (k, x_k): layers skip_layer+1..k are frozen and x_k (B, N, D) is their output on these
+        frames (training from cached outputs): they run, without gradient, only on the compacted
+        frames of a skipping pass."""
+        T = plan.frames.n_real
         if skip is None:
-            h = self.final_head.norm(self._top(x, plan)[:, :T])  # (B, T, D)
-            return EncoderOutput(HeadOutput(self.final_head.out(h)), heads, lengths, valid,
+            h = self.final_head.norm(self._top(x, plan, frozen)[:, :T])  # (B, T, D)
+            return EncoderOutput(HeadOutput(self.final_head.logits(h)), heads, lengths, plan.frames.valid[:, :T],
                                  hidden=h if hidden else None)
         unskipped = None
         if teacher:
             with torch.no_grad():
-                unskipped = HeadOutput(self.final_head(self._top(x, plan)[:, :T]).raw)
-        c, c2 = gate_both(self.ops, gate_raw, x, frames, lengths, skip.threshold, skip.dilation, self.cfg)
+                unskipped = HeadOutput(self.final_head(self._top(x, plan, frozen)[:, :T]).raw)
+        c, c2 = gate_both(self.ops, gate_raw, x, plan.frames, lengths, skip.threshold, skip.dilation, self.cfg)
         final = gate_raw[:, :T]
         if c.x.shape[1] > 0:
-            y, kept = kept_frames(c, c2, frames)
-            y = self.final_head(self._top(y, make_plan(self.cfg, kept))[:, : kept.n_real]).raw
-            final = self.ops.scatter_back(final, y, c)
+            y, kept = kept_frames(c, c2, plan.frames)
+            y = self._top(y, make_plan(self.cfg, kept), None if frozen is None else (frozen[0], None))
+            final = self.ops.scatter_back(final, self.final_head(y[:, : kept.n_real]).raw, c)
         return EncoderOutput(HeadOutput(final), heads, lengths, c.keep, unskipped)
 
     def with_lookahead(self, x: torch.Tensor, frames: Frames, n_chunks: int, source: torch.Tensor | None = None,
@@ -266,7 +295,18 @@ class Encoder(nn.Module):
         """Floored, mean/variance-normalized features: what the subsampling sees."""
         return (self.floor(feats) - self.feat_mean) * self.feat_istd
 
-    def _top(self, x: torch.Tensor, plan: Plan) -> torch.Tensor:
-        for layer in self.layers[self.cfg.skip_layer:]:
+    def _top(self, x: torch.Tensor, plan: Plan, frozen: tuple[int, torch.Tensor | None] | None = None) -> torch.Tensor:
+        """Layers skip_layer+1..n_layers on x. frozen (k, x_k): layers up to k are frozen; x_k is their
+        output (None: computed here without gradient)."""
+        start = self.cfg.skip_layer
+        if frozen is not None:
+            k, x_k = frozen
+            if x_k is None:
+                with torch.no_grad():
+                    for layer in self.layers[start:k]:
+                        x = layer(x, plan)
+                x_k = x
+            x, start = x_k, k
+        for layer in self.layers[start:]:
             x = layer(x, plan)
         return x

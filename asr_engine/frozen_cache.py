@@ -1,0 +1,147 @@
+"""Training above frozen layers from their cached outputs.
+
+When the stem and layers 1..k of a model stay as imported (a pretrained encoder that already
+hears real voices), their outputs do not change during training: computing them once per
+utterance and reading them back makes each step run only what learns (layers k+1.. and the
+heads). The cache holds, per utterance, the outputs of every layer with a CTC head at or
+below the skip layer and of layer k, on the utterance's real frames followed by its
+lookahead copies, in the streaming layout of the model (chunks, left context, right
+context), as float16 rows of one memory-mapped array per layer. Each utterance gets one
+absolute-position offset, drawn when the cache is built.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asr_engine.data.loader import FeatureSet, bucket_batches, collate
+from asr_engine.model.encoder import Encoder, EncoderOutput, HeadOutput, SkipOptions
+from asr_engine.model.layers import Frames, make_plan
+
+__all__ = ["FrozenCache", "frozen_modules"]
+
+
+def frozen_modules(model: Encoder, k: int) -> list[torch.nn.Module]:
+    """The modules a cache at layer k stands for: the stem and layers 1..k."""
+    return [model.subsampling, *model.layers[:k]]
+
+
+class FrozenCache:
+    """Outputs of the frozen layers of `model` for every utterance of a feature set (see the module doc)."""
+
+    def __init__(self, path: Path, meta: dict):
+        self.path, self.meta = path, meta
+        self.k = meta["k"]
+        self.layers = meta["layers"]
+        self.starts, self.lengths = meta["starts"], meta["lengths"]
+        self.offsets = torch.tensor(meta["offsets"])
+        self.arrays = {i: np.load(path / f"layer{i}.npy", mmap_mode="r") for i in self.layers}
+
+    @staticmethod
+    def key(model: Encoder, fs: FeatureSet, k: int, seed: int) -> dict:
+        """What a cache depends on besides the weights: the layout, the layer and the utterances."""
+        cfg = model.cfg
+        return {"k": k, "chunk_size": cfg.chunk_size, "left_chunks": cfg.left_chunks,
+                "right_context": cfg.right_context, "seed": seed, "utterances": len(fs),
+                "feature_frames": sum(int(f.shape[0]) for f in fs.feats)}
+
+    @classmethod
+    def open(cls, path: str | Path, model: Encoder, fs: FeatureSet, k: int, seed: int, source: str,
+             bf16: bool = True, max_frames: int = 20000, progress: bool = False) -> "FrozenCache":
+        """The cache at `path` if it was built for this model layout, corpus and `source` (the frozen
+        weights' checkpoint); else build it there (a half-built one is rebuilt)."""
+        path = Path(path)
+        key = {**cls.key(model, fs, k, seed), "source": source}
+        meta_file = path / "meta.json"
+        if meta_file.exists():
+            meta = json.loads(meta_file.read_text())
+            if {name: meta.get(name) for name in key} == key:
+                return cls(path, meta)
+        return cls.build(path, model, fs, k, seed, key, bf16, max_frames, progress)
+
+    @classmethod
+    def build(cls, path: Path, model: Encoder, fs: FeatureSet, k: int, seed: int, key: dict, bf16: bool,
+              max_frames: int, progress: bool) -> "FrozenCache":
+        cfg = model.cfg
+        if not cfg.skip_layer <= k < cfg.n_layers:
+            raise ValueError(f"frozen_layers must be within skip_layer ({cfg.skip_layer})..n_layers - 1 "
+                             f"({cfg.n_layers - 1}), got {k}")
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "meta.json").unlink(missing_ok=True)  # written last: its presence marks a complete cache
+        layers = sorted(set(cfg.intermediate_layers) | {k})
+        lengths = [cfg.output_length(int(f.shape[0])) for f in fs.feats]
+        rows = [n + -(-n // cfg.chunk_size) * cfg.right_context for n in lengths]
+        starts = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64).tolist()
+        arrays = {i: np.lib.format.open_memmap(path / f"layer{i}.npy", mode="w+", dtype=np.float16,
+                                               shape=(int(sum(rows)), cfg.d_model)) for i in layers}
+        gen = torch.Generator().manual_seed(seed)
+        period = cfg.position_period
+        offsets = (torch.randint(0, period, (len(fs),), generator=gen) if period else
+                   torch.zeros(len(fs), dtype=torch.long))
+        device = model.feat_mean.device
+        batches = bucket_batches([int(f.shape[0]) for f in fs.feats], max_frames, 0, shuffle=False)
+        if progress:
+            from tqdm import tqdm
+            batches = tqdm(batches, desc=f"frozen cache (layers 1..{k})", unit="batch")
+        was_training = model.training
+        model.eval()
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            for idx in batches:
+                x, xl, _, _ = collate(fs, idx)
+                x, frames, _ = model.embed(x.to(device), xl.to(device), offsets[idx].to(device))
+                plan = make_plan(cfg, frames)
+                T = frames.n_real
+                for i, layer in enumerate(model.layers[:k], start=1):
+                    x = layer(x, plan)
+                    if i not in arrays:
+                        continue
+                    out = x.float().cpu().numpy().astype(np.float16)
+                    for b, u in enumerate(idx):
+                        n, s = lengths[u], starts[u]
+                        arrays[i][s: s + n] = out[b, :n]
+                        arrays[i][s + n: s + rows[u]] = out[b, T: T + rows[u] - n]
+        model.train(was_training)
+        for a in arrays.values():
+            a.flush()
+        meta = {**key, "layers": layers, "starts": starts, "lengths": lengths, "offsets": offsets.tolist()}
+        (path / "meta.json").write_text(json.dumps(meta))
+        return cls(path, meta)
+
+    def batch(self, model: Encoder, idx: list[int]) -> tuple[dict[int, torch.Tensor], Frames, torch.Tensor]:
+        """The cached outputs of utterances idx, padded like `Encoder.embed` pads a batch:
+        {layer: (B, N, D) float32 on the model's device}, the frames, the (B,) lengths."""
+        cfg, device = model.cfg, model.feat_mean.device
+        lengths = [self.lengths[i] for i in idx]
+        T, R = max(lengths), cfg.right_context
+        n_chunks = -(-T // cfg.chunk_size)
+        xs = {}
+        for layer, arr in self.arrays.items():
+            out = np.zeros((len(idx), T + n_chunks * R, cfg.d_model), dtype=np.float16)
+            for b, (u, n) in enumerate(zip(idx, lengths)):
+                s, m = self.starts[u], -(-n // cfg.chunk_size) * R
+                out[b, :n] = arr[s: s + n]
+                out[b, T: T + m] = arr[s + n: s + n + m]
+            xs[layer] = torch.from_numpy(out).to(device).float()
+        lens = torch.tensor(lengths, device=device)
+        pos = torch.arange(T, device=device).expand(len(idx), T)
+        _, frames = model.with_lookahead(torch.zeros(len(idx), T, 1, device=device),
+                                         Frames(pos, pos < lens[:, None], T), n_chunks)
+        return xs, frames, lens
+
+    def forward(self, model: Encoder, idx: list[int], skip: SkipOptions | None = None,
+                teacher: bool = False) -> EncoderOutput:
+        """`model(...)` on utterances idx with the frozen layers' outputs read from the cache: the
+        heads at or below the skip layer on their cached inputs, then `Encoder.forward_top`."""
+        xs, frames, lengths = self.batch(model, idx)
+        plan = make_plan(model.cfg, frames)
+        S, T = model.cfg.skip_layer, frames.n_real
+        heads = {i: HeadOutput(model.heads[str(i)](xs[i][:, :T]).raw) for i in model.cfg.intermediate_layers
+                 if i != S}
+        gate_raw = model.heads[str(S)](xs[S]).raw
+        heads[S] = HeadOutput(gate_raw[:, :T])
+        return model.forward_top(xs[S], plan, lengths, heads, gate_raw, skip, teacher,
+                                 frozen=(self.k, xs[self.k]))

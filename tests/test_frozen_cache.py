@@ -1,0 +1,89 @@
+"""Training above frozen layers from their cached outputs: the cached path computes what the model
+computes, and training it moves only what is not frozen."""
+
+import json
+
+import pytest
+import torch
+
+from asr_engine.checkpoint import load_checkpoint, save_checkpoint
+from asr_engine.data.loader import FeatureSet, collate
+from asr_engine.frozen_cache import FrozenCache
+from asr_engine.model.config import SkipOptions
+from asr_engine.train import TrainConfig, train
+
+from conftest import tiny_model
+from test_train import _manifest
+
+
+def _features(n: int = 5, seed: int = 0) -> FeatureSet:
+    g = torch.Generator().manual_seed(seed)
+    lengths = [37, 80, 61, 23, 80][:n]
+    return FeatureSet([torch.randn(t, 80, generator=g).half() for t in lengths], [[1, 2]] * n, ["ab"] * n)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("right", [0, 3])
+def test_the_cached_path_equals_the_model_with_and_without_skipping(tmp_path, k, right):
+    model = tiny_model("whisper", right_context=right)  # skip layer 2 of 4, heads after 1 and 2
+    fs = _features()
+    cache = FrozenCache.open(tmp_path / "c", model, fs, k, seed=3, source="tiny", bf16=False, max_frames=170)
+    assert sorted(cache.arrays) == sorted({1, 2, k})
+    idx = [4, 0, 2]
+    x, xl, _, _ = collate(fs, idx)
+    offsets = cache.offsets[idx]
+    assert offsets.max() > 0  # a drawn position per utterance (position_period 50)
+    with torch.no_grad():
+        for skip in (None, SkipOptions(0.5, 1)):
+            want = model(x, xl, skip, teacher=skip is not None, pos_offset=offsets)
+            got = cache.forward(model, idx, skip, teacher=skip is not None)
+            assert torch.equal(got.lengths, want.lengths) and torch.equal(got.top_mask, want.top_mask)
+            valid = want.top_mask if skip is None else torch.ones_like(want.top_mask)
+            torch.testing.assert_close(got.final.raw[valid], want.final.raw[valid], atol=2e-2, rtol=0)
+            for i in (1, 2):
+                torch.testing.assert_close(got.intermediate[i].raw, want.intermediate[i].raw, atol=2e-2, rtol=0)
+            if skip is not None:
+                assert 0 < int(want.top_mask.sum()) < int(xl.numel() and want.lengths.sum())  # some skip
+                torch.testing.assert_close(got.unskipped.raw, want.unskipped.raw, atol=2e-2, rtol=0)
+    # opened again for the same layout and corpus: read back, not rebuilt
+    stamp = (tmp_path / "c" / f"layer{k}.npy").stat().st_mtime_ns
+    again = FrozenCache.open(tmp_path / "c", model, fs, k, seed=3, source="tiny", bf16=False)
+    assert (tmp_path / "c" / f"layer{k}.npy").stat().st_mtime_ns == stamp and again.starts == cache.starts
+    # another corpus, layer or source: rebuilt
+    other = FrozenCache.open(tmp_path / "c", model, _features(4), k, seed=3, source="tiny", bf16=False)
+    assert len(other.lengths) == 4
+    with pytest.raises(ValueError, match="frozen_layers"):
+        FrozenCache.open(tmp_path / "d", model, fs, 4, seed=3, source="tiny")
+
+
+def test_training_from_the_cache_moves_only_what_is_above_the_frozen_layers(tmp_path):
+    from asr_engine.pretrained import import_whisper
+
+    from test_pretrained import tiny_whisper, write_ct2
+
+    manifest = _manifest(tmp_path)
+    init = import_whisper([write_ct2(tmp_path / "model.bin", tiny_whisper())], chunk_size=4, left_chunks=2,
+                          feat_floor=-6.0)
+    save_checkpoint(init, tmp_path / "init")
+    n_layers, skip_layer = init.model.cfg.n_layers, init.model.cfg.skip_layer
+    k = n_layers - 1
+    base = dict(train_manifest=str(manifest), init_from=str(tmp_path / "init"), max_frames=400, bf16=False,
+                warmup_steps=1, skip_train_start=1, skip_train_prob=1.0, skip_train_threshold=0.5,
+                frozen_layers=k, model={"right_context": 2, "head_hidden": 16}, out_dir=str(tmp_path / "run"))
+    train(TrainConfig(steps=3, **base), progress=False)
+    before = init.model.state_dict()
+    after = load_checkpoint(tmp_path / "run" / "last").model.state_dict()
+    for name, value in after.items():
+        if name.startswith("subsampling.") or any(name.startswith(f"layers.{i}.") for i in range(k)):
+            assert torch.equal(value, before[name]), name  # frozen: the stem and layers 1..k
+    top = [n for n in after if n.startswith(f"layers.{k}.") and n in before]
+    assert top and any(not torch.equal(after[n], before[n]) for n in top)  # the layer above learns
+    for head in ("final_head", f"heads.{skip_layer}"):
+        assert after[f"{head}.mlp.2.weight"].any()  # the head MLPs learn (they start at zero)
+    meta = json.loads((tmp_path / "run" / "frozen_cache" / "meta.json").read_text())
+    assert meta["k"] == k and meta["utterances"] == 4 and meta["right_context"] == 2
+    train(TrainConfig(steps=4, **base), resume=True, progress=False)  # resumes on the same cache
+    assert load_checkpoint(tmp_path / "run" / "last").info["step"] == 4
+    with pytest.raises(ValueError, match="loss.feature"):
+        train(TrainConfig(steps=1, **{**base, "out_dir": str(tmp_path / "f")}, loss={"feature": 0.5}),
+              progress=False)
