@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -85,9 +85,26 @@ def _portable_paths(paths: list[str]) -> list[str]:
     return [str(Path(p).relative_to(root)) if Path(p).is_absolute() else p for p in paths]
 
 
+def _without_idle_convs(model: Encoder) -> Encoder:
+    """The model without the conv modules whose output projection is zero (a layer kept frozen as
+    imported: its conv module adds exactly nothing), or the model itself if none is."""
+    cfg = model.cfg
+    idle = {i for i, layer in enumerate(model.layers, start=1)
+            if layer.conv is not None and not layer.conv.pw2.weight.any() and not layer.conv.pw2.bias.any()}
+    if not idle:
+        return model
+    kept = tuple(i for i in range(1, cfg.n_layers + 1) if cfg.has_conv(i) and i not in idle)
+    slim = Encoder(replace(cfg, conv_layers=kept))
+    missing, unexpected = slim.load_state_dict(model.state_dict(), strict=False)
+    if missing or any(not k.startswith(tuple(f"layers.{i - 1}.conv." for i in idle)) for k in unexpected):
+        raise ValueError(f"dropping idle conv modules: missing {missing}, unexpected {unexpected}")
+    return slim.eval()
+
+
 def package_checkpoint(src: str | Path, out_dir: str | Path, *, half: bool = True,
                        trained_on: str | None = None, init_from: str | None = None) -> dict:
-    """Make a shippable copy of a training checkpoint: fp16 weights (half=True), provenance
+    """Make a shippable copy of a training checkpoint: fp16 weights (half=True), without conv modules
+    that compute nothing (their output projection is zero: layers kept frozen as imported), provenance
     without machine-local paths, `trained_on` / `init_from` descriptions when given. The copy
     is loaded back and compared with the source on a fixed input; -> a report of sizes, step
     and that comparison. The source folder is never written to."""
@@ -106,7 +123,8 @@ def package_checkpoint(src: str | Path, out_dir: str | Path, *, half: bool = Tru
     if trained_on is not None:
         info["trained_on"] = trained_on
     ck.info = info
-    save_checkpoint(ck, out_dir, half=half)
+    shipped = Checkpoint(_without_idle_convs(ck.model), ck.tokenizer, ck.features, info)
+    save_checkpoint(shipped, out_dir, half=half)
     copy = load_checkpoint(out_dir)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 400, ck.model.cfg.feat_dim, generator=g) * 3 + 8
@@ -118,4 +136,5 @@ def package_checkpoint(src: str | Path, out_dir: str | Path, *, half: bool = Tru
     agree = float((a.argmax(-1) == b.argmax(-1))[valid].float().mean())
     size = sum(f.stat().st_size for f in out_dir.iterdir() if f.is_file())
     return {"out_dir": str(out_dir), "bytes": size, "step": info.get("step"), "fp16": half,
+            "conv_layers": copy.model.cfg.conv_layers,
             "max_logprob_diff": float((a - b).abs()[valid].max()), "argmax_agreement": agree}

@@ -97,3 +97,33 @@ def test_package_refuses_its_own_folder_and_a_missing_one(tiny_ckpt_dir, tmp_pat
     assert main(["package", str(tmp_path / "nothing"), str(tmp_path / "out")]) == 2
     assert "not a checkpoint folder" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_package_drops_conv_modules_that_compute_nothing(tmp_path):
+    """A Whisper layer kept frozen as imported has a conv module whose output projection is still zero:
+    the shipped copy has none there (conv_layers), and computes the same outputs, streaming included."""
+    from asr_engine.checkpoint import package_checkpoint
+    from asr_engine.model.streaming import StreamState
+    from asr_engine.tokenizer import CharTokenizer
+
+    from conftest import tiny_model
+
+    model = tiny_model("whisper", conv_layers=None)  # every layer has one, all random...
+    for i in (0, 2):  # ...but layers 1 and 3 are as imported
+        torch.nn.init.zeros_(model.layers[i].conv.pw2.weight)
+        torch.nn.init.zeros_(model.layers[i].conv.pw2.bias)
+    src = save_checkpoint(Checkpoint(model, CharTokenizer()), tmp_path / "run")
+    r = package_checkpoint(src, tmp_path / "ship", half=False)
+    ship = load_checkpoint(tmp_path / "ship").model
+    assert r["conv_layers"] == (2, 4) and ship.cfg.conv_layers == (2, 4)
+    assert ship.layers[0].conv is None and ship.layers[1].conv is not None
+    assert sum(p.numel() for p in ship.parameters()) < sum(p.numel() for p in model.parameters())
+    x, xl = torch.randn(2, 130, 80), torch.tensor([130, 97])
+    with torch.no_grad():
+        torch.testing.assert_close(ship(x, xl).final.raw, model(x, xl).final.raw, atol=1e-5, rtol=0)
+        n = ship.cfg.input_frames(ship.cfg.chunk_size + ship.cfg.right_context)
+        a, b = (m.forward_chunk(x[:, :n], torch.tensor([5, 5]), StreamState.zeros(m.cfg, 2))[0].final.raw
+                for m in (ship, model))
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    # a second package of the slim copy changes nothing
+    assert package_checkpoint(tmp_path / "ship", tmp_path / "again", half=False)["conv_layers"] == (2, 4)

@@ -34,7 +34,11 @@ def test_the_cached_path_equals_the_model_with_and_without_skipping(tmp_path, k,
     offsets = cache.offsets[idx]
     assert offsets.max() > 0  # a drawn position per utterance (position_period 50)
     with torch.no_grad():
-        for skip in (None, SkipOptions(0.5, 1)):
+        full = model(x, xl, pos_offset=offsets)
+        p = full.intermediate[2].blank_prob()[full.top_mask].sort().values
+        q = p[len(p) // 4: 3 * len(p) // 4]  # a threshold in the widest gap of the middle half: the cache's
+        i = int((q[1:] - q[:-1]).argmax())  # float16 rounding cannot move a frame across it
+        for skip in (None, SkipOptions(float(q[i] + q[i + 1]) / 2, 1)):
             want = model(x, xl, skip, teacher=skip is not None, pos_offset=offsets)
             got = cache.forward(model, idx, skip, teacher=skip is not None)
             assert torch.equal(got.lengths, want.lengths) and torch.equal(got.top_mask, want.top_mask)
@@ -43,7 +47,7 @@ def test_the_cached_path_equals_the_model_with_and_without_skipping(tmp_path, k,
             for i in (1, 2):
                 torch.testing.assert_close(got.intermediate[i].raw, want.intermediate[i].raw, atol=2e-2, rtol=0)
             if skip is not None:
-                assert 0 < int(want.top_mask.sum()) < int(xl.numel() and want.lengths.sum())  # some skip
+                assert 0 < int(want.top_mask.sum()) < int(want.lengths.sum())  # some frames skip
                 torch.testing.assert_close(got.unskipped.raw, want.unskipped.raw, atol=2e-2, rtol=0)
     # opened again for the same layout and corpus: read back, not rebuilt
     stamp = (tmp_path / "c" / f"layer{k}.npy").stat().st_mtime_ns

@@ -110,7 +110,7 @@ def test_onnx_engine_equals_torch_engine(tiny):
         res[name] = eng.transcribe_arrays(audios, ["a", "b", "c"], streaming=True)
     for a, b in zip(res["torch"], res["onnx"]):
         assert (a.text, a.frames, a.top_frames) == (b.text, b.frames, b.top_frames)
-        assert 0 < a.top_frames < a.frames
+    assert 0 < sum(r.top_frames for r in res["torch"]) < sum(r.frames for r in res["torch"])  # some skip
     with pytest.raises(ValueError, match="chunks of 8"):
         Engine(OnnxModel(out), DecodeOptions(chunk_frames=4))
     assert Engine(OnnxModel(out)).chunk == 8

@@ -51,12 +51,18 @@ class ModelConfig:
     intermediate_layers: tuple[int, ...] = (4,)  # CTC heads after these layers (1-based)
     head_hidden: int = 0  # width of a residual GELU MLP inside every CTC head (0: LayerNorm + linear only); its
     # output layer starts at zero, so adding it to a trained model changes none of its outputs
+    conv_layers: tuple[int, ...] | None = None  # layers (1-based) with a conv module; None: every layer (a
+    # Whisper layer frozen as imported has none: its conv module would stay at zero and compute nothing)
     skip_layer: int = 4  # the head after this layer gates layers skip_layer+1..n_layers
     skip_threshold: float = 0.95  # default P(blank) above which a frame skips the top layers
     skip_dilation: int = 1  # frames next to a kept frame are kept too
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "intermediate_layers", tuple(self.intermediate_layers))
+        if self.conv_layers is not None:
+            object.__setattr__(self, "conv_layers", tuple(sorted(set(self.conv_layers))))
+            if any(not 1 <= i <= self.n_layers for i in self.conv_layers):
+                raise ValueError(f"conv_layers must be within 1..n_layers ({self.n_layers}), got {self.conv_layers}")
         for key, allowed in (("stem", STEMS), ("block", BLOCKS), ("positions", POSITIONS)):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
@@ -87,6 +93,8 @@ class ModelConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["intermediate_layers"] = list(self.intermediate_layers)
+        if self.conv_layers is not None:
+            d["conv_layers"] = list(self.conv_layers)
         return d
 
     @classmethod
@@ -96,6 +104,10 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
         return cls(**d)
+
+    def has_conv(self, layer: int) -> bool:
+        """Whether layer (1-based) has a conv module."""
+        return self.conv_layers is None or layer in self.conv_layers
 
     @property
     def stem_kernels(self) -> list[tuple[int, int]]:

@@ -126,7 +126,7 @@ class Encoder(nn.Module):
         self.register_buffer("feat_mean", torch.zeros(cfg.feat_dim))
         self.register_buffer("feat_istd", torch.ones(cfg.feat_dim))
         self.subsampling = Subsampling(cfg)
-        self.layers = nn.ModuleList(make_block(cfg) for _ in range(cfg.n_layers))
+        self.layers = nn.ModuleList(make_block(cfg, i) for i in range(1, cfg.n_layers + 1))
         self.heads = nn.ModuleDict({str(i): CTCHead(cfg) for i in cfg.intermediate_layers})
         self.final_head = CTCHead(cfg)
         self.ops = REFERENCE  # the skipping path's ops; an inference engine may pick the Triton ones

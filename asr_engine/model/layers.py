@@ -346,22 +346,36 @@ class ConvModule(nn.Module):
         return torch.einsum("btkd,dk->btd", taps, self.dw.weight[:, 0]) + self.dw.bias
 
 
+def _conv(module: ConvModule | None, x: torch.Tensor, plan: Plan) -> torch.Tensor:
+    """x plus the conv module's output (x itself for a layer without one)."""
+    return x if module is None else x + module(x, plan)
+
+
+def _conv_chunk(module: ConvModule | None, x: torch.Tensor, plan: Plan,
+                cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The streaming form of _conv; a layer without a conv module passes its (unused) cache through."""
+    if module is None:
+        return x, cache
+    c, cache = module.forward_chunk(x, plan, cache)
+    return x + c, cache
+
+
 class ConformerBlock(nn.Module):
     """Macaron FFN / attention / conv / FFN, pre-norm, residual."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, conv: bool = True):
         super().__init__()
         self.ff1, self.ff2 = FeedForward(cfg), FeedForward(cfg)
         self.norm_att = nn.LayerNorm(cfg.d_model)
         self.att = ChunkedAttention(cfg)
         self.drop = nn.Dropout(cfg.dropout)
-        self.conv = ConvModule(cfg)
+        self.conv = ConvModule(cfg) if conv else None
         self.norm_out = nn.LayerNorm(cfg.d_model)
 
     def forward(self, x: torch.Tensor, plan: Plan) -> torch.Tensor:
         x = x + 0.5 * self.ff1(x)
         x = x + self.drop(self.att(self.norm_att(x), plan))
-        x = x + self.conv(x, plan)
+        x = _conv(self.conv, x, plan)
         x = self.norm_out(x + 0.5 * self.ff2(x))
         return x.masked_fill(~plan.frames.valid[:, :, None], 0.0)  # padding never feeds later frames
 
@@ -370,9 +384,7 @@ class ConformerBlock(nn.Module):
         """The streaming form of forward: x (B, N, D) the step's frames -> (B, N, D) and new caches."""
         x = x + 0.5 * self.ff1(x)
         a, kv = self.att.forward_chunk(self.norm_att(x), plan, kv)
-        x = x + self.drop(a)
-        c, conv = self.conv.forward_chunk(x, plan, conv)
-        x = x + c
+        x, conv = _conv_chunk(self.conv, x + self.drop(a), plan, conv)
         x = self.norm_out(x + 0.5 * self.ff2(x))
         return x.masked_fill(~plan.frames.valid[:, :, None], 0.0), kv, conv
 
@@ -382,31 +394,31 @@ class WhisperBlock(nn.Module):
     x + att(LN x), + conv(x), + FFN(LN x). The conv module's output projection starts at
     zero, so a block with imported Whisper weights computes Whisper's block exactly."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, conv: bool = True):
         super().__init__()
         self.norm_att = nn.LayerNorm(cfg.d_model)
         self.att = ChunkedAttention(cfg)
         self.drop = nn.Dropout(cfg.dropout)
-        self.conv = ConvModule(cfg)
-        nn.init.zeros_(self.conv.pw2.weight)
-        nn.init.zeros_(self.conv.pw2.bias)
+        self.conv = ConvModule(cfg) if conv else None
+        if self.conv is not None:
+            nn.init.zeros_(self.conv.pw2.weight)
+            nn.init.zeros_(self.conv.pw2.bias)
         self.ff = FeedForward(cfg)
 
     def forward(self, x: torch.Tensor, plan: Plan) -> torch.Tensor:
         x = x + self.drop(self.att(self.norm_att(x), plan))
-        x = x + self.conv(x, plan)
+        x = _conv(self.conv, x, plan)
         x = x + self.ff(x)
         return x.masked_fill(~plan.frames.valid[:, :, None], 0.0)
 
     def forward_chunk(self, x: torch.Tensor, plan: Plan, kv: KVCache,
                       conv: torch.Tensor) -> tuple[torch.Tensor, KVCache, torch.Tensor]:
         a, kv = self.att.forward_chunk(self.norm_att(x), plan, kv)
-        x = x + self.drop(a)
-        c, conv = self.conv.forward_chunk(x, plan, conv)
-        x = x + c
+        x, conv = _conv_chunk(self.conv, x + self.drop(a), plan, conv)
         x = x + self.ff(x)
         return x.masked_fill(~plan.frames.valid[:, :, None], 0.0), kv, conv
 
 
-def make_block(cfg: ModelConfig) -> nn.Module:
-    return WhisperBlock(cfg) if cfg.block == "whisper" else ConformerBlock(cfg)
+def make_block(cfg: ModelConfig, layer: int) -> nn.Module:
+    """Layer `layer` (1-based) of the stack."""
+    return (WhisperBlock if cfg.block == "whisper" else ConformerBlock)(cfg, conv=cfg.has_conv(layer))
