@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from asr_engine.data.loader import FeatureSet, bucket_batches, collate
-from asr_engine.model.encoder import Encoder, EncoderOutput, HeadOutput, SkipOptions
+from asr_engine.model.encoder import Encoder, EncoderOutput, SkipOptions
 from asr_engine.model.layers import Frames, make_plan
 
 __all__ = ["FrozenCache", "frozen_modules"]
@@ -138,10 +138,7 @@ class FrozenCache:
         heads at or below the skip layer on their cached inputs, then `Encoder.forward_top`."""
         xs, frames, lengths = self.batch(model, idx)
         plan = make_plan(model.cfg, frames)
-        S, T = model.cfg.skip_layer, frames.n_real
-        heads = {i: HeadOutput(model.heads[str(i)](xs[i][:, :T]).raw) for i in model.cfg.intermediate_layers
-                 if i != S}
-        gate_raw = model.heads[str(S)](xs[S]).raw
-        heads[S] = HeadOutput(gate_raw[:, :T])
-        return model.forward_top(xs[S], plan, lengths, heads, gate_raw, skip, teacher,
+        heads = {i: model.head_after(i, xs[i], frames.n_real) for i in model.cfg.intermediate_layers}
+        gate_raw = model.split_gate(heads, frames.n_real)
+        return model.forward_top(xs[model.cfg.skip_layer], plan, lengths, heads, gate_raw, skip, teacher,
                                  frozen=(self.k, xs[self.k]))

@@ -332,15 +332,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             step_weights = weights if step >= cfg.aux_start else no_aux
             t_hidden = None
             offsets = _position_offsets(model.cfg, cfg, len(idx), gen)
+            teach_skip = skip is not None and step_weights.skip_distill > 0
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 if cache is not None:
-                    out_ = cache.forward(model, idx, skip, teacher=skip is not None and step_weights.skip_distill > 0)
-                elif teacher is not None and skip is None:
-                    with torch.no_grad():  # the teacher hears the features before SpecAugment
-                        t_hidden = teacher(x_clean, xl, hidden=True).hidden
-                if cache is None:
-                    out_ = model(x, xl, skip, teacher=skip is not None and step_weights.skip_distill > 0,
-                                 hidden=t_hidden is not None,
+                    out_ = cache.forward(model, idx, skip, teacher=teach_skip)
+                else:
+                    if teacher is not None and skip is None:
+                        with torch.no_grad():  # the teacher hears the features before SpecAugment
+                            t_hidden = teacher(x_clean, xl, hidden=True).hidden
+                    out_ = model(x, xl, skip, teacher=teach_skip, hidden=t_hidden is not None,
                                  pos_offset=None if offsets is None else offsets.to(device))
             loss, parts = total_loss(out_, y, yl, step_weights, t_hidden)
             opt.zero_grad(set_to_none=True)

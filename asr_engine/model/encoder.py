@@ -213,10 +213,19 @@ class Encoder(nn.Module):
         for i, layer in enumerate(self.layers[: self.cfg.skip_layer], start=1):
             x = layer(x, plan)
             if str(i) in self.heads:
-                heads[i] = self.heads[str(i)](x if i == self.cfg.skip_layer else x[:, :n])
+                heads[i] = self.head_after(i, x, n)
+        return x, heads, self.split_gate(heads, n)
+
+    def head_after(self, layer: int, x: torch.Tensor, n: int) -> HeadOutput:
+        """The head after `layer` on that layer's output x (B, N, D): the gate's on every frame (the
+        lookahead copies are gated too), any other's on the n real frames."""
+        return self.heads[str(layer)](x if layer == self.cfg.skip_layer else x[:, :n])
+
+    def split_gate(self, heads: dict[int, HeadOutput], n: int) -> torch.Tensor:
+        """Keep the gate head's output on the n real frames in `heads`; -> its raw output on every frame."""
         gate_raw = heads[self.cfg.skip_layer].raw
         heads[self.cfg.skip_layer] = HeadOutput(gate_raw[:, :n])
-        return x, heads, gate_raw
+        return gate_raw
 
     def forward_chunk(self, feats: torch.Tensor, n_valid: torch.Tensor, state: StreamState,
                       skip: SkipOptions | None = None) -> tuple[EncoderOutput, StreamState]:
@@ -260,9 +269,8 @@ class Encoder(nn.Module):
             kv.append(c_kv)
             conv.append(c_conv)
             if str(i + 1) in self.heads:
-                heads[i + 1] = self.heads[str(i + 1)](x if i + 1 == self.cfg.skip_layer else x[:, :C])
-        gate_raw = heads[self.cfg.skip_layer].raw
-        heads[self.cfg.skip_layer] = HeadOutput(gate_raw[:, :C])
+                heads[i + 1] = self.head_after(i + 1, x, C)
+        gate_raw = self.split_gate(heads, C)
         return x, frames, heads, gate_raw, stack_layers(kv, conv)
 
     def chunk_top(self, y: torch.Tensor, frames: Frames, caches: tuple):
