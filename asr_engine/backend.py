@@ -20,16 +20,25 @@ from typing import Callable
 
 from asr_engine.export.runtime import FORMAT_VERSION, is_onnx_model
 
-__all__ = ["BACKENDS", "cache_dir", "content_hash", "default_model_dir", "export_once", "load_model",
+__all__ = ["BACKENDS", "MODEL_ENV", "bundled_model_dir", "cache_dir", "content_hash", "default_model_dir", "export_once", "load_model",
            "onnx_export_dir", "resolve_backend", "ship_exports"]
 
 BACKENDS = ("auto", "torch", "onnx")
 FILE_STEP_FRAMES = 64  # encoder frames (2.56 s) per step when streaming files: latency does not matter there
 
 
-def default_model_dir() -> Path:
+MODEL_ENV = "ASR_ENGINE_MODEL"  # a checkpoint folder to use when no --model is given
+
+
+def bundled_model_dir() -> Path:
     """The model bundled with the package."""
     return Path(str(resources.files("asr_engine") / "models" / "default"))
+
+
+def default_model_dir() -> Path:
+    """The model used when none is given: the checkpoint folder in $ASR_ENGINE_MODEL, else the bundled one."""
+    env = os.environ.get(MODEL_ENV)
+    return Path(env) if env else bundled_model_dir()
 
 
 def resolve_backend(backend: str, device: str = "cpu") -> str:
@@ -102,6 +111,10 @@ def ship_exports(src: str | Path, quantize: str | None = None, calibration: list
         shutil.rmtree(out, ignore_errors=True)
         _export(src, out, c, quantize, calibration)
         info = {"weights": version, "format": FORMAT_VERSION, "quantization": quantize or "none"}
+        if not quantize:  # the fp32 graphs read model.safetensors: the weights ship once, not per export
+            from asr_engine.export.onnx import share_weights
+
+            info["shared"] = share_weights(out, src / "model.safetensors")
         (out / "export.json").write_text(json.dumps(info) + "\n")
         outs.append(out)
     return outs

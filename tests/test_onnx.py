@@ -116,6 +116,49 @@ def test_onnx_engine_equals_torch_engine(tiny):
     assert Engine(OnnxModel(out)).chunk == 8
 
 
+def _stream(model, feats: torch.Tensor, chunks: int, skip=None) -> list:
+    """Every output of model.forward_chunk over `chunks` chunks of a batch of two streams."""
+    cfg, C = model.cfg, model.chunk_frames
+    win, hop = cfg.input_frames(C + cfg.right_context), cfg.stride * C
+    state, outs = model.zeros_state(2), []
+    for i in range(chunks):
+        n_valid = np.clip(np.array([chunks * C, 2 * C + 1]) - i * C, 0, C + cfg.right_context)
+        out, top, state = model.forward_chunk(feats[:, i * hop: i * hop + win].numpy(), n_valid, state, skip)
+        outs += [out, top, state.k, state.v]
+    return outs
+
+
+def test_shipped_exports_keep_their_weights_in_the_checkpoint(tiny, tmp_path):
+    """`export --ship` on an fp16 checkpoint: the graphs refer to model.safetensors for every weight
+    instead of copying it, and stream exactly as a self-contained export of the same checkpoint."""
+    import onnx
+
+    from asr_engine.backend import onnx_export_dir, ship_exports
+    from asr_engine.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt, _ = tiny
+    ck = save_checkpoint(ckpt, tmp_path / "ck", half=True)
+    (shipped, *_) = ship_exports(ck)
+    assert shipped == onnx_export_dir(ck) == ck / f"onnx-c{ckpt.model.cfg.chunk_size}"
+    plain = export_onnx(load_checkpoint(ck), tmp_path / "plain", chunk_frames=ckpt.model.cfg.chunk_size)
+    refs = json.loads((shipped / "export.json").read_text())["shared"]
+    assert refs["file"] == "model.safetensors"
+    for stage in ("bottom.onnx", "top.onnx"):
+        inline = onnx.load(str(shipped / stage), load_external_data=False).graph.initializer
+        assert not [t.name for t in inline if t.data_location != onnx.TensorProto.EXTERNAL and
+                    np.prod(t.dims) >= 1024]  # every weight matrix is a reference
+        assert (shipped / stage).stat().st_size < (plain / stage).stat().st_size / 2
+        assert {r["dtype"] for r in refs["initializers"][stage]} == {"F16"}
+    feats = torch.randn(2, 400, 80, generator=torch.Generator().manual_seed(3)) * 3 + 8
+    a, b = OnnxModel(shipped, threads=1), OnnxModel(plain, threads=1)
+    skip = SkipOptions(_gap_threshold(load_checkpoint(ck).model, feats), 1)
+    for x, y in zip(_stream(a, feats, 6, skip), _stream(b, feats, 6, skip)):
+        np.testing.assert_array_equal(x, y)
+    (ck / "model.safetensors").rename(ck / "moved.safetensors")
+    with pytest.raises(ValueError, match="model.safetensors, which is missing"):
+        OnnxModel(shipped)
+
+
 def _bundled_checkpoint_only(dest: Path) -> Path:
     """The bundled checkpoint without the ONNX exports it ships: the ONNX backend exports it into the cache."""
     import shutil

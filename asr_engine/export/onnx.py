@@ -229,3 +229,86 @@ def export_onnx(ckpt: Checkpoint, out_dir: str | Path, chunk_frames: int | None 
     if quantize == "int8-static":  # calibrated on the fp32 export just written (quantize_static keeps its metadata)
         _quantize_static(out, calibration, meta)
     return out
+
+
+# ONNX tensor types of the safetensors dtypes the runtime reads back (TensorProto.FLOAT16, FLOAT)
+_ONNX_TYPES = {"F16": 10, "F32": 1}
+
+
+def safetensors_index(path: Path) -> tuple[dict[str, dict], int]:
+    """The header of a safetensors file (name -> dtype, shape, data_offsets) and where its data starts.
+
+    The format is an 8-byte little-endian header length, a JSON header, then the raw tensors."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+    header.pop("__metadata__", None)
+    return header, 8 + n
+
+
+def share_weights(out: Path, weights: Path) -> dict:
+    """Point an fp32 export's weights at the checkpoint's own `weights` file instead of copying them.
+
+    Every initializer of bottom.onnx and top.onnx whose values are a tensor of `weights` (as stored,
+    or transposed) becomes a reference to that tensor's bytes in the file: an external-data
+    initializer in its stored dtype, then Cast to float32 (and Transpose) nodes in front of the graph,
+    which ONNX Runtime folds into constants when the session starts. The export then holds only the
+    graphs (a few hundred kB) and the weights ship once, in model.safetensors beside the export folder.
+    The runtime hands the referenced bytes to ORT itself (`add_external_initializers`, from a memory
+    map), so nothing but numpy reads them. Returns the references for export.json."""
+    import hashlib
+
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    header, data_start = safetensors_index(weights)
+    raw = np.memmap(weights, dtype=np.uint8, mode="r")
+    by_value: dict[tuple, tuple[str, bool]] = {}
+    for name, h in header.items():
+        if h["dtype"] not in _ONNX_TYPES:
+            continue
+        a, b = (data_start + o for o in h["data_offsets"])
+        dtype = torch.float16 if h["dtype"] == "F16" else torch.float32
+        t = torch.frombuffer(bytearray(raw[a:b]), dtype=dtype).float().reshape(h["shape"])
+        by_value[(tuple(t.shape), hashlib.sha1(t.numpy().tobytes()).digest())] = (name, False)
+        if t.ndim == 2:
+            tt = t.T.contiguous()
+            by_value.setdefault((tuple(tt.shape), hashlib.sha1(tt.numpy().tobytes()).digest()), (name, True))
+    refs = {}
+    for stage in ("bottom.onnx", "top.onnx"):
+        m = onnx.load(str(out / stage))
+        kept, nodes, shared = [], [], []
+        for init in m.graph.initializer:
+            a = numpy_helper.to_array(init)
+            hit = (by_value.get((a.shape, hashlib.sha1(np.ascontiguousarray(a).tobytes()).digest()))
+                   if a.dtype == np.float32 and a.size >= 1024 else None)
+            if hit is None:
+                kept.append(init)
+                continue
+            name, transposed = hit
+            h = header[name]
+            cast = h["dtype"] != "F32"
+            stored = f"{init.name}::stored" if cast or transposed else init.name
+            ref = onnx.TensorProto(name=stored, data_type=_ONNX_TYPES[h["dtype"]],
+                                   dims=h["shape"], data_location=onnx.TensorProto.EXTERNAL)
+            offset, end = (data_start + o for o in h["data_offsets"])
+            for key, value in (("location", f"../{weights.name}"), ("offset", str(offset)),
+                               ("length", str(end - offset))):
+                ref.external_data.add(key=key, value=value)
+            kept.append(ref)
+            if cast:
+                cast_out = f"{init.name}::f32" if transposed else init.name
+                nodes.append(helper.make_node("Cast", [stored], [cast_out], to=onnx.TensorProto.FLOAT))
+            if transposed:
+                nodes.append(helper.make_node("Transpose", [cast_out if cast else stored], [init.name], perm=[1, 0]))
+            shared.append({"name": ref.name, "tensor": name, "dtype": h["dtype"], "shape": h["shape"],
+                           "offset": offset, "length": end - offset})
+        del m.graph.initializer[:]
+        m.graph.initializer.extend(kept)
+        rest = list(m.graph.node)
+        del m.graph.node[:]
+        m.graph.node.extend(nodes + rest)
+        onnx.save(m, str(out / stage))
+        refs[stage] = shared
+    return {"file": weights.name, "initializers": refs}

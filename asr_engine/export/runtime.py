@@ -129,14 +129,16 @@ class OnnxModel:
 
         d = Path(model_dir)
         self.device = device
-        so, prov = session_options(threads, global_pool), providers(device)
-        self.bottom = ort.InferenceSession(str(d / "bottom.onnx"), so, providers=prov)
+        prov = providers(device)
+        self._shared = _shared_weights(d)
+        self.bottom = self._session(d / "bottom.onnx", threads, global_pool, prov)
         self.meta = self.bottom.get_modelmeta().custom_metadata_map
         if self.meta.get("asr_engine_format") != str(FORMAT_VERSION):
             raise ValueError(f"{d}: ONNX export format {self.meta.get('asr_engine_format')!r}, "
                              f"this runtime reads {FORMAT_VERSION}; export the checkpoint again")
-        self.top = ort.InferenceSession(str(d / "top.onnx"), so, providers=prov)
-        self._fbank = ort.InferenceSession(str(d / "fbank.onnx"), so, providers=["CPUExecutionProvider"])
+        self.top = self._session(d / "top.onnx", threads, global_pool, prov)
+        self._fbank = ort.InferenceSession(str(d / "fbank.onnx"), session_options(threads, global_pool),
+                                           providers=["CPUExecutionProvider"])
         self.cfg = ModelConfig.from_dict(json.loads(self.meta["model_config"]))
         self.features = features_from_dict(json.loads(self.meta["features"]))
         self.tokenizer = tokenizer_from_config(json.loads(self.meta["tokenizer"]), d)
@@ -144,6 +146,15 @@ class OnnxModel:
         self.chunk_frames = int(self.meta["chunk_frames"])
         self.n_params = int(self.meta["parameters"]) if "parameters" in self.meta else None
         self.path = d
+
+    def _session(self, path: Path, threads: int, global_pool: bool, prov: list):
+        import onnxruntime as ort
+
+        so = session_options(threads, global_pool)
+        names, values = self._shared.get(path.name, ([], []))
+        if names:  # weights kept in the checkpoint's model.safetensors (export.onnx.share_weights)
+            so.add_external_initializers(names, values)
+        return ort.InferenceSession(str(path), so, providers=prov)
 
     def fbank(self, waveform: np.ndarray) -> np.ndarray:
         """waveform (B, N) float32 in [-1, 1] -> log-mel (B, T, M)."""
@@ -194,6 +205,39 @@ class OnnxModel:
         rows = np.arange(len(index))[:, None]
         return {"x_ahead": np.ascontiguousarray(x[rows, index]), "valid_ahead": valid,
                 "pos_ahead": np.where(valid, offset[:, None] + at[index], PAD_POS)}
+
+
+_DTYPES = {"F16": np.float16, "F32": np.float32}
+
+
+def _shared_weights(d: Path) -> dict[str, tuple[list[str], list]]:
+    """The initializers an export leaves in its checkpoint's weights file (export.json "shared"), per
+    stage: their names and OrtValues over a read-only memory map of the file (the session folds them
+    into float32 constants when it starts; ORT keeps the OrtValues, which keep the map)."""
+    try:
+        shared = json.loads((d / "export.json").read_text()).get("shared")
+    except (OSError, ValueError):
+        return {}
+    if not shared:
+        return {}
+    import onnxruntime as ort
+
+    weights = d.parent / shared["file"]
+    if not weights.is_file():
+        raise ValueError(f"{d}: the export keeps its weights in {weights}, which is missing")
+    raw = np.memmap(weights, dtype=np.uint8, mode="r")
+    out = {}
+    for stage, refs in shared["initializers"].items():
+        names, values = [], []
+        for r in refs:
+            if r["dtype"] not in _DTYPES or r["offset"] + r["length"] > raw.size:
+                raise ValueError(f"{d}: export.json refers to {r['tensor']} ({r['dtype']}) that {weights} "
+                                 f"does not hold; export the checkpoint again")
+            a = raw[r["offset"]: r["offset"] + r["length"]].view(_DTYPES[r["dtype"]]).reshape(r["shape"])
+            names.append(r["name"])
+            values.append(ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)))
+        out[stage] = (names, values)
+    return out
 
 
 def _caches(stage: tuple) -> dict[str, np.ndarray]:
