@@ -20,8 +20,8 @@ from typing import Callable
 
 from asr_engine.export.runtime import FORMAT_VERSION, is_onnx_model
 
-__all__ = ["BACKENDS", "MODEL_ENV", "bundled_model_dir", "cache_dir", "content_hash", "default_model_dir", "export_once", "load_model",
-           "onnx_export_dir", "resolve_backend", "ship_exports"]
+__all__ = ["BACKENDS", "MODEL_ENV", "bundled_model_dir", "cache_dir", "content_hash", "default_model_dir",
+           "export_once", "load_model", "onnx_export_dir", "resolve_backend", "ship_exports"]
 
 BACKENDS = ("auto", "torch", "onnx")
 FILE_STEP_FRAMES = 64  # encoder frames (2.56 s) per step when streaming files: latency does not matter there
