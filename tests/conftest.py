@@ -12,6 +12,12 @@ if not torch.cuda.is_available():  # the Triton kernels run in Triton's interpre
 # take device pointers only), else the CPU, where the interpreter runs them
 KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
+# Tests that need a trained model without naming one get the small Conformer the project trained from
+# scratch (tests/models/tiny: 4.5 M parameters, fast); the bundled default model (Whisper's encoder,
+# 23 M) is tested where it is named (backend.bundled_model_dir). Subprocesses inherit the choice.
+TINY_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "tiny")
+os.environ["ASR_ENGINE_MODEL"] = TINY_MODEL
+
 from asr_engine.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
 from asr_engine.model.config import ModelConfig  # noqa: E402
 from asr_engine.model.encoder import Encoder  # noqa: E402

@@ -9,6 +9,8 @@ from asr_engine.tokenizer import BPETokenizer, train_bpe
 
 from conftest import tiny_config
 
+CER_BOUND = 0.3  # the bundled model on the bundled samples (espeak-ng and flite voices): measured 0.22
+
 
 def test_round_trip(tiny_ckpt_dir):
     a = load_checkpoint(tiny_ckpt_dir)
@@ -50,17 +52,31 @@ def test_missing_checkpoint(tmp_path):
         load_checkpoint(tmp_path)
 
 
-def test_bundled_default_model_runs_on_the_bundled_samples():
-    from asr_engine.checkpoint import default_model_dir
-    from asr_engine.manifest import read_manifest
+def test_bundled_default_model_is_whispers_encoder_and_hears_the_bundled_samples():
+    from asr_engine.backend import bundled_model_dir
     from asr_engine.engine import Engine
+    from asr_engine.manifest import read_manifest
+    from asr_engine.text import char_error_counts
 
-    ck = load_checkpoint()
-    assert ck.model.cfg.vocab_size == len(ck.tokenizer.vocab)
-    samples = read_manifest(default_model_dir().parent.parent / "samples" / "manifest.jsonl")
+    ck = load_checkpoint(bundled_model_dir())
+    cfg = ck.model.cfg
+    assert (cfg.block, cfg.stem, cfg.d_model, cfg.n_layers) == ("whisper", "whisper", 512, 6)
+    assert ck.model.cfg.vocab_size == len(ck.tokenizer.vocab) and ck.info["trained_on"]
+    samples = read_manifest(bundled_model_dir().parent.parent / "samples" / "manifest.jsonl")
     results = Engine(ck).transcribe_files([u.audio for u in samples])
     assert all(r.error is None and r.frames > 0 for r in results)
     assert all(abs(r.duration - u.duration) < 0.05 for r, u in zip(results, samples))
+    errors, chars = map(sum, zip(*(char_error_counts(u.text, r.text) for u, r in zip(samples, results))))
+    assert errors / chars < CER_BOUND
+
+
+def test_asr_engine_model_names_the_default_checkpoint(monkeypatch, tiny_ckpt_dir):
+    from asr_engine.backend import bundled_model_dir, default_model_dir
+
+    monkeypatch.setenv("ASR_ENGINE_MODEL", str(tiny_ckpt_dir))
+    assert default_model_dir() == tiny_ckpt_dir and load_checkpoint().model.cfg == tiny_config()
+    monkeypatch.delenv("ASR_ENGINE_MODEL")
+    assert default_model_dir() == bundled_model_dir() and load_checkpoint().model.cfg.d_model == 512
 
 
 def test_package_makes_a_portable_fp16_copy(tmp_path, capsys):

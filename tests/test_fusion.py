@@ -295,13 +295,14 @@ def test_server_with_lm_streams_what_offline_decodes(bundled_lm):
     assert [[m["text"] for m in msgs if m["type"] == "final"] for msgs in got] == [[t] for t in offline]
 
 
-def test_bundled_lm_fits_the_bundled_model_and_lowers_its_wer(capsys):
+def test_bundled_lm_fits_the_bundled_model_and_lowers_its_wer(capsys, monkeypatch):
     import json
 
     from asr_engine.cli import main
     from asr_engine.lm.model import lm_fusion_defaults
     from asr_engine.text import word_error_counts
 
+    monkeypatch.delenv("ASR_ENGINE_MODEL")  # the bundled model, not the tests' tiny one
     assert lm_fusion_defaults("default") == {"weight": 0.7, "length_bonus": 3.0}
     refs = {f"asr_engine/samples/{json.loads(line)['audio']}": json.loads(line)["text"]
             for line in open("asr_engine/samples/manifest.jsonl")}
@@ -312,7 +313,8 @@ def test_bundled_lm_fits_the_bundled_model_and_lowers_its_wer(capsys):
         counts = [word_error_counts(refs[r["path"]], r["text"]) for r in rows]
         return sum(e for e, _ in counts) / sum(n for _, n in counts)
 
-    # the samples are held-out sentences: neither model has seen them (25 words: the acoustic model
-    # alone misses two, "authship" and "fre"; the LM fixes both, and its one error is the samples'
-    # odd "rules one some", which it reads as "rules on some")
+    # the samples are held-out sentences: neither model has seen them (25 words, synthetic voices the
+    # Whisper-based model reads poorly: beam 8 alone misses about half; with the LM "matter",
+    # "wish" and "shouldn't" come right, and the weights 0.7 / 3.0 were retuned for this model on
+    # held-out synthetic speech and stayed the best of the grid)
     assert wer("--lm", "default") < wer()

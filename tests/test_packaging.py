@@ -68,6 +68,7 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
     sample = load_audio(ROOT / "asr_engine" / "samples" / "sample1.wav")
     sf.write(tmp_path / "call.wav", resample(sample, 16000, 8000), 8000, subtype="PCM_16")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ASR_ENGINE_MODEL", raising=False)  # the README's examples run the bundled model
     for code in blocks:
         exec(compile(code, "README.md", "exec"), {})
         assert capsys.readouterr().out.strip()  # each example prints a transcript

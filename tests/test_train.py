@@ -195,9 +195,9 @@ def test_config_extends_another(tmp_path):
 
 def test_stage_configs_resolve_to_their_recipe():
     configs = Path(__file__).parent.parent / "configs"
-    s2, s3, s4, s5 = (TrainConfig.load(configs / f"default-stage{i}.json") for i in (2, 3, 4, 5))
-    assert (s3.init_from, s4.init_from) == ("runs/default-stage2/last", "runs/default-stage3/last")
-    assert s5.init_from == "runs/default-stage4/last"
+    s2, s3, s4, s5 = (TrainConfig.load(configs / f"tiny-stage{i}.json") for i in (2, 3, 4, 5))
+    assert (s3.init_from, s4.init_from) == ("runs/tiny-stage2/last", "runs/tiny-stage3/last")
+    assert s5.init_from == "runs/tiny-stage4/last"
     assert s3.model == s2.model and s4.model == s2.model and s5.model == s2.model
     assert (s3.steps, s3.lr, s4.steps, s4.lr, s5.steps, s5.lr) == (8000, 5e-4, 8000, 3e-4, 8000, 2e-4)
     assert s4.skip_train_start == 0 and s4.max_frames == s2.max_frames
@@ -205,7 +205,7 @@ def test_stage_configs_resolve_to_their_recipe():
     assert (s5.skip_train_prob, s5.skip_train_threshold) == (0.8, 0.95)
     # the skip-distillation experiment (not shipped): stage 5's recipe plus the distillation term
     x = TrainConfig.load(configs / "experiment-skip-distill.json")
-    assert x.init_from == "runs/default-stage5/last" and x.model == s5.model
+    assert x.init_from == "runs/tiny-stage5/last" and x.model == s5.model
     assert (x.steps, x.lr, x.skip_train_prob, x.skip_train_threshold) == (6000, 1.5e-4, 0.9, 0.95)
     assert x.loss == {"skip_distill": 1.0} and s5.loss == {}
     # its continuation (not shipped either): lower peak LR, 20% of steps on the unskipped path (not 10%)

@@ -22,6 +22,12 @@ def _run(cmd, timeout=600, **kw):
     return r
 
 
+@pytest.fixture(autouse=True)
+def _bundled_model(monkeypatch):
+    """These tests are about what users install: the bundled default model, not the tests' small one."""
+    monkeypatch.delenv("ASR_ENGINE_MODEL", raising=False)
+
+
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wheel")
@@ -41,10 +47,15 @@ def test_the_wheel_ships_the_onnx_files_and_installs_without_torch(venv):
     assert r.returncode != 0 and "No module named 'torch'" in r.stderr
     import zipfile
 
+    from asr_engine.backend import bundled_model_dir, file_chunk_frames
+
     names = zipfile.ZipFile(wheel).namelist()
-    for c in ("onnx-c8", "onnx-c64"):
+    chunk = json.loads((bundled_model_dir() / "config.json").read_text())["model"]["chunk_size"]
+    for c in {chunk, file_chunk_frames(bundled_model_dir())}:
         for f in ("bottom.onnx", "top.onnx", "fbank.onnx", "export.json"):
-            assert f"asr_engine/models/default/{c}/{f}" in names
+            assert f"asr_engine/models/default/onnx-c{c}/{f}" in names
+        # the graphs refer to the weights in model.safetensors: they ship once
+        assert json.loads((bundled_model_dir() / f"onnx-c{c}" / "export.json").read_text())["shared"]
     assert "asr_engine/models/default-lm/lm.onnx" in names
     site = Path(_run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
     tooling = ("pip", "setuptools", "pkg_resources", "_distutils_hack")  # the venv's own, not ours
