@@ -269,12 +269,11 @@ def share_weights(out: Path, weights: Path) -> dict:
         if h["dtype"] not in _ONNX_TYPES:
             continue
         a, b = (data_start + o for o in h["data_offsets"])
-        dtype = torch.float16 if h["dtype"] == "F16" else torch.float32
-        t = torch.frombuffer(bytearray(raw[a:b]), dtype=dtype).float().reshape(h["shape"])
-        by_value[(tuple(t.shape), hashlib.sha1(t.numpy().tobytes()).digest())] = (name, False)
+        dtype = np.float16 if h["dtype"] == "F16" else np.float32
+        t = raw[a:b].view(dtype).astype(np.float32).reshape(h["shape"])  # as the export holds it
+        by_value[(t.shape, hashlib.sha1(t.tobytes()).digest())] = (name, False)
         if t.ndim == 2:
-            tt = t.T.contiguous()
-            by_value.setdefault((tuple(tt.shape), hashlib.sha1(tt.numpy().tobytes()).digest()), (name, True))
+            by_value.setdefault((t.T.shape, hashlib.sha1(np.ascontiguousarray(t.T).tobytes()).digest()), (name, True))
     refs = {}
     for stage in ("bottom.onnx", "top.onnx"):
         m = onnx.load(str(out / stage))
