@@ -64,6 +64,10 @@ def read_corpus(path: str | Path) -> list[Utterance]:
 
 
 def corpus_name(path: str | Path) -> str:
-    """A short name for a corpus: the folder's name (LibriSpeech) or the manifest's folder's."""
+    """A short name for a corpus: the folder's name (LibriSpeech), the folder of a manifest named
+    manifest.jsonl, or another manifest's file name without its suffix (two manifests side by side
+    in one folder are two corpora)."""
     path = Path(path)
-    return path.name if path.is_dir() else path.parent.name
+    if path.is_dir():
+        return path.name
+    return path.parent.name if path.name == "manifest.jsonl" else path.stem

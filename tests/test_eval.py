@@ -57,6 +57,17 @@ def test_eval_cli_prints_threshold_table_and_json(tiny_ckpt_dir, manifest, tmp_p
     assert set(rep["settings"][0]["per_source"]) == {"espeak-ng", "flite"}
 
 
+def test_eval_cli_reports_each_manifest_of_a_folder_apart(tiny_ckpt_dir, manifest, tmp_path):
+    rows = manifest.read_text().splitlines(keepends=True)
+    (tmp_path / "first.jsonl").write_text(rows[0])
+    (tmp_path / "rest.jsonl").write_text("".join(rows[1:]))
+    out = tmp_path / "r.json"
+    assert main(["eval", str(tmp_path / "first.jsonl"), str(tmp_path / "rest.jsonl"), "--model", str(tiny_ckpt_dir),
+                 "--thresholds", "1.0", "--json", str(out), "-q"]) == 0
+    per = json.loads(out.read_text())["settings"][0]["per_source"]
+    assert {k: v["utterances"] for k, v in per.items()} == {"first": 1, "rest": 2}
+
+
 def test_eval_cli_bad_arguments(tiny_ckpt_dir, manifest, tmp_path, capsys):
     assert main(["eval", str(manifest), "--model", str(tiny_ckpt_dir), "--thresholds", "x", "-q"]) == 2
     assert main(["eval", str(manifest), "--model", str(tiny_ckpt_dir), "--thresholds", "1.5", "-q"]) == 2
