@@ -143,7 +143,7 @@ async def _level(url: str, pcms: list[np.ndarray], n: int, seconds: float, chunk
 def _start_server(args) -> tuple[subprocess.Popen, str, Path]:
     log = Path(tempfile.mkstemp(prefix="bench-server-", suffix=".log")[1])
     cmd = [sys.executable, "-m", "asr_engine.cli", "serve", "--port", "0", "--max-sessions", "4096",
-           "--backend", args.backend]
+           "--max-sessions-per-peer", "4096", "--backend", args.backend]  # every client is 127.0.0.1
     if args.model:
         cmd += ["--model", args.model]
     if args.threads:
