@@ -13,4 +13,6 @@ asr-engine data synth --out data/heldout --split heldout --num 400 --augment-pro
 # New training speech: the first 6,500 utterances of v3b's seed (music and ambience beds too; 42 min).
 # The job list of --num N is a prefix of the same seed's longer list, so a larger N continues it.
 asr-engine data synth --out data/v3b --num 6500 --mix configs/synth/mix-beds.json --seed 4 --prefix s4 --workers 2
+# The stage-5 model it starts from: the bundled model as of commit 7af247a.
+mkdir -p runs/stage5 && git archive 7af247a asr_engine/models/default | tar -x --strip-components=3 -C runs/stage5
 asr-engine train configs/whisper-top3-r16.json
