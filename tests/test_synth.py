@@ -105,6 +105,17 @@ def test_codec_round_trips_keep_the_length_and_band_limit_what_they_should(tmp_p
     assert not np.array_equal(y, x / np.abs(x).max() * 0.5)
 
 
+def test_the_lowest_mp3_and_opus_levels_the_plans_draw_still_encode():
+    # a v3b utterance failed with quality 0.99991: libsndfile's MP3 encoder refuses levels that near 1
+    from asr_engine.data.synth import _codec
+
+    x = (0.1 * np.random.default_rng(2).standard_normal(8000)).astype(np.float64)
+    for kind in ("mp3", "opus"):
+        for quality in (0.5, 0.99991, 1.0):
+            y = _codec(x, kind, quality)
+            assert len(y) == len(x) and np.isfinite(y).all() and np.abs(y).max() > 0
+
+
 @needs_sox
 def test_rooms_reverberate_for_about_their_rt60_and_clipping_and_gain_do_what_they_say(tmp_path):
     from asr_engine.data.synth import _room_rir

@@ -361,6 +361,9 @@ def _convolve(x: np.ndarray, h: np.ndarray) -> np.ndarray:
     return np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(h, size), size)[: len(x)]
 
 
+_MP3_MAX_LEVEL = 0.999
+
+
 def _codec(x: np.ndarray, kind: str, quality: float) -> np.ndarray:
     """A round trip through a codec users' audio goes through (libsndfile): `telephone` (8 kHz, 300 Hz
     high-pass), `gsm` (GSM 6.10, 8 kHz), `ulaw` / `alaw` (G.711, 8 kHz), `opus` / `mp3` (16 kHz;
@@ -380,8 +383,12 @@ def _codec(x: np.ndarray, kind: str, quality: float) -> np.ndarray:
         fmt, subtype, extra = {"gsm": ("WAV", "GSM610", {}), "ulaw": ("WAV", "ULAW", {}),
                                "alaw": ("WAV", "ALAW", {}),
                                "opus": ("OGG", "OPUS", {"compression_level": quality}),
+                               # libsndfile 1.2.2 refuses MP3 levels above ~0.9999 at 16 kHz (the
+                               # bitrate it derives falls under the format's least): the plan's
+                               # draw stays as it was, the encoder gets the lowest level it takes
                                "mp3": ("MP3", "MPEG_LAYER_III",
-                                       {"compression_level": quality, "bitrate_mode": "CONSTANT"})}[kind]
+                                       {"compression_level": min(quality, _MP3_MAX_LEVEL),
+                                        "bitrate_mode": "CONSTANT"})}[kind]
         buf = io.BytesIO()
         sf.write(buf, np.clip(y, -1, 1).astype(np.float32), rate, format=fmt, subtype=subtype, **extra)
         buf.seek(0)
