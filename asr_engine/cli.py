@@ -692,7 +692,7 @@ def build_parser() -> argparse.ArgumentParser:
     pk = sub.add_parser("package", help="make a shippable copy of a training checkpoint",
                         description="Copy a checkpoint with fp16 weights and provenance without machine-local "
                                     "paths, then load the copy and compare it with the source. This is how the "
-                                    "bundled model is made: asr-engine package runs/whisper-top3-r16/last "
+                                    "bundled model is made: asr-engine package runs/whisper-top3-r16-s7/last "
                                     "asr_engine/models/default --trained-on '...'")
     pk.add_argument("checkpoint", help="checkpoint folder (a training run's last/)")
     pk.add_argument("output", help="output folder (not the checkpoint's own)")

@@ -314,7 +314,7 @@ def test_bundled_lm_fits_the_bundled_model_and_lowers_its_wer(capsys, monkeypatc
         return sum(e for e, _ in counts) / sum(n for _, n in counts)
 
     # the samples are held-out sentences: neither model has seen them (25 words, synthetic voices the
-    # Whisper-based model reads poorly: beam 8 alone misses about half; with the LM "disputed",
-    # "feel free to", "wish" and "people's action" come right; the weights 0.7 / 3.0 were tuned on
-    # held-out synthetic speech for the stage-5 model and kept for stage 6)
+    # Whisper-based model reads poorly: beam 8 alone gets 9 wrong, with the LM 6: "feel free to" and
+    # "action" come right; the weights 0.7 / 3.0 were tuned on held-out synthetic speech for the
+    # stage-5 model and kept for stages 6 and 7)
     assert wer("--lm", "default") < wer()
