@@ -295,6 +295,17 @@ def test_server_with_lm_streams_what_offline_decodes(bundled_lm):
     assert [[m["text"] for m in msgs if m["type"] == "final"] for msgs in got] == [[t] for t in offline]
 
 
+def test_the_bundled_lm_ships_an_onnx_step_made_from_its_files():
+    # the step's version hashes lm.json and the weights, so any edit of lm.json (its fusion weights
+    # too) needs `asr-engine lm export` again, or installs without torch cannot use the LM
+    from asr_engine.backend import content_hash
+    from asr_engine.lm.config import resolve_lm_dir
+    from asr_engine.lm.fusion import OnnxLMStep
+
+    d = resolve_lm_dir("default")
+    assert OnnxLMStep(d / "lm.onnx").meta["weights"] == content_hash(d, ("lm.json", "lm.safetensors"))
+
+
 def test_bundled_lm_fits_the_bundled_model_and_lowers_its_wer(capsys, monkeypatch):
     import json
 
