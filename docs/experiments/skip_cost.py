@@ -68,7 +68,7 @@ def main() -> None:
     for start in range(0, len(utts), 16):
         batch = utts[start:start + 16]
         with torch.inference_mode():
-            feats = [model._fbank(torch.from_numpy(load_audio(u.audio))[None])[0] for u in batch]
+            feats = [torch.from_numpy(model.fbank(load_audio(u.audio)[None])[0]) for u in batch]
             x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
             lengths = torch.tensor([f.shape[0] for f in feats])
             full = enc(x, lengths, None)
