@@ -489,13 +489,12 @@ def cmd_lm_train(args: argparse.Namespace) -> int:
 
 
 def cmd_lm_export(args: argparse.Namespace) -> int:
-    from asr_engine.backend import content_hash
-    from asr_engine.lm.config import resolve_lm_dir
+    from asr_engine.lm.config import resolve_lm_dir, step_version
     from asr_engine.lm.export import export_lm_onnx
     from asr_engine.lm.model import load_lm
 
     d = resolve_lm_dir(args.dir)
-    out = export_lm_onnx(load_lm(d), d / "lm.onnx", weights=content_hash(d, ("lm.json", "lm.safetensors")))
+    out = export_lm_onnx(load_lm(d), d / "lm.onnx", weights=step_version(d))
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

@@ -2,6 +2,7 @@
 the direction in which an LM moves hypotheses, streaming and batching invariance, the ONNX step,
 and the CLI/engine/server paths."""
 
+import json
 import math
 
 import numpy as np
@@ -295,20 +296,33 @@ def test_server_with_lm_streams_what_offline_decodes(bundled_lm):
     assert [[m["text"] for m in msgs if m["type"] == "final"] for msgs in got] == [[t] for t in offline]
 
 
-def test_the_bundled_lm_ships_an_onnx_step_made_from_its_files():
-    # the step's version hashes lm.json and the weights, so any edit of lm.json (its fusion weights
-    # too) needs `asr-engine lm export` again, or installs without torch cannot use the LM
-    from asr_engine.backend import content_hash
-    from asr_engine.lm.config import resolve_lm_dir
+def test_the_bundled_lm_ships_an_onnx_step_made_from_its_files(tmp_path):
+    # installs without torch cannot export: the shipped step must fit the folder's network and weights,
+    # and editing the fusion weights in lm.json (as tuning does) must not make it stale
+    import shutil
+
+    from asr_engine.lm.config import resolve_lm_dir, step_version
     from asr_engine.lm.fusion import OnnxLMStep
 
     d = resolve_lm_dir("default")
-    assert OnnxLMStep(d / "lm.onnx").meta["weights"] == content_hash(d, ("lm.json", "lm.safetensors"))
+    assert OnnxLMStep(d / "lm.onnx").meta["weights"] == step_version(d)
+    copy = shutil.copytree(d, tmp_path / "lm")
+    meta = json.loads((copy / "lm.json").read_text())
+    meta["fusion"], meta["info"]["note"] = {"weight": 0.1, "length_bonus": 9.0}, "edited"
+    (copy / "lm.json").write_text(json.dumps(meta))
+    assert step_version(copy) == step_version(d)
+    meta["model"]["d_model"] += 1
+    (copy / "lm.json").write_text(json.dumps(meta))
+    assert step_version(copy) != step_version(d)
+    meta["model"]["d_model"] -= 1
+    (copy / "lm.json").write_text(json.dumps(meta))
+    weights = bytearray((copy / "lm.safetensors").read_bytes())
+    weights[-1] ^= 1
+    (copy / "lm.safetensors").write_bytes(bytes(weights))
+    assert step_version(copy) != step_version(d)
 
 
 def test_bundled_lm_fits_the_bundled_model_and_lowers_its_wer(capsys, monkeypatch):
-    import json
-
     from asr_engine.cli import main
     from asr_engine.lm.model import lm_fusion_defaults
     from asr_engine.text import word_error_counts

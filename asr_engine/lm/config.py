@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 __all__ = ["BOUNDARY", "FORMAT_VERSION", "LMConfig", "default_lm_dir", "lm_fusion_defaults", "read_lm_config",
-           "resolve_lm_dir", "vocab_fingerprint"]
+           "resolve_lm_dir", "step_version", "vocab_fingerprint"]
 
 BOUNDARY = 0  # the CTC blank id doubles as <s> and </s>
 FORMAT_VERSION = 1
@@ -40,6 +40,17 @@ def vocab_fingerprint(tokenizer) -> str:
     """A short hash of a tokenizer's vocabulary: an LM only fits the acoustic model it shares it with."""
     vocab = getattr(tokenizer, "vocab", None)
     return hashlib.sha256(json.dumps(list(vocab)).encode()).hexdigest()[:16] if vocab else ""
+
+
+def step_version(path: str | Path) -> str:
+    """What an LM folder's exported decoding step depends on, as a short hash: lm.json's format and
+    network and the weights file, not its fusion weights or provenance (editing those needs no
+    new export)."""
+    path = resolve_lm_dir(path)
+    meta = json.loads((path / "lm.json").read_text())
+    h = hashlib.sha1(json.dumps({k: meta.get(k) for k in ("format_version", "model")}, sort_keys=True).encode())
+    h.update((path / "lm.safetensors").read_bytes())
+    return h.hexdigest()[:16]
 
 
 def default_lm_dir() -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asr_engine.lm.config import BOUNDARY, lm_fusion_defaults, read_lm_config, resolve_lm_dir
+from asr_engine.lm.config import BOUNDARY, lm_fusion_defaults, read_lm_config, resolve_lm_dir, step_version
 
 __all__ = ["ONNX_FORMAT", "OnnxLMStep", "ShallowFusion", "load_fusion", "onnx_step"]
 
@@ -32,10 +32,10 @@ def onnx_step(lm_dir: str | Path, threads: int = 1) -> "OnnxLMStep":
     """The LM's ONNX step: the folder's own lm.onnx when it was made from these weights (the bundled
     LM ships one), else an export in the user's cache, made once per set of weights (needs torch).
     The shipped file is opened once, and its metadata says whether it fits."""
-    from asr_engine.backend import cache_dir, content_hash, export_once
+    from asr_engine.backend import cache_dir, export_once
 
     lm_dir = resolve_lm_dir(lm_dir)
-    version = content_hash(lm_dir, ("lm.json", "lm.safetensors"))
+    version = step_version(lm_dir)
     if (lm_dir / "lm.onnx").is_file():
         step = OnnxLMStep(lm_dir / "lm.onnx", threads)
         if step.meta.get("weights") == version:
