@@ -38,15 +38,20 @@ from asr_engine.text import word_error_counts
 VARIANTS = ("full", "skip", "misses only", "context only", "kept as keys")
 
 
-def kept_as_keys(enc, feats, lengths, top_mask, threshold) -> np.ndarray:
+def bottom(enc, feats, lengths):
+    """The stem and layers up to the gate, once per batch for every threshold's "kept as keys" pass."""
+    x, frames, _ = enc.embed(feats, lengths)
+    plan = make_plan(enc.cfg, frames)
+    x3, _, gate_raw = enc._bottom(x, plan)
+    return plan, x3, gate_raw
+
+
+def kept_as_keys(enc, plan, x3, gate_raw, top_mask, threshold) -> np.ndarray:
     """The "kept as keys" pass (simulated on the full sequence: the top layers run on every frame and
     skipped frames are reset to their gate-layer state after each layer). Real frames skip as the
     engine's pass did (top_mask); lookahead copies skip where the gate's blank probability exceeds
     the threshold."""
-    x, frames, _ = enc.embed(feats, lengths)
-    plan = make_plan(enc.cfg, frames)
-    x3, _, gate_raw = enc._bottom(x, plan)
-    T = frames.n_real
+    T = plan.frames.n_real
     keep = torch.cat([top_mask, HeadOutput(gate_raw[:, T:]).blank_prob() <= threshold], 1)[:, :, None]
     h = x3
     for layer in enc.layers[enc.cfg.skip_layer:]:
@@ -74,7 +79,8 @@ def main() -> None:
             full = enc(x, lengths, None)
             full_lp = enc.ops.log_probs(full.final.raw).float().numpy()
             runs = {t: enc(x, lengths, SkipOptions(t, enc.cfg.skip_dilation)) for t in thresholds}
-            keys_lp = {t: kept_as_keys(enc, x, lengths, runs[t].top_mask, t) for t in thresholds}
+            below = bottom(enc, x, lengths)
+            keys_lp = {t: kept_as_keys(enc, *below, runs[t].top_mask, t) for t in thresholds}
         for j, u in enumerate(batch):
             n = int(full.lengths[j])
             f = full_lp[j, :n]
