@@ -70,6 +70,8 @@ def onnx_export_dir(model: str | Path | None, chunk_frames: int | None = None, f
     if chunk_frames is None:
         chunk_frames = file_chunk_frames(src) if for_files else json.loads(
             (src / "config.json").read_text())["model"]["chunk_size"]
+    # all of config.json, not only the network: the graphs' metadata carries its features, tokenizer,
+    # default skip threshold and provenance (tests/test_onnx.py checks the bundled model's exports fit)
     version = content_hash(src, ("config.json", "model.safetensors"))
     shipped = src / f"onnx-c{chunk_frames}"
     info = _export_info(shipped)

@@ -345,3 +345,16 @@ def test_onnx_equals_torch_on_dev_real(tmp_path):
         reports[backend] = json.loads((tmp_path / f"{backend}.json").read_text())
     for a, b in zip(reports["torch"]["settings"], reports["onnx"]["settings"]):
         assert a["hypotheses"] == b["hypotheses"] and a["top_fraction"] == b["top_fraction"]
+
+
+def test_the_bundled_model_ships_exports_made_from_its_files(tmp_path, monkeypatch):
+    # installs without torch cannot export: both shipped folders (live chunk and file step) must name
+    # the bundled config.json and weights, or the ONNX backend would try to export into the cache
+    from asr_engine.backend import bundled_model_dir, onnx_export_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    src = bundled_model_dir()
+    chunk = json.loads((src / "config.json").read_text())["model"]["chunk_size"]
+    assert onnx_export_dir(src) == src / f"onnx-c{chunk}"
+    assert onnx_export_dir(src, for_files=True).parent == src
+    assert not (tmp_path / "cache").exists()
