@@ -357,11 +357,10 @@ def _add_lm_arguments(p: argparse.ArgumentParser) -> None:
                    help="fuse a language model into beam search (needs --beam > 1): 'default' for the bundled "
                         "one (made for the bundled model), or a folder from `asr-engine lm train`")
     p.add_argument("--lm-weight", type=float, default=None,
-                   help="weight of the LM's log-probability (default: the value tuned for the LM, in its lm.json; "
-                        "0.7 for the bundled one)")
+                   help="weight of the LM's log-probability (default: the value tuned for the LM, in its lm.json)")
     p.add_argument("--length-bonus", type=float, default=None,
                    help="log-score added per token with --lm, against the LM's bias to short output (default: "
-                        "tuned for the LM; 3.0 for the bundled one)")
+                        "tuned for the LM, in its lm.json)")
 
 
 def _fusion(args: argparse.Namespace, tokenizer, backend: str):
