@@ -70,15 +70,20 @@ def onnx_export_dir(model: str | Path | None, chunk_frames: int | None = None, f
     if chunk_frames is None:
         chunk_frames = file_chunk_frames(src) if for_files else json.loads(
             (src / "config.json").read_text())["model"]["chunk_size"]
-    # all of config.json, not only the network: the graphs' metadata carries its features, tokenizer,
-    # default skip threshold and provenance (tests/test_onnx.py checks the bundled model's exports fit)
-    version = content_hash(src, ("config.json", "model.safetensors"))
+    version = _export_version(src)
     shipped = src / f"onnx-c{chunk_frames}"
     info = _export_info(shipped)
     if is_onnx_model(shipped) and (info.get("weights"), info.get("format")) == (version, FORMAT_VERSION):
         return shipped
     out = cache_dir("onnx") / f"{version}-c{chunk_frames}-v{FORMAT_VERSION}"
     return export_once(out, f"{src} to ONNX", lambda tmp: _export(src, tmp, chunk_frames), is_onnx_model)
+
+
+def _export_version(src: Path) -> str:
+    """What a checkpoint folder's ONNX exports depend on, as a short hash: all of config.json, not only
+    the network (the graphs' metadata carries its features, tokenizer, default skip threshold and
+    provenance), and the weights. tests/test_onnx.py checks that the bundled model's exports fit."""
+    return content_hash(src, ("config.json", "model.safetensors"))
 
 
 def _export_info(folder: Path) -> dict:
@@ -105,7 +110,7 @@ def ship_exports(src: str | Path, quantize: str | None = None, calibration: list
     import shutil
 
     src = Path(src)
-    version = content_hash(src, ("config.json", "model.safetensors"))
+    version = _export_version(src)
     chunk = json.loads((src / "config.json").read_text())["model"]["chunk_size"]
     outs = []
     for c in sorted({chunk, file_chunk_frames(src)}):
