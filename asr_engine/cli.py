@@ -689,9 +689,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     pk = sub.add_parser("package", help="make a shippable copy of a training checkpoint",
                         description="Copy a checkpoint with fp16 weights and provenance without machine-local "
-                                    "paths, then load the copy and compare it with the source. The bundled model averages "
-                                    "the weights of such copies (docs/whisper-import.md), e.g. asr-engine package "
-                                    "runs/whisper-top3-r16-s9/last runs/s9-pkg --trained-on '...'")
+                                    "paths, then load the copy and compare it with the source. The bundled model "
+                                    "averages the weights of such copies (docs/whisper-import.md), e.g. "
+                                    "asr-engine package runs/whisper-top3-r16-s9/last runs/s9-pkg --trained-on '...'")
     pk.add_argument("checkpoint", help="checkpoint folder (a training run's last/)")
     pk.add_argument("output", help="output folder (not the checkpoint's own)")
     pk.add_argument("--trained-on", default=None, help="a description of the training data, stored in config.json")
