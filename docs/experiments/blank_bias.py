@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-import torch
 from rapidfuzz.distance import Levenshtein
 
 from asr_engine.audio import load_audio
@@ -22,15 +21,10 @@ from asr_engine.text import normalize
 
 
 def log_probs(model, utts) -> list[np.ndarray]:
-    enc, out = model.encoder, []
+    out = []
     for start in range(0, len(utts), 16):
-        batch = utts[start:start + 16]
-        with torch.inference_mode():
-            feats = [torch.from_numpy(model.fbank(load_audio(u.audio)[None])[0]) for u in batch]
-            x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
-            res = enc(x, torch.tensor([f.shape[0] for f in feats]), None)
-            lp = enc.ops.log_probs(res.final.raw).float().numpy()
-        out += [lp[j, :int(res.lengths[j])] for j in range(len(batch))]
+        encoded = model.encode([load_audio(u.audio) for u in utts[start:start + 16]], None)
+        out += [r[0] if r else np.zeros((0, model.cfg.vocab_size), np.float32) for r in encoded]  # None: too short
     return out
 
 
