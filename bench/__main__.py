@@ -2,7 +2,7 @@
 
 import argparse
 
-from bench import distributed, kernels, lm, peers, rtf, server, stream, sweep, train
+from bench import distributed, encoder, kernels, lm, peers, rtf, server, stream, sweep, train
 
 
 def main(argv=None) -> None:
@@ -16,6 +16,7 @@ def main(argv=None) -> None:
     peers.add_parser(sub)
     lm.add_parser(sub)
     train.add_parser(sub)
+    encoder.add_parser(sub)
     distributed.add_parser(sub)
     args = p.parse_args(argv)
     args.func(args)

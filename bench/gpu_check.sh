@@ -15,10 +15,12 @@ cd "$(dirname "$0")/.."
 WHEELS="soundfile soxr websockets cffi pycparser"
 if [ "${1:-}" = "--fetch-wheels" ]; then
   grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
-  for w in $WHEELS; do
-    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-      --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-      --platform any -d .whl "$w" || exit 1
+  for py in 3.10 3.11 3.12 3.13; do  # the GPU machine's Python is not known in advance
+    for w in $WHEELS; do
+      python3 -m pip download -q --no-deps --only-binary=:all: --python-version $py --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        --platform any -d .whl "$w" || exit 1
+    done
   done
   ls -la .whl
   exit 0
@@ -47,17 +49,18 @@ if ! $PY -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$LOG"
 
-if [ -d .whl ]; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
+$PY --version | tee -a "$LOG"
+if [ -d .whl ]; then  # pip picks the wheels that fit this Python; a failure is reported, not fatal
+  $PY -m pip install -q --no-index --find-links .whl --no-compile --no-cache-dir --target /tmp/site $WHEELS \
+    2>&1 | tail -n 3 | tee -a "$LOG"
   export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-# the package itself (editable, for the asr-engine command), without touching the machine's torch:
-# --no-deps keeps the torch that is already there
-$PY -m pip install -q --no-deps --no-build-isolation --no-index -e . >/dev/null || exit 1
+# the package itself from the working tree, without touching the machine's torch
+export PYTHONPATH="$PWD:$PYTHONPATH"
 
-step "GPU tests" 240 $PY -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_scan.py \
+step "GPU tests" 180 $PY -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_scan.py \
   tests/test_fusion.py tests/test_train.py -k "triton or cuda or gpu or device or kernel"
-step "bench kernels" 60 $PY -m bench kernels --results "$RES"
+step "bench kernels" 50 $PY -m bench kernels --results "$RES"
 # offline RTF on the bundled samples, each repeated to fill batches
 MAN="$OUT/samples.jsonl"
 $PY - "$MAN" <<'EOF'
@@ -70,8 +73,10 @@ with open(sys.argv[1], "w") as f:
         r["audio"] = str((Path("asr_engine/samples") / r["audio"]).resolve())
         f.write(json.dumps(r) + "\n")
 EOF
-step "bench rtf (cuda)" 90 $PY -m bench rtf --manifest "$MAN" --backend torch --device cuda --reps 3 --results "$RES"
-step "bench train" 150 $PY -m bench train --device cuda --results "$RES"
+step "bench encoder (fp32, profiled)" 100 $PY -m bench encoder --device cuda --batch 1,16,64 --profile --results "$RES"
+step "bench encoder (fp16)" 50 $PY -m bench encoder --device cuda --dtype float16 --batch 16,64 --results "$RES"
+step "bench rtf (cuda)" 80 $PY -m bench rtf --manifest "$MAN" --backend torch --device cuda --reps 3 --results "$RES"
+step "bench train" 130 $PY -m bench train --device cuda --results "$RES"
 
 $PY - "$RES" <<'EOF'
 import json, sys
@@ -81,6 +86,9 @@ for r in rows:
     if r["bench"] == "kernels":
         print(f"| kernels | {r['kernel']} {r['shape']} {r['dtype']} | {r['triton_gbps']:.0f} GB/s "
               f"(reference {r['reference_gbps']:.0f}), {r['speedup']:.2f}x |")
+    elif r["bench"] == "encoder":
+        print(f"| encoder | {r['dtype']} batch {r['batch']} | {r['ms_off']:.1f} ms off, {r['ms_on']:.1f} ms on "
+              f"({r['speedup']:.2f}x, top {r['top_on']:.0%}), {r['x_off']:.0f}x real time off |")
     elif r["bench"] == "train":
         print(f"| train | {r['size']} skip {r['skip']} | {r['x_realtime']:.0f}x real time, {r['ms_per_step']:.0f} ms/step |")
     else:

@@ -80,6 +80,9 @@ def test_launchers_check_their_inputs():
     n = torch.tensor([6, 6], device=DEVICE)
     with pytest.raises(ValueError, match="contiguous"):
         tk.gate_compact(raw, x.transpose(1, 2).contiguous().transpose(1, 2), n, 0.5, 1)
+    ref = compaction.gate_compact(raw[:, :4], x[:, :4], n.clamp(max=4), 0.5, 1)  # views over time are fine
+    got = tk.gate_compact(raw[:, :4], x[:, :4], n.clamp(max=4), 0.5, 1)
+    assert torch.equal(got.x, ref.x) and torch.equal(got.slot, ref.slot)
     with pytest.raises(ValueError, match="float"):
         tk.gate_compact(raw, x.long(), n, 0.5, 1)
     with pytest.raises(ValueError, match="shapes"):
@@ -93,19 +96,21 @@ def test_launchers_check_their_inputs():
         tk.scatter_back(raw, torch.randn(2, c.x.shape[1], 4, device=DEVICE), c)
 
 
-def test_encoder_on_the_triton_ops_equals_the_reference():
+@pytest.mark.parametrize("right_context", [0, 2])
+def test_encoder_on_the_triton_ops_equals_the_reference(right_context):
+    """With lookahead copies the kernels get the real frames as views of the longer sequence."""
     torch.manual_seed(0)
-    ref = Encoder(tiny_config(vocab_size=12)).eval().to(DEVICE)
+    ref = Encoder(tiny_config(vocab_size=12, right_context=right_context)).eval().to(DEVICE)
     feats, lengths = torch.randn(3, 90, 80, device=DEVICE), torch.tensor([90, 61, 30], device=DEVICE)
     skip = SkipOptions(0.5, 1)
     with torch.inference_mode():
         a = ref(feats, lengths, skip)
         state = StreamState.zeros(ref.cfg, 3, DEVICE)
-        win = ref.subsampling.input_frames(4)
-        ca, _ = ref.forward_chunk(feats[:, :win], torch.tensor([4, 4, 4], device=DEVICE), state, skip)
+        win, step = ref.subsampling.input_frames(4 + right_context), torch.full((3,), 4 + right_context, device=DEVICE)
+        ca, _ = ref.forward_chunk(feats[:, :win], step, state, skip)
         ref.ops = K.load_triton_ops()
         b = ref(feats, lengths, skip)
-        cb, _ = ref.forward_chunk(feats[:, :win], torch.tensor([4, 4, 4], device=DEVICE), state, skip)
+        cb, _ = ref.forward_chunk(feats[:, :win], step, state, skip)
     assert 0 < int(a.top_mask.sum()) < int(lengths.sum() // 4)  # some frames skipped, some kept
     assert torch.equal(a.top_mask, b.top_mask) and torch.equal(ca.top_mask, cb.top_mask)
     torch.testing.assert_close(b.final.raw, a.final.raw, atol=1e-5, rtol=1e-5)

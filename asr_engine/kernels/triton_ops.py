@@ -30,9 +30,10 @@ _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @triton.jit
-def _gate_compact_kernel(raw_ptr, raw_sb, raw_st, len_ptr, x_ptr, out_ptr, index_ptr, slot_ptr, keep_ptr,
-                         count_ptr, T, D, threshold, chunk,
-                         DILATION: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+def _gate_scan_kernel(raw_ptr, raw_sb, raw_st, len_ptr, index_ptr, slot_ptr, keep_ptr, count_ptr, T, threshold,
+                      chunk, DILATION: tl.constexpr, BLOCK_T: tl.constexpr):
+    """One program per row: the gate of every frame and the kept frames' slots by a running prefix sum.
+    It touches B x T scalars only; the rows of x move in _gather_rows_kernel, over the whole grid."""
     b = tl.program_id(0).to(tl.int64)
     n = tl.load(len_ptr + b)
     base = tl.zeros([], dtype=tl.int64)  # kept frames of this row before the current tile
@@ -50,17 +51,29 @@ def _gate_compact_kernel(raw_ptr, raw_sb, raw_st, len_ptr, x_ptr, out_ptr, index
         tl.store(keep_ptr + b * T + t, keep.to(tl.int8), mask=in_t)
         tl.store(slot_ptr + b * T + t, tl.where(kept, slot, -1), mask=in_t)
         tl.store(index_ptr + b * T + slot, t.to(tl.int64), mask=kept)
-        for d0 in range(0, D, BLOCK_D):
-            d = d0 + tl.arange(0, BLOCK_D)  # (BLOCK_D,)
-            m = kept[:, None] & (d[None, :] < D)
-            rows = tl.load(x_ptr + (b * T + t[:, None]) * D + d[None, :], mask=m)
-            tl.store(out_ptr + (b * T + slot[:, None]) * D + d[None, :], rows, mask=m)
         base += tl.sum(keep, 0).to(tl.int64)
     tl.store(count_ptr + b, base)
 
 
 @triton.jit
-def _scatter_back_kernel(base_ptr, y_ptr, slot_ptr, out_ptr, T, T_out, V,
+def _gather_rows_kernel(x_ptr, x_sb, x_st, index_ptr, count_ptr, out_ptr, T, T_out, D,
+                        BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Grid (B, T_out tiles, D tiles): compacted row s of batch row b is x[b, index[b, s]] for s < count[b],
+    zeros after it."""
+    b = tl.program_id(0).to(tl.int64)
+    s = tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)  # (BLOCK_T,)
+    d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BLOCK_D,)
+    n = tl.load(count_ptr + b)
+    in_s = s < T_out
+    kept = s < n
+    src = tl.load(index_ptr + b * T + s, mask=kept, other=0)
+    in_d = d[None, :] < D
+    rows = tl.load(x_ptr + b * x_sb + src[:, None] * x_st + d[None, :], mask=kept[:, None] & in_d, other=0.0)
+    tl.store(out_ptr + (b * T_out + s[:, None]) * D + d[None, :], rows, mask=in_s[:, None] & in_d)
+
+
+@triton.jit
+def _scatter_back_kernel(base_ptr, base_sb, base_st, y_ptr, slot_ptr, out_ptr, T, T_out, V,
                          BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     t = tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)  # (BLOCK_T,)
@@ -71,7 +84,8 @@ def _scatter_back_kernel(base_ptr, y_ptr, slot_ptr, out_ptr, T, T_out, V,
         v = v0 + tl.arange(0, BLOCK_V)  # (BLOCK_V,)
         in_v = v[None, :] < V
         top = tl.load(y_ptr + (b * T_out + slot[:, None]) * V + v[None, :], mask=kept[:, None] & in_v)
-        gate = tl.load(base_ptr + (b * T + t[:, None]) * V + v[None, :], mask=(~kept[:, None]) & in_t[:, None] & in_v)
+        gate = tl.load(base_ptr + b * base_sb + t[:, None] * base_st + v[None, :],
+                       mask=(~kept[:, None]) & in_t[:, None] & in_v)
         tl.store(out_ptr + (b * T + t[:, None]) * V + v[None, :], tl.where(kept[:, None], top, gate),
                  mask=in_t[:, None] & in_v)
 
@@ -117,19 +131,22 @@ def _check_device(*tensors: torch.Tensor) -> None:
         raise ValueError("the Triton kernels have no backward: use the reference ops for training")
 
 
-def _check_float(name: str, t: torch.Tensor, ndim: int) -> None:
+def _check_float(name: str, t: torch.Tensor, ndim: int, rows: bool = False) -> None:
+    """A float tensor of ndim dims, contiguous (rows: only along its last dim)."""
     if t.dim() != ndim or t.dtype not in _FLOATS:
         raise ValueError(f"{name}: expected a {ndim}-d float32/float16/bfloat16 tensor, "
                          f"got {tuple(t.shape)} {t.dtype}")
-    if not t.is_contiguous():
-        raise ValueError(f"{name} must be contiguous")
+    if not (t.stride(-1) == 1 or t.shape[-1] == 1) if rows else not t.is_contiguous():
+        raise ValueError(f"{name} must be contiguous" + (" in its last dim" if rows else ""))
 
 
 def gate_compact(gate_raw: torch.Tensor, x: torch.Tensor, lengths: torch.Tensor, threshold: float,
                  dilation: int, chunk: int | None = None) -> Compacted:
-    """Same contract as compaction.gate_compact: gate_raw (B, T, V), x (B, T, D), lengths (B,)."""
-    _check_float("gate_raw", gate_raw, 3)
-    _check_float("x", x, 3)
+    """Same contract as compaction.gate_compact: gate_raw (B, T, V), x (B, T, D), lengths (B,).
+    Both may be views over the time axis (the real frames of a longer sequence that ends in
+    lookahead copies): only each frame's row of x must be contiguous."""
+    _check_float("gate_raw", gate_raw, 3, rows=True)
+    _check_float("x", x, 3, rows=True)
     _check_device(gate_raw, x, lengths)
     B, T, D = x.shape
     if gate_raw.shape[:2] != (B, T) or lengths.shape != (B,):
@@ -138,40 +155,44 @@ def gate_compact(gate_raw: torch.Tensor, x: torch.Tensor, lengths: torch.Tensor,
     if threshold < 0 or dilation < 0:
         raise ValueError(f"threshold and dilation must be >= 0, got {threshold}, {dilation}")
     dev = x.device
-    out = torch.zeros_like(x)
     index = torch.zeros(B, T, dtype=torch.long, device=dev)
     slot = torch.empty(B, T, dtype=torch.long, device=dev)
     keep = torch.empty(B, T, dtype=torch.int8, device=dev)
     count = torch.empty(B, dtype=torch.long, device=dev)
     if B and T:
-        _gate_compact_kernel[(B,)](
+        _gate_scan_kernel[(B,)](
             gate_raw, gate_raw.stride(0), gate_raw.stride(1), lengths.to(torch.long).clamp(0, T).contiguous(),
-            x, out, index, slot, keep, count, T, D, float(min(threshold, 1.0)), chunk or T,
-            DILATION=min(dilation, max(T - 1, 0)), BLOCK_T=min(triton.next_power_of_2(T), 128),
-            BLOCK_D=min(triton.next_power_of_2(D), 64))
+            index, slot, keep, count, T, float(min(threshold, 1.0)), chunk or T,
+            DILATION=min(dilation, max(T - 1, 0)), BLOCK_T=min(triton.next_power_of_2(T), 128))
     else:
         count.zero_()
         keep.zero_()
         slot.fill_(-1)
-    t_out = int(count.max()) if B else 0
+    t_out = int(count.max()) if B else 0  # the one host read: the compacted length sizes the output
+    out = torch.empty(B, t_out, D, dtype=x.dtype, device=dev)
+    if out.numel():
+        block_t, block_d = 16, min(triton.next_power_of_2(D), 128)
+        _gather_rows_kernel[(B, triton.cdiv(t_out, block_t), triton.cdiv(D, block_d))](
+            x, x.stride(0), x.stride(1), index, count, out, T, t_out, D, BLOCK_T=block_t, BLOCK_D=block_d)
     valid = torch.arange(t_out, device=dev)[None, :] < count[:, None]  # (B, T')
-    return Compacted(out[:, :t_out], index[:, :t_out], valid, count, keep.bool(), slot)
+    return Compacted(out, index[:, :t_out], valid, count, keep.bool(), slot)
 
 
 def scatter_back(base: torch.Tensor, y: torch.Tensor, c: Compacted) -> torch.Tensor:
-    """Same contract as compaction.scatter_back: base (B, T, V), y (B, T', V) -> (B, T, V)."""
-    _check_float("base", base, 3)
+    """Same contract as compaction.scatter_back: base (B, T, V), y (B, T', V) -> (B, T, V).
+    base may be a view over the time axis (only its rows must be contiguous)."""
+    _check_float("base", base, 3, rows=True)
     _check_float("y", y, 3)
     _check_device(base, y, c.slot)
     B, T, V = base.shape
     if y.shape[0] != B or y.shape[2] != V or c.slot.shape != (B, T) or y.dtype != base.dtype:
         raise ValueError(f"shapes: base {tuple(base.shape)} {base.dtype}, y {tuple(y.shape)} {y.dtype}, "
                          f"slot {tuple(c.slot.shape)}")
-    out = torch.empty_like(base)
+    out = torch.empty(base.shape, dtype=base.dtype, device=base.device)
     if out.numel():
         block_t = min(triton.next_power_of_2(T), 32)
         _scatter_back_kernel[(B, triton.cdiv(T, block_t))](
-            base, y, c.slot.contiguous(), out, T, y.shape[1], V, BLOCK_T=block_t,
+            base, base.stride(0), base.stride(1), y, c.slot.contiguous(), out, T, y.shape[1], V, BLOCK_T=block_t,
             BLOCK_V=min(triton.next_power_of_2(V), 128))
     return out
 

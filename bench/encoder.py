@@ -1,0 +1,148 @@
+"""encoder: the encoder alone on whole utterances, with and without layer skipping, per batch size,
+and where the time goes (torch.profiler) in each mode.
+
+`bench rtf` times the whole recognizer (features, encoder, decoding, text); on a GPU the encoder is
+a small part of that, so a skipping gain or loss in the encoder can hide there. This bench feeds
+the encoder the same features again and again (the bundled samples' log-mels, tiled to `--seconds`
+per utterance) and reports, per batch size and mode, milliseconds per call, times real time, the
+share of frames that ran the top layers, and with `--profile` the operators that take the most
+device (or CPU) time and the host reads (`aten::item`, `aten::_local_scalar_dense`, device-to-host
+copies) per call: each of those stalls the host until the device has caught up.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from bench.common import append_results, table
+
+
+def _features(ckpt, device, seconds: float, batch: int):
+    """The bundled samples' log-mels, tiled to `seconds`, `batch` of them with ragged lengths."""
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from asr_engine.audio import load_audio
+    from asr_engine.model.fbank import Fbank
+
+    folder = Path(__file__).resolve().parents[1] / "asr_engine" / "samples"
+    rows = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
+    fbank = Fbank(ckpt.features).to(device)
+    with torch.inference_mode():
+        feats = torch.cat([fbank(torch.from_numpy(load_audio(folder / r["audio"])).to(device)[None])[0]
+                           for r in rows])  # (T_all, F)
+    per_s = feats.shape[0] / (sum(len(load_audio(folder / r["audio"])) for r in rows) / 16000)
+    T = int(seconds * per_s)
+    reps = -(-T // feats.shape[0])
+    one = feats.repeat(reps, 1)[:T]
+    x = one[None].expand(batch, T, one.shape[1]).contiguous()
+    lengths = torch.tensor([T - (i % 4) * T // 8 for i in range(batch)], device=device)  # 100%..62.5%
+    return x, lengths
+
+
+def _sync(device):
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _profile(encoder, x, lengths, skip, device) -> dict:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch.inference_mode(), profile(activities=acts) as prof:
+        encoder(x, lengths, skip)
+        _sync(device)
+    events = prof.key_averages()
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    top = sorted(events, key=lambda e: getattr(e, key, 0.0), reverse=True)[:8]
+    host_reads = sum(e.count for e in events if e.key in ("aten::item", "aten::_local_scalar_dense"))
+    syncs = sum(e.count for e in events if e.key in ("cudaStreamSynchronize", "cudaDeviceSynchronize"))
+    d2h = sum(e.count for e in events if "DtoH" in e.key or e.key == "cudaMemcpyAsync")
+    launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+    return {"host_reads": host_reads, "syncs": syncs, "memcpy": d2h, "launches": launches,
+            "top_ops": [f"{e.key} {getattr(e, key, 0.0) / 1e3:.2f} ms x{e.count}" for e in top]}
+
+
+def measure(encoder, x, lengths, skip, device, calls: int, reps: int) -> float:
+    import torch
+
+    with torch.inference_mode():
+        encoder(x, lengths, skip)
+        _sync(device)
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                encoder(x, lengths, skip)
+            _sync(device)
+            times.append((time.perf_counter() - t0) / calls)
+    return statistics.median(times)
+
+
+def main(args) -> None:
+    import torch
+
+    from asr_engine.checkpoint import load_checkpoint
+    from asr_engine.kernels import select_ops
+    from asr_engine.model.encoder import SkipOptions
+
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ckpt = load_checkpoint(args.model)
+    encoder = ckpt.model.to(device).eval()
+    encoder.ops = select_ops(device)
+    dtype = getattr(torch, args.dtype)
+    encoder.to(dtype)
+    threshold = args.threshold if args.threshold is not None else ckpt.model.cfg.skip_threshold
+    modes = {"off": None, "on": SkipOptions(threshold, ckpt.model.cfg.skip_dilation)}
+    rows = []
+    for batch in [int(b) for b in args.batch.split(",")]:
+        x, lengths = _features(ckpt, device, args.seconds, batch)
+        x = x.to(dtype)
+        audio_s = float(lengths.sum()) / (x.shape[1] / args.seconds)
+        row = {"device": str(device), "dtype": args.dtype, "batch": batch, "seconds": args.seconds,
+               "threshold": threshold, "ops": encoder.ops.name}
+        for name, skip in modes.items():
+            t = measure(encoder, x, lengths, skip, device, args.calls, args.reps)
+            with torch.inference_mode():
+                out = encoder(x, lengths, skip)
+            row[f"ms_{name}"] = t * 1e3
+            row[f"x_{name}"] = audio_s / t
+            row[f"top_{name}"] = float(out.top_mask.sum()) / float(lengths.sum() // ckpt.model.cfg.subsampling)
+            if args.profile:
+                p = _profile(encoder, x, lengths, skip, device)
+                row[f"profile_{name}"] = p
+                print(f"batch {batch}, skipping {name}: {p['host_reads']} host reads, {p['syncs']} syncs, "
+                      f"{p['memcpy']} memcpy, {p['launches']} launches; top ops:\n    " + "\n    ".join(p["top_ops"]),
+                      flush=True)
+        row["speedup"] = row["ms_off"] / row["ms_on"]
+        rows.append(row)
+    print(table(rows, [("device", "device", "s"), ("dtype", "dtype", "s"), ("batch", "batch", "d"),
+                       ("ms off", "ms_off", ".2f"), ("ms on", "ms_on", ".2f"), ("speed-up", "speedup", ".2f"),
+                       ("x real time off", "x_off", ".0f"), ("top frames on", "top_on", ".1%")]))
+    append_results(args.results, "encoder", rows, {"model": args.model or "default"})
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("encoder", help="the encoder alone, skipping off/on, per batch size (with --profile: where "
+                                       "the time goes)")
+    p.add_argument("--model", default=None, help="checkpoint folder (default: the bundled model)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: the GPU when there is one)")
+    p.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 weights and inputs")
+    p.add_argument("--batch", default="1,16,64", help="batch sizes (default 1,16,64)")
+    p.add_argument("--seconds", type=float, default=15.0, help="seconds per utterance, the longest (default 15)")
+    p.add_argument("--threshold", type=float, default=None, help="skip threshold (default: the model's)")
+    p.add_argument("--calls", type=int, default=5, help="calls per timed repetition (default 5)")
+    p.add_argument("--reps", type=int, default=3, help="timed repetitions, the median is kept (default 3)")
+    p.add_argument("--profile", action="store_true", help="print each mode's top operators and host reads")
+    p.add_argument("--threads", type=int, default=0, help="torch threads on the CPU (default: torch's choice)")
+    p.add_argument("--results", default="bench/results.jsonl", help="append JSON lines here ('' for none)")
+    p.set_defaults(func=main)
