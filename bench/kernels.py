@@ -7,7 +7,10 @@ Effective bandwidth counts the bytes an op must move, divided by its time:
 - scatter_back: one (B, T, V) read (each row from the base or from y) and one written, and the slots;
 - factorized_log_probs: one read and one write of the (N, V) logits.
 Each op is checked against its reference before it is timed. Times are medians over repetitions of
-`--calls` back-to-back calls between synchronisations.
+`--calls` back-to-back calls between synchronisations: wall time, which holds each call's launches
+and, for gate_compact, the host's read of the kept-frame count that sizes its output. The device
+columns count only the time the GPU spends in the Triton op's kernels and copies (torch.profiler,
+one call): how close the kernels come to the memory's bandwidth.
 
 Without a GPU the bench prints a note and records nothing, unless `--interpret`: then the same code
 runs through Triton's interpreter on the CPU at tiny shapes. That checks the bench and the kernels'
@@ -47,6 +50,20 @@ def _timed(fn, reps: int, calls: int, sync) -> float:
     return statistics.median(times)
 
 
+def _device_time(fn) -> float:
+    """Seconds the GPU spends in one call's kernels and copies (torch.profiler), without the host's
+    launch and synchronisation costs that the wall time holds."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return sum(getattr(e, "self_device_time_total", 0.0) for e in prof.key_averages()) / 1e6
+
+
 def measure(B: int, T: int, D: int, V: int, dtype_name: str, device: str, reps: int, calls: int) -> list[dict]:
     import torch
 
@@ -83,7 +100,8 @@ def measure(B: int, T: int, D: int, V: int, dtype_name: str, device: str, reps: 
     for name, shape, call, nbytes, diff in cases:
         t_ref = _timed(lambda: call(REFERENCE), reps, calls, sync)
         t_tri = _timed(lambda: call(tri), reps, calls, sync)
-        rows.append({"kernel": name, "shape": shape, "dtype": dtype_name, "kept": kept / (B * T),
+        t_dev = _device_time(lambda: call(tri)) if device == "cuda" else float("nan")
+        rows.append({"device_us": t_dev * 1e6, "device_gbps": nbytes / t_dev / 1e9 if t_dev > 0 else float("nan"),"kernel": name, "shape": shape, "dtype": dtype_name, "kept": kept / (B * T),
                      "triton_us": t_tri * 1e6, "reference_us": t_ref * 1e6, "speedup": t_ref / t_tri,
                      "triton_gbps": nbytes / t_tri / 1e9, "reference_gbps": nbytes / t_ref / 1e9,
                      "max_abs_diff": diff})
@@ -115,7 +133,8 @@ def main(args) -> None:
     print(table(rows, [("kernel", "kernel", "s"), ("shape", "shape", "s"), ("dtype", "dtype", "s"),
                        ("Triton us", "triton_us", ".1f"), ("reference us", "reference_us", ".1f"),
                        ("speed-up", "speedup", ".2f"), ("Triton GB/s", "triton_gbps", ".1f"),
-                       ("reference GB/s", "reference_gbps", ".1f"), ("max abs diff", "max_abs_diff", ".1e")]))
+                       ("reference GB/s", "reference_gbps", ".1f"), ("Triton device us", "device_us", ".1f"),
+                       ("device GB/s", "device_gbps", ".0f"), ("max abs diff", "max_abs_diff", ".1e")]))
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else None
     append_results(args.results, "kernels", rows, {"device": device, "gpu": gpu, "interpreted": args.interpret,
                                                    "kept_share": rows[0]["kept"] if rows else None})

@@ -32,10 +32,11 @@ _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 @triton.jit
 def _gate_scan_kernel(raw_ptr, raw_sb, raw_st, len_ptr, index_ptr, slot_ptr, keep_ptr, count_ptr, T, threshold,
                       chunk, DILATION: tl.constexpr, BLOCK_T: tl.constexpr):
-    """One program per row: the gate of every frame and the kept frames' slots by a running prefix sum.
+    """One program per row: the gate of every frame and the kept frames' slots by a running prefix sum,
+    the row's kept count, and the batch's largest count (count_ptr[B], by an atomic max; zeroed before).
     It touches B x T scalars only; the rows of x move in _gather_rows_kernel, over the whole grid."""
     b = tl.program_id(0).to(tl.int64)
-    n = tl.load(len_ptr + b)
+    n = tl.minimum(tl.maximum(tl.load(len_ptr + b).to(tl.int64), 0), T)
     base = tl.zeros([], dtype=tl.int64)  # kept frames of this row before the current tile
     for t0 in range(0, T, BLOCK_T):
         t = t0 + tl.arange(0, BLOCK_T)  # (BLOCK_T,)
@@ -52,14 +53,18 @@ def _gate_scan_kernel(raw_ptr, raw_sb, raw_st, len_ptr, index_ptr, slot_ptr, kee
         tl.store(slot_ptr + b * T + t, tl.where(kept, slot, -1), mask=in_t)
         tl.store(index_ptr + b * T + slot, t.to(tl.int64), mask=kept)
         base += tl.sum(keep, 0).to(tl.int64)
+    for t0 in range(0, T, BLOCK_T):  # index is 0 in the padding after the kept frames
+        t = t0 + tl.arange(0, BLOCK_T)
+        tl.store(index_ptr + b * T + t, tl.zeros([BLOCK_T], dtype=tl.int64), mask=(t >= base) & (t < T))
     tl.store(count_ptr + b, base)
+    tl.atomic_max(count_ptr + tl.num_programs(0), base)
 
 
 @triton.jit
-def _gather_rows_kernel(x_ptr, x_sb, x_st, index_ptr, count_ptr, out_ptr, T, T_out, D,
+def _gather_rows_kernel(x_ptr, x_sb, x_st, index_ptr, count_ptr, out_ptr, valid_ptr, T, T_out, D,
                         BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
     """Grid (B, T_out tiles, D tiles): compacted row s of batch row b is x[b, index[b, s]] for s < count[b],
-    zeros after it."""
+    zeros after it; the first D tile also writes valid[b, s] = s < count[b]."""
     b = tl.program_id(0).to(tl.int64)
     s = tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)  # (BLOCK_T,)
     d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BLOCK_D,)
@@ -70,6 +75,8 @@ def _gather_rows_kernel(x_ptr, x_sb, x_st, index_ptr, count_ptr, out_ptr, T, T_o
     in_d = d[None, :] < D
     rows = tl.load(x_ptr + b * x_sb + src[:, None] * x_st + d[None, :], mask=kept[:, None] & in_d, other=0.0)
     tl.store(out_ptr + (b * T_out + s[:, None]) * D + d[None, :], rows, mask=in_s[:, None] & in_d)
+    if tl.program_id(2) == 0:
+        tl.store(valid_ptr + b * T_out + s, kept.to(tl.int8), mask=in_s)
 
 
 @triton.jit
@@ -155,27 +162,33 @@ def gate_compact(gate_raw: torch.Tensor, x: torch.Tensor, lengths: torch.Tensor,
     if threshold < 0 or dilation < 0:
         raise ValueError(f"threshold and dilation must be >= 0, got {threshold}, {dilation}")
     dev = x.device
-    index = torch.zeros(B, T, dtype=torch.long, device=dev)
+    # three launches and one host read: the counts (B of them, then the largest; zeroed), the gate's
+    # scan, the read of the largest count that sizes the output, the gather
+    index = torch.empty(B, T, dtype=torch.long, device=dev)
     slot = torch.empty(B, T, dtype=torch.long, device=dev)
-    keep = torch.empty(B, T, dtype=torch.int8, device=dev)
-    count = torch.empty(B, dtype=torch.long, device=dev)
+    keep = torch.empty(B, T, dtype=torch.bool, device=dev)
+    counts = torch.zeros(B + 1, dtype=torch.long, device=dev)
     if B and T:
         _gate_scan_kernel[(B,)](
-            gate_raw, gate_raw.stride(0), gate_raw.stride(1), lengths.to(torch.long).clamp(0, T).contiguous(),
-            index, slot, keep, count, T, float(min(threshold, 1.0)), chunk or T,
+            gate_raw, gate_raw.stride(0), gate_raw.stride(1), lengths.contiguous(), index, slot,
+            keep.view(torch.int8), counts, T, float(min(threshold, 1.0)), chunk or T,
             DILATION=min(dilation, max(T - 1, 0)), BLOCK_T=min(triton.next_power_of_2(T), 128))
     else:
-        count.zero_()
         keep.zero_()
         slot.fill_(-1)
-    t_out = int(count.max()) if B else 0  # the one host read: the compacted length sizes the output
+        index.zero_()
+    t_out = int(counts[B])  # the one host read: the longest compacted row sizes the output
+    count = counts[:B]
     out = torch.empty(B, t_out, D, dtype=x.dtype, device=dev)
+    valid = torch.empty(B, t_out, dtype=torch.bool, device=dev)
     if out.numel():
         block_t, block_d = 16, min(triton.next_power_of_2(D), 128)
         _gather_rows_kernel[(B, triton.cdiv(t_out, block_t), triton.cdiv(D, block_d))](
-            x, x.stride(0), x.stride(1), index, count, out, T, t_out, D, BLOCK_T=block_t, BLOCK_D=block_d)
-    valid = torch.arange(t_out, device=dev)[None, :] < count[:, None]  # (B, T')
-    return Compacted(out, index[:, :t_out], valid, count, keep.bool(), slot)
+            x, x.stride(0), x.stride(1), index, count, out, valid.view(torch.int8), T, t_out, D,
+            BLOCK_T=block_t, BLOCK_D=block_d)
+    elif valid.numel():  # D == 0
+        valid.copy_(torch.arange(t_out, device=dev)[None, :] < count[:, None])
+    return Compacted(out, index[:, :t_out], valid, count, keep, slot)
 
 
 def scatter_back(base: torch.Tensor, y: torch.Tensor, c: Compacted) -> torch.Tensor:
