@@ -116,7 +116,7 @@ def main(args) -> None:
                 out = encoder(x, lengths, skip)
             row[f"ms_{name}"] = t * 1e3
             row[f"x_{name}"] = audio_s / t
-            row[f"top_{name}"] = float(out.top_mask.sum()) / float(lengths.sum() // ckpt.model.cfg.subsampling)
+            row[f"top_{name}"] = float(out.top_mask.sum()) / float(out.lengths.sum())
             if args.profile:
                 p = _profile(encoder, x, lengths, skip, device)
                 row[f"profile_{name}"] = p

@@ -9,6 +9,12 @@
 # pytest, and no network. What it lacks travels as wheels, fetched here once (with pip's network):
 #     bash bench/gpu_check.sh --fetch-wheels     # -> .whl/ (ignored by git), about 5 MB
 # then the run (device tool): command "bash bench/gpu_check.sh", carry [".whl"].
+# The working tree that travels is limited to 64 MiB and the tracked files are ~106 MB: before the
+# call, take out of the working copy what the GPU steps do not use (the tiny test model's weights and
+# exports, the bundled LM), and put it back afterwards:
+#     rm -rf tests/models/tiny/onnx-c8 tests/models/tiny/onnx-c64 tests/models/tiny/model.safetensors \
+#            asr_engine/models/default-lm/lm.onnx asr_engine/models/default-lm/lm.safetensors
+#     git checkout -- tests/models asr_engine/models/default-lm
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

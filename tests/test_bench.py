@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = str(ROOT / "tests" / "models" / "tiny")
 
 
 def test_stream_bench_runs_and_records(tmp_path):
@@ -192,6 +193,23 @@ def test_train_bench_measures_throughput_with_and_without_skip_aware_steps(tmp_p
     proc = subprocess.run([sys.executable, "-m", "bench", "train", "--device", "cpu", "--sizes", "huge",
                            "--results", ""], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "unknown size 'huge'" in proc.stderr
+
+
+def test_encoder_bench_times_both_modes_per_batch_and_profiles(tmp_path):
+    out = tmp_path / "r.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "bench", "encoder", "--device", "cpu", "--model", TINY_MODEL,
+                           "--batch", "1,2", "--seconds", "2", "--calls", "1", "--reps", "1", "--threshold", "0.5",
+                           "--profile", "--threads", "1", "--results", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["batch"] for r in rows] == [1, 2]
+    for r in rows:
+        assert r["bench"] == "encoder" and r["device"] == "cpu" and r["ops"] == "reference"
+        assert r["top_off"] == 1.0 and 0.0 <= r["top_on"] <= 1.0
+        assert r["ms_off"] > 0 and r["ms_on"] > 0 and r["speedup"] == r["ms_off"] / r["ms_on"]
+        assert r["profile_on"]["top_ops"] and r["profile_off"]["host_reads"] == 0  # no skipping: no reads
+    assert "skipping on" in proc.stdout and "| cpu | float32 | 2 |" in proc.stdout
 
 
 def test_gpu_check_script_parses_and_says_when_there_is_no_gpu(tmp_path):
