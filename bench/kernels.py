@@ -101,7 +101,8 @@ def measure(B: int, T: int, D: int, V: int, dtype_name: str, device: str, reps: 
         t_ref = _timed(lambda: call(REFERENCE), reps, calls, sync)
         t_tri = _timed(lambda: call(tri), reps, calls, sync)
         t_dev = _device_time(lambda: call(tri)) if device == "cuda" else float("nan")
-        rows.append({"device_us": t_dev * 1e6, "device_gbps": nbytes / t_dev / 1e9 if t_dev > 0 else float("nan"),"kernel": name, "shape": shape, "dtype": dtype_name, "kept": kept / (B * T),
+        dev_cols = {"device_us": t_dev * 1e6, "device_gbps": nbytes / t_dev / 1e9 if t_dev > 0 else float("nan")}
+        rows.append({**dev_cols, "kernel": name, "shape": shape, "dtype": dtype_name, "kept": kept / (B * T),
                      "triton_us": t_tri * 1e6, "reference_us": t_ref * 1e6, "speedup": t_ref / t_tri,
                      "triton_gbps": nbytes / t_tri / 1e9, "reference_gbps": nbytes / t_ref / 1e9,
                      "max_abs_diff": diff})
