@@ -72,6 +72,13 @@ class TrainConfig:
     # the model learns the wrap that long streams go through (streams start at 0 at inference)
     random_position_offset: bool = True
     teacher_from: str | None = None  # the feature-distillation teacher's checkpoint (default: init_from)
+    # anchor > 0 (L2-SP, Li et al. 2018): the loss gains anchor * the sum of squared distances of the
+    # imported (Whisper) weights that train from their values in anchor_from (an `asr-engine import-whisper`
+    # checkpoint: Whisper as it hears real speech). Fine-tuning on synthetic speech moves the top layers away
+    # from what hears real voices; pulling them back by interpolation alone (WiSE-FT) was worth 2 points of
+    # real-speech WER (docs/whisper-import.md), so the pull is trained for here.
+    anchor: float = 0.0
+    anchor_from: str | None = None
     # > 0: the stem and layers 1..frozen_layers (>= the skip layer) stay as initialized and are computed once
     # per utterance into a cache (cache_dir, default out_dir/frozen_cache; see asr_engine.frozen_cache): steps
     # run only the layers above and the heads. No SpecAugment then, and no feature distillation.
@@ -225,6 +232,28 @@ def _train_mode(model: Encoder, cfg: TrainConfig) -> None:
         module.eval()
 
 
+def _anchor(model: Encoder, cfg: TrainConfig, device: torch.device) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
+    """(parameter, its anchor value) for each imported weight that can train, when cfg.anchor > 0."""
+    if cfg.anchor <= 0:
+        return []
+    if cfg.anchor_from is None:
+        raise ValueError("anchor > 0 needs anchor_from: the checkpoint whose imported weights anchor the model "
+                         "(asr-engine import-whisper makes one)")
+    ref = load_checkpoint(cfg.anchor_from).model.state_dict()
+    names = pretrained_parameter_names(model.cfg)
+    pairs = [(p, ref[name].to(device, torch.float32)) for name, p in model.named_parameters()
+             if name in names and p.requires_grad and name in ref and ref[name].shape == p.shape]
+    if not pairs:
+        raise ValueError(f"anchor_from {cfg.anchor_from}: none of the model's imported weights that train are in it")
+    return pairs
+
+
+def anchor_penalty(anchor: list[tuple[torch.nn.Parameter, torch.Tensor]]) -> torch.Tensor:
+    """The sum of squared distances of the anchored weights from their anchors (those that train this step)."""
+    live = [((p.float() - a) ** 2).sum() for p, a in anchor if p.requires_grad]
+    return torch.stack(live).sum() if live else anchor[0][1].new_zeros(())
+
+
 def _teacher(init: Encoder) -> Encoder:
     """A frozen copy of the init model that attends over the whole utterance (no chunks, no skipping)."""
     teacher = Encoder(full_context(init.cfg, 1 << 20))
@@ -277,6 +306,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         cache = FrozenCache.open(cfg.cache_dir or out / "frozen_cache", model, train_fs, cfg.frozen_layers,
                                  cfg.seed, str(cfg.init_from), cfg.bf16, progress=progress)
     opt = _optimizer(model, cfg)
+    anchor = _anchor(model, cfg, device)
     teacher = None
     if weights.feature > 0:
         if cfg.teacher_from is None and init is None:
@@ -343,6 +373,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
                     out_ = model(x, xl, skip, teacher=teach_skip, hidden=t_hidden is not None,
                                  pos_offset=None if offsets is None else offsets.to(device))
             loss, parts = total_loss(out_, y, yl, step_weights, t_hidden)
+            if anchor:
+                parts["anchor"] = anchor_penalty(anchor)
+                loss = loss + cfg.anchor * parts["anchor"]
+                parts["anchor"] = parts["anchor"].detach()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -355,7 +389,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
                 bar.set_postfix(loss=f"{loss.item():.1f}", ctc=f"{float(parts['ctc']):.1f}",
                                 tok=f"{float(parts['ctc']) / float(yl.float().mean()):.2f}",
                                 top=f"{float(out_.top_fraction().mean()):.2f}",
-                                speed=f"{audio_s / 3600 / max(1e-9, time.monotonic() - t0) * 3600:.0f}x")
+                                speed=f"{audio_s / 3600 / max(1e-9, time.monotonic() - t0) * 3600:.0f}x",
+                                **({"anchor": f"{float(parts['anchor']):.3g}"} if anchor else {}))
             if dev_fs is not None and step % cfg.eval_every == 0:
                 res = evaluate(model, dev_fs, tokenizer, None)
                 res_skip = evaluate(model, dev_fs, tokenizer, SkipOptions.resolve(model.cfg))

@@ -309,3 +309,38 @@ def test_prefetcher_yields_the_collated_batches_in_order_and_raises_their_errors
     next(iter(early))
     early.close()
     assert not early._thread.is_alive()
+
+
+def test_anchor_pulls_the_imported_weights_toward_their_anchor(tmp_path):
+    """L2-SP: with `anchor` the imported weights that train move less from anchor_from's than without."""
+    from asr_engine.checkpoint import save_checkpoint
+    from asr_engine.pretrained import import_whisper, pretrained_parameter_names
+    from asr_engine.train import anchor_penalty
+
+    from test_pretrained import tiny_whisper, write_ct2
+
+    manifest = _manifest(tmp_path)
+    init = import_whisper([write_ct2(tmp_path / "model.bin", tiny_whisper())], chunk_size=4, left_chunks=2,
+                          feat_floor=-6.0)
+    save_checkpoint(init, tmp_path / "init")
+    base = dict(train_manifest=str(manifest), init_from=str(tmp_path / "init"), max_frames=400, bf16=False,
+                warmup_steps=1, lr=0.01, pretrained_lr_scale=1.0, skip_train_start=100, steps=4)
+    names = sorted(pretrained_parameter_names(init.model.cfg))
+    before = init.model.state_dict()
+
+    def drift(run: str, **kw) -> float:
+        train(TrainConfig(out_dir=str(tmp_path / run), **{**base, **kw}), progress=False)
+        after = load_checkpoint(tmp_path / run / "last").model.state_dict()
+        return sum(float(((after[k] - before[k]) ** 2).sum()) for k in names)
+
+    free = drift("free")
+    held = drift("held", anchor=1000.0, anchor_from=str(tmp_path / "init"))
+    assert 0 < held < 0.5 * free
+    with pytest.raises(ValueError, match="needs anchor_from"):
+        train(TrainConfig(out_dir=str(tmp_path / "x"), **{**base, "anchor": 1.0}), progress=False)
+    # the penalty itself: zero at the anchor, the squared distance elsewhere, only weights that train
+    w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    frozen = torch.nn.Parameter(torch.tensor([5.0]), requires_grad=False)
+    pairs = [(w, torch.tensor([1.0, 0.0])), (frozen, torch.tensor([0.0]))]
+    assert float(anchor_penalty(pairs).detach()) == 4.0
+    assert float(anchor_penalty([(w, w.detach().clone())]).detach()) == 0.0
