@@ -374,9 +374,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
                                  pos_offset=None if offsets is None else offsets.to(device))
             loss, parts = total_loss(out_, y, yl, step_weights, t_hidden)
             if anchor:
-                parts["anchor"] = anchor_penalty(anchor)
-                loss = loss + cfg.anchor * parts["anchor"]
-                parts["anchor"] = parts["anchor"].detach()
+                penalty = anchor_penalty(anchor)
+                loss = loss + cfg.anchor * penalty
+                parts["anchor"] = penalty.detach()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

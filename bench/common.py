@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -70,6 +71,21 @@ def add_offline_arguments(p, backend_default: str, backend_help: str) -> None:
     p.add_argument("--limit", type=int, default=None, help="utterances per manifest (default: all)")
     p.add_argument("--backend", default=backend_default, help=f"{backend_help} (default {backend_default})")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+
+
+def timed(fn, reps: int, calls: int, sync) -> float:
+    """Seconds per call of fn: after one warm-up call, the median over `reps` repetitions of `calls`
+    back-to-back calls, `sync` (the device's synchronisation, or nothing) closing each repetition."""
+    fn()
+    sync()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        sync()
+        times.append((time.perf_counter() - t0) / calls)
+    return statistics.median(times)
 
 
 def percentiles(values: list[float], qs=(50, 95, 99)) -> dict[str, float]:

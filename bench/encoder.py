@@ -12,35 +12,35 @@ copies) per call: each of those stalls the host until the device has caught up.
 
 from __future__ import annotations
 
-import statistics
-import time
-
-from bench.common import append_results, table
+from bench.common import append_results, load_manifest, table, timed
 
 
-def _features(ckpt, device, seconds: float, batch: int):
-    """The bundled samples' log-mels, tiled to `seconds`, `batch` of them with ragged lengths."""
-    import json
+def _utterance(ckpt, device, seconds: float):
+    """The bundled samples' log-mels one after another, tiled to `seconds` -> (T, F) and frames per second."""
     from pathlib import Path
 
     import torch
 
-    from asr_engine.audio import load_audio
+    from asr_engine.audio import SAMPLE_RATE
     from asr_engine.model.fbank import Fbank
 
-    folder = Path(__file__).resolve().parents[1] / "asr_engine" / "samples"
-    rows = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
+    audios, _ = load_manifest(str(Path(__file__).resolve().parents[1] / "asr_engine" / "samples" / "manifest.jsonl"),
+                              None)
     fbank = Fbank(ckpt.features).to(device)
     with torch.inference_mode():
-        feats = torch.cat([fbank(torch.from_numpy(load_audio(folder / r["audio"])).to(device)[None])[0]
-                           for r in rows])  # (T_all, F)
-    per_s = feats.shape[0] / (sum(len(load_audio(folder / r["audio"])) for r in rows) / 16000)
+        feats = torch.cat([fbank(torch.from_numpy(a).to(device)[None])[0] for a in audios])  # (T_all, F)
+    per_s = feats.shape[0] / (sum(len(a) for a in audios) / SAMPLE_RATE)
     T = int(seconds * per_s)
-    reps = -(-T // feats.shape[0])
-    one = feats.repeat(reps, 1)[:T]
-    x = one[None].expand(batch, T, one.shape[1]).contiguous()
-    lengths = torch.tensor([T - (i % 4) * T // 8 for i in range(batch)], device=device)  # 100%..62.5%
-    return x, lengths
+    return feats.repeat(-(-T // feats.shape[0]), 1)[:T], per_s
+
+
+def _batch(one, batch: int):
+    """`batch` copies of one utterance (T, F) with ragged lengths (100% .. 62.5% of T)."""
+    import torch
+
+    T = one.shape[0]
+    lengths = torch.tensor([T - (i % 4) * T // 8 for i in range(batch)], device=one.device)
+    return one[None].expand(batch, T, one.shape[1]).contiguous(), lengths
 
 
 def _sync(device):
@@ -69,22 +69,6 @@ def _profile(encoder, x, lengths, skip, device) -> dict:
             "top_ops": [f"{e.key} {getattr(e, key, 0.0) / 1e3:.2f} ms x{e.count}" for e in top]}
 
 
-def measure(encoder, x, lengths, skip, device, calls: int, reps: int) -> float:
-    import torch
-
-    with torch.inference_mode():
-        encoder(x, lengths, skip)
-        _sync(device)
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                encoder(x, lengths, skip)
-            _sync(device)
-            times.append((time.perf_counter() - t0) / calls)
-    return statistics.median(times)
-
-
 def main(args) -> None:
     import torch
 
@@ -103,16 +87,16 @@ def main(args) -> None:
     encoder.to(dtype)
     threshold = args.threshold if args.threshold is not None else ckpt.model.cfg.skip_threshold
     modes = {"off": None, "on": SkipOptions(threshold, ckpt.model.cfg.skip_dilation)}
+    one, per_s = _utterance(ckpt, device, args.seconds)
     rows = []
     for batch in [int(b) for b in args.batch.split(",")]:
-        x, lengths = _features(ckpt, device, args.seconds, batch)
-        x = x.to(dtype)
-        audio_s = float(lengths.sum()) / (x.shape[1] / args.seconds)
+        x, lengths = _batch(one.to(dtype), batch)
+        audio_s = float(lengths.sum()) / per_s
         row = {"device": str(device), "dtype": args.dtype, "batch": batch, "seconds": args.seconds,
                "threshold": threshold, "ops": encoder.ops.name}
         for name, skip in modes.items():
-            t = measure(encoder, x, lengths, skip, device, args.calls, args.reps)
             with torch.inference_mode():
+                t = timed(lambda: encoder(x, lengths, skip), args.reps, args.calls, lambda: _sync(device))
                 out = encoder(x, lengths, skip)
             row[f"ms_{name}"] = t * 1e3
             row[f"x_{name}"] = audio_s / t

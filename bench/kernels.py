@@ -20,10 +20,8 @@ outputs, and says nothing about speed.
 from __future__ import annotations
 
 import os
-import statistics
-import time
 
-from bench.common import append_results, table
+from bench.common import append_results, table, timed
 
 
 def _gate(B: int, T: int, V: int, device: str, dtype, keep_share: float):
@@ -35,19 +33,6 @@ def _gate(B: int, T: int, V: int, device: str, dtype, keep_share: float):
     kept = torch.rand(B, T, generator=g) < keep_share
     raw[..., 0] = torch.where(kept, -3.0, 3.0) + torch.rand(B, T, generator=g)  # P(blank) < or > 0.5
     return raw.to(device=device, dtype=dtype)
-
-
-def _timed(fn, reps: int, calls: int, sync) -> float:
-    fn()
-    sync()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        sync()
-        times.append((time.perf_counter() - t0) / calls)
-    return statistics.median(times)
 
 
 def _device_time(fn) -> float:
@@ -98,8 +83,8 @@ def measure(B: int, T: int, D: int, V: int, dtype_name: str, device: str, reps: 
     ]
     rows = []
     for name, shape, call, nbytes, diff in cases:
-        t_ref = _timed(lambda: call(REFERENCE), reps, calls, sync)
-        t_tri = _timed(lambda: call(tri), reps, calls, sync)
+        t_ref = timed(lambda: call(REFERENCE), reps, calls, sync)
+        t_tri = timed(lambda: call(tri), reps, calls, sync)
         t_dev = _device_time(lambda: call(tri)) if device == "cuda" else float("nan")
         dev_cols = {"device_us": t_dev * 1e6, "device_gbps": nbytes / t_dev / 1e9 if t_dev > 0 else float("nan")}
         rows.append({**dev_cols, "kernel": name, "shape": shape, "dtype": dtype_name, "kept": kept / (B * T),

@@ -168,15 +168,11 @@ def gate_compact(gate_raw: torch.Tensor, x: torch.Tensor, lengths: torch.Tensor,
     slot = torch.empty(B, T, dtype=torch.long, device=dev)
     keep = torch.empty(B, T, dtype=torch.bool, device=dev)
     counts = torch.zeros(B + 1, dtype=torch.long, device=dev)
-    if B and T:
+    if B and T:  # else index, slot and keep are empty and the counts stay 0
         _gate_scan_kernel[(B,)](
             gate_raw, gate_raw.stride(0), gate_raw.stride(1), lengths.contiguous(), index, slot,
             keep.view(torch.int8), counts, T, float(min(threshold, 1.0)), chunk or T,
             DILATION=min(dilation, max(T - 1, 0)), BLOCK_T=min(triton.next_power_of_2(T), 128))
-    else:
-        keep.zero_()
-        slot.fill_(-1)
-        index.zero_()
     t_out = int(counts[B])  # the one host read: the longest compacted row sizes the output
     count = counts[:B]
     out = torch.empty(B, t_out, D, dtype=x.dtype, device=dev)
