@@ -2,8 +2,8 @@
 # One call on a machine with a CUDA GPU: the GPU tests, `bench kernels` (two shapes), `bench encoder`
 # (skipping on and off per batch size; profiled, fp16, threshold 0.95), `bench rtf --device cuda` and
 # `bench train` (training throughput of three model sizes, skip-aware steps on and off). 2.6 minutes
-# on an H200 (2026-11-29); every step has its own time limit, so the whole script ends inside 8 minutes. It prints one table at the end and writes JSON lines to
-# $OUT/gpu_check.jsonl ($OUT: the device tool's return folder; /tmp/gpu_check otherwise).
+# on an H200 (2026-11-29); every step has its own time limit, so the whole script ends inside 8 minutes.
+# It prints one table at the end and writes JSON lines to $OUT/gpu_check.jsonl ($OUT: the device tool's return folder; /tmp/gpu_check otherwise).
 #
 # The GPU machine has torch, Triton, ONNX Runtime, numpy, safetensors, sentencepiece, tqdm and
 # pytest, and no network. What it lacks travels as wheels, fetched here once (with pip's network):
