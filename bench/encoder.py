@@ -52,6 +52,7 @@ def _sync(device):
 
 def _profile(encoder, x, lengths, skip, device) -> dict:
     import torch
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -65,8 +66,29 @@ def _profile(encoder, x, lengths, skip, device) -> dict:
     syncs = sum(e.count for e in events if e.key in ("cudaStreamSynchronize", "cudaDeviceSynchronize"))
     d2h = sum(e.count for e in events if "DtoH" in e.key or e.key == "cudaMemcpyAsync")
     launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
-    return {"host_reads": host_reads, "syncs": syncs, "memcpy": d2h, "launches": launches,
+    # the device's busy time (its kernels and copies) against the call's wall time: a call whose
+    # device is busy for much less than its wall is bound by the host (launches, Python, host reads)
+    busy = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA) / 1e3
+    return {"host_reads": host_reads, "syncs": syncs, "memcpy": d2h, "launches": launches, "device_busy_ms": busy,
             "top_ops": [f"{e.key} {getattr(e, key, 0.0) / 1e3:.2f} ms x{e.count}" for e in top]}
+
+
+def _host_ms(encoder, x, lengths, skip, device, calls: int = 5) -> float:
+    """Milliseconds until a call returns to the host, before waiting for the device: its launches,
+    its Python and its waits at host reads; with the device's busy time this splits a call's cost."""
+    import time
+
+    import torch
+
+    total = 0.0
+    with torch.inference_mode():
+        for _ in range(calls):
+            _sync(device)
+            t0 = time.perf_counter()
+            encoder(x, lengths, skip)
+            total += time.perf_counter() - t0
+    _sync(device)
+    return total / calls * 1e3
 
 
 def main(args) -> None:
@@ -103,8 +125,11 @@ def main(args) -> None:
             row[f"top_{name}"] = float(out.top_mask.sum()) / float(out.lengths.sum())
             if args.profile:
                 p = _profile(encoder, x, lengths, skip, device)
+                p["host_ms"] = _host_ms(encoder, x, lengths, skip, device)
                 row[f"profile_{name}"] = p
-                print(f"batch {batch}, skipping {name}: {p['host_reads']} host reads, {p['syncs']} syncs, "
+                print(f"batch {batch}, skipping {name}: {row[f'ms_{name}']:.2f} ms a call, returns to the host after "
+                      f"{p['host_ms']:.2f} ms, device busy {p['device_busy_ms']:.2f} ms (profiled); "
+                      f"{p['host_reads']} host reads, {p['syncs']} syncs, "
                       f"{p['memcpy']} memcpy, {p['launches']} launches; top ops:\n    " + "\n    ".join(p["top_ops"]),
                       flush=True)
         row["speedup"] = row["ms_off"] / row["ms_on"]

@@ -148,6 +148,8 @@ def _start_server(args) -> tuple[subprocess.Popen, str, Path]:
         cmd += ["--model", args.model]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    if args.device:
+        cmd += ["--device", args.device]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     deadline = time.time() + 600  # the first start may export the model to ONNX
     while time.time() < deadline and proc.poll() is None:
@@ -232,8 +234,8 @@ def main(args) -> None:
     print(line)
     append_results(args.results, "server", out + [{"summary": True, **summary}],
                    {"model": args.model or "default", "manifest": args.manifest, "backend": args.backend,
-                    "seconds_per_client": args.seconds, "server": args.url or "started by the bench",
-                    "flood_seconds": args.flood})
+                    "device": args.device or "cpu", "seconds_per_client": args.seconds,
+                    "server": args.url or "started by the bench", "flood_seconds": args.flood})
 
 
 def add_parser(sub) -> None:
@@ -245,6 +247,7 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default=None, help="for the server the bench starts (default: the bundled model)")
     p.add_argument("--backend", default="auto", help="for the server the bench starts (default auto)")
     p.add_argument("--threads", type=int, default=0, help="for the server the bench starts")
+    p.add_argument("--device", default=None, help="for the server the bench starts: cpu or cuda (default: serve's)")
     p.add_argument("--seconds", type=float, default=15.0, help="audio each client sends per level (default 15)")
     p.add_argument("--chunk-ms", type=float, default=None, help="audio per message (default: the model's chunk)")
     p.add_argument("--bound-ms", type=float, default=500.0, help="p95 latency bound (default 500)")

@@ -62,7 +62,7 @@ def test_to_float32_checks():
 
 def write_with_ffmpeg(path, container: str, codec: str, samples: np.ndarray, sr: int, video: bool = False):
     """Encode (N, 2) float audio with PyAV (FFmpeg), in a video file when `video`."""
-    import av
+    av = pytest.importorskip("av")  # the `media` extra
 
     with av.open(str(path), "w", format=container) as out:
         if video:

@@ -74,6 +74,15 @@ def test_factorized_log_probs_equals_reference(shape, dtype):
     torch.testing.assert_close(got.float(), ref, atol=TOL[dtype] * 10, rtol=TOL[dtype])
 
 
+def test_factorized_log_probs_takes_views_over_time():
+    """A streaming chunk whose frames all skip the top layers hands over a slice of the gate
+    head's output (its real frames, without the lookahead copies): not contiguous."""
+    raw = (torch.randn(3, 10, 7) * 4).to(DEVICE)[:, :6]
+    assert not raw.is_contiguous()
+    torch.testing.assert_close(tk.factorized_log_probs(raw), factorized.factorized_log_probs(raw),
+                               atol=1e-4, rtol=1e-5)
+
+
 def test_launchers_check_their_inputs():
     x = torch.randn(2, 6, 4, device=DEVICE)
     raw = torch.randn(2, 6, 3, device=DEVICE)
@@ -115,6 +124,13 @@ def test_encoder_on_the_triton_ops_equals_the_reference(right_context):
     assert torch.equal(a.top_mask, b.top_mask) and torch.equal(ca.top_mask, cb.top_mask)
     torch.testing.assert_close(b.final.raw, a.final.raw, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(cb.final.raw, ca.final.raw, atol=1e-5, rtol=1e-5)
+    # a chunk in which every frame skips (threshold 0): its log-probs are the gate head's, as the
+    # server reads them (`ops.log_probs`); this raised on CUDA with lookahead copies (2026-11-29)
+    with torch.inference_mode():
+        cz, _ = ref.forward_chunk(feats[:, :win], step, state, SkipOptions(0.0, 1))
+        got = ref.ops.log_probs(cz.final.raw)
+    assert int(cz.top_mask.sum()) == 0
+    torch.testing.assert_close(got, K.REFERENCE.log_probs(cz.final.raw), atol=1e-4, rtol=1e-5)
 
 
 def test_select_ops_uses_the_reference_on_cpu_and_warns_once_without_triton(monkeypatch):

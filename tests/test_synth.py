@@ -248,6 +248,7 @@ def test_babble_mixes_other_talkers_at_the_drawn_snr(tmp_path):
     assert 2.5 < speech / talk < 6.3  # 6 dB (x4): the talkers (300 and 700 Hz) under the speaker
 
 
+@needs_sox  # augment's speed change runs sox
 def test_beds_put_recorded_sound_under_the_speech_and_leave_other_mixes_as_they_were(tmp_path):
     (tmp_path / "ambient").mkdir()
     t = np.arange(11200) / 16000

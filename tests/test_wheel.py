@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import build_wheel
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = [str(ROOT / "asr_engine" / "samples" / f"sample{i}.wav") for i in (1, 2, 3)]
 
@@ -31,9 +33,7 @@ def _bundled_model(monkeypatch):
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wheel")
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist"),
-          str(ROOT)], cwd=tmp)
-    (wheel,) = (tmp / "dist").glob("asr_engine-*.whl")
+    wheel = build_wheel(tmp / "dist")
     _run([sys.executable, "-m", "venv", str(tmp / "venv")])
     py = tmp / "venv" / "bin" / "python"
     _run([str(py), "-m", "pip", "install", "-q", f"{wheel}[cpu]"])

@@ -210,9 +210,11 @@ def factorized_log_probs(raw: torch.Tensor) -> torch.Tensor:
     """Same contract as factorized.factorized_log_probs: raw (..., V) -> log-probs (..., V)."""
     if raw.dtype not in _FLOATS or raw.dim() < 1 or raw.shape[-1] < 2:
         raise ValueError(f"raw: expected a float tensor (..., V) with V >= 2, got {tuple(raw.shape)} {raw.dtype}")
-    if not raw.is_contiguous():
-        raise ValueError("raw must be contiguous")
     _check_device(raw)
+    # the kernel reads dense rows; a view (a chunk whose every frame skipped the top layers hands
+    # over the gate head's output on its real frames, a slice of the sequence with its lookahead
+    # copies) is copied once, as the reference takes any layout
+    raw = raw.contiguous()
     V = raw.shape[-1]
     N = raw.numel() // V
     out = torch.empty_like(raw)
