@@ -16,3 +16,11 @@ for a in 0.9 0.8 0.7; do
   (cd docs/experiments && python paired.py ../../runs/avg11 ../../runs/w13-$a ../../data/heldout/manifest.jsonl)
 done
 asr-engine train configs/whisper-wise-heads-s12.json
+asr-engine package runs/whisper-wise-heads-s12/last runs/s12-pkg --trained-on "whisper-base encoder (MIT, OpenAI): blocks 1-3 as imported; blocks 4-6 a tenth of the way from the previous bundled model (the mean of stages 10 and 11) back to Whisper's weights (WiSE-FT, alpha 0.9); then block 6's conv module and the CTC heads trained 600 steps on 20.8 h (22,499 utterances) of synthetic speech (data/mixed's first 1,500 + v3b's first 21,000) with Whisper's weights frozen, half of the steps with the top layers compacted"
+for m in s12-pkg; do
+  asr-engine eval data/heldout/manifest.jsonl ../shared/data/dev_real/manifest.jsonl --model runs/$m --backend torch \
+    --thresholds 1.0,0.99 --threads 2
+  (cd docs/experiments && python paired.py ../../runs/avg11 ../../runs/$m ../../data/heldout/manifest.jsonl)
+done
+# shipped by the rule: cp runs/s12-pkg/{model.safetensors,config.json} asr_engine/models/default/
+#   && asr-engine export asr_engine/models/default --ship
