@@ -1,4 +1,9 @@
+import fcntl
 import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,17 +95,11 @@ def wav(tmp_path):
 def build_wheel(dest):
     """`pip wheel` of this checkout into the folder dest -> the wheel's path. setuptools builds inside the source
     tree (build/), so two builds at once (pytest -n) collide: one at a time, under a file lock."""
-    import fcntl
-    import subprocess
-    import sys
-    import tempfile
-    from pathlib import Path as _Path
-
-    root = _Path(__file__).resolve().parents[1]
-    with open(_Path(tempfile.gettempdir()) / "asr-engine-wheel-build.lock", "w") as lock:
+    root = Path(__file__).resolve().parents[1]
+    with open(Path(tempfile.gettempdir()) / "asr-engine-wheel-build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
                             "-w", str(dest), str(root)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, f"pip wheel: {r.stderr[-3000:]}"
-    (wheel,) = _Path(dest).glob("asr_engine-*.whl")
+    (wheel,) = Path(dest).glob("asr_engine-*.whl")
     return wheel

@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from conftest import KERNEL_DEVICE
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = str(ROOT / "tests" / "models" / "tiny")
+# the `--interpret` benches run the Triton kernels in the CPU's interpreter; where a GPU runs them
+# compiled (tests/test_kernels.py, bench/gpu_check.sh) they are not needed, and Triton 3.6's
+# interpreter fails under NumPy 2.5 on the GPU machine
+interpreter_only = pytest.mark.skipif(KERNEL_DEVICE == "cuda", reason="a GPU runs the compiled kernels")
 
 
 def test_stream_bench_runs_and_records(tmp_path):
@@ -101,9 +107,7 @@ def test_sweep_bench_writes_table_plot_and_rows(tmp_path):
     assert "| 1 | - | 100.0% |" in proc.stdout
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch") is not None and __import__("torch").cuda.is_available(),
-                    reason="a GPU runs the compiled kernels (tests/test_kernels.py, bench/gpu_check.sh); this checks "
-                           "the CPU's interpreter path (Triton 3.6's interpreter fails under NumPy 2.5 there)")
+@interpreter_only
 def test_kernels_bench_checks_kernels_through_the_interpreter(tmp_path):
     out = tmp_path / "r.jsonl"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -149,9 +153,7 @@ def test_peers_bench_puts_pocketsphinx_and_whisper_base_beside_ours(tmp_path):
         assert rows[2]["engine"].startswith("whisper-base (faster-whisper int8") and rows[2]["wer"] < 0.3
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch") is not None and __import__("torch").cuda.is_available(),
-                    reason="a GPU runs the compiled kernels (tests/test_kernels.py, bench/gpu_check.sh); this checks "
-                           "the CPU's interpreter path (Triton 3.6's interpreter fails under NumPy 2.5 there)")
+@interpreter_only
 def test_lm_bench_checks_the_scan_and_measures_fusion(tmp_path):
     import torch
 
