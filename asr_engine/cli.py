@@ -500,7 +500,7 @@ def cmd_lm_export(args: argparse.Namespace) -> int:
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from asr_engine.data.synth import available_engines, load_mix, make_jobs, synthesize_corpus
-    from asr_engine.data.text_sources import load_sentences
+    from asr_engine.data.text_sources import load_sentence_pools, load_sentences
 
     have = available_engines()
     engines = args.engines.split(",") if args.engines else have
@@ -510,14 +510,17 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
                          "see the README's training section for the set-up command)")
     if args.num < 1 or args.workers < 1 or not 0 <= args.augment_prob <= 1:
         raise InputError("--num and --workers must be >= 1 and --augment-prob within 0..1")
-    train, held = load_sentences(args.held_out_percent)
-    sentences = held if args.split == "heldout" else train
-    if not sentences:
-        raise InputError("no sentences: install Debian's wordnet-base and fortunes")
     try:
         mix = load_mix(args.mix)
+        if mix.text:
+            sentences = load_sentence_pools(tuple(t for t, _ in mix.text), args.held_out_percent, args.split)
+        else:
+            train, held = load_sentences(args.held_out_percent)
+            sentences = held if args.split == "heldout" else train
     except (OSError, ValueError) as e:
         raise InputError(f"--mix {args.mix}: {e}") from None
+    if not sentences:
+        raise InputError("no sentences: install Debian's wordnet-base and fortunes")
     jobs = make_jobs(sentences, args.num, args.seed, engines, args.prefix or args.split[0], args.augment_prob, mix=mix)
     manifest, failures = synthesize_corpus(jobs, Path(args.out), args.workers, progress=not args.quiet)
     for line in failures[:10]:
@@ -541,7 +544,8 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
         return 0
     print(f"{st['utterances']} utterances, {st['hours']:.2f} h, {st['speakers']} speakers, "
           f"{100 * st['neural_share']:.1f}% of the audio from neural voices")
-    for title, table in (("engine", st["hours_per_engine"]), ("augmentation", st["hours_per_augmentation"])):
+    for title, table in (("engine", st["hours_per_engine"]), ("augmentation", st["hours_per_augmentation"]),
+                         ("text", st["hours_per_text_source"])):
         for k, h in table.items():
             extra = f"  {st['speakers_per_engine'][k]} speakers" if title == "engine" else ""
             print(f"  {title:<13} {k:<18} {h:8.2f} h  {100 * h / max(st['hours'], 1e-9):5.1f}%{extra}")

