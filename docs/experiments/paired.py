@@ -3,6 +3,9 @@ utterances, torch, no skipping), how many utterances each one wins, and a two-si
 on those wins (scipy's binomtest), so that a difference in WER can be told from noise.
 
     python docs/experiments/paired.py MODEL_A MODEL_B MANIFEST[,MANIFEST...]
+
+Manifests joined by "+" are one set (one test over all their utterances): the shipping rule's held-out
+set from the fourteenth session on is data/heldout/manifest.jsonl+data/heldout2/manifest.jsonl.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ def errors(model, utts) -> list[tuple[int, int]]:
 def main() -> None:
     a, b = (load_model(m, backend="torch", threads=2) for m in sys.argv[1:3])
     for manifest in sys.argv[3].split(","):
-        utts = read_manifest(manifest)
+        utts = [u for part in manifest.split("+") for u in read_manifest(part)]
         ea, eb = errors(a, utts), errors(b, utts)
         words = sum(n for _, n in ea)
         wins_a = sum(x[0] < y[0] for x, y in zip(ea, eb))
