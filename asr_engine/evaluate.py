@@ -133,11 +133,12 @@ def format_report(report: EvalReport, default_threshold: float) -> str:
         if abs(s.threshold - default_threshold) < 1e-9:
             name += " (default)"
         lines.append(f"{name:>14} | {s.total.wer:6.2%} | {s.total.cer:6.2%} | {s.top_fraction:16.1%} | {s.rtf:.4f}")
-    for s in report.settings:
-        if len(s.per_source) > 1 and (s.threshold >= 1.0 or abs(s.threshold - default_threshold) < 1e-9):
-            name = "no skipping" if s.threshold >= 1.0 else f"threshold {s.threshold:g}"
-            lines += ["", f"per source, {name}:", "source               | utts |    WER |    CER",
-                      "---------------------|------|--------|-------"]
-            for src, sc in s.per_source.items():
-                lines.append(f"{src[:20]:20} | {sc.utterances:4d} | {sc.wer:6.2%} | {sc.cer:6.2%}")
+    if len(report.settings[0].per_source) > 1:  # one row per source, a WER / CER column per threshold
+        names = ["off" if s.threshold >= 1.0 else f"{s.threshold:g}" for s in report.settings]
+        lines += ["", "per source, WER / CER:",
+                  "source               | utts | " + " | ".join(f"{n:>15}" for n in names),
+                  "---------------------|------|" + "|".join("-" * 17 for _ in names)]
+        for src, first in report.settings[0].per_source.items():
+            cells = [f"{s.per_source[src].wer:6.2%} / {s.per_source[src].cer:6.2%}" for s in report.settings]
+            lines.append(f"{src[:20]:20} | {first.utterances:4d} | " + " | ".join(f"{c:>15}" for c in cells))
     return "\n".join(lines)

@@ -73,3 +73,21 @@ def test_eval_cli_bad_arguments(tiny_ckpt_dir, manifest, tmp_path, capsys):
     assert main(["eval", str(manifest), "--model", str(tiny_ckpt_dir), "--thresholds", "1.5", "-q"]) == 2
     assert main(["eval", str(tmp_path / "none.jsonl"), "--model", str(tiny_ckpt_dir), "-q"]) == 2
     assert "no such manifest" in capsys.readouterr().err
+
+
+def test_the_per_source_table_has_a_column_for_every_threshold():
+    from asr_engine.evaluate import EvalReport, Score, SettingResult, format_report
+
+    def setting(th, errs):
+        per = {src: Score(word_errors=e, words=10, char_errors=e, chars=40, utterances=2) for src, e in errs.items()}
+        total = Score(sum(s.word_errors for s in per.values()), 20, sum(s.char_errors for s in per.values()), 80, 4)
+        return SettingResult(th, total, per, 1.0 if th >= 1 else 0.7, 0.01)
+
+    report = EvalReport([setting(1.0, {"dev_real": 3, "heldout": 1}), setting(0.99, {"dev_real": 4, "heldout": 2}),
+                         setting(0.95, {"dev_real": 5, "heldout": 2})], 60.0, [])
+    text = format_report(report, 0.95)  # 0.99 is neither off nor the default: it has its column too
+    row = next(line for line in text.splitlines() if line.startswith("dev_real"))
+    assert row.split("|")[2:] == [" 30.00% /  7.50% ", " 40.00% / 10.00% ", " 50.00% / 12.50%"]
+    assert "0.95 (default)" in text and "heldout" in text
+    one = EvalReport([SettingResult(1.0, Score(1, 10, 1, 40, 1), {"x": Score(1, 10, 1, 40, 1)}, 1.0, 0.01)], 1.0, [])
+    assert "per source" not in format_report(one, 0.95)  # one source: the totals say it all
