@@ -534,14 +534,15 @@ def cmd_data_text(args: argparse.Namespace) -> int:
     from asr_engine.data.text_sources import TEXT_SOURCES, load_sentences
 
     sources = tuple(filter(None, args.sources.split(",")))
-    try:
-        train, held = load_sentences(args.held_out_percent, sources)
+    try:  # each source read once; the hash split is per sentence, so the pooled split is the union of theirs
+        per_source = {name: load_sentences(args.held_out_percent, (name,)) for name in sources}
     except ValueError as e:
         raise InputError(f"data text: {e}") from None
-    counts = {name: len(load_sentences(args.held_out_percent, (name,))[0]) for name in sources}
-    if empty := [name for name, n in counts.items() if not n]:
+    if empty := [name for name, (train, _) in per_source.items() if not train]:
         raise InputError(f"data text: no sentences from {', '.join(empty)} (install what ships them: "
                          f"{', '.join(TEXT_SOURCES)} come from Debian's wordnet-base and fortunes and the data extra)")
+    train = sorted(set().union(*(t for t, _ in per_source.values())))
+    held = sorted(set().union(*(h for _, h in per_source.values())))
     lines = {"train": train, "heldout": held, "all": sorted(train + held)}[args.split]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

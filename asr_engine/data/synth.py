@@ -102,9 +102,8 @@ class AugmentMix:
         for name in ("room_prob", "channel_prob", "noise_prob", "clip_prob", "gain_prob", "babble_prob", "bed_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"mix: {name} must be within 0..1, got {getattr(self, name)}")
-        if {t for t, _ in self.text} - set(TEXT_SOURCES):
-            raise ValueError(f"mix: unknown text sources {sorted({t for t, _ in self.text} - set(TEXT_SOURCES))} "
-                             f"(known: {TEXT_SOURCES})")
+        if unknown_text := {t for t, _ in self.text} - set(TEXT_SOURCES):
+            raise ValueError(f"mix: unknown text sources {sorted(unknown_text)} (known: {TEXT_SOURCES})")
         if self.text and (min(w for _, w in self.text) < 0 or sum(w for _, w in self.text) <= 0):
             raise ValueError("mix: text weights must be >= 0 with a positive sum")
         unknown = {c for c, _ in self.channels} - set(CHANNELS) | {e for e, _ in self.engines} - set(ENGINES)
@@ -202,11 +201,10 @@ def make_jobs(sentences: list[str] | dict[str, list[str]], n: int, seed: int, en
     if sum(w) <= 0:
         w = [1.0] * len(engines)
     if isinstance(sentences, dict):
-        text_weights = dict(mix.text)
-        if set(sentences) != set(text_weights):
+        sources, source_weights = zip(*mix.text) if mix.text else ((), ())
+        if set(sentences) != set(sources):
             raise ValueError(f"sentence pools {sorted(sentences)} differ from the mix's text sources "
-                             f"{sorted(text_weights)}")
-        sources = list(text_weights)
+                             f"{sorted(sources)}")
     rng = random.Random(seed)
     jobs = []
     for i in range(n):
@@ -226,7 +224,7 @@ def make_jobs(sentences: list[str] | dict[str, list[str]], n: int, seed: int, en
         else:
             voice = "heart"
         if isinstance(sentences, dict):
-            source = rng.choices(sources, [text_weights[t] for t in sources])[0]
+            source = rng.choices(sources, source_weights)[0]
             text = rng.choice(sentences[source])
         else:
             source, text = "", rng.choice(sentences)
