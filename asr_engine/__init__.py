@@ -29,10 +29,11 @@ __all__ = ["DecodeOptions", "EndpointConfig", "Engine", "Partial", "Result", "Se
 
 def load(model: str | Path | None = None, *, backend: str = "auto", device: str = "cpu", threads: int = 0,
          lm: str | Path | None = None, lm_weight: float | None = None, length_bonus: float | None = None,
-         for_files: bool = False, **decode) -> Engine:
+         lexicon_penalty: float | None = None, for_files: bool = False, **decode) -> Engine:
     """An Engine for a model folder (None: the bundled model). `decode`: DecodeOptions fields
     (beam, nbest, skip_threshold, hotwords, hotword_boost, chunk_frames, max_batch); `lm`: an
-    LM folder or 'default' (the bundled LM) fused into beam search (give beam=8).
+    LM folder or 'default' (the bundled LM) fused into beam search (give beam=8), with the weights
+    tuned for it unless given (lexicon_penalty 0: without the LM's lexicon).
     for_files: mostly whole files (larger ONNX steps), rather than live streams."""
     from asr_engine.backend import load_model, resolve_backend
 
@@ -43,5 +44,6 @@ def load(model: str | Path | None = None, *, backend: str = "auto", device: str 
     if lm is not None:
         from asr_engine.lm.fusion import load_fusion
 
-        fusion = load_fusion(lm, m.tokenizer, lm_weight, length_bonus, resolve_backend(backend, device), device)
+        fusion = load_fusion(lm, m.tokenizer, lm_weight, length_bonus, resolve_backend(backend, device), device,
+                             lexicon_penalty=lexicon_penalty)
     return Engine(m, DecodeOptions(lm=fusion, **decode))

@@ -169,7 +169,8 @@ def _ray_runner(args: argparse.Namespace, backend: str, streaming: bool | None):
     decode = {"beam": args.beam, "nbest": args.nbest, "skip_threshold": args.skip_threshold,
               "hotwords": _hotwords(args.hotwords), "hotword_boost": args.hotword_boost,
               "chunk_frames": args.chunk_frames, "max_batch": args.batch_size, "lm": args.lm,
-              "lm_weight": args.lm_weight, "length_bonus": args.length_bonus, "device": args.device}
+              "lm_weight": args.lm_weight, "length_bonus": args.length_bonus,
+              "lexicon_penalty": args.lexicon_penalty, "device": args.device}
     endpoint = dataclasses.asdict(EndpointConfig()) if args.endpoint else None
     return lambda paths: transcribe_ray(paths, None if args.ray == "local" else args.ray, args.workers, args.model,
                                        backend, max(1, args.threads), args.batch_size, decode, endpoint, streaming)
@@ -361,6 +362,9 @@ def _add_lm_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--length-bonus", type=float, default=None,
                    help="log-score added per token with --lm, against the LM's bias to short output (default: "
                         "tuned for the LM, in its lm.json)")
+    p.add_argument("--lexicon-penalty", type=float, default=None,
+                   help="log-score (<= 0) charged once per word that is not in the LM's lexicon.txt; 0 turns the "
+                        "lexicon off (default: tuned for the LM, in its lm.json)")
 
 
 def _fusion(args: argparse.Namespace, tokenizer, backend: str):
@@ -371,7 +375,8 @@ def _fusion(args: argparse.Namespace, tokenizer, backend: str):
 
     if args.beam == 1:
         raise InputError("--lm needs beam search: add --beam 8 (or 4)")
-    return load_fusion(args.lm, tokenizer, args.lm_weight, args.length_bonus, backend, args.device)
+    return load_fusion(args.lm, tokenizer, args.lm_weight, args.length_bonus, backend, args.device,
+                       lexicon_penalty=args.lexicon_penalty)
 
 
 def _hotwords(arg: str | None) -> tuple[str, ...]:
@@ -484,6 +489,24 @@ def cmd_lm_train(args: argparse.Namespace) -> int:
           f"({report['train_tokens']} tokens), {report['steps']} steps in {report['seconds']:.0f} s; "
           f"held-out perplexity {report['heldout_ppl']:.2f} over {report['heldout_sentences']} sentences; "
           f"written to {args.out}")
+    return 0
+
+
+def cmd_lm_lexicon(args: argparse.Namespace) -> int:
+    from asr_engine.lexicon import build_words
+    from asr_engine.lm.config import read_lm_config, resolve_lm_dir
+    from asr_engine.lm.fusion import LEXICON_FILE
+    from asr_engine.lm.train import read_sentences
+
+    d = resolve_lm_dir(args.dir)
+    read_lm_config(d)  # an LM folder, not any folder
+    if args.wordfreq < 0:
+        raise InputError("--wordfreq must be >= 0")
+    words = build_words(read_sentences(args.text), args.wordfreq)
+    if not words:
+        raise InputError("no words in the text")
+    (d / LEXICON_FILE).write_text("\n".join(words) + "\n", encoding="utf-8")
+    print(f"wrote {d / LEXICON_FILE}: {len(words)} words", file=sys.stderr)
     return 0
 
 
@@ -872,6 +895,16 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     lt.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     lt.set_defaults(func=cmd_lm_train)
+
+    lx = lm.add_parser("lexicon", help="write an LM folder's lexicon (DIR/lexicon.txt) from text",
+                       description="The words beam search with this LM should know: every word of the text "
+                                   "(normalised), plus wordfreq's most frequent English words with --wordfreq N. "
+                                   "A prefix that spells a word outside them pays the LM's lexicon penalty.")
+    lx.add_argument("dir", help="LM folder ('default': the bundled LM)")
+    lx.add_argument("--text", required=True, action="append", help="text file or JSONL manifest (repeatable)")
+    lx.add_argument("--wordfreq", type=int, default=0,
+                    help="add the N most frequent English words of the wordfreq package (the data extra; default 0)")
+    lx.set_defaults(func=cmd_lm_lexicon)
 
     le = lm.add_parser("export", help="write an LM folder's decoding step as DIR/lm.onnx",
                        description="Export the LM's step to ONNX into its folder (named after its weights), so "

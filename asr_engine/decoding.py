@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from asr_engine.context import ROOT, ContextGraph
+from asr_engine.lexicon import START, Lexicon, LexState
 from asr_engine.tokenizer import BLANK_ID, Tokenizer
 
 if TYPE_CHECKING:
@@ -75,23 +76,25 @@ class _Beam:
     """Blank- and non-blank-ending log-probs of one prefix, plus the best alignment's trace, and
     what is a function of the prefix alone: its hotword state and bonus, and with an LM its fused
     LM score, its LM state (row `lm_row` of the search's state tensor) and next-token log-probs
-    (None while its LM step is pending: then `lm_row` is the parent's row and `lm_token` the token)."""
+    (None while its LM step is pending: then `lm_row` is the parent's row and `lm_token` the token),
+    and with a lexicon its current word's state and the penalties paid so far (`bonus` holds them
+    too: it is everything added to the prefix's score besides the CTC and LM scores)."""
 
     __slots__ = ("pb", "pnb", "frames", "probs", "trace_score", "ctx", "bonus", "lm", "lm_next", "lm_row",
-                 "lm_token")
+                 "lm_token", "lex")
 
     def __init__(self, ctx: int = ROOT, bonus: float = 0.0, lm: float = 0.0, lm_next: list[float] | None = None,
-                 lm_row: int = 0, lm_token: int = -1) -> None:
+                 lm_row: int = 0, lm_token: int = -1, lex: LexState = START) -> None:
         self.pb = self.pnb = NEG_INF
         self.frames: tuple[int, ...] = ()
         self.probs: tuple[float, ...] = ()
         self.trace_score = NEG_INF
-        self.ctx, self.bonus = ctx, bonus
+        self.ctx, self.bonus, self.lex = ctx, bonus, lex
         self.lm, self.lm_next, self.lm_row, self.lm_token = lm, lm_next, lm_row, lm_token
 
     def carry(self) -> "_Beam":
         """A fresh entry for the same prefix in the next frame."""
-        return _Beam(self.ctx, self.bonus, self.lm, self.lm_next, self.lm_row, self.lm_token)
+        return _Beam(self.ctx, self.bonus, self.lm, self.lm_next, self.lm_row, self.lm_token, self.lex)
 
     @property
     def total(self) -> float:
@@ -109,14 +112,16 @@ class PrefixBeamSearch:
     Frames are numbered from 0 across all the chunks fed so far. With a `context`
     graph, prefixes are ranked by log-probability plus their hotword bonus; with an
     `lm`, plus their fused LM score (the LM state is carried across chunks, so a
-    stream decodes the same however it is cut).
+    stream decodes the same however it is cut); with a `lexicon` (by default the LM's,
+    if it has one), plus the penalties of their words that are not known words.
     """
 
     def __init__(self, beam: int = 8, prune_logp: float = -12.0, context: ContextGraph | None = None,
-                 lm: "ShallowFusion | None" = None):
+                 lm: "ShallowFusion | None" = None, lexicon: Lexicon | None = None):
         if beam < 1:
             raise ValueError("beam must be >= 1")
         self.beam, self.prune_logp, self.context, self.lm = beam, prune_logp, context, lm
+        self.lexicon = lexicon if lexicon is not None else getattr(lm, "lexicon", None)  # the LM's own, if any
         root = _Beam()
         root.pb, root.trace_score = 0.0, 0.0
         if lm is not None:
@@ -184,21 +189,27 @@ class PrefixBeamSearch:
         known = self.beams.get(key)
         if known is not None:  # the prefix is live already: same hotword state, same LM state
             return known.carry()
-        ctx, bonus = b.ctx, b.bonus
+        ctx, bonus, lex = b.ctx, b.bonus, b.lex
         if self.context is not None:
             ctx, delta = self.context.step(b.ctx, token)
             bonus += delta
+        if self.lexicon is not None:
+            lex, delta = self.lexicon.step(b.lex, token)
+            bonus += delta
         if self.lm is None:
-            return _Beam(ctx, bonus)
+            return _Beam(ctx, bonus, lex=lex)
         lm = b.lm + self.lm.weight * b.lm_next[token] + self.lm.length_bonus
-        return _Beam(ctx, bonus, lm, None, b.lm_row, token)
+        return _Beam(ctx, bonus, lm, None, b.lm_row, token, lex)
 
     def _final_score(self, b: _Beam) -> float:
         """Log-probability plus the bonus of completed hotwords only (a partial match earns nothing),
-        plus with an LM the fused LM score and the end of the sentence."""
-        score = b.total
+        plus with an LM the fused LM score and the end of the sentence, plus with a lexicon its
+        penalties (the last word's too, if it is not a known word)."""
+        score = b.total + b.bonus
         if self.context is not None:
-            score += b.bonus - self.context.score(b.ctx)
+            score -= self.context.score(b.ctx)
+        if self.lexicon is not None:
+            score += self.lexicon.final(b.lex)
         if self.lm is not None:
             score += b.lm + self.lm.weight * b.lm_next[BLANK_ID]  # the LM's sentence end is the blank id
         return score
@@ -306,9 +317,10 @@ def _cat(states: list, axis: int):
 
 
 def prefix_beam_search(log_probs: np.ndarray, beam: int = 8, nbest: int = 1, prune_logp: float = -12.0,
-                       context: ContextGraph | None = None, lm: "ShallowFusion | None" = None) -> list[Hypothesis]:
+                       context: ContextGraph | None = None, lm: "ShallowFusion | None" = None,
+                       lexicon: Lexicon | None = None) -> list[Hypothesis]:
     """log_probs (T, V) -> up to `nbest` hypotheses, best first."""
-    search = PrefixBeamSearch(beam, prune_logp, context, lm)
+    search = PrefixBeamSearch(beam, prune_logp, context, lm, lexicon)
     search.advance(log_probs)
     return search.hypotheses(nbest)
 

@@ -9,7 +9,7 @@ kernel is checked against the sequential reference before it is timed.
 
 `--part decode`: the acoustic model's log-probs for the manifests are computed once; then they are
 decoded greedy, by beam search without an LM, and with the LM (torch and ONNX Runtime steps) at every
-(--lm-weights x --length-bonuses) point, `--sessions` streams at a time in `--chunk`-frame pieces
+(--lm-weights x --length-bonuses x --lexicon-penalties) point, `--sessions` streams at a time in `--chunk`-frame pieces
 (as the engine does: one batched LM step per frame for all of them). It reports WER per manifest and
 the decoder's time per second of audio (its real-time factor, the encoder excluded).
 
@@ -138,14 +138,25 @@ def decode_rows(args) -> list[dict]:
     configs = [("greedy", 1, None, None), (f"beam {args.beam}", args.beam, None, None)]
     if args.lm:
         for backend in args.lm_backend.split(","):
-            fusion = load_fusion(args.lm, tok, 0.0, 0.0, backend)
+            fusion = load_fusion(args.lm, tok, 0.0, 0.0, backend)  # with the LM's lexicon, if it has one
+            lexicon = fusion.lexicon
+            penalties = ([float(x) for x in args.lexicon_penalties.split(",")] if args.lexicon_penalties
+                         else [lexicon.penalty if lexicon else 0.0])
+            if lexicon is None and any(penalties):
+                raise SystemExit(f"--lexicon-penalties: {args.lm} has no lexicon.txt")
             for w in [float(x) for x in args.lm_weights.split(",")]:
                 for bonus in [float(x) for x in args.length_bonuses.split(",")]:
-                    configs.append((f"beam {args.beam} + LM ({backend})", args.beam, fusion, (w, bonus)))
+                    for pen in penalties:
+                        configs.append((f"beam {args.beam} + LM ({backend})", args.beam, fusion, (w, bonus, pen)))
     rows = []
     for name, beam, fusion, wb in configs:
         if fusion is not None:
-            fusion.weight, fusion.length_bonus = wb
+            fusion.weight, fusion.length_bonus = wb[:2]
+            if wb[2]:
+                fusion.lexicon = lexicon
+                lexicon.penalty = wb[2]
+            else:
+                fusion.lexicon = None
             fusion.calls = fusion.rows = 0
         for m, lps, refs, seconds in sets:
             hyps, wall = _decode(lps, beam, fusion, args.sessions, args.chunk)
@@ -154,7 +165,8 @@ def decode_rows(args) -> list[dict]:
                 e, n = word_error_counts(ref, tok.decode(list(h)))
                 errors, words = errors + e, words + n
             rows.append({"decoder": name, "manifest": m, "lm_weight": wb[0] if wb else float("nan"),
-                         "length_bonus": wb[1] if wb else float("nan"), "wer": errors / max(1, words),
+                         "length_bonus": wb[1] if wb else float("nan"),
+                         "lexicon_penalty": wb[2] if wb else float("nan"), "wer": errors / max(1, words),
                          "decode_rtf": wall / seconds, "lm_rows_per_step": fusion.rows / max(1, fusion.calls)
                          if fusion else float("nan"), "utterances": len(refs)})
     return rows
@@ -188,7 +200,8 @@ def main(args) -> None:
         dec = decode_rows(args)
         print(table(dec, [("decoder", "decoder", "s"), ("manifest", "manifest", "s"),
                           ("LM weight", "lm_weight", ".2f"),
-                          ("length bonus", "length_bonus", ".2f"), ("WER", "wer", ".2%"),
+                          ("length bonus", "length_bonus", ".2f"), ("lexicon", "lexicon_penalty", ".1f"),
+                          ("WER", "wer", ".2%"),
                           ("decode RTF", "decode_rtf", ".4f"), ("LM rows/step", "lm_rows_per_step", ".1f")]))
         append_results(args.results, "lm-decode", dec, {"model": args.model or "bundled", "lm": args.lm,
                                                         "sessions": args.sessions, "chunk": args.chunk})
@@ -210,6 +223,9 @@ def add_parser(sub) -> None:
     p.add_argument("--lm-backend", default="torch,onnx", help="LM step backends (default torch,onnx)")
     p.add_argument("--lm-weights", default="0.5", help="comma-separated LM weights (default 0.5)")
     p.add_argument("--length-bonuses", default="1.0", help="comma-separated length bonuses (default 1.0)")
+    p.add_argument("--lexicon-penalties", default="",
+                   help="comma-separated penalties for words outside the LM's lexicon.txt, 0 for none "
+                        "(default: the LM's own setting)")
     p.add_argument("--beam", type=int, default=8, help="beam width (default 8)")
     p.add_argument("--sessions", type=int, default=8, help="streams decoded together (default 8)")
     p.add_argument("--chunk", type=int, default=16, help="frames per streaming step (default 16)")

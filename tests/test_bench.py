@@ -164,11 +164,13 @@ def test_lm_bench_checks_the_scan_and_measures_fusion(tmp_path):
     torch.manual_seed(0)
     lm = save_lm(GILRLanguageModel(LMConfig(len(tok.vocab), d_model=16, n_layers=1, vocab_hash=vocab_fingerprint(tok))),
                  tmp_path / "lm")
+    (lm / "lexicon.txt").write_text("the\nof\nand\n")
     out = tmp_path / "r.jsonl"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-m", "bench", "lm", "--interpret", "--manifest",
                            "asr_engine/samples/manifest.jsonl", "--lm", str(lm), "--lm-weights", "0,0.5",
-                           "--length-bonuses", "0", "--beam", "4", "--sessions", "2", "--threads", "1",
+                           "--length-bonuses", "0", "--lexicon-penalties", "0,-30", "--beam", "4",
+                           "--sessions", "2", "--threads", "1",
                            "--results", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
@@ -181,12 +183,14 @@ def test_lm_bench_checks_the_scan_and_measures_fusion(tmp_path):
     assert all(r["max_abs_diff"] < 1e-3 and r["forward_ms"] > 0 for r in scan)
     dec = [r for r in rows if r["bench"] == "lm-decode"]
     names = [r["decoder"] for r in dec]
-    assert names == ["greedy", "beam 4"] + ["beam 4 + LM (torch)"] * 2 + ["beam 4 + LM (onnx)"] * 2
+    assert names == ["greedy", "beam 4"] + ["beam 4 + LM (torch)"] * 4 + ["beam 4 + LM (onnx)"] * 4
     assert all(0 <= r["wer"] <= 2 and r["decode_rtf"] > 0 and r["utterances"] == 3 for r in dec)
-    by = {(r["decoder"], r["lm_weight"]): r["wer"] for r in dec if "LM" in r["decoder"]}
-    # weight 0 is beam search without the LM; torch and ONNX Runtime steps decode alike
-    assert by[("beam 4 + LM (torch)", 0.0)] == dec[1]["wer"]
-    assert by[("beam 4 + LM (torch)", 0.5)] == by[("beam 4 + LM (onnx)", 0.5)]
+    by = {(r["decoder"], r["lm_weight"], r["lexicon_penalty"]): r["wer"] for r in dec if "LM" in r["decoder"]}
+    # weight 0 without the lexicon is beam search without the LM; torch and ONNX Runtime steps decode alike
+    assert by[("beam 4 + LM (torch)", 0.0, 0.0)] == dec[1]["wer"]
+    assert by[("beam 4 + LM (torch)", 0.5, 0.0)] == by[("beam 4 + LM (onnx)", 0.5, 0.0)]
+    # a three-word lexicon at a prohibitive penalty turns the samples' other words into errors
+    assert by[("beam 4 + LM (torch)", 0.0, -30.0)] > by[("beam 4 + LM (torch)", 0.0, 0.0)]
 
 
 def test_train_bench_measures_throughput_with_and_without_skip_aware_steps(tmp_path):

@@ -10,6 +10,10 @@ parents' states, the index of each new prefix's parent in them (the beam's reord
 tokens. Two implementations: the same step exported to ONNX and run on ONNX Runtime (here, numpy only;
 the bundled LM ships its lm.onnx), and the torch model (`asr_engine.lm.export.TorchLMStep`; on
 CUDA the state update is one Triton kernel per layer).
+
+An LM folder may also hold `lexicon.txt`, the words the LM's text knows (`asr-engine lm lexicon`):
+the fusion then carries an `asr_engine.lexicon.Lexicon`, and beam search charges its penalty to
+prefixes that spell something that is not a word.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ import numpy as np
 
 from asr_engine.lm.config import BOUNDARY, lm_fusion_defaults, read_lm_config, resolve_lm_dir, step_version
 
-__all__ = ["ONNX_FORMAT", "OnnxLMStep", "ShallowFusion", "load_fusion", "onnx_step"]
+__all__ = ["LEXICON_FILE", "ONNX_FORMAT", "OnnxLMStep", "ShallowFusion", "load_fusion", "onnx_step"]
 
 ONNX_FORMAT = 1
 WEIGHT, LENGTH_BONUS = 0.5, 1.0  # for an LM whose lm.json records no tuned fusion weights
+LEXICON_PENALTY = -4.0  # for an LM folder with a lexicon and no tuned penalty (the bundled LM's tuning)
+LEXICON_FILE = "lexicon.txt"
 # a step's result: next-token log-probs (N lists of V), new state (L, N, d) (numpy on ONNX, torch on torch)
 StepResult = tuple
 
@@ -80,12 +86,13 @@ class ShallowFusion:
     """An LM step with its fusion weights; shared by every search that uses it (it holds no
     per-stream state: each search keeps its prefixes' LM states)."""
 
-    def __init__(self, step, weight: float = WEIGHT, length_bonus: float = LENGTH_BONUS):
+    def __init__(self, step, weight: float = WEIGHT, length_bonus: float = LENGTH_BONUS, lexicon=None):
         if not weight >= 0:
             raise ValueError(f"LM weight must be >= 0, got {weight}")
         if not np.isfinite(length_bonus):
             raise ValueError(f"length bonus must be finite, got {length_bonus}")
         self.step, self.weight, self.length_bonus = step, float(weight), float(length_bonus)
+        self.lexicon = lexicon  # an asr_engine.lexicon.Lexicon, or None
         logp, state = step([BOUNDARY], step.zeros(1), [0])
         self.initial_state = state  # (L, 1, d): after <s>
         self.initial_next = logp[0]  # log P(first token)
@@ -99,22 +106,32 @@ class ShallowFusion:
 
 
 def load_fusion(path: str | Path, tokenizer, weight: float | None = None, length_bonus: float | None = None,
-                backend: str = "auto", device: str = "cpu", threads: int = 1) -> ShallowFusion:
+                backend: str = "auto", device: str = "cpu", threads: int = 1,
+                lexicon_penalty: float | None = None) -> ShallowFusion:
     """An LM folder (from `asr-engine lm train`; 'default': the bundled LM) ready for decoding on
     `backend` ('onnx': its step exported once and run on ONNX Runtime with `threads` threads (a
-    step is small: 1 is fastest); 'torch': the module on `device`). `weight` and `length_bonus`
-    default to the values tuned for the LM (recorded in its lm.json), else WEIGHT and LENGTH_BONUS.
-    Refuses an LM trained on another vocabulary than the acoustic model's."""
+    step is small: 1 is fastest); 'torch': the module on `device`). `weight`, `length_bonus` and
+    `lexicon_penalty` default to the values tuned for the LM (recorded in its lm.json), else WEIGHT,
+    LENGTH_BONUS and LEXICON_PENALTY; the lexicon is the folder's lexicon.txt, when it has one
+    (a penalty of 0 leaves it out). Refuses an LM trained on another vocabulary than the acoustic
+    model's."""
     from asr_engine.backend import resolve_backend
+    from asr_engine.lexicon import Lexicon
 
     backend = resolve_backend(backend, device)
     read_lm_config(path, tokenizer)
     tuned = lm_fusion_defaults(path)
     weight = tuned.get("weight", WEIGHT) if weight is None else weight
     length_bonus = tuned.get("length_bonus", LENGTH_BONUS) if length_bonus is None else length_bonus
+    lexicon_file = resolve_lm_dir(path) / LEXICON_FILE
+    if lexicon_penalty is not None and lexicon_penalty != 0 and not lexicon_file.is_file():
+        raise ValueError(f"{lexicon_file}: the LM has no lexicon, so a lexicon penalty means nothing "
+                         f"(`asr-engine lm lexicon` writes one)")
+    penalty = tuned.get("lexicon_penalty", LEXICON_PENALTY) if lexicon_penalty is None else lexicon_penalty
+    lexicon = Lexicon.from_file(lexicon_file, tokenizer, penalty) if penalty != 0 and lexicon_file.is_file() else None
     if backend == "onnx":
-        return ShallowFusion(onnx_step(path, threads), weight, length_bonus)
+        return ShallowFusion(onnx_step(path, threads), weight, length_bonus, lexicon)
     from asr_engine.lm.export import TorchLMStep
     from asr_engine.lm.model import load_lm
 
-    return ShallowFusion(TorchLMStep(load_lm(path, device)), weight, length_bonus)
+    return ShallowFusion(TorchLMStep(load_lm(path, device)), weight, length_bonus, lexicon)
