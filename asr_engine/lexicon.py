@@ -20,6 +20,7 @@ loads in about 0.1 s and each test costs about 17 string comparisons).
 from __future__ import annotations
 
 import bisect
+import re
 from pathlib import Path
 
 from asr_engine.text import normalize
@@ -28,6 +29,7 @@ __all__ = ["Lexicon", "LexState", "build_words", "read_words"]
 
 LexState = tuple[str, bool]  # (the current word so far, whether it has paid the penalty)
 START: LexState = ("", False)
+_NORMAL = re.compile(r"[a-z]+(?:'[a-z]+)*")
 
 
 def read_words(path: str | Path) -> list[str]:
@@ -37,7 +39,9 @@ def read_words(path: str | Path) -> list[str]:
         raise FileNotFoundError(f"{p}: lexicon file not found")
     words = set()
     for line in p.read_text(encoding="utf-8").splitlines():
-        w = normalize(line)
+        w = line.strip()
+        if not _NORMAL.fullmatch(w):  # `lm lexicon` writes normalised words: only others need normalize (slow)
+            w = normalize(w)
         if w and " " not in w:
             words.add(w)
     if not words:

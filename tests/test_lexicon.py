@@ -143,3 +143,11 @@ def test_wordfreq_words_join_the_texts():
     assert {"zyzzyvas", "hum", "the", "people"} <= set(words)
     assert all(w.replace("'", "").isalpha() and w.isascii() and w == w.lower() for w in words)
     assert words == sorted(set(words))
+
+
+def test_a_lexicon_file_is_read_normalised(tmp_path):
+    f = tmp_path / "words.txt"
+    f.write_text("cat\nDon't\n  Dog  \ncafé\ntwo words\n\ndon't\n42\n")
+    # already normal lines are taken as they are, others normalised; what normalises to several
+    # words ("two words", "42": "forty two") is not a word
+    assert read_words(f) == ["cafe", "cat", "dog", "don't"]
