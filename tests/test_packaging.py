@@ -27,7 +27,8 @@ def test_wheel_has_every_subpackage_under_asr_engine(wheel):
 def test_wheel_ships_default_model_samples_and_web_page(wheel):
     names = set(wheel.namelist())
     assert {"asr_engine/models/default/model.safetensors", "asr_engine/models/default/config.json",
-            "asr_engine/models/default-lm/lm.safetensors", "asr_engine/models/default-lm/lm.json"} <= names
+            "asr_engine/models/default-lm/lm.safetensors", "asr_engine/models/default-lm/lm.json",
+            "asr_engine/models/default-lm/lexicon.txt"} <= names
     assert any(n.startswith("asr_engine/samples/") and n.endswith(".wav") for n in names)
     assert "asr_engine/server/web/index.html" in names  # the page the server shows at /
     assert not any(n.endswith((".pt", ".pth", ".bin", ".pkl")) for n in names)
