@@ -12,16 +12,19 @@ from __future__ import annotations
 
 from collections import deque
 
+from asr_engine.text import normalize
+
 __all__ = ["ContextGraph", "hotword_graph"]
 
 ROOT = 0
 
 
 class ContextGraph:
-    def __init__(self, phrases: list[list[int]], boost: float = 2.0):
+    def __init__(self, phrases: list[list[int]], boost: float = 2.0, words: frozenset[str] = frozenset()):
         if boost < 0:
             raise ValueError(f"hotword boost must be >= 0, got {boost}")
         self.boost = boost
+        self.words = words  # the phrases' words (from_phrases), which a lexicon must not charge for
         self.next: list[dict[int, int]] = [{}]
         self.depth = [0]
         self.is_end = [False]
@@ -57,7 +60,7 @@ class ContextGraph:
             if not ids:
                 raise ValueError(f"hotword {p!r} has no token the model knows")
             seqs.append(ids)
-        return cls(seqs, boost)
+        return cls(seqs, boost, frozenset(w for p in phrases for w in normalize(p).split()))
 
     def __len__(self) -> int:
         return len(self.next) - 1

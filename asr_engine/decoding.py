@@ -122,6 +122,8 @@ class PrefixBeamSearch:
             raise ValueError("beam must be >= 1")
         self.beam, self.prune_logp, self.context, self.lm = beam, prune_logp, context, lm
         self.lexicon = lexicon if lexicon is not None else getattr(lm, "lexicon", None)  # the LM's own, if any
+        if self.lexicon is not None and context is not None:
+            self.lexicon = self.lexicon.with_words(context.words)  # hotwords are words, whatever the list says
         root = _Beam()
         root.pb, root.trace_score = 0.0, 0.0
         if lm is not None:

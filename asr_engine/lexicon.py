@@ -66,6 +66,18 @@ def build_words(sentences: list[str], wordfreq_top: int = 0) -> list[str]:
     return sorted(words)
 
 
+class _Union:
+    """Membership in two sets without building their union (a 100,000-word set per search would cost)."""
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, a, b):
+        self.a, self.b = a, b
+
+    def __contains__(self, w) -> bool:
+        return w in self.a or w in self.b
+
+
 class Lexicon:
     def __init__(self, words: list[str], tokenizer, penalty: float = -4.0):
         if not penalty <= 0:
@@ -74,12 +86,25 @@ class Lexicon:
         if not self.words:
             raise ValueError("a lexicon needs at least one word")
         self.known = set(self.words)
+        self.extra: tuple[str, ...] = ()  # words added by with_words
         self.penalty = float(penalty)
         vocab = tokenizer.vocab
         # per token: (starts a new word, its letters); the separator starts a word with no letters
         self.tokens = [(tokenizer.is_word_separator(t) or tokenizer.starts_word(t),
                         "" if tokenizer.is_word_separator(t) else vocab[t].replace("▁", ""))
                        for t in range(len(vocab))]
+
+    def with_words(self, extra) -> "Lexicon":
+        """This lexicon knowing `extra` words too (a search's hotwords: a lexicon must not charge for
+        the words a user asked to favour), without copying or sorting the main list again."""
+        extra = frozenset(w for w in extra if w not in self.known)
+        if not extra:
+            return self
+        out = object.__new__(Lexicon)
+        out.__dict__.update(self.__dict__)
+        out.known = _Union(self.known, extra)
+        out.extra = tuple(sorted({*self.extra, *extra}))
+        return out
 
     @classmethod
     def from_file(cls, path: str | Path, tokenizer, penalty: float = -4.0) -> "Lexicon":
@@ -90,7 +115,9 @@ class Lexicon:
 
     def is_prefix(self, partial: str) -> bool:
         i = bisect.bisect_left(self.words, partial)
-        return i < len(self.words) and self.words[i].startswith(partial)
+        if i < len(self.words) and self.words[i].startswith(partial):
+            return True
+        return any(w.startswith(partial) for w in self.extra)
 
     def _closing(self, state: LexState) -> float:
         word, paid = state

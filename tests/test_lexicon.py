@@ -151,3 +151,30 @@ def test_a_lexicon_file_is_read_normalised(tmp_path):
     # already normal lines are taken as they are, others normalised; what normalises to several
     # words ("two words", "42": "forty two") is not a word
     assert read_words(f) == ["cafe", "cat", "dog", "don't"]
+
+
+def test_hotwords_are_words_to_the_lexicon():
+    from asr_engine.context import ContextGraph
+
+    tok = CharTokenizer()
+    lex = Lexicon(WORDS, tok, penalty=-6.0)
+    graph = ContextGraph.from_phrases(["zork mat"], tok, boost=1.5)
+    assert graph.words == {"zork", "mat"}
+    known = lex.with_words(graph.words)
+    assert walk(known, tok, "the zork sat") == (0.0, 0.0) and walk(known, tok, "the zo") == (0.0, -6.0)
+    assert walk(lex, tok, "the zork sat") == (-6.0, 0.0)  # the lexicon itself is unchanged
+    assert known.with_words(["zork"]).extra == ("zork",) and lex.with_words(["cat"]) is lex
+    # acoustics that half hear "zat" (z 0.4 against c 0.5, and "cat" is a known word): the hotword's
+    # boost wins it, and the lexicon, which has never heard of zat, does not take it back
+    lp = text_log_probs(tok, "the zat sat", {len(tok.encode("the z")) - 1: {"z": 0.4, "c": 0.5}})
+    assert tok.decode(list(prefix_beam_search(lp, beam=8)[0].tokens)) == "the cat sat"
+    hot = ContextGraph.from_phrases(["zat"], tok, boost=1.5)
+    assert tok.decode(list(prefix_beam_search(lp, beam=8, context=hot)[0].tokens)) == "the zat sat"
+    assert tok.decode(list(prefix_beam_search(lp, beam=8, context=hot, lexicon=lex)[0].tokens)) == "the zat sat"
+    # without the exemption the penalty (6) outweighs the boost: the same search with the bare lexicon
+    # loses the hotword
+    s = PrefixBeamSearch(8, context=hot, lexicon=lex)
+    assert "zat" in s.lexicon.known and "zat" not in lex.known
+    s.lexicon = lex
+    s.advance(lp)
+    assert tok.decode(list(s.hypotheses(1)[0].tokens)) == "the cat sat"
