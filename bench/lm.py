@@ -146,17 +146,16 @@ def decode_rows(args) -> list[dict]:
                 raise SystemExit(f"--lexicon-penalties: {args.lm} has no lexicon.txt")
             for w in [float(x) for x in args.lm_weights.split(",")]:
                 for bonus in [float(x) for x in args.length_bonuses.split(",")]:
-                    for pen in penalties:
-                        configs.append((f"beam {args.beam} + LM ({backend})", args.beam, fusion, (w, bonus, pen)))
+                    for pen in penalties:  # each backend's fusion keeps its own lexicon, set per point
+                        configs.append((f"beam {args.beam} + LM ({backend})", args.beam, fusion,
+                                        (w, bonus, pen, lexicon)))
     rows = []
     for name, beam, fusion, wb in configs:
         if fusion is not None:
-            fusion.weight, fusion.length_bonus = wb[:2]
-            if wb[2]:
-                fusion.lexicon = lexicon
-                lexicon.penalty = wb[2]
-            else:
-                fusion.lexicon = None
+            fusion.weight, fusion.length_bonus, pen, lexicon = wb
+            fusion.lexicon = lexicon if pen else None
+            if pen:
+                lexicon.penalty = pen
             fusion.calls = fusion.rows = 0
         for m, lps, refs, seconds in sets:
             hyps, wall = _decode(lps, beam, fusion, args.sessions, args.chunk)
