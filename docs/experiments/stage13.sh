@@ -13,18 +13,18 @@ asr-engine data synth --out data/v3c --num 7000 --mix configs/synth/mix-text.jso
 # the bundled model before this session
 mkdir -p runs/bundled && git archive c9f7337 asr_engine/models/default | tar -x --strip-components=3 -C runs/bundled
 asr-engine train configs/whisper-heads-s13.json
-read U H < <(python -c "import json;i=json.load(open('runs/whisper-heads-s13/last/config.json'))['info'];print(f\"{i['utterances']:,} {i['hours']:.1f}\")")
-S13="whisper-base encoder (MIT, OpenAI): blocks 1-3 as imported; blocks 4-6 as in stage 12 (a tenth of the way from the mean of stages 10 and 11 back to Whisper's weights); then block 6's conv module and the CTC heads trained again 600 steps from stage 12 on $H h ($U utterances) of synthetic speech (data/mixed's first 1,500 + v3c's first 7,000: WordNet, fortunes, State of the Union and chatterbot text) with Whisper's weights frozen, half of the steps with the top layers compacted"
+read UTTS HOURS < <(python -c "import json;i=json.load(open('runs/whisper-heads-s13/last/config.json'))['info'];print(f\"{i['utterances']:,} {i['hours']:.1f}\")")
+S13="whisper-base encoder (MIT, OpenAI): blocks 1-3 as imported; blocks 4-6 as in stage 12 (a tenth of the way from the mean of stages 10 and 11 back to Whisper's weights); then block 6's conv module and the CTC heads trained again 600 steps from stage 12 on $HOURS h ($UTTS utterances) of synthetic speech (data/mixed's first 1,500 + v3c's first 7,000: WordNet, fortunes, State of the Union and chatterbot text) with Whisper's weights frozen, half of the steps with the top layers compacted"
 asr-engine package runs/whisper-heads-s13/last runs/s13-pkg --trained-on "$S13"
 python docs/experiments/average.py runs/avg13 runs/bundled runs/s13-pkg --labels "stage 12 (the bundled model of commit c9f7337)" \
   "stage 13 (configs/whisper-heads-s13.json, 600 steps from stage 12)" --trained-on "the mean of stage 12 and stage 13 (block 6's conv module and the CTC heads averaged; the encoder is the same in both). Stage 13: $S13"
-H=data/heldout/manifest.jsonl+data/heldout2/manifest.jsonl
+HELD=data/heldout/manifest.jsonl+data/heldout2/manifest.jsonl
 for m in bundled s13-pkg avg13; do
   asr-engine eval data/heldout/manifest.jsonl data/heldout2/manifest.jsonl --model runs/$m --backend torch \
     --thresholds 1.0,0.99 --threads 2 --json runs/held_$m.json
 done
 for m in s13-pkg avg13; do
-  python docs/experiments/paired.py --json runs/held_bundled.json runs/held_$m.json $H 1.0
+  python docs/experiments/paired.py --json runs/held_bundled.json runs/held_$m.json $HELD 1.0
 done
 # measured after the choice, not used in it
 for m in bundled s13-pkg avg13; do
