@@ -349,6 +349,41 @@ def test_text_sources_read_speeches_and_conversations_and_keep_the_held_out_spli
         ts.load_sentences(2.0, ("usenet",))
 
 
+def test_word_lists_draw_dictionary_words_by_flattened_frequency(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from asr_engine.data import text_sources as ts
+
+    ranked = ["the", "of", "db", "co2", "cats", "keypad", "zzz", "hello world", "unmute"]
+    freq = dict(zip(ranked, [0.05, 0.03, 0.01, 0.01, 0.002, 1e-4, 1e-4, 1e-4, 1e-4]))
+    fake = types.SimpleNamespace(top_n_list=lambda lang, n: ranked[:n], word_frequency=lambda w, lang: freq[w])
+    monkeypatch.setitem(sys.modules, "wordfreq", fake)
+    (tmp_path / "index.noun").write_text("  1 this is a header line\ncat n 1 0\nkeypad n 1 0\n")
+    (tmp_path / "index.verb").write_text("unmute v 1 0\n")
+    monkeypatch.setattr(ts, "WORDNET_DIR", tmp_path)
+
+    lists = ts.frequent_word_lists(n_lists=4000, words_per_list=(2, 3), power=1.0, function_words=2)
+    assert lists == ts.frequent_word_lists(n_lists=4000, words_per_list=(2, 3), power=1.0, function_words=2)
+    words = [w for line in lists for w in line.split()]
+    assert {len(line.split()) for line in lists} == {2, 3}
+    # the two most frequent are kept by rank; an acronym, a number, a vowelless token and a phrase are not
+    # words; "cats" is, by its stem
+    assert set(words) == {"the", "of", "cats", "keypad", "unmute"}
+    assert words.count("the") > 10 * words.count("cats") and words.count("cats") > 5 * words.count("keypad") > 0
+    flat = [w for line in ts.frequent_word_lists(n_lists=4000, words_per_list=(2, 3), power=0.25, function_words=2)
+            for w in line.split()]
+    assert flat.count("the") < 10 * flat.count("keypad")  # frequency ** 0.25: 500 ** 0.25 = 4.7 times, not 500
+
+    held = ts.load_sentence_pools(("words",), 10.0, "heldout")["words"]
+    train = ts.load_sentence_pools(("words",), 10.0)["words"]
+    assert held and train and not set(held) & set(train)
+    monkeypatch.setitem(sys.modules, "wordfreq", None)  # not installed: no lists, and a clear error
+    assert ts.frequent_word_lists() == []
+    with pytest.raises(ValueError, match="'words' gives no sentences"):
+        ts.load_sentence_pools(("words",))
+
+
 def test_text_weights_draw_a_source_then_a_sentence_and_leave_pooled_jobs_as_they_were():
     pools = {"sotu": ["we must build roads", "the budget is balanced"], "chatterbot": ["how are you"]}
     mix = AugmentMix(text=(("sotu", 3.0), ("chatterbot", 1.0)))

@@ -103,7 +103,8 @@ def chatterbot_lines(corpus_dir: Path | None = None) -> list[str]:
     return out
 
 
-def _wordnet_lemmas(wordnet_dir: Path = WORDNET_DIR) -> set[str]:
+def _wordnet_lemmas(wordnet_dir: Path | None = None) -> set[str]:
+    wordnet_dir = wordnet_dir or WORDNET_DIR
     out: set[str] = set()
     for pos in ("noun", "verb", "adj", "adv"):
         path = wordnet_dir / f"index.{pos}"
