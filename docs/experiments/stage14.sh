@@ -6,7 +6,7 @@
 set -ex
 cd "$(dirname "$0")/../.." && source .venv/bin/activate
 asr-engine data synth --out data/mixed --num 1500 --seed 2 --prefix s2 --workers 2
-asr-engine data synth --out data/v3w --num 4000 --mix configs/synth/mix-words.json --seed 10 --prefix s10 --workers 2
+asr-engine data synth --out data/v3w --num 6000 --mix configs/synth/mix-words.json --seed 10 --prefix s10 --workers 2
 asr-engine data synth --out data/heldout --split heldout --num 400 --augment-prob 0.3 --seed 5 --prefix h2 \
   --engines espeak-ng,flite,festival,piper,hibari --workers 2
 asr-engine data synth --out data/heldout2 --split heldout --num 1200 --augment-prob 0.3 --seed 7 --prefix h7 --workers 2
@@ -17,7 +17,7 @@ awk 'NR%2==1' data/heldout/manifest.jsonl > data/heldout/tune.jsonl
 mkdir -p runs/bundled && git archive a82ed0b asr_engine/models/default | tar -x --strip-components=3 -C runs/bundled
 asr-engine train configs/whisper-heads-s14.json
 read UTTS HOURS < <(python -c "import json;i=json.load(open('runs/whisper-heads-s14/last/config.json'))['info'];print(f\"{i['utterances']:,} {i['hours']:.1f}\")")
-S14="whisper-base encoder (MIT, OpenAI): blocks 1-3 as imported; blocks 4-6 as in stage 12 (a tenth of the way from the mean of stages 10 and 11 back to Whisper's weights); then block 6's conv module and the CTC heads trained again 600 steps from the bundled model (the mean of stages 12 and 13) on $HOURS h ($UTTS utterances) of synthetic speech (data/mixed's first 1,500 + v3w's 4,000: WordNet, fortunes, State of the Union and chatterbot text, and lists of wordfreq's 20,000 most frequent English words) with Whisper's weights frozen, half of the steps with the top layers compacted"
+S14="whisper-base encoder (MIT, OpenAI): blocks 1-3 as imported; blocks 4-6 as in stage 12 (a tenth of the way from the mean of stages 10 and 11 back to Whisper's weights); then block 6's conv module and the CTC heads trained again 600 steps from the bundled model (the mean of stages 12 and 13) on $HOURS h ($UTTS utterances) of synthetic speech (data/mixed's first 1,500 + v3w's 6,000: WordNet, fortunes, State of the Union and chatterbot text, and lists of wordfreq's 20,000 most frequent English words) with Whisper's weights frozen, half of the steps with the top layers compacted"
 asr-engine package runs/whisper-heads-s14/last runs/s14-pkg --trained-on "$S14"
 python docs/experiments/average.py runs/avg14 runs/bundled runs/s14-pkg --labels "the bundled model of commit a82ed0b (the mean of stages 12 and 13)" \
   "stage 14 (configs/whisper-heads-s14.json, 600 steps from it)" --trained-on "the mean of the bundled model of commit a82ed0b and stage 14 (block 6's conv module and the CTC heads averaged; the encoder is the same in both). Stage 14: $S14"
