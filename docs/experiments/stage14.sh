@@ -31,3 +31,10 @@ for m in bundled avg14; do
   asr-engine eval ../shared/data/dev_real/manifest.jsonl --model runs/$m --backend torch --thresholds 1.0,0.99 --threads 2 \
     --json runs/dev_$m.json
 done
+# the LM fusion rule of docs/language-model.md (the bundled acoustic model of a82ed0b, data/heldout2, beam 8, 0.99)
+asr-engine data synth --out data/heldout2 --split heldout --num 1200 --augment-prob 0.3 --seed 7 --prefix h7 --workers 2
+for f in "0.7 2.0 -8" "0.55 2.0 -5"; do
+  read W B P <<< "$f"
+  asr-engine eval data/heldout2/manifest.jsonl --model runs/bundled --backend onnx --thresholds 0.99 --beam 8 --lm default \
+    --lm-weight $W --length-bonus $B --lexicon-penalty=$P --threads 2 --json runs/lm_heldout2_${W}_${B}_${P}.json
+done
