@@ -11,8 +11,9 @@
 
 `load` takes a checkpoint or ONNX export folder (default: the bundled model), the backend
 ('auto', 'onnx', 'torch'), and decoding options (beam, nbest, skip_threshold, hotwords, lm: an
-LM folder or 'default'). Inference imports numpy and ONNX Runtime only; torch is needed for
-training, export and the torch backend (the 'train' extra).
+LM folder or 'default'; rescore='whisper': a second pass with Whisper's decoder). Inference
+imports numpy and ONNX Runtime only; torch is needed for training, export and the torch backend
+(the 'train' extra).
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ __all__ = ["DecodeOptions", "EndpointConfig", "Engine", "Partial", "Result", "Se
 
 def load(model: str | Path | None = None, *, backend: str = "auto", device: str = "cpu", threads: int = 0,
          lm: str | Path | None = None, lm_weight: float | None = None, length_bonus: float | None = None,
-         lexicon_penalty: float | None = None, for_files: bool = False, **decode) -> Engine:
+         lexicon_penalty: float | None = None, rescore: str | None = None, rescore_weight: float | None = None,
+         for_files: bool = False, **decode) -> Engine:
     """An Engine for a model folder (None: the bundled model). `decode`: DecodeOptions fields
     (beam, nbest, skip_threshold, hotwords, hotword_boost, chunk_frames, max_batch); `lm`: an
     LM folder or 'default' (the bundled LM) fused into beam search (give beam=8), with the weights
-    tuned for it unless given (lexicon_penalty 0: without the LM's lexicon).
-    for_files: mostly whole files (larger ONNX steps), rather than live streams."""
+    tuned for it unless given (lexicon_penalty 0: without the LM's lexicon); rescore='whisper': each
+    utterance's beam rescored by whisper-base's decoder (the 'rescore' extra), weighted by rescore_weight
+    (default: tuned). for_files: mostly whole files (larger ONNX steps), rather than live streams."""
     from asr_engine.backend import load_model, resolve_backend
 
     if "hotwords" in decode:
@@ -46,4 +49,11 @@ def load(model: str | Path | None = None, *, backend: str = "auto", device: str 
 
         fusion = load_fusion(lm, m.tokenizer, lm_weight, length_bonus, resolve_backend(backend, device), device,
                              lexicon_penalty=lexicon_penalty)
-    return Engine(m, DecodeOptions(lm=fusion, **decode))
+    rescorer = None
+    if rescore is not None:
+        if rescore != "whisper":
+            raise ValueError(f"rescore: 'whisper' is the one second pass there is, got {rescore!r}")
+        from asr_engine.rescore import WhisperRescorer
+
+        rescorer = WhisperRescorer.load(rescore_weight)
+    return Engine(m, DecodeOptions(lm=fusion, rescorer=rescorer, **decode))

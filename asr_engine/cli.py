@@ -134,7 +134,7 @@ def _local_runner(args: argparse.Namespace, backend: str, streaming: bool | None
     engine = Engine(model, DecodeOptions(beam=args.beam, nbest=args.nbest, skip_threshold=args.skip_threshold,
                                          hotwords=_hotwords(args.hotwords), hotword_boost=args.hotword_boost,
                                          lm=_fusion(args, model.tokenizer, backend), chunk_frames=args.chunk_frames,
-                                         max_batch=args.batch_size))
+                                         max_batch=args.batch_size, rescorer=_rescorer(args)))
     session_options = SessionOptions(endpoint=EndpointConfig() if args.endpoint else None)
 
     long_bar = []  # one long file: a progress bar in seconds of audio
@@ -164,6 +164,8 @@ def _ray_runner(args: argparse.Namespace, backend: str, streaming: bool | None):
 
     if args.workers < 1:
         raise InputError("--workers must be at least 1")
+    if args.rescore:
+        raise InputError("--rescore runs in this process only: leave out --ray")
     if args.lm and args.beam == 1:
         raise InputError("--lm needs beam search: add --beam 8 (or 4)")
     decode = {"beam": args.beam, "nbest": args.nbest, "skip_threshold": args.skip_threshold,
@@ -365,6 +367,32 @@ def _add_lm_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lexicon-penalty", type=float, default=None,
                    help="log-score (<= 0) charged once per word that is not in the LM's lexicon.txt; 0 turns the "
                         "lexicon off (default: tuned for the LM, in its lm.json)")
+
+
+def _add_rescore_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rescore", choices=["whisper"], default=None,
+                   help="a second pass: each utterance's beam rescored by Whisper-base's decoder over the encoder's "
+                        "last layer (needs --beam > 1 and the 'rescore' extra; the bundled model's encoder is "
+                        "Whisper's)")
+    p.add_argument("--rescore-weight", type=float, default=None,
+                   help="weight of the decoder's log-probability against the first pass's score (default: the "
+                        "value tuned on held-out synthetic speech)")
+
+
+def _rescorer(args: argparse.Namespace):
+    """The --rescore second pass, or None."""
+    if not args.rescore:
+        if args.rescore_weight is not None:
+            raise InputError("--rescore-weight needs --rescore whisper")
+        return None
+    if args.beam == 1:
+        raise InputError("--rescore needs beam search: add --beam 8 (or 4)")
+    from asr_engine.rescore import WhisperRescorer
+
+    try:
+        return WhisperRescorer.load(args.rescore_weight)
+    except (FileNotFoundError, ModuleNotFoundError) as e:
+        raise InputError(f"--rescore whisper: {e}") from e
 
 
 def _fusion(args: argparse.Namespace, tokenizer, backend: str):
@@ -649,7 +677,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model = load_model(args.model, args.backend, args.device, args.threads, for_files=True)
     lm = _fusion(args, model.tokenizer, resolve_backend(args.backend, args.device))
     report = evaluate(model, utts, sources, thresholds, args.beam, args.batch_size,
-                      progress=not args.quiet, lm=lm)
+                      progress=not args.quiet, lm=lm, rescorer=_rescorer(args))
     for line in report.failed:
         print(f"error: {line}", file=sys.stderr)
     print(format_report(report, model.cfg.skip_threshold))
@@ -690,6 +718,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="phrases to favour, separated by commas, or @FILE with one per line (needs --beam > 1)")
     t.add_argument("--hotword-boost", type=float, default=1.5, help="log-score bonus per hotword token (default 1.5)")
     _add_lm_arguments(t)
+    _add_rescore_arguments(t)
     t.add_argument("--streaming", action="store_true",
                    help="run the files through the streaming engine chunk by chunk (as a live stream would)")
     t.add_argument("--chunk-frames", type=int, default=None,
@@ -921,6 +950,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated skip thresholds; 1.0 = no skipping (default 1.0,0.99,0.95,0.9,0.8)")
     ev.add_argument("--beam", type=int, default=1, help="CTC prefix beam width (1: greedy; default 1)")
     _add_lm_arguments(ev)
+    _add_rescore_arguments(ev)
     ev.add_argument("--by-source", action="store_true",
                     help="group by each row's source/engine field instead of by manifest")
     ev.add_argument("--batch-size", type=int, default=16, help="utterances per forward pass (default 16)")

@@ -35,10 +35,12 @@ from asr_engine.endpoint import EndpointConfig, Endpointer
 from asr_engine.features import FbankStream
 from asr_engine.model.config import SkipOptions
 from asr_engine.model.streaming import StreamState
+from asr_engine.rescore import MAX_FRAMES
 from asr_engine.results import Result, join_results, make_result, transcribe_paths
 
 if TYPE_CHECKING:
     from asr_engine.lm.fusion import ShallowFusion
+    from asr_engine.rescore import WhisperRescorer
 
 __all__ = ["DecodeOptions", "EndpointConfig", "Engine", "Partial", "Session", "SessionOptions"]
 
@@ -52,6 +54,7 @@ class DecodeOptions:
     hotwords: tuple[str, ...] = ()  # phrases to favour in every session (needs beam > 1)
     hotword_boost: float = 1.5  # log-score added per matched token
     lm: "ShallowFusion | None" = None  # an lm.fusion.ShallowFusion (needs beam > 1)
+    rescorer: "WhisperRescorer | None" = None  # a second pass over each utterance's beam (needs beam > 1)
     chunk_frames: int | None = None  # streaming: encoder frames per step (a multiple of the model's chunk)
     max_batch: int = 64  # sessions (streaming) or utterances (whole files) per forward pass
 
@@ -82,6 +85,12 @@ class Engine:
         check_beam(options.beam, options.nbest)
         if options.lm is not None and options.beam == 1:
             raise ValueError("a language model needs beam search: set a beam of 4 or more")
+        if options.rescorer is not None:
+            if options.beam == 1:
+                raise ValueError("rescoring needs beam search: set a beam of 4 or more")
+            if not getattr(model, "has_hidden", False):
+                raise ValueError(f"{getattr(model, 'path', 'this model')}: this ONNX export has no last-layer "
+                                 f"output for a second pass; export the checkpoint again")
         fixed = model.chunk_frames  # an ONNX export takes one chunk size
         if fixed and options.chunk_frames and options.chunk_frames != fixed:
             raise ValueError(f"this ONNX export takes chunks of {fixed} frames; export again with --chunk-frames "
@@ -140,13 +149,29 @@ class Engine:
     def _run(self, batch: list["Session"]) -> None:
         wins, n_valid = zip(*(s.take_window() for s in batch))
         state = StreamState.stack([s.state for s in batch])
-        log_probs, top, new = self.model.forward_chunk(np.stack(wins), np.asarray(n_valid, np.int64), state,
-                                                       self.skip)
+        second = self.options.rescorer is not None
+        log_probs, top, new, *hidden = self.model.forward_chunk(np.stack(wins), np.asarray(n_valid, np.int64), state,
+                                                                self.skip, **({"hidden": True} if second else {}))
         n_out = [min(n, self.chunk) for n in n_valid]  # the rest of a window is the right context
         chunks = [log_probs[j, : n_out[j]] for j in range(len(batch))]
         advance_searches([s.decoder for s in batch], chunks)  # with an LM: one batched LM step per frame
         for j, s in enumerate(batch):
+            if second:
+                s.keep_hidden(top[j, : n_out[j]], hidden[0][j, : n_out[j]])
             s.advance(new.select([j]), chunks[j], int(top[j, : n_out[j]].sum()))
+
+    def rerank(self, top_mask: np.ndarray | None, hidden: np.ndarray | None):
+        """A function hypotheses -> hypotheses in the second pass's order (None without a rescorer, or
+        when the utterance's last-layer output was not kept: too long for it)."""
+        rescorer = self.options.rescorer
+        if rescorer is None or hidden is None:
+            return None
+
+        def rerank(hyps: list) -> list:
+            texts = [self.tokenizer.decode(list(h.tokens)) for h in hyps]
+            return [hyps[i] for i in rescorer.rerank(hidden, top_mask, texts, [h.score for h in hyps])]
+
+        return rerank
 
     # whole files and arrays
 
@@ -196,15 +221,18 @@ class Engine:
 
     def _decode_whole(self, audios: list[np.ndarray], paths: list[str], options: SessionOptions) -> list[Result]:
         context = self._context(options)
-        encoded = self.model.encode(audios, self.skip)
+        second = self.options.rescorer is not None
+        encoded = self.model.encode(audios, self.skip, **({"hidden": True} if second else {}))
         live = [i for i, e in enumerate(encoded) if e is not None]
         searches = [self.search(context) for _ in live]
         advance_searches(searches, [encoded[i][0] for i in live])  # with an LM: one batched LM step per frame
         results = [Result(p, duration=len(a) / SAMPLE_RATE) for a, p in zip(audios, paths)]
         for search, i in zip(searches, live):
-            lp, top = encoded[i]
+            lp, top, *second_pass = encoded[i]
+            rerank = self.rerank(*second_pass) if second_pass and len(lp) <= MAX_FRAMES else None
             results[i] = make_result(paths[i], search, self.options.nbest, self.tokenizer, self.frame_shift_s,
-                                     duration=len(audios[i]) / SAMPLE_RATE, frames=lp.shape[0], top_frames=top)
+                                     duration=len(audios[i]) / SAMPLE_RATE, frames=lp.shape[0], top_frames=top,
+                                     rerank=rerank)
         return results
 
     def _stream_arrays(self, audios: list[np.ndarray], paths: list[str], options: SessionOptions,
@@ -248,6 +276,7 @@ class Session:
         check_sample_rate(sample_rate)
         self.engine, self.sample_rate, self.options = engine, sample_rate, options
         self._context = engine._context(options)
+        self._keeps_hidden = engine.options.rescorer is not None
         self._endpointer = Endpointer(options.endpoint, engine.frame_shift_s) if options.endpoint else None
         self.reset()
 
@@ -273,6 +302,8 @@ class Session:
 
     def _new_utterance(self) -> None:
         self.decoder = self.engine.search(self._context)  # the current utterance's search
+        # the second pass's input: the utterance's top-layer masks and last-layer outputs, up to MAX_FRAMES
+        self._hidden: list[tuple[np.ndarray, np.ndarray]] | None = [] if self._keeps_hidden else None
         self._utt_frame, self._utt_top = self.frames, self.top_frames  # where the utterance starts
         if self._endpointer is not None:
             self._endpointer.reset()
@@ -289,6 +320,15 @@ class Session:
             win = np.concatenate([win, np.zeros((eng.window - win.shape[0], win.shape[1]), np.float32)])
         self._feats = self._feats[eng.hop:]
         return win, n_valid
+
+    def keep_hidden(self, top_mask: np.ndarray, hidden: np.ndarray) -> None:
+        """A step's top-layer mask (C,) and last-layer output (C, D) for the second pass; an utterance
+        longer than the rescorer reads keeps none (bounded memory; its first pass stands)."""
+        if self._hidden is None:
+            return
+        self._hidden.append((top_mask.astype(bool), hidden.astype(np.float32, copy=False)))
+        if sum(len(m) for m, _ in self._hidden) > MAX_FRAMES:
+            self._hidden = None
 
     def advance(self, state: StreamState, log_probs: np.ndarray, top_frames: int) -> None:
         """The engine ran the window: the new state, and the log-probs (T, V) that `decoder` has
@@ -357,9 +397,13 @@ class Session:
         eng = self.engine
         start = self._utt_frame * eng.frame_shift_s
         end = self.samples / SAMPLE_RATE if end is None else end
+        rerank = None
+        if self._hidden:
+            rerank = eng.rerank(np.concatenate([m for m, _ in self._hidden]),
+                                np.concatenate([h for _, h in self._hidden]))
         return make_result(path, self.decoder, eng.options.nbest, eng.tokenizer, eng.frame_shift_s, self._utt_frame,
                            duration=max(0.0, end - start), frames=self.frames - self._utt_frame,
-                           top_frames=self.top_frames - self._utt_top)
+                           top_frames=self.top_frames - self._utt_top, rerank=rerank)
 
     def finish(self, path: str = "") -> Result:
         """End the input, decode everything left (this session alone) and return the final result

@@ -83,10 +83,11 @@ def read_files(paths: list[str | Path]) -> tuple[list[np.ndarray], list[str], di
 
 
 def make_result(path: str, search, nbest: int, tokenizer: Tokenizer, frame_shift_s: float, start_frame: int = 0,
-                duration: float = 0.0, frames: int = 0, top_frames: int = 0) -> Result:
+                duration: float = 0.0, frames: int = 0, top_frames: int = 0, rerank=None) -> Result:
     """A search's best hypotheses as a Result: text, words with times from the stream's start
-    (`start_frame`: the stream frame of the search's frame 0), n-best, skipping statistics."""
-    hyps = search.hypotheses(nbest)
+    (`start_frame`: the stream frame of the search's frame 0), n-best, skipping statistics.
+    rerank: a second pass, every live hypothesis -> the same in its order (Engine.rerank)."""
+    hyps = search.hypotheses(nbest) if rerank is None else rerank(search.hypotheses(len(search.beams)))[:nbest]
     return Result(path, text=tokenizer.decode(list(hyps[0].tokens)),
                   words=words_from_hypothesis(hyps[0], tokenizer, frame_shift_s, start_frame),
                   start=start_frame * frame_shift_s, duration=duration, frames=frames, top_frames=top_frames,

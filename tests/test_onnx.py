@@ -60,14 +60,16 @@ def test_onnx_equals_torch_chunk_by_chunk(tiny, skipping):
     for i in range(12):
         n_valid = np.clip(lengths - i * C, 0, C + R)
         chunk = feats[:, i * hop: i * hop + win].numpy()
-        a, top_a, st_t = m.forward_chunk(chunk, n_valid, st_t, skip)
-        b, top_b, st_o = onnx.forward_chunk(chunk, n_valid, st_o, skip)
+        a, top_a, st_t, h_a = m.forward_chunk(chunk, n_valid, st_t, skip, hidden=True)
+        b, top_b, st_o, h_b = onnx.forward_chunk(chunk, n_valid, st_o, skip, hidden=True)
         assert isinstance(b, np.ndarray) and isinstance(st_o.k, np.ndarray)
         assert np.array_equal(top_a, top_b)
+        assert not h_b[~top_b].any()  # the last layer's output only where the top stage ran
         n_out = np.minimum(n_valid, C)
         for j in range(B):
             n = int(n_out[j])
             np.testing.assert_allclose(b[j, :n], a[j, :n], atol=5e-4, rtol=1e-4)
+            np.testing.assert_allclose(h_b[j, :n], h_a[j, :n], atol=5e-4, rtol=1e-4)
         kept += int(top_a.sum())
         skipped += int(n_out.sum()) - int(top_a.sum())
     for f in ("k", "v", "conv"):

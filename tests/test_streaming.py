@@ -26,9 +26,10 @@ def _feats(lengths: list[int], seed: int = 1):
 
 
 def stream(model: Encoder, x: torch.Tensor, xl: torch.Tensor, C: int, skip: SkipOptions | None,
-           state: StreamState | None = None):
+           state: StreamState | None = None, top_outs: list | None = None):
     """Feed (B, T_in, F) features chunk by chunk (each step's window also holds the model's right
-    context): -> final raw (B, T, V), top mask, states seen."""
+    context): -> final raw (B, T, V), top mask, states seen; each step's last-layer output is appended
+    to `top_outs` when given."""
     sub, R = model.subsampling, model.cfg.right_context
     n = sub.output_lengths(xl)  # (B,)
     T = int(n.max())
@@ -43,6 +44,8 @@ def stream(model: Encoder, x: torch.Tensor, xl: torch.Tensor, C: int, skip: Skip
         out, state = model.forward_chunk(win, (n - k * C).clamp(0, C + R), state, skip)
         raws.append(out.final.raw)
         tops.append(out.top_mask)
+        if top_outs is not None:
+            top_outs.append(out.top_out)
         states.append(state)
     return torch.cat(raws, 1)[:, :T], torch.cat(tops, 1)[:, :T], states
 
@@ -73,15 +76,19 @@ def test_streaming_with_skipping_equals_full_forward_with_skipping(quantile, dil
         valid = torch.arange(plain.final.raw.shape[1])[None] < plain.lengths[:, None]
         threshold = float(torch.quantile(plain.intermediate[2].blank_prob()[valid], quantile))
     skip = SkipOptions(threshold, dilation)
+    outs = []
     with torch.no_grad():
-        full = m(x, xl, skip)
-        raw, top, _ = stream(m, x, xl, 2 * m.cfg.chunk_size, skip)
+        full = m(x, xl, skip, hidden=True)
+        raw, top, _ = stream(m, x, xl, 2 * m.cfg.chunk_size, skip, top_outs=outs)
     valid = torch.arange(raw.shape[1])[None] < full.lengths[:, None]
+    y = torch.cat(outs, 1)[:, : raw.shape[1]]  # the last layer's output, zero on skipped frames
+    assert not y[~top].any() and not full.top_out[~full.top_mask].any()
     frac = float(full.top_mask[valid].float().mean())
     assert 0.1 < frac < 0.9  # the test exercises real skipping, not all-or-nothing
     assert torch.equal(top & valid, full.top_mask & valid)
     for b, n in enumerate(full.lengths.tolist()):
         torch.testing.assert_close(raw[b, :n], full.final.raw[b, :n], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(y[b, :n], full.top_out[b, :n], atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -3,7 +3,7 @@
     fbank.onnx   waveform (B, N) -> feats (B, T, 80)   the feature front end
     bottom.onnx  feats, n_valid, offset, bottom caches -> x, gate_raw, new bottom caches
     top.onnx     x_kept, pos_kept, valid_kept, [x_ahead, pos_ahead, valid_ahead,] top caches
-                 -> final_raw, new top caches
+                 -> final_raw, hidden (the last layer's output on the kept real frames), new top caches
 
 The runtime (`asr_engine.export.runtime`) decides per frame which frames go through
 the top stage (the blank gate on `gate_raw`), compacts them, and scatters the top
@@ -55,8 +55,8 @@ class TopStage(nn.Module):
         self.enc = enc
 
     def forward(self, x, pos, valid, k, v, kv_pos, kv_valid, conv):
-        raw, new = self.enc.chunk_top(x, Frames(pos, valid, x.shape[1]), (k, v, kv_pos, kv_valid, conv))
-        return (raw, *new)
+        raw, y, new = self.enc.chunk_top(x, Frames(pos, valid, x.shape[1]), (k, v, kv_pos, kv_valid, conv))
+        return (raw, y, *new)
 
 
 class TopStageAhead(nn.Module):
@@ -68,8 +68,8 @@ class TopStageAhead(nn.Module):
 
     def forward(self, x, pos, valid, x_ahead, pos_ahead, valid_ahead, k, v, kv_pos, kv_valid, conv):
         frames = Frames(torch.cat([pos, pos_ahead], 1), torch.cat([valid, valid_ahead], 1), x.shape[1])
-        raw, new = self.enc.chunk_top(torch.cat([x, x_ahead], 1), frames, (k, v, kv_pos, kv_valid, conv))
-        return (raw, *new)
+        raw, y, new = self.enc.chunk_top(torch.cat([x, x_ahead], 1), frames, (k, v, kv_pos, kv_valid, conv))
+        return (raw, y, *new)
 
 
 def _model_version(model: Encoder) -> str:
@@ -216,8 +216,9 @@ def export_onnx(ckpt: Checkpoint, out_dir: str | Path, chunk_frames: int | None 
             stage = TopStageAhead(model)
         torch.onnx.export(stage, (*inputs, *state.stage(S, cfg.n_layers)), out / "top.onnx",
                           input_names=[*input_names, *names],
-                          output_names=["final_raw", *new_names], opset_version=opset, dynamo=False,
-                          dynamic_axes={**dyn, "final_raw": {0: "batch", 1: "kept"}, **dyn_cache})
+                          output_names=["final_raw", "hidden", *new_names], opset_version=opset, dynamo=False,
+                          dynamic_axes={**dyn, "final_raw": {0: "batch", 1: "kept"}, "hidden": {0: "batch", 1: "kept"},
+                                        **dyn_cache})
     if quantize == "int8":
         _quantize(out / "bottom.onnx")
         _quantize(out / "top.onnx")

@@ -137,6 +137,8 @@ class OnnxModel:
             raise ValueError(f"{d}: ONNX export format {self.meta.get('asr_engine_format')!r}, "
                              f"this runtime reads {FORMAT_VERSION}; export the checkpoint again")
         self.top = self._session(d / "top.onnx", threads, global_pool, prov)
+        # exports before the second pass have no "hidden" output: everything but rescoring works with them
+        self.has_hidden = "hidden" in [o.name for o in self.top.get_outputs()]
         self._fbank = ort.InferenceSession(str(d / "fbank.onnx"), session_options(threads, global_pool),
                                            providers=["CPUExecutionProvider"])
         self.cfg = ModelConfig.from_dict(json.loads(self.meta["model_config"]))
@@ -164,10 +166,14 @@ class OnnxModel:
         return StreamState.zeros_numpy(self.cfg, batch)
 
     def forward_chunk(self, feats: np.ndarray, n_valid: np.ndarray, state: StreamState,
-                      skip: SkipOptions | None) -> tuple[np.ndarray, np.ndarray, StreamState]:
+                      skip: SkipOptions | None, hidden: bool = False):
         """feats (B, input_frames(C + right_context), F), n_valid (B,) valid frames of those C +
         right_context -> log-probs (B, C, V), frames that ran the top stage (B, C), the new state
-        (as Encoder.forward_chunk, with C = chunk_frames)."""
+        (as Encoder.forward_chunk, with C = chunk_frames), and with `hidden` the last layer's output
+        (B, C, D), zero on the frames that skipped the top stage."""
+        if hidden and not self.has_hidden:
+            raise ValueError(f"{self.path}: this ONNX export has no last-layer output for a second pass; "
+                             f"export the checkpoint again")
         cfg, C, S = self.cfg, self.chunk_frames, self.cfg.skip_layer
         if feats.shape[1] != cfg.input_frames(C + cfg.right_context):
             raise ValueError(f"this ONNX export takes chunks of {C} frames and {cfg.right_context} of right "
@@ -181,6 +187,7 @@ class OnnxModel:
         n_out = np.minimum(n_valid, C)  # the rest of the window is right context
         keep, index, valid = gate_compact(gate[:, :C], n_out, threshold, dilation, cfg.chunk_size)
         new_top, final = state.stage(S, cfg.n_layers), gate[:, :C]
+        top_out = np.zeros((*final.shape[:2], x.shape[2]), np.float32)  # (B, C, D)
         if index.shape[1]:
             rows = np.arange(len(index))[:, None]
             feed = {"x": np.ascontiguousarray(x[rows, index]), "valid": valid,
@@ -189,9 +196,12 @@ class OnnxModel:
                 feed.update(self._kept_copies(x[:, C:], gate[:, C:], n_valid, state.offset, threshold, dilation))
             y, *new_top = self.top.run(None, {**feed, **_caches(new_top)})
             final = final.copy()
-            final[rows.repeat(index.shape[1], 1)[valid], index[valid]] = y[valid]
-        return log_probs(final), keep, StreamState.from_stages(tuple(new_bottom), tuple(new_top),
-                                                               state.offset + n_out)
+            at = rows.repeat(index.shape[1], 1)[valid], index[valid]
+            final[at] = y[valid]
+            if self.has_hidden:
+                top_out[at] = new_top.pop(0)[valid]
+        out = (log_probs(final), keep, StreamState.from_stages(tuple(new_bottom), tuple(new_top), state.offset + n_out))
+        return (*out, top_out) if hidden else out
 
     def _kept_copies(self, x: np.ndarray, gate: np.ndarray, n_valid: np.ndarray, offset: np.ndarray,
                      threshold: float, dilation: int) -> dict[str, np.ndarray]:

@@ -37,7 +37,9 @@ class EncoderOutput:
     that ran the top layers; unskipped: when asked for in a skipping forward pass, the
     final head with every frame through the top layers (no gradient), a teacher for training;
     hidden: when asked for (without skipping), the last layer's output after the final head's
-    LayerNorm (B, T, D): for Whisper-initialized models, what Whisper's encoder outputs."""
+    LayerNorm (B, T, D): for Whisper-initialized models, what Whisper's encoder outputs;
+    top_out: when asked for (a streaming step always has it), the last layer's output before any
+    LayerNorm (B, T, D), zero on the frames that skipped the top layers (a second pass reads it)."""
 
     final: HeadOutput
     intermediate: dict[int, HeadOutput]
@@ -45,6 +47,7 @@ class EncoderOutput:
     top_mask: torch.Tensor
     unskipped: HeadOutput | None = None
     hidden: torch.Tensor | None = None
+    top_out: torch.Tensor | None = None
 
     def top_fraction(self) -> torch.Tensor:
         """(B,) fraction of each utterance's frames that ran the top layers."""
@@ -56,7 +59,8 @@ def run_chunk(cfg: ModelConfig, state: StreamState, n_valid: torch.Tensor, skip:
     """One streaming step around the model's two halves: bottom(caches) runs the lower layers
     -> (x, frames, heads, gate raw, new caches) on the step's real frames and lookahead copies;
     the blank gate picks the frames to keep; top(y, frames, caches) runs the upper layers on the
-    compacted kept frames only -> (final raw of the real ones, new caches). Caches are stacked per
+    compacted kept frames only -> (final raw of the real ones, their last-layer output, new caches).
+    Caches are stacked per
     stage (StreamState.stage). If no frame is kept, the top layers and their caches rest.
     n_valid (B,) counts the valid frames of the step's C + right_context; C of them are output."""
     S = cfg.skip_layer
@@ -67,11 +71,13 @@ def run_chunk(cfg: ModelConfig, state: StreamState, n_valid: torch.Tensor, skip:
     c, c2 = gate_both(ops, gate_raw, x, frames, n_out, threshold, dilation, cfg)
     new_top = state.stage(S, cfg.n_layers)
     final = gate_raw[:, :n]
+    top_out = x.new_zeros(x.shape[0], n, x.shape[2])  # (B, C, D)
     if c.x.shape[1] > 0:  # lookahead copies only serve kept real frames
-        y, new_top = top(*kept_frames(c, c2, frames), new_top)
+        y, y_out, new_top = top(*kept_frames(c, c2, frames), new_top)
         final = ops.scatter_back(final, y, c)
+        top_out = ops.scatter_back(top_out, y_out, c)
     new = StreamState.from_stages(new_bottom, new_top, state.offset + n_out)
-    return EncoderOutput(HeadOutput(final), heads, n_out, c.keep), new
+    return EncoderOutput(HeadOutput(final), heads, n_out, c.keep, top_out=top_out), new
 
 
 def gate_both(ops: SkipOps, gate_raw: torch.Tensor, x: torch.Tensor, frames: Frames, lengths: torch.Tensor,
@@ -140,7 +146,8 @@ class Encoder(nn.Module):
         layers skip_layer+1.. : they are removed from the sequence, the top layers run
         on the compacted sequence only, and the results are scattered back. With `teacher`
         too, the top layers also run on every frame, without gradient (`unskipped`).
-        With `hidden` and no `skip`, the output carries the final LayerNorm's output. pos_offset (B,)
+        With `hidden`, the output carries the last layer's output (top_out; zero on skipped frames) and,
+        without `skip`, the final LayerNorm's output (hidden). pos_offset (B,)
         starts each utterance's absolute positions there instead of at 0 (training: a stream's
         later utterances and the wrap at position_period).
         """
@@ -171,20 +178,24 @@ class Encoder(nn.Module):
         frames of a skipping pass."""
         T = plan.frames.n_real
         if skip is None:
-            h = self.final_head.norm(self._top(x, plan, frozen)[:, :T])  # (B, T, D)
+            y = self._top(x, plan, frozen)[:, :T]  # (B, T, D)
+            h = self.final_head.norm(y)
             return EncoderOutput(HeadOutput(self.final_head.logits(h)), heads, lengths, plan.frames.valid[:, :T],
-                                 hidden=h if hidden else None)
+                                 hidden=h if hidden else None, top_out=y if hidden else None)
         unskipped = None
         if teacher:
             with torch.no_grad():
                 unskipped = HeadOutput(self.final_head(self._top(x, plan, frozen)[:, :T]).raw)
         c, c2 = gate_both(self.ops, gate_raw, x, plan.frames, lengths, skip.threshold, skip.dilation, self.cfg)
         final = gate_raw[:, :T]
+        top_out = x.new_zeros(x.shape[0], T, x.shape[2]) if hidden else None  # (B, T, D)
         if c.x.shape[1] > 0:
             y, kept = kept_frames(c, c2, plan.frames)
             y = self._top(y, make_plan(self.cfg, kept), None if frozen is None else (frozen[0], None))
             final = self.ops.scatter_back(final, self.final_head(y[:, : kept.n_real]).raw, c)
-        return EncoderOutput(HeadOutput(final), heads, lengths, c.keep, unskipped)
+            if hidden:
+                top_out = self.ops.scatter_back(top_out, y[:, : kept.n_real], c)
+        return EncoderOutput(HeadOutput(final), heads, lengths, c.keep, unskipped, top_out=top_out)
 
     def with_lookahead(self, x: torch.Tensor, frames: Frames, n_chunks: int, source: torch.Tensor | None = None,
                        source_frames: Frames | None = None) -> tuple[torch.Tensor, Frames]:
@@ -276,14 +287,16 @@ class Encoder(nn.Module):
     def chunk_top(self, y: torch.Tensor, frames: Frames, caches: tuple):
         """The streaming step's upper half on the kept frames y (B, N', D) (kept real frames, valid
         ones first, then kept lookahead copies): the top layers and the final head. -> final raw of
-        the real frames (B, frames.n_real, V), the new stacked caches."""
+        the real frames (B, frames.n_real, V), their last-layer output (B, frames.n_real, D), the new
+        stacked caches."""
         plan = make_plan(self.cfg, frames, windows=False)
         kv, conv = [], []
         for i, (c_kv, c_conv) in enumerate(split_layers(*caches), start=self.cfg.skip_layer):
             y, c_kv, c_conv = self.layers[i].forward_chunk(y, plan, c_kv, c_conv)
             kv.append(c_kv)
             conv.append(c_conv)
-        return self.final_head(y[:, : frames.n_real]).raw, stack_layers(kv, conv)
+        y = y[:, : frames.n_real]
+        return self.final_head(y).raw, y, stack_layers(kv, conv)
 
     def embed_positions(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """x (B, T, D) + Whisper's sinusoids at timeline positions pos (B, T) for absolute positions;

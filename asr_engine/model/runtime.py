@@ -39,20 +39,25 @@ class TorchModel:
     def zeros_state(self, batch: int = 1) -> StreamState:
         return StreamState.zeros(self.cfg, batch, self.device)
 
+    has_hidden = True
+
     def forward_chunk(self, feats: np.ndarray, n_valid: np.ndarray, state: StreamState,
-                      skip: SkipOptions | None) -> tuple[np.ndarray, np.ndarray, StreamState]:
+                      skip: SkipOptions | None, hidden: bool = False):
         """feats (B, input_frames(C + right_context), F), n_valid (B,) valid frames of those C +
         right_context -> log-probs (B, C, V), frames that ran the top layers (B, C), the new state
-        (see Encoder.forward_chunk)."""
+        (see Encoder.forward_chunk), and with `hidden` the last layer's output (B, C, D), zero on the
+        frames that skipped the top layers."""
         dev = self.device
         with torch.inference_mode():
             out, new = self.encoder.forward_chunk(torch.from_numpy(feats).to(dev), torch.from_numpy(n_valid).to(dev),
                                                   state, skip)
-            return self.ops.log_probs(out.final.raw).float().cpu().numpy(), out.top_mask.cpu().numpy(), new
+            res = (self.ops.log_probs(out.final.raw).float().cpu().numpy(), out.top_mask.cpu().numpy(), new)
+            return (*res, out.top_out.float().cpu().numpy()) if hidden else res
 
-    def encode(self, audios: list[np.ndarray], skip: SkipOptions | None) -> list[tuple[np.ndarray, int] | None]:
+    def encode(self, audios: list[np.ndarray], skip: SkipOptions | None, hidden: bool = False) -> list:
         """Whole 16 kHz utterances as one batch -> per utterance (log-probs (T, V), frames that ran
-        the top layers), or None for audio too short for one encoder frame."""
+        the top layers), or None for audio too short for one encoder frame; with `hidden` also the
+        top-layer mask (T,) and the last layer's output (T, D), zero where the top layers did not run."""
         from asr_engine.features import num_frames
 
         live = [i for i, a in enumerate(audios) if num_frames(len(a), self.features) >= self.cfg.receptive_field]
@@ -63,9 +68,13 @@ class TorchModel:
             feats = [self._fbank(torch.from_numpy(audios[i]).to(self.device)[None])[0] for i in live]
             x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)  # (B, T, F)
             lengths = torch.tensor([f.shape[0] for f in feats], device=self.device)
-            out = self.encoder(x, lengths, skip)
+            out = self.encoder(x, lengths, skip, hidden=hidden)
             log_probs = self.ops.log_probs(out.final.raw).float().cpu().numpy()
+            mask = out.top_mask.cpu().numpy()
+            top_out = out.top_out.float().cpu().numpy() if hidden else None
         for j, i in enumerate(live):
             n = int(out.lengths[j])
-            encoded[i] = (log_probs[j, :n], int(out.top_mask[j, :n].sum()))
+            encoded[i] = (log_probs[j, :n], int(mask[j, :n].sum()))
+            if hidden:
+                encoded[i] += (mask[j, :n], top_out[j, :n])
         return encoded

@@ -1,0 +1,92 @@
+"""The second pass's weight on a manifest: one first pass (beam search, optionally with an LM), the final
+beam of every utterance scored by Whisper's decoder once, then the WER of every weight of the grid.
+
+    python docs/experiments/rescore_grid.py MANIFEST [--model DIR] [--backend torch] [--beam 8] [--lm default]
+        [--threshold 0.99] [--weights 0.25,0.5,1,2] [--threads 2] [--json OUT]
+
+Prints a table (weight 0 is the first pass alone; "oracle" the best hypothesis of each beam).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from asr_engine.audio import load_audio
+from asr_engine.backend import load_model, resolve_backend
+from asr_engine.engine import DecodeOptions, Engine
+from asr_engine.manifest import read_corpus
+from asr_engine.rescore import WhisperRescorer
+from asr_engine.text import normalize, word_error_counts
+
+
+class Recorder(WhisperRescorer):
+    """Keeps each utterance's beam, first-pass scores and decoder scores; leaves the order as it is."""
+
+    rows: list
+
+    def rerank(self, hidden, valid, texts, first_pass):
+        self.rows.append((texts, list(first_pass), self.scores(hidden, valid, texts)))
+        return list(range(len(texts)))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("manifest")
+    p.add_argument("--model", default=None)
+    p.add_argument("--backend", default="torch")
+    p.add_argument("--beam", type=int, default=8)
+    p.add_argument("--lm", default="default")
+    p.add_argument("--threshold", type=float, default=0.99)
+    p.add_argument("--weights", default="0.25,0.5,1,2")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    model = load_model(args.model, args.backend, "cpu", args.threads, for_files=True)
+    lm = None
+    if args.lm:
+        from asr_engine.lm.fusion import load_fusion
+
+        lm = load_fusion(args.lm, model.tokenizer, backend=resolve_backend(args.backend, "cpu"))
+    base = WhisperRescorer.load(1.0)
+    rec = Recorder(base.decoder, base.tokenizer, base.final_norm, 1.0)
+    rec.rows = []
+    utts = read_corpus(args.manifest)
+    refs = [normalize(u.text) for u in utts]
+    eng = Engine(model, DecodeOptions(beam=args.beam, nbest=args.beam, skip_threshold=args.threshold, lm=lm,
+                                      rescorer=rec, max_batch=16))
+    t0 = time.perf_counter()
+    for i in range(0, len(utts), 16):  # results and rescorer calls come in the utterances' order
+        eng.transcribe_arrays([load_audio(u.audio) for u in utts[i:i + 16]], [str(j) for j in range(i, i + 16)])
+    wall = time.perf_counter() - t0
+    rows = rec.rows
+    if len(rows) != len(utts):
+        raise SystemExit(f"{len(utts) - len(rows)} utterances were not rescored (too long or too short)")
+    words = sum(len(r.split()) for r in refs)
+
+    def wer(pick) -> float:
+        errors = 0
+        for ref, (texts, first, dec) in zip(refs, rows):
+            errors += word_error_counts(ref, normalize(texts[pick(texts, first, dec)]))[0]
+        return 100 * errors / words
+
+    oracle_errors = sum(min(word_error_counts(ref, normalize(t))[0] for t in texts)
+                        for ref, (texts, _, _) in zip(refs, rows))
+    table = {"oracle": 100 * oracle_errors / words}
+    for w in [0.0, *(float(x) for x in args.weights.split(","))]:
+        table[f"{w:g}"] = wer(lambda t, f, d, w=w: max(range(len(t)), key=lambda k: (
+            f[k] + w * (0.0 if d is None else d[k]), -k)))
+    print(f"{len(utts)} utterances, {words} words, beam {args.beam}, LM {args.lm}, threshold {args.threshold}, "
+          f"{wall:.0f} s")
+    print("| weight | WER |\n|---|---|")
+    for k, v in table.items():
+        print(f"| {k} | {v:.2f}% |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"manifest": args.manifest, "beam": args.beam, "lm": args.lm,
+                                               "threshold": args.threshold, "wer": table}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
