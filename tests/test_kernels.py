@@ -113,17 +113,19 @@ def test_encoder_on_the_triton_ops_equals_the_reference(right_context):
     feats, lengths = torch.randn(3, 90, 80, device=DEVICE), torch.tensor([90, 61, 30], device=DEVICE)
     skip = SkipOptions(0.5, 1)
     with torch.inference_mode():
-        a = ref(feats, lengths, skip)
+        a = ref(feats, lengths, skip, hidden=True)
         state = StreamState.zeros(ref.cfg, 3, DEVICE)
         win, step = ref.subsampling.input_frames(4 + right_context), torch.full((3,), 4 + right_context, device=DEVICE)
         ca, _ = ref.forward_chunk(feats[:, :win], step, state, skip)
         ref.ops = K.load_triton_ops()
-        b = ref(feats, lengths, skip)
+        b = ref(feats, lengths, skip, hidden=True)
         cb, _ = ref.forward_chunk(feats[:, :win], step, state, skip)
     assert 0 < int(a.top_mask.sum()) < int(lengths.sum() // 4)  # some frames skipped, some kept
     assert torch.equal(a.top_mask, b.top_mask) and torch.equal(ca.top_mask, cb.top_mask)
     torch.testing.assert_close(b.final.raw, a.final.raw, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(cb.final.raw, ca.final.raw, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(b.top_out, a.top_out, atol=1e-5, rtol=1e-5)  # the second pass's input
+    torch.testing.assert_close(cb.top_out, ca.top_out, atol=1e-5, rtol=1e-5)
     # a chunk in which every frame skips (threshold 0): its log-probs are the gate head's, as the
     # server reads them (`ops.log_probs`); this raised on CUDA with lookahead copies (2026-11-29)
     with torch.inference_mode():

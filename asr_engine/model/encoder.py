@@ -75,7 +75,7 @@ def run_chunk(cfg: ModelConfig, state: StreamState, n_valid: torch.Tensor, skip:
     if c.x.shape[1] > 0:  # lookahead copies only serve kept real frames
         y, y_out, new_top = top(*kept_frames(c, c2, frames), new_top)
         final = ops.scatter_back(final, y, c)
-        top_out = ops.scatter_back(top_out, y_out, c)
+        top_out = ops.scatter_back(top_out, y_out.contiguous(), c)  # a view when lookahead copies follow
     new = StreamState.from_stages(new_bottom, new_top, state.offset + n_out)
     return EncoderOutput(HeadOutput(final), heads, n_out, c.keep, top_out=top_out), new
 
@@ -194,7 +194,7 @@ class Encoder(nn.Module):
             y = self._top(y, make_plan(self.cfg, kept), None if frozen is None else (frozen[0], None))
             final = self.ops.scatter_back(final, self.final_head(y[:, : kept.n_real]).raw, c)
             if hidden:
-                top_out = self.ops.scatter_back(top_out, y[:, : kept.n_real], c)
+                top_out = self.ops.scatter_back(top_out, y[:, : kept.n_real].contiguous(), c)
         return EncoderOutput(HeadOutput(final), heads, lengths, c.keep, unskipped, top_out=top_out)
 
     def with_lookahead(self, x: torch.Tensor, frames: Frames, n_chunks: int, source: torch.Tensor | None = None,
