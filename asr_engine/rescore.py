@@ -28,7 +28,7 @@ import numpy as np
 
 __all__ = ["WhisperDecoder", "WhisperRescorer", "DEFAULT_WEIGHT", "MAX_FRAMES", "erf", "gelu"]
 
-DEFAULT_WEIGHT = 0.5  # the decoder's log-probability weight, tuned on held-out synthetic speech (docs/rescoring.md)
+DEFAULT_WEIGHT = 0.25  # the decoder's log-probability weight, tuned on held-out synthetic speech (docs/rescoring.md)
 MAX_FRAMES = 1500  # Whisper's encoder window: 30 s of 20 ms frames
 _PROMPT = ("<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>")
 _END = "<|endoftext|>"
