@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -30,6 +31,15 @@ class Recorder(WhisperRescorer):
     def rerank(self, hidden, valid, texts, first_pass):
         self.rows.append((texts, list(first_pass), self.scores(hidden, valid, texts)))
         return list(range(len(texts)))
+
+
+def sign_test(better: int, worse: int) -> float:
+    """Two-sided sign test over the utterances where two decodings differ."""
+    n = better + worse
+    if n == 0:
+        return 1.0
+    k = min(better, worse)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
 
 
 def main() -> None:
@@ -75,10 +85,13 @@ def main() -> None:
     skipped = sum(d is None for _, _, d in rows)
     words = sum(len(r.split()) for r in refs)
 
-    def wer(pick) -> float:
+    picked = {}
+
+    def wer(pick, name: str) -> float:
         errors = 0
-        for ref, (texts, first, dec) in zip(refs, rows):
-            errors += word_error_counts(ref, normalize(texts[pick(texts, first, dec)]))[0]
+        picked[name] = [texts[pick(texts, first, dec)] for texts, first, dec in rows]
+        for ref, hyp in zip(refs, picked[name]):
+            errors += word_error_counts(ref, normalize(hyp))[0]
         return 100 * errors / words
 
     oracle_errors = sum(min(word_error_counts(ref, normalize(t))[0] for t in texts)
@@ -86,15 +99,22 @@ def main() -> None:
     table = {"oracle": 100 * oracle_errors / words}
     for w in [0.0, *(float(x) for x in args.weights.split(","))]:
         table[f"{w:g}"] = wer(lambda t, f, d, w=w: max(range(len(t)), key=lambda k: (
-            f[k] + w * (0.0 if d is None else d[k]), -k)))
+            f[k] + w * (0.0 if d is None else d[k]), -k)), f"{w:g}")
     print(f"{len(utts)} utterances ({skipped} not rescored: too short, or every frame skipped the top layers), "
           f"{words} words, beam {args.beam}, LM {args.lm}, threshold {args.threshold}, {wall:.0f} s")
-    print("| weight | WER |\n|---|---|")
+    print("| weight | WER | better / worse than the first pass | sign test p |\n|---|---|---|---|")
+    first = [word_error_counts(r, normalize(h))[0] for r, h in zip(refs, picked["0"])]
     for k, v in table.items():
-        print(f"| {k} | {v:.2f}% |")
+        if k == "oracle":
+            print(f"| oracle | {v:.2f}% | | |")
+            continue
+        errs = [word_error_counts(r, normalize(h))[0] for r, h in zip(refs, picked[k])]
+        better, worse = sum(e < f for e, f in zip(errs, first)), sum(e > f for e, f in zip(errs, first))
+        print(f"| {k} | {v:.2f}% | {better} / {worse} | {sign_test(better, worse):.2g} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"manifest": args.manifest, "beam": args.beam, "lm": args.lm,
-                                               "threshold": args.threshold, "wer": table}, indent=1) + "\n")
+                                               "threshold": args.threshold, "wer": table, "hypotheses": picked},
+                                              indent=1) + "\n")
 
 
 if __name__ == "__main__":
