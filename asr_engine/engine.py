@@ -151,7 +151,7 @@ class Engine:
         state = StreamState.stack([s.state for s in batch])
         second = self.options.rescorer is not None
         log_probs, top, new, *hidden = self.model.forward_chunk(np.stack(wins), np.asarray(n_valid, np.int64), state,
-                                                                self.skip, **({"hidden": True} if second else {}))
+                                                                self.skip, hidden=second)
         n_out = [min(n, self.chunk) for n in n_valid]  # the rest of a window is the right context
         chunks = [log_probs[j, : n_out[j]] for j in range(len(batch))]
         advance_searches([s.decoder for s in batch], chunks)  # with an LM: one batched LM step per frame
@@ -221,15 +221,14 @@ class Engine:
 
     def _decode_whole(self, audios: list[np.ndarray], paths: list[str], options: SessionOptions) -> list[Result]:
         context = self._context(options)
-        second = self.options.rescorer is not None
-        encoded = self.model.encode(audios, self.skip, **({"hidden": True} if second else {}))
+        encoded = self.model.encode(audios, self.skip, hidden=self.options.rescorer is not None)
         live = [i for i, e in enumerate(encoded) if e is not None]
         searches = [self.search(context) for _ in live]
         advance_searches(searches, [encoded[i][0] for i in live])  # with an LM: one batched LM step per frame
         results = [Result(p, duration=len(a) / SAMPLE_RATE) for a, p in zip(audios, paths)]
         for search, i in zip(searches, live):
             lp, top, *second_pass = encoded[i]
-            rerank = self.rerank(*second_pass) if second_pass and len(lp) <= MAX_FRAMES else None
+            rerank = self.rerank(*second_pass) if second_pass else None  # past its window it keeps the order
             results[i] = make_result(paths[i], search, self.options.nbest, self.tokenizer, self.frame_shift_s,
                                      duration=len(audios[i]) / SAMPLE_RATE, frames=lp.shape[0], top_frames=top,
                                      rerank=rerank)

@@ -116,10 +116,10 @@ def test_encoder_on_the_triton_ops_equals_the_reference(right_context):
         a = ref(feats, lengths, skip, hidden=True)
         state = StreamState.zeros(ref.cfg, 3, DEVICE)
         win, step = ref.subsampling.input_frames(4 + right_context), torch.full((3,), 4 + right_context, device=DEVICE)
-        ca, _ = ref.forward_chunk(feats[:, :win], step, state, skip)
+        ca, _ = ref.forward_chunk(feats[:, :win], step, state, skip, hidden=True)
         ref.ops = K.load_triton_ops()
         b = ref(feats, lengths, skip, hidden=True)
-        cb, _ = ref.forward_chunk(feats[:, :win], step, state, skip)
+        cb, _ = ref.forward_chunk(feats[:, :win], step, state, skip, hidden=True)
     assert 0 < int(a.top_mask.sum()) < int(lengths.sum() // 4)  # some frames skipped, some kept
     assert torch.equal(a.top_mask, b.top_mask) and torch.equal(ca.top_mask, cb.top_mask)
     torch.testing.assert_close(b.final.raw, a.final.raw, atol=1e-5, rtol=1e-5)

@@ -214,7 +214,8 @@ def test_second_pass_is_off_at_weight_zero_and_past_its_window(whisper_ckpt, mon
     assert [r.nbest for r in zero] == [r.nbest for r in plain]
     import asr_engine.engine as engine_module
 
-    monkeypatch.setattr(engine_module, "MAX_FRAMES", 20)  # every utterance is longer: none is rescored
+    monkeypatch.setattr(engine_module, "MAX_FRAMES", 20)  # every utterance is longer: none is kept (streaming)
+    monkeypatch.setattr(rescore, "MAX_FRAMES", 20)  # nor read (whole files)
     eng = Engine(whisper_ckpt, DecodeOptions(**opts, rescorer=tiny_rescorer(50.0)))
     long = eng.transcribe_arrays(audios, names, streaming=True)
     assert [r.nbest for r in long] == [r.nbest for r in plain]

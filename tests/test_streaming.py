@@ -41,7 +41,7 @@ def stream(model: Encoder, x: torch.Tensor, xl: torch.Tensor, C: int, skip: Skip
     for k in range(chunks):
         a = k * C * sub.stride
         win = xp[:, a: a + sub.input_frames(C + R)]
-        out, state = model.forward_chunk(win, (n - k * C).clamp(0, C + R), state, skip)
+        out, state = model.forward_chunk(win, (n - k * C).clamp(0, C + R), state, skip, hidden=top_outs is not None)
         raws.append(out.final.raw)
         tops.append(out.top_mask)
         if top_outs is not None:

@@ -187,7 +187,7 @@ class OnnxModel:
         n_out = np.minimum(n_valid, C)  # the rest of the window is right context
         keep, index, valid = gate_compact(gate[:, :C], n_out, threshold, dilation, cfg.chunk_size)
         new_top, final = state.stage(S, cfg.n_layers), gate[:, :C]
-        top_out = np.zeros((*final.shape[:2], x.shape[2]), np.float32)  # (B, C, D)
+        top_out = np.zeros((*final.shape[:2], x.shape[2]), np.float32) if hidden else None  # (B, C, D)
         if index.shape[1]:
             rows = np.arange(len(index))[:, None]
             feed = {"x": np.ascontiguousarray(x[rows, index]), "valid": valid,
@@ -198,8 +198,9 @@ class OnnxModel:
             final = final.copy()
             at = rows.repeat(index.shape[1], 1)[valid], index[valid]
             final[at] = y[valid]
-            if self.has_hidden:
-                top_out[at] = new_top.pop(0)[valid]
+            y_out = new_top.pop(0) if self.has_hidden else None  # the caches follow the last layer's output
+            if hidden:
+                top_out[at] = y_out[valid]
         out = (log_probs(final), keep, StreamState.from_stages(tuple(new_bottom), tuple(new_top), state.offset + n_out))
         return (*out, top_out) if hidden else out
 

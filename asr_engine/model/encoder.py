@@ -38,8 +38,8 @@ class EncoderOutput:
     final head with every frame through the top layers (no gradient), a teacher for training;
     hidden: when asked for (without skipping), the last layer's output after the final head's
     LayerNorm (B, T, D): for Whisper-initialized models, what Whisper's encoder outputs;
-    top_out: when asked for (a streaming step always has it), the last layer's output before any
-    LayerNorm (B, T, D), zero on the frames that skipped the top layers (a second pass reads it)."""
+    top_out: when asked for, the last layer's output before any LayerNorm (B, T, D), zero on the
+    frames that skipped the top layers (a second pass reads it)."""
 
     final: HeadOutput
     intermediate: dict[int, HeadOutput]
@@ -55,14 +55,15 @@ class EncoderOutput:
 
 
 def run_chunk(cfg: ModelConfig, state: StreamState, n_valid: torch.Tensor, skip: SkipOptions | None,
-              bottom, top, ops: SkipOps = REFERENCE) -> tuple[EncoderOutput, StreamState]:
+              bottom, top, ops: SkipOps = REFERENCE, hidden: bool = False) -> tuple[EncoderOutput, StreamState]:
     """One streaming step around the model's two halves: bottom(caches) runs the lower layers
     -> (x, frames, heads, gate raw, new caches) on the step's real frames and lookahead copies;
     the blank gate picks the frames to keep; top(y, frames, caches) runs the upper layers on the
     compacted kept frames only -> (final raw of the real ones, their last-layer output, new caches).
     Caches are stacked per
     stage (StreamState.stage). If no frame is kept, the top layers and their caches rest.
-    n_valid (B,) counts the valid frames of the step's C + right_context; C of them are output."""
+    n_valid (B,) counts the valid frames of the step's C + right_context; C of them are output. With
+    `hidden`, the output carries the last layer's output of the real frames (top_out)."""
     S = cfg.skip_layer
     x, frames, heads, gate_raw, new_bottom = bottom(state.stage(0, S))
     n = frames.n_real
@@ -71,11 +72,12 @@ def run_chunk(cfg: ModelConfig, state: StreamState, n_valid: torch.Tensor, skip:
     c, c2 = gate_both(ops, gate_raw, x, frames, n_out, threshold, dilation, cfg)
     new_top = state.stage(S, cfg.n_layers)
     final = gate_raw[:, :n]
-    top_out = x.new_zeros(x.shape[0], n, x.shape[2])  # (B, C, D)
+    top_out = x.new_zeros(x.shape[0], n, x.shape[2]) if hidden else None  # (B, C, D)
     if c.x.shape[1] > 0:  # lookahead copies only serve kept real frames
         y, y_out, new_top = top(*kept_frames(c, c2, frames), new_top)
         final = ops.scatter_back(final, y, c)
-        top_out = ops.scatter_back(top_out, y_out.contiguous(), c)  # a view when lookahead copies follow
+        if hidden:  # y_out is a view when lookahead copies follow
+            top_out = ops.scatter_back(top_out, y_out.contiguous(), c)
     new = StreamState.from_stages(new_bottom, new_top, state.offset + n_out)
     return EncoderOutput(HeadOutput(final), heads, n_out, c.keep, top_out=top_out), new
 
@@ -239,7 +241,7 @@ class Encoder(nn.Module):
         return gate_raw
 
     def forward_chunk(self, feats: torch.Tensor, n_valid: torch.Tensor, state: StreamState,
-                      skip: SkipOptions | None = None) -> tuple[EncoderOutput, StreamState]:
+                      skip: SkipOptions | None = None, hidden: bool = False) -> tuple[EncoderOutput, StreamState]:
         """One streaming step over C encoder frames per stream (C a multiple of chunk_size).
 
         feats (B, input_frames(C + right_context), F): the feature window whose subsampling yields
@@ -247,7 +249,8 @@ class Encoder(nn.Module):
         stride * C feature frames apart); n_valid (B,) how many of those C + right_context frames
         are real (fewer at a stream's end; 0 for a stream with nothing to do). Returns the chunk's
         EncoderOutput (lengths = min(n_valid, C)) and the new state; `state` is not modified.
-        Equal to `forward` over the whole stream, frame for frame, skipping included.
+        Equal to `forward` over the whole stream, frame for frame, skipping included. With `hidden`,
+        the output carries the last layer's output (top_out), as `forward`'s does.
         """
         cfg, sub = self.cfg, self.subsampling
         C = (feats.shape[1] - sub.input_frames(0)) // sub.stride - cfg.right_context
@@ -257,7 +260,7 @@ class Encoder(nn.Module):
                              f"got {feats.shape[1]}")
         return run_chunk(cfg, state, n_valid, skip,
                          lambda caches: self.chunk_bottom(feats, n_valid, state.offset, caches), self.chunk_top,
-                         self.ops)
+                         self.ops, hidden)
 
     def chunk_bottom(self, feats: torch.Tensor, n_valid: torch.Tensor, offset: torch.Tensor, caches: tuple):
         """The streaming step's lower half: subsampling and layers 1..skip_layer with their heads.

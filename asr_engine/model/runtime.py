@@ -50,7 +50,7 @@ class TorchModel:
         dev = self.device
         with torch.inference_mode():
             out, new = self.encoder.forward_chunk(torch.from_numpy(feats).to(dev), torch.from_numpy(n_valid).to(dev),
-                                                  state, skip)
+                                                  state, skip, hidden)
             res = (self.ops.log_probs(out.final.raw).float().cpu().numpy(), out.top_mask.cpu().numpy(), new)
             return (*res, out.top_out.float().cpu().numpy()) if hidden else res
 
