@@ -21,7 +21,7 @@ from typing import Callable
 from asr_engine.export.runtime import FORMAT_VERSION, is_onnx_model
 
 __all__ = ["BACKENDS", "MODEL_ENV", "bundled_model_dir", "cache_dir", "content_hash", "default_model_dir",
-           "export_once", "load_model", "onnx_export_dir", "resolve_backend", "ship_exports"]
+           "export_once", "load_model", "onnx_export_dir", "recommended_decoding", "DECODING_FILE", "resolve_backend", "ship_exports"]
 
 BACKENDS = ("auto", "torch", "onnx")
 FILE_STEP_FRAMES = 64  # encoder frames (2.56 s) per step when streaming files: latency does not matter there
@@ -39,6 +39,32 @@ def default_model_dir() -> Path:
     """The model used when none is given: the checkpoint folder in $ASR_ENGINE_MODEL, else the bundled one."""
     env = os.environ.get(MODEL_ENV)
     return Path(env) if env else bundled_model_dir()
+
+
+DECODING_FILE = "decoding.json"  # a model folder's recommended decoding, beside config.json
+
+
+def recommended_decoding(model: str | Path | None) -> dict:
+    """The decoding a model folder recommends for files: its decoding.json, e.g. `{"beam": 8, "lm": "default"}`
+    (the beam width, and an LM folder, relative to the model's, or 'default' for the bundled LM), or {} when
+    it has none (greedy). A file of its own, as transformers' generation_config.json beside config.json: how
+    to decode is not part of the network, and the ONNX exports, which hash all of config.json, stay valid.
+    The bundled model recommends beam search with the bundled LM, whose fusion weights were tuned for it."""
+    folder = default_model_dir() if model is None else Path(model)
+    f = folder / DECODING_FILE
+    if not f.is_file():
+        return {}
+    try:
+        rec = json.loads(f.read_text())
+    except ValueError as e:
+        raise ValueError(f"{f}: not JSON ({e})") from None
+    beam, lm = (rec.get("beam", 1), rec.get("lm")) if isinstance(rec, dict) else (None, None)
+    if not isinstance(rec, dict) or set(rec) - {"beam", "lm"} or isinstance(beam, bool) or not isinstance(beam, int) \
+            or beam < 1 or not (lm is None or isinstance(lm, str)) or (lm and beam == 1):
+        raise ValueError(f'{f}: must be {{"beam": N >= 1, "lm": "default" or an LM folder (with N > 1)}}, got {rec!r}')
+    if lm and lm != "default":
+        lm = str(folder / lm)  # relative to the model's folder (an absolute path stays as it is)
+    return {"beam": beam, **({"lm": lm} if lm else {})}
 
 
 def resolve_backend(backend: str, device: str = "cpu") -> str:

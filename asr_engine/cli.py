@@ -82,6 +82,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from asr_engine.backend import resolve_backend
 
     _check_device(args.device)
+    _recommended(args)
     inputs = expand_inputs(args.inputs)
     plan = plan_outputs([path for path, _ in inputs], args.format, args.output)  # before any decoding
     _set_threads(args.threads)
@@ -121,8 +122,16 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         bar.close()
     _write_outputs(results, args.format, plan)
     if not args.quiet:
-        print(_summary(results, [ref for _, ref in inputs], wall), file=sys.stderr)
+        print(_summary(results, [ref for _, ref in inputs], wall) + f" | decoding: {_decoding(args)}", file=sys.stderr)
     return 1 if any(r.error for r in results) else 0
+
+
+def _decoding(args: argparse.Namespace) -> str:
+    """What decoded the files, in a few words: greedy, or beam N with its LM and second pass."""
+    if args.beam == 1:
+        return "greedy"
+    return f"beam {args.beam}" + (f" + LM {args.lm}" if args.lm else "") + (
+        f" + {args.rescore} rescoring" if args.rescore else "")
 
 
 def _local_runner(args: argparse.Namespace, backend: str, streaming: bool | None, one_long: bool):
@@ -358,7 +367,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
 def _add_lm_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lm", default=None, metavar="DIR",
                    help="fuse a language model into beam search (needs --beam > 1): 'default' for the bundled "
-                        "one (made for the bundled model), or a folder from `asr-engine lm train`")
+                        "one (made for the bundled model), or a folder from `asr-engine lm train`; 'none' for no LM")
     p.add_argument("--lm-weight", type=float, default=None,
                    help="weight of the LM's log-probability (default: the value tuned for the LM, in its lm.json)")
     p.add_argument("--length-bonus", type=float, default=None,
@@ -395,9 +404,26 @@ def _rescorer(args: argparse.Namespace):
         raise InputError(f"--rescore whisper: {e}") from e
 
 
+def _recommended(args: argparse.Namespace) -> None:
+    """transcribe: a --beam left out takes the model's recommended decoding (config.json's "decoding"), and
+    its LM when --lm is left out too; --lm none keeps the recommended beam without an LM."""
+    from asr_engine.backend import recommended_decoding
+
+    if args.beam is None:
+        try:
+            rec = recommended_decoding(args.model)
+        except ValueError as e:
+            raise InputError(str(e)) from e
+        args.beam = rec.get("beam", 1)
+        if args.lm is None and args.beam > 1:
+            args.lm = rec.get("lm")
+    if args.lm == "none":
+        args.lm = None
+
+
 def _fusion(args: argparse.Namespace, tokenizer, backend: str):
     """The --lm model for decoding, on the acoustic model's backend, or None."""
-    if not args.lm:
+    if not args.lm or args.lm == "none":
         return None
     from asr_engine.lm.fusion import load_fusion
 
@@ -709,7 +735,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="txt: text (path<TAB>text for several files); json: one array; jsonl: one object "
                         "per input with path, text, words; srt/vtt: subtitles (one file, or --output DIR)")
     t.add_argument("--output", "-o", default=None, help="output file (default: stdout), or a folder for srt/vtt")
-    t.add_argument("--beam", type=int, default=1, help="CTC prefix beam width (1: greedy; default 1)")
+    t.add_argument("--beam", type=int, default=None,
+                   help="CTC prefix beam width (1: greedy; default: what the model recommends, for the bundled model "
+                        "8 with the bundled LM; greedy for a model that recommends nothing)")
     t.add_argument("--nbest", type=int, default=1, help="alternatives kept in json/jsonl output (<= beam)")
     t.add_argument("--skip-threshold", type=float, default=None,
                    help="skip the top layers for frames whose intermediate P(blank) is above this "

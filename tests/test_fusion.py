@@ -272,6 +272,39 @@ def test_cli_transcribe_with_lm_and_its_errors(bundled_lm, tmp_path, capsys):
     assert "not an LM folder" in capsys.readouterr().err
 
 
+def test_transcribe_decodes_as_the_model_recommends(bundled_lm, tmp_path, capsys):
+    # a model folder's decoding.json sets transcribe's defaults: its beam, and its LM (a folder relative
+    # to the model's) unless --lm says otherwise; an explicit --beam is the user's choice
+    import shutil
+
+    from asr_engine.backend import default_model_dir
+    from asr_engine.cli import main
+
+    model = shutil.copytree(default_model_dir(), tmp_path / "model")  # the tests' trained tiny model
+    shutil.copytree(bundled_lm, model / "lm")  # a random LM over the vocabulary the tiny model shares
+    lm = str(model / "lm")
+
+    def run(*extra):
+        assert main(["transcribe", *SAMPLES, "--model", str(model), "--format", "jsonl", *extra]) == 0
+        out, err = capsys.readouterr()
+        return [json.loads(line)["text"] for line in out.splitlines()], err.strip().splitlines()[-1].split(" | ")[-1]
+
+    greedy, said = run()
+    assert said == "decoding: greedy" and all(greedy)  # no decoding.json: greedy, as before
+    (model / "decoding.json").write_text('{"beam": 4, "lm": "lm"}')
+    recommended, said = run()
+    assert said == f"decoding: beam 4 + LM {lm}"
+    assert recommended == run("--beam", "4", "--lm", lm)[0] != greedy  # (a random LM: other words)
+    assert run("--beam", "1") == (greedy, "decoding: greedy")
+    plain, said = run("--lm", "none")
+    assert said == "decoding: beam 4" and plain == run("--beam", "4")[0] != recommended
+    for bad in ('{"beam": 0}', '{"beam": 1, "lm": "lm"}', '{"beam": 4, "lm": 3}', '{"width": 4}', '[4]', "{"):
+        (model / "decoding.json").write_text(bad)
+        assert main(["transcribe", SAMPLES[0], "--model", str(model), "-q"]) == 2
+        assert "decoding.json" in capsys.readouterr().err
+    assert main(["transcribe", SAMPLES[0], "--model", str(model), "--beam", "2", "-q"]) == 0  # not read
+
+
 def test_server_with_lm_streams_what_offline_decodes(bundled_lm):
     pytest.importorskip("websockets")
     import asyncio
@@ -342,6 +375,12 @@ def test_bundled_lm_fits_the_bundled_model_and_lowers_its_wer(capsys, monkeypatc
     # Whisper-based model reads poorly: beam 8 alone gets 12 wrong, with the LM and its lexicon 1, "won"
     # for "one"; the weights were tuned for the stage-12 model on held-out synthetic speech)
     assert wer("--lm", "default") < 0.5 * wer()
+    # what transcribe does when told nothing: the bundled model recommends beam 8 with the bundled LM
+    assert json.loads(open("asr_engine/models/default/decoding.json").read()) == {"beam": 8, "lm": "default"}
+    assert main(["transcribe", *SAMPLES, "--format", "jsonl", "-q"]) == 0
+    default = capsys.readouterr().out
+    assert main(["transcribe", *SAMPLES, "--beam", "8", "--lm", "default", "--format", "jsonl", "-q"]) == 0
+    assert default == capsys.readouterr().out
     from asr_engine.checkpoint import load_checkpoint
 
     fusion = load_fusion("default", load_checkpoint("asr_engine/models/default").tokenizer, backend="onnx")

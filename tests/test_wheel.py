@@ -76,8 +76,8 @@ def test_transcribe_without_torch_equals_the_torch_backend(venv, tmp_path):
 
     env, _ = venv
     cache = tmp_path / "cache"  # the shipped exports are used: nothing is exported into it
-    r = _run([str(env / "bin" / "asr-engine"), "transcribe", *SAMPLES, "--format", "jsonl", "-q"], cwd=tmp_path,
-             env={**os.environ, "XDG_CACHE_HOME": str(cache)})
+    r = _run([str(env / "bin" / "asr-engine"), "transcribe", *SAMPLES, "--beam", "1", "--format", "jsonl", "-q"],
+             cwd=tmp_path, env={**os.environ, "XDG_CACHE_HOME": str(cache)})
     got = [json.loads(line) for line in r.stdout.splitlines()]
     assert "TracerWarning" not in r.stderr and not (cache / "asr-engine").exists()
     ref = Engine(load_checkpoint(None)).transcribe_files(SAMPLES)  # here, on torch, whole utterances
@@ -86,6 +86,9 @@ def test_transcribe_without_torch_equals_the_torch_backend(venv, tmp_path):
     r = _run([str(env / "bin" / "asr-engine"), "transcribe", SAMPLES[0], "--beam", "8", "--lm", "default", "-q"],
              cwd=tmp_path, env={**os.environ, "XDG_CACHE_HOME": str(cache)})
     assert r.stdout.strip() and not (cache / "asr-engine").exists()  # the bundled LM's shipped lm.onnx
+    default = _run([str(env / "bin" / "asr-engine"), "transcribe", SAMPLES[0], "-q"], cwd=tmp_path,
+                   env={**os.environ, "XDG_CACHE_HOME": str(cache)})
+    assert default.stdout == r.stdout  # the bundled model's decoding.json: beam 8 with the bundled LM
     code = ("import asr_engine, soundfile\n"
             f"a, sr = soundfile.read({SAMPLES[0]!r}, dtype='float32')\n"
             "print(asr_engine.load().transcribe(a, sr).text)")
@@ -104,7 +107,8 @@ def test_serve_and_stream_without_torch(venv, tmp_path):
             url = m.group(1) if m else None
             assert line or server.poll() is None, "the server exited"
         assert url, "the server did not say where it listens"
-        offline = _run([str(env / "bin" / "asr-engine"), "transcribe", SAMPLES[1], "-q"], cwd=tmp_path).stdout.strip()
+        offline = _run([str(env / "bin" / "asr-engine"), "transcribe", SAMPLES[1], "--beam", "1", "-q"],
+                       cwd=tmp_path).stdout.strip()  # greedy, as the server decodes by default
         r = _run([str(env / "bin" / "asr-engine"), "stream", "--url", url, SAMPLES[1], "--fast", "-q"], timeout=120,
                  cwd=tmp_path)
         assert r.stdout.strip() == offline and offline
