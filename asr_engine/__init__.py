@@ -28,18 +28,31 @@ __version__ = "0.1.0"
 __all__ = ["DecodeOptions", "EndpointConfig", "Engine", "Partial", "Result", "Session", "SessionOptions", "load"]
 
 
+_RECOMMENDED = "recommended"
+
+
 def load(model: str | Path | None = None, *, backend: str = "auto", device: str = "cpu", threads: int = 0,
-         lm: str | Path | None = None, lm_weight: float | None = None, length_bonus: float | None = None,
+         lm: str | Path | None = _RECOMMENDED, lm_weight: float | None = None, length_bonus: float | None = None,
          lexicon_penalty: float | None = None, rescore: str | None = None, rescore_weight: float | None = None,
          for_files: bool = False, **decode) -> Engine:
     """An Engine for a model folder (None: the bundled model). `decode`: DecodeOptions fields
     (beam, nbest, skip_threshold, hotwords, hotword_boost, chunk_frames, max_batch); `lm`: an
-    LM folder or 'default' (the bundled LM) fused into beam search (give beam=8), with the weights
-    tuned for it unless given (lexicon_penalty 0: without the LM's lexicon); rescore='whisper': each
-    utterance's beam rescored by whisper-base's decoder (the 'rescore' extra), weighted by rescore_weight
-    (default: tuned). for_files: mostly whole files (larger ONNX steps), rather than live streams."""
-    from asr_engine.backend import load_model, resolve_backend
+    LM folder or 'default' (the bundled LM) fused into beam search (needs beam > 1), with the weights
+    tuned for it unless given (lexicon_penalty 0: without the LM's lexicon), or None. Without `beam`,
+    the decoding the model recommends (its decoding.json: for the bundled model beam 8 with the bundled
+    LM, unless `lm` says otherwise; greedy for a model without one); with `beam`, no LM unless `lm` names
+    one. rescore='whisper': each utterance's beam rescored by whisper-base's decoder (the 'rescore' extra),
+    weighted by rescore_weight (default: tuned). for_files: mostly whole files (larger ONNX steps), rather
+    than live streams."""
+    from asr_engine.backend import load_model, recommended_decoding, resolve_backend
 
+    if "beam" not in decode:
+        rec = recommended_decoding(model)
+        decode["beam"] = rec.get("beam", 1)
+        if lm == _RECOMMENDED and decode["beam"] > 1:
+            lm = rec.get("lm")
+    if lm == _RECOMMENDED:
+        lm = None
     if "hotwords" in decode:
         decode["hotwords"] = tuple(decode["hotwords"])
     m = load_model(model, backend, device, threads, decode.get("chunk_frames"), for_files)

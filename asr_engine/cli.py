@@ -131,7 +131,7 @@ def _decoding(args: argparse.Namespace) -> str:
     if args.beam == 1:
         return "greedy"
     return f"beam {args.beam}" + (f" + LM {args.lm}" if args.lm else "") + (
-        f" + {args.rescore} rescoring" if args.rescore else "")
+        f" + {args.rescore} rescoring" if getattr(args, "rescore", None) else "")
 
 
 def _local_runner(args: argparse.Namespace, backend: str, streaming: bool | None, one_long: bool):
@@ -277,6 +277,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     _set_threads(args.threads)
+    _recommended(args)
     model = load_model(args.model, args.backend, args.device, args.threads, args.chunk_frames)
     lm = _fusion(args, model.tokenizer, resolve_backend(args.backend, args.device))
     engine = Engine(model, DecodeOptions(chunk_frames=args.chunk_frames, beam=args.beam, nbest=args.beam,
@@ -304,7 +305,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         wait_stop, wait_drain = asyncio.ensure_future(stop.wait()), asyncio.ensure_future(drain.wait())
         host = f"[{args.host}]" if ":" in args.host else args.host  # said once the signals are handled
         print(f"asr-engine: serving on ws://{host}:{server.port}/ (Vosk clients: /vosk); "
-              f"web page: http://{host}:{server.port}/", file=sys.stderr, flush=True)
+              f"web page: http://{host}:{server.port}/; decoding: {_decoding(args)}", file=sys.stderr, flush=True)
         await asyncio.wait([wait_stop, wait_drain], return_when=asyncio.FIRST_COMPLETED)
         if drain.is_set() and not stop.is_set():
             draining = asyncio.ensure_future(server.drain())
@@ -405,7 +406,7 @@ def _rescorer(args: argparse.Namespace):
 
 
 def _recommended(args: argparse.Namespace) -> None:
-    """transcribe: a --beam left out takes the model's recommended decoding (config.json's "decoding"), and
+    """transcribe and serve: a --beam left out takes the model's recommended decoding (config.json's "decoding"), and
     its LM when --lm is left out too; --lm none keeps the recommended beam without an LM."""
     from asr_engine.backend import recommended_decoding
 
@@ -833,7 +834,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=2700, help="port (default 2700; 0: any free port)")
     sv.add_argument("--backend", choices=BACKENDS, default="auto", help="auto (default), torch or onnx")
     sv.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    sv.add_argument("--beam", type=int, default=1, help="CTC prefix beam width (1: greedy; hotwords need > 1)")
+    sv.add_argument("--beam", type=int, default=None,
+                    help="CTC prefix beam width (1: greedy, the most streams per core; hotwords need > 1; default: what "
+                         "the model recommends, for the bundled model 8 with the bundled LM)")
     sv.add_argument("--skip-threshold", type=float, default=None, help="layer-skipping threshold (default: model's)")
     _add_lm_arguments(sv)
     sv.add_argument("--chunk-frames", type=int, default=None, help="encoder frames per step (default: one chunk)")

@@ -150,10 +150,15 @@ def _start_server(args) -> tuple[subprocess.Popen, str, Path]:
         cmd += ["--threads", str(args.threads)]
     if args.device:
         cmd += ["--device", args.device]
+    if args.beam is not None:
+        cmd += ["--beam", str(args.beam)]
+    if args.lm is not None:
+        cmd += ["--lm", args.lm]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     deadline = time.time() + 600  # the first start may export the model to ONNX
     while time.time() < deadline and proc.poll() is None:
-        if m := re.search(r"serving on (ws://[\d.]+:\d+/)", log.read_text()):
+        if m := re.search(r"serving on (ws://[\d.]+:\d+/).*decoding: (.*)", log.read_text()):
+            args.decoding = m.group(2)
             return proc, m.group(1), log
         time.sleep(0.2)
     proc.kill()
@@ -226,6 +231,8 @@ def main(args) -> None:
     if pid:
         columns[-1:-1] = [("server CPU %", "cpu_percent", ".0f"), ("RSS MB", "rss_peak_mb", ".0f"),
                           ("RSS after", "rss_after_mb", ".0f")]
+    if getattr(args, "decoding", None):
+        print(f"decoding: {args.decoding}")
     print(table(out, columns))
     line = (f"largest N in real time with p95 latency < {args.bound_ms:g} ms: {good} "
             f"(messages of {chunk_ms:.0f} ms)")
@@ -235,7 +242,8 @@ def main(args) -> None:
     append_results(args.results, "server", out + [{"summary": True, **summary}],
                    {"model": args.model or "default", "manifest": args.manifest, "backend": args.backend,
                     "device": args.device or "cpu", "seconds_per_client": args.seconds,
-                    "server": args.url or "started by the bench", "flood_seconds": args.flood})
+                    "server": args.url or "started by the bench", "flood_seconds": args.flood,
+                    "decoding": getattr(args, "decoding", None)})
 
 
 def add_parser(sub) -> None:
@@ -248,6 +256,9 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", default="auto", help="for the server the bench starts (default auto)")
     p.add_argument("--threads", type=int, default=0, help="for the server the bench starts")
     p.add_argument("--device", default=None, help="for the server the bench starts: cpu or cuda (default: serve's)")
+    p.add_argument("--beam", type=int, default=None,
+                   help="for the server the bench starts: its --beam (default: serve's, what the model recommends)")
+    p.add_argument("--lm", default=None, help="for the server the bench starts: its --lm (default: serve's)")
     p.add_argument("--seconds", type=float, default=15.0, help="audio each client sends per level (default 15)")
     p.add_argument("--chunk-ms", type=float, default=None, help="audio per message (default: the model's chunk)")
     p.add_argument("--bound-ms", type=float, default=500.0, help="p95 latency bound (default 500)")

@@ -305,6 +305,48 @@ def test_transcribe_decodes_as_the_model_recommends(bundled_lm, tmp_path, capsys
     assert main(["transcribe", SAMPLES[0], "--model", str(model), "--beam", "2", "-q"]) == 0  # not read
 
 
+def test_serve_and_the_python_api_decode_as_the_model_recommends(bundled_lm, tmp_path, capsys):
+    # the same recommendation for a live stream through `asr-engine serve` and for asr_engine.load(), so that
+    # a stream reads as the same file transcribed with the defaults
+    import os
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    import asr_engine
+    from asr_engine.backend import default_model_dir
+    from asr_engine.cli import main
+
+    model = shutil.copytree(default_model_dir(), tmp_path / "model")
+    shutil.copytree(bundled_lm, model / "lm")
+    (model / "decoding.json").write_text('{"beam": 4, "lm": "lm"}')
+    e = asr_engine.load(model)
+    assert e.options.beam == 4 and e.options.lm is not None
+    assert asr_engine.load(model, beam=2).options.lm is None  # a beam of one's own: no LM unless named
+    e = asr_engine.load(model, lm=None)
+    assert e.options.beam == 4 and e.options.lm is None
+    assert main(["transcribe", SAMPLES[1], "--model", str(model), "-q"]) == 0
+    offline = capsys.readouterr().out.strip()
+    assert main(["transcribe", SAMPLES[1], "--model", str(model), "--beam", "1", "-q"]) == 0
+    assert capsys.readouterr().out.strip() != offline  # (the random LM changes the words)
+    proc = subprocess.Popen([sys.executable, "-m", "asr_engine.cli", "serve", "--model", str(model), "--port", "0",
+                             "--threads", "1"], stderr=subprocess.PIPE, text=True, env={**os.environ})
+    try:
+        port = None
+        for line in proc.stderr:
+            if m := re.search(r"serving on ws://127.0.0.1:(\d+)/.*decoding: (.*)$", line):
+                port, said = int(m.group(1)), m.group(2)
+                break
+        assert port, "the server did not start"
+        assert said == f"beam 4 + LM {model / 'lm'}"
+        assert main(["stream", SAMPLES[1], "--url", f"ws://127.0.0.1:{port}/", "--fast", "-q"]) == 0
+        assert capsys.readouterr().out.strip() == offline
+    finally:
+        proc.kill()
+        proc.wait(30)
+
+
 def test_server_with_lm_streams_what_offline_decodes(bundled_lm):
     pytest.importorskip("websockets")
     import asyncio

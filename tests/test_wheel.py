@@ -91,7 +91,7 @@ def test_transcribe_without_torch_equals_the_torch_backend(venv, tmp_path):
     assert default.stdout == r.stdout  # the bundled model's decoding.json: beam 8 with the bundled LM
     code = ("import asr_engine, soundfile\n"
             f"a, sr = soundfile.read({SAMPLES[0]!r}, dtype='float32')\n"
-            "print(asr_engine.load().transcribe(a, sr).text)")
+            "print(asr_engine.load(beam=1).transcribe(a, sr).text)")
     assert _run([str(env / "bin" / "python"), "-c", code], cwd=tmp_path).stdout.strip() == ref[0].text
 
 
@@ -107,8 +107,7 @@ def test_serve_and_stream_without_torch(venv, tmp_path):
             url = m.group(1) if m else None
             assert line or server.poll() is None, "the server exited"
         assert url, "the server did not say where it listens"
-        offline = _run([str(env / "bin" / "asr-engine"), "transcribe", SAMPLES[1], "--beam", "1", "-q"],
-                       cwd=tmp_path).stdout.strip()  # greedy, as the server decodes by default
+        offline = _run([str(env / "bin" / "asr-engine"), "transcribe", SAMPLES[1], "-q"], cwd=tmp_path).stdout.strip()
         r = _run([str(env / "bin" / "asr-engine"), "stream", "--url", url, SAMPLES[1], "--fast", "-q"], timeout=120,
                  cwd=tmp_path)
         assert r.stdout.strip() == offline and offline
