@@ -131,7 +131,7 @@ def _decoding(args: argparse.Namespace) -> str:
     if args.beam == 1:
         return "greedy"
     return f"beam {args.beam}" + (f" + LM {args.lm}" if args.lm else "") + (
-        f" + {args.rescore} rescoring" if getattr(args, "rescore", None) else "")
+        f" + {args.rescore} rescoring" if args.rescore else "")
 
 
 def _local_runner(args: argparse.Namespace, backend: str, streaming: bool | None, one_long: bool):
@@ -281,7 +281,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     model = load_model(args.model, args.backend, args.device, args.threads, args.chunk_frames)
     lm = _fusion(args, model.tokenizer, resolve_backend(args.backend, args.device))
     engine = Engine(model, DecodeOptions(chunk_frames=args.chunk_frames, beam=args.beam, nbest=args.beam,
-                                         skip_threshold=args.skip_threshold, max_batch=args.batch_size, lm=lm))
+                                         skip_threshold=args.skip_threshold, max_batch=args.batch_size, lm=lm,
+                                         rescorer=_rescorer(args)))
     cfg = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
                        max_message_bytes=args.max_message_bytes, idle_timeout=args.idle_timeout,
                        max_session_seconds=args.max_session_seconds, batch_size=args.batch_size,
@@ -839,6 +840,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "the model recommends, for the bundled model 8 with the bundled LM)")
     sv.add_argument("--skip-threshold", type=float, default=None, help="layer-skipping threshold (default: model's)")
     _add_lm_arguments(sv)
+    _add_rescore_arguments(sv)
     sv.add_argument("--chunk-frames", type=int, default=None, help="encoder frames per step (default: one chunk)")
     sv.add_argument("--batch-size", type=int, default=32, help="sessions per encoder step (default 32)")
     sv.add_argument("--batch-deadline-ms", type=float, default=10.0,

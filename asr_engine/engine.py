@@ -22,6 +22,8 @@ Nothing here imports torch: with an ONNX model the whole path is numpy and ONNX 
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -276,6 +278,8 @@ class Session:
         self.engine, self.sample_rate, self.options = engine, sample_rate, options
         self._context = engine._context(options)
         self._keeps_hidden = engine.options.rescorer is not None
+        # True: results leave the second pass to their `second_pass` (the server runs it off its compute loop)
+        self.defer_second_pass = False
         self._endpointer = Endpointer(options.endpoint, engine.frame_shift_s) if options.endpoint else None
         self.reset()
 
@@ -400,9 +404,15 @@ class Session:
         if self._hidden:
             rerank = eng.rerank(np.concatenate([m for m, _ in self._hidden]),
                                 np.concatenate([h for _, h in self._hidden]))
-        return make_result(path, self.decoder, eng.options.nbest, eng.tokenizer, eng.frame_shift_s, self._utt_frame,
-                           duration=max(0.0, end - start), frames=self.frames - self._utt_frame,
-                           top_frames=self.top_frames - self._utt_top, rerank=rerank)
+        make = functools.partial(make_result, path, self.decoder, eng.options.nbest, eng.tokenizer, eng.frame_shift_s,
+                                 self._utt_frame, duration=max(0.0, end - start), frames=self.frames - self._utt_frame,
+                                 top_frames=self.top_frames - self._utt_top)
+        if rerank is None or not self.defer_second_pass:
+            return make(rerank=rerank)
+        hyps = self.decoder.hypotheses(len(self.decoder.beams))  # the search moves on to the next utterance
+        first = make(hyps=hyps)
+        first.second_pass = functools.partial(make, hyps=hyps, rerank=rerank)
+        return first
 
     def finish(self, path: str = "") -> Result:
         """End the input, decode everything left (this session alone) and return the final result

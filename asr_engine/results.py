@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -28,6 +29,8 @@ class Result:
     nbest: list[str] = field(default_factory=list)
     error: str | None = None
     warning: str | None = None  # decoded, but something about the input is off (a truncated file)
+    # a second pass not yet run (a session's `defer_second_pass`): () -> this result in its order
+    second_pass: Callable[[], "Result"] | None = field(default=None, repr=False, compare=False)
 
     @property
     def top_fraction(self) -> float:
@@ -83,11 +86,15 @@ def read_files(paths: list[str | Path]) -> tuple[list[np.ndarray], list[str], di
 
 
 def make_result(path: str, search, nbest: int, tokenizer: Tokenizer, frame_shift_s: float, start_frame: int = 0,
-                duration: float = 0.0, frames: int = 0, top_frames: int = 0, rerank=None) -> Result:
+                duration: float = 0.0, frames: int = 0, top_frames: int = 0, rerank=None, hyps: list | None = None
+                ) -> Result:
     """A search's best hypotheses as a Result: text, words with times from the stream's start
     (`start_frame`: the stream frame of the search's frame 0), n-best, skipping statistics.
-    rerank: a second pass, every live hypothesis -> the same in its order (Engine.rerank)."""
-    hyps = search.hypotheses(nbest) if rerank is None else rerank(search.hypotheses(len(search.beams)))[:nbest]
+    rerank: a second pass, every live hypothesis -> the same in its order (Engine.rerank).
+    hyps: the search's live hypotheses, best first, taken earlier (then `search` is not read)."""
+    if hyps is None:
+        hyps = search.hypotheses(nbest if rerank is None else len(search.beams))
+    hyps = (hyps if rerank is None else rerank(hyps))[:nbest]
     return Result(path, text=tokenizer.decode(list(hyps[0].tokens)),
                   words=words_from_hypothesis(hyps[0], tokenizer, frame_shift_s, start_frame),
                   start=start_frame * frame_shift_s, duration=duration, frames=frames, top_frames=top_frames,

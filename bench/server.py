@@ -154,6 +154,8 @@ def _start_server(args) -> tuple[subprocess.Popen, str, Path]:
         cmd += ["--beam", str(args.beam)]
     if args.lm is not None:
         cmd += ["--lm", args.lm]
+    if args.rescore:
+        cmd += ["--rescore", args.rescore]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     deadline = time.time() + 600  # the first start may export the model to ONNX
     while time.time() < deadline and proc.poll() is None:
@@ -259,6 +261,8 @@ def add_parser(sub) -> None:
     p.add_argument("--beam", type=int, default=None,
                    help="for the server the bench starts: its --beam (default: serve's, what the model recommends)")
     p.add_argument("--lm", default=None, help="for the server the bench starts: its --lm (default: serve's)")
+    p.add_argument("--rescore", default=None, choices=["whisper"],
+                   help="for the server the bench starts: its second pass (default: none)")
     p.add_argument("--seconds", type=float, default=15.0, help="audio each client sends per level (default 15)")
     p.add_argument("--chunk-ms", type=float, default=None, help="audio per message (default: the model's chunk)")
     p.add_argument("--bound-ms", type=float, default=500.0, help="p95 latency bound (default 500)")

@@ -266,6 +266,12 @@ def test_engine_and_cli_refuse_what_cannot_rescore(whisper_ckpt, tmp_path, capsy
     assert "--rescore needs beam search" in capsys.readouterr().err
     assert main(["transcribe", str(wav), "--rescore-weight", "0.5"]) == 2
     assert "--rescore-weight needs --rescore whisper" in capsys.readouterr().err
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "asr_engine.cli", "serve", "--rescore", "whisper", "--port", "0"],
+                       capture_output=True, text=True, timeout=120)  # the tests' model: greedy
+    assert r.returncode == 2 and "--rescore needs beam search" in r.stderr
 
 
 @pytest.mark.slow
@@ -296,3 +302,61 @@ def test_whisper_base_decoder_matches_ctranslate2_on_real_speech():
             while len(tokens) <= len(r._prompt) + len(ref) and (len(tokens) == len(r._prompt) or tokens[-1] != r._end):
                 tokens.append(int(r.decoder.next_log_probs(np.array([tokens]), memory)[0].argmax()))
             assert [t for t in tokens[len(r._prompt):] if t != r._end] == list(ref), f.name
+
+
+def test_server_sends_rescored_finals_and_runs_the_second_pass_beside_its_compute_loop(whisper_ckpt, tmp_path):
+    """A server with a second pass sends the finals whole files get from the same engine; one session's
+    second pass runs on its own thread: here the first session's pass is held until another session has
+    been sent a partial, which could never happen if the pass ran in the compute loop every session shares."""
+    pytest.importorskip("websockets")
+    import asyncio
+    import threading
+
+    import soundfile as sf
+
+    from asr_engine.server.client import stream_file
+    from servers import Running
+
+    audios, names = _audios(), ["a", "b", "c"]
+    paths = [str(tmp_path / f"{n}.wav") for n in names]
+    for p, a in zip(paths, audios):
+        sf.write(p, a, 16000, subtype="FLOAT")
+    opts = dict(beam=4, nbest=4, chunk_frames=8)
+    gate, entered = threading.Event(), threading.Event()
+
+    class Held(WhisperRescorer):
+        calls = 0
+
+        def rerank(self, *a, **kw):
+            Held.calls += 1
+            if Held.calls == 1:  # the first final's second pass waits for the gate
+                entered.set()
+                assert gate.wait(60)
+            return super().rerank(*a, **kw)
+
+    base = tiny_rescorer(50.0)
+    held = Held(base.decoder, base.tokenizer, base.final_norm, base.weight)
+    rescored = [r.text for r in Engine(whisper_ckpt, DecodeOptions(**opts, rescorer=base)).transcribe_files(paths)]
+    plain = [r.text for r in Engine(whisper_ckpt, DecodeOptions(**opts)).transcribe_files(paths)]
+    assert rescored != plain  # the second pass changes some final here
+    srv = Running(Engine(whisper_ckpt, DecodeOptions(**opts, rescorer=held)))
+    try:
+        async def clients():
+            loop = asyncio.get_running_loop()
+            first = asyncio.ensure_future(stream_file(srv.url + "/", paths[0], chunk_ms=80))
+            assert await loop.run_in_executor(None, entered.wait, 60)  # its final's second pass has begun
+            partial = asyncio.Event()
+            second = asyncio.ensure_future(stream_file(
+                srv.url + "/", paths[1], chunk_ms=80,
+                on_message=lambda m: partial.set() if m.get("type") == "partial" else None))
+            await asyncio.wait_for(partial.wait(), 60)  # the compute loop went on for the other session
+            gate.set()
+            third = await stream_file(srv.url + "/", paths[2], chunk_ms=80)
+            return [await first, await second, third]
+
+        got = asyncio.run(asyncio.wait_for(clients(), 120))
+    finally:
+        gate.set()
+        srv.stop()
+    assert [[m["text"] for m in msgs if m["type"] == "final"] for msgs in got] == [[t] for t in rescored]
+    assert Held.calls == 3

@@ -93,6 +93,8 @@ class _Conn:
     finals_sent: int = 0
     outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    held: collections.deque = field(default_factory=collections.deque)  # (events, owed) behind a second pass
+    second_pass_task: asyncio.Task | None = None
 
     def has_work(self) -> bool:
         return self.session is not None and not self.done.is_set() and (bool(self.pending) or
@@ -106,6 +108,10 @@ class Server:
         self.conns: dict[int, _Conn] = {}
         self._ids = itertools.count(1)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="asr-compute")  # the engine is single-threaded
+        # the second pass (Whisper's decoder over a finished utterance) runs beside the compute loop, so that
+        # one session's final never holds up every session's next step
+        self._second = (ThreadPoolExecutor(1, thread_name_prefix="asr-second-pass")
+                        if engine.options.rescorer is not None else None)
         self._wake = asyncio.Event()
         self._closing = False
         self._draining = False
@@ -170,6 +176,8 @@ class Server:
         if self._loop_task:
             self._loop_task.cancel()
         self._pool.shutdown(wait=True)
+        if self._second is not None:
+            self._second.shutdown(wait=True)
         log.info(json.dumps({"event": "stopped"}))
 
     # ---- plain HTTP before the upgrade ------------------------------------------------------
@@ -380,6 +388,7 @@ class Server:
             conn.session = await loop.run_in_executor(self._pool, self.engine.session, spec.sample_rate, opts)
         except (AudioError, ValueError) as e:
             raise ProtocolError("bad_field", str(e)) from None
+        conn.session.defer_second_pass = self._second is not None
         if old is not None:
             self.engine.close(old)
 
@@ -451,7 +460,7 @@ class Server:
             for (c, _, _, arrived, owed), events in zip(jobs, results):
                 if arrived and not c.pending:
                     self.metrics.latency.observe(now - arrived)
-                self._deliver(c, events, owed)
+                self._deliver_in_order(c, events, owed)
             total = self._backlog_seconds()
             for c in self.conns.values():  # sessions paused by the server-wide bound, too
                 if self._drained(c, total):
@@ -516,6 +525,37 @@ class Server:
         self.metrics.step(time.perf_counter() - t0, sizes, sum(s.frames - f0 for s, (f0, _) in zip(sessions, frames0)),
                           sum(s.top_frames - t0_ for s, (_, t0_) in zip(sessions, frames0)))
         return out
+
+    def _deliver_in_order(self, c: _Conn, events: list, owed: int) -> None:
+        """A compute pass's events for one connection, delivered in the order the passes made them: a result
+        whose second pass is still to run waits for it on the second-pass thread, and the connection's later
+        events wait behind it (other connections' do not)."""
+        if not c.held and not any(getattr(r, "second_pass", None) for _, r in events):
+            return self._deliver(c, events, owed)
+        c.held.append((events, owed))
+        if c.second_pass_task is None:
+            c.second_pass_task = asyncio.ensure_future(self._second_passes(c))
+
+    async def _second_passes(self, c: _Conn) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while c.held:
+                events, owed = c.held[0]
+                for i, (kind, r) in enumerate(events):
+                    run = getattr(r, "second_pass", None)
+                    if run is None:
+                        continue
+                    t0 = time.perf_counter()
+                    try:
+                        events[i] = (kind, await loop.run_in_executor(self._second, run))
+                    except Exception:  # a bug in the second pass must not lose the first pass's result
+                        log.exception("second pass failed")
+                        r.second_pass = None
+                    self.metrics.second_pass.observe(time.perf_counter() - t0)
+                c.held.popleft()
+                self._deliver(c, events, owed)
+        finally:
+            c.second_pass_task = None
 
     def _deliver(self, c: _Conn, events: list, owed: int) -> None:
         if c.vosk:
