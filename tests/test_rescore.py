@@ -127,6 +127,27 @@ def test_decoder_equals_torch_transformer_decoder_layers():
         dec.log_probs(np.zeros((1, 65), np.int64), dec.memory(enc))
 
 
+def test_sequence_scores_share_prefixes_and_equal_teacher_forcing():
+    """The rescorer's scores project each distinct prefix once; they equal the teacher-forced log-probs
+    summed over each sequence, for sequences of several lengths that share prefixes; and incremental
+    decoding (a cache of keys and values) gives the states of decoding whole."""
+    r = tiny_rescorer()
+    dec = r.decoder
+    rng = np.random.default_rng(1)
+    memory = dec.memory(rng.standard_normal((30, 32)).astype(np.float32))
+    valid = rng.random(30) > 0.3
+    seqs = [[1, 2, 3, 4, 10, 11, 12, 0], [1, 2, 3, 4, 10, 11, 13, 14, 0], [1, 2, 3, 4, 10, 0], [1, 2, 3, 4, 0],
+            [1, 2, 3, 4, 10, 11, 12, 0]]
+    width = max(map(len, seqs))
+    lp = dec.log_probs(np.array([s + [0] * (width - len(s)) for s in seqs]), memory, valid)
+    whole = [lp[i, : len(s) - 1].sum() for i, s in enumerate(seqs)]
+    np.testing.assert_allclose(dec.sequence_log_probs(seqs, memory, valid), whole, rtol=1e-5, atol=1e-4)
+    tokens = np.array([s[:8] for s in seqs[:2]])
+    x1, cache = dec.step(tokens[:, :5], memory, None, valid)
+    x2, _ = dec.step(tokens[:, 5:], memory, cache, valid)
+    np.testing.assert_allclose(np.concatenate([x1, x2], 1), dec.states(tokens, memory, valid), atol=1e-4)
+
+
 def test_rescorer_adds_the_weighted_decoder_score_and_knows_its_limits():
     r = tiny_rescorer(weight=1.0)
     assert r.encode("ab c")[:4] == [r.tokenizer.token_to_id(t) for t in SPECIALS[1:]]

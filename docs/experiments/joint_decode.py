@@ -21,15 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from asr_engine.rescore import (
-    MAX_FRAMES,
-    WhisperRescorer,
-    _layer_norm,
-    _linear,
-    _softmax,
-    gelu,
-    one_blas_thread,
-)
+from asr_engine.rescore import MAX_FRAMES, WhisperRescorer, _layer_norm, _linear, one_blas_thread
 from asr_engine.text import normalize
 
 __all__ = ["CTCPrefixScorer", "JointDecoder"]
@@ -106,52 +98,20 @@ class _Hyp:
 
 
 class _DecoderCache:
-    """Whisper's decoder run one token at a time with each layer's self-attention keys and values kept."""
+    """Whisper's decoder run one token at a time, each row's self-attention keys and values kept."""
 
     def __init__(self, dec, memory, valid: np.ndarray | None):
-        self.dec, self.memory = dec, memory
-        self.cross = None if valid is None else np.where(valid, 0.0, -np.inf).astype(np.float32)
-        self.k: list[np.ndarray | None] = [None] * len(dec.layers)
-        self.v: list[np.ndarray | None] = [None] * len(dec.layers)
-        self.pos = 0
+        self.dec, self.memory, self.valid = dec, memory, valid
+        self.cache = None
 
     def select(self, rows: list[int]) -> None:
         idx = np.asarray(rows, np.int64)
-        self.k = [k[idx] for k in self.k]
-        self.v = [v[idx] for v in self.v]
+        self.cache = [(k[idx], v[idx]) for k, v in self.cache]
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         """tokens (N, U) appended to every row -> the next token's log-distribution (N, V)."""
-        d = self.dec
-        N, U = tokens.shape
-        D = d.embedding.shape[1]
-        H = d.n_heads
-        scale = np.float32(1 / np.sqrt(D // H))
-        P = self.pos
-        x = d.embedding[tokens] + d.positions[P:P + U]
-        causal = np.where(np.tril(np.ones((U, P + U), bool), P), 0.0, -np.inf).astype(np.float32)
-        for i, (L, (mk, mv)) in enumerate(zip(d.layers, self.memory)):
-            h = _layer_norm(x, L["self_attention/layer_norm/gamma"], L["self_attention/layer_norm/beta"])
-            q, k, v = np.split(_linear(h, L["self_attention/linear_0/weight"], L["self_attention/linear_0/bias"]), 3, -1)
-            k, v = d._heads(k), d._heads(v)
-            if self.k[i] is not None:
-                k = np.concatenate([self.k[i], k], 2)
-                v = np.concatenate([self.v[i], v], 2)
-            self.k[i], self.v[i] = k, v
-            a = np.matmul(_softmax(np.matmul(d._heads(q), k.transpose(0, 1, 3, 2)) * scale + causal), v)
-            x = x + _linear(d._merge(a), L["self_attention/linear_1/weight"], L["self_attention/linear_1/bias"])
-            h = _layer_norm(x, L["attention/layer_norm/gamma"], L["attention/layer_norm/beta"])
-            q = d._heads(_linear(h, L["attention/linear_0/weight"], L["attention/linear_0/bias"]))
-            q = q.transpose(1, 0, 2, 3).reshape(H, N * U, -1)
-            s = np.matmul(q, mk.transpose(0, 2, 1)) * scale
-            a = np.matmul(_softmax(s if self.cross is None else s + self.cross), mv).reshape(H, N, U, -1)
-            x = x + _linear(d._merge(a.transpose(1, 0, 2, 3)), L["attention/linear_2/weight"],
-                            L["attention/linear_2/bias"])
-            h = _layer_norm(x, L["ffn/layer_norm/gamma"], L["ffn/layer_norm/beta"])
-            x = x + _linear(gelu(_linear(h, L["ffn/linear_0/weight"], L["ffn/linear_0/bias"])),
-                            L["ffn/linear_1/weight"], L["ffn/linear_1/bias"])
-        self.pos += U
-        logits = _linear(_layer_norm(x[:, -1], *d.norm), d.embedding, 0.0)
+        x, self.cache = self.dec.step(tokens, self.memory, self.cache, self.valid)
+        logits = _linear(x[:, -1], self.dec.embedding, 0.0)
         m = logits.max(-1, keepdims=True)
         return logits - m - np.log(np.exp(logits - m).sum(-1, keepdims=True))
 
