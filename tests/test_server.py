@@ -539,3 +539,13 @@ def test_the_server_wide_backlog_bound_pauses_senders_without_deadlock(engine):
     for msgs in results:
         assert len(finals(msgs)) == 1 and not [m for m in msgs if m["type"] == "error"]
     assert backlogs and max(backlogs) <= 10.0 + 3 * 10.0 + 0.5  # the bound, plus one message per sender
+
+
+def test_the_bundled_model_tells_the_page_what_it_is_and_how_good():
+    """/info (what the web page shows) names the bundled model and says how wrong it is on real speech."""
+    from asr_engine.backend import bundled_model_dir
+    from asr_engine.server.app import Server
+
+    info = Server(Engine(load_model(bundled_model_dir(), "onnx")))._info()
+    assert "whisper-base" in info["model"] and info["accuracy"].startswith("weak")
+    assert "real recorded speech" in info["accuracy"] and "23%" in info["accuracy"]
