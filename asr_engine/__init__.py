@@ -44,15 +44,10 @@ def load(model: str | Path | None = None, *, backend: str = "auto", device: str 
     one. rescore='whisper': each utterance's beam rescored by whisper-base's decoder (the 'rescore' extra),
     weighted by rescore_weight (default: tuned). for_files: mostly whole files (larger ONNX steps), rather
     than live streams."""
-    from asr_engine.backend import load_model, recommended_decoding, resolve_backend
+    from asr_engine.backend import load_model, resolve_backend, resolve_decoding
 
-    if "beam" not in decode:
-        rec = recommended_decoding(model)
-        decode["beam"] = rec.get("beam", 1)
-        if lm == _RECOMMENDED and decode["beam"] > 1:
-            lm = rec.get("lm")
-    if lm == _RECOMMENDED:
-        lm = None
+    # here None is no LM and the default, _RECOMMENDED, is the model's: the CLI's None and 'none'
+    decode["beam"], lm = resolve_decoding(model, decode.get("beam"), None if lm == _RECOMMENDED else (lm or "none"))
     if "hotwords" in decode:
         decode["hotwords"] = tuple(decode["hotwords"])
     m = load_model(model, backend, device, threads, decode.get("chunk_frames"), for_files)

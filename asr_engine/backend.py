@@ -20,8 +20,9 @@ from typing import Callable
 
 from asr_engine.export.runtime import FORMAT_VERSION, is_onnx_model
 
-__all__ = ["BACKENDS", "MODEL_ENV", "bundled_model_dir", "cache_dir", "content_hash", "default_model_dir",
-           "export_once", "load_model", "onnx_export_dir", "recommended_decoding", "DECODING_FILE", "resolve_backend", "ship_exports"]
+__all__ = ["BACKENDS", "DECODING_FILE", "MODEL_ENV", "bundled_model_dir", "cache_dir", "content_hash",
+           "default_model_dir", "export_once", "load_model", "onnx_export_dir", "recommended_decoding",
+           "resolve_backend", "resolve_decoding", "ship_exports"]
 
 BACKENDS = ("auto", "torch", "onnx")
 FILE_STEP_FRAMES = 64  # encoder frames (2.56 s) per step when streaming files: latency does not matter there
@@ -65,6 +66,18 @@ def recommended_decoding(model: str | Path | None) -> dict:
     if lm and lm != "default":
         lm = str(folder / lm)  # relative to the model's folder (an absolute path stays as it is)
     return {"beam": beam, **({"lm": lm} if lm else {})}
+
+
+def resolve_decoding(model: str | Path | None, beam: int | None, lm: str | Path | None) -> tuple[int, str | Path | None]:
+    """The beam and LM to decode with: a beam left out (None) takes the model's recommended one
+    (recommended_decoding), and its LM too when `lm` is left out (None); a beam given takes no LM unless
+    `lm` names one; `lm` 'none' is no LM."""
+    if beam is None:
+        rec = recommended_decoding(model)
+        beam = rec.get("beam", 1)
+        if lm is None and beam > 1:
+            lm = rec.get("lm")
+    return beam, None if lm == "none" else lm
 
 
 def resolve_backend(backend: str, device: str = "cpu") -> str:

@@ -407,20 +407,14 @@ def _rescorer(args: argparse.Namespace):
 
 
 def _recommended(args: argparse.Namespace) -> None:
-    """transcribe and serve: a --beam left out takes the model's recommended decoding (config.json's "decoding"), and
-    its LM when --lm is left out too; --lm none keeps the recommended beam without an LM."""
-    from asr_engine.backend import recommended_decoding
+    """transcribe and serve: --beam and --lm as backend.resolve_decoding fills them in from the model
+    folder's decoding.json (--lm none keeps the recommended beam without an LM)."""
+    from asr_engine.backend import resolve_decoding
 
-    if args.beam is None:
-        try:
-            rec = recommended_decoding(args.model)
-        except ValueError as e:
-            raise InputError(str(e)) from e
-        args.beam = rec.get("beam", 1)
-        if args.lm is None and args.beam > 1:
-            args.lm = rec.get("lm")
-    if args.lm == "none":
-        args.lm = None
+    try:
+        args.beam, args.lm = resolve_decoding(args.model, args.beam, args.lm)
+    except ValueError as e:
+        raise InputError(str(e)) from e
 
 
 def _fusion(args: argparse.Namespace, tokenizer, backend: str):

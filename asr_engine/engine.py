@@ -23,7 +23,6 @@ Nothing here imports torch: with an ONNX model the whole path is numpy and ONNX 
 from __future__ import annotations
 
 import functools
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable

@@ -197,10 +197,10 @@ class WhisperDecoder:
         at a time with its parent's keys and values, was tried: it computes less, but on this CPU every
         one-position step reads all the weights, and it took 1.5-2.4x longer than one batched pass.)"""
         width = max(len(s) for s in seqs)
-        tokens = np.array([s + [s[-1]] * (width - len(s)) for s in seqs], np.int64)  # padding is never read
-        x = self.states(tokens, memory, valid)  # (N, W, D): position k - 1 predicts token k
         if width < 2:
             return np.zeros(len(seqs))
+        tokens = np.array([s + [s[-1]] * (width - len(s)) for s in seqs], np.int64)  # padding is never read
+        x = self.states(tokens, memory, valid)  # (N, W, D): position k - 1 predicts token k
         first: dict[tuple, int] = {}  # a prefix -> its row among the distinct ones
         where, picks = [], []  # the distinct prefixes' (sequence, position); (sequence, row, next token)
         for i, s in enumerate(seqs):

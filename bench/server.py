@@ -140,7 +140,7 @@ async def _level(url: str, pcms: list[np.ndarray], n: int, seconds: float, chunk
     return row
 
 
-def _start_server(args) -> tuple[subprocess.Popen, str, Path]:
+def _start_server(args) -> tuple[subprocess.Popen, str, Path, str]:
     log = Path(tempfile.mkstemp(prefix="bench-server-", suffix=".log")[1])
     cmd = [sys.executable, "-m", "asr_engine.cli", "serve", "--port", "0", "--max-sessions", "4096",
            "--max-sessions-per-peer", "4096", "--backend", args.backend]  # every client is 127.0.0.1
@@ -160,8 +160,7 @@ def _start_server(args) -> tuple[subprocess.Popen, str, Path]:
     deadline = time.time() + 600  # the first start may export the model to ONNX
     while time.time() < deadline and proc.poll() is None:
         if m := re.search(r"serving on (ws://[\d.]+:\d+/).*decoding: (.*)", log.read_text()):
-            args.decoding = m.group(2)
-            return proc, m.group(1), log
+            return proc, m.group(1), log, m.group(2)
         time.sleep(0.2)
     proc.kill()
     raise SystemExit(f"the server did not start:\n{log.read_text()[-2000:]}")
@@ -177,11 +176,11 @@ def main(args) -> None:
         cfg = load_checkpoint(args.model).model.cfg
         chunk_ms = cfg.chunk_size * cfg.frame_shift_s * 1000
     chunk = int(round(chunk_ms * 16))
-    proc, log = None, None
+    proc, log, decoding = None, None, None  # a server of the user's (--url) says nothing of its decoding
     if args.url:
         url, pid = args.url.rstrip("/") + "/vosk", args.pid
     else:
-        proc, base, log = _start_server(args)
+        proc, base, log, decoding = _start_server(args)
         url, pid = base + "vosk", proc.pid
     try:
         asyncio.run(_level(url, pcms, 1, min(args.seconds, 3.0), chunk, None))  # warm-up
@@ -233,8 +232,8 @@ def main(args) -> None:
     if pid:
         columns[-1:-1] = [("server CPU %", "cpu_percent", ".0f"), ("RSS MB", "rss_peak_mb", ".0f"),
                           ("RSS after", "rss_after_mb", ".0f")]
-    if getattr(args, "decoding", None):
-        print(f"decoding: {args.decoding}")
+    if decoding:
+        print(f"decoding: {decoding}")
     print(table(out, columns))
     line = (f"largest N in real time with p95 latency < {args.bound_ms:g} ms: {good} "
             f"(messages of {chunk_ms:.0f} ms)")
@@ -245,7 +244,7 @@ def main(args) -> None:
                    {"model": args.model or "default", "manifest": args.manifest, "backend": args.backend,
                     "device": args.device or "cpu", "seconds_per_client": args.seconds,
                     "server": args.url or "started by the bench", "flood_seconds": args.flood,
-                    "decoding": getattr(args, "decoding", None)})
+                    "decoding": decoding})
 
 
 def add_parser(sub) -> None:

@@ -17,7 +17,7 @@ could not stop them repeating.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -89,12 +89,8 @@ class CTCPrefixScorer:
 class _Hyp:
     tokens: list[int]  # Whisper tokens after the prompt
     att: float  # the decoder's log-probability of them
-    ctc_state: tuple  # the CTC prefix state of `scored`
-    scored: list[int]  # our tokens of the completed words, as scored
-    cache: int  # the row of the decoder's cache holding this hypothesis
+    cache: int  # the row of the decoder's cache holding this hypothesis (-1: ended)
     score: float = 0.0
-    ended: bool = False
-    done_text: str = field(default="")
 
 
 class _DecoderCache:
@@ -178,7 +174,7 @@ class JointDecoder:
             memory = dec.memory(_layer_norm(hidden.astype(np.float32), *self.r.final_norm))
             cache = _DecoderCache(dec, memory, valid.astype(bool))
             lp = cache.step(np.asarray([self.r._prompt], np.int64))
-            hyps = [_Hyp([], 0.0, (), [], 0)]
+            hyps = [_Hyp([], 0.0, 0)]
             finished: list[_Hyp] = []
             max_len = min(dec.max_tokens - len(self.r._prompt) - 1,
                           int(T * 0.02 * self.max_tokens_per_second) + 10)
@@ -205,9 +201,9 @@ class JointDecoder:
                         break
                     if c == self.end:
                         if np.isfinite(score):
-                            finished.append(_Hyp(hyps[i].tokens, att, (), [], -1, score, True))
+                            finished.append(_Hyp(hyps[i].tokens, att, -1, score))
                         continue
-                    new.append(_Hyp(hyps[i].tokens + [c], att, (), [], i, score))
+                    new.append(_Hyp(hyps[i].tokens + [c], att, i, score))
                 hyps = new
                 if not hyps:
                     break
@@ -218,6 +214,6 @@ class JointDecoder:
             for h in hyps:
                 k = tuple(self._ours(wt.decode(h.tokens)))
                 resolve([k])
-                finished.append(_Hyp(h.tokens, h.att, (), [], -1, w * scorer.full(states[k]) + (1 - w) * h.att, True))
+                finished.append(_Hyp(h.tokens, h.att, -1, w * scorer.full(states[k]) + (1 - w) * h.att))
         best = max(finished, key=lambda f: f.score)
         return normalize(wt.decode(best.tokens))
