@@ -23,13 +23,9 @@ from asr_engine.model.config import PAD_POS, ModelConfig, SkipOptions
 from asr_engine.model.streaming import CACHE_FIELDS, StreamState
 from asr_engine.tokenizer import tokenizer_from_config
 
-__all__ = ["FORMAT_VERSION", "OnnxModel", "gate_compact", "is_onnx_model", "log_probs", "session_options", "top_groups"]
+__all__ = ["FORMAT_VERSION", "OnnxModel", "gate_compact", "is_onnx_model", "log_probs", "session_options"]
 
 FORMAT_VERSION = 2  # 2: fbank.onnx added
-# What one more call of the top stage costs, in kept frames of one stream: ORT's fixed cost per run of the
-# top stage of the bundled model (its ~300 nodes) is about 8 ms on 2 threads of the AMD EPYC VM, one kept
-# frame 0.3-0.6 ms (docs/whisper-import.md, "Skipping in batches").
-TOP_CALL_FRAMES = 16
 _POOL: dict[str, object] = {}  # how this process's ORT sessions get threads (decided by the first one)
 
 
@@ -152,7 +148,6 @@ class OnnxModel:
         self.chunk_frames = int(self.meta["chunk_frames"])
         self.n_params = int(self.meta["parameters"]) if "parameters" in self.meta else None
         self.path = d
-        self.top_call_frames: int | None = TOP_CALL_FRAMES  # None: one top-stage call for the whole batch
 
     def _session(self, path: Path, threads: int, global_pool: bool, prov: list):
         import onnxruntime as ort
@@ -199,7 +194,7 @@ class OnnxModel:
                     "pos": np.where(valid, state.offset[:, None] + index, PAD_POS)}
             if cfg.right_context:
                 feed.update(self._kept_copies(x[:, C:], gate[:, C:], n_valid, state.offset, threshold, dilation))
-            y, *new_top = self._run_top(feed, _caches(new_top))
+            y, *new_top = self.top.run(None, {**feed, **_caches(new_top)})
             final = final.copy()
             at = rows.repeat(index.shape[1], 1)[valid], index[valid]
             final[at] = y[valid]
@@ -208,39 +203,6 @@ class OnnxModel:
                 top_out[at] = y_out[valid]
         out = (log_probs(final), keep, StreamState.from_stages(tuple(new_bottom), tuple(new_top), state.offset + n_out))
         return (*out, top_out) if hidden else out
-
-    def _run_top(self, feed: dict[str, np.ndarray], caches: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """The top stage on a batch's kept frames, as one call or as several on groups of streams.
-
-        A batch pads every stream's kept frames to the most any stream kept, and the top stage computes
-        the padding as if it were frames: with a quarter of the frames skipped the padding ate most of
-        the saving (dev_real in batches of 16 at 0.99: 17,005 positions computed for 12,931 kept frames).
-        So streams with similar counts run together (top_groups), and streams that kept nothing do not
-        run at all: their caches rest, as they do when a stream runs alone. The outputs are the one
-        call's, padding zeroed."""
-        real = feed["valid"].sum(1)
-        ahead = feed["valid_ahead"].sum(1) if "valid_ahead" in feed else np.zeros_like(real)
-        groups = [np.arange(len(real))] if self.top_call_frames is None else top_groups(real, ahead, self.top_call_frames)
-        if len(groups) == 1 and len(groups[0]) == len(real):
-            return self.top.run(None, {**feed, **caches})
-        names = [o.name for o in self.top.get_outputs()]
-        K = feed["x"].shape[1]
-        out: list[np.ndarray | None] = [None] * len(names)
-        for g in groups:
-            k, ka = int(real[g].max()), max(1, int(ahead[g].max()))
-            sub = {n: a[g, :ka] if n.endswith("_ahead") else a[g, :k] for n, a in feed.items()}
-            res = self.top.run(None, {**sub, **{n: c[g] for n, c in caches.items()}})
-            for i, (name, r) in enumerate(zip(names, res)):
-                if out[i] is None:
-                    if name.startswith("new_cache_"):  # streams that do not run keep their caches
-                        out[i] = caches[name[len("new_"):]].copy()
-                    else:  # per kept frame: (B, K, ...)
-                        out[i] = np.zeros((len(real), K, *r.shape[2:]), r.dtype)
-                if name.startswith("new_cache_"):
-                    out[i][g] = r
-                else:
-                    out[i][g, :k] = r
-        return out
 
     def _kept_copies(self, x: np.ndarray, gate: np.ndarray, n_valid: np.ndarray, offset: np.ndarray,
                      threshold: float, dilation: int) -> dict[str, np.ndarray]:
@@ -254,30 +216,6 @@ class OnnxModel:
         rows = np.arange(len(index))[:, None]
         return {"x_ahead": np.ascontiguousarray(x[rows, index]), "valid_ahead": valid,
                 "pos_ahead": np.where(valid, offset[:, None] + at[index], PAD_POS)}
-
-
-def top_groups(real: np.ndarray, ahead: np.ndarray, call_frames: int) -> list[np.ndarray]:
-    """Streams of a batch grouped for the top stage: real (B,), ahead (B,) each stream's kept real frames
-    and kept lookahead copies -> index arrays of the streams to run together (streams that kept no real
-    frame are in none: the copies only serve kept real frames). The groups are runs of the streams sorted
-    by their kept count, cut where they cost least: every stream of a group is padded to the group's most,
-    and each group costs `call_frames` more for its call (dynamic programming over the cuts)."""
-    rows = np.flatnonzero(real > 0)
-    if len(rows) == 0:
-        return []
-    order = rows[np.argsort(real[rows] + ahead[rows], kind="stable")]
-    r, a = real[order].astype(np.int64), np.maximum(ahead[order], 1).astype(np.int64)
-    n = len(order)
-    best, cut = np.zeros(n + 1), np.zeros(n + 1, np.int64)
-    for j in range(1, n + 1):
-        costs = [best[i] + call_frames + (j - i) * (r[i:j].max() + a[i:j].max()) for i in range(j)]
-        cut[j] = int(np.argmin(costs))
-        best[j] = costs[cut[j]]
-    groups, j = [], n
-    while j > 0:
-        groups.append(np.sort(order[cut[j]:j]))
-        j = int(cut[j])
-    return groups[::-1]
 
 
 _DTYPES = {"F16": np.float16, "F32": np.float32}

@@ -5,7 +5,7 @@
 # of the twenty-first session, on the same files). Needs stage14.sh's corpora and runs/avg14 (the bundled model).
 set -ex
 cd "$(dirname "$0")/../.." && source .venv/bin/activate
-asr-engine data synth --out data/v3f --num 15000 --mix configs/synth/mix-fast-words.json --seed 11 --prefix s11 --workers 2
+[ -n "$NO_SYNTH" ] || asr-engine data synth --out data/v3f --num 15000 --mix configs/synth/mix-fast-words.json --seed 11 --prefix s11 --workers 2
 asr-engine train configs/whisper-heads-s15.json
 read UTTS HOURS < <(python -c "import json;i=json.load(open('runs/whisper-heads-s15/last/config.json'))['info'];print(f\"{i['utterances']:,} {i['hours']:.1f}\")")
 S15="whisper-base encoder (MIT, OpenAI): blocks 1-3 as imported; blocks 4-6 as in stage 12 (a tenth of the way from the mean of stages 10 and 11 back to Whisper's weights); then block 6's conv module and the CTC heads trained again 600 steps from the bundled model (the mean of stage 14 and its start) on $HOURS h ($UTTS utterances) of synthetic speech (data/mixed's first 1,500, v3w's and v3c's first 3,000 and v3f: WordNet, fortunes, State of the Union and chatterbot text, and lists of wordfreq's 20,000 most frequent English words, v3f's spoken by espeak-ng, flite, festival, piper and hibari only) with Whisper's weights frozen, half of the steps with the top layers compacted"
