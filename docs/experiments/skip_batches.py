@@ -30,7 +30,8 @@ class Timed:
         out = self.session.run(outputs, feed)
         SECONDS[self.name] += time.perf_counter() - t
         if self.name == "top":
-            POSITIONS[0] += feed["x"].shape[0] * (feed["x"].shape[1] + feed.get("x_ahead", feed["x"][:, :0]).shape[1])
+            ahead = feed["x_ahead"].shape[1] if "x_ahead" in feed else 0  # exports without lookahead have none
+            POSITIONS[0] += feed["x"].shape[0] * (feed["x"].shape[1] + ahead)
         return out
 
     def __getattr__(self, name):
