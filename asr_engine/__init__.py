@@ -34,7 +34,7 @@ _RECOMMENDED = "recommended"
 def load(model: str | Path | None = None, *, backend: str = "auto", device: str = "cpu", threads: int = 0,
          lm: str | Path | None = _RECOMMENDED, lm_weight: float | None = None, length_bonus: float | None = None,
          lexicon_penalty: float | None = None, rescore: str | None = None, rescore_weight: float | None = None,
-         for_files: bool = False, **decode) -> Engine:
+         for_files: bool = False, context: str | None = None, **decode) -> Engine:
     """An Engine for a model folder (None: the bundled model). `decode`: DecodeOptions fields
     (beam, nbest, skip_threshold, hotwords, hotword_boost, chunk_frames, max_batch); `lm`: an
     LM folder or 'default' (the bundled LM) fused into beam search (needs beam > 1), with the weights
@@ -43,14 +43,18 @@ def load(model: str | Path | None = None, *, backend: str = "auto", device: str 
     LM, unless `lm` says otherwise; greedy for a model without one); with `beam`, no LM unless `lm` names
     one. rescore='whisper': each utterance's beam rescored by whisper-base's decoder (the 'rescore' extra),
     weighted by rescore_weight (default: tuned). for_files: mostly whole files (larger ONNX steps), rather
-    than live streams."""
-    from asr_engine.backend import load_model, resolve_backend, resolve_decoding
+    than live streams. context: "streaming" (the model's chunks, as live audio) or "full" (whole files:
+    a 10.24 s attention chunk, the same weights); default: for_files without chunk_frames, what the model
+    recommends (its decoding.json: full for the bundled model), else streaming."""
+    from asr_engine.backend import load_model, resolve_backend, resolve_context, resolve_decoding
 
     # here None is no LM and the default, _RECOMMENDED, is the model's: the CLI's None and 'none'
     decode["beam"], lm = resolve_decoding(model, decode.get("beam"), None if lm == _RECOMMENDED else (lm or "none"))
     if "hotwords" in decode:
         decode["hotwords"] = tuple(decode["hotwords"])
-    m = load_model(model, backend, device, threads, decode.get("chunk_frames"), for_files)
+    if for_files or context is not None:
+        context = resolve_context(model, context, live=decode.get("chunk_frames") is not None)
+    m = load_model(model, backend, device, threads, decode.get("chunk_frames"), for_files, context or "streaming")
     fusion = None
     if lm is not None:
         from asr_engine.lm.fusion import load_fusion

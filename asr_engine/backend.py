@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Callable
 
 from asr_engine.export.runtime import FORMAT_VERSION, is_onnx_model
+from asr_engine.model.config import CONTEXTS
 
 __all__ = ["BACKENDS", "DECODING_FILE", "MODEL_ENV", "bundled_model_dir", "cache_dir", "content_hash",
            "default_model_dir", "export_once", "load_model", "onnx_export_dir", "recommended_decoding",
-           "resolve_backend", "resolve_decoding", "ship_exports"]
+           "resolve_backend", "resolve_context", "resolve_decoding", "ship_exports"]
 
 BACKENDS = ("auto", "torch", "onnx")
 FILE_STEP_FRAMES = 64  # encoder frames (2.56 s) per step when streaming files: latency does not matter there
@@ -59,13 +60,16 @@ def recommended_decoding(model: str | Path | None) -> dict:
         rec = json.loads(f.read_text())
     except ValueError as e:
         raise ValueError(f"{f}: not JSON ({e})") from None
-    beam, lm = (rec.get("beam", 1), rec.get("lm")) if isinstance(rec, dict) else (None, None)
-    if not isinstance(rec, dict) or set(rec) - {"beam", "lm"} or isinstance(beam, bool) or not isinstance(beam, int) \
-            or beam < 1 or not (lm is None or isinstance(lm, str)) or (lm and beam == 1):
-        raise ValueError(f'{f}: must be {{"beam": N >= 1, "lm": "default" or an LM folder (with N > 1)}}, got {rec!r}')
+    beam, lm, context = (rec.get("beam", 1), rec.get("lm"), rec.get("context", "streaming")) \
+        if isinstance(rec, dict) else (None, None, None)
+    if not isinstance(rec, dict) or set(rec) - {"beam", "lm", "context"} or isinstance(beam, bool) \
+            or not isinstance(beam, int) or beam < 1 or not (lm is None or isinstance(lm, str)) or (lm and beam == 1) \
+            or context not in CONTEXTS:
+        raise ValueError(f'{f}: must be {{"beam": N >= 1, "lm": "default" or an LM folder (with N > 1), '
+                         f'"context": "full" or "streaming" (for files)}}, got {rec!r}')
     if lm and lm != "default":
         lm = str(folder / lm)  # relative to the model's folder (an absolute path stays as it is)
-    return {"beam": beam, **({"lm": lm} if lm else {})}
+    return {"beam": beam, **({"lm": lm} if lm else {}), "context": context}
 
 
 def resolve_decoding(model: str | Path | None, beam: int | None, lm: str | Path | None) -> tuple[int, str | Path | None]:
@@ -78,6 +82,19 @@ def resolve_decoding(model: str | Path | None, beam: int | None, lm: str | Path 
         if lm is None and beam > 1:
             lm = rec.get("lm")
     return beam, None if lm == "none" else lm
+
+
+def resolve_context(model: str | Path | None, context: str | None, live: bool = False) -> str:
+    """The layout to decode files with: `context` when given, else "streaming" for a file decoded as a live
+    stream would be (`live`: --streaming, --endpoint, --chunk-frames) and the model's recommendation
+    (its decoding.json "context", default "streaming") otherwise. Full context with `live` is an error."""
+    if context is not None and context not in CONTEXTS:
+        raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
+    if live:
+        if context == "full":
+            raise ValueError("full context decodes whole files: it cannot be combined with streaming options")
+        return "streaming"
+    return recommended_decoding(model).get("context", "streaming") if context is None else context
 
 
 def resolve_backend(backend: str, device: str = "cpu") -> str:
@@ -97,25 +114,41 @@ def file_chunk_frames(src: Path) -> int:
     return chunk * max(1, FILE_STEP_FRAMES // chunk)
 
 
-def onnx_export_dir(model: str | Path | None, chunk_frames: int | None = None, for_files: bool = False) -> Path:
+def onnx_export_dir(model: str | Path | None, chunk_frames: int | None = None, for_files: bool = False,
+                    context: str = "streaming") -> Path:
     """An ONNX export folder as given; else for a checkpoint folder (None: the bundled one) its
-    shipped export for these weights and chunk size, or its export in the user's cache (made once).
-    for_files: without chunk_frames, the file step (file_chunk_frames) rather than one chunk."""
+    shipped export for these weights and chunk size (onnx-cN) or for full context (onnx-full), or that
+    export in the user's cache (made once). for_files: without chunk_frames, the file step
+    (file_chunk_frames) rather than one chunk."""
     if is_onnx_model(model):
+        if context == "full" and _export_context(Path(model)) != "full":
+            raise ValueError(f"{model} is a streaming export: give the checkpoint folder for full context")
         return Path(model)
     src = Path(model) if model else default_model_dir()
     if not (src / "config.json").is_file():
         raise ValueError(f"{src}: neither an ONNX export nor a checkpoint folder")
-    if chunk_frames is None:
-        chunk_frames = file_chunk_frames(src) if for_files else json.loads(
-            (src / "config.json").read_text())["model"]["chunk_size"]
+    if context == "full":
+        if chunk_frames is not None:
+            raise ValueError("full context takes whole files: leave out chunk_frames")
+        name = "full"
+    else:
+        if chunk_frames is None:
+            chunk_frames = file_chunk_frames(src) if for_files else json.loads(
+                (src / "config.json").read_text())["model"]["chunk_size"]
+        name = f"c{chunk_frames}"
     version = _export_version(src)
-    shipped = src / f"onnx-c{chunk_frames}"
+    shipped = src / f"onnx-{name}"
     info = _export_info(shipped)
     if is_onnx_model(shipped) and (info.get("weights"), info.get("format")) == (version, FORMAT_VERSION):
         return shipped
-    out = cache_dir("onnx") / f"{version}-c{chunk_frames}-v{FORMAT_VERSION}"
-    return export_once(out, f"{src} to ONNX", lambda tmp: _export(src, tmp, chunk_frames), is_onnx_model)
+    out = cache_dir("onnx") / f"{version}-{name}-v{FORMAT_VERSION}"
+    return export_once(out, f"{src} to ONNX", lambda tmp: _export(src, tmp, chunk_frames, context=context),
+                       is_onnx_model)
+
+
+def _export_context(folder: Path) -> str:
+    """"full" for an export made for whole files (ModelConfig.with_context), else "streaming"."""
+    return _export_info(folder).get("context", "streaming")
 
 
 def _export_version(src: Path) -> str:
@@ -132,15 +165,20 @@ def _export_info(folder: Path) -> dict:
         return {}
 
 
-def _export(src: Path, out: Path, chunk_frames: int, quantize: str | None = None, calibration: list | None = None
-            ) -> None:
+def _export(src: Path, out: Path, chunk_frames: int | None, quantize: str | None = None,
+            calibration: list | None = None, context: str = "streaming") -> None:
+    """Export `src` into `out`; context "full" exports the layout for whole files (ModelConfig.with_context),
+    one chunk per step, with export.json saying so."""
     try:
         from asr_engine.checkpoint import load_checkpoint
         from asr_engine.export.onnx import export_onnx
     except ImportError as e:
-        raise RuntimeError(f"{src} has no ONNX export for chunks of {chunk_frames} frames, and making one needs "
+        what = "full context" if context == "full" else f"chunks of {chunk_frames} frames"
+        raise RuntimeError(f"{src} has no ONNX export for {what}, and making one needs "
                            f"torch ({e}); install the 'train' extra, or give an ONNX export folder") from None
-    export_onnx(load_checkpoint(src), out, chunk_frames, quantize=quantize, calibration=calibration)
+    export_onnx(load_checkpoint(src, context=context), out, chunk_frames, quantize=quantize, calibration=calibration)
+    if context == "full":
+        (out / "export.json").write_text(json.dumps({**_export_info(out), "context": "full"}) + "\n")
 
 
 def ship_exports(src: str | Path, quantize: str | None = None, calibration: list | None = None) -> list[Path]:
@@ -152,11 +190,15 @@ def ship_exports(src: str | Path, quantize: str | None = None, calibration: list
     version = _export_version(src)
     chunk = json.loads((src / "config.json").read_text())["model"]["chunk_size"]
     outs = []
-    for c in sorted({chunk, file_chunk_frames(src)}):
-        out = src / f"onnx-c{c}"
+    wanted = [(f"c{c}", c, "streaming") for c in sorted({chunk, file_chunk_frames(src)})]
+    if recommended_decoding(src).get("context") == "full":
+        wanted.append(("full", None, "full"))
+    for name, c, context in wanted:
+        out = src / f"onnx-{name}"
         shutil.rmtree(out, ignore_errors=True)
-        _export(src, out, c, quantize, calibration)
-        info = {"weights": version, "format": FORMAT_VERSION, "quantization": quantize or "none"}
+        _export(src, out, c, quantize, calibration, context)
+        info = {"weights": version, "format": FORMAT_VERSION, "quantization": quantize or "none",
+                **({"context": "full"} if context == "full" else {})}
         if not quantize:  # the fp32 graphs read model.safetensors: the weights ship once, not per export
             from asr_engine.export.onnx import share_weights
 
@@ -190,19 +232,23 @@ def export_once(out: Path, what: str, make: Callable[[Path], object], done: Call
 
 
 def load_model(model: str | Path | None = None, backend: str = "auto", device: str = "cpu", threads: int = 0,
-               chunk_frames: int | None = None, for_files: bool = False):
+               chunk_frames: int | None = None, for_files: bool = False, context: str = "streaming"):
     """A checkpoint folder or ONNX export (None: the bundled model) as an engine's model on `backend`:
     an OnnxModel (numpy and ONNX Runtime) or a TorchModel.
 
     for_files: the model will stream whole files, not live audio, so the ONNX backend takes large
-    steps (about FILE_STEP_FRAMES frames; the same transcripts, fewer and larger ORT calls)."""
+    steps (about FILE_STEP_FRAMES frames; the same transcripts, fewer and larger ORT calls).
+    context "full": the same weights in the layout for whole files (ModelConfig.with_context; on ONNX the
+    onnx-full export, whose steps are one long chunk, the last one no longer than the file)."""
+    if context not in CONTEXTS:
+        raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
     if resolve_backend(backend, device) == "onnx":
         from asr_engine.export.runtime import OnnxModel
 
-        return OnnxModel(onnx_export_dir(model, chunk_frames, for_files), threads, device)
+        return OnnxModel(onnx_export_dir(model, chunk_frames, for_files, context), threads, device)
     if is_onnx_model(model):
         raise ValueError(f"{model} is an ONNX export: use the onnx backend, or give the checkpoint folder")
     from asr_engine.checkpoint import load_checkpoint
     from asr_engine.model.runtime import TorchModel
 
-    return TorchModel(load_checkpoint(model, device), device)
+    return TorchModel(load_checkpoint(model, device, context), device)

@@ -53,8 +53,10 @@ def save_checkpoint(ckpt: Checkpoint, out_dir: str | Path, half: bool = False) -
     return out_dir
 
 
-def load_checkpoint(path: str | Path | None = None, device: str | torch.device = "cpu") -> Checkpoint:
-    """Rebuild model, tokenizer and feature config from a checkpoint folder (default: bundled)."""
+def load_checkpoint(path: str | Path | None = None, device: str | torch.device = "cpu",
+                    context: str = "streaming") -> Checkpoint:
+    """Rebuild model, tokenizer and feature config from a checkpoint folder (default: bundled).
+    context "full": the same weights in the layout for whole files (ModelConfig.with_context)."""
     path = Path(path) if path is not None else default_model_dir()
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
@@ -65,7 +67,7 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device =
         raise ValueError(f"{cfg_file}: unknown keys {sorted(unknown)}")
     if config.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{cfg_file}: format_version {config.get('format_version')} is not {FORMAT_VERSION}")
-    model_cfg = ModelConfig.from_dict(config["model"])
+    model_cfg = ModelConfig.from_dict(config["model"]).with_context(context)
     tokenizer = tokenizer_from_config(config["tokenizer"], path)
     if len(tokenizer.vocab) != model_cfg.vocab_size:
         raise ValueError(f"{path}: tokenizer has {len(tokenizer.vocab)} tokens, model {model_cfg.vocab_size}")

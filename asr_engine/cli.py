@@ -15,6 +15,7 @@ from asr_engine.manifest import read_manifest
 from asr_engine.text import word_error_counts
 
 BACKENDS = ("auto", "torch", "onnx")  # asr_engine.backend.BACKENDS, without importing torch for --help
+CONTEXTS = ("streaming", "full")  # asr_engine.model.config.CONTEXTS
 
 
 class InputError(ValueError):
@@ -83,6 +84,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
     _check_device(args.device)
     _recommended(args)
+    _file_context(args, live=bool(args.streaming or args.endpoint or args.chunk_frames))
     inputs = expand_inputs(args.inputs)
     plan = plan_outputs([path for path, _ in inputs], args.format, args.output)  # before any decoding
     _set_threads(args.threads)
@@ -127,11 +129,21 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def _decoding(args: argparse.Namespace) -> str:
-    """What decoded the files, in a few words: greedy, or beam N with its LM and second pass."""
-    if args.beam == 1:
-        return "greedy"
-    return f"beam {args.beam}" + (f" + LM {args.lm}" if args.lm else "") + (
+    """What decoded the files, in a few words: greedy, or beam N with its LM and second pass; in full context."""
+    how = "greedy" if args.beam == 1 else f"beam {args.beam}" + (f" + LM {args.lm}" if args.lm else "") + (
         f" + {args.rescore} rescoring" if args.rescore else "")
+    return how + (", full context" if getattr(args, "context", None) == "full" else "")
+
+
+def _file_context(args: argparse.Namespace, live: bool) -> None:
+    """--context as backend.resolve_context fills it in: the model's recommendation for whole files, streaming
+    when the files are decoded as live streams (`live`)."""
+    from asr_engine.backend import resolve_context
+
+    try:
+        args.context = resolve_context(args.model, args.context, live)
+    except ValueError as e:
+        raise InputError(f"--context: {e}" if args.context else str(e)) from e
 
 
 def _local_runner(args: argparse.Namespace, backend: str, streaming: bool | None, one_long: bool):
@@ -139,7 +151,7 @@ def _local_runner(args: argparse.Namespace, backend: str, streaming: bool | None
     from asr_engine.backend import load_model
     from asr_engine.engine import DecodeOptions, EndpointConfig, Engine, SessionOptions
 
-    model = load_model(args.model, backend, args.device, args.threads, args.chunk_frames, for_files=True)
+    model = load_model(args.model, backend, args.device, args.threads, args.chunk_frames, True, args.context)
     engine = Engine(model, DecodeOptions(beam=args.beam, nbest=args.nbest, skip_threshold=args.skip_threshold,
                                          hotwords=_hotwords(args.hotwords), hotword_boost=args.hotword_boost,
                                          lm=_fusion(args, model.tokenizer, backend), chunk_frames=args.chunk_frames,
@@ -181,7 +193,7 @@ def _ray_runner(args: argparse.Namespace, backend: str, streaming: bool | None):
               "hotwords": _hotwords(args.hotwords), "hotword_boost": args.hotword_boost,
               "chunk_frames": args.chunk_frames, "max_batch": args.batch_size, "lm": args.lm,
               "lm_weight": args.lm_weight, "length_bonus": args.length_bonus,
-              "lexicon_penalty": args.lexicon_penalty, "device": args.device}
+              "lexicon_penalty": args.lexicon_penalty, "device": args.device, "context": args.context}
     endpoint = dataclasses.asdict(EndpointConfig()) if args.endpoint else None
     return lambda paths: transcribe_ray(paths, None if args.ray == "local" else args.ray, args.workers, args.model,
                                        backend, max(1, args.threads), args.batch_size, decode, endpoint, streaming)
@@ -696,7 +708,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         name = corpus_name(m)
         utts += rows
         sources += [source_of(u, name) if args.by_source else name for u in rows]
-    model = load_model(args.model, args.backend, args.device, args.threads, for_files=True)
+    model = load_model(args.model, args.backend, args.device, args.threads, for_files=True, context=args.context)
     lm = _fusion(args, model.tokenizer, resolve_backend(args.backend, args.device))
     report = evaluate(model, utts, sources, thresholds, args.beam, args.batch_size,
                       progress=not args.quiet, lm=lm, rescorer=_rescorer(args))
@@ -743,6 +755,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hotword-boost", type=float, default=1.5, help="log-score bonus per hotword token (default 1.5)")
     _add_lm_arguments(t)
     _add_rescore_arguments(t)
+    t.add_argument("--context", choices=CONTEXTS, default=None,
+                   help="full: each file with whole-file attention (10.24 s chunks, the same weights); streaming: "
+                        "in the model's streaming chunks, as live audio. Default: what the model recommends "
+                        "(full for the bundled model), streaming with --streaming, --endpoint or --chunk-frames")
     t.add_argument("--streaming", action="store_true",
                    help="run the files through the streaming engine chunk by chunk (as a live stream would)")
     t.add_argument("--chunk-frames", type=int, default=None,
@@ -978,6 +994,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--beam", type=int, default=1, help="CTC prefix beam width (1: greedy; default 1)")
     _add_lm_arguments(ev)
     _add_rescore_arguments(ev)
+    ev.add_argument("--context", choices=CONTEXTS, default="streaming",
+                    help="streaming (default): the model's streaming chunks, as live audio; full: whole-utterance "
+                         "attention, as transcribe decodes files for models that recommend it")
     ev.add_argument("--by-source", action="store_true",
                     help="group by each row's source/engine field instead of by manifest")
     ev.add_argument("--batch-size", type=int, default=16, help="utterances per forward pass (default 16)")

@@ -148,10 +148,18 @@ class Engine:
             pass
 
     def _run(self, batch: list["Session"]) -> None:
+        whole = all(s.one_step for s in batch)
         wins, n_valid = zip(*(s.take_window() for s in batch))
+        wins = np.stack(wins)
         state = StreamState.stack([s.state for s in batch])
+        if getattr(self.model, "short_steps", False):  # an export without lookahead (OnnxModel.short_steps)
+            longest = min(max(n_valid), self.chunk)
+            if longest < self.chunk:  # every stream ends in this step: the windows without their padding
+                wins = wins[:, : self.model.cfg.input_frames(longest)]
+            if whole:  # nothing before these frames to attend to: no cache to carry in or out
+                state = state.without_window()
         second = self.options.rescorer is not None
-        log_probs, top, new, *hidden = self.model.forward_chunk(np.stack(wins), np.asarray(n_valid, np.int64), state,
+        log_probs, top, new, *hidden = self.model.forward_chunk(wins, np.asarray(n_valid, np.int64), state,
                                                                 self.skip, hidden=second)
         n_out = [min(n, self.chunk) for n in n_valid]  # the rest of a window is the right context
         chunks = [log_probs[j, : n_out[j]] for j in range(len(batch))]
@@ -192,19 +200,27 @@ class Engine:
         streaming=True, streams them chunk by chunk. The transcripts are the same."""
         if streaming is None:
             streaming = self.model.encode is None or options.endpoint is not None
+        if not streaming:
+            if self.model.encode is None:
+                raise ValueError(f"the {self.model.name} model decodes files by streaming them only")
+            if options.endpoint is not None:
+                raise ValueError("endpointing splits streams: it needs streaming")
+        # batches of similar lengths pad less (a stream's result does not depend on its batch)
+        order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
+        audios, paths = [audios[i] for i in order], [paths[i] for i in order]
         if streaming:
-            return self._stream_arrays(audios, paths, options, progress)
-        if self.model.encode is None:
-            raise ValueError(f"the {self.model.name} model decodes files by streaming them only")
-        if options.endpoint is not None:
-            raise ValueError("endpointing splits streams: it needs streaming")
-        results = []
-        for a in range(0, len(audios), self.options.max_batch):
-            results += self._decode_whole(audios[a: a + self.options.max_batch], paths[a:], options)
-            if progress is not None:
-                progress(sum(len(x) for x in audios[: a + self.options.max_batch]) / SAMPLE_RATE,
-                         sum(len(x) for x in audios) / SAMPLE_RATE)
-        return results
+            results = self._stream_arrays(audios, paths, options, progress)
+        else:
+            results = []
+            for a in range(0, len(audios), self.options.max_batch):
+                results += self._decode_whole(audios[a: a + self.options.max_batch], paths[a:], options)
+                if progress is not None:
+                    progress(sum(len(x) for x in audios[: a + self.options.max_batch]) / SAMPLE_RATE,
+                             sum(len(x) for x in audios) / SAMPLE_RATE)
+        out: list[Result] = [None] * len(results)  # type: ignore[list-item]
+        for i, r in zip(order, results):
+            out[i] = r
+        return out
 
     def transcribe_files(self, paths: list[str | Path], options: SessionOptions = SessionOptions(),
                          progress: Callable[[float, float], None] | None = None,
@@ -381,6 +397,11 @@ class Session:
     def _frames_total(self) -> int:
         """Encoder frames the audio so far yields (all of it, once the input is finished)."""
         return self.engine.model.cfg.output_length(self._feat_total)
+
+    @property
+    def one_step(self) -> bool:
+        """The whole stream is in the next step: it has ended, nothing is decoded, and it fits one step."""
+        return self.input_finished and self.frames == 0 and self._frames_total <= self.engine.chunk
 
     @property
     def ready(self) -> bool:

@@ -91,3 +91,27 @@ def test_the_per_source_table_has_a_column_for_every_threshold():
     assert "0.95 (default)" in text and "heldout" in text
     one = EvalReport([SettingResult(1.0, Score(1, 10, 1, 40, 1), {"x": Score(1, 10, 1, 40, 1)}, 1.0, 0.01)], 1.0, [])
     assert "per source" not in format_report(one, 0.95)  # one source: the totals say it all
+
+
+def test_eval_context_full_reads_as_transcribe_decodes_files_by_default(tmp_path, capsys):
+    # a model recommending full context: transcribe's default on files is what eval --context full measures;
+    # eval's own default stays the streaming layout (as live audio is decoded)
+    import shutil
+
+    from asr_engine.backend import default_model_dir
+
+    model = shutil.copytree(default_model_dir(), tmp_path / "model")
+    (model / "decoding.json").write_text('{"context": "full"}')
+    samples = "asr_engine/samples/manifest.jsonl"
+    texts = {}
+    for context in ("full", "streaming"):
+        assert main(["eval", samples, "--model", str(model), "--context", context, "--thresholds", "1.0", "-q",
+                     "--json", str(tmp_path / f"{context}.json")]) == 0
+        texts[context] = json.loads((tmp_path / f"{context}.json").read_text())["settings"][0]["hypotheses"]
+    capsys.readouterr()
+    assert main(["transcribe", samples, "--model", str(model), "--skip-threshold", "1.0", "--format", "jsonl",
+                 "-q"]) == 0
+    assert [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()] == texts["full"]
+    assert main(["eval", samples, "--model", str(model), "--thresholds", "1.0", "-q", "--json",
+                 str(tmp_path / "default.json")]) == 0
+    assert json.loads((tmp_path / "default.json").read_text())["settings"][0]["hypotheses"] == texts["streaming"]

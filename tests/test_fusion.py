@@ -298,11 +298,44 @@ def test_transcribe_decodes_as_the_model_recommends(bundled_lm, tmp_path, capsys
     assert run("--beam", "1") == (greedy, "decoding: greedy")
     plain, said = run("--lm", "none")
     assert said == "decoding: beam 4" and plain == run("--beam", "4")[0] != recommended
-    for bad in ('{"beam": 0}', '{"beam": 1, "lm": "lm"}', '{"beam": 4, "lm": 3}', '{"width": 4}', '[4]', "{"):
+    # "context": "full": files in whole-file context, unless asked for as live streams
+    (model / "decoding.json").write_text('{"context": "full"}')
+    full, said = run()
+    assert said == "decoding: greedy, full context" and (full, said) == run("--context", "full")
+    assert run("--context", "streaming") == (greedy, "decoding: greedy") == run("--streaming")
+    assert run("--chunk-frames", "64") == (greedy, "decoding: greedy")
+    for live in ("--streaming", "--endpoint", "--chunk-frames"):
+        args = [live, "64"] if live == "--chunk-frames" else [live]
+        assert main(["transcribe", SAMPLES[0], "--model", str(model), "--context", "full", *args, "-q"]) == 2
+        assert "full context" in capsys.readouterr().err
+    for bad in ('{"beam": 0}', '{"beam": 1, "lm": "lm"}', '{"beam": 4, "lm": 3}', '{"width": 4}', '[4]', "{",
+                '{"beam": 4, "context": "whole"}', '{"context": true}'):
         (model / "decoding.json").write_text(bad)
         assert main(["transcribe", SAMPLES[0], "--model", str(model), "-q"]) == 2
         assert "decoding.json" in capsys.readouterr().err
-    assert main(["transcribe", SAMPLES[0], "--model", str(model), "--beam", "2", "-q"]) == 0  # not read
+    # not read when the options it sets are given
+    assert main(["transcribe", SAMPLES[0], "--model", str(model), "--beam", "2", "--context", "streaming", "-q"]) == 0
+
+
+def test_the_python_api_decodes_files_in_the_context_the_model_recommends(tmp_path):
+    import shutil
+
+    import asr_engine
+    from asr_engine.backend import default_model_dir
+
+    model = shutil.copytree(default_model_dir(), tmp_path / "model")
+    (model / "decoding.json").write_text('{"context": "full"}')
+    chunk = json.loads((model / "config.json").read_text())["model"]["chunk_size"]
+
+    def chunk_of(**kw):
+        return asr_engine.load(model, backend="torch", **kw).model.cfg.chunk_size
+
+    assert chunk_of(for_files=True) == 512 == chunk_of(context="full")  # files: as recommended; or when asked
+    assert chunk_of() == chunk == chunk_of(for_files=True, context="streaming")  # live streams: the model's chunks
+    with pytest.raises(ValueError, match="full context"):
+        asr_engine.load(model, backend="torch", context="full", chunk_frames=2 * chunk)
+    e = asr_engine.load(model, for_files=True)  # ONNX Runtime: exported once for full context
+    assert e.model.short_steps and e.model.cfg.chunk_size == 512
 
 
 def test_serve_and_the_python_api_decode_as_the_model_recommends(bundled_lm, tmp_path, capsys):
@@ -418,7 +451,8 @@ def test_bundled_lm_fits_the_bundled_model_and_lowers_its_wer(capsys, monkeypatc
     # for "one"; the weights were tuned for the stage-12 model on held-out synthetic speech)
     assert wer("--lm", "default") < 0.5 * wer()
     # what transcribe does when told nothing: the bundled model recommends beam 8 with the bundled LM
-    assert json.loads(open("asr_engine/models/default/decoding.json").read()) == {"beam": 8, "lm": "default"}
+    assert json.loads(open("asr_engine/models/default/decoding.json").read()) == {"beam": 8, "lm": "default",
+                                                                                 "context": "full"}
     assert main(["transcribe", *SAMPLES, "--format", "jsonl", "-q"]) == 0
     default = capsys.readouterr().out
     assert main(["transcribe", *SAMPLES, "--beam", "8", "--lm", "default", "--format", "jsonl", "-q"]) == 0

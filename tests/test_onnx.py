@@ -118,6 +118,67 @@ def test_onnx_engine_equals_torch_engine(tiny):
     assert Engine(OnnxModel(out)).chunk == 8
 
 
+@pytest.mark.parametrize("layout", ["conformer", "whisper"])
+def test_full_context_export_equals_the_torch_encoder_on_whole_utterances(layout, tmp_path):
+    """The layout for whole files (ModelConfig.with_context("full"): 512-frame chunks, one to the left, no
+    lookahead) exported from the same weights: streams of any length in steps of up to 512 frames, the last
+    one without padding, and a stream that fits one step without caches, read as the torch encoder reads
+    the whole utterance."""
+    m = tiny_model(layout)
+    cfg = m.cfg.with_context("full")
+    assert (cfg.chunk_size, cfg.left_chunks, cfg.right_context) == (512, 1, 0) and m.cfg.with_context("streaming") == m.cfg
+    full = Encoder(cfg)
+    full.load_state_dict(m.state_dict())
+    ckpt = Checkpoint(full.eval(), CharTokenizer(), FbankConfig(kind="kaldi" if layout == "conformer" else "whisper"))
+    onnx = OnnxModel(export_onnx(ckpt, tmp_path / "full"), threads=1)
+    assert not full.training  # exporting leaves the model as it was (in eval mode: no dropout)
+    assert onnx.short_steps and onnx.chunk_frames == 512 and onnx.cfg == cfg
+    g = torch.Generator().manual_seed(2)
+    # one short step (without caches), one full step, three steps (the last one short)
+    for lengths in ([40, 130], [512, 300], [1100, 700]):
+        T = max(lengths)
+        feats = torch.randn(2, cfg.input_frames(T), cfg.feat_dim, generator=g) * 3 + 8
+        with torch.no_grad():
+            ref = full(feats, torch.tensor([cfg.input_frames(n) for n in lengths])).final.log_probs().numpy()
+        state, outs = onnx.zeros_state(2), []
+        if T <= 512:
+            state = state.without_window()
+        for a in range(0, T, 512):
+            C = min(512, T - a)
+            window = feats[:, cfg.stride * a: cfg.stride * a + cfg.input_frames(C)].numpy()
+            lp, _, state = onnx.forward_chunk(window, np.clip(np.array(lengths) - a, 0, C), state, None)
+            outs.append(lp)
+        out = np.concatenate(outs, 1)
+        for j, n in enumerate(lengths):
+            np.testing.assert_allclose(out[j, :n], ref[j, :n], atol=5e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="up to 512 frames"):
+        onnx.forward_chunk(np.zeros((1, cfg.input_frames(512) + 1, cfg.feat_dim), np.float32), np.array([1]),
+                           onnx.zeros_state(1), None)
+
+
+def test_files_in_full_context_read_the_same_on_both_backends(tmp_path, monkeypatch):
+    """The engine's file mode in full context (the tests' trained tiny model): whole utterances on torch,
+    streamed in steps of up to 512 frames on ONNX Runtime (exported once into the cache), the same
+    transcripts, in the order given (batches are formed by length)."""
+    from asr_engine.audio import load_audio
+    from asr_engine.backend import load_model
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    samples = [load_audio(f"asr_engine/samples/sample{i}.wav") for i in (1, 2, 3)]
+    audios = [np.concatenate(samples * 4), *samples, samples[0][:4000]]  # 512+ frames, three short ones, a bit
+    names = ["long", "s1", "s2", "s3", "bit"]
+    res = {}
+    for backend in ("torch", "onnx"):
+        model = load_model(None, backend, for_files=True, context="full")
+        assert model.cfg.chunk_size == 512
+        res[backend] = Engine(model, DecodeOptions(skip_threshold=1.0, max_batch=2)).transcribe_arrays(audios, names)
+    assert [r.path for r in res["onnx"]] == names == [r.path for r in res["torch"]]
+    for a, b in zip(res["torch"], res["onnx"]):
+        assert (a.text, a.frames, [w.start for w in a.words]) == (b.text, b.frames, [w.start for w in b.words])
+    assert res["onnx"][0].frames > 512 and all(r.text for r in res["onnx"][:4])
+    assert (tmp_path / "cache" / "asr-engine" / "onnx").is_dir()  # the tiny model ships no onnx-full
+
+
 def _stream(model, feats: torch.Tensor, chunks: int, skip=None) -> list:
     """Every output of model.forward_chunk over `chunks` chunks of a batch of two streams."""
     cfg, C = model.cfg, model.chunk_frames
@@ -359,4 +420,5 @@ def test_the_bundled_model_ships_exports_made_from_its_files(tmp_path, monkeypat
     chunk = json.loads((src / "config.json").read_text())["model"]["chunk_size"]
     assert onnx_export_dir(src) == src / f"onnx-c{chunk}"
     assert onnx_export_dir(src, for_files=True).parent == src
+    assert onnx_export_dir(src, context="full") == src / "onnx-full"  # whole files, as the model recommends
     assert not (tmp_path / "cache").exists()

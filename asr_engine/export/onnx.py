@@ -185,27 +185,39 @@ def export_onnx(ckpt: Checkpoint, out_dir: str | Path, chunk_frames: int | None 
     names = [f"cache_{f}" for f in CACHE_FIELDS]
     new_names = [f"new_cache_{f}" for f in CACHE_FIELDS]
     dyn_cache = {n: {0: "batch"} for n in names + new_names}
+    if cfg.right_context == 0:  # a stream's only step may take caches of no frames (OnnxModel.forward_chunk)
+        window = {"k": 3, "v": 3, "kv_pos": 2, "kv_valid": 2}
+        for f, axis in window.items():
+            dyn_cache[f"cache_{f}"][axis] = dyn_cache[f"new_cache_{f}"][axis] = "window"
 
     R = cfg.right_context
+    # without lookahead the bottom stage also takes fewer frames than C: a stream's last step then runs on
+    # its real frames only (a whole file in full context is mostly one short step; see `short_steps`)
+    short = R == 0
     feats = torch.randn(2, cfg.input_frames(C + R), cfg.feat_dim)
     n_valid = torch.tensor([C + R, C // 2])
-    meta = _metadata(ckpt, C, quantize)
+    meta = {**_metadata(ckpt, C, quantize), "short_steps": "1" if short else "0"}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape arithmetic traced as constants, as meant
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter, which handles the stages
-        torch.onnx.export(Fbank(ckpt.features), (torch.randn(2, 16000) * 0.1,), out / "fbank.onnx",
+        torch.onnx.export(Fbank(ckpt.features).eval(), (torch.randn(2, 16000) * 0.1,), out / "fbank.onnx",
                           input_names=["waveform"], output_names=["feats"], opset_version=opset, dynamo=False,
                           dynamic_axes={"waveform": {0: "batch", 1: "samples"}, "feats": {0: "batch", 1: "frames"}})
-        torch.onnx.export(BottomStage(model), (feats, n_valid, state.offset, *state.stage(0, S)), out / "bottom.onnx",
+        # each wrapper in eval mode: the exporter puts a module back in its own mode afterwards, which train(True)
+        # would pass on to the model
+        torch.onnx.export(BottomStage(model).eval(), (feats, n_valid, state.offset, *state.stage(0, S)),
+                          out / "bottom.onnx",
                           input_names=["feats", "n_valid", "offset", *names],
                           output_names=["x", "gate_raw", *new_names], opset_version=opset, dynamo=False,
-                          dynamic_axes={"feats": {0: "batch"}, "n_valid": {0: "batch"}, "offset": {0: "batch"},
-                                        "x": {0: "batch"}, "gate_raw": {0: "batch"}, **dyn_cache})
+                          dynamic_axes={"feats": {0: "batch", **({1: "feat_frames"} if short else {})},
+                                        "n_valid": {0: "batch"}, "offset": {0: "batch"},
+                                        "x": {0: "batch", **({1: "frames"} if short else {})},
+                                        "gate_raw": {0: "batch", **({1: "frames"} if short else {})}, **dyn_cache})
         T = 5
         x = torch.randn(2, T, cfg.d_model)
         pos = torch.arange(T).expand(2, T).contiguous()
         valid = torch.tensor([[True] * T, [True] * 3 + [False] * 2])
-        inputs, stage = (x, pos, valid), TopStage(model)
+        inputs, stage = (x, pos, valid), TopStage(model).eval()
         input_names = ["x", "pos", "valid"]
         dyn = {"x": {0: "batch", 1: "kept"}, "pos": {0: "batch", 1: "kept"}, "valid": {0: "batch", 1: "kept"}}
         if R:  # the kept lookahead copies, as inputs of their own
@@ -213,7 +225,7 @@ def export_onnx(ckpt: Checkpoint, out_dir: str | Path, chunk_frames: int | None 
             inputs += (torch.randn(2, A, cfg.d_model), pos[:, :A] + C, valid[:, :A].flip(0))
             input_names += ["x_ahead", "pos_ahead", "valid_ahead"]
             dyn.update({f"{n}_ahead": {0: "batch", 1: "kept_ahead"} for n in ("x", "pos", "valid")})
-            stage = TopStageAhead(model)
+            stage = TopStageAhead(model).eval()
         torch.onnx.export(stage, (*inputs, *state.stage(S, cfg.n_layers)), out / "top.onnx",
                           input_names=[*input_names, *names],
                           output_names=["final_raw", "hidden", *new_names], opset_version=opset, dynamo=False,

@@ -146,6 +146,9 @@ class OnnxModel:
         self.tokenizer = tokenizer_from_config(json.loads(self.meta["tokenizer"]), d)
         self.info = json.loads(self.meta.get("info", "{}"))
         self.chunk_frames = int(self.meta["chunk_frames"])
+        # the bottom stage also takes steps of fewer frames (an export without lookahead): a stream's last
+        # step runs on its real frames only (Engine trims the windows)
+        self.short_steps = self.meta.get("short_steps") == "1"
         self.n_params = int(self.meta["parameters"]) if "parameters" in self.meta else None
         self.path = d
 
@@ -165,6 +168,19 @@ class OnnxModel:
     def zeros_state(self, batch: int = 1) -> StreamState:
         return StreamState.zeros_numpy(self.cfg, batch)
 
+    def step_frames(self, n_feats: int) -> int:
+        """The encoder frames C of a step whose window has n_feats feature frames: chunk_frames, or with
+        short_steps any 1..chunk_frames; a ValueError for any other window."""
+        cfg, C, R = self.cfg, self.chunk_frames, self.cfg.right_context
+        if n_feats == cfg.input_frames(C + R):
+            return C
+        c = (n_feats - cfg.input_frames(0)) // cfg.stride
+        if self.short_steps and 1 <= c < C and n_feats == cfg.input_frames(c):
+            return c
+        up_to = f"up to {C}" if self.short_steps else f"{C}"
+        raise ValueError(f"this ONNX export takes chunks of {up_to} frames and {R} of right context "
+                         f"({cfg.input_frames(C + R)} feature frames for a full one), got {n_feats} feature frames")
+
     def forward_chunk(self, feats: np.ndarray, n_valid: np.ndarray, state: StreamState,
                       skip: SkipOptions | None, hidden: bool = False):
         """feats (B, input_frames(C + right_context), F), n_valid (B,) valid frames of those C +
@@ -174,11 +190,7 @@ class OnnxModel:
         if hidden and not self.has_hidden:
             raise ValueError(f"{self.path}: this ONNX export has no last-layer output for a second pass; "
                              f"export the checkpoint again")
-        cfg, C, S = self.cfg, self.chunk_frames, self.cfg.skip_layer
-        if feats.shape[1] != cfg.input_frames(C + cfg.right_context):
-            raise ValueError(f"this ONNX export takes chunks of {C} frames and {cfg.right_context} of right "
-                             f"context ({cfg.input_frames(C + cfg.right_context)} feature frames), "
-                             f"got {feats.shape[1]}")
+        cfg, C, S = self.cfg, self.step_frames(feats.shape[1]), self.cfg.skip_layer
         n_valid = n_valid.astype(np.int64)
         x, gate, *new_bottom = self.bottom.run(None, {"feats": feats.astype(np.float32, copy=False),
                                                       "n_valid": n_valid, "offset": state.offset,

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 
 PAD_POS = 1 << 40  # the timeline position of padding frames: it sorts after every real frame
 STEMS = ("conv2d", "whisper")
 BLOCKS = ("conformer", "whisper")
 POSITIONS = ("rotary", "absolute")
+CONTEXTS = ("streaming", "full")
+# a whole file's attention chunk (encoder frames; 10.24 s of Whisper-stem frames): each frame sees its own
+# chunk and the one before, the way WeNet's U2 models decode files with full attention. Chosen, with one
+# chunk of left context and no lookahead, on held-out speech (docs/whisper-import.md "Full context for files").
+FULL_CONTEXT_CHUNK = 512
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,16 @@ class ModelConfig:
         for k, st in self.stem_kernels:
             n_in = (n_in - k) // st + 1
         return max(n_in, 0)
+
+    def with_context(self, context: str) -> "ModelConfig":
+        """The layout to decode with: "streaming", the model's own chunks (as live audio is decoded);
+        "full", whole files: chunks of FULL_CONTEXT_CHUNK frames, one chunk of left context, no
+        lookahead (the same weights; for models that recommend it in their decoding.json)."""
+        if context not in CONTEXTS:
+            raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
+        if context == "streaming":
+            return self
+        return replace(self, chunk_size=FULL_CONTEXT_CHUNK, left_chunks=1, right_context=0)
 
     @property
     def frame_shift_s(self) -> float:

@@ -85,6 +85,13 @@ class StreamState:
         """The caches of layers lo..hi-1 (0-based), in CACHE_FIELDS order: an export stage's cache inputs."""
         return tuple(t[:, lo:hi] for t in self.fields()[:-1])
 
+    def without_window(self) -> "StreamState":
+        """The state with attention caches of no frames (W = 0): for streams that start and end in one step,
+        which have no earlier frames to attend to (a graph whose cache window is dynamic takes it, and then
+        attends to the step's own frames only)."""
+        return StreamState(self.k[:, :, :, :0], self.v[:, :, :, :0], self.kv_pos[:, :, :0], self.kv_valid[:, :, :0],
+                           self.conv, self.offset)
+
     @staticmethod
     def from_stages(bottom: tuple, top: tuple, offset) -> "StreamState":
         """A state from the two stages' new caches (CACHE_FIELDS order) and the new offset."""
