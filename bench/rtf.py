@@ -6,7 +6,8 @@ over the same audio, so drifts of the machine hit both alike; the table gives ea
 median RTF, their ratio (the speed-up skipping buys), the fraction of encoder frames that
 ran the top layers, and the WER. The torch backend decodes whole utterances in batches;
 the ONNX backend streams the files through its export in large steps (the CLI's default).
-Files are sorted by length first, so a batch pads little.
+Files are sorted by length first, so a batch pads little. With --context streaming,full both
+layouts of the same weights take turns too (full: whole-file attention; see docs/whisper-import.md).
 """
 
 from __future__ import annotations
@@ -35,27 +36,33 @@ def _run(decode, audios: list, batch: int) -> tuple[float, list]:
     return time.perf_counter() - t0, results
 
 
-def measure(ckpt, audios: list, refs: list[str], threshold: float, reps: int, batch: int, device: str) -> dict:
+def measure(models: dict, audios: list, refs: list[str], thresholds: dict, reps: int, batch: int) -> list[dict]:
+    """models {key: engine model}, thresholds {key: skip threshold}: each model with skipping off and on,
+    all of them taking turns over the same audio -> a row per key."""
     from asr_engine.audio import SAMPLE_RATE
 
     audio_s = sum(len(a) for a in audios) / SAMPLE_RATE
-    decoders = {"off": decoder(ckpt, 1.0, batch), "on": decoder(ckpt, threshold, batch)}
+    decoders = {(key, name): decoder(m, 1.0 if name == "off" else thresholds[key], batch)
+                for key, m in models.items() for name in ("off", "on")}
     for d in decoders.values():  # warm-up
         _run(d, audios[:batch], batch)
-    walls: dict[str, list[float]] = {"off": [], "on": []}
+    walls: dict[tuple, list[float]] = {k: [] for k in decoders}
     results = {}
     for _ in range(reps):
-        for name, d in decoders.items():
-            wall, results[name] = _run(d, audios, batch)
-            walls[name].append(wall)
-    row = {"threshold": threshold, "audio_s": audio_s, "reps": reps}
-    for name in ("off", "on"):
-        res = results[name]
-        row[f"rtf_{name}"] = statistics.median(walls[name]) / audio_s
-        row[f"top_{name}"] = sum(r.top_frames for r in res) / max(1, sum(r.frames for r in res))
-        row[f"wer_{name}"] = _wer(refs, [r.text for r in res])
-    row["speedup"] = row["rtf_off"] / row["rtf_on"]
-    return row
+        for k, d in decoders.items():
+            wall, results[k] = _run(d, audios, batch)
+            walls[k].append(wall)
+    rows = []
+    for key in models:
+        row = {"threshold": thresholds[key], "audio_s": audio_s, "reps": reps}
+        for name in ("off", "on"):
+            res = results[key, name]
+            row[f"rtf_{name}"] = statistics.median(walls[key, name]) / audio_s
+            row[f"top_{name}"] = sum(r.top_frames for r in res) / max(1, sum(r.frames for r in res))
+            row[f"wer_{name}"] = _wer(refs, [r.text for r in res])
+        row["speedup"] = row["rtf_off"] / row["rtf_on"]
+        rows.append(row)
+    return rows
 
 
 def main(args) -> None:
@@ -66,18 +73,22 @@ def main(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     audios, refs = load_sorted(args.manifest, args.limit)
-    rows = []
+    models, thresholds = {}, {}
     for backend in args.backend.split(","):
-        ckpt = load_model(args.model, backend, args.device, torch.get_num_threads(), for_files=True)
-        threshold = args.threshold if args.threshold is not None else ckpt.cfg.skip_threshold
-        row = {"backend": backend, "device": args.device,
-               **measure(ckpt, audios, refs, threshold, args.reps, args.batch, args.device)}
-        rows.append(row)
-        print(f"{backend}: RTF {row['rtf_off']:.4f} without skipping, {row['rtf_on']:.4f} with "
-              f"(x{row['speedup']:.2f})", flush=True)
-    print(table(rows, [("backend", "backend", "s"), ("device", "device", "s"), ("threshold", "threshold", "g"),
-                       ("RTF off", "rtf_off", ".4f"), ("RTF on", "rtf_on", ".4f"), ("speed-up", "speedup", ".2f"),
-                       ("top frames on", "top_on", ".1%"), ("WER off", "wer_off", ".2%"), ("WER on", "wer_on", ".2%")]))
+        for context in args.context.split(","):
+            m = load_model(args.model, backend, args.device, torch.get_num_threads(), for_files=True, context=context)
+            models[backend, context] = m
+            thresholds[backend, context] = args.threshold if args.threshold is not None else m.cfg.skip_threshold
+    rows = [{"backend": backend, "context": context, "device": args.device, **row}
+            for (backend, context), row in zip(models, measure(models, audios, refs, thresholds, args.reps,
+                                                               args.batch))]
+    for row in rows:
+        print(f"{row['backend']}, {row['context']} context: RTF {row['rtf_off']:.4f} without skipping, "
+              f"{row['rtf_on']:.4f} with (x{row['speedup']:.2f})", flush=True)
+    print(table(rows, [("backend", "backend", "s"), ("context", "context", "s"), ("device", "device", "s"),
+                       ("threshold", "threshold", "g"), ("RTF off", "rtf_off", ".4f"), ("RTF on", "rtf_on", ".4f"),
+                       ("speed-up", "speedup", ".2f"), ("top frames on", "top_on", ".1%"),
+                       ("WER off", "wer_off", ".2%"), ("WER on", "wer_on", ".2%")]))
     append_results(args.results, "rtf", rows, {"model": args.model or "default", "manifest": args.manifest,
                                                "utterances": len(audios), "batch": args.batch})
 
@@ -85,6 +96,9 @@ def main(args) -> None:
 def add_parser(sub) -> None:
     p = sub.add_parser("rtf", help="offline RTF per backend, with and without skipping, in one run")
     add_offline_arguments(p, "torch,onnx", "backends to measure")
+    p.add_argument("--context", default="streaming",
+                   help="layouts to measure, comma-separated: streaming (the model's chunks), full (whole-file "
+                        "attention, as transcribe decodes files for models that recommend it); default streaming")
     p.add_argument("--threshold", type=float, default=None, help="skip threshold (default: the model's)")
     p.add_argument("--reps", type=int, default=3, help="alternating repetitions per setting (default 3)")
     p.add_argument("--batch", type=int, default=16, help="files per batch (default 16)")

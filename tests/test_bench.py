@@ -43,17 +43,20 @@ def test_stream_bench_runs_and_records(tmp_path):
 def test_rtf_bench_compares_backends_with_and_without_skipping(tmp_path):
     out = tmp_path / "r.jsonl"
     proc = subprocess.run([sys.executable, "-m", "bench", "rtf", "--manifest", "asr_engine/samples/manifest.jsonl",
-                           "--reps", "2", "--batch", "2", "--threads", "1", "--results", str(out)],
+                           "--reps", "2", "--batch", "2", "--threads", "1", "--context", "streaming,full",
+                           "--results", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr
-    assert "| torch | cpu | 0.95 |" in proc.stdout and "| onnx | cpu | 0.95 |" in proc.stdout
+    assert "| torch | streaming | cpu | 0.95 |" in proc.stdout and "| onnx | full | cpu | 0.95 |" in proc.stdout
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["backend"] for r in rows] == ["torch", "onnx"]
+    assert [(r["backend"], r["context"]) for r in rows] == [("torch", "streaming"), ("torch", "full"),
+                                                           ("onnx", "streaming"), ("onnx", "full")]
     for r in rows:
         assert r["rtf_off"] > 0 and r["rtf_on"] > 0 and r["speedup"] == r["rtf_off"] / r["rtf_on"]
         assert r["top_off"] == 1.0 and 0 < r["top_on"] < 1.0 and r["reps"] == 2
-    assert rows[0]["wer_off"] == rows[1]["wer_off"] and rows[0]["top_on"] == rows[1]["top_on"]  # same transcripts
+    for a, b in ((rows[0], rows[2]), (rows[1], rows[3])):  # the backends read alike in each layout
+        assert a["wer_off"] == b["wer_off"] and a["top_on"] == b["top_on"]
 
 
 def test_server_bench_finds_the_largest_realtime_n_and_samples_the_server(tmp_path):

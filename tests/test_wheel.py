@@ -80,7 +80,8 @@ def test_transcribe_without_torch_equals_the_torch_backend(venv, tmp_path):
              cwd=tmp_path, env={**os.environ, "XDG_CACHE_HOME": str(cache)})
     got = [json.loads(line) for line in r.stdout.splitlines()]
     assert "TracerWarning" not in r.stderr and not (cache / "asr-engine").exists()
-    ref = Engine(load_checkpoint(None)).transcribe_files(SAMPLES)  # here, on torch, whole utterances
+    # here, on torch, whole utterances in full context (the bundled model recommends it for files)
+    ref = Engine(load_checkpoint(None, context="full")).transcribe_files(SAMPLES)
     assert [g["text"] for g in got] == [x.text for x in ref] and all(x.text for x in ref)
     assert [g["top_fraction"] for g in got] == [round(x.top_fraction, 4) for x in ref]
     r = _run([str(env / "bin" / "asr-engine"), "transcribe", SAMPLES[0], "--beam", "8", "--lm", "default", "-q"],
@@ -91,8 +92,10 @@ def test_transcribe_without_torch_equals_the_torch_backend(venv, tmp_path):
     assert default.stdout == r.stdout  # the bundled model's decoding.json: beam 8 with the bundled LM
     code = ("import asr_engine, soundfile\n"
             f"a, sr = soundfile.read({SAMPLES[0]!r}, dtype='float32')\n"
-            "print(asr_engine.load(beam=1).transcribe(a, sr).text)")
-    assert _run([str(env / "bin" / "python"), "-c", code], cwd=tmp_path).stdout.strip() == ref[0].text
+            "print(asr_engine.load(beam=1, for_files=True).transcribe(a, sr).text)\n"
+            "print(asr_engine.load(beam=1).transcribe(a, sr).text)")  # for live streams: the streaming layout
+    live = Engine(load_checkpoint(None)).transcribe_files(SAMPLES[:1])[0].text
+    assert _run([str(env / "bin" / "python"), "-c", code], cwd=tmp_path).stdout.splitlines() == [ref[0].text, live]
 
 
 def test_serve_and_stream_without_torch(venv, tmp_path):
