@@ -398,16 +398,20 @@ DEV_REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev_real" 
 @pytest.mark.skipif(not DEV_REAL.is_file(), reason="needs ../shared/data/dev_real")
 def test_onnx_equals_torch_on_dev_real(tmp_path):
     """The bundled model on the whole real-speech dev set: the same transcripts from both backends (the
-    torch encoder on whole utterances, its shipped ONNX exports streaming), with and without skipping."""
+    torch encoder on whole utterances, its shipped ONNX exports streaming), with and without skipping, in
+    both layouts (streaming chunks; full context, as files are decoded)."""
     from asr_engine.backend import bundled_model_dir
 
-    reports, ck = {}, bundled_model_dir()
-    for backend in ("torch", "onnx"):
-        assert main(["eval", str(DEV_REAL), "--backend", backend, "--model", str(ck), "--thresholds", "1.0,0.95", "-q",
-                     "--json", str(tmp_path / f"{backend}.json")]) == 0
-        reports[backend] = json.loads((tmp_path / f"{backend}.json").read_text())
-    for a, b in zip(reports["torch"]["settings"], reports["onnx"]["settings"]):
-        assert a["hypotheses"] == b["hypotheses"] and a["top_fraction"] == b["top_fraction"]
+    ck = bundled_model_dir()
+    for context in ("streaming", "full"):
+        reports = {}
+        for backend in ("torch", "onnx"):
+            out = tmp_path / f"{backend}-{context}.json"
+            assert main(["eval", str(DEV_REAL), "--backend", backend, "--model", str(ck), "--context", context,
+                         "--thresholds", "1.0,0.95", "-q", "--json", str(out)]) == 0
+            reports[backend] = json.loads(out.read_text())
+        for a, b in zip(reports["torch"]["settings"], reports["onnx"]["settings"]):
+            assert a["hypotheses"] == b["hypotheses"] and a["top_fraction"] == b["top_fraction"]
 
 
 def test_the_bundled_model_ships_exports_made_from_its_files(tmp_path, monkeypatch):
