@@ -86,15 +86,20 @@ def resolve_decoding(model: str | Path | None, beam: int | None, lm: str | Path 
 
 def resolve_context(model: str | Path | None, context: str | None, live: bool = False) -> str:
     """The layout to decode files with: `context` when given, else "streaming" for a file decoded as a live
-    stream would be (`live`: --streaming, --endpoint, --chunk-frames) and the model's recommendation
-    (its decoding.json "context", default "streaming") otherwise. Full context with `live` is an error."""
+    stream would be (`live`: --streaming, --endpoint, --chunk-frames), an ONNX export's own layout, and a
+    checkpoint's recommendation (its decoding.json "context", default "streaming") otherwise. Full context
+    with `live` is an error."""
     if context is not None and context not in CONTEXTS:
         raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
     if live:
         if context == "full":
             raise ValueError("full context decodes whole files: it cannot be combined with streaming options")
         return "streaming"
-    return recommended_decoding(model).get("context", "streaming") if context is None else context
+    if context is not None:
+        return context
+    if is_onnx_model(model):  # an export folder is in one layout
+        return _export_context(Path(model))
+    return recommended_decoding(model).get("context", "streaming")
 
 
 def resolve_backend(backend: str, device: str = "cpu") -> str:

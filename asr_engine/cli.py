@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -229,9 +230,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 0
     if not args.output:
         raise InputError("give --output DIR (or --ship)")
+    if args.context == "full" and args.chunk_frames:
+        raise InputError("--context full takes whole files in steps of one 512-frame chunk: no --chunk-frames")
     calibration = _calibration(args.calibration, args.calibration_utts) if args.quantize == "int8-static" else None
-    out = export_onnx(load_checkpoint(args.model), args.output, args.chunk_frames, quantize=args.quantize,
-                      calibration=calibration)
+    out = export_onnx(load_checkpoint(args.model, context=args.context), args.output, args.chunk_frames,
+                      quantize=args.quantize, calibration=calibration)
+    if args.context == "full":  # what backend.resolve_context reads from an export folder
+        (out / "export.json").write_text(json.dumps({"context": "full"}) + "\n")
     print(f"wrote {out / 'fbank.onnx'}, {out / 'bottom.onnx'} and {out / 'top.onnx'}", file=sys.stderr)
     return 0
 
@@ -638,8 +643,6 @@ def cmd_data_text(args: argparse.Namespace) -> int:
 
 
 def cmd_data_stats(args: argparse.Namespace) -> int:
-    import json
-
     from asr_engine.data.stats import corpus_stats
 
     try:
@@ -661,7 +664,6 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
-    import json
 
     from asr_engine.train import TrainConfig, train
 
@@ -687,8 +689,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import json
-
     from asr_engine.backend import load_model, resolve_backend
     from asr_engine.evaluate import evaluate, format_report, source_of
     from asr_engine.manifest import corpus_name, read_corpus
@@ -794,6 +794,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "files, named after the weights): the ONNX backend then exports nothing on first use")
     ex.add_argument("--chunk-frames", type=int, default=None,
                     help="encoder frames per streaming step, a multiple of the model's chunk (default: one chunk)")
+    ex.add_argument("--context", choices=CONTEXTS, default="streaming",
+                    help="full: the layout for whole files (512-frame chunks, one to the left, no lookahead), "
+                         "which transcribe --model DIR then uses for files; default streaming")
     ex.add_argument("--quantize", choices=("int8", "int8-static"), default=None,
                     help="int8: int8 weights for the encoder's MatMuls (dynamic quantization: activation scales "
                          "per call over the batch, so batched streams can decode differently from lone ones); "

@@ -426,3 +426,27 @@ def test_the_bundled_model_ships_exports_made_from_its_files(tmp_path, monkeypat
     assert onnx_export_dir(src, for_files=True).parent == src
     assert onnx_export_dir(src, context="full") == src / "onnx-full"  # whole files, as the model recommends
     assert not (tmp_path / "cache").exists()
+
+
+def test_export_context_full_makes_a_folder_transcribe_reads_in_full_context(tmp_path, capsys):
+    # `export --context full` (the tests' tiny model): transcribe --model DIR decodes in full context, as
+    # --context full on the checkpoint does; a streaming export refuses full context
+    from asr_engine.backend import default_model_dir
+
+    samples = [f"asr_engine/samples/sample{i}.wav" for i in (1, 2, 3)]
+    out = tmp_path / "full"
+    assert main(["export", "--context", "full", "--output", str(out)]) == 0
+    assert main(["export", "--context", "full", "--chunk-frames", "64", "--output", str(tmp_path / "x")]) == 2
+    capsys.readouterr()
+
+    def run(*extra):
+        assert main(["transcribe", *samples, "--beam", "1", "--format", "jsonl", *extra]) == 0
+        text, err = capsys.readouterr()
+        return [json.loads(line)["text"] for line in text.splitlines()], err.strip().splitlines()[-1].split(" | ")[-1]
+
+    assert run("--model", str(out)) == run("--context", "full") == (run("--context", "full")[0],
+                                                                    "decoding: greedy, full context")
+    assert OnnxModel(out).short_steps
+    streaming = next(default_model_dir().glob("onnx-c*"))
+    assert main(["transcribe", samples[0], "--model", str(streaming), "--context", "full", "-q"]) == 2
+    assert "streaming export" in capsys.readouterr().err
