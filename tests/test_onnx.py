@@ -134,8 +134,8 @@ def test_full_context_export_equals_the_torch_encoder_on_whole_utterances(layout
     assert not full.training  # exporting leaves the model as it was (in eval mode: no dropout)
     assert onnx.short_steps and onnx.chunk_frames == 512 and onnx.cfg == cfg
     g = torch.Generator().manual_seed(2)
-    # one short step (without caches), one full step, three steps (the last one short)
-    for lengths in ([40, 130], [512, 300], [1100, 700]):
+    # one short step (without caches), one full step, a last step of one frame, three steps (the last one short)
+    for lengths in ([40, 130], [512, 300], [513, 512], [1100, 700]):
         T = max(lengths)
         feats = torch.randn(2, cfg.input_frames(T), cfg.feat_dim, generator=g) * 3 + 8
         with torch.no_grad():
