@@ -2,10 +2,11 @@
 
     import asr_engine
 
-    engine = asr_engine.load()                          # the bundled model, on ONNX Runtime when installed
+    engine = asr_engine.load(for_files=True)            # the bundled model, on ONNX Runtime when installed
     print(engine.transcribe(samples, sample_rate=8000).text)
     for r in engine.transcribe_files(["a.wav", "b.mp3"]):
         print(r.path, r.text, [w.to_dict() for w in r.words])
+    engine = asr_engine.load()                          # for live streams: the streaming layout
     s = engine.session(sample_rate=16000)               # a live stream
     s.accept_audio(chunk); engine.step(); s.result().text; s.finish().text
 
