@@ -22,6 +22,7 @@ Nothing here imports torch: with an ONNX model the whole path is numpy and ONNX 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from asr_engine.audio import SAMPLE_RATE, AudioError, check_sample_rate, resample, to_float32
+from asr_engine.audio import SAMPLE_RATE, AudioError, check_sample_rate, pause_cuts, resample, to_float32
 from asr_engine.context import hotword_graph
 from asr_engine.decoding import GreedySearch, PrefixBeamSearch, advance_searches, check_beam
 from asr_engine.endpoint import EndpointConfig, Endpointer
@@ -103,6 +104,8 @@ class Engine:
         self.tokenizer, self.frame_shift_s = model.tokenizer, cfg.frame_shift_s
         self.skip = SkipOptions.resolve(cfg, options.skip_threshold, options.skip_dilation)
         self.context = hotword_graph(options.hotwords, options.hotword_boost, model.tokenizer, options.beam)
+        # the layout for whole files (ModelConfig.with_context): a file longer than one chunk is cut at pauses
+        self.full_context = cfg.with_context("full") == cfg
         self.window = cfg.input_frames(self.chunk + cfg.right_context)  # feature frames per step
         self.hop = cfg.stride * self.chunk
         self.sessions: list[Session] = []
@@ -205,6 +208,29 @@ class Engine:
                 raise ValueError(f"the {self.model.name} model decodes files by streaming them only")
             if options.endpoint is not None:
                 raise ValueError("endpointing splits streams: it needs streaming")
+        if self.full_context and options.endpoint is None:
+            return self._in_pieces(audios, paths, options, progress, streaming)
+        return self._sorted(audios, paths, options, progress, streaming)
+
+    def _in_pieces(self, audios: list[np.ndarray], paths: list[str], options: SessionOptions,
+                   progress: Callable[[float, float], None] | None, streaming: bool) -> list[Result]:
+        """Full context: each recording longer than one chunk cut at pauses into pieces of at most one chunk,
+        every piece decoded on its own (one step, whole-piece attention), the pieces' results joined with
+        their times. A fixed chunk boundary would cut words with no future context on one side
+        (docs/whisper-import.md "Long files: cut at pauses")."""
+        max_len = self.chunk * self.model.cfg.stride * self.model.features.window_shift  # samples per chunk
+        cuts = [pause_cuts(a, max_len) for a in audios]
+        pieces = [a[x:y] for a, c in zip(audios, cuts) for x, y in zip(c[:-1], c[1:])]
+        done = self._sorted(pieces, [str(i) for i in range(len(pieces))], options, progress, streaming)
+        results, i = [], 0
+        for a, c, path in zip(audios, cuts, paths):
+            parts = [_shifted(r, x / SAMPLE_RATE) for r, x in zip(done[i: i + len(c) - 1], c)]
+            i += len(c) - 1
+            results.append(join_results(path, parts, len(a) / SAMPLE_RATE))
+        return results
+
+    def _sorted(self, audios: list[np.ndarray], paths: list[str], options: SessionOptions,
+                progress: Callable[[float, float], None] | None, streaming: bool) -> list[Result]:
         # batches of similar lengths pad less (a stream's result does not depend on its batch)
         order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
         audios, paths = [audios[i] for i in order], [paths[i] for i in order]
@@ -283,6 +309,14 @@ class Engine:
                 results.append(join_results(path, p + [last], s.samples / SAMPLE_RATE))
                 self.close(s)
         return results
+
+
+def _shifted(r: Result, seconds: float) -> Result:
+    """A piece's result placed `seconds` into its recording (its words' times, its start)."""
+    if not seconds:
+        return r
+    return dataclasses.replace(r, start=seconds, words=[dataclasses.replace(w, start=w.start + seconds,
+                                                                            end=w.end + seconds) for w in r.words])
 
 
 class Session:

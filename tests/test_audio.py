@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from asr_engine.audio import AudioError, load_audio, resample, to_float32
+from asr_engine.audio import AudioError, load_audio, pause_cuts, resample, to_float32
 
 from conftest import tone
 
@@ -117,3 +117,19 @@ def test_a_truncated_wav_is_measured(tmp_path):
     flac = tmp_path / "a.flac"
     sf.write(flac, tone(1.0), 16000)
     assert wav_shortfall(flac) == 0.0
+
+
+def test_pause_cuts_cut_long_recordings_at_their_quietest_places():
+    rng = np.random.default_rng(0)
+    speech = (0.1 * rng.standard_normal(35 * 16000)).astype(np.float32)
+    for pause in (9.5, 19.0, 27.0):  # quiet quarter seconds, one before each 10 s boundary
+        speech[int(pause * 16000): int(pause * 16000) + 4000] *= 1e-3
+    cuts = pause_cuts(speech, 10 * 16000)
+    assert cuts[0] == 0 and cuts[-1] == len(speech) and len(cuts) == 5
+    assert all(0 < b - a <= 10 * 16000 for a, b in zip(cuts[:-1], cuts[1:]))
+    for cut, pause in zip(cuts[1:-1], (9.5, 19.0, 27.0)):  # inside each pause
+        assert pause * 16000 < cut < pause * 16000 + 4000
+    assert pause_cuts(speech[:16000], 10 * 16000) == [0, 16000]  # short: one piece
+    assert pause_cuts(np.zeros(0, np.float32), 16000) == [0, 0]
+    flat = pause_cuts(np.zeros(50 * 16000, np.float32), 10 * 16000)  # no pause stands out: still pieces
+    assert all(0 < b - a <= 10 * 16000 for a, b in zip(flat[:-1], flat[1:])) and flat[-1] == 50 * 16000

@@ -428,6 +428,33 @@ def test_the_bundled_model_ships_exports_made_from_its_files(tmp_path, monkeypat
     assert not (tmp_path / "cache").exists()
 
 
+def test_a_long_recording_in_full_context_is_decoded_as_its_pieces_cut_at_pauses(tmp_path, monkeypatch):
+    """Full context (the tests' tiny model: 512-frame chunks of 40 ms, 20.48 s): a recording longer than
+    one chunk is cut at pauses into pieces of at most one chunk, each decoded alone, and the pieces' results
+    joined with their times, the same on both backends."""
+    from asr_engine.audio import load_audio, pause_cuts
+    from asr_engine.backend import load_model
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    samples = [load_audio(f"asr_engine/samples/sample{i}.wav") for i in (1, 2, 3)]
+    gap = np.zeros(8000, np.float32)
+    long = np.concatenate([x for s in samples * 3 for x in (s, gap)])  # about 40 s
+    for backend in ("torch", "onnx"):
+        engine = Engine(load_model(None, backend, for_files=True, context="full"), DecodeOptions(skip_threshold=1.0))
+        assert engine.full_context and engine.chunk == 512
+        cuts = pause_cuts(long, 512 * 4 * 160)
+        assert len(cuts) >= 3  # at least two pieces
+        whole = engine.transcribe_arrays([long], ["long"])[0]
+        pieces = engine.transcribe_arrays([long[a:b] for a, b in zip(cuts[:-1], cuts[1:])],
+                                          [str(i) for i in range(len(cuts) - 1)])
+        assert whole.text == " ".join(p.text for p in pieces if p.text) and whole.text
+        assert whole.frames == sum(p.frames for p in pieces) and whole.duration == len(long) / 16000
+        starts = [w.start for w in whole.words]
+        assert starts == sorted(starts) and starts[-1] > cuts[-2] / 16000  # the last piece's words, placed in time
+        assert [w.word for w in whole.words] == [w.word for p in pieces for w in p.words]
+        assert whole.words[-1].start == pytest.approx(pieces[-1].words[-1].start + cuts[-2] / 16000)
+
+
 def test_export_context_full_makes_a_folder_transcribe_reads_in_full_context(tmp_path, capsys):
     # `export --context full` (the tests' tiny model): transcribe --model DIR decodes in full context, as
     # --context full on the checkpoint does; a streaming export refuses full context
