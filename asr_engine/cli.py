@@ -756,8 +756,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lm_arguments(t)
     _add_rescore_arguments(t)
     t.add_argument("--context", choices=CONTEXTS, default=None,
-                   help="full: each file with whole-file attention (10.24 s chunks, the same weights); streaming: "
-                        "in the model's streaming chunks, as live audio. Default: what the model recommends "
+                   help="full: whole-file attention, the same weights (a file over 10.24 s is cut at pauses into "
+                        "pieces of at most 10.24 s); streaming: in the model's streaming chunks, as live audio. "
+                        "Default: what the model recommends "
                         "(full for the bundled model), streaming with --streaming, --endpoint or --chunk-frames")
     t.add_argument("--streaming", action="store_true",
                    help="run the files through the streaming engine chunk by chunk (as a live stream would)")
