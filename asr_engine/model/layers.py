@@ -254,8 +254,12 @@ class ChunkedAttention(nn.Module):
             pk = torch.where(vk, pk - base, torch.zeros_like(pk))
             pq = torch.where(vq, pq - base, torch.zeros_like(pq))
             q, k = rotary(q, pq, self.inv_freq), rotary(k, pk, self.inv_freq)
+        # an additive mask rather than a boolean one: the ONNX exporter turns a boolean mask into Where and IsNaN
+        # over every head's scores (11% of a full-context step on ONNX Runtime; the stages run about 10%
+        # faster with this). Every row has an allowed key (a valid query sees itself), so no row is all -inf.
+        bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
         return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=allowed[:, None], dropout_p=self.dropout if self.training else 0.0)
+            q, k, v, attn_mask=bias[:, None], dropout_p=self.dropout if self.training else 0.0)
 
 
 @dataclass(frozen=True)
