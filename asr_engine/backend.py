@@ -173,7 +173,7 @@ def _export_info(folder: Path) -> dict:
 def _export(src: Path, out: Path, chunk_frames: int | None, quantize: str | None = None,
             calibration: list | None = None, context: str = "streaming") -> None:
     """Export `src` into `out`; context "full" exports the layout for whole files (ModelConfig.with_context),
-    one chunk per step, with export.json saying so."""
+    one chunk per step (export_onnx says so in export.json)."""
     try:
         from asr_engine.checkpoint import load_checkpoint
         from asr_engine.export.onnx import export_onnx
@@ -182,8 +182,6 @@ def _export(src: Path, out: Path, chunk_frames: int | None, quantize: str | None
         raise RuntimeError(f"{src} has no ONNX export for {what}, and making one needs "
                            f"torch ({e}); install the 'train' extra, or give an ONNX export folder") from None
     export_onnx(load_checkpoint(src, context=context), out, chunk_frames, quantize=quantize, calibration=calibration)
-    if context == "full":
-        (out / "export.json").write_text(json.dumps({**_export_info(out), "context": "full"}) + "\n")
 
 
 def ship_exports(src: str | Path, quantize: str | None = None, calibration: list | None = None) -> list[Path]:
@@ -202,8 +200,7 @@ def ship_exports(src: str | Path, quantize: str | None = None, calibration: list
         out = src / f"onnx-{name}"
         shutil.rmtree(out, ignore_errors=True)
         _export(src, out, c, quantize, calibration, context)
-        info = {"weights": version, "format": FORMAT_VERSION, "quantization": quantize or "none",
-                **({"context": "full"} if context == "full" else {})}
+        info = {**_export_info(out), "weights": version, "format": FORMAT_VERSION, "quantization": quantize or "none"}
         if not quantize:  # the fp32 graphs read model.safetensors: the weights ship once, not per export
             from asr_engine.export.onnx import share_weights
 

@@ -235,8 +235,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     calibration = _calibration(args.calibration, args.calibration_utts) if args.quantize == "int8-static" else None
     out = export_onnx(load_checkpoint(args.model, context=args.context), args.output, args.chunk_frames,
                       quantize=args.quantize, calibration=calibration)
-    if args.context == "full":  # what backend.resolve_context reads from an export folder
-        (out / "export.json").write_text(json.dumps({"context": "full"}) + "\n")
     print(f"wrote {out / 'fbank.onnx'}, {out / 'bottom.onnx'} and {out / 'top.onnx'}", file=sys.stderr)
     return 0
 

@@ -151,7 +151,6 @@ class Engine:
             pass
 
     def _run(self, batch: list["Session"]) -> None:
-        whole = all(s.one_step for s in batch)
         wins, n_valid = zip(*(s.take_window() for s in batch))
         wins = np.stack(wins)
         state = StreamState.stack([s.state for s in batch])
@@ -159,7 +158,7 @@ class Engine:
             longest = min(max(n_valid), self.chunk)
             if longest < self.chunk:  # every stream ends in this step: the windows without their padding
                 wins = wins[:, : self.model.cfg.input_frames(longest)]
-            if whole:  # nothing before these frames to attend to: no cache to carry in or out
+            if all(s.one_step for s in batch):  # nothing before these frames to attend to: no cache in or out
                 state = state.without_window()
         second = self.options.rescorer is not None
         log_probs, top, new, *hidden = self.model.forward_chunk(wins, np.asarray(n_valid, np.int64), state,

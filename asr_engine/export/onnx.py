@@ -185,15 +185,14 @@ def export_onnx(ckpt: Checkpoint, out_dir: str | Path, chunk_frames: int | None 
     names = [f"cache_{f}" for f in CACHE_FIELDS]
     new_names = [f"new_cache_{f}" for f in CACHE_FIELDS]
     dyn_cache = {n: {0: "batch"} for n in names + new_names}
-    if cfg.right_context == 0:  # a stream's only step may take caches of no frames (OnnxModel.forward_chunk)
-        window = {"k": 3, "v": 3, "kv_pos": 2, "kv_valid": 2}
-        for f, axis in window.items():
-            dyn_cache[f"cache_{f}"][axis] = dyn_cache[f"new_cache_{f}"][axis] = "window"
-
     R = cfg.right_context
     # without lookahead the bottom stage also takes fewer frames than C: a stream's last step then runs on
-    # its real frames only (a whole file in full context is mostly one short step; see `short_steps`)
+    # its real frames only (a whole file in full context is mostly one short step; see `short_steps`), and
+    # a stream's only step may take caches of no frames (StreamState.without_window)
     short = R == 0
+    if short:
+        for f, axis in {"k": 3, "v": 3, "kv_pos": 2, "kv_valid": 2}.items():
+            dyn_cache[f"cache_{f}"][axis] = dyn_cache[f"new_cache_{f}"][axis] = "window"
     feats = torch.randn(2, cfg.input_frames(C + R), cfg.feat_dim)
     n_valid = torch.tensor([C + R, C // 2])
     meta = {**_metadata(ckpt, C, quantize), "short_steps": "1" if short else "0"}
@@ -239,6 +238,8 @@ def export_onnx(ckpt: Checkpoint, out_dir: str | Path, chunk_frames: int | None 
         shutil.copy(ckpt.tokenizer.model_path, out / tok_file)
     for name in ("fbank.onnx", "bottom.onnx", "top.onnx"):
         _add_metadata(out / name, {**meta, "stage": name.split(".")[0]})
+    if cfg.with_context("full") == cfg:  # the layout for whole files: what backend.resolve_context reads
+        (out / "export.json").write_text(json.dumps({"context": "full"}) + "\n")
     if quantize == "int8-static":  # calibrated on the fp32 export just written (quantize_static keeps its metadata)
         _quantize_static(out, calibration, meta)
     return out
