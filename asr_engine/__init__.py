@@ -12,7 +12,8 @@
 
 `load` takes a checkpoint or ONNX export folder (default: the bundled model), the backend
 ('auto', 'onnx', 'torch'), and decoding options (beam, nbest, skip_threshold, hotwords, lm: an
-LM folder or 'default'; rescore='whisper': a second pass with Whisper's decoder). Inference
+LM folder or 'default'; rescore='whisper': a second pass with Whisper's decoder; two_pass: each streamed
+utterance's final decoded again in full context). Inference
 imports numpy and ONNX Runtime only; torch is needed for training, export and the torch backend
 (the 'train' extra).
 """
@@ -35,7 +36,7 @@ _RECOMMENDED = "recommended"
 def load(model: str | Path | None = None, *, backend: str = "auto", device: str = "cpu", threads: int = 0,
          lm: str | Path | None = _RECOMMENDED, lm_weight: float | None = None, length_bonus: float | None = None,
          lexicon_penalty: float | None = None, rescore: str | None = None, rescore_weight: float | None = None,
-         for_files: bool = False, context: str | None = None, **decode) -> Engine:
+         for_files: bool = False, context: str | None = None, two_pass: bool = False, **decode) -> Engine:
     """An Engine for a model folder (None: the bundled model). `decode`: DecodeOptions fields
     (beam, nbest, skip_threshold, hotwords, hotword_boost, chunk_frames, max_batch); `lm`: an
     LM folder or 'default' (the bundled LM) fused into beam search (needs beam > 1), with the weights
@@ -46,16 +47,21 @@ def load(model: str | Path | None = None, *, backend: str = "auto", device: str 
     weighted by rescore_weight (default: tuned). for_files: mostly whole files (larger ONNX steps), rather
     than live streams. context: "streaming" (the model's chunks, as live audio) or "full" (whole files:
     a 10.24 s attention chunk, the same weights); default: for_files without chunk_frames, what the model
-    recommends (its decoding.json: full for the bundled model), else streaming."""
+    recommends (its decoding.json: full for the bundled model), else streaming. two_pass: streams as live audio
+    and decodes each utterance's final again in full context (the same weights; the model folder must be a
+    checkpoint, whose onnx-full export or torch weights the second pass runs)."""
     from asr_engine.backend import load_model, resolve_backend, resolve_context, resolve_decoding
 
     # here None is no LM and the default, _RECOMMENDED, is the model's: the CLI's None and 'none'
     decode["beam"], lm = resolve_decoding(model, decode.get("beam"), None if lm == _RECOMMENDED else (lm or "none"))
     if "hotwords" in decode:
         decode["hotwords"] = tuple(decode["hotwords"])
-    if for_files or context is not None:
+    if two_pass and context == "full":
+        raise ValueError("two_pass streams the first pass: leave out context='full'")
+    if (for_files or context is not None) and not two_pass:
         context = resolve_context(model, context, live=decode.get("chunk_frames") is not None)
     m = load_model(model, backend, device, threads, decode.get("chunk_frames"), for_files, context or "streaming")
+    final = load_model(model, backend, device, threads, context="full") if two_pass else None
     fusion = None
     if lm is not None:
         from asr_engine.lm.fusion import load_fusion
@@ -69,4 +75,4 @@ def load(model: str | Path | None = None, *, backend: str = "auto", device: str 
         from asr_engine.rescore import WhisperRescorer
 
         rescorer = WhisperRescorer.load(rescore_weight)
-    return Engine(m, DecodeOptions(lm=fusion, rescorer=rescorer, **decode))
+    return Engine(m, DecodeOptions(lm=fusion, rescorer=rescorer, **decode), final_model=final)

@@ -85,6 +85,9 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
     _check_device(args.device)
     _recommended(args)
+    if args.two_pass and not (args.streaming or args.endpoint):
+        raise InputError("--two-pass decodes streamed utterances again in full context: add --streaming (files alone "
+                         "are decoded in full context already)")
     _file_context(args, live=bool(args.streaming or args.endpoint or args.chunk_frames))
     inputs = expand_inputs(args.inputs)
     plan = plan_outputs([path for path, _ in inputs], args.format, args.output)  # before any decoding
@@ -133,7 +136,8 @@ def _decoding(args: argparse.Namespace) -> str:
     """What decoded the files, in a few words: greedy, or beam N with its LM and second pass; in full context."""
     how = "greedy" if args.beam == 1 else f"beam {args.beam}" + (f" + LM {args.lm}" if args.lm else "") + (
         f" + {args.rescore} rescoring" if args.rescore else "")
-    return how + (", full context" if getattr(args, "context", None) == "full" else "")
+    return how + (", full context" if getattr(args, "context", None) == "full" else "") + (
+        ", finals again in full context" if getattr(args, "two_pass", False) else "")
 
 
 def _file_context(args: argparse.Namespace, live: bool) -> None:
@@ -156,7 +160,8 @@ def _local_runner(args: argparse.Namespace, backend: str, streaming: bool | None
     engine = Engine(model, DecodeOptions(beam=args.beam, nbest=args.nbest, skip_threshold=args.skip_threshold,
                                          hotwords=_hotwords(args.hotwords), hotword_boost=args.hotword_boost,
                                          lm=_fusion(args, model.tokenizer, backend), chunk_frames=args.chunk_frames,
-                                         max_batch=args.batch_size, rescorer=_rescorer(args)))
+                                         max_batch=args.batch_size, rescorer=_rescorer(args)),
+                    final_model=_final_model(args, backend))
     session_options = SessionOptions(endpoint=EndpointConfig() if args.endpoint else None)
 
     long_bar = []  # one long file: a progress bar in seconds of audio
@@ -194,7 +199,8 @@ def _ray_runner(args: argparse.Namespace, backend: str, streaming: bool | None):
               "hotwords": _hotwords(args.hotwords), "hotword_boost": args.hotword_boost,
               "chunk_frames": args.chunk_frames, "max_batch": args.batch_size, "lm": args.lm,
               "lm_weight": args.lm_weight, "length_bonus": args.length_bonus,
-              "lexicon_penalty": args.lexicon_penalty, "device": args.device, "context": args.context}
+              "lexicon_penalty": args.lexicon_penalty, "device": args.device,
+              **({"two_pass": True} if args.two_pass else {"context": args.context})}
     endpoint = dataclasses.asdict(EndpointConfig()) if args.endpoint else None
     return lambda paths: transcribe_ray(paths, None if args.ray == "local" else args.ray, args.workers, args.model,
                                        backend, max(1, args.threads), args.batch_size, decode, endpoint, streaming)
@@ -297,7 +303,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     lm = _fusion(args, model.tokenizer, resolve_backend(args.backend, args.device))
     engine = Engine(model, DecodeOptions(chunk_frames=args.chunk_frames, beam=args.beam, nbest=args.beam,
                                          skip_threshold=args.skip_threshold, max_batch=args.batch_size, lm=lm,
-                                         rescorer=_rescorer(args)))
+                                         rescorer=_rescorer(args)),
+                    final_model=_final_model(args, resolve_backend(args.backend, args.device)))
     cfg = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
                        max_message_bytes=args.max_message_bytes, idle_timeout=args.idle_timeout,
                        max_session_seconds=args.max_session_seconds, batch_size=args.batch_size,
@@ -403,6 +410,25 @@ def _add_rescore_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rescore-weight", type=float, default=None,
                    help="weight of the decoder's log-probability against the first pass's score (default: the "
                         "value tuned on held-out synthetic speech)")
+
+
+def _add_two_pass_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--two-pass", action="store_true",
+                   help="decode each streamed utterance's final again from its audio in full context (the same "
+                        "weights, whole-utterance attention, as files are decoded): partials stay streaming, finals "
+                        "read as files do and come after the utterance's second pass (utterances up to 30 s)")
+
+
+def _final_model(args: argparse.Namespace, backend: str):
+    """--two-pass: the model in full context for the second pass, or None."""
+    if not args.two_pass:
+        return None
+    from asr_engine.backend import load_model
+
+    try:
+        return load_model(args.model, backend, args.device, args.threads, context="full")
+    except ValueError as e:
+        raise InputError(f"--two-pass: {e}") from e
 
 
 def _rescorer(args: argparse.Namespace):
@@ -753,6 +779,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hotword-boost", type=float, default=1.5, help="log-score bonus per hotword token (default 1.5)")
     _add_lm_arguments(t)
     _add_rescore_arguments(t)
+    _add_two_pass_argument(t)
     t.add_argument("--context", choices=CONTEXTS, default=None,
                    help="full: whole-file attention, the same weights (a file over 10.24 s is cut at pauses into "
                         "pieces of at most 10.24 s); streaming: in the model's streaming chunks, as live audio. "
@@ -853,6 +880,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--skip-threshold", type=float, default=None, help="layer-skipping threshold (default: model's)")
     _add_lm_arguments(sv)
     _add_rescore_arguments(sv)
+    _add_two_pass_argument(sv)
     sv.add_argument("--chunk-frames", type=int, default=None, help="encoder frames per step (default: one chunk)")
     sv.add_argument("--batch-size", type=int, default=32, help="sessions per encoder step (default 32)")
     sv.add_argument("--batch-deadline-ms", type=float, default=10.0,

@@ -10,6 +10,7 @@ stream is a Session; whole files and arrays are the engine's file mode.
     s.result().text                             # partial text; .stable is the part that cannot change
     s.pop_finals()                              # continuous mode: utterances closed by the endpointer
     final = s.finish()                          # flushes the tail, returns a Result
+    Engine(model, options, final_model=full)    # two passes: each utterance's final decoded again in full context
 
 A session turns audio into fbank frames as it arrives; `Engine.step` takes one chunk of C
 encoder frames from every session that has one (or that has ended) and runs them as one
@@ -22,6 +23,7 @@ Nothing here imports torch: with an ONNX model the whole path is numpy and ONNX 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 from dataclasses import dataclass
@@ -43,6 +45,10 @@ from asr_engine.results import Result, join_results, make_result, transcribe_pat
 if TYPE_CHECKING:
     from asr_engine.lm.fusion import ShallowFusion
     from asr_engine.rescore import WhisperRescorer
+
+# the longest utterance the second pass decodes again (the audio a session keeps for it is bounded by this);
+# a longer one keeps its first pass's final
+FINAL_PASS_SECONDS = 30.0
 
 __all__ = ["DecodeOptions", "EndpointConfig", "Engine", "Partial", "Session", "SessionOptions"]
 
@@ -76,9 +82,14 @@ class Partial:
 
 class Engine:
     """model: a TorchModel (asr_engine.model.runtime) or an OnnxModel (asr_engine.export.runtime),
-    from `asr_engine.backend.load_model`, or a torch Checkpoint (run as a TorchModel on `device`)."""
+    from `asr_engine.backend.load_model`, or a torch Checkpoint (run as a TorchModel on `device`).
 
-    def __init__(self, model, options: DecodeOptions = DecodeOptions(), device: str = "cpu"):
+    final_model: the same weights in the layout for whole files (`load_model(..., context="full")`) for a
+    second pass: the first pass streams (partials and each utterance's first final), and every utterance's
+    final is decoded again from its audio in full context, as files are (WeNet's two-pass idea, with the same
+    CTC heads instead of an attention decoder). With a rescorer, the rescorer reads the second pass's beam."""
+
+    def __init__(self, model, options: DecodeOptions = DecodeOptions(), device: str = "cpu", final_model=None):
         if not hasattr(model, "forward_chunk"):  # a Checkpoint
             from asr_engine.model.runtime import TorchModel
 
@@ -87,7 +98,18 @@ class Engine:
         check_beam(options.beam, options.nbest)
         if options.lm is not None and options.beam == 1:
             raise ValueError("a language model needs beam search: set a beam of 4 or more")
-        if options.rescorer is not None:
+        self.final_pass: Engine | None = None  # the second pass's engine (final_model), used by Session.final
+        if final_model is not None:
+            if final_model.cfg.with_context("full") != final_model.cfg:
+                raise ValueError("the second pass decodes utterances in full context: give the model in the layout "
+                                 "for whole files (load_model(..., context='full'))")
+            if final_model.cfg.with_context("full") != cfg.with_context("full") or \
+                    final_model.tokenizer.vocab != model.tokenizer.vocab:
+                raise ValueError("the second pass needs the same model as the first, in full context")
+            self.final_pass = Engine(final_model, dataclasses.replace(options, chunk_frames=None), device)
+        # the rescorer reads the last pass's beam: the streaming one's unless a second pass decodes again
+        self.rescores = options.rescorer is not None and final_model is None
+        if self.rescores:
             if options.beam == 1:
                 raise ValueError("rescoring needs beam search: set a beam of 4 or more")
             if not getattr(model, "has_hidden", False):
@@ -160,7 +182,7 @@ class Engine:
                 wins = wins[:, : self.model.cfg.input_frames(longest)]
             if all(s.one_step for s in batch):  # nothing before these frames to attend to: no cache in or out
                 state = state.without_window()
-        second = self.options.rescorer is not None
+        second = self.rescores
         log_probs, top, new, *hidden = self.model.forward_chunk(wins, np.asarray(n_valid, np.int64), state,
                                                                 self.skip, hidden=second)
         n_out = [min(n, self.chunk) for n in n_valid]  # the rest of a window is the right context
@@ -310,6 +332,12 @@ class Engine:
         return results
 
 
+def _full_pass(engine: Engine, audio: np.ndarray, path: str, start: float, options: SessionOptions) -> Result:
+    """One utterance's second pass: its audio decoded by the full-context engine, placed at `start`."""
+    r = engine.transcribe_arrays([audio], [path], options)[0]
+    return dataclasses.replace(_shifted(r, start), start=start)
+
+
 def _shifted(r: Result, seconds: float) -> Result:
     """A piece's result placed `seconds` into its recording (its words' times, its start)."""
     if not seconds:
@@ -325,7 +353,9 @@ class Session:
         check_sample_rate(sample_rate)
         self.engine, self.sample_rate, self.options = engine, sample_rate, options
         self._context = engine._context(options)
-        self._keeps_hidden = engine.options.rescorer is not None
+        self._keeps_hidden = engine.rescores
+        # the second pass's input: the audio since the current utterance's start, at most FINAL_PASS_SECONDS
+        self._keeps_audio = engine.final_pass is not None
         # True: results leave the second pass to their `second_pass` (the server runs it off its compute loop)
         self.defer_second_pass = False
         self._endpointer = Endpointer(options.endpoint, engine.frame_shift_s) if options.endpoint else None
@@ -348,6 +378,9 @@ class Session:
         self.frames = 0  # encoder frames decoded
         self.top_frames = 0  # of which ran the top layers
         self.input_finished = False
+        self._audio: collections.deque[np.ndarray] = collections.deque()  # the second pass's audio (16 kHz) ...
+        self._audio_from = 0  # ... from this sample of the stream on
+        self._audio_kept = 0  # samples in _audio
         self._finals: list[Result] = []
         self._new_utterance()
 
@@ -356,6 +389,7 @@ class Session:
         # the second pass's input: the utterance's top-layer masks and last-layer outputs, up to MAX_FRAMES
         self._hidden: list[tuple[np.ndarray, np.ndarray]] | None = [] if self._keeps_hidden else None
         self._utt_frame, self._utt_top = self.frames, self.top_frames  # where the utterance starts
+        self._drop_audio(self._sample_of(self._utt_frame))
         if self._endpointer is not None:
             self._endpointer.reset()
 
@@ -416,6 +450,12 @@ class Session:
 
     def _add(self, x: np.ndarray) -> None:
         self.samples += len(x)
+        if self._keeps_audio and len(x):
+            self._audio.append(x)
+            self._audio_kept += len(x)
+            # bounded: at most FINAL_PASS_SECONDS (and one piece) are kept, whatever the utterance's length
+            while self._audio_kept - len(self._audio[0]) >= FINAL_PASS_SECONDS * SAMPLE_RATE:
+                self._drop_audio(self._audio_from + len(self._audio[0]))
         new = self._fbank.accept(x)
         self._feats = np.concatenate([self._feats, new])
         self._feat_total += new.shape[0]
@@ -425,6 +465,29 @@ class Session:
         if not self.input_finished and self._resampler is not None:
             self._add(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
         self.input_finished = True
+
+    def _sample_of(self, frame: int) -> int:
+        return round(frame * self.engine.frame_shift_s * SAMPLE_RATE)
+
+    def _drop_audio(self, before: int) -> None:
+        """Forget the kept audio before sample `before` of the stream."""
+        while self._audio and self._audio_from + len(self._audio[0]) <= before:
+            self._audio_kept -= len(self._audio[0])
+            self._audio_from += len(self._audio.popleft())
+        if self._audio and self._audio_from < before:
+            self._audio[0] = self._audio[0][before - self._audio_from:]
+            self._audio_kept -= before - self._audio_from
+            self._audio_from = before
+
+    def _utterance_audio(self, start: int, end: int) -> np.ndarray | None:
+        """Samples [start, end) of the stream, if they are all kept (None: the utterance is longer than
+        FINAL_PASS_SECONDS, or empty)."""
+        if not self._keeps_audio or start < self._audio_from or end <= start:
+            return None
+        if end - start > FINAL_PASS_SECONDS * SAMPLE_RATE:
+            return None
+        kept = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
+        return kept[start - self._audio_from: end - self._audio_from]
 
     @property
     def _frames_total(self) -> int:
@@ -453,18 +516,24 @@ class Session:
         eng = self.engine
         start = self._utt_frame * eng.frame_shift_s
         end = self.samples / SAMPLE_RATE if end is None else end
-        rerank = None
+        rerank = second = None
         if self._hidden:
             rerank = eng.rerank(np.concatenate([m for m, _ in self._hidden]),
                                 np.concatenate([h for _, h in self._hidden]))
         make = functools.partial(make_result, path, self.decoder, eng.options.nbest, eng.tokenizer, eng.frame_shift_s,
                                  self._utt_frame, duration=max(0.0, end - start), frames=self.frames - self._utt_frame,
                                  top_frames=self.top_frames - self._utt_top)
-        if rerank is None or not self.defer_second_pass:
+        audio = self._utterance_audio(self._sample_of(self._utt_frame), round(end * SAMPLE_RATE))
+        if audio is not None:  # the second pass: the utterance's audio decoded again in full context
+            second = functools.partial(_full_pass, eng.final_pass, audio, path, start,
+                                       SessionOptions(self.options.hotwords, self.options.hotword_boost))
+            if not self.defer_second_pass:
+                return second()
+        elif rerank is None or not self.defer_second_pass:
             return make(rerank=rerank)
         hyps = self.decoder.hypotheses(len(self.decoder.beams))  # the search moves on to the next utterance
         first = make(hyps=hyps)
-        first.second_pass = functools.partial(make, hyps=hyps, rerank=rerank)
+        first.second_pass = second or functools.partial(make, hyps=hyps, rerank=rerank)
         return first
 
     def finish(self, path: str = "") -> Result:

@@ -108,10 +108,10 @@ class Server:
         self.conns: dict[int, _Conn] = {}
         self._ids = itertools.count(1)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="asr-compute")  # the engine is single-threaded
-        # the second pass (Whisper's decoder over a finished utterance) runs beside the compute loop, so that
-        # one session's final never holds up every session's next step
+        # the second pass (a finished utterance decoded again in full context, or Whisper's decoder over it) runs
+        # beside the compute loop, so that one session's final never holds up every session's next step
         self._second = (ThreadPoolExecutor(1, thread_name_prefix="asr-second-pass")
-                        if engine.options.rescorer is not None else None)
+                        if engine.options.rescorer is not None or engine.final_pass is not None else None)
         self._wake = asyncio.Event()
         self._closing = False
         self._draining = False
