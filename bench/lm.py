@@ -129,7 +129,7 @@ def decode_rows(args) -> list[dict]:
     from asr_engine.lm.fusion import load_fusion
     from asr_engine.text import word_error_counts
 
-    ckpt = load_checkpoint(args.model)
+    ckpt = load_checkpoint(args.model, context=args.context)  # full: whole-utterance attention, as files are
     tok = ckpt.tokenizer
     sets = []
     for m in args.manifest:
@@ -203,7 +203,8 @@ def main(args) -> None:
                           ("WER", "wer", ".2%"),
                           ("decode RTF", "decode_rtf", ".4f"), ("LM rows/step", "lm_rows_per_step", ".1f")]))
         append_results(args.results, "lm-decode", dec, {"model": args.model or "bundled", "lm": args.lm,
-                                                        "sessions": args.sessions, "chunk": args.chunk})
+                                                        "sessions": args.sessions, "chunk": args.chunk,
+                                                        "context": args.context})
 
 
 def add_parser(sub) -> None:
@@ -226,6 +227,8 @@ def add_parser(sub) -> None:
                    help="comma-separated penalties for words outside the LM's lexicon.txt, 0 for none "
                         "(default: the LM's own setting)")
     p.add_argument("--beam", type=int, default=8, help="beam width (default 8)")
+    p.add_argument("--context", choices=("streaming", "full"), default="streaming",
+                   help="the acoustic model's layout: streaming chunks (default) or full context, as files are decoded")
     p.add_argument("--sessions", type=int, default=8, help="streams decoded together (default 8)")
     p.add_argument("--chunk", type=int, default=16, help="frames per streaming step (default 16)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
