@@ -5,6 +5,7 @@ endpointed utterance is decoded from its own audio, the audio kept for it is bou
 second pass's finals, and the CLI and API refuse what cannot work."""
 
 import asyncio
+import json
 import urllib.request
 
 import numpy as np
@@ -144,10 +145,12 @@ def test_server_sends_the_second_pass_finals(audios):
         got = asyncio.run(asyncio.wait_for(clients(), 120))
         base = srv.url.replace("ws://", "http://")
         metrics = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
+        info = json.loads(urllib.request.urlopen(base + "/info", timeout=10).read())
     finally:
         srv.stop()
     assert [[m["text"] for m in msgs if m["type"] == "final"] for msgs in got] == [[t] for t in want]
     assert "asr_second_pass_seconds_count 3.0" in metrics  # on the second-pass thread
+    assert info["two_pass"] is True
 
 
 def test_cli_and_api(capsys):
