@@ -156,6 +156,8 @@ def _start_server(args) -> tuple[subprocess.Popen, str, Path, str]:
         cmd += ["--lm", args.lm]
     if args.rescore:
         cmd += ["--rescore", args.rescore]
+    if args.two_pass:
+        cmd += ["--two-pass"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     deadline = time.time() + 600  # the first start may export the model to ONNX
     while time.time() < deadline and proc.poll() is None:
@@ -262,6 +264,8 @@ def add_parser(sub) -> None:
     p.add_argument("--lm", default=None, help="for the server the bench starts: its --lm (default: serve's)")
     p.add_argument("--rescore", default=None, choices=["whisper"],
                    help="for the server the bench starts: its second pass (default: none)")
+    p.add_argument("--two-pass", action="store_true",
+                   help="for the server the bench starts: finals decoded again in full context (serve --two-pass)")
     p.add_argument("--seconds", type=float, default=15.0, help="audio each client sends per level (default 15)")
     p.add_argument("--chunk-ms", type=float, default=None, help="audio per message (default: the model's chunk)")
     p.add_argument("--bound-ms", type=float, default=500.0, help="p95 latency bound (default 500)")
