@@ -142,14 +142,28 @@ def test_server_sends_the_second_pass_finals(audios):
         async def clients():
             return await asyncio.gather(*(stream_file(srv.url + "/", p, chunk_ms=80) for p in PATHS))
 
+        async def vosk():  # Vosk's protocol: every chunk answered once, the final after eof
+            from websockets.asyncio.client import connect
+
+            async with connect(srv.url + "/vosk") as ws:
+                await ws.send('{ "config" : { "sample_rate" : 16000 } }')
+                pcm = (np.clip(audios[1], -1, 1) * 32767).astype("<i2").tobytes()
+                for i in range(0, len(pcm), 8000):
+                    await ws.send(pcm[i: i + 8000])
+                    await ws.recv()
+                await ws.send('{"eof" : 1}')
+                return json.loads(await ws.recv())
+
         got = asyncio.run(asyncio.wait_for(clients(), 120))
+        vosk_final = asyncio.run(asyncio.wait_for(vosk(), 60))
         base = srv.url.replace("ws://", "http://")
         metrics = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
         info = json.loads(urllib.request.urlopen(base + "/info", timeout=10).read())
     finally:
         srv.stop()
     assert [[m["text"] for m in msgs if m["type"] == "final"] for msgs in got] == [[t] for t in want]
-    assert "asr_second_pass_seconds_count 3.0" in metrics  # on the second-pass thread
+    assert vosk_final["text"] == want[1]
+    assert "asr_second_pass_seconds_count 4.0" in metrics  # on the second-pass thread
     assert info["two_pass"] is True
 
 
