@@ -179,3 +179,32 @@ def test_cli_and_api(capsys):
     assert engine.final_pass is not None and engine.model.cfg.chunk_size != 512
     with pytest.raises(ValueError, match="two_pass"):
         asr_engine.load(two_pass=True, context="full")
+
+
+def test_with_a_rescorer_the_rescorer_reads_the_second_pass(audios):
+    """--two-pass --rescore whisper: the streaming pass keeps no last-layer output, and each final is the
+    full-context pass's beam reranked, as a file decoded in full context with the rescorer is."""
+    pytest.importorskip("tokenizers")
+    from test_rescore import tiny_rescorer
+
+    from asr_engine.features import FbankConfig
+
+    from conftest import tiny_model
+
+    stream = tiny_model("whisper", right_context=2)
+    full = Encoder(stream.cfg.with_context("full"))
+    full.load_state_dict(stream.state_dict())
+    first = TorchModel(Checkpoint(stream, CharTokenizer(), FbankConfig(kind="whisper")))
+    second = TorchModel(Checkpoint(full.eval(), CharTokenizer(), FbankConfig(kind="whisper")))
+    rng = np.random.default_rng(0)
+    noise = [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (16000, 27000, 9000)]
+    o = DecodeOptions(beam=4, nbest=4, rescorer=tiny_rescorer(50.0))
+    want = Engine(second, o).transcribe_arrays(noise, NAMES)
+    assert [r.nbest for r in want] != [r.nbest for r in Engine(second, DecodeOptions(beam=4, nbest=4)
+                                                                 ).transcribe_arrays(noise, NAMES)]
+    two = Engine(first, o, final_model=second)
+    assert not two.rescores and two.final_pass.rescores
+    s = two.session()
+    s.accept_audio(noise[1])
+    assert s.finish().nbest == want[1].nbest and s._hidden is None
+    assert [r.nbest for r in two.transcribe_arrays(noise, NAMES, streaming=True)] == [r.nbest for r in want]
