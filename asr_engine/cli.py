@@ -300,11 +300,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     _recommended(args)
     model = load_model(args.model, args.backend, args.device, args.threads, args.chunk_frames)
-    lm = _fusion(args, model.tokenizer, resolve_backend(args.backend, args.device))
+    backend = resolve_backend(args.backend, args.device)
     engine = Engine(model, DecodeOptions(chunk_frames=args.chunk_frames, beam=args.beam, nbest=args.beam,
-                                         skip_threshold=args.skip_threshold, max_batch=args.batch_size, lm=lm,
-                                         rescorer=_rescorer(args)),
-                    final_model=_final_model(args, resolve_backend(args.backend, args.device)))
+                                         skip_threshold=args.skip_threshold, max_batch=args.batch_size,
+                                         lm=_fusion(args, model.tokenizer, backend), rescorer=_rescorer(args)),
+                    final_model=_final_model(args, backend))
     cfg = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
                        max_message_bytes=args.max_message_bytes, idle_timeout=args.idle_timeout,
                        max_session_seconds=args.max_session_seconds, batch_size=args.batch_size,

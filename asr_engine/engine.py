@@ -334,8 +334,7 @@ class Engine:
 
 def _full_pass(engine: Engine, audio: np.ndarray, path: str, start: float, options: SessionOptions) -> Result:
     """One utterance's second pass: its audio decoded by the full-context engine, placed at `start`."""
-    r = engine.transcribe_arrays([audio], [path], options)[0]
-    return dataclasses.replace(_shifted(r, start), start=start)
+    return _shifted(engine.transcribe_arrays([audio], [path], options)[0], start)
 
 
 def _shifted(r: Result, seconds: float) -> Result:
