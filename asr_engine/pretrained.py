@@ -66,7 +66,7 @@ def _mapping(cfg: ModelConfig) -> dict[str, str]:
 
     add("subsampling.convs.0", _linear("encoder/conv1"))
     add("subsampling.convs.2", _linear("encoder/conv2"))
-    for i in range(cfg.n_layers):
+    for i in range(cfg.n_layers if cfg.pretrained_layers is None else cfg.pretrained_layers):
         src, dst = f"encoder/layer_{i}", f"layers.{i}"
         add(f"{dst}.norm_att", _norm(f"{src}/self_attention/layer_norm"))
         add(f"{dst}.att.qkv", _linear(f"{src}/self_attention/linear_0"))  # q, k, v stacked, as ours

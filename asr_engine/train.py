@@ -254,6 +254,45 @@ def anchor_penalty(anchor: list[tuple[torch.nn.Parameter, torch.Tensor]]) -> tor
     return torch.stack(live).sum() if live else anchor[0][1].new_zeros(())
 
 
+def _from_init(model: Encoder, changes: dict) -> Encoder:
+    """init_from's model with cfg.model's changes: the streaming layout (no weights), head MLPs added to heads
+    without them (their output layers start at zero), or layers added on top of a Whisper-layout model
+    (n_layers larger; conv_layers may give the new layers conv modules). Added layers start as the identity
+    (attention, conv and FFN output projections at zero), so the grown model computes what init_from did."""
+    changes = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
+    changed = {k: v for k, v in changes.items() if getattr(model.cfg, k) != v}
+    old = model.cfg
+    grow = changed.get("n_layers", old.n_layers) - old.n_layers
+    if grow:
+        if grow < 0 or old.block != "whisper":
+            raise ValueError(f"init_from: n_layers may only grow, and only in the whisper block layout "
+                             f"({old.block}, {old.n_layers} layers, got {changed['n_layers']})")
+        convs = changed.get("conv_layers", old.conv_layers)
+        same = range(1, old.n_layers + 1)
+        if convs is not None and [i for i in same if i in convs] != [i for i in same if old.has_conv(i)]:
+            raise ValueError(f"init_from: conv_layers may only add conv modules to the new layers, got {convs}")
+        changed["pretrained_layers"] = old.n_layers if old.pretrained_layers is None else old.pretrained_layers
+    growing = {"n_layers", "conv_layers", "pretrained_layers"} if grow else set()
+    if set(changed) - _LAYOUT_KEYS - growing - {"head_hidden"} or changed.get("head_hidden", 1) == 0:
+        raise ValueError(f"init_from: the model section may only change {sorted(_LAYOUT_KEYS)}, grow n_layers "
+                         "or add head_hidden to heads without it (the rest must match the checkpoint's "
+                         f"or be left out), got {sorted(changed)}")
+    if not changed:
+        return model
+    state = model.state_dict()  # the layout carries no weights: rebuild, copy them over
+    model = Encoder(replace(old, **changed))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    new_layer = tuple(f"layers.{i}." for i in range(old.n_layers, model.cfg.n_layers))
+    if unexpected or any(".mlp." not in k and not k.startswith(new_layer) for k in missing):
+        raise ValueError(f"init_from: weights do not fit: missing {missing}, unexpected {unexpected}")
+    with torch.no_grad():
+        for layer in model.layers[old.n_layers:]:
+            for out in (layer.att.proj, layer.ff.net[4]):
+                out.weight.zero_()
+                out.bias.zero_()
+    return model
+
+
 def _teacher(init: Encoder) -> Encoder:
     """A frozen copy of the init model that attends over the whole utterance (no chunks, no skipping)."""
     teacher = Encoder(full_context(init.cfg, 1 << 20))
@@ -281,18 +320,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         raise ValueError(f"no usable utterances in {manifests}")
     dev_fs = load_features(cfg.dev_manifest, tokenizer, fbank, cfg.max_duration) if cfg.dev_manifest else None
     if init:
-        model = init.model
-        changed = {k: v for k, v in cfg.model.items() if getattr(model.cfg, k) != v}
-        if set(changed) - _LAYOUT_KEYS - {"head_hidden"} or changed.get("head_hidden", 1) == 0:
-            raise ValueError(f"init_from: the model section may only change {sorted(_LAYOUT_KEYS)} "
-                             "or add head_hidden to heads without it (the rest must match the checkpoint's "
-                             f"or be left out), got {sorted(changed)}")
-        if changed:  # the layout carries no weights, a new head MLP starts at zero: rebuild, copy them over
-            state = model.state_dict()
-            model = Encoder(replace(model.cfg, **changed))
-            missing, unexpected = model.load_state_dict(state, strict=False)
-            if unexpected or any(".mlp." not in k for k in missing):
-                raise ValueError(f"init_from: weights do not fit: missing {missing}, unexpected {unexpected}")
+        model = _from_init(init.model, cfg.model)
     else:
         model = Encoder(ModelConfig(vocab_size=len(tokenizer.vocab), **cfg.model))
     model.to(device)

@@ -131,6 +131,39 @@ def test_a_head_mlp_added_to_a_trained_model_starts_from_its_outputs(tmp_path):
                           model=dict(head_hidden=0), **common), progress=False)
 
 
+def test_layers_grown_on_a_whisper_model_start_as_the_identity_and_learn_as_new(tmp_path):
+    from asr_engine.pretrained import pretrained_parameter_names
+
+    manifest = _manifest(tmp_path)
+    model = dict(d_model=32, n_heads=2, n_layers=3, intermediate_layers=[1], skip_layer=1, stem="whisper",
+                 block="whisper", positions="absolute", subsampling=2, position_period=50, conv_layers=[3])
+    common = dict(train_manifest=str(manifest), max_frames=400, bf16=False)
+    train(TrainConfig(out_dir=str(tmp_path / "a"), model=model, steps=2, **common), progress=False)
+    grow = dict(n_layers=5, conv_layers=[3, 4, 5])
+    train(TrainConfig(out_dir=str(tmp_path / "b"), init_from=str(tmp_path / "a" / "last"), steps=1, lr=0.0,
+                      model=grow, **common), progress=False)
+    a, b = load_checkpoint(tmp_path / "a" / "last").model, load_checkpoint(tmp_path / "b" / "last").model
+    assert (b.cfg.n_layers, b.cfg.pretrained_layers, b.cfg.conv_layers) == (5, 3, (3, 4, 5))
+    x, xl = torch.randn(2, 120, 80), torch.tensor([120, 90])
+    with torch.no_grad():
+        for skip in (None, SkipOptions(0.9, 1)):
+            assert torch.allclose(a(x, xl, skip).final.raw, b(x, xl, skip).final.raw, atol=1e-5)
+    # Whisper's weights are those of layers 1-3 only; the new layers learn even when the imported ones may not
+    names = pretrained_parameter_names(b.cfg)
+    assert "layers.2.att.qkv.weight" in names and not any(n.startswith(("layers.3.", "layers.4.")) for n in names)
+    train(TrainConfig(out_dir=str(tmp_path / "c"), init_from=str(tmp_path / "b" / "last"), steps=2, lr=1e-3,
+                      pretrained_lr_scale=0.0, freeze_pretrained_steps=0, **common), progress=False)
+    c = load_checkpoint(tmp_path / "c" / "last").model
+    assert c.layers[4].ff.net[4].weight.any() and c.layers[3].att.proj.weight.any()
+    assert torch.equal(c.layers[2].att.qkv.weight, b.layers[2].att.qkv.weight)
+    with pytest.raises(ValueError, match="may only grow"):
+        train(TrainConfig(out_dir=str(tmp_path / "d"), init_from=str(tmp_path / "b" / "last"), steps=1,
+                          model=dict(n_layers=4), **common), progress=False)
+    with pytest.raises(ValueError, match="conv modules to the new layers"):
+        train(TrainConfig(out_dir=str(tmp_path / "e"), init_from=str(tmp_path / "a" / "last"), steps=1,
+                          model=dict(n_layers=4, conv_layers=[2, 3, 4]), **common), progress=False)
+
+
 def test_train_cli_runs_a_config_and_reports(tmp_path, capsys):
     from asr_engine.cli import main
 

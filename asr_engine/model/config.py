@@ -61,6 +61,8 @@ class ModelConfig:
     skip_layer: int = 4  # the head after this layer gates layers skip_layer+1..n_layers
     skip_threshold: float = 0.95  # default P(blank) above which a frame skips the top layers
     skip_dilation: int = 1  # frames next to a kept frame are kept too
+    pretrained_layers: int | None = None  # layers 1..k hold imported (Whisper) weights; None: all of them.
+    # Layers above k were added to an import (TrainConfig: init_from with a larger n_layers) and learn as new
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "intermediate_layers", tuple(self.intermediate_layers))
@@ -90,6 +92,9 @@ class ModelConfig:
             raise ValueError(f"skip_layer {self.skip_layer} needs a head: add it to intermediate_layers")
         if any(not 1 <= i <= self.skip_layer for i in self.intermediate_layers):
             raise ValueError("intermediate heads must sit at or below skip_layer, within 1..n_layers")
+        if self.pretrained_layers is not None and not 1 <= self.pretrained_layers <= self.n_layers:
+            raise ValueError(f"pretrained_layers must be within 1..n_layers ({self.n_layers}), "
+                             f"got {self.pretrained_layers}")
         if self.head_hidden < 0:
             raise ValueError("head_hidden must be >= 0")
         if not 1 <= self.skip_layer < self.n_layers:
