@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -548,4 +549,4 @@ def test_the_bundled_model_tells_the_page_what_it_is_and_how_good():
 
     info = Server(Engine(load_model(bundled_model_dir(), "onnx")))._info()
     assert "whisper-base" in info["model"] and info["accuracy"].startswith("weak")
-    assert "real recorded speech" in info["accuracy"] and "25%" in info["accuracy"]
+    assert re.search(r"\b\d{1,2}% of words wrong on real recorded speech", info["accuracy"])

@@ -110,7 +110,10 @@ def test_serve_and_stream_without_torch(venv, tmp_path):
             url = m.group(1) if m else None
             assert line or server.poll() is None, "the server exited"
         assert url, "the server did not say where it listens"
-        offline = _run([str(env / "bin" / "asr-engine"), "transcribe", SAMPLES[1], "-q"], cwd=tmp_path).stdout.strip()
+        # the server decodes live audio in the streaming layout, as `transcribe --streaming` does (files alone
+        # are decoded in full context by default, which may read a word differently)
+        offline = _run([str(env / "bin" / "asr-engine"), "transcribe", SAMPLES[1], "--streaming", "-q"],
+                       cwd=tmp_path).stdout.strip()
         r = _run([str(env / "bin" / "asr-engine"), "stream", "--url", url, SAMPLES[1], "--fast", "-q"], timeout=120,
                  cwd=tmp_path)
         assert r.stdout.strip() == offline and offline
