@@ -45,6 +45,10 @@ class TrainConfig:
     model: dict = field(default_factory=dict)  # ModelConfig fields except vocab_size
     tokenizer: dict = field(default_factory=lambda: {"kind": "char"})  # or {"kind": "bpe", "vocab_size": N}
     init_from: str | None = None  # start from this checkpoint's weights and tokenizer (fine-tuning)
+    # with init_from: a new tokenizer ({"kind": "bpe", "vocab_size": N}) trained on the training texts in place of
+    # init_from's; the CTC heads' output layers start afresh for it, everything below them (the heads' MLPs too)
+    # is init_from's. Larger word pieces spell more words whole, which greedy decoding cannot fix afterwards.
+    retokenize: dict | None = None
     steps: int = 10000
     max_frames: int = 20000  # padded feature frames per batch (10 ms each)
     lr: float = 2e-3
@@ -293,6 +297,20 @@ def _from_init(model: Encoder, changes: dict) -> Encoder:
     return model
 
 
+def _new_vocabulary(model: Encoder, vocab_size: int) -> Encoder:
+    """The model with new CTC output layers (PyTorch's default initialization) for a vocabulary of vocab_size."""
+    state = {k: v for k, v in model.state_dict().items() if not _is_output_layer(k)}
+    new = Encoder(replace(model.cfg, vocab_size=vocab_size))
+    missing, unexpected = new.load_state_dict(state, strict=False)
+    if unexpected or not all(_is_output_layer(k) for k in missing):
+        raise ValueError(f"retokenize: weights do not fit: missing {missing}, unexpected {unexpected}")
+    return new
+
+
+def _is_output_layer(name: str) -> bool:
+    return name.startswith(("final_head.out.", "heads.")) and ".out." in name
+
+
 def _teacher(init: Encoder) -> Encoder:
     """A frozen copy of the init model that attends over the whole utterance (no chunks, no skipping)."""
     teacher = Encoder(full_context(init.cfg, 1 << 20))
@@ -313,6 +331,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     init = load_checkpoint(cfg.init_from) if cfg.init_from else None
     utts = [u for m in manifests for u in read_corpus(m)]
     tokenizer = init.tokenizer if init else make_tokenizer(cfg.tokenizer, [u.text for u in utts], out)
+    if cfg.retokenize:
+        if init is None:
+            raise ValueError("retokenize replaces init_from's tokenizer; without init_from, 'tokenizer' says which")
+        tokenizer = make_tokenizer(cfg.retokenize, [u.text for u in utts], out)
     features = init.features if init else FbankConfig()
     fbank = Fbank(features).to(device)
     train_fs = load_features(utts, tokenizer, fbank, cfg.max_duration, progress)
@@ -321,6 +343,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     dev_fs = load_features(cfg.dev_manifest, tokenizer, fbank, cfg.max_duration) if cfg.dev_manifest else None
     if init:
         model = _from_init(init.model, cfg.model)
+        if cfg.retokenize:
+            model = _new_vocabulary(model, len(tokenizer.vocab))
     else:
         model = Encoder(ModelConfig(vocab_size=len(tokenizer.vocab), **cfg.model))
     model.to(device)

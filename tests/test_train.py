@@ -70,7 +70,7 @@ def test_training_steps_reduce_the_loss_with_bpe_and_skip_aware_steps(tmp_path, 
     manifest = _manifest(tmp_path)
     base = dict(train_manifest=[str(manifest)], out_dir=str(tmp_path / "run"), device=device,
                 model=dict(d_model=32, n_heads=2, n_layers=2, intermediate_layers=[1], skip_layer=1, dropout=0.0),
-                tokenizer={"kind": "bpe", "vocab_size": 20}, max_frames=2000, lr=3e-3, warmup_steps=5,
+                tokenizer={"kind": "bpe", "vocab_size": 24}, max_frames=2000, lr=3e-3, warmup_steps=5,
                 skip_train_start=10, skip_train_prob=0.5, skip_train_threshold=0.5, bf16=device == "cuda",
                 loss={"skip_distill": 1.0})
     train(TrainConfig(steps=0, **base), progress=False)
@@ -129,6 +129,32 @@ def test_a_head_mlp_added_to_a_trained_model_starts_from_its_outputs(tmp_path):
     with pytest.raises(ValueError, match="head_hidden"):  # a head MLP cannot be taken away
         train(TrainConfig(out_dir=str(tmp_path / "d"), init_from=str(tmp_path / "b" / "last"), steps=1,
                           model=dict(head_hidden=0), **common), progress=False)
+
+
+def test_retokenize_gives_a_trained_model_new_word_pieces_and_keeps_what_is_below_the_output_layers(tmp_path):
+    manifest = _manifest(tmp_path)
+    model = dict(d_model=32, n_heads=2, n_layers=2, intermediate_layers=[1], skip_layer=1, head_hidden=16)
+    common = dict(train_manifest=str(manifest), max_frames=400, bf16=False)
+    train(TrainConfig(out_dir=str(tmp_path / "a"), model=model, tokenizer={"kind": "bpe", "vocab_size": 17},
+                      steps=2, **common), progress=False)
+    train(TrainConfig(out_dir=str(tmp_path / "b"), init_from=str(tmp_path / "a" / "last"), steps=1, lr=0.0,
+                      retokenize={"kind": "bpe", "vocab_size": 24}, **common), progress=False)
+    a, b = load_checkpoint(tmp_path / "a" / "last"), load_checkpoint(tmp_path / "b" / "last")
+    assert len(a.tokenizer.vocab) == 18 and len(b.tokenizer.vocab) == 25 == b.model.cfg.vocab_size
+    assert b.tokenizer.decode(b.tokenizer.encode("upper mid tone")) == "upper mid tone"
+    wa, wb = a.model.state_dict(), b.model.state_dict()
+    outs = {k for k in wb if k.startswith(("final_head.", "heads.")) and ".out." in k}
+    assert outs == {"final_head.out.weight", "final_head.out.bias", "heads.1.out.weight", "heads.1.out.bias"}
+    assert all(wb[k].shape[0] == 25 for k in outs)
+    assert all(torch.equal(wa[k], v) for k, v in wb.items() if k not in outs)  # the MLPs and layers carry over
+    # resuming keeps the new tokenizer (and does not train another)
+    train(TrainConfig(out_dir=str(tmp_path / "b"), init_from=str(tmp_path / "a" / "last"), steps=2, lr=1e-3,
+                      retokenize={"kind": "bpe", "vocab_size": 24}, **common), resume=True, progress=False)
+    c = load_checkpoint(tmp_path / "b" / "last")
+    assert c.info["step"] == 2 and c.tokenizer.vocab == b.tokenizer.vocab
+    with pytest.raises(ValueError, match="retokenize"):
+        train(TrainConfig(out_dir=str(tmp_path / "d"), model=model, steps=1,
+                          retokenize={"kind": "bpe", "vocab_size": 24}, **common), progress=False)
 
 
 def test_layers_grown_on_a_whisper_model_start_as_the_identity_and_learn_as_new(tmp_path):
