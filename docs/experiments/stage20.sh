@@ -1,0 +1,29 @@
+#!/bin/bash
+# Stage 20 as declared in whisper-import.md (twenty-seventh session, 2026-12-05): stage 18's recipe again, from the
+# bundled model (the mean of stage 18 and its start, runs/avg18), on the same dry speech; candidates stage 20 and its
+# mean with the bundled model, judged on data/heldout + data/heldout3 against runs/held_avg18.json. Needs the corpora
+# and cache of stage18.sh and runs/avg18 (the bundled model).
+set -ex
+cd "$(dirname "$0")/../.." && source .venv/bin/activate
+# blocks 1-5 of runs/avg18 are those of runs/avg17 (stage 18 trained only block 6's conv module and the heads),
+# so stage 18's cache of their outputs serves: linked, its source renamed
+python docs/experiments/link_cache.py runs/whisper-heads-s18/frozen_cache runs/avg17 runs/avg18 runs/whisper-heads-s20/frozen_cache
+asr-engine train configs/whisper-heads-s20.json
+BUNDLED="the bundled model of commit 8b2c6a2 (the mean of stage 18 and its start)"
+S20="whisper-base encoder (MIT, OpenAI): blocks 1-3 as imported; blocks 4-6 as in stage 12 (a tenth of the way from the mean of stages 10 and 11 back to Whisper's weights); then block 6's conv module and the CTC heads trained again 600 steps from $BUNDLED on 24.83 h (23,296 utterances) of dry synthetic speech (no noise, babble, sound bed, room or clipping) from data/mixed, v3w, v3c, v3f and v3n: WordNet, fortunes, State of the Union and chatterbot text and lists of wordfreq's 20,000 most frequent English words, spoken by espeak-ng, flite, festival, piper, hibari and Kokoro, with Whisper's weights frozen, half of the steps with the top layers compacted"
+asr-engine package runs/whisper-heads-s20/last runs/s20-pkg --trained-on "$S20" --init-from "$BUNDLED"
+python docs/experiments/average.py runs/avg20 runs/avg18 runs/s20-pkg --labels "$BUNDLED" \
+  "stage 20 (configs/whisper-heads-s20.json, 600 steps from it)" --trained-on "the mean of $BUNDLED and stage 20 (block 6's conv module and the CTC heads averaged; the encoder is the same in both). Stage 20: $S20"
+for M in avg20 s20-pkg; do
+  asr-engine eval data/heldout/manifest.jsonl data/heldout3/manifest.jsonl --model runs/$M \
+    --backend torch --thresholds 1.0,0.99 --threads 2 -q --json runs/held_$M.json
+  python docs/experiments/paired.py --json runs/held_avg18.json runs/held_$M.json data/heldout/manifest.jsonl+data/heldout3/manifest.jsonl 1.0
+  python docs/experiments/paired.py --json runs/held_avg18.json runs/held_$M.json data/heldout/manifest.jsonl+data/heldout3/manifest.jsonl 0.99
+done
+(cd docs/experiments && python by_augment.py ../../data/heldout/manifest.jsonl+../../data/heldout3/manifest.jsonl \
+  ../../runs/held_avg18.json ../../runs/held_s20-pkg.json ../../runs/held_avg20.json)
+# measured after the choice, not used in it
+for M in avg20 s20-pkg; do
+  asr-engine eval ../shared/data/dev_real/manifest.jsonl --model runs/$M --backend torch --thresholds 1.0,0.99 --threads 2 \
+    -q --json runs/dev_$M.json
+done
