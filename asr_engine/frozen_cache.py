@@ -12,6 +12,7 @@ absolute-position offset, drawn when the cache is built.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -22,12 +23,25 @@ from asr_engine.data.loader import FeatureSet, bucket_batches, collate
 from asr_engine.model.encoder import Encoder, EncoderOutput, SkipOptions
 from asr_engine.model.layers import Frames, make_plan
 
-__all__ = ["FrozenCache", "frozen_modules"]
+__all__ = ["FrozenCache", "frozen_digest", "frozen_modules"]
 
 
 def frozen_modules(model: Encoder, k: int) -> list[torch.nn.Module]:
     """The modules a cache at layer k stands for: the stem and layers 1..k."""
     return [model.subsampling, *model.layers[:k]]
+
+
+def frozen_digest(model: Encoder, k: int) -> str:
+    """A fingerprint of what a cache at layer k depends on among the weights: the feature normalization, the
+    stem and layers 1..k. Two checkpoints that share them (a heads-only stage and its start) share a cache."""
+    h = hashlib.sha256()
+    named = [("feat_mean", model.feat_mean), ("feat_istd", model.feat_istd)]
+    for i, module in enumerate(frozen_modules(model, k)):
+        named += [(f"{i}.{n}", t) for n, t in module.state_dict().items()]
+    for name, t in named:
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 class FrozenCache:
@@ -52,16 +66,25 @@ class FrozenCache:
     @classmethod
     def open(cls, path: str | Path, model: Encoder, fs: FeatureSet, k: int, seed: int, source: str,
              bf16: bool = True, max_frames: int = 20000, progress: bool = False) -> "FrozenCache":
-        """The cache at `path` if it was built for this model layout, corpus and `source` (the frozen
-        weights' checkpoint); else build it there (a half-built one is rebuilt)."""
+        """The cache at `path` if it was built for this model layout and corpus from the same frozen weights
+        (`frozen_digest`; `source`, the checkpoint they came from, is recorded); else build it there (a
+        half-built one is rebuilt). A cache from before the digest was recorded is kept when its source is
+        this `source`, and the digest is added to it."""
         path = Path(path)
-        key = {**cls.key(model, fs, k, seed), "source": source}
+        key = cls.key(model, fs, k, seed)
+        digest = frozen_digest(model, k)
         meta_file = path / "meta.json"
         if meta_file.exists():
             meta = json.loads(meta_file.read_text())
             if {name: meta.get(name) for name in key} == key:
-                return cls(path, meta)
-        return cls.build(path, model, fs, k, seed, key, bf16, max_frames, progress)
+                if meta.get("weights") == digest:
+                    return cls(path, meta)
+                if "weights" not in meta and meta.get("source") == source:
+                    meta["weights"] = digest
+                    meta_file.write_text(json.dumps(meta))
+                    return cls(path, meta)
+        return cls.build(path, model, fs, k, seed, {**key, "source": source, "weights": digest}, bf16, max_frames,
+                         progress)
 
     @classmethod
     def build(cls, path: Path, model: Encoder, fs: FeatureSet, k: int, seed: int, key: dict, bf16: bool,

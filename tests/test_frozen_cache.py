@@ -3,6 +3,7 @@ computes, and training it moves only what is not frozen."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -53,7 +54,26 @@ def test_the_cached_path_equals_the_model_with_and_without_skipping(tmp_path, k,
     stamp = (tmp_path / "c" / f"layer{k}.npy").stat().st_mtime_ns
     again = FrozenCache.open(tmp_path / "c", model, fs, k, seed=3, source="tiny", bf16=False)
     assert (tmp_path / "c" / f"layer{k}.npy").stat().st_mtime_ns == stamp and again.starts == cache.starts
-    # another corpus, layer or source: rebuilt
+    # the same frozen weights from another checkpoint (a heads-only stage's successor): read back too
+    with torch.no_grad():
+        model.final_head.out.weight.add_(1.0)
+    again = FrozenCache.open(tmp_path / "c", model, fs, k, seed=3, source="tiny-heads", bf16=False)
+    assert (tmp_path / "c" / f"layer{k}.npy").stat().st_mtime_ns == stamp
+    rows = np.array(again.arrays[k])
+    # other weights below layer k under the same source name: rebuilt, never stale rows
+    with torch.no_grad():
+        model.layers[0].ff.net[0].weight.mul_(1.5)
+    changed = FrozenCache.open(tmp_path / "c", model, fs, k, seed=3, source="tiny", bf16=False)
+    assert (tmp_path / "c" / f"layer{k}.npy").stat().st_mtime_ns != stamp
+    assert not np.array_equal(np.asarray(changed.arrays[k]), rows)
+    # a cache written before digests were recorded: kept for its source, and the digest is added
+    meta = json.loads((tmp_path / "c" / "meta.json").read_text())
+    (tmp_path / "c" / "meta.json").write_text(json.dumps({n: v for n, v in meta.items() if n != "weights"}))
+    stamp = (tmp_path / "c" / f"layer{k}.npy").stat().st_mtime_ns
+    FrozenCache.open(tmp_path / "c", model, fs, k, seed=3, source="tiny", bf16=False)
+    assert (tmp_path / "c" / f"layer{k}.npy").stat().st_mtime_ns == stamp
+    assert json.loads((tmp_path / "c" / "meta.json").read_text())["weights"] == meta["weights"]
+    # another corpus or layer: rebuilt
     other = FrozenCache.open(tmp_path / "c", model, _features(4), k, seed=3, source="tiny", bf16=False)
     assert len(other.lengths) == 4
     with pytest.raises(ValueError, match="frozen_layers"):
