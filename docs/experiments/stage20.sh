@@ -14,16 +14,4 @@ S20="whisper-base encoder (MIT, OpenAI): blocks 1-3 as imported; blocks 4-6 as i
 asr-engine package runs/whisper-heads-s20/last runs/s20-pkg --trained-on "$S20" --init-from "$BUNDLED"
 python docs/experiments/average.py runs/avg20 runs/avg18 runs/s20-pkg --labels "$BUNDLED" \
   "stage 20 (configs/whisper-heads-s20.json, 600 steps from it)" --trained-on "the mean of $BUNDLED and stage 20 (block 6's conv module and the CTC heads averaged; the encoder is the same in both). Stage 20: $S20"
-for M in avg20 s20-pkg; do
-  asr-engine eval data/heldout/manifest.jsonl data/heldout3/manifest.jsonl --model runs/$M \
-    --backend torch --thresholds 1.0,0.99 --threads 2 -q --json runs/held_$M.json
-  python docs/experiments/paired.py --json runs/held_avg18.json runs/held_$M.json data/heldout/manifest.jsonl+data/heldout3/manifest.jsonl 1.0
-  python docs/experiments/paired.py --json runs/held_avg18.json runs/held_$M.json data/heldout/manifest.jsonl+data/heldout3/manifest.jsonl 0.99
-done
-(cd docs/experiments && python by_augment.py ../../data/heldout/manifest.jsonl+../../data/heldout3/manifest.jsonl \
-  ../../runs/held_avg18.json ../../runs/held_s20-pkg.json ../../runs/held_avg20.json)
-# measured after the choice, not used in it
-for M in avg20 s20-pkg; do
-  asr-engine eval ../shared/data/dev_real/manifest.jsonl --model runs/$M --backend torch --thresholds 1.0,0.99 --threads 2 \
-    -q --json runs/dev_$M.json
-done
+bash docs/experiments/judge.sh avg18 avg20 s20-pkg
