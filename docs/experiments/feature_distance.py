@@ -24,7 +24,7 @@ from asr_engine.manifest import Utterance, read_corpus
 from asr_engine.model.encoder import Encoder
 from asr_engine.model.fbank import Fbank
 from asr_engine.model.layers import make_plan
-from asr_engine.pretrained import full_context
+from asr_engine.train import _teacher
 
 WET = ("noise", "babble", "bed", "room", "clip")
 
@@ -80,9 +80,7 @@ def probe(real: list[np.ndarray], other: list[np.ndarray]) -> float:
 
 def main(real_manifest: str, synth: str, layer: int = 5, per_group: int = 120) -> None:
     ck = load_checkpoint("asr_engine/models/default")
-    model = Encoder(full_context(ck.model.cfg, 1 << 20))
-    model.load_state_dict(ck.model.state_dict())
-    model.eval()
+    model = _teacher(ck.model)  # a frozen copy attending over the whole utterance
     fbank = Fbank(ck.features)
     groups: dict[str, list[Utterance]] = defaultdict(list)
     rows = [json.loads(line) for m in synth.split("+") for line in open(m)]

@@ -4,7 +4,6 @@
 # judged on data/heldout + data/heldout3 against runs/held_avg18.json. Needs the corpora and cache of stage18.sh.
 set -ex
 cd "$(dirname "$0")/../.." && source .venv/bin/activate
-# blocks 1-5 of runs/avg18 are those of runs/avg17 (stage 18 trained only block 6's conv module and the heads),
-# so stage 18's cache of their outputs serves: linked, its source renamed
-python docs/experiments/link_cache.py runs/whisper-heads-s18/frozen_cache runs/avg17 runs/avg18 runs/whisper-bpe1024-s19/frozen_cache
+# the config's cache_dir is stage 18's cache: runs/avg18's stem and blocks 1-5 are runs/avg17's (stage 18 trained
+# only block 6's conv module and the heads), so the cache's fingerprint of the frozen weights matches
 asr-engine train configs/whisper-bpe1024-s19.json

@@ -5,9 +5,8 @@
 # and cache of stage18.sh and runs/avg18 (the bundled model).
 set -ex
 cd "$(dirname "$0")/../.." && source .venv/bin/activate
-# blocks 1-5 of runs/avg18 are those of runs/avg17 (stage 18 trained only block 6's conv module and the heads),
-# so stage 18's cache of their outputs serves: linked, its source renamed
-python docs/experiments/link_cache.py runs/whisper-heads-s18/frozen_cache runs/avg17 runs/avg18 runs/whisper-heads-s20/frozen_cache
+# the config's cache_dir is stage 18's cache: runs/avg18's stem and blocks 1-5 are runs/avg17's (stage 18 trained
+# only block 6's conv module and the heads), so the cache's fingerprint of the frozen weights matches
 asr-engine train configs/whisper-heads-s20.json
 BUNDLED="the bundled model of commit 8b2c6a2 (the mean of stage 18 and its start)"
 S20="whisper-base encoder (MIT, OpenAI): blocks 1-3 as imported; blocks 4-6 as in stage 12 (a tenth of the way from the mean of stages 10 and 11 back to Whisper's weights); then block 6's conv module and the CTC heads trained again 600 steps from $BUNDLED on 24.83 h (23,296 utterances) of dry synthetic speech (no noise, babble, sound bed, room or clipping) from data/mixed, v3w, v3c, v3f and v3n: WordNet, fortunes, State of the Union and chatterbot text and lists of wordfreq's 20,000 most frequent English words, spoken by espeak-ng, flite, festival, piper, hibari and Kokoro, with Whisper's weights frozen, half of the steps with the top layers compacted"
