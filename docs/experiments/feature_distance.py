@@ -1,13 +1,15 @@
 """How far real speech sits from each synthetic voice family in Whisper's own representation.
 
-    python docs/experiments/feature_distance.py REAL_MANIFEST SYNTH_MANIFEST[+...] [LAYER] [PER_GROUP]
+    python docs/experiments/feature_distance.py REAL_MANIFEST SYNTH_MANIFEST[+...] [LAYER] [PER_GROUP] [cmn]
 
 Runs the bundled model's frozen stem and blocks 1..LAYER (default 5: what the trained layers and heads read) in
 full context, and compares the frame distributions of the real utterances and of each engine's dry utterances
 (no noise, babble, bed, room or clipping) by the Fréchet distance of Gaussians fitted to them (as FID does;
 scipy's sqrtm), and by a linear probe's accuracy at telling each group from real speech (frames balanced, half
 of the utterances of each side for fitting, L2-regularized logistic regression, the other half for scoring). Groups are capped at PER_GROUP
-utterances (default 120). Only aggregates of the real set are used: nothing is tuned on it.
+utterances (default 120). Only aggregates of the real set are used: nothing is tuned on it. With `cmn`, each
+utterance's mean frame is subtracted first (a per-utterance normalization); the probe is then at chance by
+construction (both sides have a zero mean), so only the Fréchet distance says anything.
 """
 
 import json
@@ -78,7 +80,11 @@ def probe(real: list[np.ndarray], other: list[np.ndarray]) -> float:
         return float((((xt @ w + b) > 0).float().numpy() == yt).mean())
 
 
-def main(real_manifest: str, synth: str, layer: int = 5, per_group: int = 120) -> None:
+def centred(utts: list[np.ndarray]) -> list[np.ndarray]:
+    return [u - u.mean(0, keepdims=True) for u in utts]
+
+
+def main(real_manifest: str, synth: str, layer: int = 5, per_group: int = 120, cmn: bool = False) -> None:
     ck = load_checkpoint("asr_engine/models/default")
     model = _teacher(ck.model)  # a frozen copy attending over the whole utterance
     fbank = Fbank(ck.features)
@@ -87,18 +93,19 @@ def main(real_manifest: str, synth: str, layer: int = 5, per_group: int = 120) -
     for u, r in zip((u for m in synth.split("+") for u in read_corpus(m)), rows):
         if not any(w in r.get("augment", "") for w in WET) and len(groups[r["engine"]]) < per_group:
             groups[r["engine"]].append(u)
-    real = frames(model, load_features(real_manifest, ck.tokenizer, fbank), layer)
-    print(f"block {layer} output, full context; real: {len(real)} utterances, {sum(map(len, real))} frames")
+    norm = centred if cmn else (lambda u: u)
+    real = norm(frames(model, load_features(real_manifest, ck.tokenizer, fbank), layer))
+    print(f"block {layer} output, full context{', each utterance centred' if cmn else ''}; real: {len(real)} utterances, {sum(map(len, real))} frames")
     print("group | utterances | Fréchet distance to real | linear probe accuracy (0.5 = indistinguishable)")
     halves = real[0::2], real[1::2]  # the floor: real speech against itself
     print(f"real, odd against even utterances | {len(halves[1])} | "
           f"{frechet(np.concatenate(halves[0]), np.concatenate(halves[1])):.1f} | "
           f"{probe(halves[0], halves[1]):.3f}", flush=True)
     for name, utts in sorted(groups.items()):
-        other = frames(model, load_features(utts, ck.tokenizer, fbank), layer)
+        other = norm(frames(model, load_features(utts, ck.tokenizer, fbank), layer))
         print(f"{name} | {len(other)} | {frechet(np.concatenate(real), np.concatenate(other)):.1f} | "
               f"{probe(real, other):.3f}", flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], *map(int, sys.argv[3:5]))
+    main(sys.argv[1], sys.argv[2], *map(int, sys.argv[3:5]), cmn="cmn" in sys.argv[5:])
