@@ -20,10 +20,8 @@ mkdir -p runs/bundled && git archive $BUNDLED_COMMIT asr_engine/models/default |
 [ -s runs/held_bundled.json ] || asr-engine eval data/heldout/manifest.jsonl data/heldout3/manifest.jsonl \
   --model runs/bundled --backend torch --thresholds 1.0,0.99 --threads 2 -q --json runs/held_bundled.json
 asr-engine train configs/whisper-heads-s22.json --resume  # starts afresh, or resumes an interrupted run
-read UTTS HOURS < <(python -c "import json;i=json.load(open('runs/whisper-heads-s22/last/config.json'))['info'];print(f\"{i['utterances']:,} {i['hours']:.2f}\")")
-BUNDLED="the bundled model of commit $BUNDLED_COMMIT (the mean of stage 18 and its start)"
-S22="whisper-base encoder (MIT, OpenAI): blocks 1-3 as imported; blocks 4-6 as in stage 12 (a tenth of the way from the mean of stages 10 and 11 back to Whisper's weights); then block 6's conv module and the CTC heads trained again 600 steps from $BUNDLED on $HOURS h ($UTTS utterances) of dry synthetic speech (no noise, babble, sound bed, room or clipping) from data/v3d: WordNet, fortunes, State of the Union and chatterbot text and lists of wordfreq's 20,000 most frequent English words, spoken by piper, hibari and flite, with Whisper's weights frozen, half of the steps with the top layers compacted"
-asr-engine package runs/whisper-heads-s22/last runs/s22-pkg --trained-on "$S22" --init-from "$BUNDLED"
-python docs/experiments/average.py runs/avg22 runs/bundled runs/s22-pkg --labels "$BUNDLED" \
-  "stage 22 (configs/whisper-heads-s22.json, 600 steps from it)" --trained-on "the mean of $BUNDLED and stage 22 (block 6's conv module and the CTC heads averaged; the encoder is the same in both). Stage 22: $S22"
+bash docs/experiments/package_stage.sh 22 bundled \
+  "the bundled model of commit $BUNDLED_COMMIT (the mean of stage 18 and its start)" \
+  "dry synthetic speech (no noise, babble, sound bed, room or clipping) from data/v3d: WordNet, fortunes, State of the \
+Union and chatterbot text and lists of wordfreq's 20,000 most frequent English words, spoken by piper, hibari and flite"
 bash docs/experiments/judge.sh bundled s22-pkg avg22
