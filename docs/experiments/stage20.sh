@@ -8,9 +8,9 @@ cd "$(dirname "$0")/../.." && source .venv/bin/activate
 # the config's cache_dir is stage 18's cache: runs/avg18's stem and blocks 1-5 are runs/avg17's (stage 18 trained
 # only block 6's conv module and the heads), so the cache's fingerprint of the frozen weights matches
 asr-engine train configs/whisper-heads-s20.json
-BUNDLED="the bundled model of commit 8b2c6a2 (the mean of stage 18 and its start)"
-S20="whisper-base encoder (MIT, OpenAI): blocks 1-3 as imported; blocks 4-6 as in stage 12 (a tenth of the way from the mean of stages 10 and 11 back to Whisper's weights); then block 6's conv module and the CTC heads trained again 600 steps from $BUNDLED on 24.83 h (23,296 utterances) of dry synthetic speech (no noise, babble, sound bed, room or clipping) from data/mixed, v3w, v3c, v3f and v3n: WordNet, fortunes, State of the Union and chatterbot text and lists of wordfreq's 20,000 most frequent English words, spoken by espeak-ng, flite, festival, piper, hibari and Kokoro, with Whisper's weights frozen, half of the steps with the top layers compacted"
-asr-engine package runs/whisper-heads-s20/last runs/s20-pkg --trained-on "$S20" --init-from "$BUNDLED"
-python docs/experiments/average.py runs/avg20 runs/avg18 runs/s20-pkg --labels "$BUNDLED" \
-  "stage 20 (configs/whisper-heads-s20.json, 600 steps from it)" --trained-on "the mean of $BUNDLED and stage 20 (block 6's conv module and the CTC heads averaged; the encoder is the same in both). Stage 20: $S20"
+bash docs/experiments/package_stage.sh 20 avg18 \
+  "the bundled model of commit 8b2c6a2 (the mean of stage 18 and its start)" \
+  "dry synthetic speech (no noise, babble, sound bed, room or clipping) from data/mixed, v3w, v3c, v3f and v3n: \
+WordNet, fortunes, State of the Union and chatterbot text and lists of wordfreq's 20,000 most frequent English words, \
+spoken by espeak-ng, flite, festival, piper, hibari and Kokoro"
 bash docs/experiments/judge.sh avg18 avg20 s20-pkg
