@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,44 @@ from asr_engine.data.loader import FeatureSet, bucket_batches, collate
 from asr_engine.model.encoder import Encoder, EncoderOutput, SkipOptions
 from asr_engine.model.layers import Frames, make_plan
 
-__all__ = ["FrozenCache", "frozen_digest", "frozen_modules"]
+__all__ = ["CacheMask", "FrozenCache", "frozen_digest", "frozen_modules", "mask_cached"]
+
+
+@dataclass(frozen=True)
+class CacheMask:
+    """SpecAugment for training from the cache (its input masks cannot apply: the features are behind the frozen
+    layers): n_time spans of up to time_frac of each utterance's frames, and a channel_frac share of each
+    utterance's channels, replaced in every cached layer's output by that layer's mean over the batch's frames."""
+    n_time: int = 4
+    time_frac: float = 0.05
+    channel_frac: float = 0.0
+
+    def __post_init__(self):
+        if self.n_time < 0 or not 0.0 <= self.time_frac < 1.0 or not 0.0 <= self.channel_frac < 1.0:
+            raise ValueError(f"cache_mask: n_time >= 0, time_frac and channel_frac in [0, 1), got {self}")
+
+
+def mask_cached(xs: dict[int, torch.Tensor], frames: Frames, lengths: torch.Tensor, mask: CacheMask,
+                gen: torch.Generator) -> dict[int, torch.Tensor]:
+    """`mask` applied to cached outputs {layer: (B, N, D)} laid out as `FrozenCache.batch` returns them: a masked
+    time span covers the frames' rows and their lookahead copies alike (rows are matched by frames.pos), and all
+    layers lose the same frames. The spans are drawn on the CPU from `gen`."""
+    B, N = frames.pos.shape
+    lengths = lengths.cpu()
+    max_w = (mask.time_frac * lengths.float()).long().clamp(min=1)[:, None]  # (B, 1)
+    tw = (torch.rand(B, mask.n_time, generator=gen) * (max_w + 1)).long()
+    t0 = (torch.rand(B, mask.n_time, generator=gen) * (lengths[:, None] - tw).clamp(min=1)).long()
+    pos = frames.pos.cpu()[..., None]  # (B, N, 1)
+    rows = ((pos >= t0[:, None]) & (pos < (t0 + tw)[:, None])).any(-1)  # (B, N)
+    valid = frames.valid[..., None].float()
+    out = {}
+    for layer, x in xs.items():
+        hit = rows[..., None]
+        if mask.channel_frac > 0:
+            hit = hit | (torch.rand(B, 1, x.shape[-1], generator=gen) < mask.channel_frac)
+        fill = (x * valid).sum((0, 1)) / valid.sum().clamp(min=1)
+        out[layer] = torch.where(hit.to(x.device), fill.to(x.dtype), x)
+    return out
 
 
 def frozen_modules(model: Encoder, k: int) -> list[torch.nn.Module]:
@@ -156,10 +194,14 @@ class FrozenCache:
         return xs, frames, lens
 
     def forward(self, model: Encoder, idx: list[int], skip: SkipOptions | None = None,
-                teacher: bool = False) -> EncoderOutput:
+                teacher: bool = False, mask: CacheMask | None = None,
+                gen: torch.Generator | None = None) -> EncoderOutput:
         """`model(...)` on utterances idx with the frozen layers' outputs read from the cache: the
-        heads at or below the skip layer on their cached inputs, then `Encoder.forward_top`."""
+        heads at or below the skip layer on their cached inputs, then `Encoder.forward_top`; with
+        `mask`, the cached outputs masked first (`mask_cached`, spans drawn from `gen`)."""
         xs, frames, lengths = self.batch(model, idx)
+        if mask is not None:
+            xs = mask_cached(xs, frames, lengths, mask, gen if gen is not None else torch.Generator())
         plan = make_plan(model.cfg, frames)
         heads = {i: model.head_after(i, xs[i], frames.n_real) for i in model.cfg.intermediate_layers}
         gate_raw = model.split_gate(heads, frames.n_real)

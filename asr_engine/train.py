@@ -21,7 +21,7 @@ from asr_engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from asr_engine.data.loader import FeatureSet, Prefetcher, bucket_batches, collate, load_features, spec_augment
 from asr_engine.decoding import greedy_search
 from asr_engine.features import FbankConfig
-from asr_engine.frozen_cache import FrozenCache, frozen_modules
+from asr_engine.frozen_cache import CacheMask, FrozenCache, frozen_modules
 from asr_engine.model.fbank import Fbank
 from asr_engine.losses import LossWeights, total_loss
 from asr_engine.model.config import ModelConfig
@@ -88,6 +88,9 @@ class TrainConfig:
     # run only the layers above and the heads. No SpecAugment then, and no feature distillation.
     frozen_layers: int = 0
     cache_dir: str | None = None
+    # with frozen_layers: SpecAugment's place when training from the cache, CacheMask's fields
+    # ({"n_time": 4, "time_frac": 0.05, "channel_frac": 0.1}); None: the cached outputs as they are
+    cache_mask: dict | None = None
     device: str = "auto"  # "cpu", "cuda[:N]", or "auto": the GPU when there is one
     seed: int = 0
 
@@ -350,6 +353,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     model.to(device)
     weights = LossWeights(**cfg.loss)
     cache = None
+    try:
+        cache_mask = CacheMask(**cfg.cache_mask) if cfg.cache_mask is not None else None
+    except TypeError as e:
+        raise ValueError(f"cache_mask takes n_time, time_frac and channel_frac: {e}") from None
+    if cache_mask is not None and not cfg.frozen_layers:
+        raise ValueError("cache_mask masks the frozen layers' cached outputs: it needs frozen_layers (SpecAugment "
+                         "masks the features otherwise)")
     if cfg.frozen_layers:
         if weights.feature > 0:
             raise ValueError("frozen_layers: loss.feature needs the whole forward pass; set it to 0")
@@ -417,7 +427,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             teach_skip = skip is not None and step_weights.skip_distill > 0
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 if cache is not None:
-                    out_ = cache.forward(model, idx, skip, teacher=teach_skip)
+                    out_ = cache.forward(model, idx, skip, teacher=teach_skip, mask=cache_mask, gen=gen)
                 else:
                     if teacher is not None and skip is None:
                         with torch.no_grad():  # the teacher hears the features before SpecAugment

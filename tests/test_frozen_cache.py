@@ -9,7 +9,7 @@ import torch
 
 from asr_engine.checkpoint import load_checkpoint, save_checkpoint
 from asr_engine.data.loader import FeatureSet, collate
-from asr_engine.frozen_cache import FrozenCache
+from asr_engine.frozen_cache import CacheMask, FrozenCache, mask_cached
 from asr_engine.model.config import SkipOptions
 from asr_engine.train import TrainConfig, train
 
@@ -108,6 +108,55 @@ def test_training_from_the_cache_moves_only_what_is_above_the_frozen_layers(tmp_
     assert meta["k"] == k and meta["utterances"] == 4 and meta["right_context"] == 2
     train(TrainConfig(steps=4, **base), resume=True, progress=False)  # resumes on the same cache
     assert load_checkpoint(tmp_path / "run" / "last").info["step"] == 4
+    # SpecAugment's place on the cache: the same steps from the same weights learn something else
+    masked = {**base, "out_dir": str(tmp_path / "m"), "cache_dir": str(tmp_path / "run" / "frozen_cache")}
+    train(TrainConfig(steps=3, cache_mask={"n_time": 2, "time_frac": 0.3, "channel_frac": 0.2}, **masked),
+          progress=False)
+    train(TrainConfig(steps=3, **{**masked, "out_dir": str(tmp_path / "p")}), progress=False)
+    plain = load_checkpoint(tmp_path / "p" / "last").model.state_dict()
+    with_mask = load_checkpoint(tmp_path / "m" / "last").model.state_dict()
+    assert not torch.equal(with_mask["final_head.out.weight"], plain["final_head.out.weight"])
+    with pytest.raises(ValueError, match="needs frozen_layers"):
+        train(TrainConfig(steps=1, **{**base, "frozen_layers": 0, "out_dir": str(tmp_path / "n")},
+                          cache_mask={"n_time": 2}), progress=False)
+    with pytest.raises(ValueError, match="n_time, time_frac"):
+        train(TrainConfig(steps=1, **{**masked, "out_dir": str(tmp_path / "n")}, cache_mask={"width": 2}),
+              progress=False)
     with pytest.raises(ValueError, match="loss.feature"):
         train(TrainConfig(steps=1, **{**base, "out_dir": str(tmp_path / "f")}, loss={"feature": 0.5}),
               progress=False)
+
+
+def test_cache_masks_cover_a_frame_and_its_lookahead_copies_in_every_layer(tmp_path):
+    model = tiny_model("whisper", right_context=3)
+    fs = _features()
+    cache = FrozenCache.open(tmp_path / "c", model, fs, 3, seed=3, source="tiny", bf16=False, max_frames=170)
+    idx = [4, 0, 2, 3]
+    xs, frames, lengths = cache.batch(model, idx)
+    gen = torch.Generator().manual_seed(0)
+    got = mask_cached(xs, frames, lengths, CacheMask(n_time=3, time_frac=0.2), gen)
+    masked = {}
+    for layer, x in xs.items():
+        fill = x[frames.valid].mean(0)
+        hit = (got[layer] != x).any(-1)  # rows changed in this layer
+        assert torch.allclose(got[layer][hit], fill.expand(int(hit.sum()), -1))
+        masked[layer] = hit
+    first = masked[min(masked)]
+    assert all(torch.equal(m, first) for m in masked.values())  # every layer loses the same rows
+    for b, n in enumerate(lengths.tolist()):
+        hit_pos = set(frames.pos[b][first[b]].tolist())
+        assert 0 < len(hit_pos) <= 3 * int(0.2 * n) + 3 and max(hit_pos) < n
+        # a frame's lookahead copies are masked with it, and only masked frames' copies are
+        copies = frames.valid[b] & (torch.arange(frames.pos.shape[1]) >= frames.n_real)
+        for r in torch.nonzero(copies).flatten().tolist():
+            assert bool(first[b, r]) == (int(frames.pos[b, r]) in hit_pos)
+    # the same generator state draws the same masks; channels: a share of each utterance's channels, every row
+    again = mask_cached(xs, frames, lengths, CacheMask(n_time=3, time_frac=0.2), torch.Generator().manual_seed(0))
+    assert all(torch.equal(again[i], got[i]) for i in xs)
+    chan = mask_cached(xs, frames, lengths, CacheMask(n_time=0, channel_frac=0.5), gen)[3]
+    for b in range(len(idx)):
+        lost = (chan[b] != xs[3][b])[frames.valid[b]].any(0)  # (D,) channels changed in any row
+        assert 0 < int(lost.sum()) < lost.numel()
+        assert torch.equal((chan[b] != xs[3][b])[frames.valid[b]], lost.expand(int(frames.valid[b].sum()), -1))
+    with pytest.raises(ValueError, match="channel_frac"):
+        CacheMask(channel_frac=1.5)
