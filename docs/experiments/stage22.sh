@@ -6,14 +6,7 @@
 # bundled model on data/v3d alone (600 steps); candidates stage 22 and its mean with the bundled model.
 set -ex
 cd "$(dirname "$0")/../.." && source .venv/bin/activate
-# the held-out sets as every stage since the twenty-first session measured them: heldout3's babble is drawn from
-# data/mixed's first 1,500 utterances, so those come first (synthesis resumes: what exists is kept)
-asr-engine data synth --out data/mixed --num 1500 --seed 2 --prefix s2 --workers 2
-asr-engine data synth --out data/heldout --split heldout --num 400 --augment-prob 0.3 --seed 5 --prefix h2 \
-  --engines espeak-ng,flite,festival,piper,hibari --workers 2
-asr-engine data synth --out data/heldout3 --split heldout --num 1200 --augment-prob 0.3 \
-  --mix configs/synth/mix-text.json --seed 9 --prefix h9 --workers 2
-awk 'NR%2==1' data/heldout/manifest.jsonl > data/heldout/tune.jsonl
+bash docs/experiments/heldout_sets.sh
 asr-engine data synth --out data/v3d --num 12000 --mix configs/synth/mix-fast-dry.json --seed 28 --prefix d28 --workers 2
 BUNDLED_COMMIT=${BUNDLED_COMMIT:-8b2c6a2}  # the model shipped with stage 18 (the mean of stage 18 and its start)
 mkdir -p runs/bundled && git archive $BUNDLED_COMMIT asr_engine/models/default | tar -x --strip-components=3 -C runs/bundled

@@ -6,13 +6,7 @@
 # 22's recipe from it on data/v3e alone (600 steps); candidates stage 23 and its mean with the bundled model.
 set -ex
 cd "$(dirname "$0")/../.." && source .venv/bin/activate
-# heldout3's babble is drawn from data/mixed's first 1,500 utterances, so those come first (synthesis resumes: what
-# exists is kept)
-asr-engine data synth --out data/mixed --num 1500 --seed 2 --prefix s2 --workers 2
-asr-engine data synth --out data/heldout --split heldout --num 400 --augment-prob 0.3 --seed 5 --prefix h2 \
-  --engines espeak-ng,flite,festival,piper,hibari --workers 2
-asr-engine data synth --out data/heldout3 --split heldout --num 1200 --augment-prob 0.3 \
-  --mix configs/synth/mix-text.json --seed 9 --prefix h9 --workers 2
+bash docs/experiments/heldout_sets.sh
 asr-engine data synth --out data/v3e --num 15000 --mix configs/synth/mix-fast-dry.json --seed 29 --prefix d29 --workers 2
 BUNDLED_COMMIT=${BUNDLED_COMMIT:-896aaa6}  # the model shipped with stage 22 (the mean of stage 22 and its start)
 [ -s runs/avg22/model.safetensors ] || { mkdir -p runs/avg22 && git archive $BUNDLED_COMMIT asr_engine/models/default \
