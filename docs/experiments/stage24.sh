@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.." && source .venv/bin/activate
 bash docs/experiments/heldout_sets.sh
 asr-engine data synth --out data/v3e --num 15000 --mix configs/synth/mix-fast-dry.json --seed 29 --prefix d29 --workers 2
 START_COMMIT=${START_COMMIT:-896aaa6}  # the model shipped with stage 22 (the mean of stage 22 and its start)
-BUNDLED_COMMIT=${BUNDLED_COMMIT:-SHIP23}  # the model shipped with stage 23 (the mean of stage 23 and the above)
+BUNDLED_COMMIT=${BUNDLED_COMMIT:-aa7704b}  # the model shipped with stage 23 (the mean of stage 23 and the above)
 for T in avg22:$START_COMMIT avg23:$BUNDLED_COMMIT; do
   [ -s runs/${T%%:*}/model.safetensors ] || { mkdir -p runs/${T%%:*} && git archive ${T#*:} asr_engine/models/default \
     | tar -x --strip-components=3 -C runs/${T%%:*}; }
