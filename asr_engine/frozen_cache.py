@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asr_engine.data.loader import FeatureSet, bucket_batches, collate
+from asr_engine.data.loader import FeatureSet, bucket_batches, collate, time_spans
 from asr_engine.model.encoder import Encoder, EncoderOutput, SkipOptions
 from asr_engine.model.layers import Frames, make_plan
 
@@ -46,11 +46,8 @@ def mask_cached(xs: dict[int, torch.Tensor], frames: Frames, lengths: torch.Tens
     """`mask` applied to cached outputs {layer: (B, N, D)} laid out as `FrozenCache.batch` returns them: a masked
     time span covers the frames' rows and their lookahead copies alike (rows are matched by frames.pos), and all
     layers lose the same frames. The spans are drawn on the CPU from `gen`."""
-    B, N = frames.pos.shape
-    lengths = lengths.cpu()
-    max_w = (mask.time_frac * lengths.float()).long().clamp(min=1)[:, None]  # (B, 1)
-    tw = (torch.rand(B, mask.n_time, generator=gen) * (max_w + 1)).long()
-    t0 = (torch.rand(B, mask.n_time, generator=gen) * (lengths[:, None] - tw).clamp(min=1)).long()
+    B = frames.pos.shape[0]
+    t0, tw = time_spans(lengths.cpu(), mask.n_time, mask.time_frac, gen)
     pos = frames.pos.cpu()[..., None]  # (B, N, 1)
     rows = ((pos >= t0[:, None]) & (pos < (t0 + tw)[:, None])).any(-1)  # (B, N)
     valid = frames.valid[..., None].float()

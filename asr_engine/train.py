@@ -85,7 +85,8 @@ class TrainConfig:
     anchor_from: str | None = None
     # > 0: the stem and layers 1..frozen_layers (>= the skip layer) stay as initialized and are computed once
     # per utterance into a cache (cache_dir, default out_dir/frozen_cache; see asr_engine.frozen_cache): steps
-    # run only the layers above and the heads. No SpecAugment then, and no feature distillation.
+    # run only the layers above and the heads. No SpecAugment then (cache_mask takes its place), and no feature
+    # distillation.
     frozen_layers: int = 0
     cache_dir: str | None = None
     # with frozen_layers: SpecAugment's place when training from the cache, CacheMask's fields

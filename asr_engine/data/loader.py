@@ -75,6 +75,16 @@ def bucket_batches(lengths: list[int], max_frames: int, seed: int, shuffle: bool
     return batches
 
 
+def time_spans(lengths: torch.Tensor, n_time: int, time_frac: float,
+               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """SpecAugment's time masks for utterances of `lengths` (B,) frames on the CPU: starts and widths (B, n_time),
+    each width up to time_frac of its utterance (at least 1 frame)."""
+    max_w = (time_frac * lengths.float()).long().clamp(min=1)[:, None]  # (B, 1)
+    tw = (torch.rand(len(lengths), n_time, generator=gen) * (max_w + 1)).long()
+    t0 = (torch.rand(len(lengths), n_time, generator=gen) * (lengths[:, None] - tw).clamp(min=1)).long()
+    return t0, tw
+
+
 def spec_augment(x: torch.Tensor, lengths: torch.Tensor, fill: torch.Tensor, gen: torch.Generator,
                  n_freq: int = 2, freq_width: int = 15, n_time: int = 4, time_frac: float = 0.05) -> torch.Tensor:
     """Mask random frequency bands and time spans of (B, T, F) features with `fill` (F,), the feature mean.
@@ -84,9 +94,7 @@ def spec_augment(x: torch.Tensor, lengths: torch.Tensor, fill: torch.Tensor, gen
     lengths = lengths.cpu()
     fw = torch.randint(0, freq_width + 1, (B, n_freq), generator=gen)
     f0 = (torch.rand(B, n_freq, generator=gen) * (F - fw).clamp(min=1)).long()
-    max_w = (time_frac * lengths.float()).long().clamp(min=1)[:, None]  # (B, 1)
-    tw = (torch.rand(B, n_time, generator=gen) * (max_w + 1)).long()
-    t0 = (torch.rand(B, n_time, generator=gen) * (lengths[:, None] - tw).clamp(min=1)).long()
+    t0, tw = time_spans(lengths, n_time, time_frac, gen)
     f, t = torch.arange(F), torch.arange(T)
     fmask = ((f >= f0[..., None]) & (f < (f0 + fw)[..., None])).any(1)  # (B, F)
     tmask = ((t >= t0[..., None]) & (t < (t0 + tw)[..., None])).any(1)  # (B, T)
