@@ -9,9 +9,7 @@ cd "$(dirname "$0")/../.." && source .venv/bin/activate
 bash docs/experiments/heldout_sets.sh
 asr-engine data synth --out data/v3d --num 12000 --mix configs/synth/mix-fast-dry.json --seed 28 --prefix d28 --workers 2
 BUNDLED_COMMIT=${BUNDLED_COMMIT:-8b2c6a2}  # the model shipped with stage 18 (the mean of stage 18 and its start)
-mkdir -p runs/bundled && git archive $BUNDLED_COMMIT asr_engine/models/default | tar -x --strip-components=3 -C runs/bundled
-[ -s runs/held_bundled.json ] || asr-engine eval data/heldout/manifest.jsonl data/heldout3/manifest.jsonl \
-  --model runs/bundled --backend torch --thresholds 1.0,0.99 --threads 2 -q --json runs/held_bundled.json
+bash docs/experiments/model_from_git.sh bundled $BUNDLED_COMMIT
 asr-engine train configs/whisper-heads-s22.json --resume  # starts afresh, or resumes an interrupted run
 bash docs/experiments/package_stage.sh 22 bundled \
   "the bundled model of commit $BUNDLED_COMMIT (the mean of stage 18 and its start)" \

@@ -9,10 +9,7 @@ cd "$(dirname "$0")/../.." && source .venv/bin/activate
 bash docs/experiments/heldout_sets.sh
 asr-engine data synth --out data/v3e --num 15000 --mix configs/synth/mix-fast-dry.json --seed 29 --prefix d29 --workers 2
 BUNDLED_COMMIT=${BUNDLED_COMMIT:-896aaa6}  # the model shipped with stage 22 (the mean of stage 22 and its start)
-[ -s runs/avg22/model.safetensors ] || { mkdir -p runs/avg22 && git archive $BUNDLED_COMMIT asr_engine/models/default \
-  | tar -x --strip-components=3 -C runs/avg22; }
-[ -s runs/held_avg22.json ] || asr-engine eval data/heldout/manifest.jsonl data/heldout3/manifest.jsonl \
-  --model runs/avg22 --backend torch --thresholds 1.0,0.99 --threads 2 -q --json runs/held_avg22.json
+bash docs/experiments/model_from_git.sh avg22 $BUNDLED_COMMIT
 asr-engine train configs/whisper-heads-s23.json --resume  # starts afresh, or resumes an interrupted run
 bash docs/experiments/package_stage.sh 23 avg22 \
   "the bundled model of commit $BUNDLED_COMMIT (the mean of stage 22 and its start)" \

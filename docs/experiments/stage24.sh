@@ -10,12 +10,8 @@ bash docs/experiments/heldout_sets.sh
 asr-engine data synth --out data/v3e --num 15000 --mix configs/synth/mix-fast-dry.json --seed 29 --prefix d29 --workers 2
 START_COMMIT=${START_COMMIT:-896aaa6}  # the model shipped with stage 22 (the mean of stage 22 and its start)
 BUNDLED_COMMIT=${BUNDLED_COMMIT:-aa7704b}  # the model shipped with stage 23 (the mean of stage 23 and the above)
-for T in avg22:$START_COMMIT avg23:$BUNDLED_COMMIT; do
-  [ -s runs/${T%%:*}/model.safetensors ] || { mkdir -p runs/${T%%:*} && git archive ${T#*:} asr_engine/models/default \
-    | tar -x --strip-components=3 -C runs/${T%%:*}; }
-done
-[ -s runs/held_avg23.json ] || asr-engine eval data/heldout/manifest.jsonl data/heldout3/manifest.jsonl \
-  --model runs/avg23 --backend torch --thresholds 1.0,0.99 --threads 2 -q --json runs/held_avg23.json
+bash docs/experiments/model_from_git.sh avg22 $START_COMMIT
+bash docs/experiments/model_from_git.sh avg23 $BUNDLED_COMMIT
 asr-engine train configs/whisper-heads-s24.json --resume  # starts afresh, or resumes an interrupted run
 bash docs/experiments/package_stage.sh 24 avg22 \
   "the bundled model of commit $START_COMMIT (the mean of stage 22 and its start)" \
