@@ -21,12 +21,9 @@ import torch
 
 import asr_engine.kernels.compaction as compaction
 import asr_engine.model.encoder as encoder
-from asr_engine.audio import load_audio
 from asr_engine.backend import load_model
-from asr_engine.decoding import greedy_search
-from asr_engine.manifest import read_manifest
 from asr_engine.model.config import SkipOptions
-from asr_engine.text import word_error_counts
+from skip_probe import read_manifests, score
 
 _plain = compaction.keep_mask
 STRIDE = [0]  # 0: the plain gate; k: every k-th frame (of the real frames, and of each chunk's copies) kept
@@ -47,32 +44,18 @@ def main() -> None:
     thresholds = [float(t) for t in sys.argv[3].split(",")]
     strides = [0] + [int(k) for k in sys.argv[4].split(",")]
     every = int(sys.argv[5]) if len(sys.argv) > 5 else 1
-    utts = [u for m in sys.argv[2].split('+') for u in read_manifest(m)][::every]
-    enc, tok = model.encoder, model.tokenizer
+    utts = read_manifests(sys.argv[2])[::every]
+    enc = model.encoder
     runs = [(1.0, 0)] + [(t, k) for t in thresholds for k in strides]
-    errors = {r: 0 for r in runs}
-    skipped = {r: 0 for r in runs}
-    words = frames = 0
-    for start in range(0, len(utts), 16):
-        batch = utts[start:start + 16]
-        with torch.inference_mode():
-            feats = [torch.from_numpy(model.fbank(load_audio(u.audio)[None])[0]) for u in batch]
-            x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
-            lengths = torch.tensor([f.shape[0] for f in feats])
-            outs = {}
-            for t, k in runs:
-                STRIDE[0] = k
-                outs[t, k] = enc(x, lengths, None if t >= 1.0 else SkipOptions(t, enc.cfg.skip_dilation))
-        for j, u in enumerate(batch):
-            n = int(outs[1.0, 0].lengths[j])
-            words += len(u.text.split())
-            frames += n
-            for r, out in outs.items():
-                lp = enc.ops.log_probs(out.final.raw[j, :n]).float().numpy()
-                errors[r] += word_error_counts(u.text, tok.decode(list(greedy_search(lp).tokens)))[0]
-                if out.top_mask is not None:
-                    skipped[r] += int((~out.top_mask[j, :n]).sum())
-        print(f"{start + len(batch)}/{len(utts)}", file=sys.stderr, flush=True)
+
+    def passes(x, lengths):
+        outs = {}
+        for t, k in runs:
+            STRIDE[0] = k
+            outs[t, k] = enc(x, lengths, None if t >= 1.0 else SkipOptions(t, enc.cfg.skip_dilation))
+        return outs
+
+    words, frames, errors, skipped = score(model, utts, runs, passes)
     print(f"{len(utts)} utterances, {words} words, {frames} frames")
     print("threshold | every k-th frame kept | frames skipped | greedy WER | errors")
     for t, k in runs:

@@ -1,0 +1,50 @@
+"""What the skipping probes (sink_frames.py, blank_keys.py) share: greedy word errors and skipped frames of several
+whole-utterance passes of one model over the same utterances, 16 at a time."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+import torch
+
+from asr_engine.audio import load_audio
+from asr_engine.decoding import greedy_search
+from asr_engine.manifest import read_manifest
+from asr_engine.text import word_error_counts
+
+
+def read_manifests(spec: str) -> list:
+    """MANIFEST[+MANIFEST...] -> their utterances, in order."""
+    return [u for m in spec.split("+") for u in read_manifest(m)]
+
+
+def batches(model, utts, size: int = 16):
+    """-> (first index, utterances, padded features (B, T, F), feature lengths (B,)) per batch."""
+    for start in range(0, len(utts), size):
+        batch = utts[start:start + size]
+        feats = [torch.from_numpy(model.fbank(load_audio(u.audio)[None])[0]) for u in batch]
+        yield start, batch, torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), \
+            torch.tensor([f.shape[0] for f in feats])
+
+
+def score(model, utts, runs: list, passes: Callable) -> tuple[int, int, dict, dict]:
+    """passes(x, lengths) -> {run: EncoderOutput} for every run (the first without skipping). -> words, frames,
+    {run: greedy word errors}, {run: frames that skipped the top layers}."""
+    enc, tok = model.encoder, model.tokenizer
+    errors, skipped = {r: 0 for r in runs}, {r: 0 for r in runs}
+    words = frames = 0
+    for start, batch, x, lengths in batches(model, utts):
+        with torch.inference_mode():
+            outs = passes(x, lengths)
+        for j, u in enumerate(batch):
+            n = int(outs[runs[0]].lengths[j])
+            words += len(u.text.split())
+            frames += n
+            for r in runs:
+                out = outs[r]
+                lp = enc.ops.log_probs(out.final.raw[j, :n]).float().numpy()
+                errors[r] += word_error_counts(u.text, tok.decode(list(greedy_search(lp).tokens)))[0]
+                skipped[r] += int((~out.top_mask[j, :n]).sum())
+        print(f"{start + len(batch)}/{len(utts)}", file=sys.stderr, flush=True)
+    return words, frames, errors, skipped
