@@ -27,6 +27,7 @@ __all__ = ["LossWeights", "ctc_loss", "factorized_distillation", "feature_distil
 
 @dataclass(frozen=True)
 class LossWeights:
+    ctc: float = 1.0  # the final head's CTC; 0 leaves only the other terms (e.g. skip_distill alone: no transcripts)
     intermediate_ctc: float = 0.3
     distill_blank: float = 0.5
     distill_token: float = 0.5
@@ -83,7 +84,7 @@ def total_loss(out: EncoderOutput, targets: torch.Tensor, target_lengths: torch.
     inter_mean = torch.stack(inter).mean()
     kd_blank = torch.stack([b for b, _ in kd]).sum()
     kd_token = torch.stack([t for _, t in kd]).sum()
-    loss = (final + weights.intermediate_ctc * inter_mean + weights.distill_blank * kd_blank
+    loss = (weights.ctc * final + weights.intermediate_ctc * inter_mean + weights.distill_blank * kd_blank
             + weights.distill_token * kd_token)
     # detached tensors, not floats: .item() here would wait for the GPU every step; read them when shown
     parts = {"ctc": final.detach(), "inter_ctc": inter_mean.detach(), "kd_blank": kd_blank.detach(),

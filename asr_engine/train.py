@@ -71,6 +71,9 @@ class TrainConfig:
     # heads and conv modules learn to read them first); loss.feature > 0 distills the frozen
     # full-context init model's last hidden layer into the streaming student on non-skipping steps.
     pretrained_lr_scale: float = 1.0
+    # the other parameters (heads, conv modules, grown layers) learn at lr * new_lr_scale; 0: never (the imported
+    # weights alone learn, e.g. blocks taught by their own unskipped pass through skip_distill)
+    new_lr_scale: float = 1.0
     freeze_pretrained_steps: int = 0
     # models with a position_period: each utterance starts at a random position in [0, period), so
     # the model learns the wrap that long streams go through (streams start at 0 at inference)
@@ -223,7 +226,7 @@ def _optimizer(model: Encoder, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 def _group_scale(group: str, step: int, cfg: TrainConfig) -> float:
     if group != "pretrained":
-        return 1.0
+        return cfg.new_lr_scale
     return 0.0 if step < cfg.freeze_pretrained_steps else cfg.pretrained_lr_scale
 
 
@@ -389,7 +392,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         mean, istd = (t.to(device) for t in feature_stats(train_fs, model))
         model.feat_mean.copy_(mean)
         model.feat_istd.copy_(istd)
-    no_aux = LossWeights(intermediate_ctc=0.0, distill_blank=0.0, distill_token=0.0)
+    no_aux = LossWeights(ctc=weights.ctc, intermediate_ctc=0.0, distill_blank=0.0, distill_token=0.0)
     info = {"train_manifest": manifests, "init_from": cfg.init_from, "utterances": len(train_fs),
             "hours": sum(f.shape[0] for f in train_fs.feats) / 360000}
     lengths = [f.shape[0] for f in train_fs.feats]

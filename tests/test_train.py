@@ -403,3 +403,33 @@ def test_anchor_pulls_the_imported_weights_toward_their_anchor(tmp_path):
     pairs = [(w, torch.tensor([1.0, 0.0])), (frozen, torch.tensor([0.0]))]
     assert float(anchor_penalty(pairs).detach()) == 4.0
     assert float(anchor_penalty([(w, w.detach().clone())]).detach()) == 0.0
+
+
+def test_blocks_taught_by_their_own_unskipped_pass_alone(tmp_path):
+    """loss ctc 0 with skip_distill and new_lr_scale 0: no transcript reaches the loss, the compacted pass learns
+    from the unskipped one, and only the imported weights move (the heads and conv modules stay as they were)."""
+    from asr_engine.checkpoint import save_checkpoint
+    from asr_engine.pretrained import import_whisper, pretrained_parameter_names
+
+    from test_pretrained import tiny_whisper, write_ct2
+
+    manifest = _manifest(tmp_path)
+    init = import_whisper([write_ct2(tmp_path / "model.bin", tiny_whisper())], chunk_size=4, left_chunks=2,
+                          feat_floor=-6.0)
+    save_checkpoint(init, tmp_path / "init")
+    base = dict(train_manifest=str(manifest), init_from=str(tmp_path / "init"), max_frames=400, bf16=False,
+                warmup_steps=1, lr=0.01, skip_train_start=0, skip_train_prob=1.0, skip_train_threshold=0.5,
+                steps=3, new_lr_scale=0.0, weight_decay=0.0,
+                loss={"ctc": 0.0, "intermediate_ctc": 0.0, "distill_blank": 0.0, "distill_token": 0.0,
+                      "skip_distill": 1.0})
+    train(TrainConfig(out_dir=str(tmp_path / "self"), **base), progress=False)
+    before = init.model.state_dict()
+    after = load_checkpoint(tmp_path / "self" / "last").model.state_dict()
+    pretrained = pretrained_parameter_names(init.model.cfg)
+    new = [k for k in before if k not in pretrained and not k.startswith("feat_")]
+    assert new and all(torch.equal(before[k], after[k]) for k in new)
+    assert any(not torch.equal(before[k], after[k]) for k in pretrained)
+    # with nothing to learn from (no transcripts, no skipping steps; no weight decay), nothing moves
+    train(TrainConfig(out_dir=str(tmp_path / "still"), **{**base, "skip_train_prob": 0.0}), progress=False)
+    still = load_checkpoint(tmp_path / "still" / "last").model.state_dict()
+    assert all(torch.equal(before[k], still[k]) for k in before)
