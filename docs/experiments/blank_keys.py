@@ -17,9 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from asr_engine.backend import load_model
-from asr_engine.model.config import SkipOptions
 from asr_engine.model.layers import ChunkedAttention
-from skip_probe import batches, read_manifests, score
+from skip_probe import batches, probe, read_manifests
 
 STATE = {"on": False, "lengths": None}  # the virtual key is used while "on"; lengths: (B,) real frames per row
 _plain_attend = ChunkedAttention._attend_block
@@ -84,24 +83,12 @@ def main() -> None:
     calibrate(model, read_manifests(sys.argv[2])[: int(sys.argv[3])], min(thresholds))
     every = int(sys.argv[6]) if len(sys.argv) > 6 else 1
     utts = read_manifests(sys.argv[4])[::every]
-    runs = [(1.0, False)] + [(t, b) for t in thresholds for b in (False, True)]
 
-    def passes(x, lengths):
-        outs = {}
-        STATE["lengths"] = enc.subsampling.output_lengths(lengths)
-        for t, b in runs:
-            STATE["on"] = b
-            outs[t, b] = enc(x, lengths, None if t >= 1.0 else SkipOptions(t, enc.cfg.skip_dilation))
-        STATE["on"] = False
-        return outs
+    def lengths_of(feat_lengths):
+        STATE["lengths"] = enc.subsampling.output_lengths(feat_lengths)
 
-    words, frames, errors, skipped = score(model, utts, runs, passes)
-    print(f"{len(utts)} utterances, {words} words, {frames} frames")
-    print("threshold | skipped frames as one key | frames skipped | greedy WER | errors")
-    for t, b in runs:
-        print(f"{t} | {'yes' if b else '-'} | {100 * skipped[t, b] / frames:.1f}% | "
-              f"{100 * errors[t, b] / words:.2f}% | {errors[t, b]}")
-
+    probe(model, utts, thresholds, [False, True], lambda on: STATE.__setitem__("on", on),
+          "skipped frames as one key", lambda on: "yes" if on else "-", lengths_of)
 
 if __name__ == "__main__":
     main()

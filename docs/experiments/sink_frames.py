@@ -22,8 +22,7 @@ import torch
 import asr_engine.kernels.compaction as compaction
 import asr_engine.model.encoder as encoder
 from asr_engine.backend import load_model
-from asr_engine.model.config import SkipOptions
-from skip_probe import read_manifests, score
+from skip_probe import probe, read_manifests
 
 _plain = compaction.keep_mask
 STRIDE = [0]  # 0: the plain gate; k: every k-th frame (of the real frames, and of each chunk's copies) kept
@@ -45,22 +44,8 @@ def main() -> None:
     strides = [0] + [int(k) for k in sys.argv[4].split(",")]
     every = int(sys.argv[5]) if len(sys.argv) > 5 else 1
     utts = read_manifests(sys.argv[2])[::every]
-    enc = model.encoder
-    runs = [(1.0, 0)] + [(t, k) for t in thresholds for k in strides]
-
-    def passes(x, lengths):
-        outs = {}
-        for t, k in runs:
-            STRIDE[0] = k
-            outs[t, k] = enc(x, lengths, None if t >= 1.0 else SkipOptions(t, enc.cfg.skip_dilation))
-        return outs
-
-    words, frames, errors, skipped = score(model, utts, runs, passes)
-    print(f"{len(utts)} utterances, {words} words, {frames} frames")
-    print("threshold | every k-th frame kept | frames skipped | greedy WER | errors")
-    for t, k in runs:
-        print(f"{t} | {k or '-'} | {100 * skipped[t, k] / frames:.1f}% | {100 * errors[t, k] / words:.2f}% | "
-              f"{errors[t, k]}")
+    probe(model, utts, thresholds, strides, lambda k: STRIDE.__setitem__(0, k), "every k-th frame kept",
+          lambda k: k or "-")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """What the skipping probes (sink_frames.py, blank_keys.py) share: greedy word errors and skipped frames of several
-whole-utterance passes of one model over the same utterances, 16 at a time."""
+whole-utterance passes of one model over the same utterances, 16 at a time, and their table."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from asr_engine.audio import load_audio
 from asr_engine.decoding import greedy_search
 from asr_engine.manifest import read_manifest
+from asr_engine.model.config import SkipOptions
 from asr_engine.text import word_error_counts
 
 
@@ -48,3 +49,29 @@ def score(model, utts, runs: list, passes: Callable) -> tuple[int, int, dict, di
                 skipped[r] += int((~out.top_mask[j, :n]).sum())
         print(f"{start + len(batch)}/{len(utts)}", file=sys.stderr, flush=True)
     return words, frames, errors, skipped
+
+
+def probe(model, utts, thresholds: list[float], variants: list, use: Callable, column: str,
+          show: Callable = str, before: Callable | None = None) -> None:
+    """Prints greedy WER and the share of frames skipped without skipping (the first variant) and at each threshold
+    with each variant. use(variant) sets a variant up before its pass; before(feature lengths), when given, runs once
+    per batch first."""
+    enc = model.encoder
+    runs = [(1.0, variants[0])] + [(t, v) for t in thresholds for v in variants]
+
+    def passes(x, lengths):
+        if before is not None:
+            before(lengths)
+        outs = {}
+        for t, v in runs:
+            use(v)
+            outs[t, v] = enc(x, lengths, None if t >= 1.0 else SkipOptions(t, enc.cfg.skip_dilation))
+        use(variants[0])
+        return outs
+
+    words, frames, errors, skipped = score(model, utts, runs, passes)
+    print(f"{len(utts)} utterances, {words} words, {frames} frames")
+    print(f"threshold | {column} | frames skipped | greedy WER | errors")
+    for t, v in runs:
+        print(f"{t} | {show(v)} | {100 * skipped[t, v] / frames:.1f}% | {100 * errors[t, v] / words:.2f}% | "
+              f"{errors[t, v]}")
