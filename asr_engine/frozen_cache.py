@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -192,15 +192,25 @@ class FrozenCache:
 
     def forward(self, model: Encoder, idx: list[int], skip: SkipOptions | None = None,
                 teacher: bool = False, mask: CacheMask | None = None,
-                gen: torch.Generator | None = None) -> EncoderOutput:
+                gen: torch.Generator | None = None, teacher_model: Encoder | None = None) -> EncoderOutput:
         """`model(...)` on utterances idx with the frozen layers' outputs read from the cache: the
         heads at or below the skip layer on their cached inputs, then `Encoder.forward_top`; with
-        `mask`, the cached outputs masked first (`mask_cached`, spans drawn from `gen`)."""
+        `mask`, the cached outputs masked first (`mask_cached`, spans drawn from `gen`). With `teacher_model`
+        (a frozen model of the same layout), its pass without skipping on the same inputs is the output's
+        `unskipped`."""
         xs, frames, lengths = self.batch(model, idx)
         if mask is not None:
             xs = mask_cached(xs, frames, lengths, mask, gen if gen is not None else torch.Generator())
         plan = make_plan(model.cfg, frames)
         heads = {i: model.head_after(i, xs[i], frames.n_real) for i in model.cfg.intermediate_layers}
         gate_raw = model.split_gate(heads, frames.n_real)
-        return model.forward_top(xs[model.cfg.skip_layer], plan, lengths, heads, gate_raw, skip, teacher,
-                                 frozen=(self.k, xs[self.k]))
+        out = model.forward_top(xs[model.cfg.skip_layer], plan, lengths, heads, gate_raw, skip, teacher,
+                                frozen=(self.k, xs[self.k]))
+        if teacher_model is None:
+            return out
+        with torch.no_grad():  # the same cached (and masked) inputs, every frame through the teacher's top layers
+            t_heads = {i: teacher_model.head_after(i, xs[i], frames.n_real) for i in model.cfg.intermediate_layers}
+            t_out = teacher_model.forward_top(xs[model.cfg.skip_layer], plan, lengths, t_heads,
+                                              teacher_model.split_gate(t_heads, frames.n_real),
+                                              frozen=(self.k, xs[self.k]))
+        return replace(out, unskipped=t_out.final)

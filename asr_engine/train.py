@@ -79,6 +79,11 @@ class TrainConfig:
     # the model learns the wrap that long streams go through (streams start at 0 at inference)
     random_position_offset: bool = True
     teacher_from: str | None = None  # the feature-distillation teacher's checkpoint (default: init_from)
+    # with loss.skip_distill > 0: a frozen copy of this checkpoint, run without skipping on the same inputs, teaches
+    # the final head on every step (compacted on skipping steps, whole on the others) in place of the model's own
+    # unskipped pass. A teacher that moves with the weights it teaches lets both drift together (stage 25 of
+    # docs/whisper-import.md collapsed so); the fixed one also holds the whole pass where it was.
+    skip_teacher_from: str | None = None
     # anchor > 0 (L2-SP, Li et al. 2018): the loss gains anchor * the sum of squared distances of the
     # imported (Whisper) weights that train from their values in anchor_from (an `asr-engine import-whisper`
     # checkpoint: Whisper as it hears real speech). Fine-tuning on synthetic speech moves the top layers away
@@ -318,6 +323,19 @@ def _is_output_layer(name: str) -> bool:
     return name.startswith(("final_head.out.", "heads.")) and ".out." in name
 
 
+def _frozen_copy(source: Encoder, like: Encoder) -> Encoder:
+    """source's weights in like's layout (its streaming layout and dropout), frozen, in eval mode."""
+    if source.cfg.n_layers != like.cfg.n_layers or source.cfg.vocab_size != like.cfg.vocab_size:
+        raise ValueError(f"skip_teacher_from: the teacher must have the model's layers and vocabulary "
+                         f"({source.cfg.n_layers} layers and {source.cfg.vocab_size} tokens against "
+                         f"{like.cfg.n_layers} and {like.cfg.vocab_size})")
+    copy = Encoder(like.cfg)
+    copy.load_state_dict(source.state_dict())
+    for p in copy.parameters():
+        p.requires_grad_(False)
+    return copy.eval()
+
+
 def _teacher(init: Encoder) -> Encoder:
     """A frozen copy of the init model that attends over the whole utterance (no chunks, no skipping)."""
     teacher = Encoder(full_context(init.cfg, 1 << 20))
@@ -378,6 +396,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         if cfg.teacher_from is None and init is None:
             raise ValueError("loss.feature needs a teacher: init_from or teacher_from")
         teacher = _teacher(load_checkpoint(cfg.teacher_from).model if cfg.teacher_from else init.model).to(device)
+    skip_teacher = None
+    if cfg.skip_teacher_from is not None:
+        if weights.skip_distill <= 0:
+            raise ValueError("skip_teacher_from teaches through loss.skip_distill: give it a weight > 0")
+        skip_teacher = _frozen_copy(load_checkpoint(cfg.skip_teacher_from).model, model).to(device)
     step = 0
     prior_seconds = 0.0
     if resume and (out / "train_state.pt").exists():
@@ -428,16 +451,20 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             step_weights = weights if step >= cfg.aux_start else no_aux
             t_hidden = None
             offsets = _position_offsets(model.cfg, cfg, len(idx), gen)
-            teach_skip = skip is not None and step_weights.skip_distill > 0
+            teach_skip = skip is not None and step_weights.skip_distill > 0 and skip_teacher is None
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 if cache is not None:
-                    out_ = cache.forward(model, idx, skip, teacher=teach_skip, mask=cache_mask, gen=gen)
+                    out_ = cache.forward(model, idx, skip, teacher=teach_skip, mask=cache_mask, gen=gen,
+                                         teacher_model=skip_teacher)
                 else:
                     if teacher is not None and skip is None:
                         with torch.no_grad():  # the teacher hears the features before SpecAugment
                             t_hidden = teacher(x_clean, xl, hidden=True).hidden
-                    out_ = model(x, xl, skip, teacher=teach_skip, hidden=t_hidden is not None,
-                                 pos_offset=None if offsets is None else offsets.to(device))
+                    pos = None if offsets is None else offsets.to(device)
+                    out_ = model(x, xl, skip, teacher=teach_skip, hidden=t_hidden is not None, pos_offset=pos)
+                    if skip_teacher is not None:
+                        with torch.no_grad():
+                            out_ = replace(out_, unskipped=skip_teacher(x, xl, pos_offset=pos).final)
             loss, parts = total_loss(out_, y, yl, step_weights, t_hidden)
             if anchor:
                 penalty = anchor_penalty(anchor)

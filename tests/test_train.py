@@ -433,3 +433,56 @@ def test_blocks_taught_by_their_own_unskipped_pass_alone(tmp_path):
     train(TrainConfig(out_dir=str(tmp_path / "still"), **{**base, "skip_train_prob": 0.0}), progress=False)
     still = load_checkpoint(tmp_path / "still" / "last").model.state_dict()
     assert all(torch.equal(before[k], still[k]) for k in before)
+
+
+@pytest.mark.parametrize("frozen", [0, 1])
+def test_a_fixed_teacher_teaches_the_final_head_on_every_step(tmp_path, frozen):
+    """skip_teacher_from: a frozen checkpoint's pass without skipping teaches the final head, whole or compacted.
+    Whole passes move toward the teacher's outputs (from the cache or not); compacted steps learn from it with the
+    heads fixed; a weight of 0 for skip_distill is refused (the teacher would teach nothing)."""
+    from asr_engine.checkpoint import save_checkpoint
+    from asr_engine.data.loader import collate, load_features
+    from asr_engine.losses import factorized_distillation
+    from asr_engine.model.fbank import Fbank
+    from asr_engine.pretrained import import_whisper, pretrained_parameter_names
+
+    from test_pretrained import tiny_whisper, write_ct2
+
+    manifest = _manifest(tmp_path)
+    init = import_whisper([write_ct2(tmp_path / "model.bin", tiny_whisper())], chunk_size=4, left_chunks=2,
+                          feat_floor=-6.0)
+    save_checkpoint(init, tmp_path / "init")
+    other = load_checkpoint(tmp_path / "init")
+    with torch.no_grad():
+        other.model.layers[-1].ff.net[0].weight.mul_(1.5)  # another top layer: another whole pass
+    save_checkpoint(other, tmp_path / "other")
+    base = dict(train_manifest=str(manifest), init_from=str(tmp_path / "init"), max_frames=400, bf16=False,
+                warmup_steps=1, lr=3e-4, skip_train_start=0, skip_train_prob=0.0, skip_train_threshold=0.5,
+                steps=10, new_lr_scale=0.0, weight_decay=0.0, model={"dropout": 0.0}, frozen_layers=frozen,
+                skip_teacher_from=str(tmp_path / "other"), random_position_offset=False,
+                loss={"ctc": 0.0, "intermediate_ctc": 0.0, "distill_blank": 0.0, "distill_token": 0.0,
+                      "skip_distill": 1.0})
+    before = init.model.state_dict()
+    pretrained = pretrained_parameter_names(init.model.cfg)
+
+    def trained(name: str, **changes):
+        train(TrainConfig(out_dir=str(tmp_path / name), **{**base, **changes}), progress=False)
+        return load_checkpoint(tmp_path / name / "last").model
+
+    fs = load_features(str(manifest), init.tokenizer, Fbank(init.features), 20.0)
+    x, xl, _, _ = collate(fs, list(range(len(fs))))
+
+    def gap(model) -> float:  # the teacher's whole pass against the model's on the training audio
+        with torch.no_grad():
+            want, got = other.model.eval()(x, xl), model.eval()(x, xl)
+            blank, token = factorized_distillation(want.final, got.final, got.top_mask)
+        return float(blank + token)
+
+    taught = trained("taught")
+    assert gap(taught) < 0.85 * gap(init.model)  # (without the teacher, whole passes would learn nothing)
+    compacted = trained("compacted", skip_train_prob=1.0).state_dict()
+    new = [k for k in before if k not in pretrained and not k.startswith("feat_")]
+    assert new and all(torch.equal(before[k], compacted[k]) for k in new)
+    assert any(not torch.equal(before[k], compacted[k]) for k in pretrained)
+    with pytest.raises(ValueError, match="skip_distill"):
+        trained("no_weight", loss={"skip_distill": 0.0})
