@@ -16,7 +16,7 @@ context changes). Greedy WER of four mixes of the two passes' log-probs separate
 and per threshold: the share of frames skipped, and the share of skipped frames on which the full
 pass's best token is not blank (the gate's misses).
 
-    python docs/experiments/skip_cost.py MODEL MANIFEST 0.99,0.98,0.95 [EVERY]
+    python docs/experiments/skip_cost.py MODEL MANIFEST[+MANIFEST...] 0.99,0.98,0.95 [EVERY]
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def main() -> None:
     model = load_model(sys.argv[1], backend="torch", threads=2)
     thresholds = [float(t) for t in sys.argv[3].split(",")]
     every = int(sys.argv[4]) if len(sys.argv) > 4 else 1
-    utts = read_manifest(sys.argv[2])[::every]
+    utts = [u for m in sys.argv[2].split("+") for u in read_manifest(m)][::every]  # MANIFEST[+MANIFEST...]
     enc, tok = model.encoder, model.tokenizer
     errors = {(t, v): 0 for t in thresholds for v in VARIANTS}
     skipped = {t: 0 for t in thresholds}
