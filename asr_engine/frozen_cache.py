@@ -208,9 +208,8 @@ class FrozenCache:
                                 frozen=(self.k, xs[self.k]))
         if teacher_model is None:
             return out
-        with torch.no_grad():  # the same cached (and masked) inputs, every frame through the teacher's top layers
-            t_heads = {i: teacher_model.head_after(i, xs[i], frames.n_real) for i in model.cfg.intermediate_layers}
-            t_out = teacher_model.forward_top(xs[model.cfg.skip_layer], plan, lengths, t_heads,
-                                              teacher_model.split_gate(t_heads, frames.n_real),
+        with torch.no_grad():  # the same cached (and masked) inputs, every frame through the teacher's top layers;
+            # without skipping its final head needs neither its intermediate heads nor its gate
+            t_out = teacher_model.forward_top(xs[model.cfg.skip_layer], plan, lengths, {}, gate_raw,
                                               frozen=(self.k, xs[self.k]))
         return replace(out, unskipped=t_out.final)

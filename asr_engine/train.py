@@ -323,13 +323,9 @@ def _is_output_layer(name: str) -> bool:
     return name.startswith(("final_head.out.", "heads.")) and ".out." in name
 
 
-def _frozen_copy(source: Encoder, like: Encoder) -> Encoder:
-    """source's weights in like's layout (its streaming layout and dropout), frozen, in eval mode."""
-    if source.cfg.n_layers != like.cfg.n_layers or source.cfg.vocab_size != like.cfg.vocab_size:
-        raise ValueError(f"skip_teacher_from: the teacher must have the model's layers and vocabulary "
-                         f"({source.cfg.n_layers} layers and {source.cfg.vocab_size} tokens against "
-                         f"{like.cfg.n_layers} and {like.cfg.vocab_size})")
-    copy = Encoder(like.cfg)
+def _frozen_copy(source: Encoder, cfg: ModelConfig) -> Encoder:
+    """source's weights in the layout cfg (streaming, dropout), frozen, in eval mode."""
+    copy = Encoder(cfg)
     copy.load_state_dict(source.state_dict())
     for p in copy.parameters():
         p.requires_grad_(False)
@@ -338,11 +334,16 @@ def _frozen_copy(source: Encoder, like: Encoder) -> Encoder:
 
 def _teacher(init: Encoder) -> Encoder:
     """A frozen copy of the init model that attends over the whole utterance (no chunks, no skipping)."""
-    teacher = Encoder(full_context(init.cfg, 1 << 20))
-    teacher.load_state_dict(init.state_dict())
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher.eval()
+    return _frozen_copy(init, full_context(init.cfg, 1 << 20))
+
+
+def _skip_teacher(source: Encoder, model: Encoder) -> Encoder:
+    """A frozen copy of source in the model's layout (its streaming layout and dropout): skip_teacher_from."""
+    if source.cfg.n_layers != model.cfg.n_layers or source.cfg.vocab_size != model.cfg.vocab_size:
+        raise ValueError(f"skip_teacher_from: the teacher must have the model's layers and vocabulary "
+                         f"({source.cfg.n_layers} layers and {source.cfg.vocab_size} tokens against "
+                         f"{model.cfg.n_layers} and {model.cfg.vocab_size})")
+    return _frozen_copy(source, model.cfg)
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
@@ -400,7 +401,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     if cfg.skip_teacher_from is not None:
         if weights.skip_distill <= 0:
             raise ValueError("skip_teacher_from teaches through loss.skip_distill: give it a weight > 0")
-        skip_teacher = _frozen_copy(load_checkpoint(cfg.skip_teacher_from).model, model).to(device)
+        skip_teacher = _skip_teacher(load_checkpoint(cfg.skip_teacher_from).model, model).to(device)
     step = 0
     prior_seconds = 0.0
     if resume and (out / "train_state.pt").exists():
