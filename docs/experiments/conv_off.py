@@ -11,8 +11,7 @@ from __future__ import annotations
 import sys
 
 import asr_engine.model.layers as layers
-from asr_engine.backend import load_model
-from skip_probe import probe, read_manifests
+from skip_probe import plain_args, probe
 
 _plain_conv = layers._conv
 STATE = {"off": False}
@@ -24,10 +23,7 @@ def _conv(conv, x, plan):
 
 def main() -> None:
     layers._conv = _conv
-    model = load_model(sys.argv[1], backend="torch", threads=2)
-    every = int(sys.argv[4]) if len(sys.argv) > 4 else 1
-    utts = read_manifests(sys.argv[2])[::every]
-    thresholds = [float(t) for t in sys.argv[3].split(",")]
+    model, utts, thresholds = plain_args(sys.argv)
     probe(model, utts, thresholds, [False, True], lambda off: STATE.update(off=off), "conv modules left out")
 
 

@@ -16,9 +16,8 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from asr_engine.backend import load_model
 from asr_engine.model.layers import ConvModule
-from skip_probe import probe, read_manifests
+from skip_probe import plain_args, probe
 
 STATE = {"on": False}
 _plain = ConvModule.forward
@@ -44,10 +43,7 @@ def _forward(self, x, plan):
 
 def main() -> None:
     ConvModule.forward = _forward
-    model = load_model(sys.argv[1], backend="torch", threads=2)
-    every = int(sys.argv[4]) if len(sys.argv) > 4 else 1
-    utts = read_manifests(sys.argv[2])[::every]
-    thresholds = [float(t) for t in sys.argv[3].split(",")]
+    model, utts, thresholds = plain_args(sys.argv)
     probe(model, utts, thresholds, [False, True], lambda on: STATE.update(on=on), "conv on the timeline")
 
 

@@ -20,6 +20,15 @@ def read_manifests(spec: str) -> list:
     return [u for m in spec.split("+") for u in read_manifest(m)]
 
 
+def plain_args(argv: list[str]):
+    """MODEL MANIFEST[+MANIFEST...] THRESHOLDS [EVERY] -> (the model on torch, every EVERY-th utterance, thresholds)."""
+    from asr_engine.backend import load_model
+
+    every = int(argv[4]) if len(argv) > 4 else 1
+    return (load_model(argv[1], backend="torch", threads=2), read_manifests(argv[2])[::every],
+            [float(t) for t in argv[3].split(",")])
+
+
 def batches(model, utts, size: int = 16):
     """-> (first index, utterances, padded features (B, T, F), feature lengths (B,)) per batch."""
     for start in range(0, len(utts), size):
