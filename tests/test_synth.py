@@ -31,6 +31,36 @@ def test_jobs_are_deterministic_for_a_seed_and_follow_the_weights():
         make_jobs(SENTENCES, 1, 0, ["sam"], "x")
 
 
+def test_engines_added_later_leave_the_corpora_of_a_seed_as_they_were():
+    """Corpora are remade from their seeds on fresh machines: an engine installed there but weighted 0 by the mix
+    (every engine added after a corpus was declared) must not change its jobs."""
+    old = ["espeak-ng", "flite", "festival", "piper", "hibari", "kokoro"]
+    weights = {"espeak-ng": 0.3, "flite": 0.2, "piper": 0.5}
+    a = make_jobs(SENTENCES, 300, 3, old, "x", 0.3, weights=weights)
+    assert a == make_jobs(SENTENCES, 300, 3, [*old, "rhvoice", "pico", "mbrola"], "x", 0.3, weights=weights)
+    new = make_jobs(SENTENCES, 600, 3, list(synth.ENGINES), "x", weights={"rhvoice": 1, "pico": 1, "mbrola": 1})
+    voices = {e: {j.voice for j in new if j.engine == e} for e in ("rhvoice", "pico", "mbrola")}
+    assert voices == {"rhvoice": set(synth.RHVOICE_VOICES), "pico": set(synth.PICO_VOICES),
+                      "mbrola": set(synth.MBROLA_VOICES)}
+    assert "slt" not in voices["rhvoice"]  # festival's held-out HTS voice is slt: it stays an unseen speaker
+
+
+@pytest.mark.parametrize("engine", ["rhvoice", "pico", "mbrola"])
+def test_the_debian_contrib_engines_speak_at_the_drawn_rate(tmp_path, engine):
+    if engine not in synth.available_engines():
+        pytest.skip(f"{engine} is not installed (Debian contrib/non-free; README, training section)")
+    text = "please enter your account number & then press the pound key"  # markup characters reach Pico escaped
+    lengths = []
+    for i, rate in enumerate((0.8, 1.3)):
+        voice = {"rhvoice": "bdl", "pico": "en-GB", "mbrola": "mb-us2"}[engine]
+        row = synthesize(SynthJob(f"n{i}", text, engine, voice, rate, 50), tmp_path)
+        audio, sr = sf.read(tmp_path / row["audio"])
+        assert sr == 16000 and row["engine"] == engine and row["voice"] == voice
+        assert np.abs(audio).max() > 0.05 and 2.0 < len(audio) / sr < 8.0
+        lengths.append(len(audio))
+    assert lengths[1] < 0.85 * lengths[0]  # a faster rate says the same in less time
+
+
 def test_augment_plan_is_drawn_from_the_seed():
     assert AugmentPlan.draw(3) == AugmentPlan.draw(3) != AugmentPlan.draw(4)
     plans = [AugmentPlan.draw(s) for s in range(300)]

