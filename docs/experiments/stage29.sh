@@ -8,15 +8,14 @@ set -ex
 cd "$(dirname "$0")/../.." && source .venv/bin/activate
 asr-engine train configs/whisper-blocks-s29.json --resume  # starts afresh, or resumes an interrupted run
 FROM="the bundled model of commit df4f616 (the mean of stage 24 and its start)"
+RUN=runs/whisper-blocks-s29 CONFIG=configs/whisper-blocks-s29.json \
+AVERAGED="blocks 4-6, block 6's conv module and the CTC heads averaged" \
 TRAINED="whisper-base encoder (MIT, OpenAI): blocks 1-3 as imported; blocks 4-6 as in stage 12 (a tenth of the way \
 from the mean of stages 10 and 11 back to Whisper's weights), then trained again with the CTC heads and block 6's conv \
 module 300 steps from $FROM at 0.2 of the rate, held near it by an L2-SP anchor, on 26.42 h (24,000 utterances) of dry \
 synthetic speech (data/v3e: piper, hibari and flite; data/v3r: RHVoice, SVOX Pico and MBROLA), half of the steps with \
-the top layers compacted"
-asr-engine package runs/whisper-blocks-s29/last runs/s29-pkg --trained-on "$TRAINED" --init-from "$FROM"
-python docs/experiments/average.py runs/avg29 runs/avg24 runs/s29-pkg --labels "$FROM" \
-  "stage 29 (configs/whisper-blocks-s29.json, 300 steps from it)" --trained-on "the mean of $FROM and stage 29 \
-(blocks 4-6, block 6's conv module and the CTC heads averaged). Stage 29: $TRAINED"
+the top layers compacted" \
+  bash docs/experiments/package_stage.sh 29 avg24 "$FROM" unused
 bash docs/experiments/judge.sh avg24 s29-pkg avg29
 for M in s29-pkg avg29; do
   asr-engine eval data/heldout_r/manifest.jsonl --model runs/$M --by-source --backend torch --thresholds 1.0 \
