@@ -15,7 +15,7 @@ from the mean of stages 10 and 11 back to Whisper's weights), then trained again
 module 300 steps from $FROM at 0.2 of the rate, held near it by an L2-SP anchor, on 26.42 h (24,000 utterances) of dry \
 synthetic speech (data/v3e: piper, hibari and flite; data/v3r: RHVoice, SVOX Pico and MBROLA), half of the steps with \
 the top layers compacted" \
-  bash docs/experiments/package_stage.sh 29 avg24 "$FROM" unused
+  bash docs/experiments/package_stage.sh 29 avg24 "$FROM"
 bash docs/experiments/judge.sh avg24 s29-pkg avg29
 for M in s29-pkg avg29; do
   asr-engine eval data/heldout_r/manifest.jsonl --model runs/$M --by-source --backend torch --thresholds 1.0 \
