@@ -45,6 +45,23 @@ def test_gate_compact_equals_reference(B, T, D, dilation, chunk, dtype):
     assert ref.keep.any() or T == 1
 
 
+@pytest.mark.parametrize("B,T", [(1, 1), (3, 7), (2, 45)])
+def test_gate_scan_and_gather_equal_reference(B, T):
+    """The two halves the encoder calls, with the host's read between them: the scan sizes
+    nothing, and the gather takes x as a view over time (the lookahead copies after the real frames)."""
+    raw = _gate(B, T, 5, seed=2).to(DEVICE)
+    lengths = torch.tensor([T, T // 2, 0][:B], device=DEVICE)
+    ref, got = compaction.gate_scan(raw, lengths, 0.6, 1, 4), tk.gate_scan(raw, lengths, 0.6, 1, 4)
+    for name in ("keep", "index", "slot", "lengths", "longest"):
+        assert torch.equal(getattr(got, name), getattr(ref, name)), name
+    x = torch.randn(B, T + 3, 6, device=DEVICE)[:, 3:]
+    t_out, = compaction.host_sizes(got)
+    a, b = compaction.gather(x, ref, t_out), tk.gather(x, got, t_out)
+    for name in ("x", "index", "valid", "lengths", "keep", "slot"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert t_out == int(ref.lengths.max()) and a.x.shape == (B, t_out, 6)
+
+
 def test_gate_compact_threshold_one_keeps_every_valid_frame():
     raw = torch.full((2, 9, 3), -30.0, device=DEVICE)  # P(blank) ~ 1 everywhere
     x = torch.randn(2, 9, 4, device=DEVICE)

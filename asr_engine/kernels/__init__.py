@@ -14,25 +14,30 @@ from typing import Callable
 
 import torch
 
-from asr_engine.kernels.compaction import Compacted, compact, gate_compact, keep_mask, scatter_back
+from asr_engine.kernels.compaction import (Compacted, Gated, compact, gate_compact, gate_keep, gate_scan, gather,
+                                           host_sizes, keep_mask, scatter_back)
 from asr_engine.kernels.factorized import factorized_log_probs
 
-__all__ = ["Compacted", "SkipOps", "REFERENCE", "compact", "factorized_log_probs", "gate_compact", "keep_mask",
-           "load_triton_ops", "scatter_back", "select_ops"]
+__all__ = ["Compacted", "Gated", "SkipOps", "REFERENCE", "compact", "factorized_log_probs", "gate_compact",
+           "gate_keep", "gate_scan", "gather", "host_sizes", "keep_mask", "load_triton_ops", "scatter_back",
+           "select_ops"]
 
 
 @dataclass(frozen=True)
 class SkipOps:
     """One implementation of the skipping path's ops (see compaction.py and factorized.py
-    for their contracts)."""
+    for their contracts). gate_compact is gate_scan, one host read, then gather; the encoder calls
+    the two halves, to read the sizes of all its compactions at once."""
 
     name: str
     gate_compact: Callable[..., Compacted]
+    gate_scan: Callable[..., Gated]
+    gather: Callable[[torch.Tensor, Gated, int], Compacted]
     scatter_back: Callable[[torch.Tensor, torch.Tensor, Compacted], torch.Tensor]
     log_probs: Callable[[torch.Tensor], torch.Tensor]
 
 
-REFERENCE = SkipOps("reference", gate_compact, scatter_back, factorized_log_probs)
+REFERENCE = SkipOps("reference", gate_compact, gate_scan, gather, scatter_back, factorized_log_probs)
 _warned: set[str] = set()
 
 
@@ -40,7 +45,7 @@ def load_triton_ops() -> SkipOps:
     """The Triton implementation (raises ImportError without Triton)."""
     from asr_engine.kernels import triton_ops as t
 
-    return SkipOps("triton", t.gate_compact, t.scatter_back, t.factorized_log_probs)
+    return SkipOps("triton", t.gate_compact, t.gate_scan, t.gather, t.scatter_back, t.factorized_log_probs)
 
 
 def select_ops(device: str | torch.device) -> SkipOps:

@@ -52,29 +52,69 @@ def keep_mask(blank_prob: torch.Tensor, valid: torch.Tensor, threshold: float, d
     return keep & valid
 
 
-def compact(x: torch.Tensor, keep: torch.Tensor) -> Compacted:
-    """x (B, T, D), keep (B, T) bool -> the kept rows in original order, left-aligned."""
+@dataclass(frozen=True)
+class Gated:
+    """The gate's decision on the device, before any row of x moves. keep (B, T) bool the kept
+    frames; index (B, T) each row's kept frames in order, then 0; slot (B, T) each kept frame's
+    row in the compacted output, -1 if skipped; lengths (B,) kept frames per row; longest (1,) the
+    largest of them: the one number the host must read to size the output (`host_sizes`)."""
+
+    keep: torch.Tensor
+    index: torch.Tensor
+    slot: torch.Tensor
+    lengths: torch.Tensor
+    longest: torch.Tensor
+
+
+def host_sizes(*gated: Gated) -> list[int]:
+    """The longest kept row of each gate, read to the host in one transfer: on a GPU each read
+    waits for the device and leaves its launch queue empty, so a pass reads once."""
+    return torch.cat([g.longest for g in gated]).tolist()
+
+
+def gate_keep(keep: torch.Tensor) -> Gated:
+    """keep (B, T) bool -> the compaction's plan: the kept frames first, in their original order."""
     B, T = keep.shape
     lengths = keep.sum(1)  # (B,)
-    t_out = int(lengths.max()) if B else 0
     # stable sort puts kept frames first, in their original order
-    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :t_out]  # (B, T')
-    valid = torch.arange(t_out, device=x.device)[None, :] < lengths[:, None]  # (B, T')
-    index = torch.where(valid, order, torch.zeros_like(order))
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices  # (B, T)
+    index = torch.where(torch.arange(T, device=keep.device)[None, :] < lengths[:, None], order,
+                        torch.zeros_like(order))
+    slot = torch.where(keep, keep.long().cumsum(1) - 1, torch.full_like(keep, -1, dtype=torch.long))
+    longest = lengths.amax(0, keepdim=True) if B else lengths.new_zeros(1)
+    return Gated(keep, index, slot, lengths, longest)
+
+
+def gather(x: torch.Tensor, g: Gated, t_out: int) -> Compacted:
+    """x (B, T, D), g its gate, t_out >= g's longest row -> the kept rows, left-aligned in (B, t_out, D)."""
+    B = x.shape[0]
+    index = g.index[:, :t_out]
+    valid = torch.arange(t_out, device=x.device)[None, :] < g.lengths[:, None]  # (B, T')
     xc = torch.gather(x, 1, index[:, :, None].expand(B, t_out, x.shape[2]))
     xc = xc.masked_fill(~valid[:, :, None], 0.0)
-    slot = torch.where(keep, keep.long().cumsum(1) - 1, torch.full_like(keep, -1, dtype=torch.long))
-    return Compacted(xc, index, valid, lengths, keep, slot)
+    return Compacted(xc, index, valid, g.lengths, g.keep, g.slot)
+
+
+def compact(x: torch.Tensor, keep: torch.Tensor) -> Compacted:
+    """x (B, T, D), keep (B, T) bool -> the kept rows in original order, left-aligned."""
+    g = gate_keep(keep)
+    return gather(x, g, *host_sizes(g))
+
+
+def gate_scan(gate_raw: torch.Tensor, lengths: torch.Tensor, threshold: float, dilation: int,
+              chunk: int | None = None) -> Gated:
+    """The gate alone: gate_raw (B, T, V) the gating head's raw output (gate_raw[..., 0] the
+    non-blank logit z, P(blank) = sigmoid(-z)), lengths (B,) valid frames per row -> which frames
+    are kept (see keep_mask) and where they go. threshold >= 1.0 keeps every valid frame."""
+    valid = torch.arange(gate_raw.shape[1], device=gate_raw.device)[None, :] < lengths[:, None]  # (B, T)
+    return gate_keep(keep_mask(torch.sigmoid(-gate_raw[..., 0]), valid, threshold, dilation, chunk))
 
 
 def gate_compact(gate_raw: torch.Tensor, x: torch.Tensor, lengths: torch.Tensor, threshold: float,
                  dilation: int, chunk: int | None = None) -> Compacted:
-    """The whole gate in one call: gate_raw (B, T, V) the gating head's raw output
-    (gate_raw[..., 0] the non-blank logit z, P(blank) = sigmoid(-z)), x (B, T, D) the frames,
-    lengths (B,) valid frames per row -> the kept frames compacted (see keep_mask, compact).
-    threshold >= 1.0 keeps every valid frame."""
-    valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]  # (B, T)
-    return compact(x, keep_mask(torch.sigmoid(-gate_raw[..., 0]), valid, threshold, dilation, chunk))
+    """The whole gate in one call: gate_scan, then the gather of x (B, T, D) -> the kept frames compacted."""
+    g = gate_scan(gate_raw, lengths, threshold, dilation, chunk)
+    return gather(x, g, *host_sizes(g))
 
 
 def scatter_back(base: torch.Tensor, y: torch.Tensor, c: Compacted) -> torch.Tensor:

@@ -1,9 +1,9 @@
 """Triton kernels for the layer-skipping path, each equal to its reference in
 `compaction.py` / `factorized.py`:
 
-- `gate_compact`: the blank gate and the stream compaction in one pass over a ragged batch
+- `gate_scan` and `gather` (`gate_compact` is both): the blank gate over a ragged batch
   (P(blank) from the gating head, threshold, chunk-local dilation, the kept-frame indices by
-  a running prefix sum, and the gather of the kept rows);
+  a running prefix sum), then the gather of the kept rows once the host knows the longest;
 - `scatter_back`: the merge of the top layers' outputs (kept frames) with the gating head's
   (skipped frames), written once per output row;
 - `factorized_log_probs`: blank sigmoid + token log-softmax of a factorized-CTC head.
@@ -21,9 +21,9 @@ import torch
 import triton
 import triton.language as tl
 
-from asr_engine.kernels.compaction import Compacted
+from asr_engine.kernels.compaction import Compacted, Gated, host_sizes
 
-__all__ = ["gate_compact", "scatter_back", "factorized_log_probs", "INTERPRETED"]
+__all__ = ["gate_compact", "gate_scan", "gather", "scatter_back", "factorized_log_probs", "INTERPRETED"]
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
@@ -147,44 +147,63 @@ def _check_float(name: str, t: torch.Tensor, ndim: int, rows: bool = False) -> N
         raise ValueError(f"{name} must be contiguous" + (" in its last dim" if rows else ""))
 
 
-def gate_compact(gate_raw: torch.Tensor, x: torch.Tensor, lengths: torch.Tensor, threshold: float,
-                 dilation: int, chunk: int | None = None) -> Compacted:
-    """Same contract as compaction.gate_compact: gate_raw (B, T, V), x (B, T, D), lengths (B,).
-    Both may be views over the time axis (the real frames of a longer sequence that ends in
-    lookahead copies): only each frame's row of x must be contiguous."""
+def gate_scan(gate_raw: torch.Tensor, lengths: torch.Tensor, threshold: float, dilation: int,
+              chunk: int | None = None) -> Gated:
+    """Same contract as compaction.gate_scan: gate_raw (B, T, V), lengths (B,); gate_raw may be a
+    view over the time axis (the real frames of a longer sequence that ends in lookahead copies).
+    Two launches (the counts zeroed, the scan) and no host read."""
     _check_float("gate_raw", gate_raw, 3, rows=True)
-    _check_float("x", x, 3, rows=True)
-    _check_device(gate_raw, x, lengths)
-    B, T, D = x.shape
-    if gate_raw.shape[:2] != (B, T) or lengths.shape != (B,):
-        raise ValueError(f"shapes: gate_raw {tuple(gate_raw.shape)}, x {tuple(x.shape)}, "
-                         f"lengths {tuple(lengths.shape)} (want (B, T, V), (B, T, D), (B,))")
+    _check_device(gate_raw, lengths)
+    B, T, _ = gate_raw.shape
+    if lengths.shape != (B,):
+        raise ValueError(f"shapes: gate_raw {tuple(gate_raw.shape)}, lengths {tuple(lengths.shape)} "
+                         "(want (B, T, V), (B,))")
     if threshold < 0 or dilation < 0:
         raise ValueError(f"threshold and dilation must be >= 0, got {threshold}, {dilation}")
-    dev = x.device
-    # three launches and one host read: the counts (B of them, then the largest; zeroed), the gate's
-    # scan, the read of the largest count that sizes the output, the gather
+    dev = gate_raw.device
     index = torch.empty(B, T, dtype=torch.long, device=dev)
     slot = torch.empty(B, T, dtype=torch.long, device=dev)
     keep = torch.empty(B, T, dtype=torch.bool, device=dev)
-    counts = torch.zeros(B + 1, dtype=torch.long, device=dev)
+    counts = torch.zeros(B + 1, dtype=torch.long, device=dev)  # B counts, then the largest
     if B and T:  # else index, slot and keep are empty and the counts stay 0
         _gate_scan_kernel[(B,)](
             gate_raw, gate_raw.stride(0), gate_raw.stride(1), lengths.contiguous(), index, slot,
             keep.view(torch.int8), counts, T, float(min(threshold, 1.0)), chunk or T,
             DILATION=min(dilation, max(T - 1, 0)), BLOCK_T=min(triton.next_power_of_2(T), 128))
-    t_out = int(counts[B])  # the one host read: the longest compacted row sizes the output
-    count = counts[:B]
+    return Gated(keep, index, slot, counts[:B], counts[B:])
+
+
+def gather(x: torch.Tensor, g: Gated, t_out: int) -> Compacted:
+    """Same contract as compaction.gather: x (B, T, D) (a view over time is fine: only each frame's
+    row must be contiguous), t_out the longest kept row (read by the host) -> the kept rows. One launch."""
+    _check_float("x", x, 3, rows=True)
+    _check_device(x, g.index)
+    B, T, D = x.shape
+    if g.index.shape != (B, T):
+        raise ValueError(f"shapes: x {tuple(x.shape)}, the gate's index {tuple(g.index.shape)} (want (B, T))")
+    dev = x.device
     out = torch.empty(B, t_out, D, dtype=x.dtype, device=dev)
     valid = torch.empty(B, t_out, dtype=torch.bool, device=dev)
     if out.numel():
         block_t, block_d = 16, min(triton.next_power_of_2(D), 128)
         _gather_rows_kernel[(B, triton.cdiv(t_out, block_t), triton.cdiv(D, block_d))](
-            x, x.stride(0), x.stride(1), index, count, out, valid.view(torch.int8), T, t_out, D,
+            x, x.stride(0), x.stride(1), g.index, g.lengths, out, valid.view(torch.int8), T, t_out, D,
             BLOCK_T=block_t, BLOCK_D=block_d)
     elif valid.numel():  # D == 0
-        valid.copy_(torch.arange(t_out, device=dev)[None, :] < count[:, None])
-    return Compacted(out, index[:, :t_out], valid, count, keep, slot)
+        valid.copy_(torch.arange(t_out, device=dev)[None, :] < g.lengths[:, None])
+    return Compacted(out, g.index[:, :t_out], valid, g.lengths, g.keep, g.slot)
+
+
+def gate_compact(gate_raw: torch.Tensor, x: torch.Tensor, lengths: torch.Tensor, threshold: float,
+                 dilation: int, chunk: int | None = None) -> Compacted:
+    """Same contract as compaction.gate_compact: gate_raw (B, T, V), x (B, T, D), lengths (B,), both
+    views over time or not. Three launches (a memset of the counts, the scan, the gather) and one
+    host read, of the longest compacted row, which sizes the output."""
+    _check_float("x", x, 3, rows=True)
+    if gate_raw.dim() == 3 and x.dim() == 3 and gate_raw.shape[:2] != x.shape[:2]:
+        raise ValueError(f"shapes: gate_raw {tuple(gate_raw.shape)}, x {tuple(x.shape)} (want (B, T, V), (B, T, D))")
+    g = gate_scan(gate_raw, lengths, threshold, dilation, chunk)
+    return gather(x, g, *host_sizes(g))
 
 
 def scatter_back(base: torch.Tensor, y: torch.Tensor, c: Compacted) -> torch.Tensor:

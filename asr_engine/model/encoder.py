@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from asr_engine.kernels import REFERENCE, Compacted, SkipOps, compact, factorized_log_probs, keep_mask
+from asr_engine.kernels import (REFERENCE, Compacted, SkipOps, factorized_log_probs, gate_keep, host_sizes,
+                                keep_mask)
 from asr_engine.model.config import PAD_POS, ModelConfig, SkipOptions
 from asr_engine.model.layers import (Frames, Plan, Subsampling, make_block, make_plan, sinusoids, split_layers,
                                      stack_layers)
@@ -60,17 +61,23 @@ def run_chunk(cfg: ModelConfig, state: StreamState, n_valid: torch.Tensor, skip:
     -> (x, frames, heads, gate raw, new caches) on the step's real frames and lookahead copies;
     the blank gate picks the frames to keep; top(y, frames, caches) runs the upper layers on the
     compacted kept frames only -> (final raw of the real ones, their last-layer output, new caches).
-    Caches are stacked per
-    stage (StreamState.stage). If no frame is kept, the top layers and their caches rest.
+    Without `skip` the top layers run on the step's frames as they are (nothing is gated, and the
+    host reads nothing mid-step). Caches are stacked per stage (StreamState.stage). If no frame is
+    kept, the top layers and their caches rest.
     n_valid (B,) counts the valid frames of the step's C + right_context; C of them are output. With
     `hidden`, the output carries the last layer's output of the real frames (top_out)."""
     S = cfg.skip_layer
     x, frames, heads, gate_raw, new_bottom = bottom(state.stage(0, S))
     n = frames.n_real
-    threshold, dilation = (1.0, 0) if skip is None else (skip.threshold, skip.dilation)
     n_out = n_valid.clamp(max=n)
-    c, c2 = gate_both(ops, gate_raw, x, frames, n_out, threshold, dilation, cfg)
     new_top = state.stage(S, cfg.n_layers)
+    if skip is None:  # every valid frame runs the top layers in place: no gate, no compaction, no host read
+        y, y_out, new_top = top(x, frames, new_top)
+        keep = frames.valid[:, :n]  # a step's valid frames come first: these are the first n_out
+        final = torch.where(keep[:, :, None], y, gate_raw[:, :n])  # the frames after them, as compacted steps
+        new = StreamState.from_stages(new_bottom, new_top, state.offset + n_out)
+        return EncoderOutput(HeadOutput(final), heads, n_out, keep, top_out=y_out if hidden else None), new
+    c, c2 = gate_both(ops, gate_raw, x, frames, n_out, skip.threshold, skip.dilation, cfg)
     final = gate_raw[:, :n]
     top_out = x.new_zeros(x.shape[0], n, x.shape[2]) if hidden else None  # (B, C, D)
     if c.x.shape[1] > 0:  # lookahead copies only serve kept real frames
@@ -85,13 +92,16 @@ def run_chunk(cfg: ModelConfig, state: StreamState, n_valid: torch.Tensor, skip:
 def gate_both(ops: SkipOps, gate_raw: torch.Tensor, x: torch.Tensor, frames: Frames, lengths: torch.Tensor,
               threshold: float, dilation: int, cfg: ModelConfig) -> tuple[Compacted, Compacted | None]:
     """The blank gate on the real frames (dilation within chunks) and on the lookahead copies
-    (dilation within each chunk's copies), each compacted: kept real frames, kept copies (None without)."""
+    (dilation within each chunk's copies), each compacted: kept real frames, kept copies (None without).
+    Both gates run on the device first; the sizes of both compactions come back in one host read."""
     n = frames.n_real
-    c = ops.gate_compact(gate_raw[:, :n], x[:, :n], lengths, threshold, dilation, cfg.chunk_size)
+    g = ops.gate_scan(gate_raw[:, :n], lengths, threshold, dilation, cfg.chunk_size)
     if x.shape[1] == n:
-        return c, None
-    keep = keep_mask(torch.sigmoid(-gate_raw[:, n:, 0]), frames.valid[:, n:], threshold, dilation, cfg.right_context)
-    return c, compact(x[:, n:], keep)
+        return ops.gather(x, g, *host_sizes(g)), None
+    g2 = gate_keep(keep_mask(torch.sigmoid(-gate_raw[:, n:, 0]), frames.valid[:, n:], threshold, dilation,
+                             cfg.right_context))
+    t_out, t2_out = host_sizes(g, g2)
+    return ops.gather(x[:, :n], g, t_out), ops.gather(x[:, n:], g2, t2_out)
 
 
 def kept_frames(c: Compacted, c2: Compacted | None, frames: Frames) -> tuple[torch.Tensor, Frames]:
