@@ -7,8 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from asr_engine.kernels import (REFERENCE, Compacted, SkipOps, factorized_log_probs, gate_keep, host_sizes,
-                                keep_mask)
+from asr_engine.kernels import REFERENCE, Compacted, SkipOps, factorized_log_probs, host_sizes
 from asr_engine.model.config import PAD_POS, ModelConfig, SkipOptions
 from asr_engine.model.layers import (Frames, Plan, Subsampling, make_block, make_plan, sinusoids, split_layers,
                                      stack_layers)
@@ -98,8 +97,8 @@ def gate_both(ops: SkipOps, gate_raw: torch.Tensor, x: torch.Tensor, frames: Fra
     g = ops.gate_scan(gate_raw[:, :n], lengths, threshold, dilation, cfg.chunk_size)
     if x.shape[1] == n:
         return ops.gather(x, g, *host_sizes(g)), None
-    g2 = gate_keep(keep_mask(torch.sigmoid(-gate_raw[:, n:, 0]), frames.valid[:, n:], threshold, dilation,
-                             cfg.right_context))
+    # each chunk's copies follow the chunk before's (right_context <= chunk_size): valid ones first
+    g2 = ops.gate_scan(gate_raw[:, n:], frames.valid[:, n:].sum(1), threshold, dilation, cfg.right_context)
     t_out, t2_out = host_sizes(g, g2)
     return ops.gather(x[:, :n], g, t_out), ops.gather(x[:, n:], g2, t2_out)
 
