@@ -1,5 +1,6 @@
-"""encoder: the encoder alone on whole utterances, with and without layer skipping, per batch size,
-and where the time goes (torch.profiler) in each mode.
+"""encoder: the encoder alone on whole utterances (or, with `--context stream`, as the engine's
+streaming steps), with and without layer skipping, per batch size, and where the time goes
+(torch.profiler) in each mode.
 
 `bench rtf` times the whole recognizer (features, encoder, decoding, text); on a GPU the encoder is
 a small part of that, so a skipping gain or loss in the encoder can hide there. This bench feeds
@@ -7,7 +8,9 @@ the encoder the same features again and again (the bundled samples' log-mels, ti
 per utterance) and reports, per batch size and mode, milliseconds per call, times real time, the
 share of frames that ran the top layers, and with `--profile` the operators that take the most
 device (or CPU) time and the host reads (`aten::item`, `aten::_local_scalar_dense`, device-to-host
-copies) per call: each of those stalls the host until the device has caught up.
+copies) per call: each of those stalls the host until the device has caught up. In streaming steps
+a call is the whole utterance fed one model chunk per step, each step's log-probs read back to the
+host as the engine reads them.
 """
 
 from __future__ import annotations
@@ -50,14 +53,14 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _profile(encoder, x, lengths, skip, device) -> dict:
+def _profile(run, skip, device) -> dict:
     import torch
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with torch.inference_mode(), profile(activities=acts) as prof:
-        encoder(x, lengths, skip)
+        run(skip)
         _sync(device)
     events = prof.key_averages()
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
@@ -73,7 +76,7 @@ def _profile(encoder, x, lengths, skip, device) -> dict:
             "top_ops": [f"{e.key} {getattr(e, key, 0.0) / 1e3:.2f} ms x{e.count}" for e in top]}
 
 
-def _host_ms(encoder, x, lengths, skip, device, calls: int = 5) -> float:
+def _host_ms(run, skip, device, calls: int = 5) -> float:
     """Milliseconds until a call returns to the host, before waiting for the device: its launches,
     its Python and its waits at host reads; with the device's busy time this splits a call's cost."""
     import time
@@ -85,10 +88,56 @@ def _host_ms(encoder, x, lengths, skip, device, calls: int = 5) -> float:
         for _ in range(calls):
             _sync(device)
             t0 = time.perf_counter()
-            encoder(x, lengths, skip)
+            run(skip)
             total += time.perf_counter() - t0
     _sync(device)
     return total / calls * 1e3
+
+
+def _stream_steps(encoder, x, lengths):
+    """Features (B, T_in, F) with (B,) lengths -> the engine's steps: [(feature window, (B,) valid
+    frames)], one model chunk of encoder frames per step, each window holding its right context."""
+    import torch
+
+    cfg, sub = encoder.cfg, encoder.subsampling
+    C, R = cfg.chunk_size, cfg.right_context
+    n = sub.output_lengths(lengths)  # (B,) encoder frames
+    steps = -(-int(n.max()) // C)
+    pad = sub.stride * C * steps + cfg.input_frames(R) - x.shape[1]
+    x = torch.cat([x, x.new_zeros(x.shape[0], max(pad, 0), x.shape[2])], 1)
+    return [(x[:, k * C * sub.stride: k * C * sub.stride + cfg.input_frames(C + R)].contiguous(),
+             (n - k * C).clamp(0, C + R)) for k in range(steps)]
+
+
+def _streamer(encoder, steps, batch: int, dtype):
+    """run(skip) feeds every step in turn from a fresh state, reads each step's log-probs to the host
+    (as the engine does) -> (frames that ran the top layers, frames output)."""
+    import torch
+
+    from asr_engine.model.streaming import StreamState
+
+    device = steps[0][0].device
+
+    def run(skip):
+        state = StreamState.zeros(encoder.cfg, batch, device, dtype)
+        top = total = 0
+        for win, n_valid in steps:
+            out, state = encoder.forward_chunk(win, n_valid, state, skip)
+            encoder.ops.log_probs(out.final.raw).float().cpu()
+            top, total = top + out.top_mask.sum(), total + out.lengths.sum()
+        return top, total
+
+    return run
+
+
+def _whole(encoder, x, lengths):
+    """run(skip): one call on the whole utterances -> (frames that ran the top layers, frames output)."""
+
+    def run(skip):
+        out = encoder(x, lengths, skip)
+        return out.top_mask.sum(), out.lengths.sum()
+
+    return run
 
 
 def main(args) -> None:
@@ -114,18 +163,24 @@ def main(args) -> None:
     for batch in [int(b) for b in args.batch.split(",")]:
         x, lengths = _batch(one.to(dtype), batch)
         audio_s = float(lengths.sum()) / per_s
-        row = {"device": str(device), "dtype": args.dtype, "batch": batch, "seconds": args.seconds,
-               "threshold": threshold, "ops": encoder.ops.name}
+        steps = _stream_steps(encoder, x, lengths) if args.context == "stream" else None
+        run = _whole(encoder, x, lengths) if steps is None else _streamer(encoder, steps, batch, dtype)
+        row = {"device": str(device), "dtype": args.dtype, "context": args.context, "batch": batch,
+               "seconds": args.seconds, "threshold": threshold, "ops": encoder.ops.name}
+        if steps is not None:
+            row["steps"] = len(steps)
         for name, skip in modes.items():
             with torch.inference_mode():
-                t = timed(lambda: encoder(x, lengths, skip), args.reps, args.calls, lambda: _sync(device))
-                out = encoder(x, lengths, skip)
+                t = timed(lambda: run(skip), args.reps, args.calls, lambda: _sync(device))
+                top, total = run(skip)
             row[f"ms_{name}"] = t * 1e3
             row[f"x_{name}"] = audio_s / t
-            row[f"top_{name}"] = float(out.top_mask.sum()) / float(out.lengths.sum())
+            row[f"top_{name}"] = float(top) / float(total)
+            if steps is not None:
+                row[f"step_ms_{name}"] = t * 1e3 / len(steps)
             if args.profile:
-                p = _profile(encoder, x, lengths, skip, device)
-                p["host_ms"] = _host_ms(encoder, x, lengths, skip, device)
+                p = _profile(run, skip, device)
+                p["host_ms"] = _host_ms(run, skip, device)
                 row[f"profile_{name}"] = p
                 print(f"batch {batch}, skipping {name}: {row[f'ms_{name}']:.2f} ms a call, returns to the host after "
                       f"{p['host_ms']:.2f} ms, device busy {p['device_busy_ms']:.2f} ms (profiled); "
@@ -134,9 +189,13 @@ def main(args) -> None:
                       flush=True)
         row["speedup"] = row["ms_off"] / row["ms_on"]
         rows.append(row)
-    print(table(rows, [("device", "device", "s"), ("dtype", "dtype", "s"), ("batch", "batch", "d"),
-                       ("ms off", "ms_off", ".2f"), ("ms on", "ms_on", ".2f"), ("speed-up", "speedup", ".2f"),
-                       ("x real time off", "x_off", ".0f"), ("top frames on", "top_on", ".1%")]))
+    cols = [("device", "device", "s"), ("dtype", "dtype", "s"), ("context", "context", "s"), ("batch", "batch", "d"),
+            ("ms off", "ms_off", ".2f"), ("ms on", "ms_on", ".2f"), ("speed-up", "speedup", ".2f"),
+            ("x real time off", "x_off", ".0f"), ("top frames on", "top_on", ".1%")]
+    if args.context == "stream":
+        cols[6:6] = [("steps", "steps", "d"), ("ms a step off", "step_ms_off", ".3f"),
+                     ("ms a step on", "step_ms_on", ".3f")]
+    print(table(rows, cols))
     append_results(args.results, "encoder", rows, {"model": args.model or "default"})
 
 
@@ -147,6 +206,9 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: the GPU when there is one)")
     p.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 weights and inputs")
     p.add_argument("--batch", default="1,16,64", help="batch sizes (default 1,16,64)")
+    p.add_argument("--context", default="full", choices=["full", "stream"],
+                   help="full: whole utterances in one call; stream: the engine's streaming steps, one model "
+                        "chunk each, their log-probs read back every step (default full)")
     p.add_argument("--seconds", type=float, default=15.0, help="seconds per utterance, the longest (default 15)")
     p.add_argument("--threshold", type=float, default=None, help="skip threshold (default: the model's)")
     p.add_argument("--calls", type=int, default=5, help="calls per timed repetition (default 5)")

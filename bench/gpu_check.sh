@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on a machine with a CUDA GPU: the whole test suite (in parallel; the GPU tests build their
 # tensors on the device), `bench kernels` (two shapes), `bench encoder` (skipping on and off per batch
-# size; profiled, fp16, threshold 0.95), `bench rtf --device cuda`, `bench server --device cuda`
+# size; profiled, streaming steps, fp16, threshold 0.95), `bench rtf --device cuda`, `bench server --device cuda`
 # (streaming capacity) and `bench train` (training throughput of three model sizes, skip-aware steps on
 # and off). Every step has its own time limit, so the whole script ends inside 8 minutes;
 # GPU_CHECK_SKIP="train kernels" (step names) leaves steps out; GPU_CHECK_CLIENTS sets the server's levels.
@@ -101,8 +101,11 @@ with open(sys.argv[1], "w") as f:
         f.write(json.dumps(r) + "\n")
 EOF
 step "bench encoder (fp32, profiled)" 100 $PY -m bench encoder --device cuda --batch 1,16,64 --profile --results "$RES"
+step "bench encoder (streaming steps, profiled)" 60 $PY -m bench encoder --device cuda --context stream \
+  --batch 1,16,64 --seconds 8 --profile --results "$RES"
 step "bench encoder (fp16)" 50 $PY -m bench encoder --device cuda --dtype float16 --batch 16,64 --results "$RES"
-step "bench encoder (fp32, threshold 0.95)" 50 $PY -m bench encoder --device cuda --batch 16,64 --threshold 0.95 --results "$RES"
+step "bench encoder (fp32, threshold 0.95)" 50 $PY -m bench encoder --device cuda --batch 16,64 --threshold 0.95 \
+  --results "$RES"
 step "bench rtf (cuda)" 80 $PY -m bench rtf --manifest "$MAN" --backend torch --device cuda --reps 3 --results "$RES"
 step "bench server (cuda)" 120 $PY -m bench server --manifest "$MAN" --device cuda --backend torch \
   --clients "${GPU_CHECK_CLIENTS:-16,64,128}" --seconds 8 --results "$RES"
@@ -118,13 +121,15 @@ for r in rows:
               f"(reference {r['reference_gbps']:.0f}), {r['speedup']:.2f}x; kernels alone "
               f"{r.get('device_gbps', float('nan')):.0f} GB/s |")
     elif r["bench"] == "encoder":
-        print(f"| encoder | {r['dtype']} batch {r['batch']} | {r['ms_off']:.1f} ms off, {r['ms_on']:.1f} ms on "
+        print(f"| encoder | {r.get('context', 'full')} {r['dtype']} batch {r['batch']} | {r['ms_off']:.1f} ms off, "
+              f"{r['ms_on']:.1f} ms on "
               f"({r['speedup']:.2f}x, top {r['top_on']:.0%}), {r['x_off']:.0f}x real time off |")
     elif r["bench"] == "server" and not r.get("summary"):
         print(f"| server | {r.get('device', 'cpu')} {r['clients']} clients | p50 {r['latency_p50_ms']:.0f} ms, "
               f"p95 {r['latency_p95_ms']:.0f} ms, {r['failures']} failures |")
     elif r["bench"] == "train":
-        print(f"| train | {r['size']} skip {r['skip']} | {r['x_realtime']:.0f}x real time, {r['ms_per_step']:.0f} ms/step |")
+        print(f"| train | {r['size']} skip {r['skip']} | {r['x_realtime']:.0f}x real time, "
+              f"{r['ms_per_step']:.0f} ms/step |")
     else:
         keys = [k for k in r if k not in ("machine", "time", "bench")]
         print(f"| {r['bench']} | " + ", ".join(f"{k}={r[k]}" for k in keys[:6]) + " |")

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -229,7 +230,26 @@ def test_encoder_bench_times_both_modes_per_batch_and_profiles(tmp_path):
         assert r["profile_on"]["top_ops"] and r["profile_off"]["host_reads"] == 0  # no skipping: no reads
         for mode in ("on", "off"):  # on the CPU a call returns when it is done, and no device is busy
             assert r[f"profile_{mode}"]["host_ms"] > 0 and r[f"profile_{mode}"]["device_busy_ms"] == 0
-    assert "skipping on" in proc.stdout and "| cpu | float32 | 2 |" in proc.stdout
+    assert "skipping on" in proc.stdout and "| cpu | float32 | full | 2 |" in proc.stdout
+
+
+def test_encoder_bench_streams_the_engines_steps(tmp_path):
+    """--context stream: each call feeds the utterances one model chunk per step; the rows carry the
+    steps, the time per step and the share of frames through the top layers, as in the engine."""
+    out = tmp_path / "r.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "bench", "encoder", "--device", "cpu", "--model", TINY_MODEL,
+                           "--context", "stream", "--batch", "2", "--seconds", "2", "--calls", "1", "--reps", "1",
+                           "--threshold", "0.5", "--threads", "1", "--results", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (r,) = [json.loads(line) for line in out.read_text().splitlines()]
+    from asr_engine.checkpoint import load_checkpoint
+
+    cfg = load_checkpoint(TINY_MODEL).model.cfg
+    steps = 2 * 100 / cfg.stride / cfg.chunk_size  # 2 s of 10 ms features, subsampled, in model chunks
+    assert r["context"] == "stream" and math.floor(steps) <= r["steps"] <= math.ceil(steps) + 1
+    assert r["step_ms_on"] == r["ms_on"] / r["steps"] and r["top_off"] == 1.0 and 0.0 <= r["top_on"] < 1.0
+    assert "| cpu | float32 | stream | 2 |" in proc.stdout
 
 
 def test_gpu_check_script_parses_and_says_when_there_is_no_gpu(tmp_path):
