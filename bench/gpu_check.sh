@@ -12,12 +12,14 @@
 # pytest (with xdist and timeout) and no network. What it lacks travels as wheels, fetched here once:
 #     bash bench/gpu_check.sh --fetch-wheels     # -> .whl/ (ignored by git), about 5 MB
 # then the run (device tool): command "bash bench/gpu_check.sh", carry [".whl"].
-# The working tree that travels is limited to 64 MiB and the tracked files are ~106 MB: before the
-# call, take the ONNX exports out of the working copy (the script makes them again there, as
-# `asr-engine export --ship` and `asr-engine lm export` do here), and put them back afterwards:
-#     rm -rf tests/models/tiny/onnx-c8 tests/models/tiny/onnx-c64 asr_engine/models/default/onnx-c32 \
-#            asr_engine/models/default/onnx-c64 asr_engine/models/default-lm/lm.onnx
-#     git checkout -- tests/models asr_engine/models
+# The working tree that travels (tracked and untracked-not-ignored files, and the carried .whl) is
+# limited to 64 MiB and the tracked files are ~104 MiB. Before the call, take out of the working copy
+# what the call does not need: the ONNX exports (the script makes them again there, as `asr-engine
+# export --ship` and `asr-engine lm export` do here), docs/ and bench's recorded results; the script
+# does it and says what will travel (it stops if that is over the limit). Afterwards, put them back:
+#     bash bench/gpu_check.sh --slim       # before the call
+#     bash bench/gpu_check.sh --restore    # after it
+# (`--size` says what would travel, changing nothing.)
 # The suite's tests that need what the GPU machine lacks and the wheels do not bring (PyAV, Ray,
 # pyroomacoustics, Chromium, espeak-ng, the dev_real recordings) skip or fail there for that reason
 # alone; the log names each.
@@ -35,6 +37,28 @@ if [ "${1:-}" = "--fetch-wheels" ]; then
   ls -la .whl
   exit 0
 fi
+
+# what the GPU call does not need, and makes again there where a test needs it
+SLIM=(tests/models/tiny/onnx-* asr_engine/models/default/onnx-* asr_engine/models/default-lm/lm.onnx docs
+      bench/results.jsonl bench/sweep.png)
+LIMIT_MIB=64
+travel_mib() {  # MiB the device tool would send once SLIM is out: files git tracks or does not ignore, and .whl
+  local spec=() p
+  for p in "${SLIM[@]}"; do spec+=(":(exclude)$p"); done
+  { git ls-files -z --cached --others --exclude-standard -- . "${spec[@]}" | xargs -0 stat -c %s 2>/dev/null
+    [ -d .whl ] && find .whl -type f -exec stat -c %s {} +; } | awk '{s += $1} END {printf "%.1f\n", s / 1048576}'
+}
+case "${1:-}" in
+  --size|--slim)
+    mib=$(travel_mib)
+    echo "gpu_check: $mib MiB would travel ($([ -d .whl ] && echo "with" || echo "without") .whl), of $LIMIT_MIB MiB"
+    awk -v m="$mib" -v l="$LIMIT_MIB" 'BEGIN {exit !(m <= l)}' || { echo "gpu_check: over the limit" >&2; exit 1; }
+    [ "$1" = --slim ] && rm -rf "${SLIM[@]}" && echo "gpu_check: left out ${SLIM[*]} (--restore puts them back)"
+    exit 0 ;;
+  --restore)
+    git checkout -- "${SLIM[@]}" && echo "gpu_check: restored ${SLIM[*]}"
+    exit $? ;;
+esac
 
 OUT="${OUT:-/tmp/gpu_check}"
 mkdir -p "$OUT"
@@ -74,7 +98,7 @@ export PYTHONPATH="$PWD:$PYTHONPATH"
 # the ONNX exports that were left behind to fit the working-tree limit, made again as here (the
 # device tool may leave their folders there, empty: look for the files)
 for m in tests/models/tiny asr_engine/models/default; do
-  ls "$m"/onnx-c*/export.json >/dev/null 2>&1 || step "export $m" 120 $PY -m asr_engine.cli export "$m" --ship
+  ls "$m"/onnx-*/export.json >/dev/null 2>&1 || step "export $m" 120 $PY -m asr_engine.cli export "$m" --ship
 done
 [ -f asr_engine/models/default-lm/lm.onnx ] || \
   step "export the bundled LM" 60 $PY -m asr_engine.cli lm export asr_engine/models/default-lm

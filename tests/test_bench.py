@@ -262,3 +262,21 @@ def test_gpu_check_script_parses_and_says_when_there_is_no_gpu(tmp_path):
     env = {**os.environ, "OUT": str(tmp_path), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.run(["bash", str(script)], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 2 and "no CUDA GPU here" in proc.stdout
+
+
+WHEELS_MIB = 5.1  # what `gpu_check.sh --fetch-wheels` fetched on 2026-12-06 (5.0 MiB, Python 3.12)
+
+
+def test_gpu_check_leaves_room_for_its_wheels_under_the_device_tools_limit():
+    """The device tool sends at most 64 MiB (the working tree and the carried wheels); `--size` says
+    what travels once the call's leavings are out, changing nothing."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    before = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
+    proc = subprocess.run(["bash", "bench/gpu_check.sh", "--size"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    mib = float(proc.stdout.split(" MiB")[0].split()[-1])
+    wheels = 0.0 if "with .whl" in proc.stdout else WHEELS_MIB
+    assert 10 < mib and mib + wheels <= 64, proc.stdout
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout == before
