@@ -72,8 +72,9 @@ class TorchModel:
             log_probs = self.ops.log_probs(out.final.raw).float().cpu().numpy()
             mask = out.top_mask.cpu().numpy()
             top_out = out.top_out.float().cpu().numpy() if hidden else None
+            lengths = out.lengths.cpu().numpy()  # once: each int() of a device tensor waits for the device
         for j, i in enumerate(live):
-            n = int(out.lengths[j])
+            n = int(lengths[j])
             encoded[i] = (log_probs[j, :n], int(mask[j, :n].sum()))
             if hidden:
                 encoded[i] += (mask[j, :n], top_out[j, :n])
