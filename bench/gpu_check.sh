@@ -3,7 +3,7 @@
 # tensors on the device), `bench kernels` (two shapes), `bench encoder` (skipping on and off per batch
 # size; profiled, streaming steps, fp16, threshold 0.95), `bench rtf --device cuda`, `bench server --device cuda`
 # (streaming capacity) and `bench train` (training throughput of three model sizes, skip-aware steps on
-# and off). Every step has its own time limit, so the whole script ends inside 8 minutes;
+# and off). Every step has its own time limit, cut to end by GPU_CHECK_BUDGET (540 s);
 # GPU_CHECK_SKIP="train kernels" (step names) leaves steps out; GPU_CHECK_CLIENTS sets the server's levels.
 # It prints one table at the end and writes JSON lines to $OUT/gpu_check.jsonl ($OUT: the device tool's
 # return folder; /tmp/gpu_check otherwise).
@@ -67,11 +67,18 @@ RES="$OUT/gpu_check.jsonl"
 LOG="$OUT/gpu_check.log"
 PY=python3
 status=0
+# the device tool stops a call at 600 s: every step ends by BUDGET, leaving time for the table
+BUDGET=${GPU_CHECK_BUDGET:-540}
 step() {  # step NAME SECONDS CMD...: run with a time limit, log, remember a failure
   local name=$1 limit=$2; shift 2
   for w in ${GPU_CHECK_SKIP:-}; do
     case "$name" in *"$w"*) echo "== $name: left out (GPU_CHECK_SKIP)" | tee -a "$LOG"; return 0 ;; esac
   done
+  local left=$((BUDGET - SECONDS))
+  if [ "$left" -lt 20 ]; then
+    echo "== $name: left out, ${left}s of GPU_CHECK_BUDGET=${BUDGET}s left" | tee -a "$LOG"; status=1; return 0
+  fi
+  [ "$limit" -le "$left" ] || limit=$left
   echo "== $name (limit ${limit}s)" | tee -a "$LOG"
   local t0=$SECONDS
   timeout "$limit" "$@" 2>&1 | tee -a "$LOG" | tail -n 40
