@@ -69,13 +69,14 @@ PY=python3
 status=0
 # the device tool stops a call at 600 s: every step ends by BUDGET, leaving time for the table
 BUDGET=${GPU_CHECK_BUDGET:-540}
+MIN_STEP=${GPU_CHECK_MIN_STEP:-20}  # a step with less time left is left out
 step() {  # step NAME SECONDS CMD...: run with a time limit, log, remember a failure
   local name=$1 limit=$2; shift 2
   for w in ${GPU_CHECK_SKIP:-}; do
     case "$name" in *"$w"*) echo "== $name: left out (GPU_CHECK_SKIP)" | tee -a "$LOG"; return 0 ;; esac
   done
   local left=$((BUDGET - SECONDS))
-  if [ "$left" -lt 20 ]; then
+  if [ "$left" -lt "$MIN_STEP" ]; then
     echo "== $name: left out, ${left}s of GPU_CHECK_BUDGET=${BUDGET}s left" | tee -a "$LOG"; status=1; return 0
   fi
   [ "$limit" -le "$left" ] || limit=$left

@@ -280,3 +280,21 @@ def test_gpu_check_leaves_room_for_its_wheels_under_the_device_tools_limit():
     wheels = 0.0 if "with .whl" in proc.stdout else WHEELS_MIB
     assert 10 < mib and mib + wheels <= 64, proc.stdout
     assert subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout == before
+
+
+def test_gpu_check_steps_end_by_its_budget(tmp_path):
+    """The device tool stops a call at 600 s: gpu_check's steps are cut to end by GPU_CHECK_BUDGET, and a
+    step with no time left is left out and counted as failed (its step function, run alone)."""
+    lines = (ROOT / "bench" / "gpu_check.sh").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("BUDGET="))
+    end = next(i for i in range(start, len(lines)) if lines[i] == "}")
+    script = tmp_path / "steps.sh"
+    script.write_text("\n".join([f"LOG={tmp_path}/log", "status=0", "GPU_CHECK_BUDGET=4", "GPU_CHECK_MIN_STEP=1",
+                                 *lines[start:end + 1],
+                                 'step fast 100 true', 'step slow 100 sleep 60', 'step late 100 true',
+                                 'echo "status=$status"']) + "\n")
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60)
+    out = proc.stdout
+    assert "== fast (limit 4s)" in out and "== fast: exit 0" in out
+    assert "== slow: exit 124" in out  # cut at the budget, not at its own 100 s
+    assert "== late: left out" in out and out.rstrip().endswith("status=1")
