@@ -74,18 +74,18 @@ def run_chunk(cfg: ModelConfig, state: StreamState, n_valid: torch.Tensor, skip:
         y, y_out, new_top = top(x, frames, new_top)
         keep = frames.valid[:, :n]  # a step's valid frames come first: these are the first n_out
         final = torch.where(keep[:, :, None], y, gate_raw[:, :n])  # the frames after them, as compacted steps
-        new = StreamState.from_stages(new_bottom, new_top, state.offset + n_out)
-        return EncoderOutput(HeadOutput(final), heads, n_out, keep, top_out=y_out if hidden else None), new
-    c, c2 = gate_both(ops, gate_raw, x, frames, n_out, skip.threshold, skip.dilation, cfg)
-    final = gate_raw[:, :n]
-    top_out = x.new_zeros(x.shape[0], n, x.shape[2]) if hidden else None  # (B, C, D)
-    if c.x.shape[1] > 0:  # lookahead copies only serve kept real frames
-        y, y_out, new_top = top(*kept_frames(c, c2, frames), new_top)
-        final = ops.scatter_back(final, y, c)
-        if hidden:  # y_out is a view when lookahead copies follow
-            top_out = ops.scatter_back(top_out, y_out.contiguous(), c)
+        top_out = y_out if hidden else None
+    else:
+        c, c2 = gate_both(ops, gate_raw, x, frames, n_out, skip.threshold, skip.dilation, cfg)
+        keep, final = c.keep, gate_raw[:, :n]
+        top_out = x.new_zeros(x.shape[0], n, x.shape[2]) if hidden else None  # (B, C, D)
+        if c.x.shape[1] > 0:  # lookahead copies only serve kept real frames
+            y, y_out, new_top = top(*kept_frames(c, c2, frames), new_top)
+            final = ops.scatter_back(final, y, c)
+            if hidden:  # y_out is a view when lookahead copies follow
+                top_out = ops.scatter_back(top_out, y_out.contiguous(), c)
     new = StreamState.from_stages(new_bottom, new_top, state.offset + n_out)
-    return EncoderOutput(HeadOutput(final), heads, n_out, c.keep, top_out=top_out), new
+    return EncoderOutput(HeadOutput(final), heads, n_out, keep, top_out=top_out), new
 
 
 def gate_both(ops: SkipOps, gate_raw: torch.Tensor, x: torch.Tensor, frames: Frames, lengths: torch.Tensor,
