@@ -198,10 +198,7 @@ def gate_compact(gate_raw: torch.Tensor, x: torch.Tensor, lengths: torch.Tensor,
                  dilation: int, chunk: int | None = None) -> Compacted:
     """Same contract as compaction.gate_compact: gate_raw (B, T, V), x (B, T, D), lengths (B,), both
     views over time or not. Three launches (a memset of the counts, the scan, the gather) and one
-    host read, of the longest compacted row, which sizes the output."""
-    _check_float("x", x, 3, rows=True)
-    if gate_raw.dim() == 3 and x.dim() == 3 and gate_raw.shape[:2] != x.shape[:2]:
-        raise ValueError(f"shapes: gate_raw {tuple(gate_raw.shape)}, x {tuple(x.shape)} (want (B, T, V), (B, T, D))")
+    host read, of the longest compacted row, which sizes the output. gate_scan and gather check their inputs."""
     g = gate_scan(gate_raw, lengths, threshold, dilation, chunk)
     return gather(x, g, *host_sizes(g))
 
