@@ -163,6 +163,36 @@ def test_attention_block_size_does_not_change_results():
     torch.testing.assert_close(small[valid], ref[valid], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("right", [0, 3])
+@pytest.mark.parametrize("left", [0, 2, None])
+@pytest.mark.parametrize("block", [5, 16, 256])
+def test_kept_windows_from_the_gates_equal_the_compacted_frames_windows(right, left, block):
+    """A skipping pass computes its kept frames' attention windows on the device from the gates, before
+    it knows the compaction's sizes: they are the windows of the compacted frames, block for block."""
+    from asr_engine.kernels import gate_keep, gather, host_sizes
+    from asr_engine.model.encoder import gated_of, kept_frames
+    from asr_engine.model.layers import kept_windows, windows_from_rows
+
+    m = _model(right_context=right, left_chunks=left)
+    gen = torch.Generator().manual_seed(block + right)
+    for trial in range(6):
+        lengths = torch.tensor([203, 150, 61, 9])[: 1 + trial % 4]
+        x, frames, _ = m.embed(torch.randn(len(lengths), int(lengths.max()), 80), lengths)
+        plan, T = make_plan(m.cfg, frames), frames.n_real
+        p_keep = [0.0, 0.1, 0.5, 0.9, 1.0, 0.3][trial]  # none kept, a few, ..., all
+        keep = (torch.rand(frames.valid.shape, generator=gen) < p_keep) & frames.valid
+        keep[:, 40:56] = False  # whole chunks skipped
+        g = gate_keep(keep[:, :T])
+        g2 = gate_keep(keep[:, T:]) if right else None
+        read = host_sizes(*gated_of(g, g2), extra=kept_windows(plan.owner, T, g.slot, None if g2 is None
+                                                                else g2.slot, g.longest, left, block))
+        c = gather(x[:, :T], g, read[0])
+        c2 = gather(x[:, T:], g2, read[1]) if right else None
+        y, kept = kept_frames(c, c2, frames)
+        want = attention_windows(kept.owner(m.cfg.chunk_size), kept, left, block)
+        assert windows_from_rows(read[len(gated_of(g, g2)):], y.shape[1], block) == want, (trial, p_keep)
+
+
 class HostReads(TorchFunctionMode):
     """Counts the reads of a tensor's value into Python (on a GPU each one waits for the device)."""
 
@@ -180,14 +210,15 @@ class HostReads(TorchFunctionMode):
 
 @pytest.mark.parametrize("layout", ["conformer", "whisper"])
 def test_a_training_step_reads_the_device_once_per_stack(layout):
-    """Attention windows are computed once for every layer of a stack and read back at once;
-    the compaction reads its kept-frame count once; the loss and backward read nothing."""
+    """Attention windows are computed once for every layer of a stack and read back at once; a
+    skipping pass reads its compactions' sizes together with the kept frames' windows; the loss and
+    backward read nothing."""
     m = tiny_model(layout).train()
     for layer in m.layers:
         layer.att.block = 8  # many query blocks per layer
     x, xl = torch.randn(3, 400, 80), torch.tensor([400, 300, 123])
     targets, target_lengths = torch.randint(1, 20, (3, 10)), torch.tensor([10, 8, 5])
-    for skip, expected in ((None, 1), (SkipOptions(0.5, 1), 3)):
+    for skip, expected in ((None, 1), (SkipOptions(0.5, 1), 2)):
         with HostReads() as forward:
             out = m(x, xl, skip, teacher=skip is not None)
         with HostReads() as backward:

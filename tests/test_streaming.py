@@ -213,6 +213,7 @@ def test_a_streaming_step_reads_the_host_once_with_skipping_and_never_without(mo
     with torch.no_grad():
         assert reads(m.forward_chunk, win, n_valid, state, None, hidden=True) == 0
         assert reads(m.forward_chunk, win, n_valid, state, SkipOptions(0.5, 1), hidden=True) == 1
-        # a whole-utterance pass reads its attention plan; skipping adds the sizes and the kept frames' plan
+        # a whole-utterance pass reads its attention plan; skipping adds one read: the compactions' sizes
+        # together with the kept frames' plan
         assert reads(m, x, xl) == 1
-        assert reads(m, x, xl, SkipOptions(0.5, 1)) == 3
+        assert reads(m, x, xl, SkipOptions(0.5, 1)) == 2

@@ -66,10 +66,12 @@ class Gated:
     longest: torch.Tensor
 
 
-def host_sizes(*gated: Gated) -> list[int]:
-    """The longest kept row of each gate, read to the host in one transfer: on a GPU each read
-    waits for the device and leaves its launch queue empty, so a pass reads once."""
-    return torch.cat([g.longest for g in gated]).tolist()
+def host_sizes(*gated: Gated, extra: torch.Tensor | None = None) -> list[int]:
+    """The longest kept row of each gate, then the values of `extra` (integers the device computed
+    from the gates, flattened), read to the host in one transfer: on a GPU each read waits for the
+    device and leaves its launch queue empty, so a pass reads once."""
+    parts = [g.longest for g in gated] + ([] if extra is None else [extra.flatten().to(torch.long)])
+    return torch.cat(parts).tolist()
 
 
 def gate_keep(keep: torch.Tensor) -> Gated:

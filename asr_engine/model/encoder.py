@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
-from asr_engine.kernels import REFERENCE, Compacted, SkipOps, factorized_log_probs, host_sizes
+from asr_engine.kernels import REFERENCE, Compacted, Gated, SkipOps, factorized_log_probs, host_sizes
 from asr_engine.model.config import PAD_POS, ModelConfig, SkipOptions
-from asr_engine.model.layers import (Frames, Plan, Subsampling, make_block, make_plan, sinusoids, split_layers,
-                                     stack_layers)
+from asr_engine.model.layers import (Frames, Plan, Subsampling, kept_windows, make_block, make_plan, sinusoids,
+                                     split_layers, stack_layers, windows_from_rows)
 from asr_engine.model.streaming import StreamState
 
 __all__ = ["HeadOutput", "EncoderOutput", "SkipOptions", "Encoder", "factorized_log_probs", "run_chunk"]
@@ -76,7 +76,8 @@ def run_chunk(cfg: ModelConfig, state: StreamState, n_valid: torch.Tensor, skip:
         final = torch.where(keep[:, :, None], y, gate_raw[:, :n])  # the frames after them, as compacted steps
         top_out = y_out if hidden else None
     else:
-        c, c2 = gate_both(ops, gate_raw, x, frames, n_out, skip.threshold, skip.dilation, cfg)
+        g, g2 = gates(ops, gate_raw, frames, n_out, skip, cfg)
+        c, c2 = gather_both(ops, x, frames.n_real, g, g2, host_sizes(*gated_of(g, g2)))
         keep, final = c.keep, gate_raw[:, :n]
         top_out = x.new_zeros(x.shape[0], n, x.shape[2]) if hidden else None  # (B, C, D)
         if c.x.shape[1] > 0:  # lookahead copies only serve kept real frames
@@ -88,19 +89,31 @@ def run_chunk(cfg: ModelConfig, state: StreamState, n_valid: torch.Tensor, skip:
     return EncoderOutput(HeadOutput(final), heads, n_out, keep, top_out=top_out), new
 
 
-def gate_both(ops: SkipOps, gate_raw: torch.Tensor, x: torch.Tensor, frames: Frames, lengths: torch.Tensor,
-              threshold: float, dilation: int, cfg: ModelConfig) -> tuple[Compacted, Compacted | None]:
+def gates(ops: SkipOps, gate_raw: torch.Tensor, frames: Frames, lengths: torch.Tensor, skip: SkipOptions,
+          cfg: ModelConfig) -> tuple[Gated, Gated | None]:
     """The blank gate on the real frames (dilation within chunks) and on the lookahead copies
-    (dilation within each chunk's copies), each compacted: kept real frames, kept copies (None without).
-    Both gates run on the device first; the sizes of both compactions come back in one host read."""
+    (dilation within each chunk's copies; None without copies), on the device: nothing is read yet.
+    lengths (B,) the valid real frames."""
     n = frames.n_real
-    g = ops.gate_scan(gate_raw[:, :n], lengths, threshold, dilation, cfg.chunk_size)
-    if x.shape[1] == n:
-        return ops.gather(x, g, *host_sizes(g)), None
+    g = ops.gate_scan(gate_raw[:, :n], lengths, skip.threshold, skip.dilation, cfg.chunk_size)
+    if gate_raw.shape[1] == n:
+        return g, None
     # each chunk's copies follow the chunk before's (right_context <= chunk_size): valid ones first
-    g2 = ops.gate_scan(gate_raw[:, n:], frames.valid[:, n:].sum(1), threshold, dilation, cfg.right_context)
-    t_out, t2_out = host_sizes(g, g2)
-    return ops.gather(x[:, :n], g, t_out), ops.gather(x[:, n:], g2, t2_out)
+    return g, ops.gate_scan(gate_raw[:, n:], frames.valid[:, n:].sum(1), skip.threshold, skip.dilation,
+                            cfg.right_context)
+
+
+def gated_of(g: Gated, g2: Gated | None) -> list[Gated]:
+    return [g] if g2 is None else [g, g2]
+
+
+def gather_both(ops: SkipOps, x: torch.Tensor, n: int, g: Gated, g2: Gated | None,
+                sizes: list[int]) -> tuple[Compacted, Compacted | None]:
+    """x (B, N, D) (n real frames, then the copies) compacted by both gates, sized by the host's read of
+    `host_sizes(g, g2)` -> kept real frames, kept copies (None without)."""
+    if g2 is None:
+        return ops.gather(x, g, sizes[0]), None
+    return ops.gather(x[:, :n], g, sizes[0]), ops.gather(x[:, n:], g2, sizes[1])
 
 
 def kept_frames(c: Compacted, c2: Compacted | None, frames: Frames) -> tuple[torch.Tensor, Frames]:
@@ -197,12 +210,19 @@ class Encoder(nn.Module):
         if teacher:
             with torch.no_grad():
                 unskipped = HeadOutput(self.final_head(self._top(x, plan, frozen)[:, :T]).raw)
-        c, c2 = gate_both(self.ops, gate_raw, x, plan.frames, lengths, skip.threshold, skip.dilation, self.cfg)
+        g, g2 = gates(self.ops, gate_raw, plan.frames, lengths, skip, self.cfg)
+        # the kept frames' attention plan is computed from the gates too: one host read for both
+        gated = gated_of(g, g2)
+        rows = kept_windows(plan.owner, T, g.slot, None if g2 is None else g2.slot, g.longest, self.cfg.left_chunks)
+        read = host_sizes(*gated, extra=rows)
+        c, c2 = gather_both(self.ops, x, T, g, g2, read[: len(gated)])
         final = gate_raw[:, :T]
         top_out = x.new_zeros(x.shape[0], T, x.shape[2]) if hidden else None  # (B, T, D)
         if c.x.shape[1] > 0:
             y, kept = kept_frames(c, c2, plan.frames)
-            y = self._top(y, make_plan(self.cfg, kept), None if frozen is None else (frozen[0], None))
+            windows = windows_from_rows(read[len(gated):], y.shape[1])
+            kept_plan = replace(make_plan(self.cfg, kept, windows=False), windows=windows)
+            y = self._top(y, kept_plan, None if frozen is None else (frozen[0], None))
             final = self.ops.scatter_back(final, self.final_head(y[:, : kept.n_real]).raw, c)
             if hidden:
                 top_out = self.ops.scatter_back(top_out, y[:, : kept.n_real].contiguous(), c)

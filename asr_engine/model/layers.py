@@ -160,9 +160,56 @@ def attention_windows(owner: torch.Tensor, frames: Frames, left: int | None,
         end2 = torch.searchsorted(ahead, c_max, right=True).amax(0) + frames.n_real
     else:
         start2 = end2 = torch.full_like(end, N)
-    rows = torch.stack([vq.any(2).any(0).long(), start, end, start2, end2]).tolist()  # the one host read
-    return [(i * block, min((i + 1) * block, N), s, e, s2, e2)
-            for i, (any_valid, s, e, s2, e2) in enumerate(zip(*rows)) if any_valid]
+    rows = torch.stack([vq.any(2).any(0).long(), start, end, start2, end2])
+    return windows_from_rows(rows.flatten().tolist(), N, block)  # the one host read
+
+
+def kept_windows(owner: torch.Tensor, n_real: int, slot: torch.Tensor, slot2: torch.Tensor | None,
+                 longest: torch.Tensor, left: int | None, block: int = ATTENTION_BLOCK) -> torch.Tensor:
+    """The attention windows of a skipping pass's kept frames, on the device, from the gates alone:
+    before the host knows how many frames the compaction keeps, so that their sizes and these come
+    back in one read (`windows_from_rows`). Equal to `attention_windows` of the compacted frames
+    (the kept real frames, valid ones first, then the kept copies).
+
+    owner (B, N) the uncompacted frames' chunks (n_real real frames, then the copies), from a
+    whole-utterance pass (positions 0..n_real-1: a valid frame's chunk is below n_real); slot (B,
+    n_real) and slot2 (B, N - n_real) or None each frame's row in its compaction, -1 if skipped (the
+    gates'); longest (1,) the most real frames a row keeps: where the kept copies start.
+    -> (5, n) long rows (any valid query, s, e, s2, e2) for the n blocks of the largest compaction
+    that could be. About 40 small ops: on a GPU a host read costs more (it empties the launch queue)."""
+    B, N = owner.shape
+    n = -(-N // block)
+    if N == 0:
+        return owner.new_zeros(5, 0)
+    col = slot if slot2 is None else torch.cat([slot, torch.where(slot2 < 0, slot2, slot2 + longest)], 1)
+    kept = col >= 0  # (B, N) each kept frame's column in the compaction
+    blk = torch.where(kept, col // block, n)  # its query block; skipped frames go to block n, dropped
+    c_min = owner.new_full((B, n + 1), PAD_POS).scatter_reduce(1, blk, owner, "amin")[:, :n]  # (B, n)
+    c_max = owner.new_full((B, n + 1), -1).scatter_reduce(1, blk, owner, "amax")[:, :n]
+    has = c_max >= 0  # the row has a kept frame in the block
+    # kept frames before each chunk, real ones and copies: counted at owner + 1, summed up to each column
+    W = n_real + 2  # columns 0..n_real (owners + 1) and a last one for padding's owner
+    at = (owner + 1).clamp(max=W - 1) + (torch.arange(N, device=owner.device) >= n_real).long() * W
+    before = owner.new_zeros(B, 2 * W).scatter_add_(1, at, kept.long()).view(B, 2, W).cumsum(2)
+    before[:, 1].add_(longest)  # the kept copies' columns start after the longest row of real frames
+    far = n_real if left is None else left  # without a left limit every real frame before is seen
+    first, last = (c_min - far).clamp(0, W - 1), (c_max + 1).clamp(0, W - 1)
+    index = torch.stack([torch.cat([first, last], 1), torch.cat([c_min.clamp(0, W - 1), last], 1)], 1)
+    bounds = before.gather(2, index).view(B, 4, n)  # s, e, s2, e2 per row and block
+    mins = torch.where(has[:, None], bounds, N).amin(0)  # (4, n): rows without a kept frame there count not
+    maxs = torch.where(has[:, None], bounds, 0).amax(0)
+    return torch.stack([has.any(0).long(), mins[0], maxs[1], mins[2], maxs[3]])
+
+
+def windows_from_rows(values: list[int], n: int,
+                      block: int = ATTENTION_BLOCK) -> list[tuple[int, int, int, int, int, int]]:
+    """The rows (any valid query, s, e, s2, e2) of the blocks of `block` queries over n frames, as
+    read from the device (a (5, blocks) tensor, flattened) -> the windows (a, b, s, e, s2, e2) of the
+    blocks that hold a valid query."""
+    k = len(values) // 5
+    rows = [values[i * k: (i + 1) * k] for i in range(5)]
+    return [(i * block, min((i + 1) * block, n), s, e, s2, e2)
+            for i, (any_valid, s, e, s2, e2) in enumerate(zip(*rows)) if any_valid and i * block < n]
 
 
 def lookahead_conv_index(owner: torch.Tensor, n_real: int, kernel: int) -> torch.Tensor | None:
