@@ -125,3 +125,22 @@ def test_bad_input_is_refused(tiny_ckpt_dir):
     s.accept_audio(np.zeros(100, np.float32))
     with pytest.raises(ValueError, match="multiple"):
         Engine.load(tiny_ckpt_dir, DecodeOptions(chunk_frames=6))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_a_steps_outputs_come_back_to_the_host_as_themselves(device):
+    """The torch model's outputs travel as one buffer (one device-to-host copy) and are split on the
+    host: each array has its tensor's dtype, shape and values, views and empty tensors included."""
+    from asr_engine.model.runtime import host_arrays
+
+    torch.manual_seed(0)
+    tensors = [torch.rand(3, 2, device=device) > 0.5, torch.randn(2, 3, 5, device=device),
+               torch.tensor([7, -1], device=device), torch.randn(0, 4, device=device),
+               torch.randn(4, 6, device=device).t(), torch.arange(5, dtype=torch.int32, device=device)]
+    arrays = host_arrays(*tensors)
+    assert len(arrays) == len(tensors)
+    for t, a in zip(tensors, arrays):
+        assert a.dtype == t.cpu().numpy().dtype and a.shape == tuple(t.shape)
+        np.testing.assert_array_equal(a, t.cpu().numpy())
+    assert host_arrays() == []

@@ -51,8 +51,9 @@ class TorchModel:
         with torch.inference_mode():
             out, new = self.encoder.forward_chunk(torch.from_numpy(feats).to(dev), torch.from_numpy(n_valid).to(dev),
                                                   state, skip, hidden)
-            res = (self.ops.log_probs(out.final.raw).float().cpu().numpy(), out.top_mask.cpu().numpy(), new)
-            return (*res, out.top_out.float().cpu().numpy()) if hidden else res
+            arrays = host_arrays(self.ops.log_probs(out.final.raw).float(), out.top_mask,
+                                 *[out.top_out.float()] if hidden else [])
+            return (arrays[0], arrays[1], new, *arrays[2:])
 
     def encode(self, audios: list[np.ndarray], skip: SkipOptions | None, hidden: bool = False) -> list:
         """Whole 16 kHz utterances as one batch -> per utterance (log-probs (T, V), frames that ran
@@ -69,13 +70,31 @@ class TorchModel:
             x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)  # (B, T, F)
             lengths = torch.tensor([f.shape[0] for f in feats], device=self.device)
             out = self.encoder(x, lengths, skip, hidden=hidden)
-            log_probs = self.ops.log_probs(out.final.raw).float().cpu().numpy()
-            mask = out.top_mask.cpu().numpy()
-            top_out = out.top_out.float().cpu().numpy() if hidden else None
-            lengths = out.lengths.cpu().numpy()  # once: each int() of a device tensor waits for the device
+            log_probs, mask, lengths, *top_out = host_arrays(
+                self.ops.log_probs(out.final.raw).float(), out.top_mask, out.lengths,
+                *[out.top_out.float()] if hidden else [])
         for j, i in enumerate(live):
             n = int(lengths[j])
             encoded[i] = (log_probs[j, :n], int(mask[j, :n].sum()))
             if hidden:
-                encoded[i] += (mask[j, :n], top_out[j, :n])
+                encoded[i] += (mask[j, :n], top_out[0][j, :n])
         return encoded
+
+
+def host_arrays(*tensors: torch.Tensor) -> list[np.ndarray]:
+    """Device tensors -> numpy arrays, in one device-to-host copy: on a GPU each copy waits for the
+    device, so a step's outputs travel as one byte buffer (widest elements first, so every part
+    stays aligned) and are split on the host."""
+    if not tensors:
+        return []
+    order = sorted(range(len(tensors)), key=lambda i: -tensors[i].element_size())
+    flat = [tensors[i].contiguous().view(-1).view(torch.uint8) for i in order]
+    data = torch.cat(flat).cpu().numpy()
+    out: list[np.ndarray] = [np.empty(0)] * len(tensors)
+    at = 0
+    for i, part in zip(order, flat):
+        t = tensors[i]
+        dtype = torch.empty(0, dtype=t.dtype).numpy().dtype
+        out[i] = data[at: at + part.numel()].view(dtype).reshape(tuple(t.shape))
+        at += part.numel()
+    return out
