@@ -234,16 +234,20 @@ def export_once(out: Path, what: str, make: Callable[[Path], object], done: Call
 
 
 def load_model(model: str | Path | None = None, backend: str = "auto", device: str = "cpu", threads: int = 0,
-               chunk_frames: int | None = None, for_files: bool = False, context: str = "streaming"):
+               chunk_frames: int | None = None, for_files: bool = False, context: str = "streaming",
+               graphs: bool = False):
     """A checkpoint folder or ONNX export (None: the bundled model) as an engine's model on `backend`:
     an OnnxModel (numpy and ONNX Runtime) or a TorchModel.
 
     for_files: the model will stream whole files, not live audio, so the ONNX backend takes large
     steps (about FILE_STEP_FRAMES frames; the same transcripts, fewer and larger ORT calls).
     context "full": the same weights in the layout for whole files (ModelConfig.with_context; on ONNX the
-    onnx-full export, whose steps are one long chunk, the last one no longer than the file)."""
+    onnx-full export, whose steps are one long chunk, the last one no longer than the file).
+    graphs: a torch model on CUDA streams through captured CUDA graphs (`StepGraphs`)."""
     if context not in CONTEXTS:
         raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
+    if graphs and (resolve_backend(backend, device) != "torch" or not str(device).startswith("cuda")):
+        raise ValueError("CUDA graphs need the torch backend on a CUDA device (--backend torch --device cuda)")
     if resolve_backend(backend, device) == "onnx":
         from asr_engine.export.runtime import OnnxModel
 
@@ -253,4 +257,4 @@ def load_model(model: str | Path | None = None, backend: str = "auto", device: s
     from asr_engine.checkpoint import load_checkpoint
     from asr_engine.model.runtime import TorchModel
 
-    return TorchModel(load_checkpoint(model, device, context), device)
+    return TorchModel(load_checkpoint(model, device, context), device, graphs)

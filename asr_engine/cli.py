@@ -299,7 +299,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     _set_threads(args.threads)
     _recommended(args)
-    model = load_model(args.model, args.backend, args.device, args.threads, args.chunk_frames)
+    try:
+        model = load_model(args.model, args.backend, args.device, args.threads, args.chunk_frames,
+                           graphs=args.cuda_graphs)
+    except ValueError as e:
+        raise InputError(str(e)) from None
     backend = resolve_backend(args.backend, args.device)
     engine = Engine(model, DecodeOptions(chunk_frames=args.chunk_frames, beam=args.beam, nbest=args.beam,
                                          skip_threshold=args.skip_threshold, max_batch=args.batch_size,
@@ -883,6 +887,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_two_pass_argument(sv)
     sv.add_argument("--chunk-frames", type=int, default=None, help="encoder frames per step (default: one chunk)")
     sv.add_argument("--batch-size", type=int, default=32, help="sessions per encoder step (default 32)")
+    sv.add_argument("--cuda-graphs", action="store_true",
+                    help="with --backend torch --device cuda: run each encoder step as captured CUDA graphs (fewer "
+                         "launches from the host; captured as new batch and skip sizes come)")
     sv.add_argument("--batch-deadline-ms", type=float, default=10.0,
                     help="how long a ready session waits for others to share its step (default 10)")
     sv.add_argument("--max-sessions", type=int, default=64, help="open sessions; more get HTTP 503 (default 64)")

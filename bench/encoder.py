@@ -109,19 +109,25 @@ def _stream_steps(encoder, x, lengths):
              (n - k * C).clamp(0, C + R)) for k in range(steps)]
 
 
-def _streamer(encoder, steps, batch: int, dtype):
+def _streamer(encoder, steps, batch: int, dtype, graphs: bool = False):
     """run(skip) feeds every step in turn from a fresh state, reads each step's log-probs to the host
-    (as the engine does) -> (frames that ran the top layers, frames output)."""
-    import torch
-
+    (as the engine does) -> (frames that ran the top layers, frames output). graphs: through captured
+    CUDA graphs (`StepGraphs`; the warm-up call captures them)."""
+    from asr_engine.model.graphs import StepGraphs
     from asr_engine.model.streaming import StreamState
 
     device = steps[0][0].device
+    recorded = StepGraphs(encoder) if graphs else None
 
     def run(skip):
         state = StreamState.zeros(encoder.cfg, batch, device, dtype)
         top = total = 0
         for win, n_valid in steps:
+            if recorded is not None:
+                (log_probs, mask), state = recorded.step(win, n_valid, state, skip)
+                log_probs.cpu()
+                top, total = top + mask.sum(), total + n_valid.clamp(max=encoder.cfg.chunk_size).sum()
+                continue
             out, state = encoder.forward_chunk(win, n_valid, state, skip)
             encoder.ops.log_probs(out.final.raw).float().cpu()
             top, total = top + out.top_mask.sum(), total + out.lengths.sum()
@@ -151,6 +157,8 @@ def main(args) -> None:
                           ("cpu" if args.device == "auto" else args.device))
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.graphs and args.context != "stream":
+        raise SystemExit("encoder: --graphs needs --context stream")
     ckpt = load_checkpoint(args.model)
     encoder = ckpt.model.to(device).eval()
     encoder.ops = select_ops(device)
@@ -164,9 +172,9 @@ def main(args) -> None:
         x, lengths = _batch(one.to(dtype), batch)
         audio_s = float(lengths.sum()) / per_s
         steps = _stream_steps(encoder, x, lengths) if args.context == "stream" else None
-        run = _whole(encoder, x, lengths) if steps is None else _streamer(encoder, steps, batch, dtype)
+        run = _whole(encoder, x, lengths) if steps is None else _streamer(encoder, steps, batch, dtype, args.graphs)
         row = {"device": str(device), "dtype": args.dtype, "context": args.context, "batch": batch,
-               "seconds": args.seconds, "threshold": threshold, "ops": encoder.ops.name}
+               "seconds": args.seconds, "threshold": threshold, "ops": encoder.ops.name, "graphs": args.graphs}
         if steps is not None:
             row["steps"] = len(steps)
         for name, skip in modes.items():
@@ -193,7 +201,8 @@ def main(args) -> None:
             ("ms off", "ms_off", ".2f"), ("ms on", "ms_on", ".2f"), ("speed-up", "speedup", ".2f"),
             ("x real time off", "x_off", ".0f"), ("top frames on", "top_on", ".1%")]
     if args.context == "stream":
-        cols[6:6] = [("steps", "steps", "d"), ("ms a step off", "step_ms_off", ".3f"),
+        cols[3:3] = [("graphs", "graphs", "")]
+        cols[7:7] = [("steps", "steps", "d"), ("ms a step off", "step_ms_off", ".3f"),
                      ("ms a step on", "step_ms_on", ".3f")]
     print(table(rows, cols))
     append_results(args.results, "encoder", rows, {"model": args.model or "default"})
@@ -209,6 +218,9 @@ def add_parser(sub) -> None:
     p.add_argument("--context", default="full", choices=["full", "stream"],
                    help="full: whole utterances in one call; stream: the engine's streaming steps, one model "
                         "chunk each, their log-probs read back every step (default full)")
+    p.add_argument("--graphs", action="store_true",
+                   help="with --context stream: each step through captured CUDA graphs (StepGraphs; on a CPU the "
+                        "same parts run eagerly: a check of the plumbing, not a speed-up)")
     p.add_argument("--seconds", type=float, default=15.0, help="seconds per utterance, the longest (default 15)")
     p.add_argument("--threshold", type=float, default=None, help="skip threshold (default: the model's)")
     p.add_argument("--calls", type=int, default=5, help="calls per timed repetition (default 5)")

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One call on a machine with a CUDA GPU: the whole test suite (in parallel; the GPU tests build their
 # tensors on the device), `bench kernels` (two shapes), `bench encoder` (skipping on and off per batch
-# size; profiled, streaming steps, fp16, threshold 0.95), `bench rtf --device cuda`, `bench server --device cuda`
-# (streaming capacity) and `bench train` (training throughput of three model sizes, skip-aware steps on
-# and off). Every step has its own time limit, cut to end by GPU_CHECK_BUDGET (540 s);
+# size; profiled, streaming steps, streaming steps as CUDA graphs, fp16, threshold 0.95), `bench rtf
+# --device cuda`, `bench server --device cuda` (streaming capacity) and `bench train` (training
+# throughput of three model sizes, skip-aware steps on and off). Every step has its own time limit,
+# cut to end by GPU_CHECK_BUDGET (540 s);
 # GPU_CHECK_SKIP="train kernels" (step names) leaves steps out; GPU_CHECK_CLIENTS sets the server's levels.
 # It prints one table at the end and writes JSON lines to $OUT/gpu_check.jsonl ($OUT: the device tool's
 # return folder; /tmp/gpu_check otherwise).
@@ -135,6 +136,8 @@ EOF
 step "bench encoder (fp32, profiled)" 100 $PY -m bench encoder --device cuda --batch 1,16,64 --profile --results "$RES"
 step "bench encoder (streaming steps, profiled)" 60 $PY -m bench encoder --device cuda --context stream \
   --batch 1,16,64 --seconds 8 --profile --results "$RES"
+step "bench encoder (streaming steps, CUDA graphs)" 60 $PY -m bench encoder --device cuda --context stream \
+  --graphs --batch 1,16,64 --seconds 8 --results "$RES"
 step "bench encoder (fp16)" 50 $PY -m bench encoder --device cuda --dtype float16 --batch 16,64 --results "$RES"
 step "bench encoder (fp32, threshold 0.95)" 50 $PY -m bench encoder --device cuda --batch 16,64 --threshold 0.95 \
   --results "$RES"
@@ -153,7 +156,9 @@ for r in rows:
               f"(reference {r['reference_gbps']:.0f}), {r['speedup']:.2f}x; kernels alone "
               f"{r.get('device_gbps', float('nan')):.0f} GB/s |")
     elif r["bench"] == "encoder":
-        print(f"| encoder | {r.get('context', 'full')} {r['dtype']} batch {r['batch']} | {r['ms_off']:.1f} ms off, "
+        graphs = " graphs" if r.get("graphs") else ""
+        print(f"| encoder | {r.get('context', 'full')}{graphs} {r['dtype']} batch {r['batch']} | "
+              f"{r['ms_off']:.1f} ms off, "
               f"{r['ms_on']:.1f} ms on "
               f"({r['speedup']:.2f}x, top {r['top_on']:.0%}), {r['x_off']:.0f}x real time off |")
     elif r["bench"] == "server" and not r.get("summary"):

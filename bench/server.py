@@ -158,6 +158,8 @@ def _start_server(args) -> tuple[subprocess.Popen, str, Path, str]:
         cmd += ["--rescore", args.rescore]
     if args.two_pass:
         cmd += ["--two-pass"]
+    if args.cuda_graphs:
+        cmd += ["--cuda-graphs"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     deadline = time.time() + 600  # the first start may export the model to ONNX
     while time.time() < deadline and proc.poll() is None:
@@ -244,7 +246,7 @@ def main(args) -> None:
     print(line)
     append_results(args.results, "server", out + [{"summary": True, **summary}],
                    {"model": args.model or "default", "manifest": args.manifest, "backend": args.backend,
-                    "device": args.device or "cpu", "seconds_per_client": args.seconds,
+                    "device": args.device or "cpu", "cuda_graphs": args.cuda_graphs, "seconds_per_client": args.seconds,
                     "server": args.url or "started by the bench", "flood_seconds": args.flood,
                     "decoding": decoding})
 
@@ -266,6 +268,8 @@ def add_parser(sub) -> None:
                    help="for the server the bench starts: its second pass (default: none)")
     p.add_argument("--two-pass", action="store_true",
                    help="for the server the bench starts: finals decoded again in full context (serve --two-pass)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="for the server the bench starts: encoder steps as captured CUDA graphs (serve --cuda-graphs)")
     p.add_argument("--seconds", type=float, default=15.0, help="audio each client sends per level (default 15)")
     p.add_argument("--chunk-ms", type=float, default=None, help="audio per message (default: the model's chunk)")
     p.add_argument("--bound-ms", type=float, default=500.0, help="p95 latency bound (default 500)")

@@ -237,19 +237,22 @@ def test_encoder_bench_streams_the_engines_steps(tmp_path):
     """--context stream: each call feeds the utterances one model chunk per step; the rows carry the
     steps, the time per step and the share of frames through the top layers, as in the engine."""
     out = tmp_path / "r.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "bench", "encoder", "--device", "cpu", "--model", TINY_MODEL,
-                           "--context", "stream", "--batch", "2", "--seconds", "2", "--calls", "1", "--reps", "1",
-                           "--threshold", "0.5", "--threads", "1", "--results", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    (r,) = [json.loads(line) for line in out.read_text().splitlines()]
+    for graphs in ([], ["--graphs"]):  # the second through recorded steps (run eagerly on a CPU)
+        proc = subprocess.run([sys.executable, "-m", "bench", "encoder", "--device", "cpu", "--model", TINY_MODEL,
+                               "--context", "stream", "--batch", "2", "--seconds", "2", "--calls", "1", "--reps", "1",
+                               "--threshold", "0.5", "--threads", "1", "--results", str(out), *graphs],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert f"| cpu | float32 | stream | {bool(graphs)} | 2 |" in proc.stdout
+    r, g = [json.loads(line) for line in out.read_text().splitlines()]
     from asr_engine.checkpoint import load_checkpoint
 
     cfg = load_checkpoint(TINY_MODEL).model.cfg
     steps = 2 * 100 / cfg.stride / cfg.chunk_size  # 2 s of 10 ms features, subsampled, in model chunks
     assert r["context"] == "stream" and math.floor(steps) <= r["steps"] <= math.ceil(steps) + 1
     assert r["step_ms_on"] == r["ms_on"] / r["steps"] and r["top_off"] == 1.0 and 0.0 <= r["top_on"] < 1.0
-    assert "| cpu | float32 | stream | 2 |" in proc.stdout
+    assert (g["graphs"], r["graphs"]) == (True, False)
+    assert (g["steps"], g["top_off"], g["top_on"]) == (r["steps"], r["top_off"], r["top_on"])
 
 
 def test_gpu_check_script_parses_and_says_when_there_is_no_gpu(tmp_path):

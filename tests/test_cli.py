@@ -118,6 +118,12 @@ def test_serve_on_a_taken_port_is_one_clear_line(tiny_ckpt_dir, capsys):
     assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err
 
 
+def test_serve_with_cuda_graphs_off_cuda_is_one_clear_line(tiny_ckpt_dir, capsys):
+    code, _, err = run(["serve", "--model", str(tiny_ckpt_dir), "--backend", "onnx", "--cuda-graphs",
+                        "--port", "0"], capsys)
+    assert code == 2 and "CUDA graphs need the torch backend on a CUDA device" in err and "Traceback" not in err
+
+
 def test_subtitle_cues_from_words():
     from asr_engine.decoding import Word
     from asr_engine.formats import to_srt, to_vtt

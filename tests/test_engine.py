@@ -144,3 +144,20 @@ def test_a_steps_outputs_come_back_to_the_host_as_themselves(device):
         assert a.dtype == t.cpu().numpy().dtype and a.shape == tuple(t.shape)
         np.testing.assert_array_equal(a, t.cpu().numpy())
     assert host_arrays() == []
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_recorded_steps_stream_the_same(tiny_ckpt_dir, beam):
+    """TorchModel(graphs=True) (captured CUDA graphs; on a CPU the same parts run eagerly) behind the
+    engine: batched sessions give the same transcripts and skipped frames."""
+    from asr_engine.model.runtime import TorchModel
+
+    audios = [_speechy(s, i) for i, s in enumerate([2.1, 3.7, 0.9])]
+    results = []
+    for graphs in (False, True):
+        engine = Engine(TorchModel(load_checkpoint(tiny_ckpt_dir), graphs=graphs),
+                        DecodeOptions(beam=beam, skip_threshold=0.5))
+        results.append([(r.text, r.frames, r.top_frames)
+                        for r in engine.transcribe_arrays(audios, ["a", "b", "c"], streaming=True)])
+    assert results[0] == results[1]
+    assert any(text for text, _, _ in results[0]) and any(0 < top < n for _, n, top in results[0])

@@ -3,7 +3,7 @@ engine needs around it import no torch, so `pip install asr-engine[cpu]` transcr
 serves without it.
 
 Between the exported stages the runtime does what the torch encoder does
-(`asr_engine.model.encoder.run_chunk`): the blank gate on the bottom stage's intermediate
+(`asr_engine.model.encoder.start_chunk` and `finish_chunk`): the blank gate on the bottom stage's intermediate
 head picks the frames to keep, they are compacted, the top stage runs on them only, and its
 output is scattered back. The gate, the compaction and the factorized-CTC output are
 written here again in numpy (a few lines each) because the torch references cannot be

@@ -13,7 +13,8 @@ from asr_engine.model.layers import (Frames, Plan, Subsampling, kept_windows, ma
                                      split_layers, stack_layers, windows_from_rows)
 from asr_engine.model.streaming import StreamState
 
-__all__ = ["HeadOutput", "EncoderOutput", "SkipOptions", "Encoder", "factorized_log_probs", "run_chunk"]
+__all__ = ["HeadOutput", "EncoderOutput", "SkipOptions", "Encoder", "factorized_log_probs", "start_chunk",
+           "finish_chunk"]
 
 
 @dataclass(frozen=True)
@@ -54,30 +55,80 @@ class EncoderOutput:
         return self.top_mask.sum(1) / self.lengths.clamp(min=1)
 
 
-def run_chunk(cfg: ModelConfig, state: StreamState, n_valid: torch.Tensor, skip: SkipOptions | None,
-              bottom, top, ops: SkipOps = REFERENCE, hidden: bool = False) -> tuple[EncoderOutput, StreamState]:
-    """One streaming step around the model's two halves: bottom(caches) runs the lower layers
-    -> (x, frames, heads, gate raw, new caches) on the step's real frames and lookahead copies;
-    the blank gate picks the frames to keep; top(y, frames, caches) runs the upper layers on the
-    compacted kept frames only -> (final raw of the real ones, their last-layer output, new caches).
-    Without `skip` the top layers run on the step's frames as they are (nothing is gated, and the
-    host reads nothing mid-step). Caches are stacked per stage (StreamState.stage). If no frame is
-    kept, the top layers and their caches rest.
-    n_valid (B,) counts the valid frames of the step's C + right_context; C of them are output. With
-    `hidden`, the output carries the last layer's output of the real frames (top_out)."""
-    S = cfg.skip_layer
-    x, frames, heads, gate_raw, new_bottom = bottom(state.stage(0, S))
+@dataclass(frozen=True)
+class ChunkStart:
+    """A streaming step's lower half and its gates, all on the device: what its upper half needs.
+    x (B, N, D) the skip layer's output on frames (the C real frames, then the lookahead copies);
+    heads {layer: head on the real frames}; gate_raw (B, N, V); new_bottom the lower stage's new
+    caches; n_out (B,) the valid output frames; gated the gates of the real frames and of the copies
+    (none without skipping; the host reads their sizes, `host_sizes(*gated)`, before `finish_chunk`)."""
+
+    x: torch.Tensor
+    frames: Frames
+    heads: dict[int, HeadOutput]
+    gate_raw: torch.Tensor
+    new_bottom: tuple
+    n_out: torch.Tensor
+    gated: tuple[Gated, ...]
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor of it, in a fixed order (`from_tensors` rebuilds it): a captured graph's outputs."""
+        return [self.x, self.frames.pos, self.frames.valid, *(h.raw for _, h in sorted(self.heads.items())),
+                self.gate_raw, *self.new_bottom, self.n_out, *(t for g in self.gated for t in fields(g))]
+
+    def from_tensors(self, ts: list[torch.Tensor]) -> "ChunkStart":
+        """This start's structure over other tensors (as `tensors` lists them)."""
+        it = iter(ts)
+        x, frames = next(it), Frames(next(it), next(it), self.frames.n_real)
+        heads = {k: HeadOutput(next(it)) for k in sorted(self.heads)}
+        gate_raw, new_bottom, n_out = next(it), tuple(next(it) for _ in self.new_bottom), next(it)
+        gated = tuple(Gated(*(next(it) for _ in range(len(GATED_FIELDS)))) for _ in self.gated)
+        return ChunkStart(x, frames, heads, gate_raw, new_bottom, n_out, gated)
+
+
+GATED_FIELDS = ("keep", "index", "slot", "lengths", "longest")
+
+
+def fields(g: Gated) -> list[torch.Tensor]:
+    return [getattr(g, f) for f in GATED_FIELDS]
+
+
+def start_chunk(cfg: ModelConfig, state: StreamState, n_valid: torch.Tensor, skip: SkipOptions | None,
+                bottom, ops: SkipOps = REFERENCE) -> ChunkStart:
+    """One streaming step around the model's two halves, up to its host read (`finish_chunk` does the
+    rest): bottom(caches) runs the lower layers -> (x, frames, heads, gate raw, new caches) on the
+    step's real frames and lookahead copies; with `skip` the blank gates pick the frames to keep, and
+    the host reads how many (`host_sizes(*start.gated)`); top(y, frames, caches) then runs the upper
+    layers on the compacted kept frames only -> (final raw of the real ones, their last-layer output,
+    new caches). Without `skip` the top layers run on the step's frames as they are (nothing is gated,
+    and the host reads nothing mid-step). Caches are stacked per stage (StreamState.stage). If no frame
+    is kept, the top layers and their caches rest. n_valid (B,) counts the valid frames of the step's
+    C + right_context; C of them are output."""
+    x, frames, heads, gate_raw, new_bottom = bottom(state.stage(0, cfg.skip_layer))
+    n_out = n_valid.clamp(max=frames.n_real)
+    gated = () if skip is None else tuple(gated_of(*gates(ops, gate_raw, frames, n_out, skip, cfg)))
+    return ChunkStart(x, frames, heads, gate_raw, new_bottom, n_out, gated)
+
+
+def finish_chunk(cfg: ModelConfig, start: ChunkStart, state: StreamState, skip: SkipOptions | None, top,
+                 ops: SkipOps = REFERENCE, hidden: bool = False,
+                 sizes: list[int] = ()) -> tuple[EncoderOutput, StreamState]:
+    """A streaming step after its host read (see `start_chunk`). sizes, with `skip`: the compactions'
+    row counts, each at least what the host read of the gates (`host_sizes`); larger ones pad the
+    compaction with invalid rows and change no output, only the contents of cache slots flagged
+    invalid (a captured graph takes a few fixed sizes). With `hidden`, the output carries the last
+    layer's output of the real frames (top_out)."""
+    x, frames, gate_raw, n_out = start.x, start.frames, start.gate_raw, start.n_out
     n = frames.n_real
-    n_out = n_valid.clamp(max=n)
-    new_top = state.stage(S, cfg.n_layers)
+    new_top = state.stage(cfg.skip_layer, cfg.n_layers)
     if skip is None:  # every valid frame runs the top layers in place: no gate, no compaction, no host read
         y, y_out, new_top = top(x, frames, new_top)
         keep = frames.valid[:, :n]  # a step's valid frames come first: these are the first n_out
         final = torch.where(keep[:, :, None], y, gate_raw[:, :n])  # the frames after them, as compacted steps
         top_out = y_out if hidden else None
     else:
-        g, g2 = gates(ops, gate_raw, frames, n_out, skip, cfg)
-        c, c2 = gather_both(ops, x, frames.n_real, g, g2, host_sizes(*gated_of(g, g2)))
+        g, g2 = start.gated[0], (start.gated[1] if len(start.gated) > 1 else None)
+        c, c2 = gather_both(ops, x, n, g, g2, list(sizes))
         keep, final = c.keep, gate_raw[:, :n]
         top_out = x.new_zeros(x.shape[0], n, x.shape[2]) if hidden else None  # (B, C, D)
         if c.x.shape[1] > 0:  # lookahead copies only serve kept real frames
@@ -85,8 +136,8 @@ def run_chunk(cfg: ModelConfig, state: StreamState, n_valid: torch.Tensor, skip:
             final = ops.scatter_back(final, y, c)
             if hidden:  # y_out is a view when lookahead copies follow
                 top_out = ops.scatter_back(top_out, y_out.contiguous(), c)
-    new = StreamState.from_stages(new_bottom, new_top, state.offset + n_out)
-    return EncoderOutput(HeadOutput(final), heads, n_out, keep, top_out=top_out), new
+    new = StreamState.from_stages(start.new_bottom, new_top, state.offset + n_out)
+    return EncoderOutput(HeadOutput(final), start.heads, n_out, keep, top_out=top_out), new
 
 
 def gates(ops: SkipOps, gate_raw: torch.Tensor, frames: Frames, lengths: torch.Tensor, skip: SkipOptions,
@@ -281,15 +332,26 @@ class Encoder(nn.Module):
         Equal to `forward` over the whole stream, frame for frame, skipping included. With `hidden`,
         the output carries the last layer's output (top_out), as `forward`'s does.
         """
+        start = self.step_start(feats, n_valid, state, skip)
+        sizes = host_sizes(*start.gated) if start.gated else []  # the step's one host read, with skipping
+        return self.step_finish(start, state, skip, hidden, sizes)
+
+    def step_start(self, feats: torch.Tensor, n_valid: torch.Tensor, state: StreamState,
+                   skip: SkipOptions | None = None) -> ChunkStart:
+        """`forward_chunk` up to its host read (see `start_chunk`); nothing here reads the device."""
         cfg, sub = self.cfg, self.subsampling
         C = (feats.shape[1] - sub.input_frames(0)) // sub.stride - cfg.right_context
         if C <= 0 or C % cfg.chunk_size or feats.shape[1] != cfg.input_frames(C + cfg.right_context):
             raise ValueError(f"forward_chunk needs stride * (C + {cfg.right_context}) + {sub.input_frames(0)} "
                              f"feature frames with C a multiple of chunk_size={cfg.chunk_size}, "
                              f"got {feats.shape[1]}")
-        return run_chunk(cfg, state, n_valid, skip,
-                         lambda caches: self.chunk_bottom(feats, n_valid, state.offset, caches), self.chunk_top,
-                         self.ops, hidden)
+        return start_chunk(cfg, state, n_valid, skip,
+                           lambda caches: self.chunk_bottom(feats, n_valid, state.offset, caches), self.ops)
+
+    def step_finish(self, start: ChunkStart, state: StreamState, skip: SkipOptions | None = None,
+                    hidden: bool = False, sizes: list[int] = ()) -> tuple[EncoderOutput, StreamState]:
+        """`forward_chunk` after its host read (see `finish_chunk`); nothing here reads the device."""
+        return finish_chunk(self.cfg, start, state, skip, self.chunk_top, self.ops, hidden, sizes)
 
     def chunk_bottom(self, feats: torch.Tensor, n_valid: torch.Tensor, offset: torch.Tensor, caches: tuple):
         """The streaming step's lower half: subsampling and layers 1..skip_layer with their heads.

@@ -12,6 +12,7 @@ from asr_engine.checkpoint import Checkpoint
 from asr_engine.kernels import select_ops
 from asr_engine.model.config import SkipOptions
 from asr_engine.model.fbank import Fbank
+from asr_engine.model.graphs import StepGraphs
 from asr_engine.model.streaming import StreamState
 
 __all__ = ["TorchModel"]
@@ -21,10 +22,13 @@ class TorchModel:
     name = "torch"
     chunk_frames = None  # any multiple of the model's chunk
 
-    def __init__(self, ckpt: Checkpoint, device: str | torch.device = "cpu"):
+    def __init__(self, ckpt: Checkpoint, device: str | torch.device = "cpu", graphs: bool = False):
+        """graphs: streaming steps through captured CUDA graphs (`StepGraphs`; on a CPU the same parts
+        run eagerly, which only tests use)."""
         self.device = torch.device(device)
         self.encoder = ckpt.model.to(self.device).eval()
         self.ops = self.encoder.ops = select_ops(self.device)
+        self.graphs = StepGraphs(self.encoder) if graphs else None
         self._fbank = Fbank(ckpt.features).to(self.device)
         self.cfg, self.features, self.tokenizer, self.info = ckpt.model.cfg, ckpt.features, ckpt.tokenizer, ckpt.info
         self.ckpt = ckpt
@@ -49,10 +53,14 @@ class TorchModel:
         frames that skipped the top layers."""
         dev = self.device
         with torch.inference_mode():
-            out, new = self.encoder.forward_chunk(torch.from_numpy(feats).to(dev), torch.from_numpy(n_valid).to(dev),
-                                                  state, skip, hidden)
-            arrays = host_arrays(self.ops.log_probs(out.final.raw).float(), out.top_mask,
-                                 *[out.top_out.float()] if hidden else [])
+            if self.graphs is not None:  # the parts copy the inputs in themselves
+                outs, new = self.graphs.step(torch.from_numpy(feats), torch.from_numpy(n_valid), state, skip, hidden)
+                arrays = host_arrays(*outs)
+            else:
+                out, new = self.encoder.forward_chunk(torch.from_numpy(feats).to(dev),
+                                                      torch.from_numpy(n_valid).to(dev), state, skip, hidden)
+                arrays = host_arrays(self.ops.log_probs(out.final.raw).float(), out.top_mask,
+                                     *[out.top_out.float()] if hidden else [])
             return (arrays[0], arrays[1], new, *arrays[2:])
 
     def encode(self, audios: list[np.ndarray], skip: SkipOptions | None, hidden: bool = False) -> list:
