@@ -161,3 +161,23 @@ def test_recorded_steps_stream_the_same(tiny_ckpt_dir, beam):
                         for r in engine.transcribe_arrays(audios, ["a", "b", "c"], streaming=True)])
     assert results[0] == results[1]
     assert any(text for text, _, _ in results[0]) and any(0 < top < n for _, n, top in results[0])
+
+
+def test_a_refused_capture_leaves_the_steps_eager(tiny_ckpt_dir, monkeypatch, caplog):
+    """A graph the GPU or torch refuses to capture turns the graphs off, with one warning; the steps
+    go on eagerly with the same results."""
+    from asr_engine.model.graphs import StepGraphs
+    from asr_engine.model.runtime import TorchModel
+
+    def refuse(*a, **k):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    audio = _speechy(2.1, 0)
+    ref = Engine(TorchModel(load_checkpoint(tiny_ckpt_dir)), DecodeOptions(skip_threshold=0.5))
+    model = TorchModel(load_checkpoint(tiny_ckpt_dir), graphs=True)
+    monkeypatch.setattr(StepGraphs, "step", refuse)
+    with caplog.at_level("WARNING"):
+        got = Engine(model, DecodeOptions(skip_threshold=0.5)).transcribe_arrays([audio], ["a"], streaming=True)
+    assert model.graphs is None and "CUDA graphs off" in caplog.text
+    want = ref.transcribe_arrays([audio], ["a"], streaming=True)
+    assert (got[0].text, got[0].top_frames) == (want[0].text, want[0].top_frames)

@@ -26,8 +26,12 @@ def _setup(layout: str, right: int, device: str = "cpu"):
     with torch.no_grad():  # a threshold that skips about half of the frames
         out = m(x, xl)
         valid = torch.arange(out.final.raw.shape[1], device=device)[None] < out.lengths[:, None]
-        p = out.intermediate[m.cfg.skip_layer].blank_prob()[valid]
-    return m, x, xl, float(p.median())
+        p = out.intermediate[m.cfg.skip_layer].blank_prob()[valid].sort().values
+    # between the two neighbours with the widest gap among the middle fifth: far from every frame's
+    # P(blank), so that float rounding (other batch shapes) cannot move a frame across it
+    lo = int(0.4 * len(p))
+    k = lo + int((p[lo + 1: int(0.6 * len(p))] - p[lo: int(0.6 * len(p)) - 1]).argmax())
+    return m, x, xl, float(p[k] + p[k + 1]) / 2
 
 
 def _windows(m, x, xl, C):

@@ -5,6 +5,8 @@ once."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
@@ -16,6 +18,8 @@ from asr_engine.model.graphs import StepGraphs
 from asr_engine.model.streaming import StreamState
 
 __all__ = ["TorchModel"]
+
+log = logging.getLogger(__name__)
 
 
 class TorchModel:
@@ -53,8 +57,15 @@ class TorchModel:
         frames that skipped the top layers."""
         dev = self.device
         with torch.inference_mode():
+            outs = None
             if self.graphs is not None:  # the parts copy the inputs in themselves
-                outs, new = self.graphs.step(torch.from_numpy(feats), torch.from_numpy(n_valid), state, skip, hidden)
+                try:
+                    outs, new = self.graphs.step(torch.from_numpy(feats), torch.from_numpy(n_valid), state, skip,
+                                                 hidden)
+                except RuntimeError as e:  # a capture this GPU or torch refuses: the steps go on without graphs
+                    log.warning("CUDA graphs off, the encoder's steps run eagerly: %s", e)
+                    self.graphs = None
+            if outs is not None:
                 arrays = host_arrays(*outs)
             else:
                 out, new = self.encoder.forward_chunk(torch.from_numpy(feats).to(dev),
