@@ -73,8 +73,7 @@ def bucketed(sizes: list[int], limits: list[int], bucket: int) -> list[int]:
 
 
 class StepGraphs:
-    """`Encoder.forward_chunk` through recorded parts (see the module): the same outputs, for a
-    batch of numpy features and a state on the encoder's device."""
+    """`Encoder.forward_chunk` through recorded parts (see the module): the same outputs and states."""
 
     def __init__(self, encoder: Encoder, capture: bool | None = None, bucket: int = 8):
         self.encoder, self.bucket = encoder, bucket
@@ -97,16 +96,16 @@ class StepGraphs:
         until the next step; and the new state (the streams' own tensors)."""
         B, shape = feats.shape[0], tuple(feats.shape[1:])
         Bp = padded_batch(B)
-        given = (feats, n_valid, *state.fields())
-        ins = self.inputs.get((Bp, shape, feats.dtype))
+        given, at = (feats, n_valid, *state.fields()), (Bp, shape, feats.dtype)
+        ins = self.inputs.get(at)
         if ins is None:
-            ins = self.inputs[(Bp, shape, feats.dtype)] = [
+            ins = self.inputs[at] = [
                 torch.zeros((Bp, *t.shape[1:]), dtype=t.dtype, device=self.device) for t in given]
         for mine, theirs in zip(ins, given):
             mine[:B].copy_(theirs)
         if B < Bp:
             ins[1][B:].zero_()  # padding rows have no valid frames
-        enc, key = self.encoder, (Bp, shape, skip, hidden)
+        enc = self.encoder
 
         def outputs(out: EncoderOutput, new: StreamState) -> list[torch.Tensor]:
             return [enc.ops.log_probs(out.final.raw).float(), out.top_mask,
@@ -117,24 +116,23 @@ class StepGraphs:
                 s = StreamState(*fields)
                 return outputs(*enc.step_finish(enc.step_start(feats, n_valid, s), s, None, hidden))
 
-            outs = self._part(("whole", *key), whole, ins).run()
+            outs = self._part(("whole", *at, hidden), whole, ins).run()
         else:
             def start(feats, n_valid, *fields):
                 first = enc.step_start(feats, n_valid, StreamState(*fields), skip)
-                self.starts[key] = first
+                self.starts[(*at, skip)] = first
                 return first.tensors()
 
-            start_ts = self._part(("start", *key), start, ins).run()
-            first = self.starts[key].from_tensors(start_ts)
+            start_ts = self._part(("start", *at, skip), start, ins).run()
+            first = self.starts[(*at, skip)].from_tensors(start_ts)
             n, N = first.frames.n_real, first.x.shape[1]
             sizes = bucketed(host_sizes(*first.gated), [n, N - n], self.bucket)  # the step's one host read
 
             def finish(*ts):
                 s = StreamState(*ts[len(start_ts):])
-                return outputs(*enc.step_finish(self.starts[key].from_tensors(ts[: len(start_ts)]), s, skip, hidden,
-                                                sizes))
+                return outputs(*enc.step_finish(first.from_tensors(ts[: len(start_ts)]), s, skip, hidden, sizes))
 
-            outs = self._part(("finish", *key, *sizes), finish, [*start_ts, *ins[2:]]).run()
+            outs = self._part(("finish", *at, skip, hidden, *sizes), finish, [*start_ts, *ins[2:]]).run()
         k = 3 if hidden else 2
         new = StreamState(*(t[:B].clone() for t in outs[k:]))
         return [t[:B] for t in outs[:k]], new
