@@ -151,7 +151,7 @@ class FrozenCache:
             for idx in batches:
                 x, xl, _, _ = collate(fs, idx)
                 x, frames, _ = model.embed(x.to(device), xl.to(device), offsets[idx].to(device))
-                plan = make_plan(cfg, frames)
+                plan = make_plan(cfg, frames, lengths=[cfg.output_length(n) for n in xl.tolist()])
                 T = frames.n_real
                 for i, layer in enumerate(model.layers[:k], start=1):
                     x = layer(x, plan)
@@ -201,7 +201,7 @@ class FrozenCache:
         xs, frames, lengths = self.batch(model, idx)
         if mask is not None:
             xs = mask_cached(xs, frames, lengths, mask, gen if gen is not None else torch.Generator())
-        plan = make_plan(model.cfg, frames)
+        plan = make_plan(model.cfg, frames, lengths=[self.lengths[i] for i in idx])
         heads = {i: model.head_after(i, xs[i], frames.n_real) for i in model.cfg.intermediate_layers}
         gate_raw = model.split_gate(heads, frames.n_real)
         out = model.forward_top(xs[model.cfg.skip_layer], plan, lengths, heads, gate_raw, skip, teacher,

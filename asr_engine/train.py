@@ -182,7 +182,7 @@ def evaluate(model: Encoder, fs: FeatureSet, tokenizer, skip: SkipOptions | None
     with torch.no_grad():
         for idx in bucket_batches([f.shape[0] for f in fs.feats], max_frames, 0, shuffle=False):
             x, xl, _, _ = collate(fs, idx)
-            out = model(x.to(device), xl.to(device), skip)
+            out = model(x.to(device), xl.to(device), skip, host_lengths=xl.tolist())
             lp = out.final.log_probs().float().cpu()
             for j, i in enumerate(idx):
                 hyp = tokenizer.decode(list(greedy_search(lp[j, : out.lengths[j]]).tokens))
@@ -458,14 +458,17 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
                     out_ = cache.forward(model, idx, skip, teacher=teach_skip, mask=cache_mask, gen=gen,
                                          teacher_model=skip_teacher)
                 else:
+                    host = xl_host.tolist()  # the attention plans are made on the host: no device read
                     if teacher is not None and skip is None:
                         with torch.no_grad():  # the teacher hears the features before SpecAugment
-                            t_hidden = teacher(x_clean, xl, hidden=True).hidden
+                            t_hidden = teacher(x_clean, xl, hidden=True, host_lengths=host).hidden
                     pos = None if offsets is None else offsets.to(device)
-                    out_ = model(x, xl, skip, teacher=teach_skip, hidden=t_hidden is not None, pos_offset=pos)
+                    out_ = model(x, xl, skip, teacher=teach_skip, hidden=t_hidden is not None, pos_offset=pos,
+                                 host_lengths=host)
                     if skip_teacher is not None:
                         with torch.no_grad():
-                            out_ = replace(out_, unskipped=skip_teacher(x, xl, pos_offset=pos).final)
+                            out_ = replace(out_, unskipped=skip_teacher(x, xl, pos_offset=pos,
+                                                                        host_lengths=host).final)
             loss, parts = total_loss(out_, y, yl, step_weights, t_hidden)
             if anchor:
                 penalty = anchor_penalty(anchor)

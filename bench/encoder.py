@@ -137,10 +137,12 @@ def _streamer(encoder, steps, batch: int, dtype, graphs: bool = False):
 
 
 def _whole(encoder, x, lengths):
-    """run(skip): one call on the whole utterances -> (frames that ran the top layers, frames output)."""
+    """run(skip): one call on the whole utterances -> (frames that ran the top layers, frames output);
+    the lengths are given as the host knows them too, as the engine gives them."""
+    host = lengths.tolist()
 
     def run(skip):
-        out = encoder(x, lengths, skip)
+        out = encoder(x, lengths, skip, host_lengths=host)
         return out.top_mask.sum(), out.lengths.sum()
 
     return run

@@ -166,6 +166,23 @@ def test_attention_block_size_does_not_change_results():
 @pytest.mark.parametrize("right", [0, 3])
 @pytest.mark.parametrize("left", [0, 2, None])
 @pytest.mark.parametrize("block", [5, 16, 256])
+def test_windows_made_on_the_host_from_the_lengths_equal_the_devices(right, left, block):
+    """A whole-utterance pass's attention windows made on the host from the rows' lengths (no device
+    read) are those computed on the device, block for block."""
+    from asr_engine.model.layers import host_windows
+
+    for chunk in (4, 8):
+        m = _model(right_context=right, left_chunks=left, chunk_size=chunk)
+        for lengths in ([203], [203, 150, 61, 9], [9, 9], [61, 203, 0], [400, 7]):
+            x, frames, _ = m.embed(torch.randn(len(lengths), max(lengths), 80), torch.tensor(lengths))
+            want = attention_windows(make_plan(m.cfg, frames, windows=False).owner, frames, left, block)
+            got = host_windows([m.cfg.output_length(n) for n in lengths], frames.n_real, chunk, right, left, block)
+            assert got == want, (chunk, lengths)
+
+
+@pytest.mark.parametrize("right", [0, 3])
+@pytest.mark.parametrize("left", [0, 2, None])
+@pytest.mark.parametrize("block", [5, 16, 256])
 def test_kept_windows_from_the_gates_equal_the_compacted_frames_windows(right, left, block):
     """A skipping pass computes its kept frames' attention windows on the device from the gates, before
     it knows the compaction's sizes: they are the windows of the compacted frames, block for block."""
@@ -218,9 +235,10 @@ def test_a_training_step_reads_the_device_once_per_stack(layout):
         layer.att.block = 8  # many query blocks per layer
     x, xl = torch.randn(3, 400, 80), torch.tensor([400, 300, 123])
     targets, target_lengths = torch.randint(1, 20, (3, 10)), torch.tensor([10, 8, 5])
-    for skip, expected in ((None, 1), (SkipOptions(0.5, 1), 2)):
-        with HostReads() as forward:
-            out = m(x, xl, skip, teacher=skip is not None)
+    for skip, host, expected in ((None, None, 1), (SkipOptions(0.5, 1), None, 2),
+                                 (None, xl.tolist(), 0), (SkipOptions(0.5, 1), xl.tolist(), 1)):
+        with HostReads() as forward:  # with the host's lengths the plan is made there
+            out = m(x, xl, skip, teacher=skip is not None, host_lengths=host)
         with HostReads() as backward:
             loss, _ = total_loss(out, targets, target_lengths)
             loss.backward()

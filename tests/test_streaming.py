@@ -217,3 +217,6 @@ def test_a_streaming_step_reads_the_host_once_with_skipping_and_never_without(mo
         # together with the kept frames' plan
         assert reads(m, x, xl) == 1
         assert reads(m, x, xl, SkipOptions(0.5, 1)) == 2
+        host = xl.tolist()  # the lengths as the host knows them: the plan is made there
+        assert reads(m, x, xl, host_lengths=host) == 0
+        assert reads(m, x, xl, SkipOptions(0.5, 1), host_lengths=host) == 1

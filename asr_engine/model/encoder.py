@@ -214,7 +214,7 @@ class Encoder(nn.Module):
 
     def forward(self, feats: torch.Tensor, feat_lengths: torch.Tensor,
                 skip: SkipOptions | None = None, teacher: bool = False, hidden: bool = False,
-                pos_offset: torch.Tensor | None = None) -> EncoderOutput:
+                pos_offset: torch.Tensor | None = None, host_lengths: list[int] | None = None) -> EncoderOutput:
         """feats (B, T_in, F), feat_lengths (B,) -> EncoderOutput over T encoder frames.
 
         With `skip`, frames the gating head calls blank (P > threshold, dilated) bypass
@@ -224,10 +224,14 @@ class Encoder(nn.Module):
         With `hidden`, the output carries the last layer's output (top_out; zero on skipped frames) and,
         without `skip`, the final LayerNorm's output (hidden). pos_offset (B,)
         starts each utterance's absolute positions there instead of at 0 (training: a stream's
-        later utterances and the wrap at position_period).
+        later utterances and the wrap at position_period). host_lengths: feat_lengths as the host
+        knows them; the attention plan is then made on the host, without a device read.
         """
         x, frames, lengths = self.embed(feats, feat_lengths, pos_offset)
-        plan = make_plan(self.cfg, frames)  # shared by every layer on these frames
+        if host_lengths is not None and len(host_lengths) != feats.shape[0]:
+            raise ValueError(f"{len(host_lengths)} host lengths for a batch of {feats.shape[0]}")
+        plan = make_plan(self.cfg, frames,  # shared by every layer on these frames
+                         lengths=None if host_lengths is None else [self.cfg.output_length(n) for n in host_lengths])
         x, heads, gate_raw = self._bottom(x, plan)
         return self.forward_top(x, plan, lengths, heads, gate_raw, skip, teacher, hidden)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -128,10 +129,17 @@ class Plan:
     conv_index: torch.Tensor | None
 
 
-def make_plan(cfg: ModelConfig, frames: Frames, windows: bool = True) -> Plan:
+def make_plan(cfg: ModelConfig, frames: Frames, windows: bool = True, lengths: list[int] | None = None) -> Plan:
+    """The plan of frames; with `windows`, the attention windows of a whole-utterance pass: read from
+    the device, or made on the host from `lengths` (each row's valid real frames, as the host knows
+    them; the frames must then be `Encoder.embed`'s)."""
     owner = frames.owner(cfg.chunk_size)
-    return Plan(frames, owner, attention_windows(owner, frames, cfg.left_chunks) if windows else None,
-                lookahead_conv_index(owner, frames.n_real, cfg.conv_kernel))
+    found = None
+    if windows and lengths is not None:
+        found = host_windows(lengths, frames.n_real, cfg.chunk_size, cfg.right_context, cfg.left_chunks)
+    elif windows:
+        found = attention_windows(owner, frames, cfg.left_chunks)
+    return Plan(frames, owner, found, lookahead_conv_index(owner, frames.n_real, cfg.conv_kernel))
 
 
 ATTENTION_BLOCK = 256  # queries per attention block in a whole-utterance pass: memory O(T * window)
@@ -162,6 +170,39 @@ def attention_windows(owner: torch.Tensor, frames: Frames, left: int | None,
         start2 = end2 = torch.full_like(end, N)
     rows = torch.stack([vq.any(2).any(0).long(), start, end, start2, end2])
     return windows_from_rows(rows.flatten().tolist(), N, block)  # the one host read
+
+
+def host_windows(lengths: list[int], n_real: int, chunk: int, right: int, left: int | None,
+                 block: int = ATTENTION_BLOCK) -> list[tuple[int, int, int, int, int, int]]:
+    """`attention_windows` of a whole-utterance pass's frames, made on the host from the rows' valid
+    frame counts alone, which the host knows: no device read. The frames: n_real real ones (row r's
+    first lengths[r] valid, chunk p // chunk), then each chunk's `right` lookahead copies (copy k of
+    chunk j valid where frame (j + 1) * chunk + k is: so each row's valid copies come first)."""
+    n_chunks = -(-n_real // chunk)
+    N = n_real + n_chunks * right
+    if N == 0 or not lengths:
+        return []
+    t = np.asarray(lengths, np.int64)[:, None]  # (B, 1)
+    ahead = np.clip(t - (np.arange(n_chunks) + 1) * chunk, 0, right).sum(1, keepdims=True)  # valid copies
+    a = np.arange(0, N, block)[None, :]  # (1, n) each block's first query
+    b = np.minimum(a + block, N)
+    hi = np.minimum(b, np.minimum(t, n_real))  # real queries [a, hi)
+    has = a < hi
+    lo2, hi2 = np.maximum(a - n_real, 0), np.minimum(b - n_real, ahead)  # copies [lo2, hi2) among the copies
+    has2 = lo2 < hi2
+    big = np.iinfo(np.int64).max // 4
+    c_min = np.minimum(np.where(has, a // chunk, big), np.where(has2, lo2 // max(right, 1), big))
+    c_max = np.maximum(np.where(has, (hi - 1) // chunk, -1), np.where(has2, (hi2 - 1) // max(right, 1), -1))
+    s = np.zeros_like(c_min) if left is None else np.clip((c_min - left) * chunk, 0, t)
+    e = np.minimum(t, (c_max + 1) * chunk)
+    if right:
+        s2, e2 = n_real + np.minimum(ahead, c_min * right), n_real + np.minimum(ahead, (c_max + 1) * right)
+    else:
+        s2 = e2 = np.full_like(c_min, N)
+    part = has | has2  # rows with a valid query in the block: the others count not
+    rows = [part.any(0), np.where(part, s, big).min(0), np.where(part, e, 0).max(0),
+            np.where(part, s2, big).min(0), np.where(part, e2, 0).max(0)]
+    return windows_from_rows([int(v) for row in rows for v in row], N, block)
 
 
 def kept_windows(owner: torch.Tensor, n_real: int, slot: torch.Tensor, slot2: torch.Tensor | None,

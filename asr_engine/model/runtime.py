@@ -87,8 +87,8 @@ class TorchModel:
         with torch.inference_mode():
             feats = [self._fbank(torch.from_numpy(audios[i]).to(self.device)[None])[0] for i in live]
             x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)  # (B, T, F)
-            lengths = torch.tensor([f.shape[0] for f in feats], device=self.device)
-            out = self.encoder(x, lengths, skip, hidden=hidden)
+            host = [f.shape[0] for f in feats]
+            out = self.encoder(x, torch.tensor(host, device=self.device), skip, hidden=hidden, host_lengths=host)
             log_probs, mask, lengths, *top_out = host_arrays(
                 self.ops.log_probs(out.final.raw).float(), out.top_mask, out.lengths,
                 *[out.top_out.float()] if hidden else [])
