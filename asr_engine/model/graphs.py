@@ -84,6 +84,7 @@ class StepGraphs:
         self.inputs: dict[tuple, list[torch.Tensor]] = {}
         self.parts: dict[tuple, Recorded] = {}
         self.starts: dict[tuple, ChunkStart] = {}  # each start part's structure
+        self.outs: dict[tuple, list[torch.Tensor]] = {}  # the steps' outputs, per batch shape
 
     def __len__(self) -> int:
         return len(self.parts)
@@ -105,11 +106,18 @@ class StepGraphs:
             mine[:B].copy_(theirs)
         if B < Bp:
             ins[1][B:].zero_()  # padding rows have no valid frames
-        enc = self.encoder
+        enc, dest = self.encoder, (*at, hidden)
 
         def outputs(out: EncoderOutput, new: StreamState) -> list[torch.Tensor]:
-            return [enc.ops.log_probs(out.final.raw).float(), out.top_mask,
+            """A step's outputs, written into the same tensors whichever part made them: one set per batch
+            shape, not one per graph (a state of the bundled model is 3 MB a stream)."""
+            made = [enc.ops.log_probs(out.final.raw).float(), out.top_mask,
                     *([out.top_out.float()] if hidden else []), *new.fields()]
+            if dest not in self.outs:  # the first run, eager (a warm-up before any capture)
+                self.outs[dest] = [torch.empty_like(t) for t in made]
+            for mine, t in zip(self.outs[dest], made):
+                mine.copy_(t)
+            return self.outs[dest]
 
         if skip is None:  # one part: nothing is read mid-step
             def whole(feats, n_valid, *fields):
