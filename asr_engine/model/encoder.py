@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
@@ -74,7 +74,8 @@ class ChunkStart:
     def tensors(self) -> list[torch.Tensor]:
         """Every tensor of it, in a fixed order (`from_tensors` rebuilds it): a captured graph's outputs."""
         return [self.x, self.frames.pos, self.frames.valid, *(h.raw for _, h in sorted(self.heads.items())),
-                self.gate_raw, *self.new_bottom, self.n_out, *(t for g in self.gated for t in fields(g))]
+                self.gate_raw, *self.new_bottom, self.n_out,
+                *(getattr(g, f.name) for g in self.gated for f in fields(g))]
 
     def from_tensors(self, ts: list[torch.Tensor]) -> "ChunkStart":
         """This start's structure over other tensors (as `tensors` lists them)."""
@@ -82,15 +83,8 @@ class ChunkStart:
         x, frames = next(it), Frames(next(it), next(it), self.frames.n_real)
         heads = {k: HeadOutput(next(it)) for k in sorted(self.heads)}
         gate_raw, new_bottom, n_out = next(it), tuple(next(it) for _ in self.new_bottom), next(it)
-        gated = tuple(Gated(*(next(it) for _ in range(len(GATED_FIELDS)))) for _ in self.gated)
+        gated = tuple(Gated(*(next(it) for _ in fields(Gated))) for _ in self.gated)
         return ChunkStart(x, frames, heads, gate_raw, new_bottom, n_out, gated)
-
-
-GATED_FIELDS = ("keep", "index", "slot", "lengths", "longest")
-
-
-def fields(g: Gated) -> list[torch.Tensor]:
-    return [getattr(g, f) for f in GATED_FIELDS]
 
 
 def start_chunk(cfg: ModelConfig, state: StreamState, n_valid: torch.Tensor, skip: SkipOptions | None,
