@@ -16,7 +16,8 @@ A session turns audio into fbank frames as it arrives; `Engine.step` takes one c
 encoder frames from every session that has one (or that has ended) and runs them as one
 batch through the model's `forward_chunk`, so results do not depend on which sessions
 happen to share a batch. Between the two the contract is `Session.take_window()` (the next
-chunk's features) and `Session.advance(...)` (its decoded log-probs and new state).
+chunk's features) and `Session.advance(...)` (its decoded log-probs). The sessions' states are
+rows of the engine's `StatePool`: a step gathers its sessions' rows and writes them back at once.
 
 Nothing here imports torch: with an ONNX model the whole path is numpy and ONNX Runtime.
 """
@@ -38,7 +39,7 @@ from asr_engine.decoding import GreedySearch, PrefixBeamSearch, advance_searches
 from asr_engine.endpoint import EndpointConfig, Endpointer
 from asr_engine.features import FbankStream
 from asr_engine.model.config import SkipOptions
-from asr_engine.model.streaming import StreamState
+from asr_engine.model.streaming import StatePool, StreamState
 from asr_engine.rescore import MAX_FRAMES
 from asr_engine.results import Result, join_results, make_result, transcribe_paths
 
@@ -131,6 +132,7 @@ class Engine:
         self.window = cfg.input_frames(self.chunk + cfg.right_context)  # feature frames per step
         self.hop = cfg.stride * self.chunk
         self.sessions: list[Session] = []
+        self.states = StatePool(model.zeros_state)  # every session's streaming state, a row each
 
     @classmethod
     def load(cls, model: str | Path | None = None, options: DecodeOptions = DecodeOptions(), backend: str = "auto",
@@ -159,6 +161,9 @@ class Engine:
         """Forget a session (the engine keeps every open one for `step()` without arguments)."""
         if session in self.sessions:
             self.sessions.remove(session)
+        if session.slot is not None:  # its state's row goes to the next session
+            self.states.release(session.slot)
+            session.slot = None
 
     def step(self, sessions: list["Session"] | None = None) -> list["Session"]:
         """Run one chunk of every ready session; returns the sessions that advanced."""
@@ -175,23 +180,28 @@ class Engine:
     def _run(self, batch: list["Session"]) -> None:
         wins, n_valid = zip(*(s.take_window() for s in batch))
         wins = np.stack(wins)
-        state = StreamState.stack([s.state for s in batch])
+        slots = [s.slot for s in batch]
+        if None in slots:
+            raise ValueError("a closed session cannot step")
+        state = self.states.gather(slots)
         if getattr(self.model, "short_steps", False):  # an export without lookahead (OnnxModel.short_steps)
             longest = min(max(n_valid), self.chunk)
             if longest < self.chunk:  # every stream ends in this step: the windows without their padding
                 wins = wins[:, : self.model.cfg.input_frames(longest)]
             if all(s.one_step for s in batch):  # nothing before these frames to attend to: no cache in or out
-                state = state.without_window()
+                state = state.without_window()  # (nor after them: these streams end in this step)
         second = self.rescores
         log_probs, top, new, *hidden = self.model.forward_chunk(wins, np.asarray(n_valid, np.int64), state,
                                                                 self.skip, hidden=second)
         n_out = [min(n, self.chunk) for n in n_valid]  # the rest of a window is the right context
         chunks = [log_probs[j, : n_out[j]] for j in range(len(batch))]
         advance_searches([s.decoder for s in batch], chunks)  # with an LM: one batched LM step per frame
+        if new.k.shape[3] == self.states.rows.k.shape[3]:  # not after a step without a cache window
+            self.states.put(slots, new)
         for j, s in enumerate(batch):
             if second:
                 s.keep_hidden(top[j, : n_out[j]], hidden[0][j, : n_out[j]])
-            s.advance(new.select([j]), chunks[j], int(top[j, : n_out[j]].sum()))
+            s.advance(chunks[j], int(top[j, : n_out[j]].sum()))
 
     def rerank(self, top_mask: np.ndarray | None, hidden: np.ndarray | None):
         """A function hypotheses -> hypotheses in the second pass's order (None without a rescorer, or
@@ -372,7 +382,10 @@ class Session:
         self._fbank = FbankStream(eng.model.fbank, feats)
         self._feats = np.zeros((0, feats.num_mel_bins), np.float32)  # (N, F) not yet consumed
         self._feat_total = 0  # feature frames since the start
-        self.state = eng.model.zeros_state(1)
+        if getattr(self, "slot", None) is None:
+            self.slot = eng.states.take()  # its streaming state: a row of the engine's (zero)
+        else:
+            eng.states.clear(self.slot)
         self.samples = 0  # 16 kHz samples received
         self.frames = 0  # encoder frames decoded
         self.top_frames = 0  # of which ran the top layers
@@ -414,10 +427,16 @@ class Session:
         if sum(len(m) for m, _ in self._hidden) > MAX_FRAMES:
             self._hidden = None
 
-    def advance(self, state: StreamState, log_probs: np.ndarray, top_frames: int) -> None:
-        """The engine ran the window: the new state, and the log-probs (T, V) that `decoder` has
-        decoded. Counts the frames; in continuous mode, closes the utterance at an endpoint."""
-        self.state = state
+    @property
+    def state(self) -> StreamState:
+        """The stream's state (a copy of its row of the engine's)."""
+        if self.slot is None:
+            raise ValueError("the session is closed")
+        return self.engine.states.gather([self.slot])
+
+    def advance(self, log_probs: np.ndarray, top_frames: int) -> None:
+        """The engine ran the window (and wrote the new state to its row): the log-probs (T, V) that
+        `decoder` has decoded. Counts the frames; in continuous mode, closes the utterance at an endpoint."""
         self.frames += log_probs.shape[0]
         self.top_frames += top_frames
         if self._endpointer is None:

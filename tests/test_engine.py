@@ -181,3 +181,81 @@ def test_a_refused_capture_leaves_the_steps_eager(tiny_ckpt_dir, monkeypatch, ca
     assert model.graphs is None and "CUDA graphs off" in caplog.text
     want = ref.transcribe_arrays([audio], ["a"], streaming=True)
     assert (got[0].text, got[0].top_frames) == (want[0].text, want[0].top_frames)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_the_state_pool_gives_each_stream_its_own_row(kind):
+    """Slots are distinct, start at zero (a released one too), survive the pool's growth, and a step's
+    states gathered and put back land in their own rows."""
+    from asr_engine.model.streaming import StatePool, StreamState
+
+    cfg = tiny_config(right_context=2)
+
+    def zeros(n):
+        return StreamState.zeros_numpy(cfg, n) if kind == "numpy" else StreamState.zeros(cfg, n)
+
+    def filled(state, values):  # each row j of every field set to values[j]
+        for t in state.fields():
+            for j, v in enumerate(values):
+                t[j] = v % 2 if t.dtype in (np.bool_, torch.bool) else v
+        return state
+
+    pool = StatePool(zeros, capacity=2)
+    slots = [pool.take() for _ in range(5)]  # grows 2 -> 4 -> 8
+    assert sorted(slots) == list(range(5)) and pool.capacity == 8
+    pool.put(slots, filled(zeros(5), [1, 2, 3, 4, 5]))
+    assert [int(v) for v in pool.gather(slots).offset] == [1, 2, 3, 4, 5]
+    extra = pool.take()  # a growth after the puts keeps them
+    pool.put([extra], filled(zeros(1), [7]))
+    pool.put([slots[1], slots[3]], filled(zeros(2), [8, 9]))
+    got = pool.gather(slots + [extra])
+    for t in got.fields():
+        want = [1, 8, 3, 9, 5, 7]
+        assert [int(v) for v in np.asarray(t).reshape(6, -1)[:, 0]] == [w % 2 if t.dtype in (np.bool_, torch.bool)
+                                                                         else w for w in want]
+    pool.release(slots[2])
+    again = pool.take()
+    assert again == slots[2] and not any(np.asarray(t[again]).any() for t in pool.rows.fields())
+
+
+def test_a_step_moves_its_states_in_a_few_ops_whatever_the_batch(tiny_ckpt_dir):
+    """The states of a step's sessions are gathered and written back with one op a field each way,
+    not one a session (on a GPU each op is a launch)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from asr_engine.model.runtime import TorchModel
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n += not func.is_view
+            return func(*args, **(kwargs or {}))
+
+    counts = []
+    for batch in (2, 12):
+        model = TorchModel(load_checkpoint(tiny_ckpt_dir))
+        inside = []
+        step = model.forward_chunk
+
+        def counted(*a, **k):
+            n = ops.n
+            out = step(*a, **k)
+            inside.append(ops.n - n)
+            return out
+
+        model.forward_chunk = counted
+        engine = Engine(model, DecodeOptions(skip_threshold=0.5))
+        sessions = [engine.session() for _ in range(batch)]
+        for i, s in enumerate(sessions):
+            s.accept_audio(_speechy(1.5, i))
+        with torch.inference_mode(), Ops() as ops:
+            engine.step()
+        assert len(inside) == 1
+        counts.append(ops.n - inside[0])
+    assert counts[0] == counts[1] <= 16, counts
+    with pytest.raises(ValueError, match="closed"):
+        engine.close(sessions[0])
+        engine.step(sessions[:1])

@@ -15,13 +15,13 @@ the ONNX runtime, whose stage caches (`cache_k`, ... of bottom.onnx and top.onnx
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from asr_engine.model.config import ModelConfig
 
-__all__ = ["CACHE_FIELDS", "StreamState"]
+__all__ = ["CACHE_FIELDS", "StatePool", "StreamState"]
 
 CACHE_FIELDS = ("k", "v", "kv_pos", "kv_valid", "conv")  # per stage: (B, L_stage, ...)
 
@@ -102,6 +102,70 @@ class StreamState:
 
     def nbytes(self) -> int:
         return sum(t.nbytes if isinstance(t, np.ndarray) else t.numel() * t.element_size() for t in self.fields())
+
+
+class StatePool:
+    """Many streams' states as one StreamState, a row (a slot) each: a step gathers its streams' rows
+    and writes their new states back with one op a field each way. A state per stream cost one op a
+    field and stream each way: on a GPU a launch each, about 200 a step for 32 streams, more than the
+    rest of a step run as captured graphs. Torch tensors or numpy arrays, as `zeros(n)` makes them;
+    it grows by doubling and keeps its size. Not thread-safe, as the engine that owns it."""
+
+    def __init__(self, zeros: Callable[[int], StreamState], capacity: int = 4):
+        self._zeros = zeros
+        self.rows = zeros(capacity)
+        self._free = list(range(capacity - 1, -1, -1))  # popped from the end: the lowest slot first
+
+    @property
+    def capacity(self) -> int:
+        return len(self.rows.offset)
+
+    def take(self) -> int:
+        """A free slot, its state zero (a stream's start)."""
+        if not self._free:
+            n = self.capacity
+            self.rows = StreamState.stack([self.rows, self._zeros(n)])
+            self._free = list(range(2 * n - 1, n - 1, -1))
+        slot = self._free.pop()
+        self.clear(slot)
+        return slot
+
+    def release(self, slot: int) -> None:
+        self._free.append(slot)
+
+    def clear(self, slot: int) -> None:
+        """The slot's state back to zero."""
+        with _writable(self.rows):
+            for t in self.rows.fields():
+                t[slot] = 0
+
+    def gather(self, slots: list[int]) -> StreamState:
+        """The states of `slots`, as one batch (a copy)."""
+        return self.rows.select(slots)
+
+    def put(self, slots: list[int], state: StreamState) -> None:
+        """Row j of `state` becomes the state of slots[j]."""
+        if isinstance(self.rows.offset, np.ndarray):
+            for mine, new in zip(self.rows.fields(), state.fields()):
+                mine[slots] = new
+            return
+        import torch
+
+        idx = torch.as_tensor(slots, dtype=torch.long, device=self.rows.offset.device)
+        with torch.inference_mode():  # the rows may be inference tensors, the engine's caller's choice
+            for mine, new in zip(self.rows.fields(), state.fields()):
+                mine.index_copy_(0, idx, new)
+
+
+def _writable(state: StreamState):
+    """inference mode for torch states (in-place writes to them whatever mode made them), nothing for numpy."""
+    if isinstance(state.offset, np.ndarray):
+        import contextlib
+
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.inference_mode()
 
 
 def _cat(arrays: list, axis: int):
