@@ -187,7 +187,7 @@ def test_kept_windows_from_the_gates_equal_the_compacted_frames_windows(right, l
     """A skipping pass computes its kept frames' attention windows on the device from the gates, before
     it knows the compaction's sizes: they are the windows of the compacted frames, block for block."""
     from asr_engine.kernels import gate_keep, gather, host_sizes
-    from asr_engine.model.encoder import gated_of, kept_frames
+    from asr_engine.model.encoder import kept_frames
     from asr_engine.model.layers import kept_windows, windows_from_rows
 
     m = _model(right_context=right, left_chunks=left)
@@ -201,13 +201,14 @@ def test_kept_windows_from_the_gates_equal_the_compacted_frames_windows(right, l
         keep[:, 40:56] = False  # whole chunks skipped
         g = gate_keep(keep[:, :T])
         g2 = gate_keep(keep[:, T:]) if right else None
-        read = host_sizes(*gated_of(g, g2), extra=kept_windows(plan.owner, T, g.slot, None if g2 is None
-                                                                else g2.slot, g.longest, left, block))
+        gated = (g,) if g2 is None else (g, g2)
+        read = host_sizes(*gated, extra=kept_windows(plan.owner, T, g.slot, None if g2 is None else g2.slot,
+                                                     g.longest, left, block))
         c = gather(x[:, :T], g, read[0])
         c2 = gather(x[:, T:], g2, read[1]) if right else None
         y, kept = kept_frames(c, c2, frames)
         want = attention_windows(kept.owner(m.cfg.chunk_size), kept, left, block)
-        assert windows_from_rows(read[len(gated_of(g, g2)):], y.shape[1], block) == want, (trial, p_keep)
+        assert windows_from_rows(read[len(gated):], y.shape[1], block) == want, (trial, p_keep)
 
 
 class HostReads(TorchFunctionMode):

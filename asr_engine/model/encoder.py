@@ -100,7 +100,7 @@ def start_chunk(cfg: ModelConfig, state: StreamState, n_valid: torch.Tensor, ski
     C + right_context; C of them are output."""
     x, frames, heads, gate_raw, new_bottom = bottom(state.stage(0, cfg.skip_layer))
     n_out = n_valid.clamp(max=frames.n_real)
-    gated = () if skip is None else tuple(gated_of(*gates(ops, gate_raw, frames, n_out, skip, cfg)))
+    gated = () if skip is None else gates(ops, gate_raw, frames, n_out, skip, cfg)
     return ChunkStart(x, frames, heads, gate_raw, new_bottom, n_out, gated)
 
 
@@ -121,8 +121,7 @@ def finish_chunk(cfg: ModelConfig, start: ChunkStart, state: StreamState, skip: 
         final = torch.where(keep[:, :, None], y, gate_raw[:, :n])  # the frames after them, as compacted steps
         top_out = y_out if hidden else None
     else:
-        g, g2 = start.gated[0], (start.gated[1] if len(start.gated) > 1 else None)
-        c, c2 = gather_both(ops, x, n, g, g2, list(sizes))
+        c, c2 = gather_both(ops, x, n, start.gated, list(sizes))
         keep, final = c.keep, gate_raw[:, :n]
         top_out = x.new_zeros(x.shape[0], n, x.shape[2]) if hidden else None  # (B, C, D)
         if c.x.shape[1] > 0:  # lookahead copies only serve kept real frames
@@ -135,30 +134,26 @@ def finish_chunk(cfg: ModelConfig, start: ChunkStart, state: StreamState, skip: 
 
 
 def gates(ops: SkipOps, gate_raw: torch.Tensor, frames: Frames, lengths: torch.Tensor, skip: SkipOptions,
-          cfg: ModelConfig) -> tuple[Gated, Gated | None]:
-    """The blank gate on the real frames (dilation within chunks) and on the lookahead copies
-    (dilation within each chunk's copies; None without copies), on the device: nothing is read yet.
-    lengths (B,) the valid real frames."""
+          cfg: ModelConfig) -> tuple[Gated, ...]:
+    """The blank gate on the real frames (dilation within chunks) and, when there are lookahead copies,
+    on them (dilation within each chunk's copies), on the device: nothing is read yet. lengths (B,)
+    the valid real frames."""
     n = frames.n_real
     g = ops.gate_scan(gate_raw[:, :n], lengths, skip.threshold, skip.dilation, cfg.chunk_size)
     if gate_raw.shape[1] == n:
-        return g, None
+        return (g,)
     # each chunk's copies follow the chunk before's (right_context <= chunk_size): valid ones first
     return g, ops.gate_scan(gate_raw[:, n:], frames.valid[:, n:].sum(1), skip.threshold, skip.dilation,
                             cfg.right_context)
 
 
-def gated_of(g: Gated, g2: Gated | None) -> list[Gated]:
-    return [g] if g2 is None else [g, g2]
-
-
-def gather_both(ops: SkipOps, x: torch.Tensor, n: int, g: Gated, g2: Gated | None,
+def gather_both(ops: SkipOps, x: torch.Tensor, n: int, gated: tuple[Gated, ...],
                 sizes: list[int]) -> tuple[Compacted, Compacted | None]:
-    """x (B, N, D) (n real frames, then the copies) compacted by both gates, sized by the host's read of
-    `host_sizes(g, g2)` -> kept real frames, kept copies (None without)."""
-    if g2 is None:
-        return ops.gather(x, g, sizes[0]), None
-    return ops.gather(x[:, :n], g, sizes[0]), ops.gather(x[:, n:], g2, sizes[1])
+    """x (B, N, D) (n real frames, then the copies) compacted by the gates, sized by the host's read of
+    `host_sizes(*gated)` -> kept real frames, kept copies (None without)."""
+    if len(gated) == 1:
+        return ops.gather(x, gated[0], sizes[0]), None
+    return ops.gather(x[:, :n], gated[0], sizes[0]), ops.gather(x[:, n:], gated[1], sizes[1])
 
 
 def kept_frames(c: Compacted, c2: Compacted | None, frames: Frames) -> tuple[torch.Tensor, Frames]:
@@ -259,12 +254,12 @@ class Encoder(nn.Module):
         if teacher:
             with torch.no_grad():
                 unskipped = HeadOutput(self.final_head(self._top(x, plan, frozen)[:, :T]).raw)
-        g, g2 = gates(self.ops, gate_raw, plan.frames, lengths, skip, self.cfg)
+        gated = gates(self.ops, gate_raw, plan.frames, lengths, skip, self.cfg)
         # the kept frames' attention plan is computed from the gates too: one host read for both
-        gated = gated_of(g, g2)
-        rows = kept_windows(plan.owner, T, g.slot, None if g2 is None else g2.slot, g.longest, self.cfg.left_chunks)
+        slot2 = gated[1].slot if len(gated) > 1 else None
+        rows = kept_windows(plan.owner, T, gated[0].slot, slot2, gated[0].longest, self.cfg.left_chunks)
         read = host_sizes(*gated, extra=rows)
-        c, c2 = gather_both(self.ops, x, T, g, g2, read[: len(gated)])
+        c, c2 = gather_both(self.ops, x, T, gated, read[: len(gated)])
         final = gate_raw[:, :T]
         top_out = x.new_zeros(x.shape[0], T, x.shape[2]) if hidden else None  # (B, T, D)
         if c.x.shape[1] > 0:
