@@ -178,11 +178,14 @@ class Engine:
             pass
 
     def _run(self, batch: list["Session"]) -> None:
+        # each slot read once: a session that another thread closes from here on still steps this once (its
+        # released row is only taken again on this thread, zeroed); one closed before is left out
+        live = [(s, slot) for s, slot in ((s, s.slot) for s in batch) if slot is not None]
+        if not live:
+            return
+        batch, slots = [s for s, _ in live], [slot for _, slot in live]
         wins, n_valid = zip(*(s.take_window() for s in batch))
         wins = np.stack(wins)
-        slots = [s.slot for s in batch]
-        if None in slots:
-            raise ValueError("a closed session cannot step")
         state = self.states.gather(slots)
         if getattr(self.model, "short_steps", False):  # an export without lookahead (OnnxModel.short_steps)
             longest = min(max(n_valid), self.chunk)
@@ -519,6 +522,8 @@ class Session:
 
     @property
     def ready(self) -> bool:
+        if self.slot is None:  # closed: it steps no more
+            return False
         if self._feats.shape[0] >= self.engine.window:
             return True
         return self.input_finished and self._frames_total > self.frames

@@ -256,6 +256,35 @@ def test_a_step_moves_its_states_in_a_few_ops_whatever_the_batch(tiny_ckpt_dir):
         assert len(inside) == 1
         counts.append(ops.n - inside[0])
     assert counts[0] == counts[1] <= 16, counts
+    engine.close(sessions[0])  # a closed session steps no more, and its state is gone
+    assert engine.step(sessions[:2]) == sessions[1:2]
     with pytest.raises(ValueError, match="closed"):
+        sessions[0].state
+
+
+def test_a_session_closed_during_a_step_harms_no_other(tiny_ckpt_dir):
+    """A server closes sessions on its event loop while its compute thread steps them: the step goes on,
+    the others' results are those they get alone, and the next session takes the closed one's row zeroed."""
+    audios = [_speechy(s, i) for i, s in enumerate([2.1, 3.7, 1.9])]
+    alone = Engine.load(tiny_ckpt_dir, DecodeOptions(skip_threshold=0.5))
+    want = [alone.transcribe_arrays([a], ["x"], streaming=True)[0].text for a in audios]
+    engine = Engine.load(tiny_ckpt_dir, DecodeOptions(skip_threshold=0.5))
+    sessions = [engine.session() for _ in audios[:2]]
+    for s, a in zip(sessions, audios):
+        s.accept_audio(a)
+    step = engine.model.forward_chunk
+
+    def closing(*args, **kw):  # as the event loop would, mid-step
         engine.close(sessions[0])
-        engine.step(sessions[:1])
+        return step(*args, **kw)
+
+    engine.model.forward_chunk = closing
+    engine.step()
+    engine.model.forward_chunk = step
+    late = engine.session()  # the closed session's row, after the step wrote to it
+    assert late.slot == 0 and sessions[0].slot is None
+    late.accept_audio(audios[2])
+    for s in (sessions[1], late):
+        s.input_done()
+    engine.run()
+    assert [sessions[1].final().text, late.final().text] == want[1:]

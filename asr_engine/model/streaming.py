@@ -109,7 +109,8 @@ class StatePool:
     and writes their new states back with one op a field each way. A state per stream cost one op a
     field and stream each way: on a GPU a launch each, about 200 a step for 32 streams, more than the
     rest of a step run as captured graphs. Torch tensors or numpy arrays, as `zeros(n)` makes them;
-    it grows by doubling and keeps its size. Not thread-safe, as the engine that owns it."""
+    it grows by doubling and keeps its size. One thread takes, gathers and puts (the engine's); a slot
+    may be released from another (a server closes sessions on its event loop)."""
 
     def __init__(self, zeros: Callable[[int], StreamState], capacity: int = 4):
         self._zeros = zeros
@@ -125,7 +126,7 @@ class StatePool:
         if not self._free:
             n = self.capacity
             self.rows = StreamState.stack([self.rows, self._zeros(n)])
-            self._free = list(range(2 * n - 1, n - 1, -1))
+            self._free.extend(range(2 * n - 1, n - 1, -1))  # extended, not replaced: a release may come meanwhile
         slot = self._free.pop()
         self.clear(slot)
         return slot
