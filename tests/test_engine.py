@@ -8,7 +8,7 @@ from asr_engine.audio import AudioError
 from asr_engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from asr_engine.engine import DecodeOptions, Engine
 from asr_engine.model.fbank import Fbank
-from asr_engine.model.encoder import Encoder
+from asr_engine.model.encoder import Encoder, SkipOptions
 from asr_engine.tokenizer import CharTokenizer
 
 from conftest import tiny_config
@@ -288,3 +288,21 @@ def test_a_session_closed_during_a_step_harms_no_other(tiny_ckpt_dir):
         s.input_done()
     engine.run()
     assert [sessions[1].final().text, late.final().text] == want[1:]
+
+
+def test_a_batch_of_whole_utterances_encodes_each_as_alone(tiny_ckpt_dir):
+    """TorchModel.encode runs the front end once for the batch (rows zero-padded): each utterance's
+    log-probs and skipped frames are those it gets alone; too short ones come back None."""
+    from asr_engine.model.runtime import TorchModel
+
+    model = TorchModel(load_checkpoint(tiny_ckpt_dir))
+    audios = [_speechy(s, i) for i, s in enumerate([2.1, 0.004, 3.7, 0.9])]
+    skip = SkipOptions(0.5, 1)
+    together = model.encode(audios, skip)
+    assert together[1] is None
+    for a, got in zip(audios, together):
+        if got is None:
+            continue
+        (want,) = model.encode([a], skip)
+        assert got[0].shape == want[0].shape and got[1] == want[1]
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)

@@ -84,11 +84,17 @@ class TorchModel:
         encoded: list[tuple[np.ndarray, int] | None] = [None] * len(audios)
         if not live:
             return encoded
+        samples = [len(audios[i]) for i in live]
+        wave = np.zeros((len(live), max(samples)), np.float32)  # one front-end call for the batch: its frames
+        for j, i in enumerate(live):  # see their own samples only, so zeros after a row change none of them
+            wave[j, : samples[j]] = audios[i]
+        host = [num_frames(n, self.features) for n in samples]
         with torch.inference_mode():
-            feats = [self._fbank(torch.from_numpy(audios[i]).to(self.device)[None])[0] for i in live]
-            x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)  # (B, T, F)
-            host = [f.shape[0] for f in feats]
-            out = self.encoder(x, torch.tensor(host, device=self.device), skip, hidden=hidden, host_lengths=host)
+            feats = self._fbank(torch.from_numpy(wave).to(self.device))  # (B, T, F)
+            lengths = torch.tensor(host, device=self.device)
+            past = torch.arange(feats.shape[1], device=self.device)[None, :] >= lengths[:, None]
+            x = feats.masked_fill(past[:, :, None], 0.0)  # rows padded with zeros, as one by one they were
+            out = self.encoder(x, lengths, skip, hidden=hidden, host_lengths=host)
             log_probs, mask, lengths, *top_out = host_arrays(
                 self.ops.log_probs(out.final.raw).float(), out.top_mask, out.lengths,
                 *[out.top_out.float()] if hidden else [])
