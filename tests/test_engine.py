@@ -216,6 +216,9 @@ def test_the_state_pool_gives_each_stream_its_own_row(kind):
     pool.release(slots[2])
     again = pool.take()
     assert again == slots[2] and not any(np.asarray(t[again]).any() for t in pool.rows.fields())
+    for slot in slots + [extra]:  # everyone gone: the next stream finds the pool at its first size
+        pool.release(slot)
+    assert pool.capacity == 8 and pool.take() == 0 and pool.capacity == 2
 
 
 def test_a_step_moves_its_states_in_a_few_ops_whatever_the_batch(tiny_ckpt_dir):
