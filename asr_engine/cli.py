@@ -889,7 +889,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--batch-size", type=int, default=32, help="sessions per encoder step (default 32)")
     sv.add_argument("--cuda-graphs", action="store_true",
                     help="with --backend torch --device cuda: run each encoder step as captured CUDA graphs (fewer "
-                         "launches from the host; captured as new batch and skip sizes come)")
+                         "launches from the host; captured as new batch and skip sizes come; new, not yet timed on "
+                         "a GPU)")
     sv.add_argument("--batch-deadline-ms", type=float, default=10.0,
                     help="how long a ready session waits for others to share its step (default 10)")
     sv.add_argument("--max-sessions", type=int, default=64, help="open sessions; more get HTTP 503 (default 64)")
