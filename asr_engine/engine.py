@@ -186,20 +186,20 @@ class Engine:
         batch, slots = [s for s, _ in live], [slot for _, slot in live]
         wins, n_valid = zip(*(s.take_window() for s in batch))
         wins = np.stack(wins)
-        state = self.states.gather(slots)
+        state, keeps_state = self.states.gather(slots), True
         if getattr(self.model, "short_steps", False):  # an export without lookahead (OnnxModel.short_steps)
             longest = min(max(n_valid), self.chunk)
             if longest < self.chunk:  # every stream ends in this step: the windows without their padding
                 wins = wins[:, : self.model.cfg.input_frames(longest)]
             if all(s.one_step for s in batch):  # nothing before these frames to attend to: no cache in or out
-                state = state.without_window()  # (nor after them: these streams end in this step)
+                state, keeps_state = state.without_window(), False  # (nor after them: they end in this step)
         second = self.rescores
         log_probs, top, new, *hidden = self.model.forward_chunk(wins, np.asarray(n_valid, np.int64), state,
                                                                 self.skip, hidden=second)
         n_out = [min(n, self.chunk) for n in n_valid]  # the rest of a window is the right context
         chunks = [log_probs[j, : n_out[j]] for j in range(len(batch))]
         advance_searches([s.decoder for s in batch], chunks)  # with an LM: one batched LM step per frame
-        if new.k.shape[3] == self.states.rows.k.shape[3]:  # not after a step without a cache window
+        if keeps_state:
             self.states.put(slots, new)
         for j, s in enumerate(batch):
             if second:
@@ -371,6 +371,7 @@ class Session:
         # True: results leave the second pass to their `second_pass` (the server runs it off its compute loop)
         self.defer_second_pass = False
         self._endpointer = Endpointer(options.endpoint, engine.frame_shift_s) if options.endpoint else None
+        self.slot: int | None = None  # its state's row of the engine's StatePool (None once closed)
         self.reset()
 
     def reset(self) -> None:
@@ -385,8 +386,8 @@ class Session:
         self._fbank = FbankStream(eng.model.fbank, feats)
         self._feats = np.zeros((0, feats.num_mel_bins), np.float32)  # (N, F) not yet consumed
         self._feat_total = 0  # feature frames since the start
-        if getattr(self, "slot", None) is None:
-            self.slot = eng.states.take()  # its streaming state: a row of the engine's (zero)
+        if self.slot is None:
+            self.slot = eng.states.take()  # zero
         else:
             eng.states.clear(self.slot)
         self.samples = 0  # 16 kHz samples received

@@ -95,11 +95,10 @@ class TorchModel:
             past = torch.arange(feats.shape[1], device=self.device)[None, :] >= lengths[:, None]
             x = feats.masked_fill(past[:, :, None], 0.0)  # rows padded with zeros, as one by one they were
             out = self.encoder(x, lengths, skip, hidden=hidden, host_lengths=host)
-            log_probs, mask, lengths, *top_out = host_arrays(
-                self.ops.log_probs(out.final.raw).float(), out.top_mask, out.lengths,
-                *[out.top_out.float()] if hidden else [])
+            log_probs, mask, *top_out = host_arrays(self.ops.log_probs(out.final.raw).float(), out.top_mask,
+                                                    *[out.top_out.float()] if hidden else [])
         for j, i in enumerate(live):
-            n = int(lengths[j])
+            n = self.cfg.output_length(host[j])  # out.lengths, known on the host
             encoded[i] = (log_probs[j, :n], int(mask[j, :n].sum()))
             if hidden:
                 encoded[i] += (mask[j, :n], top_out[0][j, :n])

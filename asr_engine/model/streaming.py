@@ -74,12 +74,17 @@ class StreamState:
 
     def select(self, rows: list[int]) -> "StreamState":
         """The streams at `rows`, as a new state."""
+        idx = self._rows(rows)
+        return StreamState(*(t[idx] for t in self.fields()))
+
+    def _rows(self, rows: list[int]):
+        """`rows` as an index of the batch axis: the list for numpy, one tensor on the device for torch
+        (indexing with a list would copy it to the device once per field)."""
         if isinstance(self.offset, np.ndarray):
-            return StreamState(*(t[rows] for t in self.fields()))
+            return rows
         import torch
 
-        idx = torch.as_tensor(rows, dtype=torch.long, device=self.offset.device)
-        return StreamState(*(t.index_select(0, idx) for t in self.fields()))
+        return torch.as_tensor(rows, dtype=torch.long, device=self.offset.device)
 
     def stage(self, lo: int, hi: int) -> tuple:
         """The caches of layers lo..hi-1 (0-based), in CACHE_FIELDS order: an export stage's cache inputs."""
@@ -150,20 +155,15 @@ class StatePool:
 
     def put(self, slots: list[int], state: StreamState) -> None:
         """Row j of `state` becomes the state of slots[j]."""
-        if isinstance(self.rows.offset, np.ndarray):
+        idx = self.rows._rows(slots)
+        with _writable(self.rows):
             for mine, new in zip(self.rows.fields(), state.fields()):
-                mine[slots] = new
-            return
-        import torch
-
-        idx = torch.as_tensor(slots, dtype=torch.long, device=self.rows.offset.device)
-        with torch.inference_mode():  # the rows may be inference tensors, the engine's caller's choice
-            for mine, new in zip(self.rows.fields(), state.fields()):
-                mine.index_copy_(0, idx, new)
+                mine[idx] = new
 
 
 def _writable(state: StreamState):
-    """inference mode for torch states (in-place writes to them whatever mode made them), nothing for numpy."""
+    """inference mode for torch states (in-place writes to them whatever mode made them: the rows may be
+    inference tensors, the engine's caller's choice), nothing for numpy."""
     if isinstance(state.offset, np.ndarray):
         import contextlib
 
