@@ -39,7 +39,7 @@ from asr_engine.decoding import GreedySearch, PrefixBeamSearch, advance_searches
 from asr_engine.endpoint import EndpointConfig, Endpointer
 from asr_engine.features import FbankStream
 from asr_engine.model.config import SkipOptions
-from asr_engine.model.streaming import StatePool, StreamState
+from asr_engine.model.streaming import StatePool, StateRows, StreamState
 from asr_engine.rescore import MAX_FRAMES
 from asr_engine.results import Result, join_results, make_result, transcribe_paths
 
@@ -186,21 +186,26 @@ class Engine:
         batch, slots = [s for s, _ in live], [slot for _, slot in live]
         wins, n_valid = zip(*(s.take_window() for s in batch))
         wins = np.stack(wins)
-        state, keeps_state = self.states.gather(slots), True
+        one_step = False
         if getattr(self.model, "short_steps", False):  # an export without lookahead (OnnxModel.short_steps)
             longest = min(max(n_valid), self.chunk)
             if longest < self.chunk:  # every stream ends in this step: the windows without their padding
                 wins = wins[:, : self.model.cfg.input_frames(longest)]
-            if all(s.one_step for s in batch):  # nothing before these frames to attend to: no cache in or out
-                state, keeps_state = state.without_window(), False  # (nor after them: they end in this step)
-        second = self.rescores
-        log_probs, top, new, *hidden = self.model.forward_chunk(wins, np.asarray(n_valid, np.int64), state,
-                                                                self.skip, hidden=second)
-        n_out = [min(n, self.chunk) for n in n_valid]  # the rest of a window is the right context
+            one_step = all(s.one_step for s in batch)  # nothing before these frames to attend to, nor after
+        second, n_valid = self.rescores, np.asarray(n_valid, np.int64)
+        if hasattr(self.model, "step_rows"):  # the model reads and writes the pool's rows itself
+            log_probs, top, *hidden = self.model.step_rows(wins, n_valid, StateRows(self.states, slots), self.skip,
+                                                           hidden=second)
+        elif one_step:  # no cache in or out
+            log_probs, top, _, *hidden = self.model.forward_chunk(wins, n_valid, self.states.gather(slots)
+                                                                  .without_window(), self.skip, hidden=second)
+        else:
+            log_probs, top, new, *hidden = self.model.forward_chunk(wins, n_valid, self.states.gather(slots),
+                                                                    self.skip, hidden=second)
+            self.states.put(slots, new)
+        n_out = [min(int(n), self.chunk) for n in n_valid]  # the rest of a window is the right context
         chunks = [log_probs[j, : n_out[j]] for j in range(len(batch))]
         advance_searches([s.decoder for s in batch], chunks)  # with an LM: one batched LM step per frame
-        if keeps_state:
-            self.states.put(slots, new)
         for j, s in enumerate(batch):
             if second:
                 s.keep_hidden(top[j, : n_out[j]], hidden[0][j, : n_out[j]])

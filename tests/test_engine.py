@@ -163,6 +163,68 @@ def test_recorded_steps_stream_the_same(tiny_ckpt_dir, beam):
     assert any(text for text, _, _ in results[0]) and any(0 < top < n for _, n, top in results[0])
 
 
+def test_recorded_steps_take_their_states_from_the_pool_rows_and_put_them_back(tiny_ckpt_dir):
+    """Through the graphs a step gathers its sessions' states from the engine's pool straight into the
+    parts' inputs and writes them back straight from the outputs: two copies of a state a step outside
+    the parts (four before: a batch of them each way between), whichever rows the sessions hold; the
+    sessions' results are those of eager steps."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from asr_engine.model.graphs import Recorded
+    from asr_engine.model.runtime import TorchModel
+
+    class StateCopies(TorchDispatchMode):
+        """Ops outside the recorded parts that copy a tensor shaped as a state's keys or values."""
+
+        def __init__(self, shape):
+            super().__init__()
+            self.shape, self.inside, self.ops = shape, False, []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            seen = [t for t in (*args, *(kwargs or {}).values(), *(out if isinstance(out, (list, tuple)) else [out]))
+                    if isinstance(t, torch.Tensor)]
+            made = func.__name__.split(".")[0] in ("zeros", "empty", "empty_like", "zeros_like")
+            if not (self.inside or made or func.is_view) and any(tuple(t.shape[1:]) == self.shape for t in seen):
+                self.ops.append(func.__name__.split(".")[0])
+            return out
+
+    run = Recorded.run
+    results = []
+    for graphs in (False, True):
+        model = TorchModel(load_checkpoint(tiny_ckpt_dir), graphs=graphs)
+        engine = Engine(model, DecodeOptions(skip_threshold=0.5))
+        sessions = [engine.session() for _ in range(6)]
+        for s in sessions[::3]:  # the rest hold rows 1, 2, 4, 5: a gather and a write-back out of order
+            engine.close(s)
+        live = sessions[1:3] + sessions[4:]
+        for i, s in enumerate(live):
+            s.accept_audio(_speechy(1.2 + 0.7 * i, i))
+            s.input_done()
+        engine.step()
+        if graphs:  # a second step, counted (k and v have the same shape: two fields)
+            mode = StateCopies(tuple(engine.states.rows.k.shape[1:]))
+
+            def parts(self):
+                mode.inside = True
+                try:
+                    return run(self)
+                finally:
+                    mode.inside = False
+
+            Recorded.run = parts
+            try:
+                with torch.inference_mode(), mode:
+                    assert engine.step()
+            finally:
+                Recorded.run = run
+            assert sorted(mode.ops) == ["index_put_"] * 2 + ["index_select"] * 2, mode.ops
+        engine.run()
+        results.append([(r.text, r.frames, r.top_frames) for r in (s.finish() for s in live)])
+    assert results[0] == results[1] and any(text for text, _, _ in results[0])
+    assert any(0 < top < n for _, n, top in results[0])
+
+
 def test_a_refused_capture_leaves_the_steps_eager(tiny_ckpt_dir, monkeypatch, caplog):
     """A graph the GPU or torch refuses to capture turns the graphs off, with one warning; the steps
     go on eagerly with the same results."""

@@ -136,3 +136,33 @@ def test_the_recorded_parts_read_nothing_from_the_device(monkeypatch, right):
             assert reads(graphs.step, win, n_valid, state, SkipOptions(threshold, 0)) == 1
             start = m.step_start(win, n_valid, state, SkipOptions(threshold, 0))
             assert reads(m.step_finish, start, state, SkipOptions(threshold, 0), True, [4, right]) == 0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_pool_rows_step_as_their_states_do(device):
+    """A step given rows of a StatePool (`StateRows`: gathered straight into the parts' inputs, written
+    back straight from their outputs) gives the outputs and new states that the same rows' states
+    give, in the rows' order; the pool's other rows are left as they were."""
+    from asr_engine.model.streaming import StatePool, StateRows
+
+    m, x, xl, threshold = _setup("conformer", 3, device)
+    pool = StatePool(lambda n: StreamState.zeros(m.cfg, n, device), capacity=8)
+    assert [pool.take() for _ in range(8)] == list(range(8))
+    slots = [5, 1, 7, 2, 4]  # stream j holds row slots[j]; rows 0, 3 and 6 are free
+    with torch.inference_mode():
+        for t in pool.rows.fields():
+            t[6] = 1  # a row no stream of this step holds
+        other = [t[[0, 3, 6]].clone() for t in pool.rows.fields()]
+        graphs, ref = StepGraphs(m, bucket=2), StepGraphs(m, bucket=2)
+        state = StreamState.zeros(m.cfg, len(slots), device)
+        for skip in (None, SkipOptions(threshold, 0)):
+            for win, n_valid in _windows(m, x, xl, m.cfg.chunk_size):
+                want, state = ref.step(win, n_valid, state, skip, hidden=True)
+                got, new = graphs.step(win, n_valid, StateRows(pool, slots), skip, hidden=True)
+                assert new is None
+                for a, b in zip(got, want):
+                    assert torch.equal(a, b)
+                for mine, theirs in zip(pool.gather(slots).fields(), state.fields()):
+                    assert torch.equal(mine, theirs)
+        for t, was in zip(pool.rows.fields(), other):
+            assert torch.equal(t[[0, 3, 6]], was)

@@ -5,9 +5,9 @@ from torch.overrides import TorchFunctionMode
 
 from asr_engine.kernels import compact, keep_mask, scatter_back
 from asr_engine.losses import total_loss
-from asr_engine.model.config import ModelConfig
+from asr_engine.model.config import PAD_POS, ModelConfig
 from asr_engine.model.encoder import Encoder, HeadOutput, SkipOptions, factorized_log_probs
-from asr_engine.model.layers import ChunkedAttention, Frames, attention_windows, make_plan
+from asr_engine.model.layers import ATTENTION_BLOCK, ChunkedAttention, Frames, make_plan, windows_from_rows
 
 from conftest import tiny_config, tiny_model
 
@@ -120,6 +120,32 @@ def test_compact_scatter_roundtrip():
     assert torch.equal(out[~keep], torch.zeros(int((~keep).sum()), 3))
 
 
+def attention_windows(owner: torch.Tensor, frames: Frames, left: int | None, block: int = ATTENTION_BLOCK) -> list:
+    """The reference for the windows the model makes (`host_windows`, `kept_windows`): (a, b, s, e, s2,
+    e2) for each block of queries [a, b) that holds a valid one, computed from any frames' owners
+    and validity on the device (the model's own implementation until the host and the gates made
+    them without a read)."""
+    B, N = owner.shape
+    if N == 0:
+        return []
+    n = -(-N // block)
+    pad = n * block - N
+    vq = F.pad(frames.valid, (0, pad)).view(B, n, block)
+    cq = F.pad(owner, (0, pad)).view(B, n, block)
+    c_max = torch.where(vq, cq, torch.full_like(cq, -1)).amax(2)  # (B, n)
+    c_min = torch.where(vq, cq, torch.full_like(cq, PAD_POS)).amin(2)
+    real, ahead = owner[:, : frames.n_real].contiguous(), owner[:, frames.n_real:].contiguous()
+    end = torch.searchsorted(real, c_max, right=True).amax(0)  # (n,)
+    start = torch.zeros_like(end) if left is None else torch.searchsorted(real, c_min - left).amin(0)
+    if ahead.shape[1]:  # a chunk's queries see its own lookahead copies only
+        start2 = torch.searchsorted(ahead, c_min).amin(0) + frames.n_real
+        end2 = torch.searchsorted(ahead, c_max, right=True).amax(0) + frames.n_real
+    else:
+        start2 = end2 = torch.full_like(end, N)
+    rows = torch.stack([vq.any(2).any(0).long(), start, end, start2, end2])
+    return windows_from_rows(rows.flatten().tolist(), N, block)
+
+
 def _attention(left):
     torch.manual_seed(0)
     cfg = tiny_config(chunk_size=4, left_chunks=left)
@@ -175,7 +201,7 @@ def test_windows_made_on_the_host_from_the_lengths_equal_the_devices(right, left
         m = _model(right_context=right, left_chunks=left, chunk_size=chunk)
         for lengths in ([203], [203, 150, 61, 9], [9, 9], [61, 203, 0], [400, 7]):
             x, frames, _ = m.embed(torch.randn(len(lengths), max(lengths), 80), torch.tensor(lengths))
-            want = attention_windows(make_plan(m.cfg, frames, windows=False).owner, frames, left, block)
+            want = attention_windows(make_plan(m.cfg, frames).owner, frames, left, block)
             got = host_windows([m.cfg.output_length(n) for n in lengths], frames.n_real, chunk, right, left, block)
             assert got == want, (chunk, lengths)
 
@@ -188,7 +214,7 @@ def test_kept_windows_from_the_gates_equal_the_compacted_frames_windows(right, l
     it knows the compaction's sizes: they are the windows of the compacted frames, block for block."""
     from asr_engine.kernels import gate_keep, gather, host_sizes
     from asr_engine.model.encoder import kept_frames
-    from asr_engine.model.layers import kept_windows, windows_from_rows
+    from asr_engine.model.layers import kept_windows
 
     m = _model(right_context=right, left_chunks=left)
     gen = torch.Generator().manual_seed(block + right)

@@ -214,13 +214,15 @@ class Encoder(nn.Module):
         without `skip`, the final LayerNorm's output (hidden). pos_offset (B,)
         starts each utterance's absolute positions there instead of at 0 (training: a stream's
         later utterances and the wrap at position_period). host_lengths: feat_lengths as the host
-        knows them; the attention plan is then made on the host, without a device read.
+        knows them, from which the attention plan is made; without them they are read from the device
+        (on a GPU a sync: the engine, training and the benches pass them).
         """
         x, frames, lengths = self.embed(feats, feat_lengths, pos_offset)
-        if host_lengths is not None and len(host_lengths) != feats.shape[0]:
+        if host_lengths is None:
+            host_lengths = feat_lengths.tolist()
+        elif len(host_lengths) != feats.shape[0]:
             raise ValueError(f"{len(host_lengths)} host lengths for a batch of {feats.shape[0]}")
-        plan = make_plan(self.cfg, frames,  # shared by every layer on these frames
-                         lengths=None if host_lengths is None else [self.cfg.output_length(n) for n in host_lengths])
+        plan = make_plan(self.cfg, frames, [self.cfg.output_length(n) for n in host_lengths])  # every layer's
         x, heads, gate_raw = self._bottom(x, plan)
         return self.forward_top(x, plan, lengths, heads, gate_raw, skip, teacher, hidden)
 
@@ -265,7 +267,7 @@ class Encoder(nn.Module):
         if c.x.shape[1] > 0:
             y, kept = kept_frames(c, c2, plan.frames)
             windows = windows_from_rows(read[len(gated):], y.shape[1])
-            kept_plan = replace(make_plan(self.cfg, kept, windows=False), windows=windows)
+            kept_plan = replace(make_plan(self.cfg, kept), windows=windows)
             y = self._top(y, kept_plan, None if frozen is None else (frozen[0], None))
             final = self.ops.scatter_back(final, self.final_head(y[:, : kept.n_real]).raw, c)
             if hidden:
@@ -359,7 +361,7 @@ class Encoder(nn.Module):
         x = self.embed_positions(x, pos).masked_fill(~valid[:, :, None], 0.0)
         x, frames = self.with_lookahead(x[:, :C], Frames(pos[:, :C], valid[:, :C], C), C // self.cfg.chunk_size,
                                         x, Frames(pos, valid, C))
-        plan = make_plan(self.cfg, frames, windows=False)
+        plan = make_plan(self.cfg, frames)
         kv, conv = [], []
         heads: dict[int, HeadOutput] = {}
         for i, (c_kv, c_conv) in enumerate(split_layers(*caches)):
@@ -376,7 +378,7 @@ class Encoder(nn.Module):
         ones first, then kept lookahead copies): the top layers and the final head. -> final raw of
         the real frames (B, frames.n_real, V), their last-layer output (B, frames.n_real, D), the new
         stacked caches."""
-        plan = make_plan(self.cfg, frames, windows=False)
+        plan = make_plan(self.cfg, frames)
         kv, conv = [], []
         for i, (c_kv, c_conv) in enumerate(split_layers(*caches), start=self.cfg.skip_layer):
             y, c_kv, c_conv = self.layers[i].forward_chunk(y, plan, c_kv, c_conv)

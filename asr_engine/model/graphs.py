@@ -23,7 +23,7 @@ import torch
 from asr_engine.kernels import host_sizes
 from asr_engine.model.config import SkipOptions
 from asr_engine.model.encoder import ChunkStart, Encoder, EncoderOutput
-from asr_engine.model.streaming import StreamState
+from asr_engine.model.streaming import StateRows, StreamState
 
 __all__ = ["Recorded", "StepGraphs", "padded_batch", "bucketed"]
 
@@ -89,21 +89,31 @@ class StepGraphs:
     def __len__(self) -> int:
         return len(self.parts)
 
-    def step(self, feats: torch.Tensor, n_valid: torch.Tensor, state: StreamState, skip: SkipOptions | None,
-             hidden: bool = False) -> tuple[list[torch.Tensor], StreamState]:
+    def step(self, feats: torch.Tensor, n_valid: torch.Tensor, state: StreamState | StateRows,
+             skip: SkipOptions | None, hidden: bool = False) -> tuple[list[torch.Tensor], StreamState | None]:
         """feats (B, T_in, F), n_valid (B,), state as `forward_chunk` takes them (on any device: they are
         copied into the parts' inputs) -> (log-probs (B, C, V), the frames that ran the top layers (B,
         C), and with `hidden` the last layer's output (B, C, D)), on the encoder's device and valid
-        until the next step; and the new state (the streams' own tensors)."""
+        until the next step; and the new state (the streams' own tensors). With `StateRows` for the
+        state, the states are gathered from their pool straight into the parts' inputs and the new
+        ones written back straight from the outputs (two copies of a state a step, not four), and
+        the new state returned is None."""
         B, shape = feats.shape[0], tuple(feats.shape[1:])
         Bp = padded_batch(B)
-        given, at = (feats, n_valid, *state.fields()), (Bp, shape, feats.dtype)
+        rows = state if isinstance(state, StateRows) else None
+        fields = (rows.pool.rows if rows is not None else state).fields()  # their shapes past the batch
+        at = (Bp, shape, feats.dtype)
         ins = self.inputs.get(at)
         if ins is None:
             ins = self.inputs[at] = [
-                torch.zeros((Bp, *t.shape[1:]), dtype=t.dtype, device=self.device) for t in given]
-        for mine, theirs in zip(ins, given):
-            mine[:B].copy_(theirs)
+                torch.zeros((Bp, *t.shape[1:]), dtype=t.dtype, device=self.device) for t in (feats, n_valid, *fields)]
+        ins[0][:B].copy_(feats)
+        ins[1][:B].copy_(n_valid)
+        if rows is not None:
+            rows.gather_into(tuple(ins[2:]))
+        else:
+            for mine, theirs in zip(ins[2:], state.fields()):
+                mine[:B].copy_(theirs)
         if B < Bp:
             ins[1][B:].zero_()  # padding rows have no valid frames
         enc, dest = self.encoder, (*at, hidden)
@@ -142,8 +152,10 @@ class StepGraphs:
 
             outs = self._part(("finish", *at, skip, hidden, *sizes), finish, [*start_ts, *ins[2:]]).run()
         k = 3 if hidden else 2
-        new = StreamState(*(t[:B].clone() for t in outs[k:]))
-        return [t[:B] for t in outs[:k]], new
+        if rows is not None:
+            rows.put(StreamState(*(t[:B] for t in outs[k:])))
+            return [t[:B] for t in outs[:k]], None
+        return [t[:B] for t in outs[:k]], StreamState(*(t[:B].clone() for t in outs[k:]))
 
     def _part(self, key: tuple, fn, inputs: list[torch.Tensor]) -> Recorded:
         part = self.parts.get(key)

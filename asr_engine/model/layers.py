@@ -129,53 +129,28 @@ class Plan:
     conv_index: torch.Tensor | None
 
 
-def make_plan(cfg: ModelConfig, frames: Frames, windows: bool = True, lengths: list[int] | None = None) -> Plan:
-    """The plan of frames; with `windows`, the attention windows of a whole-utterance pass: read from
-    the device, or made on the host from `lengths` (each row's valid real frames, as the host knows
-    them; the frames must then be `Encoder.embed`'s)."""
+def make_plan(cfg: ModelConfig, frames: Frames, lengths: list[int] | None = None) -> Plan:
+    """The plan of frames; with `lengths` (each row's valid real frames, as the host knows them; the
+    frames must then be `Encoder.embed`'s), the attention windows of a whole-utterance pass, made on
+    the host (`host_windows`); without, none (a streaming step, or a compaction's frames, whose
+    windows come from the gates: `kept_windows`)."""
     owner = frames.owner(cfg.chunk_size)
     found = None
-    if windows and lengths is not None:
+    if lengths is not None:
         found = host_windows(lengths, frames.n_real, cfg.chunk_size, cfg.right_context, cfg.left_chunks)
-    elif windows:
-        found = attention_windows(owner, frames, cfg.left_chunks)
     return Plan(frames, owner, found, lookahead_conv_index(owner, frames.n_real, cfg.conv_kernel))
 
 
 ATTENTION_BLOCK = 256  # queries per attention block in a whole-utterance pass: memory O(T * window)
 
 
-def attention_windows(owner: torch.Tensor, frames: Frames, left: int | None,
-                      block: int = ATTENTION_BLOCK) -> list[tuple[int, int, int, int, int, int]]:
-    """(a, b, s, e, s2, e2) for each block of queries [a, b) that holds a valid one: the smallest
-    ranges of real keys [s, e) and of lookahead keys [s2, e2) that cover its valid queries' chunks
-    and left context. Every block is computed at once and read back in one host transfer (on a
-    GPU each read is a sync that stalls the launch queue)."""
-    B, N = owner.shape
-    if N == 0:
-        return []
-    n = -(-N // block)
-    pad = n * block - N
-    vq = F.pad(frames.valid, (0, pad)).view(B, n, block)
-    cq = F.pad(owner, (0, pad)).view(B, n, block)
-    c_max = torch.where(vq, cq, torch.full_like(cq, -1)).amax(2)  # (B, n)
-    c_min = torch.where(vq, cq, torch.full_like(cq, PAD_POS)).amin(2)
-    real, ahead = owner[:, : frames.n_real].contiguous(), owner[:, frames.n_real:].contiguous()
-    end = torch.searchsorted(real, c_max, right=True).amax(0)  # (n,)
-    start = torch.zeros_like(end) if left is None else torch.searchsorted(real, c_min - left).amin(0)
-    if ahead.shape[1]:  # a chunk's queries see its own lookahead copies only
-        start2 = torch.searchsorted(ahead, c_min).amin(0) + frames.n_real
-        end2 = torch.searchsorted(ahead, c_max, right=True).amax(0) + frames.n_real
-    else:
-        start2 = end2 = torch.full_like(end, N)
-    rows = torch.stack([vq.any(2).any(0).long(), start, end, start2, end2])
-    return windows_from_rows(rows.flatten().tolist(), N, block)  # the one host read
-
-
 def host_windows(lengths: list[int], n_real: int, chunk: int, right: int, left: int | None,
                  block: int = ATTENTION_BLOCK) -> list[tuple[int, int, int, int, int, int]]:
-    """`attention_windows` of a whole-utterance pass's frames, made on the host from the rows' valid
-    frame counts alone, which the host knows: no device read. The frames: n_real real ones (row r's
+    """(a, b, s, e, s2, e2) for each block of queries [a, b) of a whole-utterance pass that holds a
+    valid one: the smallest ranges of real keys [s, e) and of lookahead keys [s2, e2) that cover its
+    valid queries' chunks and left context. Made on the host from the rows' valid frame counts alone,
+    which the host knows: no device read (on a GPU each read is a sync that stalls the launch queue).
+    The frames: n_real real ones (row r's
     first lengths[r] valid, chunk p // chunk), then each chunk's `right` lookahead copies (copy k of
     chunk j valid where frame (j + 1) * chunk + k is: so each row's valid copies come first)."""
     n_chunks = -(-n_real // chunk)
@@ -209,7 +184,7 @@ def kept_windows(owner: torch.Tensor, n_real: int, slot: torch.Tensor, slot2: to
                  longest: torch.Tensor, left: int | None, block: int = ATTENTION_BLOCK) -> torch.Tensor:
     """The attention windows of a skipping pass's kept frames, on the device, from the gates alone:
     before the host knows how many frames the compaction keeps, so that their sizes and these come
-    back in one read (`windows_from_rows`). Equal to `attention_windows` of the compacted frames
+    back in one read (`windows_from_rows`). The windows of the compacted frames
     (the kept real frames, valid ones first, then the kept copies).
 
     owner (B, N) the uncompacted frames' chunks (n_real real frames, then the copies), from a

@@ -15,7 +15,7 @@ from asr_engine.kernels import select_ops
 from asr_engine.model.config import SkipOptions
 from asr_engine.model.fbank import Fbank
 from asr_engine.model.graphs import StepGraphs
-from asr_engine.model.streaming import StreamState
+from asr_engine.model.streaming import StateRows, StreamState
 
 __all__ = ["TorchModel"]
 
@@ -55,24 +55,45 @@ class TorchModel:
         right_context -> log-probs (B, C, V), frames that ran the top layers (B, C), the new state
         (see Encoder.forward_chunk), and with `hidden` the last layer's output (B, C, D), zero on the
         frames that skipped the top layers."""
-        dev = self.device
         with torch.inference_mode():
-            outs = None
-            if self.graphs is not None:  # the parts copy the inputs in themselves
-                try:
-                    outs, new = self.graphs.step(torch.from_numpy(feats), torch.from_numpy(n_valid), state, skip,
-                                                 hidden)
-                except RuntimeError as e:  # a capture this GPU or torch refuses: the steps go on without graphs
-                    log.warning("CUDA graphs off, the encoder's steps run eagerly: %s", e)
-                    self.graphs = None
-            if outs is not None:
+            graphed = self._graph_step(feats, n_valid, state, skip, hidden)
+            if graphed is not None:
+                outs, new = graphed
                 arrays = host_arrays(*outs)
             else:
+                dev = self.device
                 out, new = self.encoder.forward_chunk(torch.from_numpy(feats).to(dev),
                                                       torch.from_numpy(n_valid).to(dev), state, skip, hidden)
                 arrays = host_arrays(self.ops.log_probs(out.final.raw).float(), out.top_mask,
                                      *[out.top_out.float()] if hidden else [])
             return (arrays[0], arrays[1], new, *arrays[2:])
+
+    def step_rows(self, feats: np.ndarray, n_valid: np.ndarray, rows: StateRows, skip: SkipOptions | None,
+                  hidden: bool = False):
+        """`forward_chunk` of the streams whose states are `rows` of a StatePool (the engine's), their new
+        states written back there -> log-probs, frames that ran the top layers (and the last layer's
+        output). Through the graphs a state is copied twice a step (from the pool into the graph's
+        inputs, from its outputs back), not four times (a batch of them each way between)."""
+        with torch.inference_mode():
+            graphed = self._graph_step(feats, n_valid, rows, skip, hidden)
+            if graphed is not None:
+                return tuple(host_arrays(*graphed[0]))
+            log_probs, top, new, *rest = self.forward_chunk(feats, n_valid, rows.gather(), skip, hidden)
+            rows.put(new)
+            return (log_probs, top, *rest)
+
+    def _graph_step(self, feats: np.ndarray, n_valid: np.ndarray, state: StreamState | StateRows,
+                    skip: SkipOptions | None, hidden: bool):
+        """`StepGraphs.step` (the parts copy the inputs in themselves), or None without graphs or when
+        they fail: a capture this GPU or torch refuses turns them off and the steps go on eagerly."""
+        if self.graphs is None:
+            return None
+        try:
+            return self.graphs.step(torch.from_numpy(feats), torch.from_numpy(n_valid), state, skip, hidden)
+        except RuntimeError as e:
+            log.warning("CUDA graphs off, the encoder's steps run eagerly: %s", e)
+            self.graphs = None
+            return None
 
     def encode(self, audios: list[np.ndarray], skip: SkipOptions | None, hidden: bool = False) -> list:
         """Whole 16 kHz utterances as one batch -> per utterance (log-probs (T, V), frames that ran

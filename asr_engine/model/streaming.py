@@ -21,7 +21,7 @@ import numpy as np
 
 from asr_engine.model.config import ModelConfig
 
-__all__ = ["CACHE_FIELDS", "StatePool", "StreamState"]
+__all__ = ["CACHE_FIELDS", "StatePool", "StateRows", "StreamState"]
 
 CACHE_FIELDS = ("k", "v", "kv_pos", "kv_valid", "conv")  # per stage: (B, L_stage, ...)
 
@@ -159,6 +159,34 @@ class StatePool:
         with _writable(self.rows):
             for mine, new in zip(self.rows.fields(), state.fields()):
                 mine[idx] = new
+
+    def gather_into(self, slots: list[int], dest: tuple) -> None:
+        """The states of `slots` written into the first rows of `dest`'s tensors (a state's fields, in
+        order; torch only): a captured step's fixed inputs, without a batch of their own between."""
+        import torch
+
+        idx = self.rows._rows(slots)
+        with _writable(self.rows):
+            for mine, into in zip(self.rows.fields(), dest):
+                torch.index_select(mine, 0, idx, out=into[: len(slots)])
+
+
+@dataclass(frozen=True)
+class StateRows:
+    """A step's streams as rows of a `StatePool`, in the step's batch order: where a step that takes
+    them (`TorchModel.step_rows`) reads the states it starts from and writes back those it ends with."""
+
+    pool: StatePool
+    slots: list[int]
+
+    def gather(self) -> StreamState:
+        return self.pool.gather(self.slots)
+
+    def gather_into(self, dest: tuple) -> None:
+        self.pool.gather_into(self.slots, dest)
+
+    def put(self, state: StreamState) -> None:
+        self.pool.put(self.slots, state)
 
 
 def _writable(state: StreamState):
