@@ -77,10 +77,10 @@ class StreamState:
         idx = self._rows(rows)
         return StreamState(*(t[idx] for t in self.fields()))
 
-    def _rows(self, rows: list[int]):
-        """`rows` as an index of the batch axis: the list for numpy, one tensor on the device for torch
-        (indexing with a list would copy it to the device once per field)."""
-        if isinstance(self.offset, np.ndarray):
+    def _rows(self, rows):
+        """`rows` (a list, or an index this made) as an index of the batch axis: the list for numpy, one
+        tensor on the device for torch (indexing with a list would copy it to the device once per field)."""
+        if isinstance(self.offset, np.ndarray) or not isinstance(rows, list):
             return rows
         import torch
 
@@ -150,7 +150,7 @@ class StatePool:
                 t[slot] = 0
 
     def gather(self, slots: list[int]) -> StreamState:
-        """The states of `slots`, as one batch (a copy)."""
+        """The states of `slots` (a list, or the index a `StateRows` made of one), as one batch (a copy)."""
         return self.rows.select(slots)
 
     def put(self, slots: list[int], state: StreamState) -> None:
@@ -168,25 +168,25 @@ class StatePool:
         idx = self.rows._rows(slots)
         with _writable(self.rows):
             for mine, into in zip(self.rows.fields(), dest):
-                torch.index_select(mine, 0, idx, out=into[: len(slots)])
+                torch.index_select(mine, 0, idx, out=into[: len(idx)])
 
 
-@dataclass(frozen=True)
 class StateRows:
     """A step's streams as rows of a `StatePool`, in the step's batch order: where a step that takes
     them (`TorchModel.step_rows`) reads the states it starts from and writes back those it ends with."""
 
-    pool: StatePool
-    slots: list[int]
+    def __init__(self, pool: StatePool, slots: list[int]):
+        self.pool, self.slots = pool, slots
+        self.index = pool.rows._rows(slots)  # made once for the gather and the write-back (a copy to the device)
 
     def gather(self) -> StreamState:
-        return self.pool.gather(self.slots)
+        return self.pool.gather(self.index)
 
     def gather_into(self, dest: tuple) -> None:
-        self.pool.gather_into(self.slots, dest)
+        self.pool.gather_into(self.index, dest)
 
     def put(self, state: StreamState) -> None:
-        self.pool.put(self.slots, state)
+        self.pool.put(self.index, state)
 
 
 def _writable(state: StreamState):
