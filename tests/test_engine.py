@@ -92,6 +92,41 @@ def test_batched_sessions_equal_sessions_alone(tiny_ckpt_dir):
         assert (res.text, res.frames, res.top_frames) == (ref.text, ref.frames, ref.top_frames)
 
 
+def test_sessions_fed_together_take_their_frames_from_one_front_end_call(tiny_ckpt_dir):
+    """`Engine.accept_audio` feeds several sessions (one at 8 kHz, int16; pieces too short for a frame)
+    through one call of the model's front end a round: each gets the results it gets fed alone. A bad
+    feed among them raises before any session takes its audio."""
+    engine = Engine.load(tiny_ckpt_dir, DecodeOptions(skip_threshold=0.5))
+    calls = []
+    fbank = engine.model.fbank
+    engine.model.fbank = lambda w: calls.append(w.shape) or fbank(w)
+    rates = [16000, 8000, 16000]
+    audios = [_speechy(2.1, 0), (_speechy(3.7, 1)[::2] * 32767).astype(np.int16), _speechy(0.9, 2)]
+    alone = []
+    for rate, a in zip(rates, audios):
+        s = engine.session(rate)
+        for i in range(0, len(a), 3001):
+            s.accept_audio(a[i: i + 3001])
+        alone.append(s.finish())
+        engine.close(s)
+    sessions = [engine.session(rate) for rate in rates]
+    sizes = [5000, 1300, 300]  # samples a round each
+    for r in range(max(-(-len(a) // n) for a, n in zip(audios, sizes))):
+        calls.clear()
+        engine.accept_audio([(s, a[r * n: (r + 1) * n]) for s, a, n in zip(sessions, audios, sizes)
+                             if r * n < len(a)])
+        assert len(calls) <= 1
+        engine.step()
+    before = [(s.samples, s._feat_total) for s in sessions]
+    with pytest.raises(AudioError, match="mono"):
+        engine.accept_audio([(sessions[0], np.zeros(800, np.float32)), (sessions[2], np.zeros((100, 2), np.float32))])
+    assert [(s.samples, s._feat_total) for s in sessions] == before
+    for s, ref in zip(sessions, alone):
+        res = s.finish()
+        assert (res.text, res.frames, res.top_frames) == (ref.text, ref.frames, ref.top_frames)
+    assert any(r.text for r in alone) and alone[1].frames > alone[0].frames
+
+
 def test_other_sample_rates_and_int16(tiny_ckpt_dir):
     engine = Engine.load(tiny_ckpt_dir)
     s = engine.session(sample_rate=8000)

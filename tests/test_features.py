@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from asr_engine.features import FbankConfig, FbankStream, num_frames
+from asr_engine.features import FbankConfig, FbankStream, frames_of, num_frames
 from asr_engine.model.fbank import Fbank
 
 
@@ -55,3 +55,35 @@ def test_short_input_gives_no_frames():
     s = FbankStream(lambda w: Fbank()(torch.from_numpy(w)).numpy(), FbankConfig())
     assert s.accept(np.zeros(100, np.float32)).shape == (0, 80)
     assert s.accept(np.zeros(300, np.float32)).shape == (1, 80)
+
+
+@pytest.mark.parametrize("kind", ["kaldi", "whisper"])
+def test_several_streams_frames_in_one_call_equal_each_alone(kind):
+    """Streams fed pieces of different sizes (some too short for a frame), their frames made in one
+    front-end call a round (rows padded with zeros): each stream's frames are those it makes alone."""
+    cfg = FbankConfig(kind=kind)
+    fbank = Fbank(cfg)
+    calls = []
+
+    def counted(w):
+        calls.append(w.shape)
+        return fbank(torch.from_numpy(w)).numpy()
+
+    audios = [_speechlike(n) for n in (16000 + 123, 9000, 250, 12000)]
+    together = [FbankStream(counted, cfg) for _ in audios]
+    alone = [FbankStream(lambda w: fbank(torch.from_numpy(w)).numpy(), cfg) for _ in audios]
+    got, want = [[] for _ in audios], [[] for _ in audios]
+    sizes = [901, 1000, 399, 3001]  # stream 3 ends early: empty pieces after
+    for r in range(8):
+        pieces = [x[r * sizes[i]: (r + 1) * sizes[i]] for i, x in enumerate(audios)]
+        calls.clear()
+        new = frames_of(counted, cfg, [s.take(p) for s, p in zip(together, pieces)])
+        assert len(calls) <= 1
+        for i, (s, p) in enumerate(zip(alone, pieces)):
+            got[i].append(new[i])
+            want[i].append(s.accept(p))
+            assert new[i].shape == want[i][-1].shape and new[i].dtype == np.float32
+    assert sum(len(f) for f in got[2]) == 0 and all(sum(len(f) for f in g) > 10 for g in (got[0], got[1], got[3]))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.concatenate(g), np.concatenate(w), atol=1e-5, rtol=1e-6)
+    assert frames_of(counted, cfg, [np.zeros(10, np.float32)])[0].shape == (0, 80)

@@ -503,9 +503,9 @@ class Server:
     def _compute(self, jobs: list) -> list[list]:
         """On the compute thread: feed the audio, step every ready session together, collect results."""
         t0 = time.perf_counter()
-        for c, audio, end, _, _ in jobs:
-            if audio:
-                c.session.accept_audio(np.concatenate(audio))  # one encoding per connection; the session scales it
+        # every connection's audio through one front-end call (on a GPU one transfer back, not one each)
+        self.engine.accept_audio([(c.session, np.concatenate(audio)) for c, audio, *_ in jobs if audio])
+        for c, _, end, _, _ in jobs:
             if end:
                 c.session.input_done()
         sessions = [c.session for c, *_ in jobs]
