@@ -138,6 +138,47 @@ def test_the_recorded_parts_read_nothing_from_the_device(monkeypatch, right):
             assert reads(m.step_finish, start, state, SkipOptions(threshold, 0), True, [4, right]) == 0
 
 
+@pytest.mark.parametrize("right", [0, 3])
+def test_no_host_data_enters_a_recorded_part(monkeypatch, right):
+    """Host values made into a tensor inside a captured part (torch.tensor, as_tensor, new_tensor: a copy
+    from host memory) fail the capture or are frozen into the graph: the parts make none. Counted on the
+    CPU through torch's dispatcher (every such tensor passes aten.lift_fresh)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from asr_engine.model.graphs import Recorded
+
+    class Fresh(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.inside, self.made = False, []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if self.inside and func.__name__.startswith("lift_fresh"):
+                self.made.append(func.__name__.split(".")[0])
+            return func(*args, **(kwargs or {}))
+
+    mode, run = Fresh(), Recorded.run
+
+    def parts(self):
+        mode.inside = True
+        try:
+            return run(self)
+        finally:
+            mode.inside = False
+
+    monkeypatch.setattr(Recorded, "run", parts)
+    m, x, xl, threshold = _setup("conformer", right)
+    graphs, state = StepGraphs(m, bucket=2), StreamState.zeros(m.cfg, x.shape[0])
+    with torch.inference_mode(), mode:
+        for win, n_valid in list(_windows(m, x, xl, m.cfg.chunk_size))[:3]:
+            for skip in (None, SkipOptions(threshold, 0)):
+                _, state = graphs.step(win, n_valid, state, skip, hidden=True)
+        mode.inside = True
+        torch.tensor([1, 2])  # the count sees one
+        mode.inside = False
+    assert mode.made == ["lift_fresh"] and len(graphs) >= 3
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_pool_rows_step_as_their_states_do(device):
     """A step given rows of a StatePool (`StateRows`: gathered straight into the parts' inputs, written
