@@ -120,6 +120,8 @@ def test_sessions_fed_together_take_their_frames_from_one_front_end_call(tiny_ck
     before = [(s.samples, s._feat_total) for s in sessions]
     with pytest.raises(AudioError, match="mono"):
         engine.accept_audio([(sessions[0], np.zeros(800, np.float32)), (sessions[2], np.zeros((100, 2), np.float32))])
+    with pytest.raises(ValueError, match="this engine's sessions"):
+        Engine(engine.model).accept_audio([(sessions[0], np.zeros(800, np.float32))])
     assert [(s.samples, s._feat_total) for s in sessions] == before
     for s, ref in zip(sessions, alone):
         res = s.finish()
