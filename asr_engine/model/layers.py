@@ -150,9 +150,9 @@ def host_windows(lengths: list[int], n_real: int, chunk: int, right: int, left: 
     valid one: the smallest ranges of real keys [s, e) and of lookahead keys [s2, e2) that cover its
     valid queries' chunks and left context. Made on the host from the rows' valid frame counts alone,
     which the host knows: no device read (on a GPU each read is a sync that stalls the launch queue).
-    The frames: n_real real ones (row r's
-    first lengths[r] valid, chunk p // chunk), then each chunk's `right` lookahead copies (copy k of
-    chunk j valid where frame (j + 1) * chunk + k is: so each row's valid copies come first)."""
+    The frames: n_real real ones (row r's first lengths[r] valid, chunk p // chunk), then each
+    chunk's `right` lookahead copies (copy k of chunk j valid where frame (j + 1) * chunk + k is: so
+    each row's valid copies come first)."""
     n_chunks = -(-n_real // chunk)
     N = n_real + n_chunks * right
     if N == 0 or not lengths:
@@ -184,8 +184,8 @@ def kept_windows(owner: torch.Tensor, n_real: int, slot: torch.Tensor, slot2: to
                  longest: torch.Tensor, left: int | None, block: int = ATTENTION_BLOCK) -> torch.Tensor:
     """The attention windows of a skipping pass's kept frames, on the device, from the gates alone:
     before the host knows how many frames the compaction keeps, so that their sizes and these come
-    back in one read (`windows_from_rows`). The windows of the compacted frames
-    (the kept real frames, valid ones first, then the kept copies).
+    back in one read (`windows_from_rows`): the windows of the compacted frames (the kept real
+    frames, valid ones first, then the kept copies).
 
     owner (B, N) the uncompacted frames' chunks (n_real real frames, then the copies), from a
     whole-utterance pass (positions 0..n_real-1: a valid frame's chunk is below n_real); slot (B,
