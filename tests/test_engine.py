@@ -200,15 +200,15 @@ def test_recorded_steps_stream_the_same(tiny_ckpt_dir, beam):
     assert any(text for text, _, _ in results[0]) and any(0 < top < n for _, n, top in results[0])
 
 
-def test_recorded_steps_take_their_states_from_the_pool_rows_and_put_them_back(tiny_ckpt_dir):
+def test_recorded_steps_take_their_states_from_the_pool_rows_and_put_them_back(tiny_ckpt_dir, monkeypatch):
     """Through the graphs a step gathers its sessions' states from the engine's pool straight into the
     parts' inputs and writes them back straight from the outputs: two copies of a state a step outside
     the parts (four before: a batch of them each way between), whichever rows the sessions hold; the
     sessions' results are those of eager steps."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from asr_engine.model.graphs import Recorded
     from asr_engine.model.runtime import TorchModel
+    from test_graphs import flag_the_parts
 
     class StateCopies(TorchDispatchMode):
         """Ops outside the recorded parts that copy a tensor shaped as a state's keys or values."""
@@ -226,7 +226,6 @@ def test_recorded_steps_take_their_states_from_the_pool_rows_and_put_them_back(t
                 self.ops.append(func.__name__.split(".")[0])
             return out
 
-    run = Recorded.run
     results = []
     for graphs in (False, True):
         model = TorchModel(load_checkpoint(tiny_ckpt_dir), graphs=graphs)
@@ -241,20 +240,9 @@ def test_recorded_steps_take_their_states_from_the_pool_rows_and_put_them_back(t
         engine.step()
         if graphs:  # a second step, counted (k and v have the same shape: two fields)
             mode = StateCopies(tuple(engine.states.rows.k.shape[1:]))
-
-            def parts(self):
-                mode.inside = True
-                try:
-                    return run(self)
-                finally:
-                    mode.inside = False
-
-            Recorded.run = parts
-            try:
-                with torch.inference_mode(), mode:
-                    assert engine.step()
-            finally:
-                Recorded.run = run
+            flag_the_parts(monkeypatch, mode)
+            with torch.inference_mode(), mode:
+                assert engine.step()
             assert sorted(mode.ops) == ["index_put_"] * 2 + ["index_select"] * 2, mode.ops
         engine.run()
         results.append([(r.text, r.frames, r.top_frames) for r in (s.finish() for s in live)])

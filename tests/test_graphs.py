@@ -6,7 +6,7 @@ import torch
 
 from asr_engine.kernels import select_ops
 from asr_engine.model.encoder import SkipOptions
-from asr_engine.model.graphs import StepGraphs, bucketed, padded_batch
+from asr_engine.model.graphs import Recorded, StepGraphs, bucketed, padded_batch
 from asr_engine.model.streaming import StreamState
 
 from conftest import LAYOUTS, tiny_model
@@ -54,6 +54,20 @@ def _assert_same_state(a: StreamState, b: StreamState):
                                    atol=1e-5, rtol=1e-5)
     assert torch.equal(a.kv_pos[a.kv_valid], b.kv_pos[b.kv_valid])
     torch.testing.assert_close(a.conv, b.conv, atol=1e-5, rtol=1e-5)
+
+
+def flag_the_parts(monkeypatch, mode) -> None:
+    """mode.inside is True while a recorded part runs (to count what a step does outside them)."""
+    run = Recorded.run
+
+    def parts(self):
+        mode.inside = True
+        try:
+            return run(self)
+        finally:
+            mode.inside = False
+
+    monkeypatch.setattr(Recorded, "run", parts)
 
 
 def test_padded_batches_and_bucketed_sizes():
@@ -145,8 +159,6 @@ def test_no_host_data_enters_a_recorded_part(monkeypatch, right):
     CPU through torch's dispatcher (every such tensor passes aten.lift_fresh)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from asr_engine.model.graphs import Recorded
-
     class Fresh(TorchDispatchMode):
         def __init__(self):
             super().__init__()
@@ -157,16 +169,8 @@ def test_no_host_data_enters_a_recorded_part(monkeypatch, right):
                 self.made.append(func.__name__.split(".")[0])
             return func(*args, **(kwargs or {}))
 
-    mode, run = Fresh(), Recorded.run
-
-    def parts(self):
-        mode.inside = True
-        try:
-            return run(self)
-        finally:
-            mode.inside = False
-
-    monkeypatch.setattr(Recorded, "run", parts)
+    mode = Fresh()
+    flag_the_parts(monkeypatch, mode)
     m, x, xl, threshold = _setup("conformer", right)
     graphs, state = StepGraphs(m, bucket=2), StreamState.zeros(m.cfg, x.shape[0])
     with torch.inference_mode(), mode:
