@@ -208,13 +208,12 @@ class Engine:
         if hasattr(self.model, "step_rows"):  # the model reads and writes the pool's rows itself
             log_probs, top, *hidden = self.model.step_rows(wins, n_valid, StateRows(self.states, slots), self.skip,
                                                            hidden=second)
-        elif one_step:  # no cache in or out
-            log_probs, top, _, *hidden = self.model.forward_chunk(wins, n_valid, self.states.gather(slots)
-                                                                  .without_window(), self.skip, hidden=second)
         else:
-            log_probs, top, new, *hidden = self.model.forward_chunk(wins, n_valid, self.states.gather(slots),
-                                                                    self.skip, hidden=second)
-            self.states.put(slots, new)
+            state = self.states.gather(slots)
+            log_probs, top, new, *hidden = self.model.forward_chunk(
+                wins, n_valid, state.without_window() if one_step else state, self.skip, hidden=second)
+            if not one_step:  # streams that start and end in this step keep no cache
+                self.states.put(slots, new)
         n_out = [min(int(n), self.chunk) for n in n_valid]  # the rest of a window is the right context
         chunks = [log_probs[j, : n_out[j]] for j in range(len(batch))]
         advance_searches([s.decoder for s in batch], chunks)  # with an LM: one batched LM step per frame

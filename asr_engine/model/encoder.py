@@ -222,7 +222,7 @@ class Encoder(nn.Module):
             host_lengths = feat_lengths.tolist()
         elif len(host_lengths) != feats.shape[0]:
             raise ValueError(f"{len(host_lengths)} host lengths for a batch of {feats.shape[0]}")
-        plan = make_plan(self.cfg, frames, [self.cfg.output_length(n) for n in host_lengths])  # every layer's
+        plan = make_plan(self.cfg, frames, [self.cfg.output_length(n) for n in host_lengths])  # shared by every layer
         x, heads, gate_raw = self._bottom(x, plan)
         return self.forward_top(x, plan, lengths, heads, gate_raw, skip, teacher, hidden)
 

@@ -176,7 +176,7 @@ class StateRows:
     them (`TorchModel.step_rows`) reads the states it starts from and writes back those it ends with."""
 
     def __init__(self, pool: StatePool, slots: list[int]):
-        self.pool, self.slots = pool, slots
+        self.pool = pool
         self.index = pool.rows._rows(slots)  # made once for the gather and the write-back (a copy to the device)
 
     def gather(self) -> StreamState:
