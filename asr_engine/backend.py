@@ -22,7 +22,7 @@ from asr_engine.export.runtime import FORMAT_VERSION, is_onnx_model
 from asr_engine.model.config import CONTEXTS
 
 __all__ = ["BACKENDS", "DECODING_FILE", "MODEL_ENV", "bundled_model_dir", "cache_dir", "content_hash",
-           "default_model_dir", "export_once", "load_model", "onnx_export_dir", "recommended_decoding",
+           "check_device", "default_model_dir", "export_once", "load_model", "onnx_export_dir", "recommended_decoding",
            "resolve_backend", "resolve_context", "resolve_decoding", "ship_exports"]
 
 BACKENDS = ("auto", "torch", "onnx")
@@ -100,6 +100,30 @@ def resolve_context(model: str | Path | None, context: str | None, live: bool = 
     if is_onnx_model(model):  # an export folder is in one layout
         return _export_context(Path(model))
     return recommended_decoding(model).get("context", "streaming")
+
+
+def check_device(device: str, backend: str = "auto") -> str:
+    """`device` ("cpu", "cuda" or "cuda:N") as given, or a ValueError that says why `backend` cannot run
+    there: a name that is no such device, or CUDA where torch (for the torch backend, and for `auto`, which
+    is torch on a GPU) has none or fewer GPUs than N. The ONNX backend's CUDA is onnxruntime-gpu's, which
+    `OnnxModel` checks when it opens its sessions."""
+    name = str(device)
+    kind, colon, index = name.partition(":")
+    if kind not in ("cpu", "cuda") or (colon and not index.isdigit()):
+        raise ValueError(f"device {name!r}: use cpu, cuda or cuda:N")
+    if kind != "cuda" or resolve_backend(backend, name) != "torch":
+        return name
+    try:
+        import torch
+    except ImportError:
+        raise ValueError(f"device {name}: the torch backend needs torch (the 'train' extra)") from None
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ValueError(f"device {name}: this torch has no CUDA GPU here (use cpu)")
+    if index and int(index) >= count:
+        raise ValueError(f"device {name}: this machine has {count} CUDA GPU{'s' if count > 1 else ''} "
+                         f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})")
+    return name
 
 
 def resolve_backend(backend: str, device: str = "cpu") -> str:
@@ -248,6 +272,7 @@ def load_model(model: str | Path | None = None, backend: str = "auto", device: s
         raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
     if graphs and (resolve_backend(backend, device) != "torch" or not str(device).startswith("cuda")):
         raise ValueError("CUDA graphs need the torch backend on a CUDA device (--backend torch --device cuda)")
+    check_device(device, backend)
     if resolve_backend(backend, device) == "onnx":
         from asr_engine.export.runtime import OnnxModel
 

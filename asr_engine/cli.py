@@ -66,24 +66,14 @@ def _set_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
-def _check_device(device: str) -> None:
-    if device.startswith("cuda"):
-        try:
-            import torch
-        except ImportError:
-            raise InputError(f"--device {device} needs torch with CUDA (the 'train' extra)") from None
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {device}: no CUDA GPU is available here (use --device cpu)")
-
-
 def _batches(n: int, size: int) -> list[range]:
     return [range(i, min(n, i + size)) for i in range(0, n, size)]
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from asr_engine.backend import resolve_backend
+    from asr_engine.backend import check_device, resolve_backend
 
-    _check_device(args.device)
+    check_device(args.device, args.backend)
     _recommended(args)
     if args.two_pass and not (args.streaming or args.endpoint):
         raise InputError("--two-pass decodes streamed utterances again in full context: add --streaming (files alone "
@@ -565,10 +555,12 @@ def _summary(results, refs: list[str | None], wall: float) -> str:
 def cmd_lm_train(args: argparse.Namespace) -> int:
     import torch
 
+    from asr_engine.backend import check_device
     from asr_engine.checkpoint import load_checkpoint
     from asr_engine.lm.model import LMConfig
     from asr_engine.lm.train import read_sentences, train_lm
 
+    check_device(args.device, "torch")
     if args.threads:
         torch.set_num_threads(args.threads)
     sentences = read_sentences(args.text)
@@ -717,10 +709,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from asr_engine.backend import load_model, resolve_backend
+    from asr_engine.backend import check_device, load_model, resolve_backend
     from asr_engine.evaluate import evaluate, format_report, source_of
     from asr_engine.manifest import corpus_name, read_corpus
 
+    check_device(args.device, args.backend)  # before the manifests are read
     _set_threads(args.threads)
     try:
         thresholds = [float(t) for t in args.thresholds.split(",")]
@@ -801,7 +794,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onnx: ONNX Runtime through the streaming engine (--model may be an export folder; "
                         "a checkpoint is exported once into ~/.cache/asr-engine); torch: the torch encoder; "
                         "auto (default): onnx on the CPU when onnxruntime is installed, else torch")
-    t.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     t.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="transcribe on Ray (the `ray` extra): local Ray on this machine with --ray alone, or the "
                         "cluster at ADDRESS (e.g. auto, ray://head:10001); the same outputs as without it")
@@ -877,7 +870,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sv.add_argument("--port", type=int, default=2700, help="port (default 2700; 0: any free port)")
     sv.add_argument("--backend", choices=BACKENDS, default="auto", help="auto (default), torch or onnx")
-    sv.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    sv.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     sv.add_argument("--beam", type=int, default=None,
                     help="CTC prefix beam width (1: greedy, the most streams per core; hotwords need > 1; default: what "
                          "the model recommends, for the bundled model 8 with the bundled LM)")
@@ -1001,7 +994,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="held-out text or manifest for perplexity (repeatable; default: the hash-held-out share "
                          "of --text, which a synthesized training corpus does not have)")
     lt.add_argument("--eval-every", type=int, default=500, help="held-out perplexity and a save every N steps")
-    lt.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    lt.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     lt.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     lt.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     lt.set_defaults(func=cmd_lm_train)
@@ -1041,7 +1034,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--backend", choices=BACKENDS, default="auto",
                     help="torch: the torch encoder on whole utterances; onnx: ONNX Runtime through the streaming "
                          "engine; auto (default): onnx on the CPU when onnxruntime is installed, else torch")
-    ev.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     ev.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     ev.add_argument("--json", default=None, help="also write the full report here (JSON)")
     ev.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

@@ -198,12 +198,39 @@ def test_skip_threshold_option_changes_top_fraction(tiny_ckpt_dir, files, capsys
     assert json.loads(on)["top_fraction"] == 0.0
 
 
-def test_cuda_request_without_gpu(tiny_ckpt_dir, files, capsys):
+@pytest.mark.parametrize("device", ["tpu", "cuda:x", "gpu0", "cuda:99", "cuda"])
+@pytest.mark.parametrize("command", ["transcribe", "serve", "eval", "lm train"])
+def test_a_device_that_cannot_run_is_one_clear_line(tiny_ckpt_dir, files, tmp_path, capsys, command, device):
     import torch
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present")
-    code, _, err = run(["transcribe", "--model", str(tiny_ckpt_dir), "--device", "cuda", str(files[0])], capsys)
-    assert code == 2 and "no CUDA GPU" in err
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("a GPU is present: cuda runs")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"audio": str(files[0]), "text": "a", "duration": 1.0}) + "\n")
+    model = ["--model", str(tiny_ckpt_dir)]
+    argv = {"transcribe": ["transcribe", *model, "--backend", "torch", str(files[0])],
+            "serve": ["serve", *model, "--port", "0"],
+            "eval": ["eval", str(manifest), *model, "--backend", "torch"],
+            "lm train": ["lm", "train", "--text", str(manifest), "--out", str(tmp_path / "lm"), *model]}[command]
+    code, out, err = run([*argv, "--device", device], capsys)
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    said = ("use cpu, cuda or cuda:N" if ":" not in device and device != "cuda" or device == "cuda:x"
+            else "no CUDA GPU" if count == 0 else f"this machine has {count} CUDA GPU")
+    assert code == 2 and out == "" and said in err and "Traceback" not in err, err
+    assert not (tmp_path / "lm").exists()
+
+
+def test_the_onnx_backend_leaves_cuda_to_onnx_runtime(files, capsys):
+    """onnxruntime-gpu brings CUDA without torch: torch's view of the GPUs does not decide for the onnx backend."""
+    import onnxruntime as ort
+
+    from asr_engine.backend import check_device
+
+    assert check_device("cuda:3", "onnx") == "cuda:3" and check_device("cpu") == "cpu"
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime runs on CUDA")
+    code, out, err = run(["transcribe", "--backend", "onnx", "--device", "cuda", str(files[0])], capsys)
+    assert code == 2 and out == "" and "needs onnxruntime-gpu" in err and "Traceback" not in err, err
 
 
 def test_help_documents_every_option():

@@ -115,9 +115,10 @@ def load_fusion(path: str | Path, tokenizer, weight: float | None = None, length
     LENGTH_BONUS and LEXICON_PENALTY; the lexicon is the folder's lexicon.txt, when it has one
     (a penalty of 0 leaves it out). Refuses an LM trained on another vocabulary than the acoustic
     model's."""
-    from asr_engine.backend import resolve_backend
+    from asr_engine.backend import check_device, resolve_backend
     from asr_engine.lexicon import Lexicon
 
+    check_device(device, backend)
     backend = resolve_backend(backend, device)
     read_lm_config(path, tokenizer)
     tuned = lm_fusion_defaults(path)
