@@ -19,7 +19,10 @@ def main(argv=None) -> None:
     encoder.add_parser(sub)
     distributed.add_parser(sub)
     args = p.parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except ValueError as e:  # what the package refuses (a device, a model, a backend) is one line, as in the CLI
+        raise SystemExit(f"python -m bench {args.bench}: error: {e}") from None
 
 
 if __name__ == "__main__":

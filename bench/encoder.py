@@ -15,6 +15,7 @@ host as the engine reads them.
 
 from __future__ import annotations
 
+from asr_engine.backend import check_device
 from bench.common import append_results, load_manifest, table, timed
 
 
@@ -155,8 +156,8 @@ def main(args) -> None:
     from asr_engine.kernels import select_ops
     from asr_engine.model.encoder import SkipOptions
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(check_device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                                       ("cpu" if args.device == "auto" else args.device), "torch"))
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.graphs and args.context != "stream":

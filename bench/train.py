@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 
+from asr_engine.backend import check_device
 from bench.common import append_results, table
 
 # model sizes: the bundled Conformer's layout, Whisper-base's encoder layout, and a large Conformer
@@ -93,8 +94,7 @@ def main(args) -> None:
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("train: --device cuda, but no CUDA GPU is here")
+    check_device(device, "torch")
     cuda = device.startswith("cuda")
     batch = args.batch or (64 if cuda else 2)
     seconds = args.seconds or (15.0 if cuda else 4.0)

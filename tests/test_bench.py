@@ -255,6 +255,16 @@ def test_encoder_bench_streams_the_engines_steps(tmp_path):
     assert (g["steps"], g["top_off"], g["top_on"]) == (r["steps"], r["top_off"], r["top_on"])
 
 
+@pytest.mark.parametrize("argv", [["encoder", "--device", "tpu"], ["train", "--device", "cuda:x"],
+                                  ["rtf", "--manifest", "asr_engine/samples/manifest.jsonl", "--device", "gpu"]])
+def test_a_bench_on_a_device_that_cannot_run_ends_in_one_line(argv):
+    from bench.__main__ import main
+
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--results", ""])
+    assert str(e.value) == f"python -m bench {argv[0]}: error: device {argv[-1]!r}: use cpu, cuda or cuda:N"
+
+
 def test_gpu_check_script_parses_and_says_when_there_is_no_gpu(tmp_path):
     import torch
 
