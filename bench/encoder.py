@@ -177,7 +177,8 @@ def main(args) -> None:
         steps = _stream_steps(encoder, x, lengths) if args.context == "stream" else None
         run = _whole(encoder, x, lengths) if steps is None else _streamer(encoder, steps, batch, dtype, args.graphs)
         row = {"device": str(device), "dtype": args.dtype, "context": args.context, "batch": batch,
-               "seconds": args.seconds, "threshold": threshold, "ops": encoder.ops.name, "graphs": args.graphs}
+               "seconds": args.seconds, "threshold": threshold, "model_threshold": ckpt.model.cfg.skip_threshold,
+               "ops": encoder.ops.name, "graphs": args.graphs}
         if steps is not None:
             row["steps"] = len(steps)
         for name, skip in modes.items():

@@ -6,8 +6,9 @@
 # throughput of three model sizes, skip-aware steps on and off), in that order. Every step has its own time limit,
 # cut to end by GPU_CHECK_BUDGET (540 s);
 # GPU_CHECK_SKIP="train kernels" (step names) leaves steps out; GPU_CHECK_CLIENTS sets the server's levels.
-# It prints one table at the end and writes JSON lines to $OUT/gpu_check.jsonl ($OUT: the device tool's
-# return folder; /tmp/gpu_check otherwise).
+# It writes JSON lines to $OUT/gpu_check.jsonl ($OUT: the device tool's return folder; /tmp/gpu_check
+# otherwise), the steps' outcomes among them, and ends with one table and issue 28's targets, each met, not
+# met or not measured (bench/gpu_summary.py; `python -m bench.gpu_summary FILE` reads the file again).
 #
 # The GPU machine has torch, Triton, ONNX Runtime, onnx, numpy, safetensors, sentencepiece, tqdm,
 # pytest (with xdist and timeout) and no network. What it lacks travels as wheels, fetched here once:
@@ -71,14 +72,21 @@ status=0
 # the device tool stops a call at 600 s: every step ends by BUDGET, leaving time for the table
 BUDGET=${GPU_CHECK_BUDGET:-540}
 MIN_STEP=${GPU_CHECK_MIN_STEP:-20}  # a step with less time left is left out
+record() {  # record NAME OUTCOME SECONDS: a JSON line for bench/gpu_summary.py
+  $PY -c 'import json, sys; print(json.dumps({"bench": "gpu_check", "step": sys.argv[1], "outcome": sys.argv[2],
+                                               "seconds": int(sys.argv[3])}))' "$@" >> "$RES"
+}
 step() {  # step NAME SECONDS CMD...: run with a time limit, log, remember a failure
   local name=$1 limit=$2; shift 2
   for w in ${GPU_CHECK_SKIP:-}; do
-    case "$name" in *"$w"*) echo "== $name: left out (GPU_CHECK_SKIP)" | tee -a "$LOG"; return 0 ;; esac
+    case "$name" in *"$w"*) echo "== $name: left out (GPU_CHECK_SKIP)" | tee -a "$LOG"; record "$name" "left out" 0
+                            return 0 ;; esac
   done
   local left=$((BUDGET - SECONDS))
   if [ "$left" -lt "$MIN_STEP" ]; then
-    echo "== $name: left out, ${left}s of GPU_CHECK_BUDGET=${BUDGET}s left" | tee -a "$LOG"; status=1; return 0
+    echo "== $name: left out, ${left}s of GPU_CHECK_BUDGET=${BUDGET}s left" | tee -a "$LOG"; status=1
+    record "$name" "left out (budget)" 0
+    return 0
   fi
   [ "$limit" -le "$left" ] || limit=$left
   echo "== $name (limit ${limit}s)" | tee -a "$LOG"
@@ -87,6 +95,8 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log, remember a fai
   local rc=${PIPESTATUS[0]}
   echo "== $name: exit $rc in $((SECONDS - t0)) s" | tee -a "$LOG"
   [ "$rc" -eq 0 ] || status=1
+  record "$name" "$([ "$rc" -eq 0 ] && echo passed || { [ "$rc" -eq 124 ] && echo "timed out" || echo "failed (exit $rc)"; })" \
+    $((SECONDS - t0))
 }
 
 if ! $PY -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
@@ -147,30 +157,6 @@ step "bench kernels" 50 $PY -m bench kernels --results "$RES"
 step "bench kernels (d 512, 64 x 30 s)" 50 $PY -m bench kernels --shape 64x1500x512x257 --results "$RES"
 step "bench train" 130 $PY -m bench train --device cuda --results "$RES"
 
-$PY - "$RES" <<'EOF'
-import json, sys
-rows = [json.loads(line) for line in open(sys.argv[1])]
-print("\n| bench | setting | measure |\n|---|---|---|")
-for r in rows:
-    if r["bench"] == "kernels":
-        print(f"| kernels | {r['kernel']} {r['shape']} {r['dtype']} | {r['triton_gbps']:.0f} GB/s "
-              f"(reference {r['reference_gbps']:.0f}), {r['speedup']:.2f}x; kernels alone "
-              f"{r.get('device_gbps', float('nan')):.0f} GB/s |")
-    elif r["bench"] == "encoder":
-        graphs = " graphs" if r.get("graphs") else ""
-        print(f"| encoder | {r.get('context', 'full')}{graphs} {r['dtype']} batch {r['batch']} | "
-              f"{r['ms_off']:.1f} ms off, "
-              f"{r['ms_on']:.1f} ms on "
-              f"({r['speedup']:.2f}x, top {r['top_on']:.0%}), {r['x_off']:.0f}x real time off |")
-    elif r["bench"] == "server" and not r.get("summary"):
-        print(f"| server | {r.get('device', 'cpu')} {r['clients']} clients | p50 {r['latency_p50_ms']:.0f} ms, "
-              f"p95 {r['latency_p95_ms']:.0f} ms, {r['failures']} failures |")
-    elif r["bench"] == "train":
-        print(f"| train | {r['size']} skip {r['skip']} | {r['x_realtime']:.0f}x real time, "
-              f"{r['ms_per_step']:.0f} ms/step |")
-    else:
-        keys = [k for k in r if k not in ("machine", "time", "bench")]
-        print(f"| {r['bench']} | " + ", ".join(f"{k}={r[k]}" for k in keys[:6]) + " |")
-EOF
+$PY -m bench.gpu_summary "$RES" | tee -a "$LOG"  # the table, then issue 28's targets: met or not
 echo "gpu_check: $([ $status -eq 0 ] && echo all steps passed || echo SOME STEPS FAILED, see $LOG)"
 exit $status
