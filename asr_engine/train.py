@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from asr_engine.backend import check_device
 from asr_engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from asr_engine.data.loader import FeatureSet, Prefetcher, bucket_batches, collate, load_features, spec_augment
 from asr_engine.decoding import greedy_search
@@ -195,18 +196,14 @@ def evaluate(model: Encoder, fs: FeatureSet, tokenizer, skip: SkipOptions | None
 
 
 def resolve_device(name: str) -> torch.device:
-    """The training device: "auto" is the GPU when there is one, else the CPU."""
+    """The training device: "auto" is the GPU when there is one, else the CPU; cpu, cuda or cuda:N as
+    `check_device` takes them (a name that is no device, or a GPU this machine lacks, is refused)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"device: {name!r} is not a device (cpu, cuda, cuda:N or auto)") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r}: no CUDA GPU is available here (use cpu or auto)")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {name!r}: training runs on cpu or cuda")
-    return device
+        return torch.device(check_device(name, "torch"))
+    except ValueError as e:
+        raise ValueError(str(e).replace("cuda or cuda:N", "cuda, cuda:N or auto")) from None
 
 
 def _save(model, tokenizer, features: FbankConfig, opt, cfg: TrainConfig, step: int, info: dict) -> None:
