@@ -152,6 +152,8 @@ step "bench encoder (fp32, threshold 0.95)" 50 $PY -m bench encoder --device cud
 step "bench rtf (cuda)" 80 $PY -m bench rtf --manifest "$MAN" --backend torch --device cuda --reps 3 --results "$RES"
 step "bench server (cuda)" 120 $PY -m bench server --manifest "$MAN" --device cuda --backend torch \
   --clients "${GPU_CHECK_CLIENTS:-16,64,128}" --seconds 8 --results "$RES"
+step "bench server (cuda, CUDA graphs)" 120 $PY -m bench server --manifest "$MAN" --device cuda --backend torch \
+  --cuda-graphs --clients "${GPU_CHECK_CLIENTS:-16,64,128}" --seconds 8 --results "$RES"
 # last, where a short budget cuts first: the targets these two measure were met on 2026-11-29
 step "bench kernels" 50 $PY -m bench kernels --results "$RES"
 step "bench kernels (d 512, 64 x 30 s)" 50 $PY -m bench kernels --shape 64x1500x512x257 --results "$RES"

@@ -293,7 +293,9 @@ def test_gpu_summary_says_which_of_issue_28s_targets_a_run_met():
             train("default", "off", 9300.0), train("whisper-base", "on", 2900.0), train("large", "off", 1000.0),
             kernel("gate_compact", 2091.0), kernel("scatter_back", 900.0),
             {"bench": "server", "device": "cuda", "clients": 64, "latency_p50_ms": 30.0, "latency_p95_ms": 65.0,
-             "failures": 0}, {"bench": "server", "summary": True}]
+             "failures": 0}, {"bench": "server", "summary": True},
+            {"bench": "server", "device": "cuda", "cuda_graphs": True, "clients": 64, "latency_p50_ms": 20.0,
+             "latency_p95_ms": 40.0, "failures": 0}]
     verdicts = {t.split(" ")[0] + (" " + t.split(" ")[1] if t.startswith("skipping") else ""): (v, m)
                 for t, v, m in targets(rows)}
     assert verdicts["all"] == ("met", "passed")
@@ -303,7 +305,8 @@ def test_gpu_summary_says_which_of_issue_28s_targets_a_run_met():
     assert verdicts["skipping >="] == ("not met", "best batch 64 at 0.99: 1.16x (78% of frames kept)")  # not 0.95's
     assert verdicts["gate_compact"] == ("met", "best 64x1500x512 float32: 2,091 GB/s")
     text = summary(rows)
-    assert text.count("| encoder |") == 5 and text.count("| server |") == 1 and "| step | test suite |" in text
+    assert text.count("| encoder |") == 5 and text.count("| server |") == 2 and "| step | test suite |" in text
+    assert "| server | cuda graphs 64 clients | p50 20 ms, p95 40 ms, 0 failures |" in text
     rows[4]["speedup"] = 1.01
     rows[0]["outcome"] = "timed out"
     assert [v for _, v, _ in targets(rows)] == ["not met", "not met", "met", "not met", "met"]
