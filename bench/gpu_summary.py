@@ -39,10 +39,11 @@ def _line(r: dict) -> str | None:
                 f"{r['threshold']:g} | RTF {r['rtf_off']:.5f} off, {r['rtf_on']:.5f} on ({r['speedup']:.2f}x), WER "
                 f"{r['wer_off']:.2%} / {r['wer_on']:.2%} |")
     if b == "server":
-        return None if r.get("summary") else (
-            f"| server | {r.get('device', 'cpu')}{' graphs' if r.get('cuda_graphs') else ''} {r['clients']} clients | "
-            f"p50 {r['latency_p50_ms']:.0f} ms, "
-            f"p95 {r['latency_p95_ms']:.0f} ms, {r['failures']} failures |")
+        where = f"{r.get('device', 'cpu')}{' graphs' if r.get('cuda_graphs') else ''}"
+        if r.get("summary"):  # a line only when the server said something of trouble
+            return f"| server | {where} said | {'; '.join(r['server_noted'])} |" if r.get("server_noted") else None
+        return (f"| server | {where} {r['clients']} clients | p50 {r['latency_p50_ms']:.0f} ms, "
+                f"p95 {r['latency_p95_ms']:.0f} ms, {r['failures']} failures |")
     if b == "train":
         return f"| train | {r['size']} skip {r['skip']} | {r['x_realtime']:.0f}x real time, {r['ms_per_step']:.0f} ms/step |"
     raise KeyError(b)

@@ -140,6 +140,14 @@ async def _level(url: str, pcms: list[np.ndarray], n: int, seconds: float, chunk
     return row
 
 
+def _noted(log: str, most: int = 10) -> list[str]:
+    """What a server the bench started said of trouble while it ran (errors, tracebacks, CUDA graphs turned
+    off for eager steps): a run can keep up and still have taken another path than the one it measures."""
+    lines = [line.strip() for line in log.splitlines()
+             if re.search(r"CUDA graphs off|Traceback|[Ee]rror|[Ww]arning", line)]
+    return lines[:most] + ([f"... and {len(lines) - most} more"] if len(lines) > most else [])
+
+
 def _start_server(args) -> tuple[subprocess.Popen, str, Path, str]:
     log = Path(tempfile.mkstemp(prefix="bench-server-", suffix=".log")[1])
     cmd = [sys.executable, "-m", "asr_engine.cli", "serve", "--port", "0", "--max-sessions", "4096",
@@ -220,12 +228,17 @@ def main(args) -> None:
                 else:
                     bad = mid
     finally:
+        noted = []
         if proc:
             proc.terminate()
             proc.wait(30)
+            noted = _noted(log.read_text(errors="replace"))
             log.unlink(missing_ok=True)
     out = [rows[n] for n in sorted(rows)]
-    summary = {"largest_realtime_clients": good, "bound_ms": args.bound_ms, "chunk_ms": chunk_ms}
+    summary = {"largest_realtime_clients": good, "bound_ms": args.bound_ms, "chunk_ms": chunk_ms,
+               "server_noted": noted}
+    for line in noted:
+        print(f"server: {line}")
     if pid and good:
         summary["rss_idle_mb"] = idle
         summary["rss_per_session_mb"] = (rows[good]["rss_peak_mb"] - idle) / good

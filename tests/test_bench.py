@@ -26,7 +26,8 @@ def _summarized(rows: list[dict]) -> None:
     from bench.gpu_summary import summary, targets
 
     lines = summary(rows).splitlines()
-    assert sum(line.startswith(f"| {rows[0]['bench']} |") for line in lines) == len(rows)
+    quiet = sum(bool(r.get("summary")) and not r.get("server_noted") for r in rows)  # a server's quiet summary
+    assert sum(line.startswith(f"| {rows[0]['bench']} |") for line in lines) == len(rows) - quiet
     assert {verdict for _, verdict, _ in targets(rows)} == {"not measured"}
 
 
@@ -87,6 +88,13 @@ def test_server_bench_finds_the_largest_realtime_n_and_samples_the_server(tmp_pa
         assert r["rss_peak_mb"] > 50 and r["cpu_percent"] > 0
     assert summary["summary"] and summary["largest_realtime_clients"] == 2 and summary["rss_idle_mb"] > 50
     assert {r["device"] for r in rows} == {"cpu"}
+    assert summary["server_noted"] == []  # the server said nothing of trouble: its log's ordinary lines are not noted
+    _summarized(rows)
+    from bench.server import _noted
+
+    log = "serving on ws://127.0.0.1:1/ decoding: greedy\nCUDA graphs off, the encoder's steps run eagerly: x\n"
+    assert _noted(log) == ["CUDA graphs off, the encoder's steps run eagerly: x"]
+    assert _noted("Traceback (most recent call last):\n" * 12)[-1] == "... and 2 more"
 
 
 def test_server_bench_reports_failures_against_a_server_that_refuses(tmp_path):
@@ -293,9 +301,11 @@ def test_gpu_summary_says_which_of_issue_28s_targets_a_run_met():
             train("default", "off", 9300.0), train("whisper-base", "on", 2900.0), train("large", "off", 1000.0),
             kernel("gate_compact", 2091.0), kernel("scatter_back", 900.0),
             {"bench": "server", "device": "cuda", "clients": 64, "latency_p50_ms": 30.0, "latency_p95_ms": 65.0,
-             "failures": 0}, {"bench": "server", "summary": True},
+             "failures": 0}, {"bench": "server", "summary": True, "server_noted": []},
             {"bench": "server", "device": "cuda", "cuda_graphs": True, "clients": 64, "latency_p50_ms": 20.0,
-             "latency_p95_ms": 40.0, "failures": 0}]
+             "latency_p95_ms": 40.0, "failures": 0},
+            {"bench": "server", "device": "cuda", "cuda_graphs": True, "summary": True,
+             "server_noted": ["CUDA graphs off, the encoder's steps run eagerly: capture failed"]}]
     verdicts = {t.split(" ")[0] + (" " + t.split(" ")[1] if t.startswith("skipping") else ""): (v, m)
                 for t, v, m in targets(rows)}
     assert verdicts["all"] == ("met", "passed")
@@ -305,8 +315,9 @@ def test_gpu_summary_says_which_of_issue_28s_targets_a_run_met():
     assert verdicts["skipping >="] == ("not met", "best batch 64 at 0.99: 1.16x (78% of frames kept)")  # not 0.95's
     assert verdicts["gate_compact"] == ("met", "best 64x1500x512 float32: 2,091 GB/s")
     text = summary(rows)
-    assert text.count("| encoder |") == 5 and text.count("| server |") == 2 and "| step | test suite |" in text
+    assert text.count("| encoder |") == 5 and text.count("| server |") == 3 and "| step | test suite |" in text
     assert "| server | cuda graphs 64 clients | p50 20 ms, p95 40 ms, 0 failures |" in text
+    assert "| server | cuda graphs said | CUDA graphs off, the encoder's steps run eagerly: capture failed |" in text
     rows[4]["speedup"] = 1.01
     rows[0]["outcome"] = "timed out"
     assert [v for _, v, _ in targets(rows)] == ["not met", "not met", "met", "not met", "met"]
@@ -323,7 +334,7 @@ def test_gpu_summary_reads_every_row_the_benches_ever_recorded():
         pytest.skip("bench/results.jsonl is left out of a GPU call (gpu_check.sh --slim)")
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     lines = summary(rows).splitlines()
-    n = sum(not (r["bench"] == "server" and r.get("summary")) for r in rows)
+    n = sum(not (r["bench"] == "server" and r.get("summary") and not r.get("server_noted")) for r in rows)
     assert len(lines) == 1 + 2 + n + 1 + 2 + 5  # a blank line and a header before each table
     assert {r["bench"] for r in rows} >= {"rtf", "server", "stream"}
 
