@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -54,6 +55,41 @@ def expand_inputs(items: list[str]) -> list[tuple[str, str | None]]:
         else:
             out.append((item, None))  # a missing file is reported per file, like a corrupt one
     return out
+
+
+def _at_least(least: int):
+    """argparse type: a whole number >= least (a negative thread count, a batch of 0, ... is refused when
+    the options are read, not met later as a traceback or a server that never steps)."""
+    def whole(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value}: must be at least {least}")
+        return value
+
+    return whole
+
+
+def _within(low: float, high: float):
+    """argparse type: a finite number in [low, high]; NaN and inf are refused
+    (a NaN weight or threshold compares false with everything and silently changes what decoding does)."""
+    def number(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            span = f" within [{low:g}, {high:g}]" if math.isfinite(high) else ""
+            raise argparse.ArgumentTypeError(f"{text}: must be a finite number{span}")
+        return value
+
+    return number
+
+
+FINITE = _within(-math.inf, math.inf)
+PROBABILITY = _within(0.0, 1.0)  # a skip threshold: 1 skips nothing, 0 every frame
 
 
 def _set_threads(n: int) -> None:
@@ -179,8 +215,6 @@ def _ray_runner(args: argparse.Namespace, backend: str, streaming: bool | None):
     from asr_engine.distributed import transcribe_ray
     from asr_engine.engine import EndpointConfig
 
-    if args.workers < 1:
-        raise InputError("--workers must be at least 1")
     if args.rescore:
         raise InputError("--rescore runs in this process only: leave out --ray")
     if args.lm and args.beam == 1:
@@ -287,6 +321,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from asr_engine.server.app import Server, ServerConfig
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        cfg = ServerConfig(  # its limits are checked before the model loads
+            host=args.host, port=args.port, max_sessions=args.max_sessions,
+            max_message_bytes=args.max_message_bytes, idle_timeout=args.idle_timeout,
+            max_session_seconds=args.max_session_seconds, batch_size=args.batch_size,
+            batch_deadline_ms=args.batch_deadline_ms, token=os.environ.get("ASR_ENGINE_TOKEN") or None,
+            origins=tuple(args.allowed_origins.split(",")) if args.allowed_origins else None,
+            max_sessions_per_peer=args.max_sessions_per_peer,
+            max_session_wall_seconds=args.max_session_wall_seconds,
+            max_backlog_seconds=args.max_backlog_seconds,
+            max_total_backlog_seconds=args.max_total_backlog_seconds, drain_seconds=args.drain_seconds)
+    except ValueError as e:  # "max_sessions 0: ..." is the option --max-sessions
+        field, _, why = str(e).partition(" ")
+        raise InputError(f"--{field.replace('_', '-')} {why}") from None
     _set_threads(args.threads)
     _recommended(args)
     try:
@@ -299,15 +347,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                          skip_threshold=args.skip_threshold, max_batch=args.batch_size,
                                          lm=_fusion(args, model.tokenizer, backend), rescorer=_rescorer(args)),
                     final_model=_final_model(args, backend))
-    cfg = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
-                       max_message_bytes=args.max_message_bytes, idle_timeout=args.idle_timeout,
-                       max_session_seconds=args.max_session_seconds, batch_size=args.batch_size,
-                       batch_deadline_ms=args.batch_deadline_ms, token=os.environ.get("ASR_ENGINE_TOKEN") or None,
-                       origins=tuple(args.allowed_origins.split(",")) if args.allowed_origins else None,
-                       max_sessions_per_peer=args.max_sessions_per_peer,
-                       max_session_wall_seconds=args.max_session_wall_seconds,
-                       max_backlog_seconds=args.max_backlog_seconds,
-                       max_total_backlog_seconds=args.max_total_backlog_seconds, drain_seconds=args.drain_seconds)
 
     async def run() -> None:
         try:
@@ -386,12 +425,12 @@ def _add_lm_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lm", default=None, metavar="DIR",
                    help="fuse a language model into beam search (needs --beam > 1): 'default' for the bundled "
                         "one (made for the bundled model), or a folder from `asr-engine lm train`; 'none' for no LM")
-    p.add_argument("--lm-weight", type=float, default=None,
+    p.add_argument("--lm-weight", type=FINITE, default=None,
                    help="weight of the LM's log-probability (default: the value tuned for the LM, in its lm.json)")
-    p.add_argument("--length-bonus", type=float, default=None,
+    p.add_argument("--length-bonus", type=FINITE, default=None,
                    help="log-score added per token with --lm, against the LM's bias to short output (default: "
                         "tuned for the LM, in its lm.json)")
-    p.add_argument("--lexicon-penalty", type=float, default=None,
+    p.add_argument("--lexicon-penalty", type=FINITE, default=None,
                    help="log-score (<= 0) charged once per word that is not in the LM's lexicon.txt; 0 turns the "
                         "lexicon off (default: tuned for the LM, in its lm.json)")
 
@@ -401,7 +440,7 @@ def _add_rescore_arguments(p: argparse.ArgumentParser) -> None:
                    help="a second pass: each utterance's beam rescored by Whisper-base's decoder over the encoder's "
                         "last layer (needs --beam > 1 and the 'rescore' extra; the bundled model's encoder is "
                         "Whisper's)")
-    p.add_argument("--rescore-weight", type=float, default=None,
+    p.add_argument("--rescore-weight", type=FINITE, default=None,
                    help="weight of the decoder's log-probability against the first pass's score (default: the "
                         "value tuned on held-out synthetic speech)")
 
@@ -768,12 +807,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CTC prefix beam width (1: greedy; default: what the model recommends, for the bundled model "
                         "8 with the bundled LM; greedy for a model that recommends nothing)")
     t.add_argument("--nbest", type=int, default=1, help="alternatives kept in json/jsonl output (<= beam)")
-    t.add_argument("--skip-threshold", type=float, default=None,
+    t.add_argument("--skip-threshold", type=PROBABILITY, default=None,
                    help="skip the top layers for frames whose intermediate P(blank) is above this "
                         "(default: the model's; 1.0 turns skipping off)")
     t.add_argument("--hotwords", default=None,
                    help="phrases to favour, separated by commas, or @FILE with one per line (needs --beam > 1)")
-    t.add_argument("--hotword-boost", type=float, default=1.5, help="log-score bonus per hotword token (default 1.5)")
+    t.add_argument("--hotword-boost", type=_within(0.0, 10.0), default=1.5,
+                   help="log-score bonus per hotword token, 0 to 10 (default 1.5)")
     _add_lm_arguments(t)
     _add_rescore_arguments(t)
     _add_two_pass_argument(t)
@@ -784,7 +824,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(full for the bundled model), streaming with --streaming, --endpoint or --chunk-frames")
     t.add_argument("--streaming", action="store_true",
                    help="run the files through the streaming engine chunk by chunk (as a live stream would)")
-    t.add_argument("--chunk-frames", type=int, default=None,
+    t.add_argument("--chunk-frames", type=_at_least(1), default=None,
                    help="with --streaming or the onnx backend: encoder frames per step, a multiple of the model's "
                         "chunk (default: one chunk; 64 frames for files on the onnx backend)")
     t.add_argument("--endpoint", action="store_true",
@@ -798,11 +838,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="transcribe on Ray (the `ray` extra): local Ray on this machine with --ray alone, or the "
                         "cluster at ADDRESS (e.g. auto, ray://head:10001); the same outputs as without it")
-    t.add_argument("--workers", type=int, default=2, help="with --ray: actors, each with the model loaded once "
-                   "and --threads threads (default 2)")
-    t.add_argument("--batch-size", type=int, default=8,
+    t.add_argument("--workers", type=_at_least(1), default=2,
+                   help="with --ray: actors, each with the model loaded once and --threads threads (default 2)")
+    t.add_argument("--batch-size", type=_at_least(1), default=8,
                    help="files per forward pass (with --streaming: sessions stepped together; default 8)")
-    t.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
+    t.add_argument("--threads", type=_at_least(0), default=0, help="torch intra-op threads (default: torch's choice)")
     t.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary on stderr")
     t.set_defaults(func=cmd_transcribe)
 
@@ -815,7 +855,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--ship", action="store_true",
                     help="write the exports the checkpoint folder ships with (onnx-cN/ for live streaming and for "
                          "files, named after the weights): the ONNX backend then exports nothing on first use")
-    ex.add_argument("--chunk-frames", type=int, default=None,
+    ex.add_argument("--chunk-frames", type=_at_least(1), default=None,
                     help="encoder frames per streaming step, a multiple of the model's chunk (default: one chunk)")
     ex.add_argument("--context", choices=CONTEXTS, default="streaming",
                     help="full: the layout for whole files (512-frame chunks, one to the left, no lookahead), "
@@ -874,12 +914,14 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--beam", type=int, default=None,
                     help="CTC prefix beam width (1: greedy, the most streams per core; hotwords need > 1; default: what "
                          "the model recommends, for the bundled model 8 with the bundled LM)")
-    sv.add_argument("--skip-threshold", type=float, default=None, help="layer-skipping threshold (default: model's)")
+    sv.add_argument("--skip-threshold", type=PROBABILITY, default=None,
+                    help="layer-skipping threshold (default: model's)")
     _add_lm_arguments(sv)
     _add_rescore_arguments(sv)
     _add_two_pass_argument(sv)
-    sv.add_argument("--chunk-frames", type=int, default=None, help="encoder frames per step (default: one chunk)")
-    sv.add_argument("--batch-size", type=int, default=32, help="sessions per encoder step (default 32)")
+    sv.add_argument("--chunk-frames", type=_at_least(1), default=None,
+                    help="encoder frames per step (default: one chunk)")
+    sv.add_argument("--batch-size", type=_at_least(1), default=32, help="sessions per encoder step (default 32)")
     sv.add_argument("--cuda-graphs", action="store_true",
                     help="with --backend torch --device cuda: run each encoder step as captured CUDA graphs (fewer "
                          "launches from the host; captured as new batch and skip sizes come; new, not yet timed on "
@@ -903,7 +945,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-total-backlog-seconds", type=float, default=600.0,
                     help="all sessions' waiting audio together; over it, senders are paused (default 600)")
     sv.add_argument("--allowed-origins", default=None, help="comma-separated Origin values browsers may use")
-    sv.add_argument("--threads", type=int, default=0, help="torch/ORT threads (default: their choice)")
+    sv.add_argument("--threads", type=_at_least(0), default=0, help="torch/ORT threads (default: their choice)")
     sv.set_defaults(func=cmd_serve)
 
     st = sub.add_parser("stream", help="stream an audio file or the microphone to a running server and print "
@@ -940,7 +982,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "configs/synth/mix.json's values)")
     d.add_argument("--seed", type=int, default=0, help="draws sentences, voices and augmentation (default 0)")
     d.add_argument("--prefix", default=None, help="utterance id prefix (default: the split's first letter)")
-    d.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
+    d.add_argument("--workers", type=_at_least(1), default=2, help="parallel processes (default 2)")
     d.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_data_synth)
 
@@ -967,7 +1009,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("config", help="training config (JSON; keys of asr_engine.train.TrainConfig)")
     tr.add_argument("--resume", action="store_true", help="continue from the out_dir's last checkpoint")
     tr.add_argument("--out-dir", default=None, help="override the config's out_dir")
-    tr.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
+    tr.add_argument("--threads", type=_at_least(0), default=0, help="torch intra-op threads (default: torch's choice)")
     tr.add_argument("--device", default=None,
                     help="cpu, cuda, cuda:N or auto (default: the config's device, auto: the GPU when there is one)")
     tr.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
@@ -995,7 +1037,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "of --text, which a synthesized training corpus does not have)")
     lt.add_argument("--eval-every", type=int, default=500, help="held-out perplexity and a save every N steps")
     lt.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    lt.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
+    lt.add_argument("--threads", type=_at_least(0), default=0, help="torch intra-op threads (default: torch's choice)")
     lt.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     lt.set_defaults(func=cmd_lm_train)
 
@@ -1030,12 +1072,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "attention, as transcribe decodes files for models that recommend it")
     ev.add_argument("--by-source", action="store_true",
                     help="group by each row's source/engine field instead of by manifest")
-    ev.add_argument("--batch-size", type=int, default=16, help="utterances per forward pass (default 16)")
+    ev.add_argument("--batch-size", type=_at_least(1), default=16, help="utterances per forward pass (default 16)")
     ev.add_argument("--backend", choices=BACKENDS, default="auto",
                     help="torch: the torch encoder on whole utterances; onnx: ONNX Runtime through the streaming "
                          "engine; auto (default): onnx on the CPU when onnxruntime is installed, else torch")
     ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    ev.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
+    ev.add_argument("--threads", type=_at_least(0), default=0, help="torch intra-op threads (default: torch's choice)")
     ev.add_argument("--json", default=None, help="also write the full report here (JSON)")
     ev.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_eval)

@@ -45,7 +45,8 @@ def _line(r: dict) -> str | None:
         return (f"| server | {where} {r['clients']} clients | p50 {r['latency_p50_ms']:.0f} ms, "
                 f"p95 {r['latency_p95_ms']:.0f} ms, {r['failures']} failures |")
     if b == "train":
-        return f"| train | {r['size']} skip {r['skip']} | {r['x_realtime']:.0f}x real time, {r['ms_per_step']:.0f} ms/step |"
+        return (f"| train | {r['size']} skip {r['skip']} | {r['x_realtime']:.0f}x real time, "
+                f"{r['ms_per_step']:.0f} ms/step |")
     raise KeyError(b)
 
 
@@ -78,7 +79,8 @@ def targets(rows: list[dict]) -> list[tuple[str, str, str]]:
                 "not measured" if not suite else "met" if suite[-1]["outcome"] == "passed" else "not met",
                 suite[-1]["outcome"] if suite else "the suite did not run"))
 
-    train = [r for r in rows if has(r, "train", "size", "skip", "x_realtime") and on_gpu(r) and r["size"] in TRAIN_SIZES]
+    train = [r for r in rows
+             if has(r, "train", "size", "skip", "x_realtime") and on_gpu(r) and r["size"] in TRAIN_SIZES]
     worst = min(train, key=lambda r: r["x_realtime"], default=None)
     out.append((f"training >= {TRAIN_X:,.0f}x real time ({', '.join(TRAIN_SIZES)}, skip-aware steps on and off)",
                 "not measured" if worst is None else "met" if worst["x_realtime"] >= TRAIN_X else "not met",

@@ -233,6 +233,55 @@ def test_the_onnx_backend_leaves_cuda_to_onnx_runtime(files, capsys):
     assert code == 2 and out == "" and "needs onnxruntime-gpu" in err and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize("option, value, said", [
+    ("--threads", "-1", "-1: must be at least 0"), ("--batch-size", "0", "0: must be at least 1"),
+    ("--chunk-frames", "0", "0: must be at least 1"), ("--workers", "0", "0: must be at least 1"),
+    ("--skip-threshold", "-0.1", "within [0, 1]"), ("--skip-threshold", "1.5", "within [0, 1]"),
+    ("--skip-threshold", "nan", "within [0, 1]"), ("--lm-weight", "nan", "nan: must be a finite number"),
+    ("--length-bonus", "inf", "must be a finite number"), ("--lexicon-penalty", "x", "'x' is not a number"),
+    ("--hotword-boost", "11", "within [0, 10]"), ("--threads", "two", "'two' is not a whole number")])
+def test_option_values_that_cannot_work_are_refused_as_they_are_read(files, capsys, option, value, said):
+    """A negative thread count was a RuntimeError traceback; a skip threshold of 2 or NaN (NaN skipped every
+    frame), a NaN LM weight and a chunk of 0 frames were taken and silently changed what decoding did."""
+    with pytest.raises(SystemExit) as e:
+        main(["transcribe", str(files[0]), option, value])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and (f"argument {option}: {value}" in err or f"argument {option}: '{value}'" in err)
+    assert said in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("option, value", [("--port", "70000"), ("--port", "-1"), ("--max-sessions", "0"),
+                                           ("--max-sessions-per-peer", "0"), ("--max-message-bytes", "0"),
+                                           ("--idle-timeout", "nan"), ("--drain-seconds", "-1"),
+                                           ("--batch-deadline-ms", "inf"), ("--max-total-backlog-seconds", "0"),
+                                           ("--batch-size", "0")])
+def test_server_limits_that_cannot_work_are_refused_before_the_model_loads(capsys, monkeypatch, option, value):
+    """A batch of 0 sessions started a server that never stepped; a port past 65535 was an OverflowError
+    traceback from the socket layer."""
+    import asr_engine.backend
+
+    def no_model(*a, **k):
+        raise AssertionError("the model loaded before the limits were checked")
+
+    monkeypatch.setattr(asr_engine.backend, "load_model", no_model)
+    try:
+        code = main(["serve", option, value])
+    except SystemExit as e:  # argparse's own refusals (a type it checks as it reads)
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and option in err and value in err and "Traceback" not in err, err
+
+
+def test_server_config_refuses_limits_that_cannot_work():
+    from asr_engine.server.app import ServerConfig
+
+    assert ServerConfig().batch_size == 32 and ServerConfig(port=0, idle_timeout=1.0).port == 0
+    for bad in ({"batch_size": 0}, {"port": 65536}, {"idle_timeout": float("nan")}, {"max_sessions": 2.5},
+                {"min_audio_fraction": 1.5}, {"shutdown_grace": -1.0}, {"step_audio_seconds": 0.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ServerConfig(**bad)
+
+
 def test_help_documents_every_option():
     sub = build_parser()._subparsers._group_actions[0].choices["transcribe"]
     text = sub.format_help()

@@ -18,6 +18,7 @@ import hmac
 import itertools
 import json
 import logging
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -70,6 +71,25 @@ class ServerConfig:
     # the server-wide bound: all sessions' waiting audio together (16 kHz float32: 600 s = 38 MB);
     # over it, every session that sends more is paused until the total is half of it
     max_total_backlog_seconds: float = 600.0
+
+    def __post_init__(self):
+        """A limit that cannot work is refused here, not met later: a batch of 0 sessions never steps, a
+        port past 65535 fails inside the socket layer, a NaN bound compares false with everything."""
+        if not (isinstance(self.port, int) and 0 <= self.port <= 65535):
+            raise ValueError(f"port {self.port!r}: must be 0..65535 (0: any free port)")
+        for name in ("max_sessions", "max_message_bytes", "max_sessions_per_peer", "batch_size"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                raise ValueError(f"{name} {getattr(self, name)!r}: must be a whole number, at least 1")
+        for name, least in (("idle_timeout", None), ("max_session_wall_seconds", None), ("max_session_seconds", None),
+                            ("step_audio_seconds", None), ("max_backlog_seconds", None),
+                            ("max_total_backlog_seconds", None), ("batch_deadline_ms", 0.0), ("shutdown_grace", 0.0),
+                            ("drain_seconds", 0.0), ("min_audio_fraction", 0.0)):
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float)) and math.isfinite(v) and (v > 0 if least is None else v >= least)
+            if not ok:
+                raise ValueError(f"{name} {v!r}: must be a number {'above 0' if least is None else 'of at least 0'}")
+        if self.min_audio_fraction > 1:
+            raise ValueError(f"min_audio_fraction {self.min_audio_fraction!r}: must be at most 1")
 
 
 @dataclass
