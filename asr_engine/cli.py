@@ -803,7 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="txt: text (path<TAB>text for several files); json: one array; jsonl: one object "
                         "per input with path, text, words; srt/vtt: subtitles (one file, or --output DIR)")
     t.add_argument("--output", "-o", default=None, help="output file (default: stdout), or a folder for srt/vtt")
-    t.add_argument("--beam", type=int, default=None,
+    t.add_argument("--beam", type=_at_least(1), default=None,
                    help="CTC prefix beam width (1: greedy; default: what the model recommends, for the bundled model "
                         "8 with the bundled LM; greedy for a model that recommends nothing)")
     t.add_argument("--nbest", type=int, default=1, help="alternatives kept in json/jsonl output (<= beam)")
@@ -911,7 +911,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=2700, help="port (default 2700; 0: any free port)")
     sv.add_argument("--backend", choices=BACKENDS, default="auto", help="auto (default), torch or onnx")
     sv.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    sv.add_argument("--beam", type=int, default=None,
+    sv.add_argument("--beam", type=_at_least(1), default=None,
                     help="CTC prefix beam width (1: greedy, the most streams per core; hotwords need > 1; default: what "
                          "the model recommends, for the bundled model 8 with the bundled LM)")
     sv.add_argument("--skip-threshold", type=PROBABILITY, default=None,
@@ -1064,7 +1064,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", default=None, help="checkpoint folder (default: the bundled model)")
     ev.add_argument("--thresholds", default="1.0,0.99,0.95,0.9,0.8",
                     help="comma-separated skip thresholds; 1.0 = no skipping (default 1.0,0.99,0.95,0.9,0.8)")
-    ev.add_argument("--beam", type=int, default=1, help="CTC prefix beam width (1: greedy; default 1)")
+    ev.add_argument("--beam", type=_at_least(1), default=1, help="CTC prefix beam width (1: greedy; default 1)")
     _add_lm_arguments(ev)
     _add_rescore_arguments(ev)
     ev.add_argument("--context", choices=CONTEXTS, default="streaming",

@@ -31,15 +31,19 @@ def read_manifest(path: str | Path) -> list[Utterance]:
     root = path.parent
     out = []
     with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                audio, text, duration = row.pop("audio"), row.pop("text"), float(row.pop("duration"))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
-                raise ValueError(f"{path}:{n}: not a manifest row with audio, text, duration ({e})") from e
-            out.append(Utterance(root / audio, text, duration, row))
+        try:
+            lines = f.read().splitlines()
+        except UnicodeDecodeError:  # an audio file given for its manifest, most often
+            raise ValueError(f"{path}: not a manifest (UTF-8 JSON lines with audio, text, duration)") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            audio, text, duration = row.pop("audio"), row.pop("text"), float(row.pop("duration"))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"{path}:{n}: not a manifest row with audio, text, duration ({e})") from e
+        out.append(Utterance(root / audio, text, duration, row))
     return out
 
 

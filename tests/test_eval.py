@@ -73,6 +73,13 @@ def test_eval_cli_bad_arguments(tiny_ckpt_dir, manifest, tmp_path, capsys):
     assert main(["eval", str(manifest), "--model", str(tiny_ckpt_dir), "--thresholds", "1.5", "-q"]) == 2
     assert main(["eval", str(tmp_path / "none.jsonl"), "--model", str(tiny_ckpt_dir), "-q"]) == 2
     assert "no such manifest" in capsys.readouterr().err
+    audio = read_manifest(manifest)[0].audio  # an audio file given for the manifest
+    assert main(["eval", str(audio), "--model", str(tiny_ckpt_dir), "-q"]) == 2
+    err = capsys.readouterr().err  # was a UnicodeDecodeError's "'utf-8' codec can't decode byte ..."
+    assert f"{audio}: not a manifest (UTF-8 JSON lines" in err and "codec" not in err
+    with pytest.raises(SystemExit):
+        main(["eval", str(manifest), "--model", str(tiny_ckpt_dir), "--beam", "0", "-q"])
+    assert "argument --beam: 0: must be at least 1" in capsys.readouterr().err
 
 
 def test_the_per_source_table_has_a_column_for_every_threshold():
