@@ -178,6 +178,26 @@ def test_vosk_client_unchanged(srv, offline):
     assert all({"conf", "start", "end", "word"} == set(w) for w in final["result"])
 
 
+def test_a_client_waiting_on_its_source_ends_when_the_server_ends_the_session(srv, offline):
+    """The session's end comes from the server (here its idle limit) while the client's source waits for
+    its next chunk (a quiet microphone, real-time pacing): the client returns what the server said then,
+    it does not wait for the source first. And a file sent in real time in pieces longer than itself is
+    paced by its own length, not the pieces' (it waited out 100 s for 2.3 s of audio, and the server had
+    closed the session for idling long before)."""
+    from asr_engine.server.client import stream_chunks
+
+    async def quiet():
+        yield np.zeros(3200, np.int16)  # 0.2 s, then nothing for a minute: under the 5 s window's 10%
+        await asyncio.sleep(60)
+        yield np.zeros(3200, np.int16)
+
+    t0 = time.monotonic()
+    msgs = run(stream_chunks(srv.url + "/", quiet()), timeout=30)
+    assert [m["code"] for m in msgs if m["type"] == "error"] == ["idle_timeout"] and time.monotonic() - t0 < 30
+    msgs = run(stream_file(srv.url + "/", SAMPLES[0], realtime=True, chunk_ms=100_000), timeout=30)
+    assert finals(msgs)[0]["text"] == offline[SAMPLES[0]]
+
+
 def test_http_endpoints_auth_and_busy(engine, offline):
     r = Running(engine, max_sessions=1, idle_timeout=1.0, token="s3cret")
     try:

@@ -45,13 +45,25 @@ async def stream_chunks(url: str, chunks: AsyncIterator[np.ndarray], sample_rate
             async for raw in ws:
                 got(json.loads(raw))
 
-        reader = asyncio.create_task(receive())
+        async def send() -> None:
+            try:
+                async for x in chunks:
+                    await ws.send(np.asarray(x, dtype="<i2").tobytes())
+                await ws.send(json.dumps({"type": "end"}))
+            except ConnectionClosed:  # the server ended the session (an error, a limit): keep what it sent
+                pass
+
+        reader, sender = asyncio.create_task(receive()), asyncio.create_task(send())
         try:
-            async for x in chunks:
-                await ws.send(np.asarray(x, dtype="<i2").tobytes())
-            await ws.send(json.dumps({"type": "end"}))
-        except ConnectionClosed:  # the server ended the session (an error, a limit): keep what it sent
-            pass
+            # a server that ends the session (an error, a limit) while the source waits for its next
+            # chunk (real-time pacing, a quiet microphone) ends the sending too, not only the next send
+            await asyncio.wait([reader, sender], return_when=asyncio.FIRST_COMPLETED)
+            if not sender.done():
+                sender.cancel()
+            await asyncio.wait([sender])  # its end, whichever it was, without raising it here
+            if not sender.cancelled() and sender.exception() is not None:  # the source failed
+                reader.cancel()
+                raise sender.exception()
         finally:
             if hasattr(chunks, "aclose"):  # a source that holds a device lets it go now
                 await chunks.aclose()
@@ -72,8 +84,8 @@ async def stream_file(url: str, path: str, realtime: bool = False, chunk_ms: flo
         t0 = loop.time()
         for i in range(0, len(audio), step):
             yield audio[i: i + step]
-            if realtime:
-                await asyncio.sleep(max(0.0, t0 + (i + step) / SAMPLE_RATE - loop.time()))
+            if realtime:  # until the audio sent so far would have been spoken (the last chunk may be short)
+                await asyncio.sleep(max(0.0, t0 + min(i + step, len(audio)) / SAMPLE_RATE - loop.time()))
 
     return await stream_chunks(url, chunks(), SAMPLE_RATE, start, on_message, token)
 
