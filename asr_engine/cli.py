@@ -81,7 +81,8 @@ def _within(low: float, high: float):
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
         if not (math.isfinite(value) and low <= value <= high):
-            span = f" within [{low:g}, {high:g}]" if math.isfinite(high) else ""
+            span = (f" within [{low:g}, {high:g}]" if math.isfinite(high) else
+                    f" of at least {low:g}" if math.isfinite(low) else "")
             raise argparse.ArgumentTypeError(f"{text}: must be a finite number{span}")
         return value
 
@@ -954,10 +955,12 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--mic", action="store_true", help="stream the microphone instead (needs the mic extra and "
                                                        "PortAudio; Ctrl-C ends it)")
     st.add_argument("--device", default=None, help="with --mic: input device number or name (default: the system's)")
-    st.add_argument("--seconds", type=float, default=None, help="with --mic: stop after this much audio")
+    st.add_argument("--seconds", type=_within(0.001, math.inf), default=None,
+                    help="with --mic: stop after this much audio")
     st.add_argument("--url", default="ws://127.0.0.1:2700/", help="server URL (default ws://127.0.0.1:2700/)")
     st.add_argument("--fast", action="store_true", help="send as fast as possible instead of in real time")
-    st.add_argument("--chunk-ms", type=float, default=100.0, help="audio per message (default 100 ms)")
+    st.add_argument("--chunk-ms", type=_within(1.0, 30000.0), default=100.0,
+                    help="audio per message, 1 to 30,000 ms (default 100 ms; a server takes 1 MiB a message)")
     st.add_argument("--endpoint", action="store_true", help="continuous mode: a final per utterance")
     st.add_argument("--quiet", "-q", action="store_true", help="finals only (no partials on stderr)")
     st.add_argument("--token", default=None, help="the server's bearer token (default: $ASR_ENGINE_TOKEN)")

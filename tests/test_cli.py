@@ -239,12 +239,14 @@ def test_the_onnx_backend_leaves_cuda_to_onnx_runtime(files, capsys):
     ("--skip-threshold", "-0.1", "within [0, 1]"), ("--skip-threshold", "1.5", "within [0, 1]"),
     ("--skip-threshold", "nan", "within [0, 1]"), ("--lm-weight", "nan", "nan: must be a finite number"),
     ("--length-bonus", "inf", "must be a finite number"), ("--lexicon-penalty", "x", "'x' is not a number"),
-    ("--hotword-boost", "11", "within [0, 10]"), ("--threads", "two", "'two' is not a whole number")])
+    ("--hotword-boost", "11", "within [0, 10]"), ("--threads", "two", "'two' is not a whole number"),
+    ("stream --chunk-ms", "0", "within [1, 30000]"), ("stream --seconds", "0", "of at least 0.001")])
 def test_option_values_that_cannot_work_are_refused_as_they_are_read(files, capsys, option, value, said):
     """A negative thread count was a RuntimeError traceback; a skip threshold of 2 or NaN (NaN skipped every
     frame), a NaN LM weight and a chunk of 0 frames were taken and silently changed what decoding did."""
+    command, _, option = option.rpartition(" ")
     with pytest.raises(SystemExit) as e:
-        main(["transcribe", str(files[0]), option, value])
+        main([command or "transcribe", str(files[0]), option, value])
     err = capsys.readouterr().err
     assert e.value.code == 2 and (f"argument {option}: {value}" in err or f"argument {option}: '{value}'" in err)
     assert said in err and "Traceback" not in err
