@@ -15,7 +15,6 @@ host as the engine reads them.
 
 from __future__ import annotations
 
-from asr_engine.backend import check_device
 from bench.common import append_results, load_manifest, table, timed
 
 
@@ -155,9 +154,9 @@ def main(args) -> None:
     from asr_engine.checkpoint import load_checkpoint
     from asr_engine.kernels import select_ops
     from asr_engine.model.encoder import SkipOptions
+    from asr_engine.train import resolve_device
 
-    device = torch.device(check_device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                                       ("cpu" if args.device == "auto" else args.device), "torch"))
+    device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.graphs and args.context != "stream":

@@ -2,9 +2,9 @@
 # One call on a machine with a CUDA GPU: the whole test suite (in parallel; the GPU tests build their
 # tensors on the device), `bench encoder` (skipping on and off per batch size; profiled, streaming
 # steps, streaming steps as CUDA graphs, fp16, threshold 0.95), `bench rtf --device cuda`, `bench server
-# --device cuda` (streaming capacity), then `bench kernels` (two shapes) and `bench train` (training
-# throughput of three model sizes, skip-aware steps on and off), in that order. Every step has its own time limit,
-# cut to end by GPU_CHECK_BUDGET (540 s);
+# --device cuda` (streaming capacity, eager and with --cuda-graphs), then `bench kernels` (two shapes)
+# and `bench train` (training throughput of three model sizes, skip-aware steps on and off), in that
+# order. Every step has its own time limit, cut to end by GPU_CHECK_BUDGET (540 s);
 # GPU_CHECK_SKIP="train kernels" (step names) leaves steps out; GPU_CHECK_CLIENTS sets the server's levels.
 # It writes JSON lines to $OUT/gpu_check.jsonl ($OUT: the device tool's return folder; /tmp/gpu_check
 # otherwise), the steps' outcomes among them, and ends with one table and issue 28's targets, each met, not

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 
-from asr_engine.backend import check_device
 from bench.common import append_results, table
 
 # model sizes: the bundled Conformer's layout, Whisper-base's encoder layout, and a large Conformer
@@ -91,10 +90,9 @@ def measure(size: str, device: str, batch: int, seconds: float, steps: int, skip
 def main(args) -> None:
     import torch
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    check_device(device, "torch")
+    from asr_engine.train import resolve_device
+
+    device = str(resolve_device(args.device))
     cuda = device.startswith("cuda")
     batch = args.batch or (64 if cuda else 2)
     seconds = args.seconds or (15.0 if cuda else 4.0)

@@ -80,14 +80,12 @@ class ServerConfig:
         for name in ("max_sessions", "max_message_bytes", "max_sessions_per_peer", "batch_size"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 raise ValueError(f"{name} {getattr(self, name)!r}: must be a whole number, at least 1")
-        for name, least in (("idle_timeout", None), ("max_session_wall_seconds", None), ("max_session_seconds", None),
-                            ("step_audio_seconds", None), ("max_backlog_seconds", None),
-                            ("max_total_backlog_seconds", None), ("batch_deadline_ms", 0.0), ("shutdown_grace", 0.0),
-                            ("drain_seconds", 0.0), ("min_audio_fraction", 0.0)):
+        positive = ("idle_timeout", "max_session_wall_seconds", "max_session_seconds", "step_audio_seconds",
+                    "max_backlog_seconds", "max_total_backlog_seconds")
+        for name in (*positive, "batch_deadline_ms", "shutdown_grace", "drain_seconds", "min_audio_fraction"):
             v = getattr(self, name)
-            ok = isinstance(v, (int, float)) and math.isfinite(v) and (v > 0 if least is None else v >= least)
-            if not ok:
-                raise ValueError(f"{name} {v!r}: must be a number {'above 0' if least is None else 'of at least 0'}")
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and (v > 0 if name in positive else v >= 0)):
+                raise ValueError(f"{name} {v!r}: must be a number {'above 0' if name in positive else 'of at least 0'}")
         if self.min_audio_fraction > 1:
             raise ValueError(f"min_audio_fraction {self.min_audio_fraction!r}: must be at most 1")
 
