@@ -241,6 +241,53 @@ def test_http_endpoints_auth_and_busy(engine, offline):
         r.stop()
 
 
+def test_methods_other_than_get_get_an_answer(srv, offline):
+    """HEAD (a monitor's check, curl -I) gets GET's status and headers without the body; any other method,
+    also one with a body (websockets' parser takes none and closed such a connection without a word), a
+    405 that says what is served; and the server goes on serving sessions."""
+    import http.client
+
+    port = int(srv.url.rsplit(":", 1)[1])
+
+    def ask(method, path, body=None, headers=()):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request(method, path, body=body, headers=dict(headers))
+            r = conn.getresponse()
+            return r.status, r.headers, r.read()
+        finally:
+            conn.close()
+
+    answer = raw(port, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # everything until the server closes
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\n")  # headers, no body
+    assert b"Content-Length: 3\r\n" in answer and answer.count(b"Server: asr-engine") == 1  # it was twice
+    status, headers, body = ask("HEAD", "/")
+    assert status == 200 and body == b"" and headers["Content-Type"].startswith("text/html")
+    assert int(headers["Content-Length"]) == len(ask("GET", "/")[2]) > 1000
+    assert ask("HEAD", "/nothing")[:3:2] == (404, b"")
+    upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    assert ask("HEAD", "/", headers=upgrade)[0] == 400
+    for method, body in (("POST", b'{"type": "start"}'), ("PUT", b"x" * 100_000), ("DELETE", None),
+                         ("OPTIONS", None)):
+        status, headers, text = ask(method, "/", body)
+        assert status == 405 and headers["Allow"] == "GET, HEAD", method
+        assert text.decode().startswith(f"{method} is not served here"), text
+    # a method spelt in lower case reaches websockets' parser, then the same answer
+    assert raw(port, b"get / HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 405")
+    msgs = run(stream_file(srv.url + "/", SAMPLES[0]))
+    assert finals(msgs)[0]["text"] == offline[SAMPLES[0]]
+
+
+def raw(port: int, request: bytes) -> bytes:
+    """What the server sends back to `request` until it closes the connection."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        return b"".join(iter(lambda: s.recv(65536), b""))
+
+
 def test_sigterm_style_shutdown_sends_finals(engine):
     r = Running(engine)
 

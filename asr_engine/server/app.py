@@ -6,7 +6,8 @@ until some connection has audio (no polling), gives others a short deadline to j
 as one batch on a worker thread, and hands each connection its partials and finals.
 
 Paths: `/` native protocol (and, for a plain GET, the web page in `web/index.html`), `/vosk`
-Vosk's protocol, plain HTTP `/healthz` and `/metrics`.
+Vosk's protocol, plain HTTP `/healthz`, `/readyz`, `/info` and `/metrics`; HEAD answers GET's headers, any other
+method 405.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ class Server:
     # ---- life cycle -------------------------------------------------------------------------
     async def start(self) -> "Server":
         self._server = await serve(self._handle, self.cfg.host, self.cfg.port, process_request=self._http,
-                                   max_size=self.cfg.max_message_bytes,
+                                   create_connection=_Connection, max_size=self.cfg.max_message_bytes,
                                    # browsers always send Origin; other clients (ours, Vosk's) send none
                                    origins=(*self.cfg.origins, None) if self.cfg.origins else None,
                                    ping_interval=20, ping_timeout=20, max_queue=2, server_header="asr-engine",
@@ -200,6 +201,17 @@ class Server:
 
     # ---- plain HTTP before the upgrade ------------------------------------------------------
     def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.method == "GET":
+            return self._get(connection, request)
+        if request.method != "HEAD":  # one without a body (one with a body _Connection answered)
+            return _not_allowed(request.method)
+        # HEAD (a monitor's health check, curl -I): GET's status and headers without its body
+        response = self._get(connection, request)
+        if response is None:
+            return _response(HTTPStatus.BAD_REQUEST, "a websocket handshake is a GET\n", head=True)
+        return Response(response.status_code, response.reason_phrase, response.headers, b"")
+
+    def _get(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
         if url.path == "/healthz":  # liveness: the process answers
             return _response(HTTPStatus.OK, "ok\n")
@@ -650,11 +662,49 @@ _PAGE_CSP = ("default-src 'none'; script-src 'self' 'unsafe-inline' blob:; style
              "connect-src 'self' ws: wss:; media-src 'self' blob:; img-src 'self' data:; frame-ancestors 'none'")
 
 
-def _response(status: HTTPStatus, body: str, content_type: str = "text/plain; charset=utf-8") -> Response:
+def _response(status: HTTPStatus, body: str, content_type: str = "text/plain; charset=utf-8",
+              head: bool = False) -> Response:
+    """A plain HTTP answer that closes the connection (`serve`'s server_header adds `Server`); `head`:
+    its headers alone, as a HEAD request is answered."""
     data = body.encode()
     headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(data))),
-                       ("Connection", "close"), ("Server", "asr-engine"), ("X-Content-Type-Options", "nosniff"),
-                       ("X-Frame-Options", "DENY")])
+                       ("Connection", "close"), ("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY")])
     if content_type.startswith("text/html"):
         headers["Content-Security-Policy"] = _PAGE_CSP
-    return Response(status.value, status.phrase, headers, data)
+    return Response(status.value, status.phrase, headers, b"" if head else data)
+
+
+_ALLOWED = (b"GET", b"HEAD")
+
+
+def _not_allowed(method: str) -> Response:
+    response = _response(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} is not served here: GET pages, metrics and "
+                         "websocket handshakes (HEAD for their headers)\n")
+    response.headers["Allow"] = "GET, HEAD"
+    return response
+
+
+class _Connection(ServerConnection):
+    """A connection that answers a request with a body (a POST, a PUT) with 405 itself: websockets'
+    handshake parser takes no request body and would close such a connection without a word. The
+    method is read from the first bytes; everything else goes to websockets as it came."""
+
+    _first = b""
+    _sniffed = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._sniffed:
+            return super().data_received(data)
+        self._first += data
+        method, space, _ = self._first.partition(b" ")
+        if not space and len(self._first) < 24:  # no method is that long: past it, websockets' parser decides
+            return
+        self._sniffed = True
+        data, self._first = self._first, b""
+        if space and method.isalpha() and method.isupper() and method not in _ALLOWED:
+            response = _not_allowed(method.decode("ascii"))
+            response.headers["Server"] = "asr-engine"
+            self.transport.write(response.serialize())
+            self.transport.close()
+            return
+        super().data_received(data)
