@@ -74,6 +74,14 @@ def to_float32(samples: np.ndarray) -> np.ndarray:
     return out
 
 
+def mono_float32(samples: np.ndarray) -> np.ndarray:
+    """One channel of samples as `to_float32` makes them; any other shape is an AudioError."""
+    x = to_float32(samples)
+    if x.ndim != 1:
+        raise AudioError(f"expected mono 1-D samples, got shape {x.shape}")
+    return x
+
+
 def _decode_ffmpeg(path: Path, sndfile_error: Exception) -> tuple[np.ndarray, int]:
     """The first audio stream of a file libsndfile does not read (M4A, WebM, MP4 video, ...), through
     PyAV's bundled FFmpeg decoders -> ((N, C) float32, sample rate). PyAV is the `media` extra

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from asr_engine.audio import SAMPLE_RATE, AudioError, check_sample_rate, pause_cuts, resample, to_float32
+from asr_engine.audio import SAMPLE_RATE, check_sample_rate, mono_float32, pause_cuts, resample
 from asr_engine.context import hotword_graph
 from asr_engine.decoding import GreedySearch, PrefixBeamSearch, advance_searches, check_beam
 from asr_engine.endpoint import EndpointConfig, Endpointer
@@ -240,7 +240,7 @@ class Engine:
     def transcribe(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, path: str = "") -> Result:
         """One recording (mono int16 or float samples at `sample_rate`) -> its Result."""
         check_sample_rate(sample_rate)
-        audio = to_float32(np.asarray(audio))
+        audio = mono_float32(audio)  # checked whole: its pieces' shapes would say less
         if sample_rate != SAMPLE_RATE:
             audio = resample(audio, sample_rate)
         return self.transcribe_arrays([audio], [path])[0]
@@ -482,10 +482,7 @@ class Session:
         """The samples as float32, or an error that leaves the session as it was."""
         if self.input_finished:
             raise RuntimeError("audio after finish(): call reset() to start a new utterance")
-        x = to_float32(samples)
-        if x.ndim != 1:
-            raise AudioError(f"expected mono 1-D samples, got shape {x.shape}")
-        return x
+        return mono_float32(samples)
 
     def _take(self, x: np.ndarray) -> np.ndarray:
         """Checked samples in: resampled and kept (for the second pass) -> the 16 kHz samples whose

@@ -1,5 +1,7 @@
 """Engine/Session streaming API: equals offline decoding, batched equals alone, bad input is refused."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -396,3 +398,14 @@ def test_a_batch_of_whole_utterances_encodes_each_as_alone(tiny_ckpt_dir):
         (want,) = model.encode([a], skip)
         assert got[0].shape == want[0].shape and got[1] == want[1]
         np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_recording_of_another_shape_is_refused_by_its_own_shape():
+    """A stereo array handed to transcribe() is named as it was given: the engine used to feed it to a
+    session in pieces first and name the first piece's shape ((10240, 2) for any length)."""
+    import asr_engine
+
+    for engine in (asr_engine.load(beam=1), asr_engine.load(beam=1, for_files=True)):
+        for shape in ((200_000, 2), (2, 200_000)):
+            with pytest.raises(AudioError, match=re.escape(f"got shape {shape}")):
+                engine.transcribe(np.zeros(shape, np.float32))
