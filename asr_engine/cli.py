@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from asr_engine.argtypes import FINITE, PROBABILITY, at_least, within
 from asr_engine.audio import AUDIO_EXTENSIONS
 from asr_engine.formats import FORMATS, SUBTITLE_FORMATS, render
 from asr_engine.manifest import read_manifest
@@ -55,42 +56,6 @@ def expand_inputs(items: list[str]) -> list[tuple[str, str | None]]:
         else:
             out.append((item, None))  # a missing file is reported per file, like a corrupt one
     return out
-
-
-def _at_least(least: int):
-    """argparse type: a whole number >= least (a negative thread count, a batch of 0, ... is refused when
-    the options are read, not met later as a traceback or a server that never steps)."""
-    def whole(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"{value}: must be at least {least}")
-        return value
-
-    return whole
-
-
-def _within(low: float, high: float):
-    """argparse type: a finite number in [low, high]; NaN and inf are refused
-    (a NaN weight or threshold compares false with everything and silently changes what decoding does)."""
-    def number(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not (math.isfinite(value) and low <= value <= high):
-            span = (f" within [{low:g}, {high:g}]" if math.isfinite(high) else
-                    f" of at least {low:g}" if math.isfinite(low) else "")
-            raise argparse.ArgumentTypeError(f"{text}: must be a finite number{span}")
-        return value
-
-    return number
-
-
-FINITE = _within(-math.inf, math.inf)
-PROBABILITY = _within(0.0, 1.0)  # a skip threshold: 1 skips nothing, 0 every frame
 
 
 def _set_threads(n: int) -> None:
@@ -804,7 +769,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="txt: text (path<TAB>text for several files); json: one array; jsonl: one object "
                         "per input with path, text, words; srt/vtt: subtitles (one file, or --output DIR)")
     t.add_argument("--output", "-o", default=None, help="output file (default: stdout), or a folder for srt/vtt")
-    t.add_argument("--beam", type=_at_least(1), default=None,
+    t.add_argument("--beam", type=at_least(1), default=None,
                    help="CTC prefix beam width (1: greedy; default: what the model recommends, for the bundled model "
                         "8 with the bundled LM; greedy for a model that recommends nothing)")
     t.add_argument("--nbest", type=int, default=1, help="alternatives kept in json/jsonl output (<= beam)")
@@ -813,7 +778,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the model's; 1.0 turns skipping off)")
     t.add_argument("--hotwords", default=None,
                    help="phrases to favour, separated by commas, or @FILE with one per line (needs --beam > 1)")
-    t.add_argument("--hotword-boost", type=_within(0.0, 10.0), default=1.5,
+    t.add_argument("--hotword-boost", type=within(0.0, 10.0), default=1.5,
                    help="log-score bonus per hotword token, 0 to 10 (default 1.5)")
     _add_lm_arguments(t)
     _add_rescore_arguments(t)
@@ -825,7 +790,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(full for the bundled model), streaming with --streaming, --endpoint or --chunk-frames")
     t.add_argument("--streaming", action="store_true",
                    help="run the files through the streaming engine chunk by chunk (as a live stream would)")
-    t.add_argument("--chunk-frames", type=_at_least(1), default=None,
+    t.add_argument("--chunk-frames", type=at_least(1), default=None,
                    help="with --streaming or the onnx backend: encoder frames per step, a multiple of the model's "
                         "chunk (default: one chunk; 64 frames for files on the onnx backend)")
     t.add_argument("--endpoint", action="store_true",
@@ -839,11 +804,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="transcribe on Ray (the `ray` extra): local Ray on this machine with --ray alone, or the "
                         "cluster at ADDRESS (e.g. auto, ray://head:10001); the same outputs as without it")
-    t.add_argument("--workers", type=_at_least(1), default=2,
+    t.add_argument("--workers", type=at_least(1), default=2,
                    help="with --ray: actors, each with the model loaded once and --threads threads (default 2)")
-    t.add_argument("--batch-size", type=_at_least(1), default=8,
+    t.add_argument("--batch-size", type=at_least(1), default=8,
                    help="files per forward pass (with --streaming: sessions stepped together; default 8)")
-    t.add_argument("--threads", type=_at_least(0), default=0, help="torch intra-op threads (default: torch's choice)")
+    t.add_argument("--threads", type=at_least(0), default=0, help="torch intra-op threads (default: torch's choice)")
     t.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary on stderr")
     t.set_defaults(func=cmd_transcribe)
 
@@ -856,7 +821,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--ship", action="store_true",
                     help="write the exports the checkpoint folder ships with (onnx-cN/ for live streaming and for "
                          "files, named after the weights): the ONNX backend then exports nothing on first use")
-    ex.add_argument("--chunk-frames", type=_at_least(1), default=None,
+    ex.add_argument("--chunk-frames", type=at_least(1), default=None,
                     help="encoder frames per streaming step, a multiple of the model's chunk (default: one chunk)")
     ex.add_argument("--context", choices=CONTEXTS, default="streaming",
                     help="full: the layout for whole files (512-frame chunks, one to the left, no lookahead), "
@@ -912,7 +877,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=2700, help="port (default 2700; 0: any free port)")
     sv.add_argument("--backend", choices=BACKENDS, default="auto", help="auto (default), torch or onnx")
     sv.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    sv.add_argument("--beam", type=_at_least(1), default=None,
+    sv.add_argument("--beam", type=at_least(1), default=None,
                     help="CTC prefix beam width (1: greedy, the most streams per core; hotwords need > 1; default: what "
                          "the model recommends, for the bundled model 8 with the bundled LM)")
     sv.add_argument("--skip-threshold", type=PROBABILITY, default=None,
@@ -920,9 +885,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lm_arguments(sv)
     _add_rescore_arguments(sv)
     _add_two_pass_argument(sv)
-    sv.add_argument("--chunk-frames", type=_at_least(1), default=None,
+    sv.add_argument("--chunk-frames", type=at_least(1), default=None,
                     help="encoder frames per step (default: one chunk)")
-    sv.add_argument("--batch-size", type=_at_least(1), default=32, help="sessions per encoder step (default 32)")
+    sv.add_argument("--batch-size", type=at_least(1), default=32, help="sessions per encoder step (default 32)")
     sv.add_argument("--cuda-graphs", action="store_true",
                     help="with --backend torch --device cuda: run each encoder step as captured CUDA graphs (fewer "
                          "launches from the host; captured as new batch and skip sizes come; new, not yet timed on "
@@ -946,7 +911,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-total-backlog-seconds", type=float, default=600.0,
                     help="all sessions' waiting audio together; over it, senders are paused (default 600)")
     sv.add_argument("--allowed-origins", default=None, help="comma-separated Origin values browsers may use")
-    sv.add_argument("--threads", type=_at_least(0), default=0, help="torch/ORT threads (default: their choice)")
+    sv.add_argument("--threads", type=at_least(0), default=0, help="torch/ORT threads (default: their choice)")
     sv.set_defaults(func=cmd_serve)
 
     st = sub.add_parser("stream", help="stream an audio file or the microphone to a running server and print "
@@ -955,11 +920,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--mic", action="store_true", help="stream the microphone instead (needs the mic extra and "
                                                        "PortAudio; Ctrl-C ends it)")
     st.add_argument("--device", default=None, help="with --mic: input device number or name (default: the system's)")
-    st.add_argument("--seconds", type=_within(0.001, math.inf), default=None,
+    st.add_argument("--seconds", type=within(0.001, math.inf), default=None,
                     help="with --mic: stop after this much audio")
     st.add_argument("--url", default="ws://127.0.0.1:2700/", help="server URL (default ws://127.0.0.1:2700/)")
     st.add_argument("--fast", action="store_true", help="send as fast as possible instead of in real time")
-    st.add_argument("--chunk-ms", type=_within(1.0, 30000.0), default=100.0,
+    st.add_argument("--chunk-ms", type=within(1.0, 30000.0), default=100.0,
                     help="audio per message, 1 to 30,000 ms (default 100 ms; a server takes 1 MiB a message)")
     st.add_argument("--endpoint", action="store_true", help="continuous mode: a final per utterance")
     st.add_argument("--quiet", "-q", action="store_true", help="finals only (no partials on stderr)")
@@ -985,7 +950,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "configs/synth/mix.json's values)")
     d.add_argument("--seed", type=int, default=0, help="draws sentences, voices and augmentation (default 0)")
     d.add_argument("--prefix", default=None, help="utterance id prefix (default: the split's first letter)")
-    d.add_argument("--workers", type=_at_least(1), default=2, help="parallel processes (default 2)")
+    d.add_argument("--workers", type=at_least(1), default=2, help="parallel processes (default 2)")
     d.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_data_synth)
 
@@ -1012,7 +977,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("config", help="training config (JSON; keys of asr_engine.train.TrainConfig)")
     tr.add_argument("--resume", action="store_true", help="continue from the out_dir's last checkpoint")
     tr.add_argument("--out-dir", default=None, help="override the config's out_dir")
-    tr.add_argument("--threads", type=_at_least(0), default=0, help="torch intra-op threads (default: torch's choice)")
+    tr.add_argument("--threads", type=at_least(0), default=0, help="torch intra-op threads (default: torch's choice)")
     tr.add_argument("--device", default=None,
                     help="cpu, cuda, cuda:N or auto (default: the config's device, auto: the GPU when there is one)")
     tr.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
@@ -1040,7 +1005,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "of --text, which a synthesized training corpus does not have)")
     lt.add_argument("--eval-every", type=int, default=500, help="held-out perplexity and a save every N steps")
     lt.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    lt.add_argument("--threads", type=_at_least(0), default=0, help="torch intra-op threads (default: torch's choice)")
+    lt.add_argument("--threads", type=at_least(0), default=0, help="torch intra-op threads (default: torch's choice)")
     lt.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     lt.set_defaults(func=cmd_lm_train)
 
@@ -1067,7 +1032,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", default=None, help="checkpoint folder (default: the bundled model)")
     ev.add_argument("--thresholds", default="1.0,0.99,0.95,0.9,0.8",
                     help="comma-separated skip thresholds; 1.0 = no skipping (default 1.0,0.99,0.95,0.9,0.8)")
-    ev.add_argument("--beam", type=_at_least(1), default=1, help="CTC prefix beam width (1: greedy; default 1)")
+    ev.add_argument("--beam", type=at_least(1), default=1, help="CTC prefix beam width (1: greedy; default 1)")
     _add_lm_arguments(ev)
     _add_rescore_arguments(ev)
     ev.add_argument("--context", choices=CONTEXTS, default="streaming",
@@ -1075,12 +1040,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "attention, as transcribe decodes files for models that recommend it")
     ev.add_argument("--by-source", action="store_true",
                     help="group by each row's source/engine field instead of by manifest")
-    ev.add_argument("--batch-size", type=_at_least(1), default=16, help="utterances per forward pass (default 16)")
+    ev.add_argument("--batch-size", type=at_least(1), default=16, help="utterances per forward pass (default 16)")
     ev.add_argument("--backend", choices=BACKENDS, default="auto",
                     help="torch: the torch encoder on whole utterances; onnx: ONNX Runtime through the streaming "
                          "engine; auto (default): onnx on the CPU when onnxruntime is installed, else torch")
     ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    ev.add_argument("--threads", type=_at_least(0), default=0, help="torch intra-op threads (default: torch's choice)")
+    ev.add_argument("--threads", type=at_least(0), default=0, help="torch intra-op threads (default: torch's choice)")
     ev.add_argument("--json", default=None, help="also write the full report here (JSON)")
     ev.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_eval)

@@ -60,6 +60,8 @@ def write_manifest(path: str | Path, utterances: list[Utterance]) -> None:
 
 def read_corpus(path: str | Path) -> list[Utterance]:
     """A JSONL manifest, or a folder in the LibriSpeech layout."""
+    if not Path(path).exists():
+        raise ValueError(f"{path}: no such manifest or folder")
     if Path(path).is_dir():
         from asr_engine.data.librispeech import read_librispeech
 

@@ -5,7 +5,7 @@ import argparse
 from bench import distributed, encoder, kernels, lm, peers, rtf, server, stream, sweep, train
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description="asr-engine benchmarks")
     sub = p.add_subparsers(dest="bench", required=True)
     rtf.add_parser(sub)
@@ -18,7 +18,11 @@ def main(argv=None) -> None:
     train.add_parser(sub)
     encoder.add_parser(sub)
     distributed.add_parser(sub)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
     try:
         args.func(args)
     except ValueError as e:  # what the package refuses (a device, a model, a backend) is one line, as in the CLI

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from asr_engine.argtypes import at_least
+
 
 def machine() -> dict:
     import torch
@@ -68,7 +70,7 @@ def add_offline_arguments(p, backend_default: str, backend_help: str) -> None:
     p.add_argument("--manifest", required=True, action="append",
                    help="JSONL manifest or LibriSpeech-layout folder (repeat for several)")
     p.add_argument("--model", default=None, help="checkpoint folder (default: the bundled model)")
-    p.add_argument("--limit", type=int, default=None, help="utterances per manifest (default: all)")
+    p.add_argument("--limit", type=at_least(1), default=None, help="utterances per manifest (default: all)")
     p.add_argument("--backend", default=backend_default, help=f"{backend_help} (default {backend_default})")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+from asr_engine.argtypes import at_least, listed
 from bench.common import append_results, table
 
 
@@ -32,7 +33,7 @@ def main(args) -> None:
     ray.init(include_dashboard=False, log_to_driver=False)
     init_s = time.perf_counter() - t0
     try:
-        for w in [int(x) for x in args.workers.split(",")]:
+        for w in args.workers:
             t0 = time.perf_counter()
             transcribe_ray(paths[:1], workers=w, model=args.model, threads=args.threads, batch_size=args.batch_size)
             fixed = time.perf_counter() - t0  # actors' start and model load, one file
@@ -60,9 +61,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("distributed", help="batch transcription on Ray (local) with 1..N workers vs one process")
     p.add_argument("--manifest", required=True, action="append", help="JSONL manifest (repeat for several)")
     p.add_argument("--model", default=None, help="checkpoint or ONNX folder (default: the bundled model)")
-    p.add_argument("--limit", type=int, default=None, help="files per manifest (default: all)")
-    p.add_argument("--workers", default="1,2", help="Ray actor counts to measure (default 1,2)")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per worker (default 1)")
-    p.add_argument("--batch-size", type=int, default=8, help="files per call (default 8)")
+    p.add_argument("--limit", type=at_least(1), default=None, help="files per manifest (default: all)")
+    p.add_argument("--workers", type=listed(at_least(1)), default=[1, 2], help="Ray actor counts to measure (default 1,2)")
+    p.add_argument("--threads", type=at_least(0), default=1, help="ONNX Runtime threads per worker (default 1)")
+    p.add_argument("--batch-size", type=at_least(1), default=8, help="files per call (default 8)")
     p.add_argument("--results", default="bench/results.jsonl", help="append JSON lines here ('' for none)")
     p.set_defaults(func=main)

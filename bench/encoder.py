@@ -15,6 +15,7 @@ host as the engine reads them.
 
 from __future__ import annotations
 
+from asr_engine.argtypes import PROBABILITY, at_least, listed, within
 from bench.common import append_results, load_manifest, table, timed
 
 
@@ -170,7 +171,7 @@ def main(args) -> None:
     modes = {"off": None, "on": SkipOptions(threshold, ckpt.model.cfg.skip_dilation)}
     one, per_s = _utterance(ckpt, device, args.seconds)
     rows = []
-    for batch in [int(b) for b in args.batch.split(",")]:
+    for batch in args.batch:
         x, lengths = _batch(one.to(dtype), batch)
         audio_s = float(lengths.sum()) / per_s
         steps = _stream_steps(encoder, x, lengths) if args.context == "stream" else None
@@ -216,19 +217,19 @@ def add_parser(sub) -> None:
                                        "the time goes)")
     p.add_argument("--model", default=None, help="checkpoint folder (default: the bundled model)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: the GPU when there is one)")
-    p.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 weights and inputs")
-    p.add_argument("--batch", default="1,16,64", help="batch sizes (default 1,16,64)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="float32, float16 or bfloat16 weights and inputs")
+    p.add_argument("--batch", type=listed(at_least(1)), default=[1, 16, 64], help="batch sizes (default 1,16,64)")
     p.add_argument("--context", default="full", choices=["full", "stream"],
                    help="full: whole utterances in one call; stream: the engine's streaming steps, one model "
                         "chunk each, their log-probs read back every step (default full)")
     p.add_argument("--graphs", action="store_true",
                    help="with --context stream: each step through captured CUDA graphs (StepGraphs; on a CPU the "
                         "same parts run eagerly: a check of the plumbing, not a speed-up)")
-    p.add_argument("--seconds", type=float, default=15.0, help="seconds per utterance, the longest (default 15)")
-    p.add_argument("--threshold", type=float, default=None, help="skip threshold (default: the model's)")
-    p.add_argument("--calls", type=int, default=5, help="calls per timed repetition (default 5)")
-    p.add_argument("--reps", type=int, default=3, help="timed repetitions, the median is kept (default 3)")
+    p.add_argument("--seconds", type=within(0.1, 3600), default=15.0, help="seconds per utterance, the longest (default 15)")
+    p.add_argument("--threshold", type=PROBABILITY, default=None, help="skip threshold (default: the model's)")
+    p.add_argument("--calls", type=at_least(1), default=5, help="calls per timed repetition (default 5)")
+    p.add_argument("--reps", type=at_least(1), default=3, help="timed repetitions, the median is kept (default 3)")
     p.add_argument("--profile", action="store_true", help="print each mode's top operators and host reads")
-    p.add_argument("--threads", type=int, default=0, help="torch threads on the CPU (default: torch's choice)")
+    p.add_argument("--threads", type=at_least(0), default=0, help="torch threads on the CPU (default: torch's choice)")
     p.add_argument("--results", default="bench/results.jsonl", help="append JSON lines here ('' for none)")
     p.set_defaults(func=main)

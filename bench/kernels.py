@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 
+from asr_engine.argtypes import at_least, dims, listed, one_of
 from bench.common import append_results, table, timed
 
 
@@ -103,7 +104,7 @@ def main(args) -> None:
         device, (B, T, D, V), reps, calls = "cpu", (2, 40, 8, 6), 1, 1
         print("Triton interpreter on the CPU, tiny shapes: a check of the bench and the kernels, not a speed")
     elif torch.cuda.is_available():
-        device, (B, T, D, V), reps, calls = "cuda", [int(v) for v in args.shape.split("x")], args.reps, args.calls
+        device, (B, T, D, V), reps, calls = "cuda", args.shape, args.reps, args.calls
     else:
         print("kernels: skipped, no CUDA GPU here (the Triton kernels run on GPUs; --interpret checks them "
               "on the CPU without timing them)")
@@ -114,7 +115,7 @@ def main(args) -> None:
         print("kernels: skipped, Triton is not installed (pip install -e '.[gpu]')")
         return
     rows = []
-    for dtype_name in args.dtype.split(","):
+    for dtype_name in args.dtype:
         rows += measure(B, T, D, V, dtype_name, device, reps, calls)
     print(table(rows, [("kernel", "kernel", "s"), ("shape", "shape", "s"), ("dtype", "dtype", "s"),
                        ("Triton us", "triton_us", ".1f"), ("reference us", "reference_us", ".1f"),
@@ -128,10 +129,11 @@ def main(args) -> None:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("kernels", help="Triton kernels vs torch references: time and GB/s (CUDA)")
-    p.add_argument("--shape", default="16x1500x256x512", help="BxTxDxV (default 16x1500x256x512)")
-    p.add_argument("--dtype", default="float32,float16", help="dtypes (default float32,float16)")
-    p.add_argument("--reps", type=int, default=20, help="timed repetitions (default 20)")
-    p.add_argument("--calls", type=int, default=10, help="calls per repetition (default 10)")
+    p.add_argument("--shape", type=dims(4), default=[16, 1500, 256, 512], help="BxTxDxV (default 16x1500x256x512)")
+    p.add_argument("--dtype", type=listed(one_of("float32", "float16", "bfloat16")),
+                   default=["float32", "float16"], help="dtypes (default float32,float16)")
+    p.add_argument("--reps", type=at_least(1), default=20, help="timed repetitions (default 20)")
+    p.add_argument("--calls", type=at_least(1), default=10, help="calls per repetition (default 10)")
     p.add_argument("--interpret", action="store_true",
                    help="run through Triton's interpreter on the CPU at tiny shapes (a check, not a timing)")
     p.add_argument("--results", default="bench/results.jsonl", help="append JSON lines here ('' for none)")

@@ -22,6 +22,7 @@ import os
 import statistics
 import time
 
+from asr_engine.argtypes import FINITE, at_least, dims, listed, one_of
 from bench.common import append_results, load_manifest, table
 
 
@@ -137,15 +138,15 @@ def decode_rows(args) -> list[dict]:
         sets.append((m, _log_probs(ckpt, audios), refs, sum(len(x) for x in audios) / 16000))
     configs = [("greedy", 1, None, None), (f"beam {args.beam}", args.beam, None, None)]
     if args.lm:
-        for backend in args.lm_backend.split(","):
+        for backend in args.lm_backend:
             fusion = load_fusion(args.lm, tok, 0.0, 0.0, backend)  # with the LM's lexicon, if it has one
             lexicon = fusion.lexicon
-            penalties = ([float(x) for x in args.lexicon_penalties.split(",")] if args.lexicon_penalties
+            penalties = (args.lexicon_penalties if args.lexicon_penalties
                          else [lexicon.penalty if lexicon else 0.0])
             if lexicon is None and any(penalties):
                 raise SystemExit(f"--lexicon-penalties: {args.lm} has no lexicon.txt")
-            for w in [float(x) for x in args.lm_weights.split(",")]:
-                for bonus in [float(x) for x in args.length_bonuses.split(",")]:
+            for w in args.lm_weights:
+                for bonus in args.length_bonuses:
                     for pen in penalties:  # each backend's fusion keeps its own lexicon, set per point
                         configs.append((f"beam {args.beam} + LM ({backend})", args.beam, fusion,
                                         (w, bonus, pen, lexicon)))
@@ -185,7 +186,7 @@ def main(args) -> None:
             shape, N, device = (2, 40, 8), 6, "cpu"
         else:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-            shape, N = [int(v) for v in args.shape.split("x")], args.hypotheses
+            shape, N = args.shape, args.hypotheses
         scan = scan_rows(*shape, N, device, 1 if args.interpret else args.reps)
         print(table(scan, [("op", "op", "s"), ("implementation", "impl", "s"), ("shape", "shape", "s"),
                            ("forward ms", "forward_ms", ".3f"), ("fwd+bwd ms", "fwd_bwd_ms", ".3f"),
@@ -211,26 +212,26 @@ def add_parser(sub) -> None:
     p = sub.add_parser("lm", help="recurrent LM: scan kernels vs the sequential reference; WER and speed of "
                                   "LM fusion in beam search")
     p.add_argument("--part", choices=("scan", "decode", "all"), default="all", help="what to measure (default all)")
-    p.add_argument("--shape", default="8x512x256", help="scan BxTxD (default 8x512x256)")
-    p.add_argument("--hypotheses", type=int, default=256, help="hypotheses per GILR step (default 256)")
-    p.add_argument("--reps", type=int, default=5, help="timed repetitions (default 5)")
+    p.add_argument("--shape", type=dims(3), default=[8, 512, 256], help="scan BxTxD (default 8x512x256)")
+    p.add_argument("--hypotheses", type=at_least(1), default=256, help="hypotheses per GILR step (default 256)")
+    p.add_argument("--reps", type=at_least(1), default=5, help="timed repetitions (default 5)")
     p.add_argument("--interpret", action="store_true",
                    help="scan part through Triton's interpreter on the CPU at tiny shapes (a check, not a timing)")
     p.add_argument("--manifest", action="append", default=[], help="JSONL manifest for --part decode (repeatable)")
-    p.add_argument("--limit", type=int, default=None, help="utterances per manifest (default: all)")
+    p.add_argument("--limit", type=at_least(1), default=None, help="utterances per manifest (default: all)")
     p.add_argument("--model", default=None, help="acoustic checkpoint folder (default: the bundled model)")
     p.add_argument("--lm", default=None, help="LM folder (without it: greedy and beam only)")
-    p.add_argument("--lm-backend", default="torch,onnx", help="LM step backends (default torch,onnx)")
-    p.add_argument("--lm-weights", default="0.5", help="comma-separated LM weights (default 0.5)")
-    p.add_argument("--length-bonuses", default="1.0", help="comma-separated length bonuses (default 1.0)")
-    p.add_argument("--lexicon-penalties", default="",
+    p.add_argument("--lm-backend", type=listed(one_of("torch", "onnx")), default=["torch", "onnx"], help="LM step backends (default torch,onnx)")
+    p.add_argument("--lm-weights", type=listed(FINITE), default=[0.5], help="comma-separated LM weights (default 0.5)")
+    p.add_argument("--length-bonuses", type=listed(FINITE), default=[1.0], help="comma-separated length bonuses (default 1.0)")
+    p.add_argument("--lexicon-penalties", type=listed(FINITE), default=None,
                    help="comma-separated penalties for words outside the LM's lexicon.txt, 0 for none "
                         "(default: the LM's own setting)")
-    p.add_argument("--beam", type=int, default=8, help="beam width (default 8)")
+    p.add_argument("--beam", type=at_least(1), default=8, help="beam width (default 8)")
     p.add_argument("--context", choices=("streaming", "full"), default="streaming",
                    help="the acoustic model's layout: streaming chunks (default) or full context, as files are decoded")
-    p.add_argument("--sessions", type=int, default=8, help="streams decoded together (default 8)")
-    p.add_argument("--chunk", type=int, default=16, help="frames per streaming step (default 16)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    p.add_argument("--sessions", type=at_least(1), default=8, help="streams decoded together (default 8)")
+    p.add_argument("--chunk", type=at_least(1), default=16, help="frames per streaming step (default 16)")
+    p.add_argument("--threads", type=at_least(0), default=0, help="torch threads (default: torch's choice)")
     p.add_argument("--results", default="bench/results.jsonl", help="append JSON lines here ('' for none)")
     p.set_defaults(func=main)

@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from asr_engine.argtypes import at_least
 from bench.common import append_results, load_manifest, table
 from bench.rtf import _wer
 
@@ -116,12 +117,12 @@ def main(args) -> None:
 def add_parser(sub) -> None:
     p = sub.add_parser("peers", help="WER and RTF of other engines (pocketsphinx, whisper-base) beside ours")
     p.add_argument("--manifest", required=True, help="JSONL manifest (or LibriSpeech-layout folder)")
-    p.add_argument("--limit", type=int, default=None, help="utterances (default: all)")
+    p.add_argument("--limit", type=at_least(1), default=None, help="utterances (default: all)")
     p.add_argument("--model", default=None, help="our checkpoint folder (default: the bundled model)")
     p.add_argument("--backend", default="auto", help="our backend (default auto)")
     p.add_argument("--engines", default="asr-engine,pocketsphinx,whisper-base",
                    help="engines to run (default: all three)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=at_least(1), default=1,
                    help="threads for our engine and whisper-base (default 1, as pocketsphinx)")
     p.add_argument("--results", default="bench/results.jsonl", help="append JSON lines here ('' for none)")
     p.set_defaults(func=main)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import statistics
 import time
 
+from asr_engine.argtypes import PROBABILITY, at_least
 from bench.common import add_offline_arguments, append_results, decoder, load_sorted, table
 
 
@@ -99,9 +100,9 @@ def add_parser(sub) -> None:
     p.add_argument("--context", default="streaming",
                    help="layouts to measure, comma-separated: streaming (the model's chunks), full (whole-file "
                         "attention, as transcribe decodes files for models that recommend it); default streaming")
-    p.add_argument("--threshold", type=float, default=None, help="skip threshold (default: the model's)")
-    p.add_argument("--reps", type=int, default=3, help="alternating repetitions per setting (default 3)")
-    p.add_argument("--batch", type=int, default=16, help="files per batch (default 16)")
-    p.add_argument("--threads", type=int, default=0, help="torch/ORT threads (default: torch's choice)")
+    p.add_argument("--threshold", type=PROBABILITY, default=None, help="skip threshold (default: the model's)")
+    p.add_argument("--reps", type=at_least(1), default=3, help="alternating repetitions per setting (default 3)")
+    p.add_argument("--batch", type=at_least(1), default=16, help="files per batch (default 16)")
+    p.add_argument("--threads", type=at_least(0), default=0, help="torch/ORT threads (default: torch's choice)")
     p.add_argument("--results", default="bench/results.jsonl", help="append JSON lines here ('' for none)")
     p.set_defaults(func=main)

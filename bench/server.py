@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import math
 import os
 import re
 import subprocess
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from asr_engine.argtypes import at_least, listed, within
 from bench.common import append_results, load_manifest, percentiles, table
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -213,7 +215,7 @@ def main(args) -> None:
 
         good = 0
         if args.clients:  # exactly these levels
-            for n in [int(c) for c in args.clients.split(",")]:
+            for n in args.clients:
                 if measure(n):
                     good = max(good, n)
         else:  # 1, 2, 4, ... until one falls behind, then bisect the gap
@@ -267,14 +269,14 @@ def main(args) -> None:
 def add_parser(sub) -> None:
     p = sub.add_parser("server", help="concurrent real-time clients against a server on localhost")
     p.add_argument("--manifest", required=True, help="JSONL manifest (or LibriSpeech-layout folder)")
-    p.add_argument("--limit", type=int, default=40, help="utterances from the manifest (default 40)")
+    p.add_argument("--limit", type=at_least(1), default=40, help="utterances from the manifest (default 40)")
     p.add_argument("--url", default=None, help="a running server (ws://127.0.0.1:PORT/); default: start one")
-    p.add_argument("--pid", type=int, default=None, help="with --url: the server's process, for CPU and memory")
+    p.add_argument("--pid", type=at_least(1), default=None, help="with --url: the server's process, for CPU and memory")
     p.add_argument("--model", default=None, help="for the server the bench starts (default: the bundled model)")
     p.add_argument("--backend", default="auto", help="for the server the bench starts (default auto)")
-    p.add_argument("--threads", type=int, default=0, help="for the server the bench starts")
+    p.add_argument("--threads", type=at_least(0), default=0, help="for the server the bench starts")
     p.add_argument("--device", default=None, help="for the server the bench starts: cpu or cuda (default: serve's)")
-    p.add_argument("--beam", type=int, default=None,
+    p.add_argument("--beam", type=at_least(1), default=None,
                    help="for the server the bench starts: its --beam (default: serve's, what the model recommends)")
     p.add_argument("--lm", default=None, help="for the server the bench starts: its --lm (default: serve's)")
     p.add_argument("--rescore", default=None, choices=["whisper"],
@@ -283,12 +285,12 @@ def add_parser(sub) -> None:
                    help="for the server the bench starts: finals decoded again in full context (serve --two-pass)")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="for the server the bench starts: encoder steps as captured CUDA graphs (serve --cuda-graphs)")
-    p.add_argument("--seconds", type=float, default=15.0, help="audio each client sends per level (default 15)")
-    p.add_argument("--chunk-ms", type=float, default=None, help="audio per message (default: the model's chunk)")
-    p.add_argument("--bound-ms", type=float, default=500.0, help="p95 latency bound (default 500)")
-    p.add_argument("--clients", default=None, help="measure exactly these N (comma-separated) instead of searching")
-    p.add_argument("--max-clients", type=int, default=256, help="the search stops here (default 256)")
-    p.add_argument("--flood", type=float, default=0.0,
+    p.add_argument("--seconds", type=within(0.1, math.inf), default=15.0, help="audio each client sends per level (default 15)")
+    p.add_argument("--chunk-ms", type=within(1, 30_000), default=None, help="audio per message (default: the model's chunk)")
+    p.add_argument("--bound-ms", type=within(1, math.inf), default=500.0, help="p95 latency bound (default 500)")
+    p.add_argument("--clients", type=listed(at_least(1)), default=None, help="measure exactly these N (comma-separated) instead of searching")
+    p.add_argument("--max-clients", type=at_least(1), default=256, help="the search stops here (default 256)")
+    p.add_argument("--flood", type=within(0, math.inf), default=0.0,
                    help="one more client sends this many seconds of audio as fast as it can, at every level")
     p.add_argument("--results", default="bench/results.jsonl", help="append JSON lines here ('' for none)")
     p.set_defaults(func=main)

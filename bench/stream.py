@@ -12,6 +12,7 @@ from __future__ import annotations
 import tempfile
 import time
 
+from asr_engine.argtypes import at_least, listed, one_of
 from bench.common import append_results, load_manifest, percentiles, table
 
 
@@ -79,7 +80,7 @@ def main(args) -> None:
     torch_ckpt = load_checkpoint(args.model)
     cfg = torch_ckpt.model.cfg
     rows = []
-    for backend, chunk_ms in [(b, int(c)) for b in args.backend.split(",") for c in args.chunk_ms.split(",")]:
+    for backend, chunk_ms in [(b, c) for b in args.backend for c in args.chunk_ms]:
         frames = round(chunk_ms / 1000 / cfg.frame_shift_s)
         if frames % cfg.chunk_size:
             print(f"chunk {chunk_ms} ms: not a multiple of this model's {cfg.chunk_size * cfg.frame_shift_s * 1000:.0f}"
@@ -95,7 +96,7 @@ def main(args) -> None:
             from asr_engine.model.runtime import TorchModel
 
             model = TorchModel(torch_ckpt)
-        for batch in [int(b) for b in args.batch.split(",")]:
+        for batch in args.batch:
             for threshold in (1.0, None):  # no skipping, then the model's default threshold
                 engine = Engine(model, DecodeOptions(chunk_frames=frames, skip_threshold=threshold, max_batch=batch))
                 run_setting(engine, audios[:2], batch, 1)  # warm-up
@@ -119,11 +120,11 @@ def add_parser(sub) -> None:
     p = sub.add_parser("stream", help="streaming chunk latency and RTF, one session and batches")
     p.add_argument("--manifest", required=True, help="JSONL manifest (or LibriSpeech-layout folder)")
     p.add_argument("--model", default=None, help="checkpoint folder (default: the bundled model)")
-    p.add_argument("--limit", type=int, default=40, help="utterances from the manifest (default 40)")
-    p.add_argument("--rounds", type=int, default=2, help="utterances replayed per session slot (default 2)")
-    p.add_argument("--chunk-ms", default="160,320,640,1280", help="chunk sizes to try (default 160,320,640,1280)")
-    p.add_argument("--batch", default="1,16", help="concurrent sessions (default 1,16)")
-    p.add_argument("--backend", default="torch,onnx", help="backends to measure (default torch,onnx)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    p.add_argument("--limit", type=at_least(1), default=40, help="utterances from the manifest (default 40)")
+    p.add_argument("--rounds", type=at_least(1), default=2, help="utterances replayed per session slot (default 2)")
+    p.add_argument("--chunk-ms", type=listed(at_least(1)), default=[160, 320, 640, 1280], help="chunk sizes to try (default 160,320,640,1280)")
+    p.add_argument("--batch", type=listed(at_least(1)), default=[1, 16], help="concurrent sessions (default 1,16)")
+    p.add_argument("--backend", type=listed(one_of("torch", "onnx")), default=["torch", "onnx"], help="backends to measure (default torch,onnx)")
+    p.add_argument("--threads", type=at_least(0), default=0, help="torch threads (default: torch's choice)")
     p.add_argument("--results", default="bench/results.jsonl", help="append JSON lines here ('' for none)")
     p.set_defaults(func=main)

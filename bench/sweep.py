@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import statistics
 
+from asr_engine.argtypes import PROBABILITY, at_least, listed
 from bench.common import add_offline_arguments, append_results, decoder, load_sorted, table
 from bench.rtf import _run, _wer
 
@@ -80,8 +81,8 @@ def main(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    thresholds = [float(t) for t in args.thresholds.split(",")]
-    dilations = [int(d) for d in args.dilations.split(",")]
+    thresholds = args.thresholds
+    dilations = args.dilations
     if any(not 0.0 < t <= 1.0 for t in thresholds) or any(d < 0 for d in dilations):
         raise SystemExit("thresholds must be in (0, 1] and dilations >= 0")
     settings = [(1.0, 0)] + [(t, d) for d in dilations for t in thresholds if t < 1.0]
@@ -105,12 +106,12 @@ def main(args) -> None:
 def add_parser(sub) -> None:
     p = sub.add_parser("sweep", help="skip threshold x dilation: WER, top-layer frames, RTF; table and plot")
     add_offline_arguments(p, "torch", "torch or onnx")
-    p.add_argument("--thresholds", default="0.99,0.98,0.95,0.9,0.8,0.6",
+    p.add_argument("--thresholds", type=listed(PROBABILITY), default=[0.99, 0.98, 0.95, 0.9, 0.8, 0.6],
                    help="skip thresholds (the no-skip point 1.0 is always measured)")
-    p.add_argument("--dilations", default="0,1,2", help="skip dilations (default 0,1,2)")
-    p.add_argument("--reps", type=int, default=2, help="repetitions round the settings (default 2)")
-    p.add_argument("--batch", type=int, default=16, help="files per batch (default 16)")
-    p.add_argument("--threads", type=int, default=0, help="torch/ORT threads (default: torch's choice)")
+    p.add_argument("--dilations", type=listed(at_least(0)), default=[0, 1, 2], help="skip dilations (default 0,1,2)")
+    p.add_argument("--reps", type=at_least(1), default=2, help="repetitions round the settings (default 2)")
+    p.add_argument("--batch", type=at_least(1), default=16, help="files per batch (default 16)")
+    p.add_argument("--threads", type=at_least(0), default=0, help="torch/ORT threads (default: torch's choice)")
     p.add_argument("--plot", default="bench/sweep.png", help="PNG to write ('' for none)")
     p.add_argument("--results", default="bench/results.jsonl", help="append JSON lines here ('' for none)")
     p.set_defaults(func=main)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 
+from asr_engine.argtypes import at_least, listed, one_of, within
 from bench.common import append_results, table
 
 # model sizes: the bundled Conformer's layout, Whisper-base's encoder layout, and a large Conformer
@@ -103,7 +104,7 @@ def main(args) -> None:
     for size in args.sizes.split(","):
         if size not in SIZES:
             raise SystemExit(f"train: unknown size {size!r} (one of {', '.join(SIZES)})")
-        for skip in [s == "on" for s in args.skip.split(",")]:
+        for skip in [s == "on" for s in args.skip]:
             rows.append(measure(size, device, batch, seconds, steps, skip, args.keep))
             print(f"{size} skip {'on' if skip else 'off'}: {rows[-1]['x_realtime']:.0f}x real time", flush=True)
     print(table(rows, [("size", "size", "s"), ("M params", "params_m", ".1f"), ("skip", "skip", "s"),
@@ -117,11 +118,11 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="training throughput per model size, skip-aware steps on/off")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: the GPU when there is one)")
     p.add_argument("--sizes", default=",".join(SIZES), help=f"model sizes (default {','.join(SIZES)})")
-    p.add_argument("--skip", default="off,on", help="skip-aware steps: off, on or both (default off,on)")
-    p.add_argument("--keep", type=float, default=0.4, help="share of frames the gate keeps in skip steps (0.4)")
-    p.add_argument("--batch", type=int, default=0, help="utterances per batch (default 64 on a GPU, 2 on a CPU)")
-    p.add_argument("--seconds", type=float, default=0.0, help="seconds per utterance (default 15 GPU, 4 CPU)")
-    p.add_argument("--steps", type=int, default=0, help="timed steps after one warm-up (default 10 GPU, 2 CPU)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads on the CPU (default: torch's choice)")
+    p.add_argument("--skip", type=listed(one_of("off", "on")), default=["off", "on"], help="skip-aware steps: off, on or both (default off,on)")
+    p.add_argument("--keep", type=within(0.01, 1.0), default=0.4, help="share of frames the gate keeps in skip steps (0.4)")
+    p.add_argument("--batch", type=at_least(0), default=0, help="utterances per batch (default 64 on a GPU, 2 on a CPU)")
+    p.add_argument("--seconds", type=within(0, 3600), default=0.0, help="seconds per utterance (default 15 GPU, 4 CPU)")
+    p.add_argument("--steps", type=at_least(0), default=0, help="timed steps after one warm-up (default 10 GPU, 2 CPU)")
+    p.add_argument("--threads", type=at_least(0), default=0, help="torch threads on the CPU (default: torch's choice)")
     p.add_argument("--results", default="bench/results.jsonl", help="append JSON lines here ('' for none)")
     p.set_defaults(func=main)

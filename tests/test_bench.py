@@ -4,6 +4,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -348,6 +349,50 @@ def test_a_bench_on_a_device_that_cannot_run_ends_in_one_line(argv):
         main([*argv, "--results", ""])
     names = "cpu, cuda or cuda:N" if argv[0] == "rtf" else "cpu, cuda, cuda:N or auto"  # encoder, train take auto
     assert str(e.value) == f"python -m bench {argv[0]}: error: device {argv[-1]!r}: use {names}"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["encoder", "--batch", "1,0"], "argument --batch: 0: must be at least 1"),  # was a reshape traceback
+    (["encoder", "--batch", "-3"], "argument --batch: -3: must be at least 1"),  # an overflow traceback
+    (["rtf", "--manifest", "m", "--threshold", "nan"], "argument --threshold: nan: must be a finite number"),
+    (["sweep", "--manifest", "m", "--thresholds", "0.9,2"], "argument --thresholds: 2: must be a finite number"),
+    (["stream", "--manifest", "m", "--backend", "tf"], "argument --backend: 'tf': one of torch, onnx"),
+    (["kernels", "--shape", "16x1500"], "argument --shape: '16x1500': 4 positive whole numbers joined by x"),
+    (["lm", "--lm-weights", "0.5,inf"], "argument --lm-weights: inf: must be a finite number"),
+    (["train", "--skip", "off,maybe"], "argument --skip: 'maybe': one of off, on"),
+    (["server", "--manifest", "m", "--chunk-ms", "0"], "argument --chunk-ms: 0: must be a finite number"),
+])
+def test_a_bench_refuses_impossible_options_when_it_reads_them(argv, says, capsys):
+    from bench.__main__ import main
+
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--results", ""])
+    assert e.value.code == 2 and f"python -m bench {argv[0]}: error: {says}" in capsys.readouterr().err
+
+
+def test_a_bench_given_no_manifest_says_so_in_one_line(tmp_path):
+    from bench.__main__ import main
+
+    with pytest.raises(SystemExit) as e:  # a FileNotFoundError traceback before
+        main(["rtf", "--manifest", str(tmp_path / "nothing.jsonl"), "--results", ""])
+    assert str(e.value) == f"python -m bench rtf: error: {tmp_path / 'nothing.jsonl'}: no such manifest or folder"
+
+
+def test_every_bench_that_gpu_check_runs_parses():
+    """gpu_check.sh's bench lines are read by the parsers they will meet on the GPU machine (one call, no
+    second try there): an option renamed or a value format changed here fails this, not the device's call."""
+    import shlex
+
+    from bench.__main__ import parser
+
+    script = (ROOT / "bench" / "gpu_check.sh").read_text().replace("\\\n", " ")
+    lines = [line.split("-m bench ", 1)[1] for line in script.splitlines() if "$PY -m bench " in line]
+    assert len(lines) >= 10
+    for line in lines:
+        line = line.split(" | ")[0].replace('"$RES"', "r.jsonl").replace('"$MAN"', "m.jsonl")
+        line = re.sub(r'"\$\{\w+:-([^}]*)\}"', r"\1", line)  # a variable's default
+        args = parser().parse_args(shlex.split(line))
+        assert args.func, line
 
 
 def test_gpu_check_script_parses_and_says_when_there_is_no_gpu(tmp_path):
