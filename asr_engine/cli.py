@@ -7,6 +7,8 @@ import dataclasses
 import json
 import math
 import os
+import re
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -297,10 +299,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_sessions_per_peer=args.max_sessions_per_peer,
             max_session_wall_seconds=args.max_session_wall_seconds,
             max_backlog_seconds=args.max_backlog_seconds,
-            max_total_backlog_seconds=args.max_total_backlog_seconds, drain_seconds=args.drain_seconds)
-    except ValueError as e:  # "max_sessions 0: ..." is the option --max-sessions
-        field, _, why = str(e).partition(" ")
-        raise InputError(f"--{field.replace('_', '-')} {why}") from None
+            max_total_backlog_seconds=args.max_total_backlog_seconds, drain_seconds=args.drain_seconds,
+            tls_cert=args.tls_cert, tls_key=args.tls_key)
+    except ValueError as e:  # "max_sessions 0: ..." is the option --max-sessions (a path's own words stay)
+        said = str(e)
+        for f in dataclasses.fields(ServerConfig):
+            said = re.sub(rf"(?<![\w/.-]){f.name}(?![\w/.-])", "--" + f.name.replace("_", "-"), said)
+        raise InputError(said) from None
     _set_threads(args.threads)
     _recommended(args)
     try:
@@ -326,8 +331,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signal.SIGTERM, lambda: stop.set() if drain.is_set() else drain.set())
         wait_stop, wait_drain = asyncio.ensure_future(stop.wait()), asyncio.ensure_future(drain.wait())
         host = f"[{args.host}]" if ":" in args.host else args.host  # said once the signals are handled
-        print(f"asr-engine: serving on ws://{host}:{server.port}/ (Vosk clients: /vosk); "
-              f"web page: http://{host}:{server.port}/; decoding: {_decoding(args)}", file=sys.stderr, flush=True)
+        secure = "s" if cfg.tls_cert else ""
+        print(f"asr-engine: serving on ws{secure}://{host}:{server.port}/ (Vosk clients: /vosk); "
+              f"web page: http{secure}://{host}:{server.port}/; decoding: {_decoding(args)}", file=sys.stderr,
+              flush=True)
         await asyncio.wait([wait_stop, wait_drain], return_when=asyncio.FIRST_COMPLETED)
         if drain.is_set() and not stop.is_set():
             draining = asyncio.ensure_future(server.drain())
@@ -361,6 +368,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         raise InputError("--seconds goes with --mic")
     start = {"endpoint": True} if args.endpoint else {}
     token = args.token or os.environ.get("ASR_ENGINE_TOKEN") or None
+    tls = _client_tls(args.url, args.ca_file)
     if args.mic:
         device = int(args.device) if args.device and args.device.isdigit() else args.device
         try:
@@ -369,10 +377,10 @@ def cmd_stream(args: argparse.Namespace) -> int:
             raise InputError(str(e)) from None
         if not args.quiet:
             print(f"listening on {info['name']} at {rate} Hz; Ctrl-C ends the stream", file=sys.stderr)
-        job = stream_microphone(args.url, device, args.seconds, args.chunk_ms, start, show, token)
+        job = stream_microphone(args.url, device, args.seconds, args.chunk_ms, start, show, token, tls)
     else:
-        job = stream_file(args.url, args.input, not args.fast, args.chunk_ms, start, show, token)
-    from websockets.exceptions import InvalidStatus, WebSocketException
+        job = stream_file(args.url, args.input, not args.fast, args.chunk_ms, start, show, token, tls)
+    from websockets.exceptions import InvalidMessage, InvalidStatus, WebSocketException
 
     try:
         msgs = asyncio.run(job)
@@ -382,9 +390,26 @@ def cmd_stream(args: argparse.Namespace) -> int:
         hint = {401: " (give the server's token: --token or ASR_ENGINE_TOKEN)",
                 403: " (the server does not allow this client's origin)"}.get(status, "")
         raise InputError(f"{args.url}: the server refused the connection: HTTP {status} {reason}{hint}") from None
+    except ssl.SSLCertVerificationError as e:
+        hint = "" if args.ca_file else " (a self-signed server: --ca-file its certificate)"
+        raise InputError(f"{args.url}: the server's certificate is not trusted: {e.verify_message}{hint}") from None
     except (OSError, WebSocketException) as e:
-        raise InputError(f"{args.url}: cannot connect ({e})") from e
+        hint = " (a server with a certificate takes wss://)" if (isinstance(e, InvalidMessage)
+                                                                 and args.url.startswith("ws://")) else ""
+        raise InputError(f"{args.url}: cannot connect ({e}){hint}") from e
     return 1 if any(m.get("type") == "error" for m in msgs) else 0
+
+
+def _client_tls(url: str, ca_file: str | None) -> ssl.SSLContext | None:
+    """The client's TLS context for `--ca-file` (None: websockets' default, the system's certificates)."""
+    if ca_file is None:
+        return None
+    if not url.startswith("wss://"):
+        raise InputError(f"--ca-file goes with a wss:// URL, not {url}")
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as e:
+        raise InputError(f"--ca-file {ca_file}: not a readable PEM certificate file ({e})") from None
 
 
 def _add_lm_arguments(p: argparse.ArgumentParser) -> None:
@@ -911,6 +936,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-total-backlog-seconds", type=float, default=600.0,
                     help="all sessions' waiting audio together; over it, senders are paused (default 600)")
     sv.add_argument("--allowed-origins", default=None, help="comma-separated Origin values browsers may use")
+    sv.add_argument("--tls-cert", default=None, metavar="PEM",
+                    help="serve wss:// and https:// with this certificate chain (browsers give the page the "
+                         "microphone only on https or localhost); its private key in the same file or --tls-key")
+    sv.add_argument("--tls-key", default=None, metavar="PEM", help="the certificate's private key (unencrypted PEM)")
     sv.add_argument("--threads", type=at_least(0), default=0, help="torch/ORT threads (default: their choice)")
     sv.set_defaults(func=cmd_serve)
 
@@ -929,6 +958,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--endpoint", action="store_true", help="continuous mode: a final per utterance")
     st.add_argument("--quiet", "-q", action="store_true", help="finals only (no partials on stderr)")
     st.add_argument("--token", default=None, help="the server's bearer token (default: $ASR_ENGINE_TOKEN)")
+    st.add_argument("--ca-file", default=None, metavar="PEM",
+                    help="with a wss:// URL: trust the certificates this file signs or holds (a self-signed server's "
+                         "own certificate), besides the system's")
     st.set_defaults(func=cmd_stream)
 
     data = sub.add_parser("data", help="build training data").add_subparsers(dest="data_command", required=True)

@@ -77,6 +77,35 @@ def tiny_ckpt_dir(tmp_path_factory):
     return save_checkpoint(Checkpoint(Encoder(tiny_config()).eval(), CharTokenizer()), out)
 
 
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory):
+    """A CA of the test's own (trustme), a certificate it signed for 127.0.0.1 and localhost, and files in
+    each shape a user may hold: certificate and key apart, both in one file, the CA, another key, the key
+    encrypted; `client()` is an SSL context that trusts the CA."""
+    import ssl
+    from types import SimpleNamespace
+
+    trustme = pytest.importorskip("trustme")
+    from cryptography.hazmat.primitives import serialization
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    d = tmp_path_factory.mktemp("tls")
+    out = SimpleNamespace(**{name: str(d / f"{name}.pem") for name in ("cert", "key", "both", "ca", "other_key",
+                                                                          "encrypted_key")})
+    cert.cert_chain_pems[0].write_to_path(out.cert)
+    cert.private_key_pem.write_to_path(out.key)
+    cert.private_key_and_cert_chain_pem.write_to_path(out.both)
+    ca.cert_pem.write_to_path(out.ca)
+    ca.issue_cert("other.example").private_key_pem.write_to_path(out.other_key)
+    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), password=None)
+    with open(out.encrypted_key, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.BestAvailableEncryption(b"secret")))
+    out.client = lambda: ssl.create_default_context(cafile=out.ca)
+    return out
+
+
 def tone(seconds: float, sr: int = 16000, freq: float = 440.0, channels: int = 1) -> np.ndarray:
     t = np.arange(int(seconds * sr)) / sr
     x = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)

@@ -274,6 +274,38 @@ def test_server_limits_that_cannot_work_are_refused_before_the_model_loads(capsy
     assert code == 2 and option in err and value in err and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize("given, said", [
+    ({"--tls-cert": "missing/tls_cert.pem"}, "--tls-cert missing/tls_cert.pem: no such file"),  # a path as given
+    ({"--tls-key": "key"}, "key.pem: goes with a certificate, --tls-cert"),
+    ({"--tls-cert": "cert"}, "not a PEM certificate with its private key in the same file (a key in a file of its own is --tls-key)"),
+    ({"--tls-cert": "key"}, "not a PEM certificate with its private key in the same file (a key in a file of its own is --tls-key)"),
+    ({"--tls-cert": "cert", "--tls-key": "other_key"}, "other_key.pem: not the private key of"),
+    ({"--tls-cert": "cert", "--tls-key": "encrypted_key"}, "the private key is encrypted; give it unencrypted"),
+])
+def test_tls_files_that_cannot_serve_are_refused_before_the_model_loads(tls_files, capsys, monkeypatch, given, said):
+    """A certificate, a key or the pair that cannot serve is one line before the model loads; an encrypted key
+    is refused, not asked for on the terminal (OpenSSL's prompt would wait there)."""
+    import asr_engine.backend
+
+    def no_model(*a, **k):
+        raise AssertionError("the model loaded before the TLS files were checked")
+
+    monkeypatch.setattr(asr_engine.backend, "load_model", no_model)
+    argv = ["serve"]
+    for option, name in given.items():
+        argv += [option, getattr(tls_files, name, name)]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and said in err and "Traceback" not in err, err
+
+
+def test_stream_tls_options_that_cannot_work_are_one_line(tls_files, files, capsys):
+    assert main(["stream", str(files[0]), "--url", "ws://127.0.0.1:9/", "--ca-file", tls_files.ca]) == 2
+    assert "--ca-file goes with a wss:// URL" in capsys.readouterr().err
+    assert main(["stream", str(files[0]), "--url", "wss://127.0.0.1:9/", "--ca-file", str(files[0])]) == 2
+    assert "not a readable PEM certificate file" in capsys.readouterr().err
+
+
 def test_server_config_refuses_limits_that_cannot_work():
     from asr_engine.server.app import ServerConfig
 

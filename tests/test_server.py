@@ -288,6 +288,44 @@ def raw(port: int, request: bytes) -> bytes:
         return b"".join(iter(lambda: s.recv(65536), b""))
 
 
+def test_tls_serves_wss_and_https_on_one_port(engine, offline, tls_files, capsys):
+    """With a certificate the server speaks wss:// and https:// (the page, health, metrics); a client that does
+    not trust it, or speaks plain ws:// to it, fails in one line and the server goes on serving."""
+    import ssl
+
+    from asr_engine.cli import main
+
+    r = Running(engine, tls_cert=tls_files.cert, tls_key=tls_files.key)
+    try:
+        url = r.url.replace("ws://", "wss://") + "/"
+        msgs = run(stream_file(url, SAMPLES[0], tls=tls_files.client()))
+        assert finals(msgs)[0]["text"] == offline[SAMPLES[0]]
+        base = url.replace("wss://", "https://")
+        assert urllib.request.urlopen(base + "healthz", timeout=10, context=tls_files.client()).read() == b"ok\n"
+        with pytest.raises(ssl.SSLCertVerificationError):  # the system's certificates do not hold the test's CA
+            run(stream_file(url, SAMPLES[0]))
+        with pytest.raises(Exception) as e:  # a plain connection to the TLS port: no upgrade, no hang
+            run(stream_file(r.url + "/", SAMPLES[0]), timeout=30)
+        assert not isinstance(e.value, TimeoutError)
+        assert main(["stream", SAMPLES[1], "--url", r.url + "/", "--fast", "-q"]) == 2
+        assert "takes wss://" in capsys.readouterr().err
+        assert main(["stream", SAMPLES[1], "--url", url, "--ca-file", tls_files.ca, "--fast", "-q"]) == 0
+        assert capsys.readouterr().out.strip() == offline[SAMPLES[1]]
+        assert main(["stream", SAMPLES[1], "--url", url, "--fast", "-q"]) == 2
+        err = capsys.readouterr().err
+        assert "certificate is not trusted" in err and "--ca-file" in err and "Traceback" not in err
+        msgs = run(stream_file(url, SAMPLES[0], tls=tls_files.client()))  # still serving
+        assert finals(msgs)[0]["text"] == offline[SAMPLES[0]]
+    finally:
+        r.stop()
+    r = Running(engine, tls_cert=tls_files.both)  # the key in the certificate's file
+    try:
+        page = urllib.request.urlopen(r.url.replace("ws://", "https://") + "/", timeout=10, context=tls_files.client())
+        assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
+    finally:
+        r.stop()
+
+
 def test_sigterm_style_shutdown_sends_finals(engine):
     r = Running(engine)
 

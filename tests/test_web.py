@@ -114,6 +114,25 @@ def test_uploaded_file_streams_with_live_partials_and_equals_offline(srv, browse
     assert page.is_enabled("#mic") and page.is_enabled("#send")
 
 
+def test_the_page_over_https_streams_over_wss(engine, browser, offline, tls_files):
+    """`serve --tls-cert`: the page loads over https and streams back over wss (the only way a browser on
+    another machine gets the microphone); the browser is told to accept the test's own CA."""
+    r = Running(engine, idle_timeout=10.0, tls_cert=tls_files.cert, tls_key=tls_files.key)
+    try:
+        context = browser.new_context(ignore_https_errors=True)
+        page = context.new_page()
+        page.goto(r.url.replace("ws://", "https://") + "/")
+        assert page.evaluate("window.isSecureContext")
+        page.uncheck("#endpoint")
+        page.set_input_files("#file", SAMPLE)
+        page.click("#send")
+        sync_api.expect(page.locator("#status")).to_have_text("done", timeout=TIMEOUT_MS)
+        assert finals(page) == [offline]
+        context.close()
+    finally:
+        r.stop()
+
+
 def test_microphone_gives_partials_an_endpoint_final_and_a_last_final(srv, browser, offline):
     page = browser.new_page()
     page.goto(page_url(srv))

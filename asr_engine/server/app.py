@@ -20,6 +20,8 @@ import itertools
 import json
 import logging
 import math
+import os
+import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -72,6 +74,10 @@ class ServerConfig:
     # the server-wide bound: all sessions' waiting audio together (16 kHz float32: 600 s = 38 MB);
     # over it, every session that sends more is paused until the total is half of it
     max_total_backlog_seconds: float = 600.0
+    # TLS: wss:// and https:// on the same port (browsers give a page its microphone only on https or
+    # localhost); a PEM certificate chain, and its private key unless the certificate file holds it
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def __post_init__(self):
         """A limit that cannot work is refused here, not met later: a batch of 0 sessions never steps, a
@@ -89,6 +95,39 @@ class ServerConfig:
                 raise ValueError(f"{name} {v!r}: must be a number {'above 0' if name in positive else 'of at least 0'}")
         if self.min_audio_fraction > 1:
             raise ValueError(f"min_audio_fraction {self.min_audio_fraction!r}: must be at most 1")
+        self.ssl_context()  # a certificate that cannot be read, or a key that is not its own, is said now
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The server's TLS context, or None for plain ws:// and http://."""
+        if self.tls_cert is None:
+            if self.tls_key is not None:
+                raise ValueError(f"tls_key {self.tls_key}: goes with a certificate, tls_cert")
+            return None
+        for name, path in (("tls_cert", self.tls_cert), ("tls_key", self.tls_key)):
+            if path is not None and not os.path.isfile(path):
+                raise ValueError(f"{name} {path}: {'not a file' if os.path.exists(path) else 'no such file'}")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # TLS 1.2 and up, Python's default ciphers
+        def no_passphrase() -> bytes:  # OpenSSL would otherwise ask for it on the terminal, and wait
+            raise _EncryptedKey
+
+        try:
+            context.load_cert_chain(self.tls_cert, self.tls_key, password=no_passphrase)
+        except _EncryptedKey:
+            raise ValueError(f"{'tls_key ' + self.tls_key if self.tls_key else 'tls_cert ' + self.tls_cert}: the "
+                             "private key is encrypted; give it unencrypted (openssl pkey -in KEY -out KEY2)") from None
+        except (ssl.SSLError, OSError) as e:
+            if getattr(e, "reason", None) == "KEY_VALUES_MISMATCH":
+                raise ValueError(f"tls_key {self.tls_key}: not the private key of {self.tls_cert}") from None
+            if self.tls_key is None:
+                raise ValueError(f"tls_cert {self.tls_cert}: not a PEM certificate with its private key in the same "
+                                 "file (a key in a file of its own is tls_key)") from None
+            raise ValueError(f"tls_cert {self.tls_cert}: not a PEM certificate, or {self.tls_key} not a PEM "
+                             f"private key ({e})") from None
+        return context
+
+
+class _EncryptedKey(Exception):
+    pass
 
 
 @dataclass
@@ -140,7 +179,7 @@ class Server:
     # ---- life cycle -------------------------------------------------------------------------
     async def start(self) -> "Server":
         self._server = await serve(self._handle, self.cfg.host, self.cfg.port, process_request=self._http,
-                                   create_connection=_Connection, max_size=self.cfg.max_message_bytes,
+                                   create_connection=_Connection, ssl=self.cfg.ssl_context(), max_size=self.cfg.max_message_bytes,
                                    # browsers always send Origin; other clients (ours, Vosk's) send none
                                    origins=(*self.cfg.origins, None) if self.cfg.origins else None,
                                    ping_interval=20, ping_timeout=20, max_queue=2, server_header="asr-engine",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import ssl
 from typing import AsyncIterator, Callable
 
 import numpy as np
@@ -21,9 +22,10 @@ class MicrophoneError(RuntimeError):
 
 async def stream_chunks(url: str, chunks: AsyncIterator[np.ndarray], sample_rate: int = SAMPLE_RATE,
                         start: dict | None = None, on_message: Callable[[dict], None] | None = None,
-                        token: str | None = None) -> list[dict]:
+                        token: str | None = None, tls: ssl.SSLContext | None = None) -> list[dict]:
     """Open a session, send each int16 chunk as it comes, end it, and return every server message
-    (partials, finals, errors) in order once the server has closed after its last final."""
+    (partials, finals, errors) in order once the server has closed after its last final. `tls`: the
+    context for a wss:// URL (default: the system's certificates)."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
@@ -35,7 +37,7 @@ async def stream_chunks(url: str, chunks: AsyncIterator[np.ndarray], sample_rate
         if on_message:
             on_message(m)
 
-    async with connect(url, additional_headers=headers, max_size=1 << 22) as ws:
+    async with connect(url, additional_headers=headers, max_size=1 << 22, **({"ssl": tls} if tls else {})) as ws:
         await ws.send(json.dumps({"type": "start", "sample_rate": sample_rate, "encoding": "int16", **(start or {})}))
         ready = json.loads(await ws.recv())
         if ready.get("type") != "ready":
@@ -73,7 +75,7 @@ async def stream_chunks(url: str, chunks: AsyncIterator[np.ndarray], sample_rate
 
 async def stream_file(url: str, path: str, realtime: bool = False, chunk_ms: float = 100.0,
                       start: dict | None = None, on_message: Callable[[dict], None] | None = None,
-                      token: str | None = None) -> list[dict]:
+                      token: str | None = None, tls: ssl.SSLContext | None = None) -> list[dict]:
     """Send `path` (resampled to 16 kHz int16) in chunk_ms pieces, paced in real time or as fast as
     possible; returns every server message in order."""
     audio = (np.clip(load_audio(path), -1, 1) * 32767).astype("<i2")
@@ -87,7 +89,7 @@ async def stream_file(url: str, path: str, realtime: bool = False, chunk_ms: flo
             if realtime:  # until the audio sent so far would have been spoken (the last chunk may be short)
                 await asyncio.sleep(max(0.0, t0 + min(i + step, len(audio)) / SAMPLE_RATE - loop.time()))
 
-    return await stream_chunks(url, chunks(), SAMPLE_RATE, start, on_message, token)
+    return await stream_chunks(url, chunks(), SAMPLE_RATE, start, on_message, token, tls)
 
 
 def open_microphone(device: int | str | None = None):
@@ -121,7 +123,8 @@ def open_microphone(device: int | str | None = None):
 
 async def stream_microphone(url: str, device: int | str | None = None, seconds: float | None = None,
                             chunk_ms: float = 100.0, start: dict | None = None,
-                            on_message: Callable[[dict], None] | None = None, token: str | None = None) -> list[dict]:
+                            on_message: Callable[[dict], None] | None = None, token: str | None = None,
+                            tls: ssl.SSLContext | None = None) -> list[dict]:
     """Stream the microphone until `seconds` of audio have been captured or Ctrl-C (SIGINT), then end
     the session properly and return every server message (the last final included)."""
     sd, _, rate = open_microphone(device)
@@ -150,7 +153,7 @@ async def stream_microphone(url: str, device: int | str | None = None, seconds: 
     except (RuntimeError, ValueError):  # not the main thread: Ctrl-C stays Python's
         handler = False
     try:
-        return await stream_chunks(url, chunks(), rate, start, on_message, token)
+        return await stream_chunks(url, chunks(), rate, start, on_message, token, tls)
     finally:
         if handler:
             loop.remove_signal_handler(signal.SIGINT)
