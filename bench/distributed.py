@@ -62,7 +62,8 @@ def add_parser(sub) -> None:
     p.add_argument("--manifest", required=True, action="append", help="JSONL manifest (repeat for several)")
     p.add_argument("--model", default=None, help="checkpoint or ONNX folder (default: the bundled model)")
     p.add_argument("--limit", type=at_least(1), default=None, help="files per manifest (default: all)")
-    p.add_argument("--workers", type=listed(at_least(1)), default=[1, 2], help="Ray actor counts to measure (default 1,2)")
+    p.add_argument("--workers", type=listed(at_least(1)), default=[1, 2],
+                   help="Ray actor counts to measure (default 1,2)")
     p.add_argument("--threads", type=at_least(0), default=1, help="ONNX Runtime threads per worker (default 1)")
     p.add_argument("--batch-size", type=at_least(1), default=8, help="files per call (default 8)")
     p.add_argument("--results", default="bench/results.jsonl", help="append JSON lines here ('' for none)")

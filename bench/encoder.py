@@ -217,7 +217,8 @@ def add_parser(sub) -> None:
                                        "the time goes)")
     p.add_argument("--model", default=None, help="checkpoint folder (default: the bundled model)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: the GPU when there is one)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="float32, float16 or bfloat16 weights and inputs")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                   help="float32, float16 or bfloat16 weights and inputs")
     p.add_argument("--batch", type=listed(at_least(1)), default=[1, 16, 64], help="batch sizes (default 1,16,64)")
     p.add_argument("--context", default="full", choices=["full", "stream"],
                    help="full: whole utterances in one call; stream: the engine's streaming steps, one model "
@@ -225,7 +226,8 @@ def add_parser(sub) -> None:
     p.add_argument("--graphs", action="store_true",
                    help="with --context stream: each step through captured CUDA graphs (StepGraphs; on a CPU the "
                         "same parts run eagerly: a check of the plumbing, not a speed-up)")
-    p.add_argument("--seconds", type=within(0.1, 3600), default=15.0, help="seconds per utterance, the longest (default 15)")
+    p.add_argument("--seconds", type=within(0.1, 3600), default=15.0,
+                   help="seconds per utterance, the longest (default 15)")
     p.add_argument("--threshold", type=PROBABILITY, default=None, help="skip threshold (default: the model's)")
     p.add_argument("--calls", type=at_least(1), default=5, help="calls per timed repetition (default 5)")
     p.add_argument("--reps", type=at_least(1), default=3, help="timed repetitions, the median is kept (default 3)")

@@ -221,9 +221,11 @@ def add_parser(sub) -> None:
     p.add_argument("--limit", type=at_least(1), default=None, help="utterances per manifest (default: all)")
     p.add_argument("--model", default=None, help="acoustic checkpoint folder (default: the bundled model)")
     p.add_argument("--lm", default=None, help="LM folder (without it: greedy and beam only)")
-    p.add_argument("--lm-backend", type=listed(one_of("torch", "onnx")), default=["torch", "onnx"], help="LM step backends (default torch,onnx)")
+    p.add_argument("--lm-backend", type=listed(one_of("torch", "onnx")), default=["torch", "onnx"],
+                   help="LM step backends (default torch,onnx)")
     p.add_argument("--lm-weights", type=listed(FINITE), default=[0.5], help="comma-separated LM weights (default 0.5)")
-    p.add_argument("--length-bonuses", type=listed(FINITE), default=[1.0], help="comma-separated length bonuses (default 1.0)")
+    p.add_argument("--length-bonuses", type=listed(FINITE), default=[1.0],
+                   help="comma-separated length bonuses (default 1.0)")
     p.add_argument("--lexicon-penalties", type=listed(FINITE), default=None,
                    help="comma-separated penalties for words outside the LM's lexicon.txt, 0 for none "
                         "(default: the LM's own setting)")

@@ -285,10 +285,13 @@ def add_parser(sub) -> None:
                    help="for the server the bench starts: finals decoded again in full context (serve --two-pass)")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="for the server the bench starts: encoder steps as captured CUDA graphs (serve --cuda-graphs)")
-    p.add_argument("--seconds", type=within(0.1, math.inf), default=15.0, help="audio each client sends per level (default 15)")
-    p.add_argument("--chunk-ms", type=within(1, 30_000), default=None, help="audio per message (default: the model's chunk)")
+    p.add_argument("--seconds", type=within(0.1, math.inf), default=15.0,
+                   help="audio each client sends per level (default 15)")
+    p.add_argument("--chunk-ms", type=within(1, 30_000), default=None,
+                   help="audio per message (default: the model's chunk)")
     p.add_argument("--bound-ms", type=within(1, math.inf), default=500.0, help="p95 latency bound (default 500)")
-    p.add_argument("--clients", type=listed(at_least(1)), default=None, help="measure exactly these N (comma-separated) instead of searching")
+    p.add_argument("--clients", type=listed(at_least(1)), default=None,
+                   help="measure exactly these N (comma-separated) instead of searching")
     p.add_argument("--max-clients", type=at_least(1), default=256, help="the search stops here (default 256)")
     p.add_argument("--flood", type=within(0, math.inf), default=0.0,
                    help="one more client sends this many seconds of audio as fast as it can, at every level")

@@ -122,9 +122,11 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default=None, help="checkpoint folder (default: the bundled model)")
     p.add_argument("--limit", type=at_least(1), default=40, help="utterances from the manifest (default 40)")
     p.add_argument("--rounds", type=at_least(1), default=2, help="utterances replayed per session slot (default 2)")
-    p.add_argument("--chunk-ms", type=listed(at_least(1)), default=[160, 320, 640, 1280], help="chunk sizes to try (default 160,320,640,1280)")
+    p.add_argument("--chunk-ms", type=listed(at_least(1)), default=[160, 320, 640, 1280],
+                   help="chunk sizes to try (default 160,320,640,1280)")
     p.add_argument("--batch", type=listed(at_least(1)), default=[1, 16], help="concurrent sessions (default 1,16)")
-    p.add_argument("--backend", type=listed(one_of("torch", "onnx")), default=["torch", "onnx"], help="backends to measure (default torch,onnx)")
+    p.add_argument("--backend", type=listed(one_of("torch", "onnx")), default=["torch", "onnx"],
+                   help="backends to measure (default torch,onnx)")
     p.add_argument("--threads", type=at_least(0), default=0, help="torch threads (default: torch's choice)")
     p.add_argument("--results", default="bench/results.jsonl", help="append JSON lines here ('' for none)")
     p.set_defaults(func=main)

@@ -118,9 +118,12 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="training throughput per model size, skip-aware steps on/off")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: the GPU when there is one)")
     p.add_argument("--sizes", default=",".join(SIZES), help=f"model sizes (default {','.join(SIZES)})")
-    p.add_argument("--skip", type=listed(one_of("off", "on")), default=["off", "on"], help="skip-aware steps: off, on or both (default off,on)")
-    p.add_argument("--keep", type=within(0.01, 1.0), default=0.4, help="share of frames the gate keeps in skip steps (0.4)")
-    p.add_argument("--batch", type=at_least(0), default=0, help="utterances per batch (default 64 on a GPU, 2 on a CPU)")
+    p.add_argument("--skip", type=listed(one_of("off", "on")), default=["off", "on"],
+                   help="skip-aware steps: off, on or both (default off,on)")
+    p.add_argument("--keep", type=within(0.01, 1.0), default=0.4,
+                   help="share of frames the gate keeps in skip steps (0.4)")
+    p.add_argument("--batch", type=at_least(0), default=0,
+                   help="utterances per batch (default 64 on a GPU, 2 on a CPU)")
     p.add_argument("--seconds", type=within(0, 3600), default=0.0, help="seconds per utterance (default 15 GPU, 4 CPU)")
     p.add_argument("--steps", type=at_least(0), default=0, help="timed steps after one warm-up (default 10 GPU, 2 CPU)")
     p.add_argument("--threads", type=at_least(0), default=0, help="torch threads on the CPU (default: torch's choice)")

@@ -277,8 +277,8 @@ def test_server_limits_that_cannot_work_are_refused_before_the_model_loads(capsy
 @pytest.mark.parametrize("given, said", [
     ({"--tls-cert": "missing/tls_cert.pem"}, "--tls-cert missing/tls_cert.pem: no such file"),  # a path as given
     ({"--tls-key": "key"}, "key.pem: goes with a certificate, --tls-cert"),
-    ({"--tls-cert": "cert"}, "not a PEM certificate with its private key in the same file (a key in a file of its own is --tls-key)"),
-    ({"--tls-cert": "key"}, "not a PEM certificate with its private key in the same file (a key in a file of its own is --tls-key)"),
+    ({"--tls-cert": "cert"}, "with its private key in the same file (a key in a file of its own is --tls-key)"),
+    ({"--tls-cert": "key"}, "not a PEM certificate with its private key in the same file"),
     ({"--tls-cert": "cert", "--tls-key": "other_key"}, "other_key.pem: not the private key of"),
     ({"--tls-cert": "cert", "--tls-key": "encrypted_key"}, "the private key is encrypted; give it unencrypted"),
 ])

@@ -107,6 +107,7 @@ class ServerConfig:
             if path is not None and not os.path.isfile(path):
                 raise ValueError(f"{name} {path}: {'not a file' if os.path.exists(path) else 'no such file'}")
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # TLS 1.2 and up, Python's default ciphers
+
         def no_passphrase() -> bytes:  # OpenSSL would otherwise ask for it on the terminal, and wait
             raise _EncryptedKey
 
@@ -179,7 +180,8 @@ class Server:
     # ---- life cycle -------------------------------------------------------------------------
     async def start(self) -> "Server":
         self._server = await serve(self._handle, self.cfg.host, self.cfg.port, process_request=self._http,
-                                   create_connection=_Connection, ssl=self.cfg.ssl_context(), max_size=self.cfg.max_message_bytes,
+                                   create_connection=_Connection, ssl=self.cfg.ssl_context(),
+                                   max_size=self.cfg.max_message_bytes,
                                    # browsers always send Origin; other clients (ours, Vosk's) send none
                                    origins=(*self.cfg.origins, None) if self.cfg.origins else None,
                                    ping_interval=20, ping_timeout=20, max_queue=2, server_header="asr-engine",
