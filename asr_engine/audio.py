@@ -82,9 +82,16 @@ def mono_float32(samples: np.ndarray) -> np.ndarray:
     return x
 
 
-def _decode_ffmpeg(path: Path, sndfile_error: Exception) -> tuple[np.ndarray, int]:
+def _duration_frames(stream, sr: int) -> int:
+    """Samples at `sr` the container says the track holds (0 when it does not say)."""
+    if stream.duration is not None and stream.time_base is not None:
+        return max(0, int(stream.duration * stream.time_base * sr))
+    return 0
+
+
+def _decode_ffmpeg(path: Path, sndfile_error: Exception, sample_rate: int) -> np.ndarray:
     """The first audio stream of a file libsndfile does not read (M4A, WebM, MP4 video, ...), through
-    PyAV's bundled FFmpeg decoders -> ((N, C) float32, sample rate). PyAV is the `media` extra
+    PyAV's bundled FFmpeg decoders -> mono float32 at `sample_rate`. PyAV is the `media` extra
     (100 MB of FFmpeg libraries that WAV, FLAC, Ogg and MP3 users do not need)."""
     try:
         import av
@@ -101,17 +108,19 @@ def _decode_ffmpeg(path: Path, sndfile_error: Exception) -> tuple[np.ndarray, in
             if not sr:
                 raise AudioError(f"{path}: cannot decode audio ({sndfile_error}; FFmpeg finds no sample rate)")
             # planar float at the track's own rate and layout, mixed to mono as the libsndfile path does
-            # (the mean of the channels); resampling stays with libsoxr
+            # (the mean of the channels) frame by frame; resampling stays with libsoxr, as it comes
             planar = av.AudioResampler(format="fltp", rate=sr)
-            frames = [out for frame in container.decode(stream) for out in planar.resample(frame)]
-            frames += planar.resample(None)
-            pieces = [f.to_ndarray().mean(axis=0) for f in frames]
+            out = _Resampled(path, int(sr), _duration_frames(stream, sr), sample_rate)
+            for frame in container.decode(stream):
+                for f in planar.resample(frame):
+                    out.add(f.to_ndarray().mean(axis=0))
+            for f in planar.resample(None):
+                out.add(f.to_ndarray().mean(axis=0))
     except AudioError:
         raise
     except (av.FFmpegError, ValueError, UnicodeDecodeError) as e:
         raise AudioError(f"{path}: cannot decode audio ({sndfile_error}; FFmpeg: {e})") from e
-    data = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-    return to_float32(data)[:, None], int(sr)
+    return out.samples()
 
 
 def wav_shortfall(path: str | Path) -> float:
@@ -157,13 +166,51 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise AudioError(f"{path}: empty file")
     try:
         with sf.SoundFile(path) as f:
-            sr = f.samplerate
-            data = f.read(dtype="float32", always_2d=True)
+            out = _Resampled(path, f.samplerate, f.frames if f.seekable() else 0, sample_rate)
+            # a block at a time: a long recording is never held at its own rate and channel count (an hour of
+            # 44.1 kHz stereo is 1.3 GB as float32, the 16 kHz mono it becomes 230 MB)
+            while len(block := f.read(_BLOCK, dtype="float32", always_2d=True)):
+                out.add(block.mean(axis=1) if block.shape[1] > 1 else block[:, 0])
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        data, sr = _decode_ffmpeg(path, e)
-    if data.shape[0] == 0:
-        raise AudioError(f"{path}: no audio samples")
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if not np.isfinite(mono).all():
-        raise AudioError(f"{path}: audio contains NaN or infinite samples")
-    return resample(mono, sr, sample_rate)
+        return _decode_ffmpeg(path, e, sample_rate)
+    return out.samples()
+
+
+_BLOCK = 1 << 18  # frames read at a time: 6 s at 44.1 kHz
+
+
+class _Resampled:
+    """Mono blocks at a file's rate in, resampled as they come (libsoxr's stream is bit for bit its one-shot
+    resampling), into one array sized from the length the file declares: no copy of the whole at the end.
+    A declared length past what the file's bytes could hold (a corrupt header) is not believed; the array
+    grows as the samples come instead."""
+
+    def __init__(self, path: Path, sr: int, frames: int, sample_rate: int):
+        import soxr
+
+        self.path, self.n, self.any = path, 0, False
+        self.stream = None if sr == sample_rate else soxr.ResampleStream(sr, sample_rate, 1, dtype="float32",
+                                                                         quality="VHQ")
+        plausible = 8 * path.stat().st_size * sample_rate // SAMPLE_RATE  # 8 samples a byte: 4 kbit/s at 16 kHz
+        self.buf = np.empty(min(int(frames * sample_rate / sr) + 64, plausible) if frames > 0 else 0, np.float32)
+
+    def add(self, mono: np.ndarray, last: bool = False) -> None:
+        mono = np.ascontiguousarray(mono, dtype=np.float32)
+        self.any |= mono.size > 0
+        if not np.isfinite(mono).all():
+            raise AudioError(f"{self.path}: audio contains NaN or infinite samples")
+        y = mono if self.stream is None else self.stream.resample_chunk(mono, last=last)
+        if self.n + len(y) > len(self.buf):
+            grown = np.empty(max(2 * len(self.buf), self.n + len(y)), np.float32)
+            grown[: self.n] = self.buf[: self.n]
+            self.buf = grown
+        self.buf[self.n: self.n + len(y)] = y
+        self.n += len(y)
+
+    def samples(self) -> np.ndarray:
+        if not self.any:
+            raise AudioError(f"{self.path}: no audio samples")
+        if self.stream is not None:
+            self.add(np.zeros(0, np.float32), last=True)
+        # a buffer that grew past its samples (the file declared less) is not kept whole behind a view
+        return self.buf[: self.n] if len(self.buf) <= self.n + self.n // 8 + 64 else self.buf[: self.n].copy()

@@ -832,7 +832,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--workers", type=at_least(1), default=2,
                    help="with --ray: actors, each with the model loaded once and --threads threads (default 2)")
     t.add_argument("--batch-size", type=at_least(1), default=8,
-                   help="files per forward pass (with --streaming: sessions stepped together; default 8)")
+                   help="files per forward pass (with --streaming: sessions stepped together; default 8; on a CPU "
+                        "in full context at most 4, which is as fast and holds far less memory)")
     t.add_argument("--threads", type=at_least(0), default=0, help="torch intra-op threads (default: torch's choice)")
     t.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary on stderr")
     t.set_defaults(func=cmd_transcribe)

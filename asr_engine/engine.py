@@ -130,6 +130,7 @@ class Engine:
         # the layout for whole files (ModelConfig.with_context): a file longer than one chunk is cut at pauses
         self.full_context = cfg.with_context("full") == cfg
         self.window = cfg.input_frames(self.chunk + cfg.right_context)  # feature frames per step
+        self.files_batch = files_batch(cfg, self.chunk, options.max_batch, str(getattr(model, "device", device)))
         self.hop = cfg.stride * self.chunk
         self.sessions: list[Session] = []
         self.states = StatePool(model.zeros_state)  # every session's streaming state, a row each
@@ -288,10 +289,10 @@ class Engine:
             results = self._stream_arrays(audios, paths, options, progress)
         else:
             results = []
-            for a in range(0, len(audios), self.options.max_batch):
-                results += self._decode_whole(audios[a: a + self.options.max_batch], paths[a:], options)
+            for a in range(0, len(audios), self.files_batch):
+                results += self._decode_whole(audios[a: a + self.files_batch], paths[a:], options)
                 if progress is not None:
-                    progress(sum(len(x) for x in audios[: a + self.options.max_batch]) / SAMPLE_RATE,
+                    progress(sum(len(x) for x in audios[: a + self.files_batch]) / SAMPLE_RATE,
                              sum(len(x) for x in audios) / SAMPLE_RATE)
         out: list[Result] = [None] * len(results)  # type: ignore[list-item]
         for i, r in zip(order, results):
@@ -336,8 +337,8 @@ class Engine:
         results = []
         piece = self.hop * self.model.features.window_shift
         total, done = sum(len(x) for x in audios) / SAMPLE_RATE, 0  # done: samples
-        for a in range(0, len(audios), self.options.max_batch):
-            group = audios[a: a + self.options.max_batch]
+        for a in range(0, len(audios), self.files_batch):
+            group = audios[a: a + self.files_batch]
             sessions = [self.session(SAMPLE_RATE, options) for _ in group]
             parts: list[list[Result]] = [[] for _ in group]
             for i in range(0, max(len(x) for x in group), piece):
@@ -357,6 +358,23 @@ class Engine:
                 results.append(join_results(path, p + [last], s.samples / SAMPLE_RATE))
                 self.close(s)
         return results
+
+
+# How many recordings (or pieces of one) a CPU decodes together when a step's attention is large: whole files in
+# full context attend 512 frames over 1,024, and the activations grow with the batch (ONNX Runtime's arena then
+# keeps the largest step's). On the 2-core CPU, an 11-minute recording at 64 pieces a step took 5.1 GB and ran at
+# RTF 0.029; at 4, 0.72 GB and RTF 0.014 (8: 1.1 GB, 0.017; 1-2: 0.49 GB, 0.016; docs/onnx.md "Whole files in
+# batches"). Streaming steps (32-64 frames over 128-192) stay far under it; a GPU batches as asked.
+CPU_STEP_ATTENTION = 4 * 512 * 1024  # query x key frames summed over a step's recordings
+
+
+def files_batch(cfg, chunk: int, max_batch: int, device: str) -> int:
+    """Recordings decoded together by transcribe_arrays: max_batch, or on a CPU as many as keep a step's
+    attention (chunk frames over their left context and themselves) under CPU_STEP_ATTENTION."""
+    if not device.startswith("cpu"):
+        return max_batch
+    left = chunk if cfg.left_chunks is None else cfg.left_chunks * cfg.chunk_size
+    return max(1, min(max_batch, CPU_STEP_ATTENTION // (chunk * (left + chunk + cfg.right_context))))
 
 
 def _full_pass(engine: Engine, audio: np.ndarray, path: str, start: float, options: SessionOptions) -> Result:

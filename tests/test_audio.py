@@ -133,3 +133,28 @@ def test_pause_cuts_cut_long_recordings_at_their_quietest_places():
     assert pause_cuts(np.zeros(0, np.float32), 16000) == [0, 0]
     flat = pause_cuts(np.zeros(50 * 16000, np.float32), 10 * 16000)  # no pause stands out: still pieces
     assert all(0 < b - a <= 10 * 16000 for a, b in zip(flat[:-1], flat[1:])) and flat[-1] == 50 * 16000
+
+
+def test_a_file_is_read_a_block_at_a_time_and_resampled_as_a_whole(tmp_path, monkeypatch):
+    """load_audio reads a block at a time (a long 44.1 kHz stereo file is never held at its own rate and
+    channels) and resamples block by block into one array: bit for bit what the whole file resampled at once
+    gives; a file that declares fewer samples than it holds still comes back whole."""
+    import soxr
+
+    import asr_engine.audio as audio
+
+    rng = np.random.default_rng(0)
+    t = np.arange(44100 * 3) / 44100
+    stereo = np.stack([np.sin(2 * np.pi * 300 * t), 0.3 * rng.standard_normal(len(t))], 1) * 0.5
+    path = tmp_path / "stereo.wav"
+    sf.write(path, stereo, 44100, subtype="PCM_16")
+    whole, _ = sf.read(path, dtype="float32")
+    expected = soxr.resample(whole.mean(axis=1), 44100, 16000, quality="VHQ")
+    monkeypatch.setattr(audio, "_BLOCK", 1000)  # 133 blocks
+    got = load_audio(path)
+    assert got.dtype == np.float32 and np.array_equal(got, expected)
+    short = audio._Resampled(path, 16000, 5, 16000)  # declares 5 samples, holds 4,000
+    short.add(np.ones(1000, np.float32))
+    short.add(np.full(3000, 0.5, np.float32))
+    x = short.samples()
+    assert len(x) == 4000 and x[:1000].sum() == 1000 and x[1000:].sum() == 1500

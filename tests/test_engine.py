@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from asr_engine.audio import AudioError
+from asr_engine.audio import AudioError, load_audio
 from asr_engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from asr_engine.engine import DecodeOptions, Engine
 from asr_engine.model.fbank import Fbank
@@ -409,3 +409,27 @@ def test_a_recording_of_another_shape_is_refused_by_its_own_shape():
         for shape in ((200_000, 2), (2, 200_000)):
             with pytest.raises(AudioError, match=re.escape(f"got shape {shape}")):
                 engine.transcribe(np.zeros(shape, np.float32))
+
+
+def test_a_cpu_decodes_whole_files_a_few_pieces_at_a_time():
+    """Full context on a CPU steps at most 4 recordings (or pieces of one) together, whatever max_batch says: 64
+    pieces of 10.24 s at once took 5.1 GB for an 11-minute recording and ran 2x slower. Streaming layouts and GPUs
+    batch as asked, and what a recording reads as does not depend on it."""
+    import asr_engine
+    from asr_engine.backend import bundled_model_dir
+    from asr_engine.engine import files_batch
+
+    full = asr_engine.load(bundled_model_dir(), beam=1, for_files=True, max_batch=64)
+    assert full.full_context and full.files_batch == 4
+    assert files_batch(full.model.cfg, full.chunk, 64, "cuda:0") == 64
+    assert files_batch(full.model.cfg, full.chunk, 2, "cpu") == 2
+    live = asr_engine.load(bundled_model_dir(), beam=1, max_batch=64)
+    assert not live.full_context and live.files_batch == 64
+    sizes = []
+    step = full.model.forward_chunk
+    full.model.forward_chunk = lambda wins, *a, **k: (sizes.append(len(wins)), step(wins, *a, **k))[1]
+    audios = [load_audio(f"asr_engine/samples/sample{i}.wav") for i in (1, 2, 3)] * 3
+    texts = [r.text for r in full.transcribe_arrays(audios, [str(i) for i in range(9)])]
+    assert sizes == [4, 4, 1]
+    alone = asr_engine.load(bundled_model_dir(), beam=1, for_files=True, max_batch=1)
+    assert texts == [r.text for r in alone.transcribe_arrays(audios, [str(i) for i in range(9)])] and all(texts)
