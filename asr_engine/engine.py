@@ -302,9 +302,21 @@ class Engine:
     def transcribe_files(self, paths: list[str | Path], options: SessionOptions = SessionOptions(),
                          progress: Callable[[float, float], None] | None = None,
                          streaming: bool | None = None) -> list[Result]:
-        """Read files and transcribe them (see transcribe_arrays); unreadable files get an error result."""
-        return transcribe_paths(paths, lambda audios, ok: self.transcribe_arrays(audios, ok, options, progress,
-                                                                                 streaming))
+        """Read files and transcribe them (see transcribe_arrays); unreadable files get an error result. The files
+        are read max_batch at a time: a long list is never held in memory whole (10,000 files of a minute are
+        2.3 GB of 16 kHz samples). `progress(done, total)` hears seconds of audio, over the files read so far."""
+        results: list[Result] = []
+        before = 0.0  # seconds of audio in the groups already decoded
+
+        def told(done: float, total: float) -> None:
+            progress(before + done, before + total)
+
+        for a in range(0, len(paths), self.options.max_batch):
+            group = transcribe_paths(paths[a: a + self.options.max_batch], lambda audios, ok: self.transcribe_arrays(
+                audios, ok, options, told if progress is not None else None, streaming))
+            before += sum(r.duration for r in group if not r.error)
+            results += group
+        return results
 
     def _context(self, options: SessionOptions):
         if options.hotwords is None and options.hotword_boost is None:

@@ -433,3 +433,25 @@ def test_a_cpu_decodes_whole_files_a_few_pieces_at_a_time():
     assert sizes == [4, 4, 1]
     alone = asr_engine.load(bundled_model_dir(), beam=1, for_files=True, max_batch=1)
     assert texts == [r.text for r in alone.transcribe_arrays(audios, [str(i) for i in range(9)])] and all(texts)
+
+
+def test_a_long_list_of_files_is_read_a_group_at_a_time(tiny_ckpt_dir, tmp_path):
+    """transcribe_files reads max_batch files, decodes them, then reads the next: a folder of thousands was read
+    into memory whole before its first file was decoded. Results keep the list's order, an unreadable file in
+    the middle included, and progress counts on across the groups."""
+    from asr_engine.engine import DecodeOptions
+
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF not audio")
+    paths = [f"asr_engine/samples/sample{i}.wav" for i in (1, 2, 3)] + [str(bad)] + ["asr_engine/samples/sample2.wav"]
+    engine = Engine.load(tiny_ckpt_dir, DecodeOptions(max_batch=2))
+    groups, seen = [], []
+    decode = engine.transcribe_arrays
+    engine.transcribe_arrays = lambda audios, *a, **k: (groups.append(len(audios)), decode(audios, *a, **k))[1]
+    results = engine.transcribe_files(paths, progress=lambda done, total: seen.append((done, total)))
+    assert groups == [2, 1, 1]  # sample1+2; sample3 (bad.wav failed to read); sample2 again
+    together = Engine.load(tiny_ckpt_dir, DecodeOptions(max_batch=8)).transcribe_files(paths)
+    assert [(r.path, r.text, r.error is None) for r in results] == [(r.path, r.text, r.error is None) for r in together]
+    assert results[3].error and "bad.wav" in results[3].error and results[4].text == results[1].text
+    total = sum(r.duration for r in results if not r.error)
+    assert seen and seen[-1] == pytest.approx((total, total)) and all(b[0] >= a[0] for a, b in zip(seen, seen[1:]))
