@@ -96,6 +96,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         one_long = len(inputs) == 1 and not args.quiet
         run, per_call = _local_runner(args, backend, streaming, one_long), args.batch_size
     stdin = _read_stdin() if any(path == "-" for path, _ in inputs) else None
+    outputs = _Outputs(args.format, plan, len(inputs))
     t0 = time.perf_counter()
     results = []
     bar = None
@@ -116,11 +117,14 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
                 print(f"warning: {r.warning}", file=sys.stderr)
         results += batch
         if bar is not None:
+            bar.clear()  # the bar's line is cleared before transcripts reach the same terminal
+        outputs.add(batch)
+        if bar is not None:
             bar.update(len(rng))
     wall = time.perf_counter() - t0
     if bar is not None:
         bar.close()
-    _write_outputs(results, args.format, plan)
+    outputs.close()
     if not args.quiet:
         print(_summary(results, [ref for _, ref in inputs], wall) + f" | decoding: {_decoding(args)}", file=sys.stderr)
     return 1 if any(r.error for r in results) else 0
@@ -550,20 +554,46 @@ def _make_folder(folder: Path) -> None:
         raise InputError(f"cannot write to the output folder {folder}")
 
 
-def _write_outputs(results, fmt: str, plan: Path | dict[str, Path] | None) -> None:
-    if isinstance(plan, dict):
-        for r in results:
-            if r.error is None:
-                plan[r.path].write_text(render([r], fmt))
-        return
-    ok = [r for r in results if r.error is None] if fmt in SUBTITLE_FORMATS or len(results) == 1 else results
-    if not ok:
-        return  # nothing on stdout for a file that failed (its error is on stderr)
-    text = render(ok, fmt)
-    if plan is not None:
-        plan.write_text(text)
-    else:
-        sys.stdout.write(text)
+class _Outputs:
+    """Writes the transcripts as each batch of files is done, where the format allows: a subtitle file per
+    input, and the lines of jsonl and of txt for several inputs (an hour-long job shows its results as it goes,
+    and keeps those done when it is stopped); json (one document) and a single input's output at the end."""
+
+    def __init__(self, fmt: str, plan: Path | dict[str, Path] | None, inputs: int):
+        self.fmt, self.plan, self.single = fmt, plan, inputs == 1
+        self.lines = fmt in ("jsonl", "txt") and not self.single
+        self.held: list = []
+        self.file = None
+
+    def add(self, results) -> None:
+        if isinstance(self.plan, dict):  # subtitles: a file per input that decoded
+            for r in results:
+                if r.error is None:
+                    self.plan[r.path].write_text(render([r], self.fmt))
+        elif self.lines:
+            self._write("".join(render([r], "jsonl") if self.fmt == "jsonl" else
+                                f"{r.path}\t{r.text if r.error is None else '<error>'}\n" for r in results))
+        else:
+            self.held += results
+
+    def close(self) -> None:
+        if not (isinstance(self.plan, dict) or self.lines):
+            ok = [r for r in self.held if r.error is None] if self.fmt in SUBTITLE_FORMATS or self.single \
+                else self.held
+            if ok:  # nothing on stdout for a file that failed (its error is on stderr)
+                self._write(render(ok, self.fmt))
+        if self.file is not None:
+            self.file.close()
+
+    def _write(self, text: str) -> None:
+        if self.plan is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return
+        if self.file is None:
+            self.file = open(self.plan, "w", encoding="utf-8")
+        self.file.write(text)
+        self.file.flush()
 
 
 def _summary(results, refs: list[str | None], wall: float) -> str:

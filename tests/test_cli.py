@@ -18,6 +18,37 @@ def files(wav, tmp_path):
     return [wav("a.wav", 1.0), wav("b.wav", 2.0, sr=44100), wav("c.wav", 0.5, sr=8000, channels=2)]
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "txt"])
+def test_transcripts_are_written_as_each_batch_is_done(tiny_ckpt_dir, files, tmp_path, monkeypatch, fmt):
+    """Several files' jsonl or txt lines reach the output as each batch is decoded (they were all written at the
+    end), so a job stopped midway (Ctrl-C) keeps what it had done; the whole output is what it was."""
+    from asr_engine.engine import Engine
+
+    out = tmp_path / f"all.{fmt}"
+    seen = []
+    decode = Engine.transcribe_files
+
+    def spy(self, paths, *a, **k):
+        seen.append(len(out.read_text().splitlines()) if out.exists() else 0)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+        return decode(self, paths, *a, **k)
+
+    monkeypatch.setattr(Engine, "transcribe_files", spy)
+    args = ["transcribe", "--model", str(tiny_ckpt_dir), "--batch-size", "1", "--format", fmt, "-o", str(out)]
+    with pytest.raises(KeyboardInterrupt):
+        main([*args, *map(str, files)])
+    assert seen == [0, 1, 2]
+    lines = out.read_text().splitlines()
+    paths = [json.loads(line)["path"] for line in lines] if fmt == "jsonl" else [line.split("\t")[0] for line in lines]
+    assert paths == [str(files[0]), str(files[1])]
+    monkeypatch.setattr(Engine, "transcribe_files", decode)
+    assert main([*args, *map(str, files)]) == 0
+    whole = out.read_text()
+    assert main(["transcribe", "--model", str(tiny_ckpt_dir), "--format", fmt, "-o", str(out), *map(str, files)]) == 0
+    assert out.read_text() == whole and whole.count("\n") == 3  # batches of 1 or of 8: the same output
+
+
 def test_txt_single_and_many(tiny_ckpt_dir, files, capsys):
     code, out, err = run(["transcribe", "--model", str(tiny_ckpt_dir), str(files[0])], capsys)
     assert code == 0 and out.count("\n") == 1 and "\t" not in out
