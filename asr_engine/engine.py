@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -134,6 +135,10 @@ class Engine:
         self.hop = cfg.stride * self.chunk
         self.sessions: list[Session] = []
         self.states = StatePool(model.zeros_state)  # every session's streaming state, a row each
+        # one thread at a time takes rows, feeds and steps: transcribe() from several threads shared the pool's
+        # rows unguarded, and 63 of 144 concurrent transcripts came out wrong (a row grown away under another
+        # thread's write). close() stays lock-free: a server closes sessions on its event loop mid-step.
+        self._lock = threading.RLock()
 
     @classmethod
     def load(cls, model: str | Path | None = None, options: DecodeOptions = DecodeOptions(), backend: str = "auto",
@@ -154,8 +159,9 @@ class Engine:
     # streaming
 
     def session(self, sample_rate: int = SAMPLE_RATE, options: SessionOptions = SessionOptions()) -> "Session":
-        s = Session(self, sample_rate, options)
-        self.sessions.append(s)
+        with self._lock:
+            s = Session(self, sample_rate, options)
+            self.sessions.append(s)
         return s
 
     def close(self, session: "Session") -> None:
@@ -173,16 +179,18 @@ class Engine:
         before any session takes its audio: bad audio raises and no session changes."""
         if any(s.engine is not self for s, _ in feeds):
             raise ValueError("accept_audio feeds this engine's sessions only")
-        checked = [s._checked(x) for s, x in feeds]
-        pieces = [s._take(x) for (s, _), x in zip(feeds, checked)]
-        for (s, _), new in zip(feeds, frames_of(self.model.fbank, self.model.features, pieces)):
-            s._add_frames(new)
+        with self._lock:
+            checked = [s._checked(x) for s, x in feeds]
+            pieces = [s._take(x) for (s, _), x in zip(feeds, checked)]
+            for (s, _), new in zip(feeds, frames_of(self.model.fbank, self.model.features, pieces)):
+                s._add_frames(new)
 
     def step(self, sessions: list["Session"] | None = None) -> list["Session"]:
         """Run one chunk of every ready session; returns the sessions that advanced."""
-        ready = [s for s in (self.sessions if sessions is None else sessions) if s.ready]
-        for a in range(0, len(ready), self.options.max_batch):
-            self._run(ready[a: a + self.options.max_batch])
+        with self._lock:
+            ready = [s for s in (self.sessions if sessions is None else sessions) if s.ready]
+            for a in range(0, len(ready), self.options.max_batch):
+                self._run(ready[a: a + self.options.max_batch])
         return ready
 
     def run(self, sessions: list["Session"] | None = None) -> None:
@@ -259,9 +267,10 @@ class Engine:
                 raise ValueError(f"the {self.model.name} model decodes files by streaming them only")
             if options.endpoint is not None:
                 raise ValueError("endpointing splits streams: it needs streaming")
-        if self.full_context and options.endpoint is None:
-            return self._in_pieces(audios, paths, options, progress, streaming)
-        return self._sorted(audios, paths, options, progress, streaming)
+        with self._lock:  # calls from several threads take turns (each already uses every core it was given)
+            if self.full_context and options.endpoint is None:
+                return self._in_pieces(audios, paths, options, progress, streaming)
+            return self._sorted(audios, paths, options, progress, streaming)
 
     def _in_pieces(self, audios: list[np.ndarray], paths: list[str], options: SessionOptions,
                    progress: Callable[[float, float], None] | None, streaming: bool) -> list[Result]:
@@ -403,7 +412,8 @@ def _shifted(r: Result, seconds: float) -> Result:
 
 
 class Session:
-    """One audio stream. Not thread-safe: feed it and step its engine from one thread."""
+    """One audio stream, used from one thread. Several threads may each run their own sessions (stepping them
+    with `engine.step(theirs)`) and `transcribe` calls on one engine: the engine's work takes turns."""
 
     def __init__(self, engine: Engine, sample_rate: int = SAMPLE_RATE, options: SessionOptions = SessionOptions()):
         check_sample_rate(sample_rate)
@@ -420,6 +430,10 @@ class Session:
 
     def reset(self) -> None:
         """Start over: a new utterance, nothing decoded."""
+        with self.engine._lock:
+            self._reset()
+
+    def _reset(self) -> None:
         eng = self.engine
         self._resampler = None
         if self.sample_rate != SAMPLE_RATE:

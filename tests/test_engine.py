@@ -455,3 +455,33 @@ def test_a_long_list_of_files_is_read_a_group_at_a_time(tiny_ckpt_dir, tmp_path)
     assert results[3].error and "bad.wav" in results[3].error and results[4].text == results[1].text
     total = sum(r.duration for r in results if not r.error)
     assert seen and seen[-1] == pytest.approx((total, total)) and all(b[0] >= a[0] for a, b in zip(seen, seen[1:]))
+
+
+def test_transcribe_from_several_threads_gives_each_its_own_transcripts():
+    """One engine shared by a threaded web app: concurrent transcribe calls take turns. Unguarded, the threads
+    shared the state pool's rows (one grew it away under another's write) and 63 of 144 transcripts came out
+    wrong, silently."""
+    import threading
+
+    import asr_engine
+    from asr_engine.backend import bundled_model_dir
+
+    engine = asr_engine.load(bundled_model_dir(), beam=1)
+    audios = [load_audio(f"asr_engine/samples/sample{i}.wav") for i in (1, 2, 3)]
+    alone = [r.text for r in engine.transcribe_arrays(audios, ["1", "2", "3"])]
+    got, failures = [], []
+
+    def work():
+        try:
+            for _ in range(4):
+                got.append([r.text for r in engine.transcribe_arrays(audios, ["1", "2", "3"])])
+        except Exception as e:  # noqa: BLE001 - any failure in a thread is this test's failure
+            failures.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not failures and len(got) == 24 and all(texts == alone for texts in got) and all(alone)
+    assert not engine.sessions and engine.states.capacity <= 4  # every session closed, its row given back
