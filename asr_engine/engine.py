@@ -139,6 +139,7 @@ class Engine:
         # rows unguarded, and 63 of 144 concurrent transcripts came out wrong (a row grown away under another
         # thread's write). close() stays lock-free: a server closes sessions on its event loop mid-step.
         self._lock = threading.RLock()
+        self._close_lock = threading.Lock()
 
     @classmethod
     def load(cls, model: str | Path | None = None, options: DecodeOptions = DecodeOptions(), backend: str = "auto",
@@ -159,18 +160,17 @@ class Engine:
     # streaming
 
     def session(self, sample_rate: int = SAMPLE_RATE, options: SessionOptions = SessionOptions()) -> "Session":
-        with self._lock:
-            s = Session(self, sample_rate, options)
-            self.sessions.append(s)
-        return s
+        return Session(self, sample_rate, options)  # it registers itself (Session.reset)
 
     def close(self, session: "Session") -> None:
-        """Forget a session (the engine keeps every open one for `step()` without arguments)."""
-        if session in self.sessions:
-            self.sessions.remove(session)
-        if session.slot is not None:  # its state's row goes to the next session
-            self.states.release(session.slot)
-            session.slot = None
+        """Forget a session (the engine keeps every open one for `step()` without arguments). Twice, or from two
+        threads at once (finish() closes too), it is closed once: a row released twice would go to two sessions."""
+        with self._close_lock:  # not the steps' lock: a server closes sessions on its event loop mid-step
+            if session in self.sessions:
+                self.sessions.remove(session)
+            slot, session.slot = session.slot, None
+        if slot is not None:  # its state's row goes to the next session
+            self.states.release(slot)
 
     def accept_audio(self, feeds: list[tuple["Session", np.ndarray]]) -> None:
         """Audio for several sessions at once, (session, samples) each as `Session.accept_audio` takes
@@ -446,6 +446,7 @@ class Session:
         self._feat_total = 0  # feature frames since the start
         if self.slot is None:
             self.slot = eng.states.take()  # zero
+            eng.sessions.append(self)  # new, or finished and started over
         else:
             eng.states.clear(self.slot)
         self.samples = 0  # 16 kHz samples received
@@ -628,7 +629,12 @@ class Session:
 
     def finish(self, path: str = "") -> Result:
         """End the input, decode everything left (this session alone) and return the final result
-        (in continuous mode: of the last utterance; pop_finals() has the ones before it)."""
+        (in continuous mode: of the last utterance; pop_finals() has the ones before it). The session is then
+        closed (`engine.close`); `reset()` opens it again for a new stream."""
         self.input_done()
         self.engine.run([self])
-        return self.final(path)
+        result = self.final(path)
+        # done: its state's row goes to the next session and the engine forgets it (a web app that opens a
+        # session a request and finishes it held 4 MB a request for good); reset() starts it over
+        self.engine.close(self)
+        return result

@@ -485,3 +485,27 @@ def test_transcribe_from_several_threads_gives_each_its_own_transcripts():
         t.join(120)
     assert not failures and len(got) == 24 and all(texts == alone for texts in got) and all(alone)
     assert not engine.sessions and engine.states.capacity <= 4  # every session closed, its row given back
+
+
+def test_a_finished_session_gives_its_row_back(tiny_ckpt_dir):
+    """The README's loop (session, accept_audio, step, finish) a request at a time: finish() closes the session,
+    so the engine holds none and its pool stays at its first size (it held every session and 4 MB of state for
+    each of the bundled model's, for good). reset() starts a finished session over; closing twice frees once."""
+    engine = Engine.load(tiny_ckpt_dir)
+    pcm = (_speechy(1.5, 3) * 32767).astype(np.int16)
+    texts = []
+    for _ in range(20):
+        s = engine.session()
+        s.accept_audio(pcm)
+        engine.step()
+        texts.append(s.finish().text)
+        assert s.slot is None and not engine.sessions
+    assert len(set(texts)) == 1 and engine.states.capacity == 4
+    s.reset()  # the same session, a new stream
+    assert engine.sessions == [s] and s.slot is not None
+    s.accept_audio(pcm)
+    assert s.finish().text == texts[0]
+    engine.close(s)
+    engine.close(s)
+    slots = {engine.session().slot for _ in range(4)}
+    assert len(slots) == 4  # no row handed to two sessions
