@@ -82,6 +82,9 @@ class Partial:
     stable: str  # its prefix that no later audio can change
 
 
+_BUILD = object()  # Engine.session's context: build it from the options
+
+
 class Engine:
     """model: a TorchModel (asr_engine.model.runtime) or an OnnxModel (asr_engine.export.runtime),
     from `asr_engine.backend.load_model`, or a torch Checkpoint (run as a TorchModel on `device`).
@@ -159,8 +162,10 @@ class Engine:
 
     # streaming
 
-    def session(self, sample_rate: int = SAMPLE_RATE, options: SessionOptions = SessionOptions()) -> "Session":
-        return Session(self, sample_rate, options)  # it registers itself (Session.reset)
+    def session(self, sample_rate: int = SAMPLE_RATE, options: SessionOptions = SessionOptions(),
+                context=_BUILD) -> "Session":
+        """A new stream; `context`: its hotword graph, when hotword_context(options) made it already."""
+        return Session(self, sample_rate, options, context)  # it registers itself (Session.reset)
 
     def close(self, session: "Session") -> None:
         """Forget a session (the engine keeps every open one for `step()` without arguments). Twice, or from two
@@ -327,7 +332,9 @@ class Engine:
             results += group
         return results
 
-    def _context(self, options: SessionOptions):
+    def hotword_context(self, options: SessionOptions):
+        """The hotword graph a session with these options decodes with (the engine's own when they name none).
+        Built from the phrases each time: a server builds it off its compute thread and hands it to session()."""
         if options.hotwords is None and options.hotword_boost is None:
             return self.context
         return hotword_graph(self.options.hotwords if options.hotwords is None else options.hotwords,
@@ -335,7 +342,7 @@ class Engine:
                              self.tokenizer, self.options.beam)
 
     def _decode_whole(self, audios: list[np.ndarray], paths: list[str], options: SessionOptions) -> list[Result]:
-        context = self._context(options)
+        context = self.hotword_context(options)
         encoded = self.model.encode(audios, self.skip, hidden=self.options.rescorer is not None)
         live = [i for i, e in enumerate(encoded) if e is not None]
         searches = [self.search(context) for _ in live]
@@ -415,10 +422,11 @@ class Session:
     """One audio stream, used from one thread. Several threads may each run their own sessions (stepping them
     with `engine.step(theirs)`) and `transcribe` calls on one engine: the engine's work takes turns."""
 
-    def __init__(self, engine: Engine, sample_rate: int = SAMPLE_RATE, options: SessionOptions = SessionOptions()):
+    def __init__(self, engine: Engine, sample_rate: int = SAMPLE_RATE, options: SessionOptions = SessionOptions(),
+                 context=_BUILD):
         check_sample_rate(sample_rate)
         self.engine, self.sample_rate, self.options = engine, sample_rate, options
-        self._context = engine._context(options)
+        self._context = engine.hotword_context(options) if context is _BUILD else context
         self._keeps_hidden = engine.rescores
         # the second pass's input: the audio since the current utterance's start, at most FINAL_PASS_SECONDS
         self._keeps_audio = engine.final_pass is not None

@@ -117,6 +117,7 @@ async def _exchange(url, *messages, expect=1):
     (['{"type": "start", "endpoint": {"max_utterance": 1e300}}'], "bad_field"),
     (['{"type": "start", "sample_rate": ' + "9" * 5000 + "}"], "bad_json"),
     (["[" * 100_000], "bad_json"),
+    (['{"type": "start", "hotwords": ["' + "a" * 101 + '"]}'], "bad_field"),  # 1,000 such took 1.1 s to compile
 ])
 def test_bad_messages_get_errors_and_the_session_survives(srv, offline, messages, code):
     async def go():
@@ -139,6 +140,33 @@ def test_bad_messages_get_errors_and_the_session_survives(srv, offline, messages
             return msgs
 
     assert finals(run(go()))[-1]["text"] == offline[SAMPLES[1]]
+
+
+def test_hotwords_are_compiled_beside_the_compute_loop(srv, engine, monkeypatch):
+    """A session's hotword graph is built off the compute thread (which steps every session): 1,000 long
+    phrases took 1.1 s there, a stall of everyone's partials; and the session decodes with the graph."""
+    import threading
+
+    threads = []
+    build = engine.hotword_context
+
+    def spy(options):
+        threads.append(threading.current_thread().name)
+        return build(options)
+
+    monkeypatch.setattr(engine, "hotword_context", spy)
+
+    async def go():
+        async with connect(srv.url + "/") as ws:
+            await ws.send(json.dumps({"type": "start", "hotwords": ["disputed authorship"], "hotword_boost": 3}))
+            assert json.loads(await ws.recv())["type"] == "ready"
+            await ws.send((load_audio(SAMPLES[0]) * 32767).astype("<i2").tobytes())
+            await ws.send('{"type": "end"}')
+            return [json.loads(m) async for m in ws]
+
+    msgs = run(go())
+    assert threads and not any(name.startswith("asr-compute") for name in threads), threads
+    assert "disputed authorship" in finals(msgs)[-1]["text"]
 
 
 def test_oversized_message_closes_only_that_connection(srv, offline):
