@@ -169,14 +169,16 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
             out = _Resampled(path, f.samplerate, f.frames if f.seekable() else 0, sample_rate)
             # a block at a time: a long recording is never held at its own rate and channel count (an hour of
             # 44.1 kHz stereo is 1.3 GB as float32, the 16 kHz mono it becomes 230 MB)
-            while len(block := f.read(_BLOCK, dtype="float32", always_2d=True)):
+            frames = max(1, _BLOCK // f.channels)  # a block's samples bounded, whatever the channel count
+            while len(block := f.read(frames, dtype="float32", always_2d=True)):
                 out.add(block.mean(axis=1) if block.shape[1] > 1 else block[:, 0])
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         return _decode_ffmpeg(path, e, sample_rate)
     return out.samples()
 
 
-_BLOCK = 1 << 18  # frames read at a time: 6 s at 44.1 kHz
+_BLOCK = 1 << 18  # samples read at a time: 6 s of 44.1 kHz mono, 3 s of stereo
+FILE_RATES = (4000, 768000)  # sample rates a file may have: old 4-6 kHz recordings to 768 kHz studio masters
 
 
 class _Resampled:
@@ -188,6 +190,10 @@ class _Resampled:
     def __init__(self, path: Path, sr: int, frames: int, sample_rate: int):
         import soxr
 
+        if not FILE_RATES[0] <= sr <= FILE_RATES[1]:  # a corrupt or crafted header: 1 Hz made 16,000 samples of
+            # each one (a 320 KB file took 17 GB and crashed the process in libsoxr)
+            raise AudioError(f"{path}: its header says {sr} Hz, which is not an audio sample rate "
+                             f"({FILE_RATES[0]:,}-{FILE_RATES[1]:,} Hz are read)")
         self.path, self.n, self.any = path, 0, False
         self.stream = None if sr == sample_rate else soxr.ResampleStream(sr, sample_rate, 1, dtype="float32",
                                                                          quality="VHQ")

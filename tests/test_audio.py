@@ -150,7 +150,7 @@ def test_a_file_is_read_a_block_at_a_time_and_resampled_as_a_whole(tmp_path, mon
     sf.write(path, stereo, 44100, subtype="PCM_16")
     whole, _ = sf.read(path, dtype="float32")
     expected = soxr.resample(whole.mean(axis=1), 44100, 16000, quality="VHQ")
-    monkeypatch.setattr(audio, "_BLOCK", 1000)  # 133 blocks
+    monkeypatch.setattr(audio, "_BLOCK", 1000)  # 266 blocks of 500 stereo frames
     got = load_audio(path)
     assert got.dtype == np.float32 and np.array_equal(got, expected)
     short = audio._Resampled(path, 16000, 5, 16000)  # declares 5 samples, holds 4,000
@@ -158,3 +158,17 @@ def test_a_file_is_read_a_block_at_a_time_and_resampled_as_a_whole(tmp_path, mon
     short.add(np.full(3000, 0.5, np.float32))
     x = short.samples()
     assert len(x) == 4000 and x[:1000].sum() == 1000 and x[1000:].sum() == 1500
+
+
+@pytest.mark.parametrize("rate, ok", [(1, False), (100, False), (3999, False), (4000, True), (768000, True),
+                                      (1_000_000, False)])
+def test_a_header_with_no_audio_rate_is_refused(tmp_path, rate, ok):
+    """A WAV whose header says 1 Hz made 16,000 samples of each one: a 320 KB file took 17 GB and crashed
+    `transcribe` inside libsoxr. Rates no audio file has are refused in one line; 4 kHz to 768 kHz are read."""
+    path = tmp_path / f"r{rate}.wav"
+    sf.write(path, np.zeros(8000, np.int16), rate, subtype="PCM_16")
+    if ok:
+        assert len(load_audio(path)) == round(8000 * 16000 / rate)
+    else:
+        with pytest.raises(AudioError, match=f"its header says {rate} Hz, which is not an audio sample rate"):
+            load_audio(path)
