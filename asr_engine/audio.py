@@ -60,6 +60,9 @@ def resample(samples: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.n
     return soxr.resample(samples, sr_in, sr_out, quality="VHQ").astype(np.float32, copy=False)
 
 
+FLOAT_PEAK = 256.0  # float samples past it are another scale's (int16's), not loud audio (+48 dB over full scale)
+
+
 def to_float32(samples: np.ndarray) -> np.ndarray:
     """int16 PCM or float audio -> float32 in [-1, 1]; rejects other dtypes and non-finite values."""
     samples = np.asarray(samples)
@@ -71,6 +74,10 @@ def to_float32(samples: np.ndarray) -> np.ndarray:
         raise AudioError(f"unsupported sample dtype {samples.dtype} (expected int16, float32 or float64)")
     if not np.isfinite(out).all():
         raise AudioError("audio contains NaN or infinite samples")
+    if samples.dtype != np.int16 and out.size and (peak := float(np.abs(out).max())) > FLOAT_PEAK:
+        # int16 PCM handed over as floats: the model hears it 90 dB too loud and returns nothing, silently
+        raise AudioError(f"float samples reach {peak:,.0f}; float audio runs from -1 to 1 (int16 samples as floats? "
+                         "pass them as int16, or divide them by 32768)")
     return out
 
 

@@ -5,7 +5,7 @@ stream is a Session; whole files and arrays are the engine's file mode.
     engine.transcribe(samples, sample_rate)     # one array -> Result
     engine.transcribe_files(["a.wav"])          # files -> Results (unreadable ones as errors)
     s = engine.session(sample_rate=8000)        # or session(16000, SessionOptions(hotwords=..., endpoint=...))
-    s.accept_audio(samples)                     # any chunk size, int16 or float
+    s.accept_audio(samples)                     # any chunk size, int16 or float in -1..1
     engine.step()                               # runs every ready session as one batch
     s.result().text                             # partial text; .stable is the part that cannot change
     s.pop_finals()                              # continuous mode: utterances closed by the endpointer
@@ -252,7 +252,7 @@ class Engine:
     # whole files and arrays
 
     def transcribe(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, path: str = "") -> Result:
-        """One recording (mono int16 or float samples at `sample_rate`) -> its Result."""
+        """One recording (mono int16, or float in -1..1, samples at `sample_rate`) -> its Result."""
         check_sample_rate(sample_rate)
         audio = mono_float32(audio)  # checked whole: its pieces' shapes would say less
         if sample_rate != SAMPLE_RATE:

@@ -157,6 +157,11 @@ def test_bad_input_is_refused(tiny_ckpt_dir):
         s.accept_audio(np.zeros(100, np.int32))
     with pytest.raises(AudioError, match="NaN"):
         s.accept_audio(np.full(100, np.nan, np.float32))
+    with pytest.raises(AudioError, match="int16 samples as floats"):  # heard 90 dB too loud: nothing, silently
+        s.accept_audio(np.full(100, 20000.0, np.float64))
+    with pytest.raises(AudioError, match=r"float samples reach [\d,]+; float audio runs from -1 to 1"):
+        engine.transcribe((_speechy(1.0, 1) * 32767).astype(np.float32))
+    assert engine.transcribe((_speechy(1.0, 1) * 3).astype(np.float32)).frames > 0  # loud, but audio
     assert s.finish().text == ""  # nothing valid arrived: an empty result, no crash
     with pytest.raises(RuntimeError, match="reset"):
         s.accept_audio(np.zeros(100, np.float32))

@@ -110,6 +110,7 @@ async def _exchange(url, *messages, expect=1):
     (['{"type": "pause"}'], "bad_message"),
     (['{"type": "start"}', b"\x00\x01\x02"], "bad_audio"),  # odd byte count for int16
     (['{"type": "start", "encoding": "float32"}', np.array([np.nan], "<f4").tobytes()], "bad_audio"),
+    (['{"type": "start", "encoding": "float32"}', np.full(800, 20000.0, "<f4").tobytes()], "bad_audio"),  # int16 scale
     (['{"type": "start", "endpoint": {"max_utterance": -1}}'], "bad_field"),
     # once crashes of the handler (a close with no error message)
     (['{"type": "start", "endpoint": {"max_utterance": 1e400}}'], "bad_json"),

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from asr_engine.audio import FLOAT_PEAK
 from asr_engine.endpoint import EndpointConfig
 from asr_engine.results import Result
 
@@ -165,6 +166,9 @@ def decode_audio(data: bytes, encoding: str) -> np.ndarray:
     x = np.frombuffer(data, dtype="<i2" if width == 2 else "<f4")
     if width == 4 and not np.isfinite(x).all():
         raise ProtocolError("bad_audio", "float32 audio contains NaN or infinity")
+    if width == 4 and x.size and (peak := float(np.abs(x).max())) > FLOAT_PEAK:
+        raise ProtocolError("bad_audio", f"float32 samples reach {peak:,.0f}; float audio runs from -1 to 1 (int16 "
+                                         "samples as floats? send them with encoding int16)")
     return x
 
 
