@@ -15,7 +15,7 @@ from pathlib import Path
 
 from asr_engine.argtypes import FINITE, PROBABILITY, at_least, within
 from asr_engine.audio import AUDIO_EXTENSIONS
-from asr_engine.formats import FORMATS, SUBTITLE_FORMATS, render
+from asr_engine.formats import FORMATS, SUBTITLE_FORMATS, render, txt_line
 from asr_engine.manifest import read_manifest
 from asr_engine.text import word_error_counts
 
@@ -571,8 +571,7 @@ class _Outputs:
                 if r.error is None:
                     self.plan[r.path].write_text(render([r], self.fmt))
         elif self.lines:
-            self._write("".join(render([r], "jsonl") if self.fmt == "jsonl" else
-                                f"{r.path}\t{r.text if r.error is None else '<error>'}\n" for r in results))
+            self._write("".join(render([r], "jsonl") if self.fmt == "jsonl" else txt_line(r) for r in results))
         else:
             self.held += results
 

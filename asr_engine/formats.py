@@ -76,12 +76,17 @@ def to_vtt(res: Result) -> str:
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
+def txt_line(r: Result) -> str:
+    """One of several files in txt: its path, a tab, its transcript (`<error>` for a file that failed)."""
+    return f"{r.path}\t{r.text if r.error is None else '<error>'}\n"
+
+
 def render(results: list[Result], fmt: str) -> str:
     """All results in one document (srt/vtt take exactly one result)."""
     if fmt == "txt":
         if len(results) == 1:
             return (results[0].text if results[0].error is None else "") + "\n"
-        return "".join(f"{r.path}\t{r.text if r.error is None else '<error>'}\n" for r in results)
+        return "".join(txt_line(r) for r in results)
     if fmt == "json":
         return json.dumps([r.to_dict() for r in results], indent=2) + "\n"
     if fmt == "jsonl":
