@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from asr_engine.audio import FLOAT_PEAK
+from asr_engine.audio import AudioError, to_float32
 from asr_engine.endpoint import EndpointConfig
 from asr_engine.results import Result
 
@@ -164,11 +164,11 @@ def decode_audio(data: bytes, encoding: str) -> np.ndarray:
     if len(data) % width:
         raise ProtocolError("bad_audio", f"{len(data)} bytes is not a whole number of {encoding} samples")
     x = np.frombuffer(data, dtype="<i2" if width == 2 else "<f4")
-    if width == 4 and not np.isfinite(x).all():
-        raise ProtocolError("bad_audio", "float32 audio contains NaN or infinity")
-    if width == 4 and x.size and (peak := float(np.abs(x).max())) > FLOAT_PEAK:
-        raise ProtocolError("bad_audio", f"float32 samples reach {peak:,.0f}; float audio runs from -1 to 1 (int16 "
-                                         "samples as floats? send them with encoding int16)")
+    if width == 4:
+        try:  # the engine's own rule for float audio (finite, on float's scale), said before the audio is queued
+            to_float32(x)
+        except AudioError as e:
+            raise ProtocolError("bad_audio", str(e)) from None
     return x
 
 
