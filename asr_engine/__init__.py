@@ -38,7 +38,7 @@ def load(model: str | Path | None = None, *, backend: str = "auto", device: str 
          lexicon_penalty: float | None = None, rescore: str | None = None, rescore_weight: float | None = None,
          for_files: bool = False, context: str | None = None, two_pass: bool = False, **decode) -> Engine:
     """An Engine for a model folder (None: the bundled model). `decode`: DecodeOptions fields
-    (beam, nbest, skip_threshold, hotwords, hotword_boost, chunk_frames, max_batch); `lm`: an
+    (beam, nbest, skip_threshold, hotwords, hotword_boost, chunk_frames, max_batch, auto_gain); `lm`: an
     LM folder or 'default' (the bundled LM) fused into beam search (needs beam > 1), with the weights
     tuned for it unless given (lexicon_penalty 0: without the LM's lexicon), or None. Without `beam`,
     the decoding the model recommends (its decoding.json: for the bundled model beam 8 with the bundled

@@ -158,7 +158,8 @@ def _local_runner(args: argparse.Namespace, backend: str, streaming: bool | None
     engine = Engine(model, DecodeOptions(beam=args.beam, nbest=args.nbest, skip_threshold=args.skip_threshold,
                                          hotwords=_hotwords(args.hotwords), hotword_boost=args.hotword_boost,
                                          lm=_fusion(args, model.tokenizer, backend), chunk_frames=args.chunk_frames,
-                                         max_batch=args.batch_size, rescorer=_rescorer(args)),
+                                         max_batch=args.batch_size, rescorer=_rescorer(args),
+                                         auto_gain=args.auto_gain),
                     final_model=_final_model(args, backend))
     session_options = SessionOptions(endpoint=EndpointConfig() if args.endpoint else None)
 
@@ -195,7 +196,7 @@ def _ray_runner(args: argparse.Namespace, backend: str, streaming: bool | None):
               "hotwords": _hotwords(args.hotwords), "hotword_boost": args.hotword_boost,
               "chunk_frames": args.chunk_frames, "max_batch": args.batch_size, "lm": args.lm,
               "lm_weight": args.lm_weight, "length_bonus": args.length_bonus,
-              "lexicon_penalty": args.lexicon_penalty, "device": args.device,
+              "lexicon_penalty": args.lexicon_penalty, "device": args.device, "auto_gain": args.auto_gain,
               **({"two_pass": True} if args.two_pass else {"context": args.context})}
     endpoint = dataclasses.asdict(EndpointConfig()) if args.endpoint else None
     return lambda paths: transcribe_ray(paths, None if args.ray == "local" else args.ray, args.workers, args.model,
@@ -320,7 +321,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     backend = resolve_backend(args.backend, args.device)
     engine = Engine(model, DecodeOptions(chunk_frames=args.chunk_frames, beam=args.beam, nbest=args.beam,
                                          skip_threshold=args.skip_threshold, max_batch=args.batch_size,
-                                         lm=_fusion(args, model.tokenizer, backend), rescorer=_rescorer(args)),
+                                         lm=_fusion(args, model.tokenizer, backend), rescorer=_rescorer(args),
+                                         auto_gain=args.auto_gain),
                     final_model=_final_model(args, backend))
 
     async def run() -> None:
@@ -445,6 +447,13 @@ def _add_two_pass_argument(p: argparse.ArgumentParser) -> None:
                    help="decode each streamed utterance's final again from its audio in full context (the same "
                         "weights, whole-utterance attention, as files are decoded): partials stay streaming, finals "
                         "read as files do and come after the utterance's second pass (utterances up to 30 s)")
+
+
+def _add_gain_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-auto-gain", dest="auto_gain", action="store_false",
+                   help="leave quiet input as it is (by default a recording or stream peaking under -20 dBFS is "
+                        "brought up to it, by at most 40 dB: the model did not train on quieter speech, and reads "
+                        "it worse; louder input is never changed)")
 
 
 def _final_model(args: argparse.Namespace, backend: str):
@@ -791,7 +800,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model = load_model(args.model, args.backend, args.device, args.threads, for_files=True, context=args.context)
     lm = _fusion(args, model.tokenizer, resolve_backend(args.backend, args.device))
     report = evaluate(model, utts, sources, thresholds, args.beam, args.batch_size,
-                      progress=not args.quiet, lm=lm, rescorer=_rescorer(args))
+                      progress=not args.quiet, lm=lm, rescorer=_rescorer(args), auto_gain=args.auto_gain)
     for line in report.failed:
         print(f"error: {line}", file=sys.stderr)
     print(format_report(report, model.cfg.skip_threshold))
@@ -837,6 +846,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lm_arguments(t)
     _add_rescore_arguments(t)
     _add_two_pass_argument(t)
+    _add_gain_argument(t)
     t.add_argument("--context", choices=CONTEXTS, default=None,
                    help="full: whole-file attention, the same weights (a file over 10.24 s is cut at pauses into "
                         "pieces of at most 10.24 s); streaming: in the model's streaming chunks, as live audio. "
@@ -940,6 +950,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lm_arguments(sv)
     _add_rescore_arguments(sv)
     _add_two_pass_argument(sv)
+    _add_gain_argument(sv)
     sv.add_argument("--chunk-frames", type=at_least(1), default=None,
                     help="encoder frames per step (default: one chunk)")
     sv.add_argument("--batch-size", type=at_least(1), default=32, help="sessions per encoder step (default 32)")
@@ -1097,6 +1108,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--beam", type=at_least(1), default=1, help="CTC prefix beam width (1: greedy; default 1)")
     _add_lm_arguments(ev)
     _add_rescore_arguments(ev)
+    _add_gain_argument(ev)
     ev.add_argument("--context", choices=CONTEXTS, default="streaming",
                     help="streaming (default): the model's streaming chunks, as live audio; full: whole-utterance "
                          "attention, as transcribe decodes files for models that recommend it")

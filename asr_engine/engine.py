@@ -39,6 +39,7 @@ from asr_engine.context import hotword_graph
 from asr_engine.decoding import GreedySearch, PrefixBeamSearch, advance_searches, check_beam
 from asr_engine.endpoint import EndpointConfig, Endpointer
 from asr_engine.features import FbankStream, frames_of
+from asr_engine.level import StreamGain, brought_up
 from asr_engine.model.config import SkipOptions
 from asr_engine.model.streaming import StatePool, StateRows, StreamState
 from asr_engine.rescore import MAX_FRAMES
@@ -67,6 +68,7 @@ class DecodeOptions:
     rescorer: "WhisperRescorer | None" = None  # a second pass over each utterance's beam (needs beam > 1)
     chunk_frames: int | None = None  # streaming: encoder frames per step (a multiple of the model's chunk)
     max_batch: int = 64  # sessions (streaming) or utterances (whole files) per forward pass
+    auto_gain: bool = True  # quiet input brought up to the level the model trained at (asr_engine.level)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class SessionOptions:
     hotwords: tuple[str, ...] | None = None  # this session's phrases to favour (None: the engine's)
     hotword_boost: float | None = None  # None: the engine's
     endpoint: EndpointConfig | None = None  # continuous mode: the stream is split into utterances
+    auto_gain: bool | None = None  # None: the engine's
 
 
 @dataclass(frozen=True)
@@ -272,6 +275,9 @@ class Engine:
                 raise ValueError(f"the {self.model.name} model decodes files by streaming them only")
             if options.endpoint is not None:
                 raise ValueError("endpointing splits streams: it needs streaming")
+        if self.auto_gain(options):  # whole recordings: each at one gain from its own peak, as training scaled them
+            audios = [brought_up(a) for a in audios]
+            options = dataclasses.replace(options, auto_gain=False)
         with self._lock:  # calls from several threads take turns (each already uses every core it was given)
             if self.full_context and options.endpoint is None:
                 return self._in_pieces(audios, paths, options, progress, streaming)
@@ -331,6 +337,10 @@ class Engine:
             before += sum(r.duration for r in group if not r.error)
             results += group
         return results
+
+    def auto_gain(self, options: SessionOptions) -> bool:
+        """Whether sessions with these options bring quiet audio up (asr_engine.level)."""
+        return self.options.auto_gain if options.auto_gain is None else options.auto_gain
 
     def hotword_context(self, options: SessionOptions):
         """The hotword graph a session with these options decodes with (the engine's own when they name none).
@@ -450,6 +460,7 @@ class Session:
             self._resampler = soxr.ResampleStream(self.sample_rate, SAMPLE_RATE, 1, dtype="float32", quality="VHQ")
         feats = eng.model.features
         self._fbank = FbankStream(eng.model.fbank, feats)
+        self._gain = StreamGain() if eng.auto_gain(self.options) else None
         self._feats = np.zeros((0, feats.num_mel_bins), np.float32)  # (N, F) not yet consumed
         self._feat_total = 0  # feature frames since the start
         if self.slot is None:
@@ -542,6 +553,8 @@ class Session:
         fbank frames are new (`FbankStream.take`)."""
         if self._resampler is not None:
             x = self._resampler.resample_chunk(x)
+        if self._gain is not None:
+            x = self._gain(x)
         self.samples += len(x)
         if self._keeps_audio and len(x):
             self._audio.append(x)

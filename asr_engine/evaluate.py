@@ -73,10 +73,12 @@ def source_of(u: Utterance, default: str) -> str:
 
 
 def evaluate(model, utts: list[Utterance], sources: list[str], thresholds: list[float],
-             beam: int = 1, batch_size: int = 16, progress: bool = False, lm=None, rescorer=None) -> EvalReport:
+             beam: int = 1, batch_size: int = 16, progress: bool = False, lm=None, rescorer=None,
+             auto_gain: bool = True) -> EvalReport:
     """Decode every utterance once per threshold with an engine on `model` (backend.load_model:
     whole utterances on torch, streaming on ONNX); sources[i] names utts[i]'s group; `lm`: a
-    lm.fusion.ShallowFusion for beam search; `rescorer`: a second pass (rescore.WhisperRescorer)."""
+    lm.fusion.ShallowFusion for beam search; `rescorer`: a second pass (rescore.WhisperRescorer); `auto_gain`:
+    quiet recordings brought up (asr_engine.level)."""
     audios, refs, groups, failed = [], [], [], []
     for u, src in zip(utts, sources):
         try:
@@ -98,7 +100,7 @@ def evaluate(model, utts: list[Utterance], sources: list[str], thresholds: list[
         bar = tqdm(total=len(batches) * len(thresholds), unit="batch", desc="eval")
     for k, th in enumerate(thresholds):
         decode = Engine(model, DecodeOptions(beam=beam, skip_threshold=th, lm=lm, max_batch=batch_size,
-                                             rescorer=rescorer)).transcribe_arrays
+                                             rescorer=rescorer, auto_gain=auto_gain)).transcribe_arrays
         if k == 0:  # warm-up, so the first setting's RTF is not charged for it
             decode([audios[i] for i in batches[0]], ["warmup"] * len(batches[0]))
         hyps = [""] * len(audios)
