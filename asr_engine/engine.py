@@ -638,7 +638,8 @@ class Session:
         audio = self._utterance_audio(self._sample_of(self._utt_frame), round(end * SAMPLE_RATE))
         if audio is not None:  # the second pass: the utterance's audio decoded again in full context
             second = functools.partial(_full_pass, eng.final_pass, audio, path, start,
-                                       SessionOptions(self.options.hotwords, self.options.hotword_boost))
+                                       SessionOptions(self.options.hotwords, self.options.hotword_boost,
+                                                      auto_gain=self.options.auto_gain))
             if not self.defer_second_pass:
                 return second()
         elif rerank is None or not self.defer_second_pass:

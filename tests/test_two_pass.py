@@ -208,3 +208,26 @@ def test_with_a_rescorer_the_rescorer_reads_the_second_pass(audios):
     s.accept_audio(noise[1])
     assert s.finish().nbest == want[1].nbest and s._hidden is None
     assert [r.nbest for r in two.transcribe_arrays(noise, NAMES, streaming=True)] == [r.nbest for r in want]
+
+
+@pytest.mark.parametrize("auto_gain", [True, False])
+def test_the_second_pass_hears_a_quiet_utterance_as_the_session_chose(models, audios, auto_gain):
+    """A quiet stream's final pass decodes the audio the first pass heard (brought up as it went, or as it came
+    with the session's auto_gain=False), and brings it up once more only if the session does."""
+    from asr_engine.level import StreamGain
+
+    first, full = models
+    two = Engine(first, DecodeOptions(), final_model=full)
+    heard = []
+    decode = two.final_pass.transcribe_arrays
+    two.final_pass.transcribe_arrays = lambda xs, paths, options, *a, **k: (
+        heard.append((xs[0], options.auto_gain)), decode(xs, paths, options, *a, **k))[1]
+    quiet = np.tile(audios[0], 2) * np.float32(0.004)  # about 4.5 s: past the stream gain's 2 s hold
+    s = two.session(options=SessionOptions(auto_gain=auto_gain))
+    for i in range(0, len(quiet), PIECE):
+        s.accept_audio(quiet[i: i + PIECE])
+        two.step([s])
+    s.finish()
+    (got, gain_option), = heard
+    assert gain_option is auto_gain
+    assert np.array_equal(got, StreamGain()(quiet)[: len(got)] if auto_gain else quiet[: len(got)])
