@@ -3,6 +3,7 @@
   python docs/experiments/quiet.py files MANIFEST 0,-20,-30,-40,-50    # whole recordings, full context
   python docs/experiments/quiet.py streams MANIFEST 0,-30,-40          # each utterance, and 2-minute joins, live
   python docs/experiments/quiet.py openings MANIFEST                   # streams that open on something else
+  python docs/experiments/quiet.py noisy MANIFEST                      # quiet and noisy recordings, full context
 
 MANIFEST: ../shared/data/dev_real/manifest.jsonl. Levels are dB relative to the recordings (float copies).
 """
@@ -90,10 +91,23 @@ def openings(audios, refs, seconds=10.0):
                   f"opening ({sum(inside)} in all), WER after it {after:.2f}%", flush=True)
 
 
+def noisy(audios, refs):
+    """Speech at a level, white noise at another (dBFS RMS), whole recordings in full context."""
+    engine = asr_engine.load(beam=1, for_files=True, context="full", threads=2)
+    rng = np.random.default_rng(0)
+    for db, noise in ((-40, -70), (-40, -65), (-30, -60), (0, -30)):
+        xs = [(a * np.float32(10 ** (db / 20)) + 10 ** (noise / 20) * rng.standard_normal(len(a))).astype(np.float32)
+              for a in audios]
+        got = [wer(refs, [r.text for r in engine.transcribe_arrays(xs, [""] * len(xs), SessionOptions(auto_gain=on))])
+               for on in (False, True)]
+        print(f"speech {db:+d} dB, white noise {noise} dBFS RMS: {got[0]:.2f}% as before, {got[1]:.2f}% brought up",
+              flush=True)
+
+
 if __name__ == "__main__":
     what, manifest = sys.argv[1], sys.argv[2]
     audios, refs = read(manifest)
-    if what == "openings":
-        openings(audios, refs)
+    if what in ("openings", "noisy"):
+        {"openings": openings, "noisy": noisy}[what](audios, refs)
     else:
         {"files": files, "streams": streams}[what](audios, refs, [float(x) for x in sys.argv[3].split(",")])
