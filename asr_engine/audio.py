@@ -37,7 +37,10 @@ def pause_cuts(samples: np.ndarray, max_len: int, search: int = 3 * SAMPLE_RATE,
     if n <= max_len:
         return [0, n]
     frames = n // hop
-    energy = np.log((samples[: frames * hop].astype(np.float64).reshape(frames, hop) ** 2).mean(1) + 1e-10)
+    x = samples[: frames * hop].reshape(frames, hop)
+    # each frame's sum of squares in float64 without a float64 copy of the recording (that and its square took
+    # 0.9 GB an hour of audio, more than the recording itself; einsum casts in buffered blocks)
+    energy = np.log(np.einsum("ij,ij->i", x, x, dtype=np.float64) / hop + 1e-10)
     w = max(1, quiet // hop)
     smooth = np.convolve(energy, np.ones(w) / w, mode="same")  # mean log energy of the `quiet` around each frame
     cuts, start = [0], 0
