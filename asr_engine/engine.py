@@ -610,6 +610,11 @@ class Session:
         return self.input_finished and self.frames == 0 and self._frames_total <= self.engine.chunk
 
     @property
+    def gain(self) -> float:
+        """What the stream's latest samples were multiplied by (asr_engine.level): 1.0 unless it is quiet."""
+        return 1.0 if self._gain is None else self._gain.gain
+
+    @property
     def ready(self) -> bool:
         if self.slot is None:  # closed: it steps no more
             return False

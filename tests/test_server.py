@@ -270,6 +270,25 @@ def test_http_endpoints_auth_and_busy(engine, offline):
         r.stop()
 
 
+def test_metrics_count_the_sessions_that_were_brought_up(engine, tmp_path):
+    """A stream peaking under -20 dBFS is brought up as it goes (asr_engine.level), and /metrics counts the sessions
+    that ended so (an operator's sign of microphones set too low); a stream at a usual level is not counted."""
+    import soundfile
+    from prometheus_client.parser import text_string_to_metric_families
+
+    quiet = tmp_path / "quiet.wav"
+    soundfile.write(quiet, np.tile(load_audio(SAMPLES[0]), 3) * np.float32(0.003), 16000, subtype="PCM_16")
+    r = Running(engine)
+    try:
+        for path in (SAMPLES[0], str(quiet), SAMPLES[1]):
+            assert finals(run(stream_file(r.url + "/", path)))
+        text = urllib.request.urlopen(r.url.replace("ws://", "http://") + "/metrics", timeout=10).read().decode()
+        samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+        assert samples["asr_quiet_sessions_total"] == 1 and samples["asr_sessions_accepted_total"] == 3
+    finally:
+        r.stop()
+
+
 def test_methods_other_than_get_get_an_answer(srv, offline):
     """HEAD (a monitor's check, curl -I) gets GET's status and headers without the body; any other method,
     also one with a body (websockets' parser takes none and closed such a connection without a word), a

@@ -330,7 +330,7 @@ class Server:
             conn.done.set()
             self.conns.pop(conn.id, None)
             if conn.session is not None:
-                self.engine.close(conn.session)
+                self._close_session(conn.session)
             conn.pending.clear()
             conn.pending_samples = 0
             if not self.conns:
@@ -465,7 +465,12 @@ class Server:
             raise ProtocolError("bad_field", str(e)) from None
         conn.session.defer_second_pass = self._second is not None
         if old is not None:
-            self.engine.close(old)
+            self._close_session(old)
+
+    def _close_session(self, session) -> None:
+        if session.gain > 1.0:
+            self.metrics.quiet_total.inc()
+        self.engine.close(session)
 
     def _end(self, conn: _Conn) -> None:
         conn.end = True

@@ -20,6 +20,8 @@ class Metrics:
         self.sessions_total = Counter("asr_sessions_accepted", "Sessions accepted", registry=r)
         self.rejected_total = Counter("asr_rejected", "Connections refused (busy, auth)", registry=r)
         self.errors_total = Counter("asr_errors", "Error messages sent", registry=r)
+        self.quiet_total = Counter("asr_quiet_sessions", "Sessions that ended brought up: their audio peaked under "
+                                   "-20 dBFS (a microphone's gain set low)", registry=r)
         self.audio_seconds = Counter("asr_audio_seconds", "Audio received", registry=r)
         self.compute_seconds = Counter("asr_compute_seconds", "Compute time of the engine", registry=r)
         self.frames = Counter("asr_encoder_frames", "Encoder frames computed", registry=r)
