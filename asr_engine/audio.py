@@ -3,6 +3,7 @@ included, any sample rate, mixed to 16 kHz mono float32."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,8 @@ SAMPLE_RATE = 16000
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au",
                     ".m4a", ".mp4", ".aac", ".webm", ".mkv", ".mka", ".mov", ".wma", ".amr", ".3gp")
 
-__all__ = ["SAMPLE_RATE", "AUDIO_EXTENSIONS", "AudioError", "load_audio", "pause_cuts", "resample", "to_float32",
-           "wav_shortfall"]
+__all__ = ["SAMPLE_RATE", "AUDIO_EXTENSIONS", "AudioError", "PAUSE_HOP", "audio_blocks", "declared_seconds",
+           "load_audio", "pause_cuts", "resample", "to_float32", "wav_shortfall"]
 
 
 class AudioError(ValueError):
@@ -26,8 +27,11 @@ def check_sample_rate(sample_rate) -> None:
         raise AudioError(f"unsupported sample rate {sample_rate!r}: expected an integer in 8000..192000 Hz")
 
 
+PAUSE_HOP = SAMPLE_RATE // 100  # pause_cuts' energy frames: every cut is a multiple of it
+
+
 def pause_cuts(samples: np.ndarray, max_len: int, search: int = 3 * SAMPLE_RATE, quiet: int = SAMPLE_RATE // 5,
-               hop: int = SAMPLE_RATE // 100) -> list[int]:
+               hop: int = PAUSE_HOP) -> list[int]:
     """Where to cut a recording into pieces of at most `max_len` samples, each cut at a pause: the middle of
     the quietest `quiet` samples (by mean log energy over `hop`-sample frames) within the last `search`
     samples before the piece would reach max_len. -> the pieces' starts and the end: [0, c1, ..., len].
@@ -99,10 +103,11 @@ def _duration_frames(stream, sr: int) -> int:
     return 0
 
 
-def _decode_ffmpeg(path: Path, sndfile_error: Exception, sample_rate: int) -> np.ndarray:
+def _ffmpeg_blocks(path: Path, sndfile_error: Exception) -> Iterator:
     """The first audio stream of a file libsndfile does not read (M4A, WebM, MP4 video, ...), through
-    PyAV's bundled FFmpeg decoders -> mono float32 at `sample_rate`. PyAV is the `media` extra
-    (100 MB of FFmpeg libraries that WAV, FLAC, Ogg and MP3 users do not need)."""
+    PyAV's bundled FFmpeg decoders: first (rate, samples the container declares), then mono float32 blocks at
+    that rate. PyAV is the `media` extra (100 MB of FFmpeg libraries that WAV, FLAC, Ogg and MP3 users do not
+    need)."""
     try:
         import av
     except ImportError:
@@ -120,17 +125,16 @@ def _decode_ffmpeg(path: Path, sndfile_error: Exception, sample_rate: int) -> np
             # planar float at the track's own rate and layout, mixed to mono as the libsndfile path does
             # (the mean of the channels) frame by frame; resampling stays with libsoxr, as it comes
             planar = av.AudioResampler(format="fltp", rate=sr)
-            out = _Resampled(path, int(sr), _duration_frames(stream, sr), sample_rate)
+            yield int(sr), _duration_frames(stream, sr)
             for frame in container.decode(stream):
                 for f in planar.resample(frame):
-                    out.add(f.to_ndarray().mean(axis=0))
+                    yield f.to_ndarray().mean(axis=0)
             for f in planar.resample(None):
-                out.add(f.to_ndarray().mean(axis=0))
+                yield f.to_ndarray().mean(axis=0)
     except AudioError:
         raise
     except (av.FFmpegError, ValueError, UnicodeDecodeError) as e:
         raise AudioError(f"{path}: cannot decode audio ({sndfile_error}; FFmpeg: {e})") from e
-    return out.samples()
 
 
 def wav_shortfall(path: str | Path) -> float:
@@ -167,24 +171,99 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     Raises AudioError with the file name and the reason for missing, unreadable,
     truncated or empty files.
     """
+    path = _checked_path(path)
+    try:
+        out = None
+        for block in _mono_blocks(path):
+            if out is None:  # the first item: the file's rate and the length it declares
+                out = _Resampled(path, *block, sample_rate)
+            else:
+                out.add(block)
+    except _SndfileFailed as e:
+        out = None
+        for block in _ffmpeg_blocks(path, e.error):
+            if out is None:
+                out = _Resampled(path, *block, sample_rate)
+            else:
+                out.add(block)
+    return out.samples()
+
+
+def declared_seconds(path: str | Path) -> float:
+    """How long a file says it is, from its header (libsndfile's formats); 0.0 when it does not say or is not one
+    of them."""
     import soundfile as sf
 
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, OSError):
+        return 0.0
+    return info.frames / info.samplerate if info.samplerate > 0 and 0 < info.frames < 2**62 else 0.0
+
+
+def audio_blocks(path: str | Path, sample_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """A file's audio as load_audio reads it (the same samples, the same errors), a block of at most a few seconds
+    at a time: a recording of any length in a few megabytes. A file libsndfile fails on midway, after blocks
+    were given, raises AudioError (load_audio would start over with FFmpeg)."""
+    path = _checked_path(path)
+    given = False
+    try:
+        blocks = _mono_blocks(path)
+        out = _Resampled(path, *next(blocks), sample_rate, keep=False)
+        for block in blocks:
+            y = out.add(block)
+            given |= len(y) > 0
+            if len(y):
+                yield y
+    except _SndfileFailed as e:
+        if given:
+            raise AudioError(f"{path}: cannot decode audio past {out.n / sample_rate:.2f} s ({e.error})") from None
+        blocks = _ffmpeg_blocks(path, e.error)
+        out = _Resampled(path, *next(blocks), sample_rate, keep=False)
+        for block in blocks:
+            if len(y := out.add(block)):
+                yield y
+    if len(y := out.finish()):
+        yield y
+
+
+class _SndfileFailed(Exception):
+    """libsndfile could not read the file (then FFmpeg tries)."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _checked_path(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file")
+    return path
+
+
+def _mono_blocks(path: Path) -> Iterator:
+    """libsndfile's reading: first (rate, frames the file declares), then mono float32 blocks at its rate (a block
+    at a time: a long recording is never held at its own rate and channel count; an hour of 44.1 kHz stereo is
+    1.3 GB as float32, the 16 kHz mono it becomes 230 MB). Its failures raise _SndfileFailed."""
+    import soundfile as sf
+
     try:
-        with sf.SoundFile(path) as f:
-            out = _Resampled(path, f.samplerate, f.frames if f.seekable() else 0, sample_rate)
-            # a block at a time: a long recording is never held at its own rate and channel count (an hour of
-            # 44.1 kHz stereo is 1.3 GB as float32, the 16 kHz mono it becomes 230 MB)
-            frames = max(1, _BLOCK // f.channels)  # a block's samples bounded, whatever the channel count
-            while len(block := f.read(frames, dtype="float32", always_2d=True)):
-                out.add(block.mean(axis=1) if block.shape[1] > 1 else block[:, 0])
+        f = sf.SoundFile(path)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        return _decode_ffmpeg(path, e, sample_rate)
-    return out.samples()
+        raise _SndfileFailed(e) from None
+    with f:
+        yield f.samplerate, f.frames if f.seekable() else 0
+        frames = max(1, _BLOCK // f.channels)  # a block's samples bounded, whatever the channel count
+        while True:
+            try:
+                block = f.read(frames, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+                raise _SndfileFailed(e) from None
+            if not len(block):
+                return
+            yield block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
 
 
 _BLOCK = 1 << 18  # samples read at a time: 6 s of 44.1 kHz mono, 3 s of stereo
@@ -193,40 +272,46 @@ FILE_RATES = (4000, 768000)  # sample rates a file may have: old 4-6 kHz recordi
 
 class _Resampled:
     """Mono blocks at a file's rate in, resampled as they come (libsoxr's stream is bit for bit its one-shot
-    resampling), into one array sized from the length the file declares: no copy of the whole at the end.
-    A declared length past what the file's bytes could hold (a corrupt header) is not believed; the array
-    grows as the samples come instead."""
+    resampling), into one array sized from the length the file declares: no copy of the whole at the end
+    (keep=False: kept nowhere, add() returns each block's samples). A declared length past what the file's
+    bytes could hold (a corrupt header) is not believed; the array grows as the samples come instead."""
 
-    def __init__(self, path: Path, sr: int, frames: int, sample_rate: int):
+    def __init__(self, path: Path, sr: int, frames: int, sample_rate: int, keep: bool = True):
         import soxr
 
         if not FILE_RATES[0] <= sr <= FILE_RATES[1]:  # a corrupt or crafted header: 1 Hz made 16,000 samples of
             # each one (a 320 KB file took 17 GB and crashed the process in libsoxr)
             raise AudioError(f"{path}: its header says {sr} Hz, which is not an audio sample rate "
                              f"({FILE_RATES[0]:,}-{FILE_RATES[1]:,} Hz are read)")
-        self.path, self.n, self.any = path, 0, False
+        self.path, self.n, self.any, self.keep = path, 0, False, keep
         self.stream = None if sr == sample_rate else soxr.ResampleStream(sr, sample_rate, 1, dtype="float32",
                                                                          quality="VHQ")
         plausible = 8 * path.stat().st_size * sample_rate // SAMPLE_RATE  # 8 samples a byte: 4 kbit/s at 16 kHz
-        self.buf = np.empty(min(int(frames * sample_rate / sr) + 64, plausible) if frames > 0 else 0, np.float32)
+        size = min(int(frames * sample_rate / sr) + 64, plausible) if frames > 0 and keep else 0
+        self.buf = np.empty(size, np.float32)
 
-    def add(self, mono: np.ndarray, last: bool = False) -> None:
+    def add(self, mono: np.ndarray, last: bool = False) -> np.ndarray:
         mono = np.ascontiguousarray(mono, dtype=np.float32)
         self.any |= mono.size > 0
         if not np.isfinite(mono).all():
             raise AudioError(f"{self.path}: audio contains NaN or infinite samples")
         y = mono if self.stream is None else self.stream.resample_chunk(mono, last=last)
-        if self.n + len(y) > len(self.buf):
-            grown = np.empty(max(2 * len(self.buf), self.n + len(y)), np.float32)
-            grown[: self.n] = self.buf[: self.n]
-            self.buf = grown
-        self.buf[self.n: self.n + len(y)] = y
+        if self.keep:
+            if self.n + len(y) > len(self.buf):
+                grown = np.empty(max(2 * len(self.buf), self.n + len(y)), np.float32)
+                grown[: self.n] = self.buf[: self.n]
+                self.buf = grown
+            self.buf[self.n: self.n + len(y)] = y
         self.n += len(y)
+        return y
 
-    def samples(self) -> np.ndarray:
+    def finish(self) -> np.ndarray:
+        """The resampler's last samples (none without one); an error if the file held no audio."""
         if not self.any:
             raise AudioError(f"{self.path}: no audio samples")
-        if self.stream is not None:
-            self.add(np.zeros(0, np.float32), last=True)
+        return self.add(np.zeros(0, np.float32), last=True) if self.stream is not None else np.zeros(0, np.float32)
+
+    def samples(self) -> np.ndarray:
+        self.finish()
         # a buffer that grew past its samples (the file declared less) is not kept whole behind a view
         return self.buf[: self.n] if len(self.buf) <= self.n + self.n // 8 + 64 else self.buf[: self.n].copy()

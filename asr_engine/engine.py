@@ -34,16 +34,17 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from asr_engine.audio import SAMPLE_RATE, check_sample_rate, mono_float32, pause_cuts, resample
+from asr_engine.audio import (PAUSE_HOP, SAMPLE_RATE, AudioError, audio_blocks, check_sample_rate, declared_seconds,
+                              mono_float32, pause_cuts, resample)
 from asr_engine.context import hotword_graph
 from asr_engine.decoding import GreedySearch, PrefixBeamSearch, advance_searches, check_beam
 from asr_engine.endpoint import EndpointConfig, Endpointer
 from asr_engine.features import FbankStream, frames_of
-from asr_engine.level import StreamGain, brought_up
+from asr_engine.level import QUIET_PEAK, StreamGain, brought_up, peak_gain
 from asr_engine.model.config import SkipOptions
 from asr_engine.model.streaming import StatePool, StateRows, StreamState
 from asr_engine.rescore import MAX_FRAMES
-from asr_engine.results import Result, join_results, make_result, transcribe_paths
+from asr_engine.results import Result, join_results, make_result, transcribe_paths, truncation
 
 if TYPE_CHECKING:
     from asr_engine.lm.fusion import ShallowFusion
@@ -324,19 +325,90 @@ class Engine:
                          streaming: bool | None = None) -> list[Result]:
         """Read files and transcribe them (see transcribe_arrays); unreadable files get an error result. The files
         are read max_batch at a time: a long list is never held in memory whole (10,000 files of a minute are
-        2.3 GB of 16 kHz samples). `progress(done, total)` hears seconds of audio, over the files read so far."""
+        2.3 GB of 16 kHz samples); in full context a file over LONG_FILE_S is read and decoded a piece at a time
+        (`transcribe_long`). `progress(done, total)` hears seconds of audio, over the files read so far."""
         results: list[Result] = []
-        before = 0.0  # seconds of audio in the groups already decoded
+        before = 0.0  # seconds of audio in the files already decoded
 
         def told(done: float, total: float) -> None:
             progress(before + done, before + total)
 
+        tell = told if progress is not None else None
         for a in range(0, len(paths), self.options.max_batch):
-            group = transcribe_paths(paths[a: a + self.options.max_batch], lambda audios, ok: self.transcribe_arrays(
-                audios, ok, options, told if progress is not None else None, streaming))
-            before += sum(r.duration for r in group if not r.error)
-            results += group
+            group = list(paths[a: a + self.options.max_batch])
+            long = {i for i, p in enumerate(group) if self.reads_long(p, options)}
+            got = dict(zip([i for i in range(len(group)) if i not in long], transcribe_paths(
+                [p for i, p in enumerate(group) if i not in long],
+                lambda audios, ok: self.transcribe_arrays(audios, ok, options, tell, streaming))))
+            before += sum(r.duration for r in got.values() if not r.error)
+            for i in sorted(long):
+                got[i] = self.transcribe_long(group[i], options, tell, streaming)
+                before += got[i].duration
+            results += [got[i] for i in range(len(group))]
         return results
+
+    def reads_long(self, path: str | Path, options: SessionOptions = SessionOptions()) -> bool:
+        """Whether transcribe_files reads this file a piece at a time: full context, no endpointing, and a length
+        over LONG_FILE_S by its header (libsndfile's formats; others are read whole)."""
+        return self.full_context and options.endpoint is None and declared_seconds(path) > LONG_FILE_S
+
+    def transcribe_long(self, path: str | Path, options: SessionOptions = SessionOptions(),
+                        progress: Callable[[float, float], None] | None = None,
+                        streaming: bool | None = None) -> Result:
+        """One file in full context, read and decoded a piece at a time: memory stays a few pieces' worth however
+        long it is (an hour is 230 MB of 16 kHz samples read whole). The same pieces, cut at the same pauses, and
+        the same result as transcribe_arrays of the whole recording: a piece is cut once the samples after it
+        reach past max_len, and pause_cuts finds a cut from the max_len samples after the last one. A quiet
+        file's gain needs its peak first: it is read until a sample reaches QUIET_PEAK, to its end when none
+        does. Unreadable: an error result (also midway: nothing of it is kept)."""
+        path = str(path)
+        try:
+            gain = np.float32(1.0)
+            if self.auto_gain(options):
+                peak = 0.0
+                for block in audio_blocks(path):
+                    peak = max(peak, float(np.abs(block).max()))
+                    if peak >= QUIET_PEAK:
+                        break
+                gain = np.float32(peak_gain(peak))
+            options = dataclasses.replace(options, auto_gain=False)
+            if streaming is None:  # as transcribe_arrays decides it
+                streaming = self.model.encode is None
+            max_len = self.chunk * self.model.cfg.stride * self.model.features.window_shift  # samples per piece
+            total = declared_seconds(path)
+            parts: list[Result] = []
+            pieces: list[np.ndarray] = []
+            starts: list[int] = []
+            buf, offset = np.zeros(0, np.float32), 0  # samples not yet cut, and where they start in the file
+
+            def decode() -> None:
+                with self._lock:
+                    done = self._sorted(pieces, [path] * len(pieces), options, None, streaming)
+                parts.extend(_shifted(r, x / SAMPLE_RATE) for r, x in zip(done, starts))
+                pieces.clear()
+                starts.clear()
+                if progress is not None:
+                    progress(offset / SAMPLE_RATE, max(total, offset / SAMPLE_RATE))
+
+            for block in audio_blocks(path):
+                buf = np.concatenate([buf, block if gain == 1 else (block * gain).astype(np.float32)])
+                while len(buf) > max_len + PAUSE_HOP:  # enough for the next cut to be the whole recording's
+                    cut = pause_cuts(buf, max_len)[1]
+                    pieces.append(buf[:cut])
+                    starts.append(offset)
+                    buf, offset = buf[cut:], offset + cut
+                    if len(pieces) >= self.files_batch:
+                        decode()
+            cuts = pause_cuts(buf, max_len)
+            pieces += [buf[x:y] for x, y in zip(cuts[:-1], cuts[1:])]
+            starts += [offset + x for x in cuts[:-1]]
+            offset += len(buf)
+            decode()
+        except AudioError as e:
+            return Result(path, error=str(e))
+        result = join_results(path, parts, offset / SAMPLE_RATE)
+        result.warning = truncation(path)
+        return result
 
     def auto_gain(self, options: SessionOptions) -> bool:
         """Whether sessions with these options bring quiet audio up (asr_engine.level)."""
@@ -397,6 +469,10 @@ class Engine:
                 self.close(s)
         return results
 
+
+# Files longer than this (by their header) are read and decoded a piece at a time in full context
+# (Engine.transcribe_long): 10 minutes are 38 MB of 16 kHz samples, read whole as before.
+LONG_FILE_S = 600.0
 
 # How many recordings (or pieces of one) a CPU decodes together when a step's attention is large: whole files in
 # full context attend 512 frames over 1,024, and the activations grow with the batch (ONNX Runtime's arena then

@@ -25,7 +25,8 @@ import numpy as np
 
 from asr_engine.audio import SAMPLE_RATE
 
-__all__ = ["HOLD_S", "MAX_GAIN", "QUIET_PEAK", "RISE_DB_PER_S", "StreamGain", "brought_up", "recording_gain"]
+__all__ = ["HOLD_S", "MAX_GAIN", "QUIET_PEAK", "RISE_DB_PER_S", "StreamGain", "brought_up", "peak_gain",
+           "recording_gain"]
 
 QUIET_PEAK = 0.1  # -20 dBFS: a peak training rarely went under (its peaks: 0.05-0.95); quieter audio comes up to it
 MAX_GAIN = 100.0  # 40 dB: a 16-bit recording peaking at 33 still comes up; digital silence stays silence
@@ -37,7 +38,11 @@ _FLOOR = QUIET_PEAK / MAX_GAIN  # a peak under it gets MAX_GAIN
 
 def recording_gain(samples: np.ndarray) -> float:
     """The gain a whole recording is multiplied by: QUIET_PEAK over its peak, within 1..MAX_GAIN."""
-    peak = float(np.abs(samples).max()) if len(samples) else QUIET_PEAK
+    return peak_gain(float(np.abs(samples).max()) if len(samples) else QUIET_PEAK)
+
+
+def peak_gain(peak: float) -> float:
+    """The gain of a recording whose loudest sample is `peak` (its magnitude)."""
     return QUIET_PEAK / max(_FLOOR, min(peak, QUIET_PEAK))
 
 

@@ -14,7 +14,7 @@ from asr_engine.audio import AudioError, load_audio, wav_shortfall
 from asr_engine.decoding import Word, words_from_hypothesis
 from asr_engine.tokenizer import Tokenizer
 
-__all__ = ["Result", "join_results", "make_result", "read_files", "transcribe_paths"]
+__all__ = ["Result", "join_results", "make_result", "read_files", "transcribe_paths", "truncation"]
 
 
 @dataclass
@@ -79,10 +79,16 @@ def read_files(paths: list[str | Path]) -> tuple[list[np.ndarray], list[str], di
         except AudioError as e:
             errors[str(p)] = Result(str(p), error=str(e))
             continue
-        missing = wav_shortfall(p)
-        if missing > 0:
-            warnings[str(p)] = f"{p}: truncated: {missing:.2f} s of the audio its header promises are missing"
+        if said := truncation(p):
+            warnings[str(p)] = said
     return audios, ok, errors, warnings
+
+
+def truncation(path: str | Path) -> str | None:
+    """A warning for a WAV file whose data stops short of what its header promises (libsndfile reads the prefix
+    without a word), or None."""
+    missing = wav_shortfall(path)
+    return f"{path}: truncated: {missing:.2f} s of the audio its header promises are missing" if missing > 0 else None
 
 
 def make_result(path: str, search, nbest: int, tokenizer: Tokenizer, frame_shift_s: float, start_frame: int = 0,

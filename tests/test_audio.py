@@ -172,3 +172,30 @@ def test_a_header_with_no_audio_rate_is_refused(tmp_path, rate, ok):
     else:
         with pytest.raises(AudioError, match=f"its header says {rate} Hz, which is not an audio sample rate"):
             load_audio(path)
+
+
+@pytest.mark.parametrize("name", ["stereo.wav", "a.flac", "a.m4a"])
+def test_audio_blocks_give_load_audios_samples_a_block_at_a_time(tmp_path, monkeypatch, name):
+    """audio_blocks (how a long file is transcribed in constant memory) yields exactly load_audio's samples, in
+    blocks of bounded size, through libsndfile or FFmpeg; bad files raise load_audio's errors."""
+    import asr_engine.audio as audio
+    from asr_engine.audio import audio_blocks, declared_seconds
+
+    x = tone(3.0, 44100, freq=300.0, channels=2)
+    x[:, 1] *= 0.5
+    path = tmp_path / name
+    if name.endswith(".m4a"):
+        pytest.importorskip("av")
+        write_with_ffmpeg(path, "mp4", "aac", x, 44100)
+    else:
+        sf.write(path, x, 44100)
+    monkeypatch.setattr(audio, "_BLOCK", 3000)
+    blocks = list(audio_blocks(path))
+    assert len(blocks) > 10 and max(len(b) for b in blocks) <= 3000 * 16000 // 44100 // 2 + 2048
+    assert np.array_equal(np.concatenate(blocks), load_audio(path))
+    assert declared_seconds(path) == (pytest.approx(3.0) if name.endswith((".wav", ".flac")) else 0.0)
+    (tmp_path / "junk.wav").write_bytes(b"RIFF\x00\x00junk" * 10)
+    sf.write(tmp_path / "zero.wav", np.zeros(0, dtype=np.float32), 16000)
+    for bad, said in (("missing.wav", "no such file"), ("junk.wav", "cannot decode"), ("zero.wav", "no audio")):
+        with pytest.raises(AudioError, match=said):
+            list(audio_blocks(tmp_path / bad))

@@ -514,3 +514,34 @@ def test_a_finished_session_gives_its_row_back(tiny_ckpt_dir):
     engine.close(s)
     slots = {engine.session().slot for _ in range(4)}
     assert len(slots) == 4  # no row handed to two sessions
+
+
+@pytest.mark.parametrize("level", [1.0, 0.003])
+def test_a_long_file_is_read_a_piece_at_a_time_with_the_whole_files_result(tmp_path, monkeypatch, level):
+    """In full context a file over LONG_FILE_S is read and decoded a few pieces at a time (an hour was 230 MB of
+    samples held whole, 460 MB more for a quiet one's gained copy): the same cuts at pauses, the same words and
+    times as the whole recording decoded at once, a quiet one brought up by the same gain; 44.1 kHz stereo, so
+    the reading resamples as it goes."""
+    import soundfile
+
+    import asr_engine
+    import asr_engine.engine as engine_module
+    from asr_engine.audio import resample
+    from asr_engine.backend import bundled_model_dir
+
+    x = np.concatenate([load_audio(f"asr_engine/samples/sample{i}.wav") for i in (1, 2, 3)] + [np.zeros(8000)])
+    y = resample(np.tile(x, 6).astype(np.float32) * np.float32(level), 16000, 44100)  # 51 s
+    path = tmp_path / "long.wav"
+    soundfile.write(path, np.stack([y, y], 1), 44100, subtype="FLOAT")
+    engine = asr_engine.load(bundled_model_dir(), beam=1, for_files=True, max_batch=2)
+    whole = engine.transcribe_arrays([load_audio(path)], [str(path)])[0]
+    monkeypatch.setattr(engine_module, "LONG_FILE_S", 30.0)
+    steps, decode = [], engine._sorted
+    engine._sorted = lambda pieces, *a, **k: (steps.append(len(pieces)), decode(pieces, *a, **k))[1]
+    seen = []
+    got = engine.transcribe_files([str(path)], progress=lambda done, total: seen.append((done, total)))[0]
+    assert engine.reads_long(path) and len(steps) >= 3 and max(steps) <= engine.files_batch
+    assert got.error is None and got.text == whole.text and got.text.count("matter") == 6
+    assert [(w.word, w.start, w.end) for w in got.words] == [(w.word, w.start, w.end) for w in whole.words]
+    assert got.duration == pytest.approx(whole.duration) and got.frames == whole.frames
+    assert seen[-1][0] == pytest.approx(whole.duration) and all(b[0] >= a[0] for a, b in zip(seen, seen[1:]))
