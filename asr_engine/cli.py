@@ -408,14 +408,12 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
 def _client_tls(url: str, ca_file: str | None) -> ssl.SSLContext | None:
     """The client's TLS context for `--ca-file` (None: websockets' default, the system's certificates)."""
-    if ca_file is None:
-        return None
-    if not url.startswith("wss://"):
-        raise InputError(f"--ca-file goes with a wss:// URL, not {url}")
+    from asr_engine.server.client import client_tls
+
     try:
-        return ssl.create_default_context(cafile=ca_file)
-    except (OSError, ssl.SSLError) as e:
-        raise InputError(f"--ca-file {ca_file}: not a readable PEM certificate file ({e})") from None
+        return client_tls(url, ca_file)
+    except ValueError as e:
+        raise InputError(str(e)) from None
 
 
 def _add_lm_arguments(p: argparse.ArgumentParser) -> None:

@@ -51,7 +51,7 @@ def _rss_mb(pid: int) -> float:
 
 
 async def _client(url: str, pcms: list[np.ndarray], first: int, seconds: float, chunk: int, delay: float,
-                  lat: list, finals: list, failures: list) -> None:
+                  lat: list, finals: list, failures: list, tls=None) -> None:
     from websockets.asyncio.client import connect
 
     loop = asyncio.get_running_loop()
@@ -61,7 +61,7 @@ async def _client(url: str, pcms: list[np.ndarray], first: int, seconds: float, 
         pcm = pcms[i % len(pcms)]
         i += 1
         try:
-            async with connect(url, max_size=1 << 22, open_timeout=30) as ws:
+            async with connect(url, max_size=1 << 22, open_timeout=30, **_ssl(tls)) as ws:
                 await ws.send(json.dumps({"config": {"sample_rate": 16000}}))
                 pending: collections.deque = collections.deque()  # send times, answered in order
 
@@ -90,7 +90,7 @@ async def _client(url: str, pcms: list[np.ndarray], first: int, seconds: float, 
         sent += len(pcm) / 16000
 
 
-async def _flooder(url: str, pcms: list[np.ndarray], seconds: float, out: dict) -> None:
+async def _flooder(url: str, pcms: list[np.ndarray], seconds: float, out: dict, tls=None) -> None:
     """One native client that sends `seconds` of audio as fast as the server reads it (1 MiB messages)."""
     from websockets.asyncio.client import connect
 
@@ -98,7 +98,7 @@ async def _flooder(url: str, pcms: list[np.ndarray], seconds: float, out: dict) 
     pcm = np.concatenate(pcms)
     pcm = np.tile(pcm, int(np.ceil(seconds * 16000 / len(pcm))))[: int(seconds * 16000)].tobytes()
     t0 = loop.time()
-    async with connect(url, max_size=None, open_timeout=30) as ws:
+    async with connect(url, max_size=None, open_timeout=30, **_ssl(tls)) as ws:
         await ws.send(json.dumps({"type": "start", "partials": False}))
         await ws.recv()
         for k in range(0, len(pcm), 1 << 20):
@@ -111,8 +111,13 @@ async def _flooder(url: str, pcms: list[np.ndarray], seconds: float, out: dict) 
     out["flood_done_s"] = loop.time() - t0
 
 
+def _ssl(tls) -> dict:
+    """websockets' connect() arguments for a TLS context of --ca-file (none: its default)."""
+    return {"ssl": tls} if tls is not None else {}
+
+
 async def _level(url: str, pcms: list[np.ndarray], n: int, seconds: float, chunk: int, pid: int | None,
-                 flood: float = 0.0) -> dict:
+                 flood: float = 0.0, tls=None) -> dict:
     lat, finals, failures = [], [], []
     flooded: dict = {}
     peak = [0.0]
@@ -125,8 +130,8 @@ async def _level(url: str, pcms: list[np.ndarray], n: int, seconds: float, chunk
     sampler = asyncio.create_task(sample_memory()) if pid else None
     cpu0, t0 = (_cpu_seconds(pid) if pid else 0.0), time.perf_counter()
     step_s = chunk / 16000
-    flooder = [_flooder(url.rsplit("/vosk", 1)[0] + "/", pcms, flood, flooded)] if flood else []
-    await asyncio.gather(*[_client(url, pcms, k, seconds, chunk, step_s * k / n, lat, finals, failures)
+    flooder = [_flooder(url.rsplit("/vosk", 1)[0] + "/", pcms, flood, flooded, tls)] if flood else []
+    await asyncio.gather(*[_client(url, pcms, k, seconds, chunk, step_s * k / n, lat, finals, failures, tls)
                            for k in range(n)], *flooder)
     wall = time.perf_counter() - t0
     row = {"clients": n, "messages": len(lat), "failures": len(failures),
@@ -181,6 +186,11 @@ def _start_server(args) -> tuple[subprocess.Popen, str, Path, str]:
 
 
 def main(args) -> None:
+    from asr_engine.server.client import client_tls
+
+    if args.ca_file and not args.url:
+        raise ValueError("--ca-file goes with --url wss://... (the server the bench starts speaks ws://)")
+    tls = client_tls(args.url or "", args.ca_file)  # before the manifest is read
     audios, _ = load_manifest(args.manifest, args.limit)
     pcms = [(np.clip(x, -1, 1) * 32767).astype("<i2") for x in audios]
     chunk_ms = args.chunk_ms
@@ -197,12 +207,12 @@ def main(args) -> None:
         proc, base, log, decoding = _start_server(args)
         url, pid = base + "vosk", proc.pid
     try:
-        asyncio.run(_level(url, pcms, 1, min(args.seconds, 3.0), chunk, None))  # warm-up
+        asyncio.run(_level(url, pcms, 1, min(args.seconds, 3.0), chunk, None, tls=tls))  # warm-up
         idle = _rss_mb(pid) if pid else None
         rows: dict[int, dict] = {}
 
         def measure(n: int) -> bool:
-            row = asyncio.run(_level(url, pcms, n, args.seconds, chunk, pid, args.flood))
+            row = asyncio.run(_level(url, pcms, n, args.seconds, chunk, pid, args.flood, tls))
             row["keeps_up"] = row["failures"] == 0 and row["latency_p95_ms"] < args.bound_ms
             rows[n] = row
             print(f"{n} clients: latency p50 {row['latency_p50_ms']:.0f} ms, p95 {row['latency_p95_ms']:.0f} ms, "
@@ -272,6 +282,8 @@ def add_parser(sub) -> None:
     p.add_argument("--limit", type=at_least(1), default=40, help="utterances from the manifest (default 40)")
     p.add_argument("--url", default=None, help="a running server (ws://127.0.0.1:PORT/); default: start one")
     p.add_argument("--pid", type=at_least(1), default=None, help="with --url: the server's process, for CPU and memory")
+    p.add_argument("--ca-file", default=None, metavar="PEM",
+                   help="with --url wss://...: trust this certificate (a self-signed server's, or its CA's)")
     p.add_argument("--model", default=None, help="for the server the bench starts (default: the bundled model)")
     p.add_argument("--backend", default="auto", help="for the server the bench starts (default auto)")
     p.add_argument("--threads", type=at_least(0), default=0, help="for the server the bench starts")

@@ -445,3 +445,30 @@ def test_gpu_check_steps_end_by_its_budget(tmp_path):
     steps = [json.loads(line) for line in (tmp_path / "res.jsonl").read_text().splitlines()]  # for gpu_summary
     assert [(r["step"], r["outcome"]) for r in steps] == [("fast", "passed"), ("slow", "timed out"),
                                                           ("late", "left out (budget)")]
+
+
+def test_server_bench_reaches_a_tls_server_that_its_ca_file_vouches_for(tls_files):
+    """`bench server --url wss://... --ca-file PEM` measures a server of the user's behind TLS (a self-signed one
+    included); without the file its clients fail the certificate check and the level fails, in one run."""
+    from asr_engine.backend import load_model
+    from asr_engine.engine import DecodeOptions, Engine
+
+    from servers import Running
+
+    r = Running(Engine(load_model(None, "auto"), DecodeOptions()), tls_cert=tls_files.cert, tls_key=tls_files.key)
+    try:
+        url = r.url.replace("ws://", "wss://") + "/"
+        base = [sys.executable, "-m", "bench", "server", "--manifest", "asr_engine/samples/manifest.jsonl", "--url", url,
+                "--chunk-ms", "320", "--seconds", "1", "--clients", "1", "--results", ""]
+        trusted = subprocess.run([*base, "--ca-file", tls_files.ca], cwd=ROOT, capture_output=True, text=True,
+                                 timeout=120)
+        assert trusted.returncode == 0, trusted.stderr
+        assert "1 clients: latency" in trusted.stdout and "0 failures" in trusted.stdout
+        assert "largest N in real time with p95 latency < 500 ms: 1" in trusted.stdout
+        untrusted = subprocess.run(base, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert untrusted.returncode == 0 and "largest N in real time with p95 latency < 500 ms: 0" in untrusted.stdout
+        plain = subprocess.run([*base[:7], r.url + "/", *base[8:], "--ca-file", tls_files.ca], cwd=ROOT,
+                               capture_output=True, text=True, timeout=60)
+        assert plain.returncode != 0 and "--ca-file goes with a wss:// URL" in plain.stderr
+    finally:
+        r.stop()

@@ -13,7 +13,7 @@ import numpy as np
 
 from asr_engine.audio import SAMPLE_RATE, load_audio
 
-__all__ = ["MicrophoneError", "open_microphone", "stream_chunks", "stream_file", "stream_microphone"]
+__all__ = ["MicrophoneError", "client_tls", "open_microphone", "stream_chunks", "stream_file", "stream_microphone"]
 
 
 class MicrophoneError(RuntimeError):
@@ -71,6 +71,20 @@ async def stream_chunks(url: str, chunks: AsyncIterator[np.ndarray], sample_rate
                 await chunks.aclose()
         await reader  # the server closes after the last final
     return messages
+
+
+def client_tls(url: str, ca_file: str | None) -> ssl.SSLContext | None:
+    """A client's TLS context trusting `ca_file` (a server's self-signed certificate, or the CA that signed it);
+    None without one (websockets' default: the system's certificates). ValueError for a file that is no PEM
+    certificate, or a URL that is not wss://."""
+    if ca_file is None:
+        return None
+    if not url.startswith("wss://"):
+        raise ValueError(f"--ca-file goes with a wss:// URL, not {url}")
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as e:
+        raise ValueError(f"--ca-file {ca_file}: not a readable PEM certificate file ({e})") from None
 
 
 async def stream_file(url: str, path: str, realtime: bool = False, chunk_ms: float = 100.0,
