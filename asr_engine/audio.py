@@ -190,15 +190,29 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
 
 
 def declared_seconds(path: str | Path) -> float:
-    """How long a file says it is, from its header (libsndfile's formats); 0.0 when it does not say or is not one
-    of them."""
+    """How long a file says it is, from its header (libsndfile's), or its container (FFmpeg's, when the `media`
+    extra is installed); 0.0 when it does not say or cannot be read."""
     import soundfile as sf
 
     try:
         info = sf.info(str(path))
+        return info.frames / info.samplerate if info.samplerate > 0 and 0 < info.frames < 2**62 else 0.0
     except (sf.LibsndfileError, RuntimeError, TypeError, OSError):
+        pass
+    try:
+        import av
+    except ImportError:
         return 0.0
-    return info.frames / info.samplerate if info.samplerate > 0 and 0 < info.frames < 2**62 else 0.0
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                return 0.0
+            stream = container.streams.audio[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            return container.duration / av.time_base if container.duration else 0.0
+    except (av.FFmpegError, ValueError, UnicodeDecodeError, OSError):
+        return 0.0
 
 
 def audio_blocks(path: str | Path, sample_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:

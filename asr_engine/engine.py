@@ -349,7 +349,7 @@ class Engine:
 
     def reads_long(self, path: str | Path, options: SessionOptions = SessionOptions()) -> bool:
         """Whether transcribe_files reads this file a piece at a time: full context, no endpointing, and a length
-        over LONG_FILE_S by its header (libsndfile's formats; others are read whole)."""
+        over LONG_FILE_S by its header or container (audio.declared_seconds)."""
         return self.full_context and options.endpoint is None and declared_seconds(path) > LONG_FILE_S
 
     def transcribe_long(self, path: str | Path, options: SessionOptions = SessionOptions(),

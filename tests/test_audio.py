@@ -193,7 +193,8 @@ def test_audio_blocks_give_load_audios_samples_a_block_at_a_time(tmp_path, monke
     blocks = list(audio_blocks(path))
     assert len(blocks) > 10 and max(len(b) for b in blocks) <= 3000 * 16000 // 44100 // 2 + 2048
     assert np.array_equal(np.concatenate(blocks), load_audio(path))
-    assert declared_seconds(path) == (pytest.approx(3.0) if name.endswith((".wav", ".flac")) else 0.0)
+    assert declared_seconds(path) == pytest.approx(3.0, abs=0.03)  # the header's, or the container's (FFmpeg)
+    assert declared_seconds(tmp_path / "missing.wav") == 0.0 and declared_seconds(__file__) == 0.0
     (tmp_path / "junk.wav").write_bytes(b"RIFF\x00\x00junk" * 10)
     sf.write(tmp_path / "zero.wav", np.zeros(0, dtype=np.float32), 16000)
     for bad, said in (("missing.wav", "no such file"), ("junk.wav", "cannot decode"), ("zero.wav", "no audio")):

@@ -516,12 +516,12 @@ def test_a_finished_session_gives_its_row_back(tiny_ckpt_dir):
     assert len(slots) == 4  # no row handed to two sessions
 
 
-@pytest.mark.parametrize("level", [1.0, 0.003])
-def test_a_long_file_is_read_a_piece_at_a_time_with_the_whole_files_result(tmp_path, monkeypatch, level):
+@pytest.mark.parametrize("name, level", [("long.wav", 1.0), ("long.wav", 0.003), ("long.m4a", 1.0)])
+def test_a_long_file_is_read_a_piece_at_a_time_with_the_whole_files_result(tmp_path, monkeypatch, name, level):
     """In full context a file over LONG_FILE_S is read and decoded a few pieces at a time (an hour was 230 MB of
     samples held whole, 460 MB more for a quiet one's gained copy): the same cuts at pauses, the same words and
     times as the whole recording decoded at once, a quiet one brought up by the same gain; 44.1 kHz stereo, so
-    the reading resamples as it goes."""
+    the reading resamples as it goes; an M4A's length comes from its container (FFmpeg)."""
     import soundfile
 
     import asr_engine
@@ -531,8 +531,14 @@ def test_a_long_file_is_read_a_piece_at_a_time_with_the_whole_files_result(tmp_p
 
     x = np.concatenate([load_audio(f"asr_engine/samples/sample{i}.wav") for i in (1, 2, 3)] + [np.zeros(8000)])
     y = resample(np.tile(x, 6).astype(np.float32) * np.float32(level), 16000, 44100)  # 51 s
-    path = tmp_path / "long.wav"
-    soundfile.write(path, np.stack([y, y], 1), 44100, subtype="FLOAT")
+    path = tmp_path / name
+    if name.endswith(".m4a"):
+        pytest.importorskip("av")
+        from test_audio import write_with_ffmpeg
+
+        write_with_ffmpeg(path, "mp4", "aac", np.stack([y, y], 1), 44100)
+    else:
+        soundfile.write(path, np.stack([y, y], 1), 44100, subtype="FLOAT")
     engine = asr_engine.load(bundled_model_dir(), beam=1, for_files=True, max_batch=2)
     whole = engine.transcribe_arrays([load_audio(path)], [str(path)])[0]
     monkeypatch.setattr(engine_module, "LONG_FILE_S", 30.0)
