@@ -282,9 +282,13 @@ def test_metrics_count_the_sessions_that_were_brought_up(engine, tmp_path):
     try:
         for path in (SAMPLES[0], str(quiet), SAMPLES[1]):
             assert finals(run(stream_file(r.url + "/", path)))
+        plain = run(stream_file(r.url + "/", str(quiet), start={"auto_gain": False}))  # this session: as it comes
         text = urllib.request.urlopen(r.url.replace("ws://", "http://") + "/metrics", timeout=10).read().decode()
         samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
-        assert samples["asr_quiet_sessions_total"] == 1 and samples["asr_sessions_accepted_total"] == 3
+        assert samples["asr_quiet_sessions_total"] == 1 and samples["asr_sessions_accepted_total"] == 4
+        assert finals(plain)
+        with pytest.raises(RuntimeError, match="'auto_gain' must be bool"):  # the session is refused
+            run(stream_file(r.url + "/", SAMPLES[0], start={"auto_gain": "yes"}))
     finally:
         r.stop()
 

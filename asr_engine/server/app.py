@@ -449,7 +449,7 @@ class Server:
     async def _open_session(self, conn: _Conn, spec: Start | VoskConfig) -> None:
         if isinstance(spec, Start):
             conn.start = spec
-            opts = SessionOptions(spec.hotwords, spec.hotword_boost, spec.endpoint)
+            opts = SessionOptions(spec.hotwords, spec.hotword_boost, spec.endpoint, spec.auto_gain)
         else:  # Vosk: endpointing always on; a phrase list becomes hotwords under beam search
             hot = spec.phrase_list if self.engine.options.beam > 1 else ()
             opts = SessionOptions(hot, 1.5, EndpointConfig())
