@@ -173,20 +173,9 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """
     path = _checked_path(path)
     try:
-        out = None
-        for block in _mono_blocks(path):
-            if out is None:  # the first item: the file's rate and the length it declares
-                out = _Resampled(path, *block, sample_rate)
-            else:
-                out.add(block)
+        return _collected(path, _mono_blocks(path), sample_rate)
     except _SndfileFailed as e:
-        out = None
-        for block in _ffmpeg_blocks(path, e.error):
-            if out is None:
-                out = _Resampled(path, *block, sample_rate)
-            else:
-                out.add(block)
-    return out.samples()
+        return _collected(path, _ffmpeg_blocks(path, e.error), sample_rate)
 
 
 def declared_seconds(path: str | Path) -> float:
@@ -220,23 +209,31 @@ def audio_blocks(path: str | Path, sample_rate: int = SAMPLE_RATE) -> Iterator[n
     at a time: a recording of any length in a few megabytes. A file libsndfile fails on midway, after blocks
     were given, raises AudioError (load_audio would start over with FFmpeg)."""
     path = _checked_path(path)
-    given = False
+    given = 0  # samples
     try:
-        blocks = _mono_blocks(path)
-        out = _Resampled(path, *next(blocks), sample_rate, keep=False)
-        for block in blocks:
-            y = out.add(block)
-            given |= len(y) > 0
-            if len(y):
-                yield y
+        for y in _resampled(path, _mono_blocks(path), sample_rate):
+            given += len(y)
+            yield y
     except _SndfileFailed as e:
         if given:
-            raise AudioError(f"{path}: cannot decode audio past {out.n / sample_rate:.2f} s ({e.error})") from None
-        blocks = _ffmpeg_blocks(path, e.error)
-        out = _Resampled(path, *next(blocks), sample_rate, keep=False)
-        for block in blocks:
-            if len(y := out.add(block)):
-                yield y
+            raise AudioError(f"{path}: cannot decode audio past {given / sample_rate:.2f} s ({e.error})") from None
+        yield from _resampled(path, _ffmpeg_blocks(path, e.error), sample_rate)
+
+
+def _collected(path: Path, blocks: Iterator, sample_rate: int) -> np.ndarray:
+    """A _mono_blocks or _ffmpeg_blocks reading, resampled into one array."""
+    out = _Resampled(path, *next(blocks), sample_rate)  # the first item: the file's rate and declared length
+    for block in blocks:
+        out.add(block)
+    return out.samples()
+
+
+def _resampled(path: Path, blocks: Iterator, sample_rate: int) -> Iterator[np.ndarray]:
+    """A _mono_blocks or _ffmpeg_blocks reading, resampled block by block (the non-empty ones)."""
+    out = _Resampled(path, *next(blocks), sample_rate, keep=False)
+    for block in blocks:
+        if len(y := out.add(block)):
+            yield y
     if len(y := out.finish()):
         yield y
 

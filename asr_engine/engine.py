@@ -140,6 +140,7 @@ class Engine:
         self.window = cfg.input_frames(self.chunk + cfg.right_context)  # feature frames per step
         self.files_batch = files_batch(cfg, self.chunk, options.max_batch, str(getattr(model, "device", device)))
         self.hop = cfg.stride * self.chunk
+        self.hop_samples = self.hop * model.features.window_shift  # 16 kHz samples a step decodes (a chunk's)
         self.sessions: list[Session] = []
         self.states = StatePool(model.zeros_state)  # every session's streaming state, a row each
         # one thread at a time takes rows, feeds and steps: transcribe() from several threads shared the pool's
@@ -290,7 +291,7 @@ class Engine:
         every piece decoded on its own (one step, whole-piece attention), the pieces' results joined with
         their times. A fixed chunk boundary would cut words with no future context on one side
         (docs/whisper-import.md "Long files: cut at pauses")."""
-        max_len = self.chunk * self.model.cfg.stride * self.model.features.window_shift  # samples per chunk
+        max_len = self.hop_samples  # a piece is at most one chunk
         cuts = [pause_cuts(a, max_len) for a in audios]
         pieces = [a[x:y] for a, c in zip(audios, cuts) for x, y in zip(c[:-1], c[1:])]
         done = self._sorted(pieces, [str(i) for i in range(len(pieces))], options, progress, streaming)
@@ -374,7 +375,7 @@ class Engine:
             options = dataclasses.replace(options, auto_gain=False)
             if streaming is None:  # as transcribe_arrays decides it
                 streaming = self.model.encode is None
-            max_len = self.chunk * self.model.cfg.stride * self.model.features.window_shift  # samples per piece
+            max_len = self.hop_samples  # a piece is at most one chunk
             total = declared_seconds(path)
             parts: list[Result] = []
             pieces: list[np.ndarray] = []
@@ -445,7 +446,7 @@ class Engine:
         with times from the stream's start. `progress(done, total)` hears, after each step, how many
         seconds of all the arrays' audio have been decoded."""
         results = []
-        piece = self.hop * self.model.features.window_shift
+        piece = self.hop_samples
         total, done = sum(len(x) for x in audios) / SAMPLE_RATE, 0  # done: samples
         for a in range(0, len(audios), self.files_batch):
             group = audios[a: a + self.files_batch]
