@@ -13,7 +13,8 @@
 `load` takes a checkpoint or ONNX export folder (default: the bundled model), the backend
 ('auto', 'onnx', 'torch'), and decoding options (beam, nbest, skip_threshold, hotwords, lm: an
 LM folder or 'default'; rescore='whisper': a second pass with Whisper's decoder; two_pass: each streamed
-utterance's final decoded again in full context). Inference
+utterance's final decoded again in full context; punctuate: finals and whole files written with punctuation and
+casing, by default as the model recommends). Inference
 imports numpy and ONNX Runtime only; torch is needed for training, export and the torch backend
 (the 'train' extra).
 """
@@ -36,7 +37,8 @@ _RECOMMENDED = "recommended"
 def load(model: str | Path | None = None, *, backend: str = "auto", device: str = "cpu", threads: int = 0,
          lm: str | Path | None = _RECOMMENDED, lm_weight: float | None = None, length_bonus: float | None = None,
          lexicon_penalty: float | None = None, rescore: str | None = None, rescore_weight: float | None = None,
-         for_files: bool = False, context: str | None = None, two_pass: bool = False, **decode) -> Engine:
+         for_files: bool = False, context: str | None = None, two_pass: bool = False,
+         punctuate: str | Path | None = _RECOMMENDED, **decode) -> Engine:
     """An Engine for a model folder (None: the bundled model). `decode`: DecodeOptions fields
     (beam, nbest, skip_threshold, hotwords, hotword_boost, chunk_frames, max_batch, auto_gain); `lm`: an
     LM folder or 'default' (the bundled LM) fused into beam search (needs beam > 1), with the weights
@@ -49,8 +51,11 @@ def load(model: str | Path | None = None, *, backend: str = "auto", device: str 
     a 10.24 s attention chunk, the same weights); default: for_files without chunk_frames, what the model
     recommends (its decoding.json: full for the bundled model), else streaming. two_pass: streams as live audio
     and decodes each utterance's final again in full context (the same weights; the model folder must be a
-    checkpoint, whose onnx-full export or torch weights the second pass runs)."""
-    from asr_engine.backend import load_model, resolve_backend, resolve_context, resolve_decoding
+    checkpoint, whose onnx-full export or torch weights the second pass runs). punctuate: finals and whole files
+    written with punctuation and casing by 'default' (the bundled punctuation model) or a folder, or None;
+    default: what the model recommends (its decoding.json: the bundled one for the bundled model)."""
+    from asr_engine.backend import load_model, resolve_backend, resolve_context, resolve_decoding, resolve_punctuation
+    from asr_engine.punctuation import load_punctuator
 
     # here None is no LM and the default, _RECOMMENDED, is the model's: the CLI's None and 'none'
     decode["beam"], lm = resolve_decoding(model, decode.get("beam"), None if lm == _RECOMMENDED else (lm or "none"))
@@ -75,4 +80,6 @@ def load(model: str | Path | None = None, *, backend: str = "auto", device: str 
         from asr_engine.rescore import WhisperRescorer
 
         rescorer = WhisperRescorer.load(rescore_weight)
-    return Engine(m, DecodeOptions(lm=fusion, rescorer=rescorer, **decode), final_model=final)
+    punctuator = load_punctuator(resolve_punctuation(model, None if punctuate == _RECOMMENDED else
+                                                     (punctuate or "none")))
+    return Engine(m, DecodeOptions(lm=fusion, rescorer=rescorer, punctuator=punctuator, **decode), final_model=final)

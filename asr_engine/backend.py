@@ -60,16 +60,27 @@ def recommended_decoding(model: str | Path | None) -> dict:
         rec = json.loads(f.read_text())
     except ValueError as e:
         raise ValueError(f"{f}: not JSON ({e})") from None
-    beam, lm, context = (rec.get("beam", 1), rec.get("lm"), rec.get("context", "streaming")) \
-        if isinstance(rec, dict) else (None, None, None)
-    if not isinstance(rec, dict) or set(rec) - {"beam", "lm", "context"} or isinstance(beam, bool) \
+    beam, lm, context, punct = (rec.get("beam", 1), rec.get("lm"), rec.get("context", "streaming"),
+                                rec.get("punctuate")) if isinstance(rec, dict) else (None, None, None, None)
+    if not isinstance(rec, dict) or set(rec) - {"beam", "lm", "context", "punctuate"} or isinstance(beam, bool) \
             or not isinstance(beam, int) or beam < 1 or not (lm is None or isinstance(lm, str)) or (lm and beam == 1) \
-            or context not in CONTEXTS:
+            or context not in CONTEXTS or not (punct is None or isinstance(punct, str)):
         raise ValueError(f'{f}: must be {{"beam": N >= 1, "lm": "default" or an LM folder (with N > 1), '
-                         f'"context": "full" or "streaming" (for files)}}, got {rec!r}')
+                         f'"context": "full" or "streaming" (for files), "punctuate": "default" or a punctuation '
+                         f'model folder}}, got {rec!r}')
     if lm and lm != "default":
         lm = str(folder / lm)  # relative to the model's folder (an absolute path stays as it is)
-    return {"beam": beam, **({"lm": lm} if lm else {}), "context": context}
+    if punct and punct not in ("default", "none"):
+        punct = str(folder / punct)
+    return {"beam": beam, **({"lm": lm} if lm else {}), "context": context, **({"punctuate": punct} if punct else {})}
+
+
+def resolve_punctuation(model: str | Path | None, punctuate: str | Path | None) -> str | Path | None:
+    """The punctuation model to write results with: `punctuate` as given ('default': the bundled one, a folder,
+    'none': none), or when left out (None) the one the model recommends (its decoding.json "punctuate")."""
+    if punctuate is None:
+        punctuate = recommended_decoding(model).get("punctuate")
+    return None if punctuate in (None, "none") else punctuate
 
 
 def resolve_decoding(model: str | Path | None, beam: int | None, lm: str | Path | None) -> tuple[int, str | Path | None]:

@@ -130,12 +130,19 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 1 if any(r.error for r in results) else 0
 
 
+def _punctuated_name(args: argparse.Namespace) -> str:
+    """--punctuate resolved and checked here (before Ray starts), as asr_engine.load takes it."""
+    _punctuator(args)
+    return str(args.punctuate) if args.punctuate else "none"
+
+
 def _decoding(args: argparse.Namespace) -> str:
     """What decoded the files, in a few words: greedy, or beam N with its LM and second pass; in full context."""
     how = "greedy" if args.beam == 1 else f"beam {args.beam}" + (f" + LM {args.lm}" if args.lm else "") + (
         f" + {args.rescore} rescoring" if args.rescore else "")
     return how + (", full context" if getattr(args, "context", None) == "full" else "") + (
-        ", finals again in full context" if getattr(args, "two_pass", False) else "")
+        ", finals again in full context" if getattr(args, "two_pass", False) else "") + (
+        ", punctuated" if getattr(args, "punctuate", None) else "")
 
 
 def _file_context(args: argparse.Namespace, live: bool) -> None:
@@ -159,7 +166,7 @@ def _local_runner(args: argparse.Namespace, backend: str, streaming: bool | None
                                          hotwords=_hotwords(args.hotwords), hotword_boost=args.hotword_boost,
                                          lm=_fusion(args, model.tokenizer, backend), chunk_frames=args.chunk_frames,
                                          max_batch=args.batch_size, rescorer=_rescorer(args),
-                                         auto_gain=args.auto_gain),
+                                         auto_gain=args.auto_gain, punctuator=_punctuator(args)),
                     final_model=_final_model(args, backend))
     session_options = SessionOptions(endpoint=EndpointConfig() if args.endpoint else None)
 
@@ -197,6 +204,7 @@ def _ray_runner(args: argparse.Namespace, backend: str, streaming: bool | None):
               "chunk_frames": args.chunk_frames, "max_batch": args.batch_size, "lm": args.lm,
               "lm_weight": args.lm_weight, "length_bonus": args.length_bonus,
               "lexicon_penalty": args.lexicon_penalty, "device": args.device, "auto_gain": args.auto_gain,
+              "punctuate": _punctuated_name(args),
               **({"two_pass": True} if args.two_pass else {"context": args.context})}
     endpoint = dataclasses.asdict(EndpointConfig()) if args.endpoint else None
     return lambda paths: transcribe_ray(paths, None if args.ray == "local" else args.ray, args.workers, args.model,
@@ -322,7 +330,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     engine = Engine(model, DecodeOptions(chunk_frames=args.chunk_frames, beam=args.beam, nbest=args.beam,
                                          skip_threshold=args.skip_threshold, max_batch=args.batch_size,
                                          lm=_fusion(args, model.tokenizer, backend), rescorer=_rescorer(args),
-                                         auto_gain=args.auto_gain),
+                                         auto_gain=args.auto_gain, punctuator=_punctuator(args)),
                     final_model=_final_model(args, backend))
 
     async def run() -> None:
@@ -452,6 +460,26 @@ def _add_gain_argument(p: argparse.ArgumentParser) -> None:
                    help="leave quiet input as it is (by default a recording or stream peaking under -20 dBFS is "
                         "brought up to it, by at most 40 dB: the model did not train on quieter speech, and reads "
                         "it worse; louder input is never changed)")
+
+
+def _add_punctuate_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--punctuate", default=None, metavar="MODEL",
+                   help="write transcripts and finals with punctuation and casing: 'default' for the bundled "
+                        "punctuation model, a folder from `asr-engine punct train`, or 'none' for the recognizer's "
+                        "lower-case words (default: what the model recommends: the bundled one for the bundled "
+                        "model; partials are never punctuated)")
+
+
+def _punctuator(args: argparse.Namespace):
+    """The --punctuate model (as resolve_punctuation fills it in from the model's decoding.json), or None."""
+    from asr_engine.backend import resolve_punctuation
+    from asr_engine.punctuation import load_punctuator
+
+    try:
+        args.punctuate = resolve_punctuation(args.model, args.punctuate)
+        return load_punctuator(args.punctuate)
+    except ValueError as e:
+        raise InputError(f"--punctuate: {e}") from e
 
 
 def _final_model(args: argparse.Namespace, backend: str):
@@ -616,6 +644,17 @@ def _summary(results, refs: list[str | None], wall: float) -> str:
         errs = [word_error_counts(ref, r.text) for r, ref in scored]
         parts.append(f"WER: {sum(e for e, _ in errs) / max(1, sum(n for _, n in errs)):.2%}")
     return "summary: " + " | ".join(parts)
+
+
+def cmd_punct_train(args: argparse.Namespace) -> int:
+    from asr_engine.punct_train import train
+
+    try:
+        train(Path(args.out), steps=args.steps, batch=args.batch, seed=args.seed, threads=args.threads,
+              log=lambda m: print(m, file=sys.stderr))
+    except ValueError as e:
+        raise InputError(str(e)) from e
+    return 0
 
 
 def cmd_lm_train(args: argparse.Namespace) -> int:
@@ -845,6 +884,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rescore_arguments(t)
     _add_two_pass_argument(t)
     _add_gain_argument(t)
+    _add_punctuate_argument(t)
     t.add_argument("--context", choices=CONTEXTS, default=None,
                    help="full: whole-file attention, the same weights (a file over 10.24 s is cut at pauses into "
                         "pieces of at most 10.24 s); streaming: in the model's streaming chunks, as live audio. "
@@ -949,6 +989,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rescore_arguments(sv)
     _add_two_pass_argument(sv)
     _add_gain_argument(sv)
+    _add_punctuate_argument(sv)
     sv.add_argument("--chunk-frames", type=at_least(1), default=None,
                     help="encoder frames per step (default: one chunk)")
     sv.add_argument("--batch-size", type=at_least(1), default=32, help="sessions per encoder step (default 32)")
@@ -1089,6 +1130,20 @@ def build_parser() -> argparse.ArgumentParser:
     lx.add_argument("--wordfreq", type=int, default=0,
                     help="add the N most frequent English words of the wordfreq package (the data extra; default 0)")
     lx.set_defaults(func=cmd_lm_lexicon)
+
+    pu = sub.add_parser("punct", help="punctuation-and-casing models for transcripts").add_subparsers(
+        dest="punct_command", required=True)
+    pt = pu.add_parser(
+        "train", help="train a punctuation-and-casing model on the registry text sources",
+        description="Train the model that writes transcripts with punctuation and casing (`--punctuate`) on the "
+                    "fortunes, the State of the Union addresses and chatterbot's conversations (the `data` extra), "
+                    "and measure it on their held-out sentences (written to the folder's punct.json).")
+    pt.add_argument("--out", required=True, help="output folder (model.onnx, vocab.txt, mixed.json, punct.json)")
+    pt.add_argument("--steps", type=at_least(1), default=4000, help="training steps (default 4000)")
+    pt.add_argument("--batch", type=at_least(1), default=64, help="windows of text per step (default 64)")
+    pt.add_argument("--seed", type=int, default=1, help="seed of the windows and the weights (default 1)")
+    pt.add_argument("--threads", type=at_least(1), default=2, help="torch threads (default 2)")
+    pt.set_defaults(func=cmd_punct_train)
 
     le = lm.add_parser("export", help="write an LM folder's decoding step as DIR/lm.onnx",
                        description="Export the LM's step to ONNX into its folder (named after its weights), so "

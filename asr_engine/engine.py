@@ -48,6 +48,7 @@ from asr_engine.results import Result, join_results, make_result, transcribe_pat
 
 if TYPE_CHECKING:
     from asr_engine.lm.fusion import ShallowFusion
+    from asr_engine.punctuation import Punctuator
     from asr_engine.rescore import WhisperRescorer
 
 # the longest utterance the second pass decodes again (the audio a session keeps for it is bounded by this);
@@ -70,6 +71,9 @@ class DecodeOptions:
     chunk_frames: int | None = None  # streaming: encoder frames per step (a multiple of the model's chunk)
     max_batch: int = 64  # sessions (streaming) or utterances (whole files) per forward pass
     auto_gain: bool = True  # quiet input brought up to the level the model trained at (asr_engine.level)
+    # finals and whole files written with punctuation and casing (an asr_engine.punctuation.Punctuator); partials
+    # stay as the recognizer hears them
+    punctuator: "Punctuator | None" = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class SessionOptions:
     hotword_boost: float | None = None  # None: the engine's
     endpoint: EndpointConfig | None = None  # continuous mode: the stream is split into utterances
     auto_gain: bool | None = None  # None: the engine's
+    punctuate: bool | None = None  # None: as the engine does (with its punctuator, if it has one)
 
 
 @dataclass(frozen=True)
@@ -279,11 +284,13 @@ class Engine:
                 raise ValueError("endpointing splits streams: it needs streaming")
         if self.auto_gain(options):  # whole recordings: each at one gain from its own peak, as training scaled them
             audios = [brought_up(a) for a in audios]
-            options = dataclasses.replace(options, auto_gain=False)
+        inner = dataclasses.replace(options, auto_gain=False, punctuate=False)  # each result is written once, whole
         with self._lock:  # calls from several threads take turns (each already uses every core it was given)
             if self.full_context and options.endpoint is None:
-                return self._in_pieces(audios, paths, options, progress, streaming)
-            return self._sorted(audios, paths, options, progress, streaming)
+                results = self._in_pieces(audios, paths, inner, progress, streaming)
+            else:
+                results = self._sorted(audios, paths, inner, progress, streaming)
+        return [self.written(r, options) for r in results]
 
     def _in_pieces(self, audios: list[np.ndarray], paths: list[str], options: SessionOptions,
                    progress: Callable[[float, float], None] | None, streaming: bool) -> list[Result]:
@@ -372,7 +379,7 @@ class Engine:
                     if peak >= QUIET_PEAK:
                         break
                 gain = np.float32(peak_gain(peak))
-            options = dataclasses.replace(options, auto_gain=False)
+            inner = dataclasses.replace(options, auto_gain=False, punctuate=False)
             if streaming is None:  # as transcribe_arrays decides it
                 streaming = self.model.encode is None
             max_len = self.hop_samples  # a piece is at most one chunk
@@ -384,7 +391,7 @@ class Engine:
 
             def decode() -> None:
                 with self._lock:
-                    done = self._sorted(pieces, [path] * len(pieces), options, None, streaming)
+                    done = self._sorted(pieces, [path] * len(pieces), inner, None, streaming)
                 parts.extend(_shifted(r, x / SAMPLE_RATE) for r, x in zip(done, starts))
                 pieces.clear()
                 starts.clear()
@@ -407,9 +414,17 @@ class Engine:
             decode()
         except AudioError as e:
             return Result(path, error=str(e))
-        result = join_results(path, parts, offset / SAMPLE_RATE)
+        result = self.written(join_results(path, parts, offset / SAMPLE_RATE), options)
         result.warning = truncation(path)
         return result
+
+    def writes(self, options: SessionOptions = SessionOptions()) -> bool:
+        """Whether results with these options are written with punctuation and casing."""
+        return self.options.punctuator is not None and options.punctuate is not False
+
+    def written(self, result: Result, options: SessionOptions = SessionOptions()) -> Result:
+        """A result with punctuation and casing, when the engine writes results with these options (`writes`)."""
+        return self.options.punctuator.result(result) if self.writes(options) else result
 
     def auto_gain(self, options: SessionOptions) -> bool:
         """Whether sessions with these options bring quiet audio up (asr_engine.level)."""
@@ -718,17 +733,24 @@ class Session:
                                  self._utt_frame, duration=max(0.0, end - start), frames=self.frames - self._utt_frame,
                                  top_frames=self.top_frames - self._utt_top)
         audio = self._utterance_audio(self._sample_of(self._utt_frame), round(end * SAMPLE_RATE))
+        options = self.options
         if audio is not None:  # the second pass: the utterance's audio decoded again in full context
             second = functools.partial(_full_pass, eng.final_pass, audio, path, start,
-                                       SessionOptions(self.options.hotwords, self.options.hotword_boost,
-                                                      auto_gain=self.options.auto_gain))
+                                       SessionOptions(options.hotwords, options.hotword_boost,
+                                                      auto_gain=options.auto_gain, punctuate=False))
             if not self.defer_second_pass:
-                return second()
-        elif rerank is None or not self.defer_second_pass:
-            return make(rerank=rerank)
+                return eng.written(second(), options)
+        elif not self.defer_second_pass or (rerank is None and not eng.writes(options)):
+            return eng.written(make(rerank=rerank), options)
+        elif rerank is None:  # deferred, the writing alone: it reads a whole utterance's words, off the compute loop
+            first = make()
+            raw = dataclasses.replace(first)
+            first.second_pass = lambda: eng.written(raw, options)
+            return first
         hyps = self.decoder.hypotheses(len(self.decoder.beams))  # the search moves on to the next utterance
-        first = make(hyps=hyps)
-        first.second_pass = second or functools.partial(make, hyps=hyps, rerank=rerank)
+        first = make(hyps=hyps)  # what stays if the second pass fails
+        later = second or functools.partial(make, hyps=hyps, rerank=rerank)
+        first.second_pass = lambda: eng.written(later(), options)
         return first
 
     def finish(self, path: str = "") -> Result:

@@ -23,7 +23,8 @@ def cues(words: list[Word], max_chars: int = LINE_CHARS * MAX_LINES, max_seconds
          pause: float = PAUSE_SECONDS, line_chars: int = LINE_CHARS) -> list[tuple[float, float, str]]:
     """Group words into subtitle cues: a cue ends where the speaker pauses (a gap >= `pause`);
     a stretch of speech too long for one cue (over `max_chars` characters or `max_seconds`) is
-    split at its longest gap (the middle one among equals), again until every piece fits. Each
+    split after a sentence's end when its words are written with punctuation, else at its longest gap (the middle
+    one among equals), again until every piece fits. Each
     cue's text is broken into balanced lines of at most `line_chars` where it can be."""
     out: list[tuple[float, float, str]] = []
     phrase: list[Word] = []
@@ -41,10 +42,13 @@ def _split(ws: list[Word], max_chars: int, max_seconds: float, line_chars: int) 
     text = " ".join(w.word for w in ws)
     if len(ws) == 1 or (len(text) <= max_chars and ws[-1].end - ws[0].start <= max_seconds):
         return [(ws[0].start, ws[-1].end, _lines(text, line_chars))]
-    gaps = [ws[i].start - ws[i - 1].end for i in range(1, len(ws))]
-    widest = max(gaps)
-    cuts = [i + 1 for i, g in enumerate(gaps) if g >= widest - 1e-6]
-    cut = min(cuts, key=lambda i: abs(i - len(ws) / 2))  # among equal gaps, the one nearest the middle
+    # a written transcript (--punctuate) is cut after a sentence's end first, as subtitlers do; else at the widest gap
+    cuts = [i + 1 for i, w in enumerate(ws[:-1]) if w.word[-1:] in (".", "?", "!")]
+    if not cuts:
+        gaps = [ws[i].start - ws[i - 1].end for i in range(1, len(ws))]
+        widest = max(gaps)
+        cuts = [i + 1 for i, g in enumerate(gaps) if g >= widest - 1e-6]
+    cut = min(cuts, key=lambda i: abs(i - len(ws) / 2))  # among equals, the one nearest the middle
     return _split(ws[:cut], max_chars, max_seconds, line_chars) + _split(ws[cut:], max_chars, max_seconds, line_chars)
 
 

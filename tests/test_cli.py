@@ -189,6 +189,11 @@ def test_subtitle_cues_break_at_pauses_and_limits_not_word_counts():
     assert len(parts) == 2 and parts[0][1] == long_words[8].end
     for a, b, text in parts:
         assert b - a <= 7.0 and len(text) <= 84 and all(len(line) <= 42 for line in text.split("\n"))
+    # written with punctuation (--punctuate): the same speech is cut after a sentence's end, not at the widest gap
+    written = [Word(w.word + ("." if i in (4, 13) else ""), w.start, w.end, 1.0) for i, w in enumerate(long_words)]
+    parts = cues(written)
+    assert parts[0][1] == written[13].end and parts[0][2].replace("\n", " ").endswith("ok.")
+    assert all(b - a <= 7.0 for a, b, _ in parts)
 
 
 def test_bad_files_are_reported_and_others_finish(tiny_ckpt_dir, files, tmp_path, capsys):

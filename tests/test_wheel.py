@@ -57,6 +57,8 @@ def test_the_wheel_ships_the_onnx_files_and_installs_without_torch(venv):
         # the graphs refer to the weights in model.safetensors: they ship once
         assert json.loads((bundled_model_dir() / f"onnx-c{c}" / "export.json").read_text())["shared"]
     assert "asr_engine/models/default-lm/lm.onnx" in names
+    for f in ("model.onnx", "vocab.txt", "mixed.json", "punct.json"):
+        assert f"asr_engine/models/default-punct/{f}" in names
     site = Path(_run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
     tooling = ("pip", "setuptools", "pkg_resources", "_distutils_hack")  # the venv's own, not ours
     sizes = {}
@@ -72,8 +74,10 @@ def test_the_wheel_ships_the_onnx_files_and_installs_without_torch(venv):
 
 def test_transcribe_without_torch_equals_the_torch_backend(venv, tmp_path):
     from asr_engine.checkpoint import load_checkpoint
-    from asr_engine.engine import Engine
+    from asr_engine.engine import DecodeOptions, Engine
+    from asr_engine.punctuation import load_punctuator
 
+    written = DecodeOptions(punctuator=load_punctuator("default"))  # the bundled model recommends it
     env, _ = venv
     cache = tmp_path / "cache"  # the shipped exports are used: nothing is exported into it
     r = _run([str(env / "bin" / "asr-engine"), "transcribe", *SAMPLES, "--beam", "1", "--format", "jsonl", "-q"],
@@ -81,7 +85,7 @@ def test_transcribe_without_torch_equals_the_torch_backend(venv, tmp_path):
     got = [json.loads(line) for line in r.stdout.splitlines()]
     assert "TracerWarning" not in r.stderr and not (cache / "asr-engine").exists()
     # here, on torch, whole utterances in full context (the bundled model recommends it for files)
-    ref = Engine(load_checkpoint(None, context="full")).transcribe_files(SAMPLES)
+    ref = Engine(load_checkpoint(None, context="full"), written).transcribe_files(SAMPLES)
     assert [g["text"] for g in got] == [x.text for x in ref] and all(x.text for x in ref)
     assert [g["top_fraction"] for g in got] == [round(x.top_fraction, 4) for x in ref]
     r = _run([str(env / "bin" / "asr-engine"), "transcribe", SAMPLES[0], "--beam", "8", "--lm", "default", "-q"],
@@ -94,7 +98,7 @@ def test_transcribe_without_torch_equals_the_torch_backend(venv, tmp_path):
             f"a, sr = soundfile.read({SAMPLES[0]!r}, dtype='float32')\n"
             "print(asr_engine.load(beam=1, for_files=True).transcribe(a, sr).text)\n"
             "print(asr_engine.load(beam=1).transcribe(a, sr).text)")  # for live streams: the streaming layout
-    live = Engine(load_checkpoint(None)).transcribe_files(SAMPLES[:1])[0].text
+    live = Engine(load_checkpoint(None), written).transcribe_files(SAMPLES[:1])[0].text
     assert _run([str(env / "bin" / "python"), "-c", code], cwd=tmp_path).stdout.splitlines() == [ref[0].text, live]
 
 

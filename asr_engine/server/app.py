@@ -167,10 +167,12 @@ class Server:
         self.conns: dict[int, _Conn] = {}
         self._ids = itertools.count(1)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="asr-compute")  # the engine is single-threaded
-        # the second pass (a finished utterance decoded again in full context, or Whisper's decoder over it) runs
-        # beside the compute loop, so that one session's final never holds up every session's next step
+        # the second pass (a finished utterance decoded again in full context, or Whisper's decoder over it, and its
+        # punctuation and casing) runs beside the compute loop, so that one session's final never holds up every
+        # session's next step
         self._second = (ThreadPoolExecutor(1, thread_name_prefix="asr-second-pass")
-                        if engine.options.rescorer is not None or engine.final_pass is not None else None)
+                        if engine.options.rescorer is not None or engine.final_pass is not None
+                        or engine.options.punctuator is not None else None)
         self._wake = asyncio.Event()
         self._closing = False
         self._draining = False
@@ -449,10 +451,11 @@ class Server:
     async def _open_session(self, conn: _Conn, spec: Start | VoskConfig) -> None:
         if isinstance(spec, Start):
             conn.start = spec
-            opts = SessionOptions(spec.hotwords, spec.hotword_boost, spec.endpoint, spec.auto_gain)
-        else:  # Vosk: endpointing always on; a phrase list becomes hotwords under beam search
+            opts = SessionOptions(spec.hotwords, spec.hotword_boost, spec.endpoint, spec.auto_gain, spec.punctuate)
+        else:  # Vosk: endpointing always on; a phrase list becomes hotwords under beam search; Vosk's own
+            # lower-case words without punctuation, which its clients match words against
             hot = spec.phrase_list if self.engine.options.beam > 1 else ()
-            opts = SessionOptions(hot, 1.5, EndpointConfig())
+            opts = SessionOptions(hot, 1.5, EndpointConfig(), punctuate=False)
         old = conn.session
         loop = asyncio.get_running_loop()
         try:

@@ -36,7 +36,8 @@ class Metrics:
                                  "From an audio message's arrival to the result that covers it", registry=r,
                                  buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0))
         self.second_pass = Histogram("asr_second_pass_seconds",
-                                     "Time of each utterance's second pass (--two-pass, --rescore)",
+                                     "Time of each utterance's second pass (--two-pass, --rescore) and "
+                                     "punctuation (--punctuate)",
                                      registry=r, buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
 
     def step(self, seconds: float, batch_sizes: list[int], frames: int, top_frames: int) -> None:

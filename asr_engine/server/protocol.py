@@ -5,7 +5,8 @@ Native, client to server:
     {"type": "start", "version": 1, "sample_rate": 16000, "encoding": "int16" | "float32",
      "partials": true, "nbest": 1, "hotwords": [], "hotword_boost": 1.5,
      "endpoint": false | true | {"silence_no_text": 2.4, "silence_after_text": 1.2, "max_utterance": 20},
-     "auto_gain": true | false (default: the server's; false: quiet audio is decoded as it comes)}
+     "auto_gain": true | false (default: the server's; false: quiet audio is decoded as it comes),
+     "punctuate": true | false (default: the server's; finals with punctuation and casing when it has a model)}
     binary messages: audio, mono, little-endian, in the start message's encoding
     {"type": "end"}
 Server to client: ready, partial, final, error (see the README's "Server" section).
@@ -51,6 +52,7 @@ class Start:
     hotword_boost: float = 1.5
     endpoint: EndpointConfig | None = None
     auto_gain: bool | None = None  # None: the server's (asr_engine.level)
+    punctuate: bool | None = None  # None: the server's (its --punctuate model, if any)
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ def _phrases(value, key: str) -> tuple[str, ...]:
 
 def parse_start(msg: dict, max_nbest: int) -> Start:
     known = {"type", "version", "sample_rate", "encoding", "partials", "nbest", "hotwords", "hotword_boost",
-             "endpoint", "auto_gain"}
+             "endpoint", "auto_gain", "punctuate"}
     unknown = sorted(set(msg) - known)
     if unknown:
         raise ProtocolError("unknown_field", f"unknown fields in start: {unknown}")
@@ -148,7 +150,7 @@ def parse_start(msg: dict, max_nbest: int) -> Start:
     return Start(_sample_rate(_typed(msg, "sample_rate", (int,), 16000)), encoding,
                  _typed(msg, "partials", (bool,), True), nbest,
                  _phrases(msg.get("hotwords", []), "hotwords"), boost, endpoint,
-                 _typed(msg, "auto_gain", (bool,), None))
+                 _typed(msg, "auto_gain", (bool,), None), _typed(msg, "punctuate", (bool,), None))
 
 
 def parse_vosk_config(msg: dict) -> VoskConfig:
