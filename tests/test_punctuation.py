@@ -3,8 +3,6 @@ whole files and streams written with it (times kept, partials left alone), the o
 server's sessions, the CLI, and a training run."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
