@@ -170,6 +170,10 @@ def test_the_server_writes_native_finals_unless_a_session_says_not_and_leaves_vo
         with pytest.raises(RuntimeError, match="'punctuate' must be bool"):
             run(stream_file(r.url + "/", SAMPLES[1], start={"punctuate": "yes"}))
         assert run(vosk()) == normalize(text)
+        import urllib.request
+
+        info = json.loads(urllib.request.urlopen(r.url.replace("ws://", "http://") + "/info", timeout=10).read())
+        assert info["punctuated"] is True
     finally:
         r.stop()
 

@@ -299,7 +299,8 @@ class Server:
         return {"model": info.get("name", "asr-engine model"), "accuracy": info.get("accuracy"),
                 "trained_on": info.get("trained_on"), "parameters": self.engine.model.n_params,
                 "chunk_ms": round(self.engine.hop * self.engine.model.features.window_shift / 16),
-                "beam": self.engine.options.beam, "two_pass": self.engine.final_pass is not None}
+                "beam": self.engine.options.beam, "two_pass": self.engine.final_pass is not None,
+                "punctuated": self.engine.writes()}
 
     def _authorized(self, request: Request, url) -> bool:
         """The bearer token (header, or ?token= for browsers), compared in constant time."""
