@@ -115,7 +115,7 @@ def measure(folder: Path, held: list[list[tuple[str, int, int, str]]]) -> dict:
                   np.concatenate([g[1] for g in got]), np.array([w[2] for window in held for w in window]))
 
 
-def train(out: Path, steps: int = 3000, batch: int = 64, lr: float = 2e-3, vocab_size: int = 20000,
+def train(out: Path, steps: int = 4000, batch: int = 64, lr: float = 2e-3, vocab_size: int = 20000,
           seed: int = 1, threads: int = 2, log=print) -> dict:
     """Train, measure on the held-out windows, export `out` (model.onnx, vocab.txt, mixed.json, punct.json)."""
     torch.manual_seed(seed)

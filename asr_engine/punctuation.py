@@ -112,7 +112,7 @@ def scores(pred_p: np.ndarray, gold_p: np.ndarray, pred_c: np.ndarray, gold_c: n
 
 def with_sentence_starts(punct: np.ndarray, case: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The casing with every sentence's first word capitalized: the text's first, and each after a full stop or a
-    question mark (the casing head predicts only what a word has of its own)."""
+    question mark the punctuation head placed (whatever the casing head said there)."""
     case = case.copy()
     if len(case):
         starts = np.concatenate([[True], np.isin(punct[:-1], SENTENCE_ENDS)])

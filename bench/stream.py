@@ -20,7 +20,7 @@ def run_setting(engine, audios: list, batch: int, rounds: int) -> dict:
     """Replay `rounds` utterances per slot through `batch` concurrent sessions."""
     from asr_engine.audio import SAMPLE_RATE
 
-    piece = engine.hop * engine.model.features.window_shift  # audio samples per step
+    piece = engine.hop_samples  # audio samples per step
     chunk_s = piece / SAMPLE_RATE
     queue = [audios[i % len(audios)] for i in range(batch * rounds)]
     slots: list[dict | None] = [None] * batch

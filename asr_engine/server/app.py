@@ -298,7 +298,7 @@ class Server:
         info = self.engine.model.info or {}
         return {"model": info.get("name", "asr-engine model"), "accuracy": info.get("accuracy"),
                 "trained_on": info.get("trained_on"), "parameters": self.engine.model.n_params,
-                "chunk_ms": round(self.engine.hop * self.engine.model.features.window_shift / 16),
+                "chunk_ms": round(self.engine.hop_samples / 16),
                 "beam": self.engine.options.beam, "two_pass": self.engine.final_pass is not None,
                 "punctuated": self.engine.writes()}
 
@@ -504,7 +504,7 @@ class Server:
 
     # ---- the compute loop -------------------------------------------------------------------
     def _ready(self) -> int:
-        hop = self.engine.hop * self.engine.model.features.window_shift  # 16 kHz samples per step
+        hop = self.engine.hop_samples  # 16 kHz samples per step
         n = 0
         for c in self.conns.values():
             if c.has_work() and (c.end or c.pending_samples * 16000 >= hop * _rate(c)):
