@@ -142,7 +142,9 @@ def _decoding(args: argparse.Namespace) -> str:
         f" + {args.rescore} rescoring" if args.rescore else "")
     return how + (", full context" if getattr(args, "context", None) == "full" else "") + (
         ", finals again in full context" if getattr(args, "two_pass", False) else "") + (
-        ", punctuated" if getattr(args, "punctuate", None) else "")
+        ", punctuated" if getattr(args, "punctuate", None) else "") + (
+        ", numbers in digits" if getattr(args, "numbers", None) == "digits" or (
+            getattr(args, "numbers", None) is None and getattr(args, "punctuate", None)) else "")
 
 
 def _file_context(args: argparse.Namespace, live: bool) -> None:
@@ -166,7 +168,8 @@ def _local_runner(args: argparse.Namespace, backend: str, streaming: bool | None
                                          hotwords=_hotwords(args.hotwords), hotword_boost=args.hotword_boost,
                                          lm=_fusion(args, model.tokenizer, backend), chunk_frames=args.chunk_frames,
                                          max_batch=args.batch_size, rescorer=_rescorer(args),
-                                         auto_gain=args.auto_gain, punctuator=_punctuator(args)),
+                                         auto_gain=args.auto_gain, punctuator=_punctuator(args),
+                                         numbers=_numbers(args)),
                     final_model=_final_model(args, backend))
     session_options = SessionOptions(endpoint=EndpointConfig() if args.endpoint else None)
 
@@ -204,7 +207,7 @@ def _ray_runner(args: argparse.Namespace, backend: str, streaming: bool | None):
               "chunk_frames": args.chunk_frames, "max_batch": args.batch_size, "lm": args.lm,
               "lm_weight": args.lm_weight, "length_bonus": args.length_bonus,
               "lexicon_penalty": args.lexicon_penalty, "device": args.device, "auto_gain": args.auto_gain,
-              "punctuate": _punctuated_name(args),
+              "punctuate": _punctuated_name(args), "numbers": _numbers(args),
               **({"two_pass": True} if args.two_pass else {"context": args.context})}
     endpoint = dataclasses.asdict(EndpointConfig()) if args.endpoint else None
     return lambda paths: transcribe_ray(paths, None if args.ray == "local" else args.ray, args.workers, args.model,
@@ -330,7 +333,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     engine = Engine(model, DecodeOptions(chunk_frames=args.chunk_frames, beam=args.beam, nbest=args.beam,
                                          skip_threshold=args.skip_threshold, max_batch=args.batch_size,
                                          lm=_fusion(args, model.tokenizer, backend), rescorer=_rescorer(args),
-                                         auto_gain=args.auto_gain, punctuator=_punctuator(args)),
+                                         auto_gain=args.auto_gain, punctuator=_punctuator(args),
+                                         numbers=_numbers(args)),
                     final_model=_final_model(args, backend))
 
     async def run() -> None:
@@ -468,6 +472,15 @@ def _add_punctuate_argument(p: argparse.ArgumentParser) -> None:
                         "punctuation model, a folder from `asr-engine punct train`, or 'none' for the recognizer's "
                         "lower-case words (default: what the model recommends: the bundled one for the bundled "
                         "model; partials are never punctuated)")
+    p.add_argument("--numbers", choices=("digits", "words"), default=None,
+                   help="how written transcripts and finals give numbers: 'digits' (\"press 1\", \"$5.50\", "
+                        "\"3:30 p.m.\", \"1999\"; with --punctuate none too) or 'words' (as the recognizer says "
+                        "them); default: digits when they are punctuated")
+
+
+def _numbers(args: argparse.Namespace) -> bool | None:
+    """--numbers as DecodeOptions.numbers: None (as the punctuation), True (digits), False (words)."""
+    return None if args.numbers is None else args.numbers == "digits"
 
 
 def _punctuator(args: argparse.Namespace):
@@ -641,7 +654,7 @@ def _summary(results, refs: list[str | None], wall: float) -> str:
              f"frames skipped: {1 - top / frames:.1%}" if frames else "frames skipped: n/a"]
     scored = [(r, ref) for r, ref in zip(results, refs) if ref is not None and r.error is None]
     if scored:
-        errs = [word_error_counts(ref, r.text) for r, ref in scored]
+        errs = [word_error_counts(ref, r.spoken_text) for r, ref in scored]
         parts.append(f"WER: {sum(e for e, _ in errs) / max(1, sum(n for _, n in errs)):.2%}")
     return "summary: " + " | ".join(parts)
 

@@ -40,6 +40,7 @@ from asr_engine.context import hotword_graph
 from asr_engine.decoding import GreedySearch, PrefixBeamSearch, advance_searches, check_beam
 from asr_engine.endpoint import EndpointConfig, Endpointer
 from asr_engine.features import FbankStream, frames_of
+from asr_engine.itn import written_result
 from asr_engine.level import QUIET_PEAK, StreamGain, brought_up, peak_gain
 from asr_engine.model.config import SkipOptions
 from asr_engine.model.streaming import StatePool, StateRows, StreamState
@@ -74,6 +75,9 @@ class DecodeOptions:
     # finals and whole files written with punctuation and casing (an asr_engine.punctuation.Punctuator); partials
     # stay as the recognizer hears them
     punctuator: "Punctuator | None" = None
+    # numbers written as figures in what is written ("press 1", "$5.50"; asr_engine.itn): None: when the results
+    # are punctuated; True: always (results without a punctuator too); False: numbers stay words
+    numbers: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -418,13 +422,24 @@ class Engine:
         result.warning = truncation(path)
         return result
 
+    def figures(self) -> bool:
+        """Whether written results have their numbers as figures (DecodeOptions.numbers)."""
+        o = self.options
+        return o.numbers is True or (o.numbers is None and o.punctuator is not None)
+
     def writes(self, options: SessionOptions = SessionOptions()) -> bool:
-        """Whether results with these options are written with punctuation and casing."""
-        return self.options.punctuator is not None and options.punctuate is not False
+        """Whether results with these options are written (punctuation and casing, numbers as figures) rather than
+        left as the recognizer's lower-case words."""
+        return (self.options.punctuator is not None or self.figures()) and options.punctuate is not False
 
     def written(self, result: Result, options: SessionOptions = SessionOptions()) -> Result:
-        """A result with punctuation and casing, when the engine writes results with these options (`writes`)."""
-        return self.options.punctuator.result(result) if self.writes(options) else result
+        """A result written, when the engine writes results with these options (`writes`); its `spoken` keeps the
+        recognizer's words."""
+        if not self.writes(options):
+            return result
+        if self.options.punctuator is not None:
+            result = self.options.punctuator.result(result)
+        return written_result(result) if self.figures() else result
 
     def auto_gain(self, options: SessionOptions) -> bool:
         """Whether sessions with these options bring quiet audio up (asr_engine.level)."""

@@ -165,14 +165,14 @@ class Punctuator:
         return " ".join(self.write(normalize(text).split()))
 
     def result(self, r):
-        """A Result with its words and text written (its words' times and confidences kept); a result
-        written already is written again from its words as the recognizer gave them."""
+        """A Result with its words and text written (its words' times and confidences kept, the recognizer's
+        words in `spoken`); a result written already is written again from its spoken words."""
         if r.error is not None or not r.words:
             return r
-        raw = [normalize(w.word) or w.word for w in r.words]
-        forms = self.write(raw)
-        words = [replace(w, word=f) for w, f in zip(r.words, forms)]
-        return replace(r, words=words, text=" ".join(forms))
+        spoken = r.words if r.spoken is None else r.spoken
+        forms = self.write([normalize(w.word) or w.word for w in spoken])
+        words = [replace(w, word=f) for w, f in zip(spoken, forms)]
+        return replace(r, words=words, text=" ".join(forms), spoken=list(spoken))
 
 
 def load_punctuator(name: str | Path | None, threads: int = 1) -> Punctuator | None:

@@ -27,10 +27,17 @@ class Result:
     frames: int = 0  # encoder frames
     top_frames: int = 0  # encoder frames that ran the top layers
     nbest: list[str] = field(default_factory=list)
+    # the recognizer's words, when `words` are written otherwise (punctuation, casing, numbers as figures)
+    spoken: list[Word] | None = None
     error: str | None = None
     warning: str | None = None  # decoded, but something about the input is off (a truncated file)
     # a second pass not yet run (a session's `defer_second_pass`): () -> this result in its order
     second_pass: Callable[[], "Result"] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def spoken_text(self) -> str:
+        """The recognizer's words as one text (what WER is counted on), written or not."""
+        return self.text if self.spoken is None else " ".join(w.word for w in self.spoken)
 
     @property
     def top_fraction(self) -> float:
@@ -54,8 +61,11 @@ def join_results(path: str, parts: list[Result], duration: float) -> Result:
     if len(parts) == 1 and parts[0].start == 0:
         return dataclasses.replace(parts[0], path=path, duration=duration)
     text = " ".join(p.text for p in parts if p.text)
+    spoken = None if all(p.spoken is None for p in parts) else \
+        [w for p in parts for w in (p.words if p.spoken is None else p.spoken)]
     return Result(path, text=text, words=[w for p in parts for w in p.words], duration=duration,
-                  frames=sum(p.frames for p in parts), top_frames=sum(p.top_frames for p in parts), nbest=[text])
+                  frames=sum(p.frames for p in parts), top_frames=sum(p.top_frames for p in parts), nbest=[text],
+                  spoken=spoken)
 
 
 def transcribe_paths(paths: list[str | Path], decode) -> list[Result]:

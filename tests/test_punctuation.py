@@ -173,7 +173,7 @@ def test_the_server_writes_native_finals_unless_a_session_says_not_and_leaves_vo
         import urllib.request
 
         info = json.loads(urllib.request.urlopen(r.url.replace("ws://", "http://") + "/info", timeout=10).read())
-        assert info["punctuated"] is True
+        assert info["punctuated"] is True and info["numbers"] == "digits"
     finally:
         r.stop()
 

@@ -168,11 +168,11 @@ class Server:
         self._ids = itertools.count(1)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="asr-compute")  # the engine is single-threaded
         # the second pass (a finished utterance decoded again in full context, or Whisper's decoder over it, and its
-        # punctuation and casing) runs beside the compute loop, so that one session's final never holds up every
+        # writing: punctuation, casing, numbers) runs beside the compute loop, so that one session's final never holds up every
         # session's next step
         self._second = (ThreadPoolExecutor(1, thread_name_prefix="asr-second-pass")
                         if engine.options.rescorer is not None or engine.final_pass is not None
-                        or engine.options.punctuator is not None else None)
+                        or engine.writes() else None)
         self._wake = asyncio.Event()
         self._closing = False
         self._draining = False
@@ -300,7 +300,8 @@ class Server:
                 "trained_on": info.get("trained_on"), "parameters": self.engine.model.n_params,
                 "chunk_ms": round(self.engine.hop_samples / 16),
                 "beam": self.engine.options.beam, "two_pass": self.engine.final_pass is not None,
-                "punctuated": self.engine.writes()}
+                "punctuated": self.engine.options.punctuator is not None,
+                "numbers": "digits" if self.engine.writes() and self.engine.figures() else "words"}
 
     def _authorized(self, request: Request, url) -> bool:
         """The bearer token (header, or ?token= for browsers), compared in constant time."""

@@ -6,7 +6,8 @@ Native, client to server:
      "partials": true, "nbest": 1, "hotwords": [], "hotword_boost": 1.5,
      "endpoint": false | true | {"silence_no_text": 2.4, "silence_after_text": 1.2, "max_utterance": 20},
      "auto_gain": true | false (default: the server's; false: quiet audio is decoded as it comes),
-     "punctuate": true | false (default: the server's; finals with punctuation and casing when it has a model)}
+     "punctuate": true | false (default: the server's: finals written with punctuation, casing and numbers in digits
+                               when it writes them; false: the recognizer's lower-case words)}
     binary messages: audio, mono, little-endian, in the start message's encoding
     {"type": "end"}
 Server to client: ready, partial, final, error (see the README's "Server" section).
@@ -52,7 +53,7 @@ class Start:
     hotword_boost: float = 1.5
     endpoint: EndpointConfig | None = None
     auto_gain: bool | None = None  # None: the server's (asr_engine.level)
-    punctuate: bool | None = None  # None: the server's (its --punctuate model, if any)
+    punctuate: bool | None = None  # None: the server's (its --punctuate model and --numbers); False: not written
 
 
 @dataclass(frozen=True)
