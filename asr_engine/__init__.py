@@ -53,7 +53,9 @@ def load(model: str | Path | None = None, *, backend: str = "auto", device: str 
     and decodes each utterance's final again in full context (the same weights; the model folder must be a
     checkpoint, whose onnx-full export or torch weights the second pass runs). punctuate: finals and whole files
     written with punctuation and casing by 'default' (the bundled punctuation model) or a folder, or None;
-    default: what the model recommends (its decoding.json: the bundled one for the bundled model)."""
+    default: what the model recommends (its decoding.json: the bundled one for the bundled model); numbers (a
+    DecodeOptions field): None (digits in punctuated results: "press 1", "$5.50"), True (digits also without
+    punctuation) or False (words, as the recognizer says them)."""
     from asr_engine.backend import load_model, resolve_backend, resolve_context, resolve_decoding, resolve_punctuation
     from asr_engine.punctuation import load_punctuator
 
