@@ -109,7 +109,8 @@ def number_spans(words: list[str], breaks: frozenset[int] | set[int] = frozenset
                 continue
             text = f"{int(n.value):,}" if not n.ordinal and "." not in n.text and n.value >= 10_000 else n.text
             span = (n.start, n.end, text)
-        start, end, text = span
+        start, end, text = span[:3]
+        cut = span[3] if len(span) > 3 else None  # where a second word ("p.m.", "million") starts
         # units and signs around a figure
         small = end - start == 1 and text.isdigit() and int(text) < 10
         forced = False
@@ -132,7 +133,11 @@ def number_spans(words: list[str], breaks: frozenset[int] | set[int] = frozenset
             continue  # a lone number under ten stays a word
         if n.ordinal and n.value < 10 and word(n.start - 1) not in _MONTHS:
             continue  # "first", "second": words, but "March 1st"
-        out.append((start, end, text))
+        if cut is None:
+            out.append((start, end, text))
+        else:  # two words, each over its own spoken words: "3:30" "p.m.", "$5" "million"
+            first, second = text.split(" ")
+            out += [(start, cut, first), (cut, end, second)]
     return out
 
 
@@ -198,7 +203,7 @@ def _time(n: _Number, nxt: _Number | None, words: list[str], joined) -> tuple | 
         return None
     text = f"{int(n.value)}" + (f":{minutes:02d}" if minutes is not None else "")
     if ampm:
-        text, end = f"{text} {ampm[0]}", ampm[1]
+        return n.start, ampm[1], f"{text} {ampm[0]}", end
     return n.start, end, text
 
 
@@ -208,12 +213,12 @@ def _scaled(n: _Number, nxt: _Number | None, words: list[str], joined) -> tuple 
         return None
     if nxt is not None and nxt.start == n.end and nxt.words == 1 and words[nxt.start] in _BIG and joined(nxt.start) \
             and not words[n.start].startswith(_SCALES):
-        return n.start, nxt.end, f"{n.text} {words[nxt.start]}"
+        return n.start, nxt.end, f"{n.text} {words[nxt.start]}", nxt.start
     last = words[n.end - 1]
     if n.words > 1 and last in _BIG and "." not in n.text:
         head = n.value / _BIG[last]
         if head == int(head) and head < 1000 and not words[n.start].startswith(_SCALES):
-            return n.start, n.end, f"{int(head)} {last}"
+            return n.start, n.end, f"{int(head)} {last}", n.end - 1
     return None
 
 
