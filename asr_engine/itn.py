@@ -116,7 +116,7 @@ def number_spans(words: list[str], breaks: frozenset[int] | set[int] = frozenset
         forced = False
         if joined(end) and words[end] == "percent":
             text, end, forced = text + "%", end + 1, True
-        elif joined(end) and words[end] in _CURRENCY and not n.ordinal:
+        elif joined(end) and words[end] in _CURRENCY and not n.ordinal and ":" not in text:
             symbol, end, forced = _CURRENCY[words[end]], end + 1, True
             cents = _cents(found, end, words, joined)
             if cents:
@@ -128,7 +128,7 @@ def number_spans(words: list[str], breaks: frozenset[int] | set[int] = frozenset
             k += 1
         if joined(start) and word(start - 1) == "minus" and not n.ordinal and text[:1].isdigit():
             start, text, forced = start - 1, "-" + text, True
-        dated = (word(start - 1) in _MONTHS and word(start - 1) != "may") or word(end) in _MONTHS  # "March 4", "4 May"
+        dated = (word(start - 1) in _MONTHS or word(end) in _MONTHS) and "may" not in (word(start - 1), word(end))
         if small and not forced and not dated and word(start - 1) not in _FIGURE_AFTER:
             continue  # a lone number under ten stays a word
         if n.ordinal and n.value < 10 and word(n.start - 1) not in _MONTHS:

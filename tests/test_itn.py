@@ -72,6 +72,8 @@ def itn(spoken: str) -> str:
     ("on march first", "on march 1st"),
     ("on the fourth of july", "on the fourth of july"),
     ("four march nineteen ninety nine", "4 march 1999"),
+    ("we four may go", "we four may go"),
+    ("at two fifty dollars", "at 2:50 dollars"),
     ("", ""),
     ("hello world", "hello world"),
 ])
