@@ -150,7 +150,7 @@ def _digit_run(found: list[_Number], k: int, words: list[str], breaks) -> tuple 
     while j < len(found):
         n = found[j]
         gap = words[end:n.start]
-        if (n.start in breaks and j > k) or any(g not in _OH for g in gap) or any(i in breaks for i in range(end, n.start)):
+        if any(g not in _OH for g in gap) or (j > k and any(i in breaks for i in range(end, n.start + 1))):
             break
         if not (n.text.isdigit() and len(n.text) == n.words and not n.ordinal):  # one word a digit ("007" too)
             break

@@ -125,7 +125,8 @@ _VOCAB = ("zero one two three four five six seven eight nine ten eleven twelve n
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(_VOCAB), st.sampled_from(["", "", "", ",", ".", "?"])), min_size=1, max_size=14))
+@given(st.lists(st.tuples(st.sampled_from(_VOCAB), st.sampled_from(["", "", "", ",", ".", "?"])),
+                min_size=1, max_size=14))
 def test_any_word_sequence_gives_ordered_spans_and_a_result_whose_spoken_words_are_kept(seq):
     forms = [w + p for w, p in seq]
     spoken = [normalize(w) or w for w, _ in seq]

@@ -168,8 +168,8 @@ class Server:
         self._ids = itertools.count(1)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="asr-compute")  # the engine is single-threaded
         # the second pass (a finished utterance decoded again in full context, or Whisper's decoder over it, and its
-        # writing: punctuation, casing, numbers) runs beside the compute loop, so that one session's final never holds up every
-        # session's next step
+        # writing: punctuation, casing, numbers) runs beside the compute loop, so that one session's final never
+        # holds up every session's next step
         self._second = (ThreadPoolExecutor(1, thread_name_prefix="asr-second-pass")
                         if engine.options.rescorer is not None or engine.final_pass is not None
                         or engine.writes() else None)
