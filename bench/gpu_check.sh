@@ -28,7 +28,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-WHEELS="soundfile soxr websockets cffi pycparser rapidfuzz jiwer"
+WHEELS="soundfile soxr websockets cffi pycparser rapidfuzz jiwer text2num"
 if [ "${1:-}" = "--fetch-wheels" ]; then
   grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
   for w in $WHEELS; do  # the H200 machine's Python was 3.12.3 (2026-11-29)
@@ -41,9 +41,10 @@ if [ "${1:-}" = "--fetch-wheels" ]; then
 fi
 
 # what the GPU call does not need, and makes again there where a test needs it
-# (the bundled punctuation model cannot be made there: its tests skip, and the bundled model decodes without it)
+# (the bundled punctuation model cannot be made there: its tests skip, and the bundled model decodes without it;
+# the tiny model's tokenizer is the bundled model's, byte for byte, and is copied from it there)
 SLIM=(tests/models/tiny/onnx-* asr_engine/models/default/onnx-* asr_engine/models/default-lm/lm.onnx docs
-      bench/results.jsonl bench/sweep.png asr_engine/models/default-punct)
+      bench/results.jsonl bench/sweep.png asr_engine/models/default-punct tests/models/tiny/tokenizer.model)
 LIMIT_MIB=64
 travel_mib() {  # MiB the device tool would send once SLIM is out: files git tracks or does not ignore, and .whl
   local spec=() p
@@ -115,6 +116,7 @@ fi
 # the package itself from the working tree, without touching the machine's torch
 export PYTHONPATH="$PWD:$PYTHONPATH"
 
+[ -f tests/models/tiny/tokenizer.model ] || cp asr_engine/models/default/tokenizer.model tests/models/tiny/
 # the ONNX exports that were left behind to fit the working-tree limit, made again as here (the
 # device tool may leave their folders there, empty: look for the files)
 for m in tests/models/tiny asr_engine/models/default; do
