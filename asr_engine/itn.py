@@ -97,6 +97,7 @@ def number_spans(words: list[str], breaks: frozenset[int] | set[int] = frozenset
         return words[i] if 0 <= i < len(words) else ""
 
     out: list[tuple[int, int, str]] = []
+    as_said: set[int] = set()  # lone numbers under ten left as words
     k = 0
     while k < len(found):
         n = found[k]
@@ -104,7 +105,8 @@ def number_spans(words: list[str], breaks: frozenset[int] | set[int] = frozenset
         span = (_digit_run(found, k, words, breaks) or _time(n, nxt, words, joined) or _year(n, nxt, words, joined)
                 or _scaled(n, nxt, words, joined))
         if span is None:
-            if words[n.start].startswith(_SCALES):  # "a hundred", "millions", "a millionth": written as said
+            if words[n.start].startswith(_SCALES) or any(  # "a hundred", "a millionth", "the two thousands": as said
+                    words[i].startswith(_SCALES) and words[i].endswith("s") for i in range(n.start, n.end)):
                 k += 1
                 continue
             text = f"{int(n.value):,}" if not n.ordinal and "." not in n.text and n.value >= 10_000 else n.text
@@ -130,6 +132,7 @@ def number_spans(words: list[str], breaks: frozenset[int] | set[int] = frozenset
             start, text, forced = start - 1, "-" + text, True
         dated = (word(start - 1) in _MONTHS or word(end) in _MONTHS) and "may" not in (word(start - 1), word(end))
         if small and not forced and not dated and word(start - 1) not in _FIGURE_AFTER:
+            as_said.add(start)
             continue  # a lone number under ten stays a word
         if n.ordinal and n.value < 10 and word(n.start - 1) not in _MONTHS:
             continue  # "first", "second": words, but "March 1st"
@@ -138,7 +141,10 @@ def number_spans(words: list[str], breaks: frozenset[int] | set[int] = frozenset
         else:  # two words, each over its own spoken words: "3:30" "p.m.", "$5" "million"
             first, second = text.split(" ")
             out += [(start, cut, first), (cut, end, second)]
-    return out
+    # a plain figure right after or before a number left as a word stays a word too: "one thirty", "seven eleven"
+    # rather than "one 30", "seven 11"
+    return [(a, b, t) for a, b, t in out if not t.isdigit() or not (
+        (a - 1 in as_said and joined(a)) or (b in as_said and joined(b)))]
 
 
 def _digit_run(found: list[_Number], k: int, words: list[str], breaks) -> tuple | None:

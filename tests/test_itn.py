@@ -37,6 +37,7 @@ def itn(spoken: str) -> str:
     ("twenty eight point eight kilobit", "28.8 kilobit"),
     ("a hundred people and thousands more", "a hundred people and thousands more"),
     ("millions", "millions"),
+    ("in the two thousands", "in the two thousands"),
     ("five million", "5 million"),
     ("two point five billion", "2.5 billion"),
     # after the words that take a figure
@@ -49,6 +50,8 @@ def itn(spoken: str) -> str:
     ("five five five oh one two three", "5550123"),
     ("zero zero seven", "007"),
     ("two three", "two three"),
+    ("it is one thirty", "it is one thirty"),  # not "one 30"
+    ("seven eleven", "seven eleven"),
     # years, decades, times
     ("in nineteen ninety nine", "in 1999"),
     ("in two thousand five", "in 2005"),
