@@ -29,7 +29,7 @@ from text_to_num import find_numbers
 from asr_engine.decoding import Word
 from asr_engine.text import normalize
 
-__all__ = ["number_spans", "write_numbers", "written_result"]
+__all__ = ["number_spans", "numbers_written", "write_numbers", "written_result"]
 
 _SCALES = ("hundred", "thousand", "million", "billion", "trillion")
 _BIG = {"million": 10**6, "billion": 10**9, "trillion": 10**12}
@@ -145,6 +145,16 @@ def number_spans(words: list[str], breaks: frozenset[int] | set[int] = frozenset
     # rather than "one 30", "seven 11"
     return [(a, b, t) for a, b, t in out if not t.isdigit() or not (
         (a - 1 in as_said and joined(a)) or (b in as_said and joined(b)))]
+
+
+def numbers_written(spoken: str) -> str:
+    """A spoken text (lower-case words) with its numbers written: "call nine one one" -> "call 911"."""
+    words = spoken.split()
+    out, at = [], 0
+    for start, end, text in number_spans(words):
+        out += words[at:start] + [text]
+        at = end
+    return " ".join(out + words[at:])
 
 
 def _digit_run(found: list[_Number], k: int, words: list[str], breaks) -> tuple | None:

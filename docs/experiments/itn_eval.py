@@ -17,7 +17,7 @@ import time
 
 from text_to_num import alpha2digit
 
-from asr_engine.itn import number_spans
+from asr_engine.itn import numbers_written
 from asr_engine.text import normalize
 
 _FIGURE = re.compile(r"[$€]?\d[\d,.:]*(?:st|nd|rd|th|s|%)?|[$€]?\.\d+%?")
@@ -28,15 +28,6 @@ def figures(text: str) -> list[str]:
     return [m.group(0).rstrip(".,:") for m in _FIGURE.finditer(text)]
 
 
-def ours(spoken: str) -> str:
-    words = spoken.split()
-    out, at = [], 0
-    for start, end, text in number_spans(words):
-        out += words[at:start] + [text]
-        at = end
-    return " ".join(out + words[at:])
-
-
 def main(which: str = "heldout") -> None:
     if which in ("heldout", "all"):
         from asr_engine.punct_train import documents
@@ -45,7 +36,7 @@ def main(which: str = "heldout") -> None:
                  for doc in documents(split).values() for s in doc]
     else:
         sents = [json.loads(line)["text"] for line in open(which, encoding="utf-8")]
-    rows = {"asr_engine.itn": ours, "alpha2digit": lambda t: alpha2digit(t, "en")}
+    rows = {"asr_engine.itn": numbers_written, "alpha2digit": lambda t: alpha2digit(t, "en")}
     stats = {name: collections.Counter() for name in rows}
     shown = []
     seconds = collections.Counter()
