@@ -192,3 +192,44 @@ def test_the_command_line_writes_digits_unless_told_words(capsys):
     assert text("--numbers", "words") == written.replace("5", "five")
     assert text("--punctuate", "none", "--numbers", "digits") == normalize(written).replace("five", "5")
     assert text("--punctuate", "none") == normalize(written)
+
+
+@needs_punct
+@pytest.mark.skipif(not (DEV_REAL / "audio" / "vm-leavemsg.flac").is_file(), reason="needs ../shared/data/dev_real")
+def test_the_server_sends_finals_with_digits_and_vosk_the_words():
+    """Over a real port: a native session's final has the figure, one that asks for the words and Vosk's route
+    have the words."""
+    import asyncio
+    import json
+
+    from websockets.asyncio.client import connect
+
+    import asr_engine
+    from asr_engine.audio import load_audio
+    from asr_engine.backend import bundled_model_dir
+    from asr_engine.server.client import stream_file
+    from servers import Running
+
+    path = str(DEV_REAL / "audio" / "vm-leavemsg.flac")
+    r = Running(asr_engine.load(bundled_model_dir(), beam=1))
+
+    def run(coro):
+        return asyncio.run(asyncio.wait_for(coro, 120))
+
+    async def vosk():
+        async with connect(r.url + "/vosk") as ws:
+            await ws.send('{"config": {"sample_rate": 16000}}')
+            await ws.send((load_audio(path) * 32767).astype("<i2").tobytes())
+            await ws.recv()
+            await ws.send('{"eof": 1}')
+            return json.loads(await ws.recv())["text"]
+
+    try:
+        (final,) = [m for m in run(stream_file(r.url + "/", path)) if m["type"] == "final"]
+        assert final["text"].startswith("Press 5 ") and "5" in [w["word"] for w in final["words"]]
+        (words,) = [m["text"] for m in run(stream_file(r.url + "/", path, start={"punctuate": False}))
+                    if m["type"] == "final"]
+        assert words == normalize(final["text"]) and words.startswith("press five ")
+        assert run(vosk()) == words
+    finally:
+        r.stop()
