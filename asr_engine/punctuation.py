@@ -25,7 +25,8 @@ import numpy as np
 
 from asr_engine.text import normalize
 
-__all__ = ["PUNCT", "CASES", "Punctuator", "labelled_words", "load_punctuator", "scores", "written", "DEFAULT_PUNCT_DIR"]
+__all__ = ["PUNCT", "CASES", "Punctuator", "labelled_words", "labels_from", "load_punctuator", "scores", "written",
+           "DEFAULT_PUNCT_DIR"]
 
 DEFAULT_PUNCT_DIR = Path(__file__).parent / "models" / "default-punct"
 PUNCT = ("", ",", ".", "?")  # what follows a word
@@ -120,6 +121,12 @@ def with_sentence_starts(punct: np.ndarray, case: np.ndarray) -> tuple[np.ndarra
     return punct, case
 
 
+def labels_from(punct: np.ndarray, case: np.ndarray, bias: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (T, 4) each -> (punct, case) class ids: the most likely of each (with `bias` added to the punctuation
+    logits, one a mark: docs/experiments/punct_bias.py), then every sentence's first word capitalized."""
+    return with_sentence_starts((punct if bias is None else punct + bias).argmax(-1), case.argmax(-1))
+
+
 class Punctuator:
     """A punctuation-and-casing model folder: model.onnx (ids (1, T) int64 -> punct (1, T, 4), case
     (1, T, 4) logits), vocab.txt (one word a line; line i is id i + 2), mixed.json (word -> its mixed
@@ -135,6 +142,7 @@ class Punctuator:
         words = (path / "vocab.txt").read_text(encoding="utf-8").split("\n")
         self.ids = {w: i + 2 for i, w in enumerate(words) if w}
         self.mixed: dict[str, str] = json.loads((path / "mixed.json").read_text(encoding="utf-8"))
+
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
@@ -143,18 +151,23 @@ class Punctuator:
     def encode(self, words: list[str]) -> np.ndarray:
         return np.array([self.ids.get(w, UNK) for w in words], dtype=np.int64)
 
-    def labels(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(punct, case) class ids per word, each window of WINDOW words read with CONTEXT words either side."""
+    def logits(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(punct, case) logits per word, (T, 4) each: each window of WINDOW words read with CONTEXT words either
+        side."""
         ids = self.encode(words)
-        punct = np.zeros(len(words), dtype=np.int64)
-        case = np.zeros(len(words), dtype=np.int64)
+        punct = np.zeros((len(words), len(PUNCT)), dtype=np.float32)
+        case = np.zeros((len(words), len(CASES)), dtype=np.float32)
         for at in range(0, len(words), WINDOW):
             lo, hi = max(0, at - CONTEXT), min(len(words), at + WINDOW + CONTEXT)
             p, c = self.session.run(None, {"ids": ids[None, lo:hi]})
             end = min(len(words), at + WINDOW)
-            punct[at:end] = p[0, at - lo:end - lo].argmax(-1)
-            case[at:end] = c[0, at - lo:end - lo].argmax(-1)
-        return with_sentence_starts(punct, case)
+            punct[at:end] = p[0, at - lo:end - lo]
+            case[at:end] = c[0, at - lo:end - lo]
+        return punct, case
+
+    def labels(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(punct, case) class ids per word."""
+        return labels_from(*self.logits(words))
 
     def write(self, words: list[str]) -> list[str]:
         """Recognizer words (lower case, no punctuation) -> the same words written."""
