@@ -12,6 +12,7 @@ the searches that `advance_searches` drives (one per stream), after that frame's
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -131,6 +132,7 @@ class PrefixBeamSearch:
             root.lm_next = lm.initial_next
         self.beams: dict[tuple[int, ...], _Beam] = {(): root}
         self.frame = 0
+        self.prune = True  # False: every new prefix is built and scored before the beam is cut (`_floor`)
 
     def advance(self, log_probs: np.ndarray) -> None:
         """log_probs (T, V): the next T frames."""
@@ -164,21 +166,47 @@ class PrefixBeamSearch:
         for i, b in enumerate(live):
             b.lm_row = i
 
+    def _floor(self, lp_blank: float) -> float:
+        """A score that at least `beam` prefixes of the next frame reach: every live prefix keeps at least its
+        score through the blank, so the beam-th best of those. A new prefix whose score cannot reach it would be
+        pruned at the frame's end, and `_step` never builds it (the same beams, in the same order: it only saves
+        the work, most of a frame's where the blank is sure)."""
+        if not self.prune or len(self.beams) < self.beam:
+            return NEG_INF
+        return heapq.nlargest(self.beam, [b.total + lp_blank + b.bonus + b.lm for b in self.beams.values()])[-1]
+
     def _step(self, t: int, cands: list[tuple[int, float]], lp_blank: float) -> dict[tuple[int, ...], _Beam]:
         nxt: dict[tuple[int, ...], _Beam] = {}
+        floor = self._floor(lp_blank) if cands else NEG_INF
+        lm = self.lm
+        # the most a token can add to a prefix's bonus: a hotword's boost (a lexicon only ever takes away); and
+        # to its LM score: the length bonus (the LM's log-probability is never above 0)
+        gain = (max(0.0, self.context.boost) if self.context is not None else 0.0) + (
+            lm.length_bonus if lm is not None else 0.0)
+        live = {(p[:-1], p[-1]) for p in self.beams if p}  # (parent, token) of every live prefix but the empty one
         for prefix, b in self.beams.items():
             total = b.total
             stay = nxt.get(prefix) or nxt.setdefault(prefix, b.carry())
             stay.pb = _lse(stay.pb, total + lp_blank)
             stay.offer_trace(total + lp_blank, b.frames, b.probs)
+            last = prefix[-1] if prefix else -1
+            # a new prefix of this one scores at most from_score + reach (+ its LM log-probability, <= 0)
+            reach = b.bonus + b.lm + gain
+            cut = False  # once a token cannot reach the floor, no later one can (the candidates come best first)
             for c, lp in cands:
-                if prefix and c == prefix[-1]:
+                if c == last:
                     stay.pnb = _lse(stay.pnb, b.pnb + lp)  # repeat collapses into the same token
                     stay.offer_trace(b.pnb + lp, b.frames, b.probs)
                     from_score = b.pb + lp  # needs a blank in between to start a new token
                 else:
                     from_score = total + lp
                 if from_score == NEG_INF:
+                    continue
+                if (cut or from_score + reach < floor) and (prefix, c) not in live:
+                    cut = cut or c != last  # (a repeat's score is not its token's rank)
+                    continue  # a new prefix that cannot reach the beam (see _floor)
+                if lm is not None and floor != NEG_INF and (prefix, c) not in live \
+                        and from_score + reach + lm.weight * b.lm_next[c] < floor:
                     continue
                 key = prefix + (c,)
                 ext = nxt.get(key) or nxt.setdefault(key, self._extend(b, c, key))

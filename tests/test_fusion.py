@@ -182,6 +182,45 @@ def test_lm_weight_zero_decodes_like_no_lm():
         ShallowFusion(TorchLMStep(random_lm(29)), weight=-1.0)
 
 
+def test_new_prefixes_that_cannot_reach_the_beam_are_not_built_and_nothing_changes():
+    """The search skips a new prefix whose best possible score is under what `beam` live prefixes keep through
+    the blank: the hypotheses (tokens, frames, probabilities, scores) are those of the search that builds every
+    one, with an LM, hotwords and a lexicon, whole and in chunks, and it builds far fewer."""
+    from asr_engine.context import ContextGraph
+    from asr_engine.lexicon import Lexicon
+
+    tok = CharTokenizer()
+    V = len(tok.vocab)
+    fusion = ShallowFusion(TorchLMStep(random_lm(V, seed=2)), weight=0.5, length_bonus=1.0)
+    fusion.lexicon = Lexicon(["the", "cat", "sat", "on", "a", "mat", "zork"], tok, penalty=-4.0)
+    hot = ContextGraph.from_phrases(["zork mat"], tok, boost=2.0)
+    built = {True: 0, False: 0}
+    for seed in range(6):
+        lp = peaky_log_probs(70, V, seed=seed)
+        lp[:, 0] += 4.0 * (seed % 2)  # half of them as sure of the blank as real CTC output is
+        lp = torch.log_softmax(lp, -1)
+        results = {}
+        for prune in (True, False):
+            for lm, context in ((None, None), (fusion, hot)):
+                s = PrefixBeamSearch(6, lm=lm, context=context)
+                s.prune = prune
+                extend = s._extend
+
+                def counted(*args, extend=extend, prune=prune):
+                    built[prune] += 1
+                    return extend(*args)
+
+                s._extend = counted
+                for a in range(0, 70, 16 if seed % 3 else 70):
+                    s.advance(lp[a: a + 16 if seed % 3 else 70])
+                results[prune, lm is None] = s.hypotheses(6)
+        for plain in (True, False):
+            pruned, every = results[True, plain], results[False, plain]
+            assert [(h.tokens, h.frames, h.probs) for h in pruned] == [(h.tokens, h.frames, h.probs) for h in every]
+            assert [h.score for h in pruned] == [h.score for h in every]
+    assert built[True] < built[False] / 2
+
+
 # --- streaming and batching ----------------------------------------------------------------------
 
 def test_streaming_chunks_and_batched_searches_equal_one_whole_search():
