@@ -183,13 +183,17 @@ class PrefixBeamSearch:
         # to its LM score: the length bonus (the LM's log-probability is never above 0)
         gain = (max(0.0, self.context.boost) if self.context is not None else 0.0) + (
             lm.length_bonus if lm is not None else 0.0)
-        live = {(p[:-1], p[-1]) for p in self.beams if p}  # (parent, token) of every live prefix but the empty one
+        kids: dict[tuple[int, ...], set[int]] = {}  # the tokens that lead from a live prefix to another
+        for p in self.beams:
+            if p:
+                kids.setdefault(p[:-1], set()).add(p[-1])
         for prefix, b in self.beams.items():
             total = b.total
             stay = nxt.get(prefix) or nxt.setdefault(prefix, b.carry())
             stay.pb = _lse(stay.pb, total + lp_blank)
             stay.offer_trace(total + lp_blank, b.frames, b.probs)
             last = prefix[-1] if prefix else -1
+            known = kids.get(prefix, ())
             # a new prefix of this one scores at most from_score + reach (+ its LM log-probability, <= 0)
             reach = b.bonus + b.lm + gain
             cut = False  # once a token cannot reach the floor, no later one can (the candidates come best first)
@@ -202,10 +206,10 @@ class PrefixBeamSearch:
                     from_score = total + lp
                 if from_score == NEG_INF:
                     continue
-                if (cut or from_score + reach < floor) and (prefix, c) not in live:
+                if (cut or from_score + reach < floor) and c not in known:
                     cut = cut or c != last  # (a repeat's score is not its token's rank)
                     continue  # a new prefix that cannot reach the beam (see _floor)
-                if lm is not None and floor != NEG_INF and (prefix, c) not in live \
+                if lm is not None and floor != NEG_INF and c not in known \
                         and from_score + reach + lm.weight * b.lm_next[c] < floor:
                     continue
                 key = prefix + (c,)
