@@ -173,7 +173,8 @@ class PrefixBeamSearch:
         the work, most of a frame's where the blank is sure)."""
         if not self.prune or len(self.beams) < self.beam:
             return NEG_INF
-        return heapq.nlargest(self.beam, [b.total + lp_blank + b.bonus + b.lm for b in self.beams.values()])[-1]
+        # less a margin far above the rounding of the sums that bound a new prefix (which add in another order)
+        return heapq.nlargest(self.beam, [b.total + lp_blank + b.bonus + b.lm for b in self.beams.values()])[-1] - 1e-6
 
     def _step(self, t: int, cands: list[tuple[int, float]], lp_blank: float) -> dict[tuple[int, ...], _Beam]:
         nxt: dict[tuple[int, ...], _Beam] = {}
