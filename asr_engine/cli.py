@@ -994,8 +994,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--backend", choices=BACKENDS, default="auto", help="auto (default), torch or onnx")
     sv.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     sv.add_argument("--beam", type=at_least(1), default=None,
-                    help="CTC prefix beam width (1: greedy, the least compute per stream; hotwords need > 1; default: what "
-                         "the model recommends, for the bundled model 8 with the bundled LM)")
+                    help="CTC prefix beam width (1: greedy, the least compute per stream; hotwords need > 1; "
+                         "default: what the model recommends, for the bundled model 8 with the bundled LM)")
     sv.add_argument("--skip-threshold", type=PROBABILITY, default=None,
                     help="layer-skipping threshold (default: model's)")
     _add_lm_arguments(sv)
