@@ -142,7 +142,6 @@ class Punctuator:
         words = (path / "vocab.txt").read_text(encoding="utf-8").split("\n")
         self.ids = {w: i + 2 for i, w in enumerate(words) if w}
         self.mixed: dict[str, str] = json.loads((path / "mixed.json").read_text(encoding="utf-8"))
-
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
