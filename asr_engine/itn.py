@@ -40,7 +40,7 @@ _MONTHS = frozenset("january february march april may june july august september
 # numbered parts of a document or a building
 _FIGURE_AFTER = frozenset("press dial extension option folder room page chapter section part step level version "
                           "track platform gate channel".split())
-_TIME_AFTER = frozenset(["at", "by", "until", "till", "around"])
+_TIME_AFTER = frozenset(["at", "by", "until", "till", "around", "from", "before", "after"])
 _CURRENCY = {"dollar": "$", "dollars": "$", "euro": "€", "euros": "€"}
 _CENTS = frozenset(["cent", "cents"])
 _OH = frozenset(["oh", "o"])
@@ -214,9 +214,11 @@ def _time(n: _Number, nxt: _Number | None, words: list[str], joined) -> tuple | 
         elif nxt.start == n.end + 1 and words[n.end] in _OH and joined(n.end) and nxt.integer(1, 9):
             minutes, end = int(nxt.value), nxt.end
     ampm = _ampm(words, end, joined)
-    if ampm is None and (minutes is None or n.start == 0 or words[n.start - 1] not in _TIME_AFTER
-                         or not joined(n.start)):
+    timed = n.start > 0 and words[n.start - 1] in _TIME_AFTER and joined(n.start)  # "at three thirty"
+    if ampm is None and (minutes is None or not timed):
         return None
+    if ampm is not None and words[end] == "am" and minutes is None and not timed:
+        return None  # "which one am I": the verb, not a.m. (after "at", or with minutes, "am" is a.m.)
     text = f"{int(n.value)}" + (f":{minutes:02d}" if minutes is not None else "")
     if ampm:
         return n.start, ampm[1], f"{text} {ampm[0]}", end

@@ -53,6 +53,10 @@ DEV_REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev_real"
     ("nine a m", "9 a.m."),
     ("three p m today", "3 p.m. today"),
     ("i am one", "i am one"),
+    ("which one am i to take", "which one am i to take"),
+    ("i woke up at six am", "i woke up at 6 a.m."),
+    ("six thirty am", "6:30 a.m."),
+    ("from two thirty to four", "from 2:30 to four"),
     # money, percentages, signs
     ("it costs five dollars and fifty cents", "it costs $5.50"),
     ("five million dollars", "$5 million"),
