@@ -251,12 +251,17 @@ def _cents(found: list[_Number], end: int, words: list[str], joined) -> tuple[in
 
 def write_numbers(forms: list[str], spoken: list[str] | None = None) -> list[tuple[int, int, str]]:
     """Written words (each one recognizer word, with its punctuation and casing) -> [(start, end, written)]: the
-    stretches forms[start:end] that are numbers, written with their punctuation. `spoken`: the recognizer's
-    words (default: the forms in lower case without punctuation)."""
+    stretches forms[start:end] that are numbers, written with their punctuation (and a word such as "press" that the
+    punctuation model gave a comma before its number, without it). `spoken`: the recognizer's words (default: the
+    forms in lower case without punctuation)."""
     spoken = spoken if spoken is not None else [normalize(f) or f.lower() for f in forms]
     breaks = {i for i in range(1, len(forms)) if _TRAIL.search(forms[i - 1])}
     out = []
     for start, end, text in number_spans(spoken, breaks):
+        before = start - 1
+        if before >= 0 and spoken[before] in _FIGURE_AFTER and forms[before].endswith(",") \
+                and (not out or out[-1][1] <= before):
+            out.append((before, start, forms[before][:-1]))  # "Press, 1": no comma between a key word and its number
         lead = _LEAD.match(forms[start])
         trail = _TRAIL.search(forms[end - 1])
         t = trail.group(0) if trail else ""

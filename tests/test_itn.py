@@ -87,6 +87,10 @@ def test_punctuation_keeps_numbers_apart_and_stays_around_them():
     assert write_numbers("It cost five million dollars!".split()) == [(2, 3, "$5"), (3, 5, "million!")]
     assert write_numbers('He said "twenty three".'.split()) == [(2, 4, '"23".')]
     assert write_numbers("Twenty, three".split()) == [(0, 1, "20,")]
+    # a comma the punctuation model put between a key word and its number goes
+    assert write_numbers("Press, one to record.".split()) == [(0, 1, "Press"), (1, 2, "1")]
+    assert write_numbers("To leave, press, nine one one.".split()) == [(2, 3, "press"), (3, 6, "911.")]
+    assert write_numbers("Well, one of them.".split()) == []
 
 
 def _words(text: str, step: float = 0.5) -> list[Word]:
