@@ -138,13 +138,14 @@ def _punctuated_name(args: argparse.Namespace) -> str:
 
 def _decoding(args: argparse.Namespace) -> str:
     """What decoded the files, in a few words: greedy, or beam N with its LM and second pass; in full context."""
+    from asr_engine.itn import figures_when
+
     how = "greedy" if args.beam == 1 else f"beam {args.beam}" + (f" + LM {args.lm}" if args.lm else "") + (
         f" + {args.rescore} rescoring" if args.rescore else "")
     return how + (", full context" if getattr(args, "context", None) == "full" else "") + (
         ", finals again in full context" if getattr(args, "two_pass", False) else "") + (
         ", punctuated" if getattr(args, "punctuate", None) else "") + (
-        ", numbers in digits" if getattr(args, "numbers", None) == "digits" or (
-            getattr(args, "numbers", None) is None and getattr(args, "punctuate", None)) else "")
+        ", numbers in digits" if figures_when(_numbers(args), bool(getattr(args, "punctuate", None))) else "")
 
 
 def _file_context(args: argparse.Namespace, live: bool) -> None:
@@ -480,7 +481,8 @@ def _add_punctuate_argument(p: argparse.ArgumentParser) -> None:
 
 def _numbers(args: argparse.Namespace) -> bool | None:
     """--numbers as DecodeOptions.numbers: None (as the punctuation), True (digits), False (words)."""
-    return None if args.numbers is None else args.numbers == "digits"
+    numbers = getattr(args, "numbers", None)
+    return None if numbers is None else numbers == "digits"
 
 
 def _punctuator(args: argparse.Namespace):

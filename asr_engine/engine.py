@@ -40,7 +40,7 @@ from asr_engine.context import hotword_graph
 from asr_engine.decoding import GreedySearch, PrefixBeamSearch, advance_searches, check_beam
 from asr_engine.endpoint import EndpointConfig, Endpointer
 from asr_engine.features import FbankStream, frames_of
-from asr_engine.itn import written_result
+from asr_engine.itn import figures_when, written_result
 from asr_engine.level import QUIET_PEAK, StreamGain, brought_up, peak_gain
 from asr_engine.model.config import SkipOptions
 from asr_engine.model.streaming import StatePool, StateRows, StreamState
@@ -424,8 +424,7 @@ class Engine:
 
     def figures(self) -> bool:
         """Whether written results have their numbers as figures (DecodeOptions.numbers)."""
-        o = self.options
-        return o.numbers is True or (o.numbers is None and o.punctuator is not None)
+        return figures_when(self.options.numbers, self.options.punctuator is not None)
 
     def writes(self, options: SessionOptions = SessionOptions()) -> bool:
         """Whether results with these options are written (punctuation and casing, numbers as figures) rather than

@@ -29,7 +29,7 @@ from text_to_num import find_numbers
 from asr_engine.decoding import Word
 from asr_engine.text import normalize
 
-__all__ = ["number_spans", "numbers_written", "write_numbers", "written_result"]
+__all__ = ["figures_when", "number_spans", "numbers_written", "write_numbers", "written_result"]
 
 _SCALES = ("hundred", "thousand", "million", "billion", "trillion")
 _BIG = {"million": 10**6, "billion": 10**9, "trillion": 10**12}
@@ -81,6 +81,12 @@ class _Number:
         if self.ordinal or "." in self.text or self.words > words or not lo <= self.value <= hi:
             return False
         return self.text == "0" or not self.text.startswith("0")
+
+
+def figures_when(numbers: bool | None, punctuated: bool) -> bool:
+    """Whether written text has its numbers as figures: `numbers` (DecodeOptions.numbers, --numbers) when given,
+    else when the text is punctuated."""
+    return punctuated if numbers is None else numbers
 
 
 def number_spans(words: list[str], breaks: frozenset[int] | set[int] = frozenset()) -> list[tuple[int, int, str]]:
