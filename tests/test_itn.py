@@ -208,15 +208,11 @@ def test_the_server_sends_finals_with_digits_and_vosk_the_words():
     """Over a real port: a native session's final has the figure, one that asks for the words and Vosk's route
     have the words."""
     import asyncio
-    import json
-
-    from websockets.asyncio.client import connect
 
     import asr_engine
-    from asr_engine.audio import load_audio
     from asr_engine.backend import bundled_model_dir
     from asr_engine.server.client import stream_file
-    from servers import Running
+    from servers import Running, vosk_text
 
     path = str(DEV_REAL / "audio" / "vm-leavemsg.flac")
     r = Running(asr_engine.load(bundled_model_dir(), beam=1))
@@ -224,20 +220,12 @@ def test_the_server_sends_finals_with_digits_and_vosk_the_words():
     def run(coro):
         return asyncio.run(asyncio.wait_for(coro, 120))
 
-    async def vosk():
-        async with connect(r.url + "/vosk") as ws:
-            await ws.send('{"config": {"sample_rate": 16000}}')
-            await ws.send((load_audio(path) * 32767).astype("<i2").tobytes())
-            await ws.recv()
-            await ws.send('{"eof": 1}')
-            return json.loads(await ws.recv())["text"]
-
     try:
         (final,) = [m for m in run(stream_file(r.url + "/", path)) if m["type"] == "final"]
         assert final["text"].startswith("Press 5 ") and "5" in [w["word"] for w in final["words"]]
         (words,) = [m["text"] for m in run(stream_file(r.url + "/", path, start={"punctuate": False}))
                     if m["type"] == "final"]
         assert words == normalize(final["text"]) and words.startswith("press five ")
-        assert run(vosk()) == words
+        assert run(vosk_text(r.url, path)) == words
     finally:
         r.stop()

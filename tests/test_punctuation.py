@@ -138,11 +138,9 @@ def test_the_server_writes_native_finals_unless_a_session_says_not_and_leaves_vo
     websockets = pytest.importorskip("websockets")  # noqa: F841
     import asyncio
 
-    from websockets.asyncio.client import connect
-
     from asr_engine.backend import load_model
     from asr_engine.server.client import stream_file
-    from servers import Running
+    from servers import Running, vosk_text
 
     engine = Engine(load_model(None, "auto"), DecodeOptions(punctuator=load_punctuator("default")))
     r = Running(engine)
@@ -153,14 +151,6 @@ def test_the_server_writes_native_finals_unless_a_session_says_not_and_leaves_vo
     def final_texts(msgs):
         return [m["text"] for m in msgs if m["type"] == "final"]
 
-    async def vosk():
-        async with connect(r.url + "/vosk") as ws:
-            await ws.send('{"config": {"sample_rate": 16000}}')
-            await ws.send((load_audio(SAMPLES[1]) * 32767).astype("<i2").tobytes())
-            await ws.recv()
-            await ws.send('{"eof": 1}')
-            return json.loads(await ws.recv())["text"]
-
     try:
         msgs = run(stream_file(r.url + "/", SAMPLES[1]))
         (text,) = final_texts(msgs)
@@ -169,7 +159,7 @@ def test_the_server_writes_native_finals_unless_a_session_says_not_and_leaves_vo
         assert final_texts(run(stream_file(r.url + "/", SAMPLES[1], start={"punctuate": False}))) == [normalize(text)]
         with pytest.raises(RuntimeError, match="'punctuate' must be bool"):
             run(stream_file(r.url + "/", SAMPLES[1], start={"punctuate": "yes"}))
-        assert run(vosk()) == normalize(text)
+        assert run(vosk_text(r.url, SAMPLES[1])) == normalize(text)
         import urllib.request
 
         info = json.loads(urllib.request.urlopen(r.url.replace("ws://", "http://") + "/info", timeout=10).read())
