@@ -38,12 +38,12 @@ def load(model: str | Path | None = None, *, backend: str = "auto", device: str 
          lm: str | Path | None = _RECOMMENDED, lm_weight: float | None = None, length_bonus: float | None = None,
          lexicon_penalty: float | None = None, rescore: str | None = None, rescore_weight: float | None = None,
          for_files: bool = False, context: str | None = None, two_pass: bool = False,
-         punctuate: str | Path | None = _RECOMMENDED, **decode) -> Engine:
+         punctuate: str | Path | None = _RECOMMENDED, precision: str | None = None, **decode) -> Engine:
     """An Engine for a model folder (None: the bundled model). `decode`: DecodeOptions fields
     (beam, nbest, skip_threshold, hotwords, hotword_boost, chunk_frames, max_batch, auto_gain); `lm`: an
     LM folder or 'default' (the bundled LM) fused into beam search (needs beam > 1), with the weights
     tuned for it unless given (lexicon_penalty 0: without the LM's lexicon), or None. Without `beam`,
-    the decoding the model recommends (its decoding.json: for the bundled model beam 8 with the bundled
+    the decoding the model recommends (its decoding.json: for the bundled model beam 16 with the bundled
     LM, unless `lm` says otherwise; greedy for a model without one); with `beam`, no LM unless `lm` names
     one. rescore='whisper': each utterance's beam rescored by whisper-base's decoder (the 'rescore' extra),
     weighted by rescore_weight (default: tuned). for_files: mostly whole files (larger ONNX steps), rather
@@ -55,7 +55,8 @@ def load(model: str | Path | None = None, *, backend: str = "auto", device: str 
     written with punctuation and casing by 'default' (the bundled punctuation model) or a folder, or None;
     default: what the model recommends (its decoding.json: the bundled one for the bundled model); numbers (a
     DecodeOptions field): None (digits in punctuated results: "press 1", "$5.50"), True (digits also without
-    punctuation) or False (words, as the recognizer says them)."""
+    punctuation) or False (words, as the recognizer says them). precision: "int8" (the encoder's MatMuls in
+    int8, on ONNX Runtime) or "fp32"; default: what the model recommends (its decoding.json), fp32 on torch."""
     from asr_engine.backend import load_model, resolve_backend, resolve_context, resolve_decoding, resolve_punctuation
     from asr_engine.punctuation import load_punctuator
 
@@ -67,8 +68,9 @@ def load(model: str | Path | None = None, *, backend: str = "auto", device: str 
         raise ValueError("two_pass streams the first pass: leave out context='full'")
     if (for_files or context is not None) and not two_pass:
         context = resolve_context(model, context, live=decode.get("chunk_frames") is not None)
-    m = load_model(model, backend, device, threads, decode.get("chunk_frames"), for_files, context or "streaming")
-    final = load_model(model, backend, device, threads, context="full") if two_pass else None
+    m = load_model(model, backend, device, threads, decode.get("chunk_frames"), for_files, context or "streaming",
+                   precision=precision)
+    final = load_model(model, backend, device, threads, context="full", precision=precision) if two_pass else None
     fusion = None
     if lm is not None:
         from asr_engine.lm.fusion import load_fusion

@@ -18,12 +18,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-from asr_engine.export.runtime import FORMAT_VERSION, is_onnx_model
+from asr_engine.export.runtime import FORMAT_VERSION, PRECISIONS, is_onnx_model
 from asr_engine.model.config import CONTEXTS
 
 __all__ = ["BACKENDS", "DECODING_FILE", "MODEL_ENV", "bundled_model_dir", "cache_dir", "content_hash",
            "check_device", "default_model_dir", "export_once", "load_model", "onnx_export_dir", "recommended_decoding",
-           "resolve_backend", "resolve_context", "resolve_decoding", "ship_exports"]
+           "resolve_backend", "resolve_context", "resolve_decoding", "resolve_precision", "ship_exports"]
 
 BACKENDS = ("auto", "torch", "onnx")
 FILE_STEP_FRAMES = 64  # encoder frames (2.56 s) per step when streaming files: latency does not matter there
@@ -60,19 +60,22 @@ def recommended_decoding(model: str | Path | None) -> dict:
         rec = json.loads(f.read_text())
     except ValueError as e:
         raise ValueError(f"{f}: not JSON ({e})") from None
-    beam, lm, context, punct = (rec.get("beam", 1), rec.get("lm"), rec.get("context", "streaming"),
-                                rec.get("punctuate")) if isinstance(rec, dict) else (None, None, None, None)
-    if not isinstance(rec, dict) or set(rec) - {"beam", "lm", "context", "punctuate"} or isinstance(beam, bool) \
-            or not isinstance(beam, int) or beam < 1 or not (lm is None or isinstance(lm, str)) or (lm and beam == 1) \
-            or context not in CONTEXTS or not (punct is None or isinstance(punct, str)):
+    beam, lm, context, punct, precision = (
+        rec.get("beam", 1), rec.get("lm"), rec.get("context", "streaming"), rec.get("punctuate"),
+        rec.get("precision", "fp32")) if isinstance(rec, dict) else (None, None, None, None, None)
+    if not isinstance(rec, dict) or set(rec) - {"beam", "lm", "context", "punctuate", "precision"} \
+            or isinstance(beam, bool) or not isinstance(beam, int) or beam < 1 \
+            or not (lm is None or isinstance(lm, str)) or (lm and beam == 1) or context not in CONTEXTS \
+            or not (punct is None or isinstance(punct, str)) or precision not in PRECISIONS:
         raise ValueError(f'{f}: must be {{"beam": N >= 1, "lm": "default" or an LM folder (with N > 1), '
                          f'"context": "full" or "streaming" (for files), "punctuate": "default" or a punctuation '
-                         f'model folder}}, got {rec!r}')
+                         f'model folder, "precision": "fp32" or "int8" (on ONNX Runtime)}}, got {rec!r}')
     if lm and lm != "default":
         lm = str(folder / lm)  # relative to the model's folder (an absolute path stays as it is)
     if punct and punct not in ("default", "none"):
         punct = str(folder / punct)
-    return {"beam": beam, **({"lm": lm} if lm else {}), "context": context, **({"punctuate": punct} if punct else {})}
+    return {"beam": beam, **({"lm": lm} if lm else {}), "context": context, **({"punctuate": punct} if punct else {}),
+            **({"precision": precision} if "precision" in rec else {})}
 
 
 def resolve_punctuation(model: str | Path | None, punctuate: str | Path | None) -> str | Path | None:
@@ -155,14 +158,20 @@ def file_chunk_frames(src: Path) -> int:
 
 
 def onnx_export_dir(model: str | Path | None, chunk_frames: int | None = None, for_files: bool = False,
-                    context: str = "streaming") -> Path:
+                    context: str = "streaming", precision: str | None = None) -> Path:
     """An ONNX export folder as given; else for a checkpoint folder (None: the bundled one) its
-    shipped export for these weights and chunk size (onnx-cN) or for full context (onnx-full), or that
-    export in the user's cache (made once). for_files: without chunk_frames, the file step
-    (file_chunk_frames) rather than one chunk."""
+    shipped export for these weights and chunk size (onnx-cN) or for full context (onnx-full), in int8
+    with precision "int8" (onnx-cN-int8, onnx-full-int8), or that export in the user's cache (made once).
+    for_files: without chunk_frames, the file step (file_chunk_frames) rather than one chunk. precision
+    None: an export folder's own, fp32 for a checkpoint."""
+    if precision not in (None, *PRECISIONS):
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if is_onnx_model(model):
         if context == "full" and _export_context(Path(model)) != "full":
             raise ValueError(f"{model} is a streaming export: give the checkpoint folder for full context")
+        if precision not in (None, _export_precision(Path(model))):
+            raise ValueError(f"{model} is an export in {_export_precision(Path(model))}: give the checkpoint "
+                             f"folder for {precision}")
         return Path(model)
     src = Path(model) if model else default_model_dir()
     if not (src / "config.json").is_file():
@@ -176,14 +185,27 @@ def onnx_export_dir(model: str | Path | None, chunk_frames: int | None = None, f
             chunk_frames = file_chunk_frames(src) if for_files else json.loads(
                 (src / "config.json").read_text())["model"]["chunk_size"]
         name = f"c{chunk_frames}"
+    precision = precision or "fp32"
+    if precision == "int8":
+        name += "-int8"
     version = _export_version(src)
     shipped = src / f"onnx-{name}"
     info = _export_info(shipped)
     if is_onnx_model(shipped) and (info.get("weights"), info.get("format")) == (version, FORMAT_VERSION):
         return shipped
     out = cache_dir("onnx") / f"{version}-{name}-v{FORMAT_VERSION}"
-    return export_once(out, f"{src} to ONNX", lambda tmp: _export(src, tmp, chunk_frames, context=context),
+    quantize = _QUANTIZE[precision]
+    return export_once(out, f"{src} to ONNX", lambda tmp: _export(src, tmp, chunk_frames, quantize, context=context),
                        is_onnx_model)
+
+
+_QUANTIZE = {"fp32": None, "int8": "int8-rows"}  # each precision's export (export_onnx's quantize)
+
+
+def _export_precision(folder: Path) -> str:
+    """"int8" for an export whose MatMuls quantize_rows made int8, else "fp32" (ORT's own int8 exports
+    included: they are not what --precision int8 runs)."""
+    return "int8" if _export_info(folder).get("quantization") == "int8-rows" else "fp32"
 
 
 def _export_context(folder: Path) -> str:
@@ -221,7 +243,10 @@ def _export(src: Path, out: Path, chunk_frames: int | None, quantize: str | None
 
 def ship_exports(src: str | Path, quantize: str | None = None, calibration: list | None = None) -> list[Path]:
     """Write the ONNX exports a checkpoint folder ships (onnx-cN/ for live streaming, one chunk, and for
-    files, file_chunk_frames), each with export.json naming the weights it was made from."""
+    files, file_chunk_frames; onnx-full/ when it recommends full context for files), each with export.json
+    naming the weights it was made from; without `quantize`, each also in int8 (onnx-cN-int8/, ...,
+    quantize_rows), all of them reading the weights from model.safetensors (share_weights). With `quantize`
+    (ORT's int8 or int8-static), those exports only, which hold their own weights."""
     import shutil
 
     src = Path(src)
@@ -231,17 +256,19 @@ def ship_exports(src: str | Path, quantize: str | None = None, calibration: list
     wanted = [(f"c{c}", c, "streaming") for c in sorted({chunk, file_chunk_frames(src)})]
     if recommended_decoding(src).get("context") == "full":
         wanted.append(("full", None, "full"))
+    kinds = [("", quantize)] if quantize else [("", None), ("-int8", _QUANTIZE["int8"])]
     for name, c, context in wanted:
-        out = src / f"onnx-{name}"
-        shutil.rmtree(out, ignore_errors=True)
-        _export(src, out, c, quantize, calibration, context)
-        info = {**_export_info(out), "weights": version, "format": FORMAT_VERSION, "quantization": quantize or "none"}
-        if not quantize:  # the fp32 graphs read model.safetensors: the weights ship once, not per export
-            from asr_engine.export.onnx import share_weights
+        for suffix, q in kinds:
+            out = src / f"onnx-{name}{suffix}"
+            shutil.rmtree(out, ignore_errors=True)
+            _export(src, out, c, q, calibration, context)
+            info = {**_export_info(out), "weights": version, "format": FORMAT_VERSION, "quantization": q or "none"}
+            if q in _QUANTIZE.values():  # graphs only: the weights ship once, in model.safetensors
+                from asr_engine.export.onnx import share_weights
 
-            info["shared"] = share_weights(out, src / "model.safetensors")
-        (out / "export.json").write_text(json.dumps(info) + "\n")
-        outs.append(out)
+                info["shared"] = share_weights(out, src / "model.safetensors")
+            (out / "export.json").write_text(json.dumps(info) + "\n")
+            outs.append(out)
     return outs
 
 
@@ -268,9 +295,27 @@ def export_once(out: Path, what: str, make: Callable[[Path], object], done: Call
     return out
 
 
+def resolve_precision(model: str | Path | None, precision: str | None, backend: str = "auto",
+                      device: str = "cpu") -> str | None:
+    """The precision to run in: `precision` when given ("int8" only on ONNX Runtime on the CPU: a ValueError
+    elsewhere), else on ONNX Runtime on the CPU what a checkpoint folder recommends (its decoding.json
+    "precision", default fp32), None for an export folder (its own), fp32 on torch and on a GPU."""
+    if precision not in (None, *PRECISIONS):
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    onnx_cpu = resolve_backend(backend, device) == "onnx" and str(device).split(":")[0] == "cpu"
+    if precision == "int8" and not onnx_cpu:
+        raise ValueError("precision int8 runs on the onnx backend on the CPU (ONNX Runtime's int8 MatMuls); "
+                         "the torch backend and GPUs compute in fp32")
+    if precision is not None:
+        return precision
+    if is_onnx_model(model):
+        return None
+    return recommended_decoding(model).get("precision", "fp32") if onnx_cpu else "fp32"
+
+
 def load_model(model: str | Path | None = None, backend: str = "auto", device: str = "cpu", threads: int = 0,
                chunk_frames: int | None = None, for_files: bool = False, context: str = "streaming",
-               graphs: bool = False):
+               graphs: bool = False, precision: str | None = None):
     """A checkpoint folder or ONNX export (None: the bundled model) as an engine's model on `backend`:
     an OnnxModel (numpy and ONNX Runtime) or a TorchModel.
 
@@ -278,16 +323,20 @@ def load_model(model: str | Path | None = None, backend: str = "auto", device: s
     steps (about FILE_STEP_FRAMES frames; the same transcripts, fewer and larger ORT calls).
     context "full": the same weights in the layout for whole files (ModelConfig.with_context; on ONNX the
     onnx-full export, whose steps are one long chunk, the last one no longer than the file).
-    graphs: a torch model on CUDA streams through captured CUDA graphs (`StepGraphs`)."""
+    graphs: a torch model on CUDA streams through captured CUDA graphs (`StepGraphs`).
+    precision: "int8" runs the encoder's MatMuls in int8 (ONNX only: the onnx-*-int8 exports), "fp32" not;
+    None: an export folder's own, else on ONNX on the CPU what the model recommends (its decoding.json
+    "precision", default fp32), fp32 on torch and on a GPU."""
     if context not in CONTEXTS:
         raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
     if graphs and (resolve_backend(backend, device) != "torch" or not str(device).startswith("cuda")):
         raise ValueError("CUDA graphs need the torch backend on a CUDA device (--backend torch --device cuda)")
     check_device(device, backend)
+    precision = resolve_precision(model, precision, backend, device)
     if resolve_backend(backend, device) == "onnx":
         from asr_engine.export.runtime import OnnxModel
 
-        return OnnxModel(onnx_export_dir(model, chunk_frames, for_files, context), threads, device)
+        return OnnxModel(onnx_export_dir(model, chunk_frames, for_files, context, precision), threads, device)
     if is_onnx_model(model):
         raise ValueError(f"{model} is an ONNX export: use the onnx backend, or give the checkpoint folder")
     from asr_engine.checkpoint import load_checkpoint

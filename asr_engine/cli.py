@@ -20,6 +20,7 @@ from asr_engine.manifest import read_manifest
 from asr_engine.text import word_error_counts
 
 BACKENDS = ("auto", "torch", "onnx")  # asr_engine.backend.BACKENDS, without importing torch for --help
+PRECISIONS = ("fp32", "int8")  # asr_engine.export.runtime.PRECISIONS (tests hold them equal)
 CONTEXTS = ("streaming", "full")  # asr_engine.model.config.CONTEXTS
 
 
@@ -145,7 +146,8 @@ def _decoding(args: argparse.Namespace) -> str:
     return how + (", full context" if getattr(args, "context", None) == "full" else "") + (
         ", finals again in full context" if getattr(args, "two_pass", False) else "") + (
         ", punctuated" if getattr(args, "punctuate", None) else "") + (
-        ", numbers in digits" if figures_when(_numbers(args), bool(getattr(args, "punctuate", None))) else "")
+        ", numbers in digits" if figures_when(_numbers(args), bool(getattr(args, "punctuate", None))) else "") + (
+        ", int8" if getattr(args, "precision", None) == "int8" else "")
 
 
 def _file_context(args: argparse.Namespace, live: bool) -> None:
@@ -164,7 +166,9 @@ def _local_runner(args: argparse.Namespace, backend: str, streaming: bool | None
     from asr_engine.backend import load_model
     from asr_engine.engine import DecodeOptions, EndpointConfig, Engine, SessionOptions
 
-    model = load_model(args.model, backend, args.device, args.threads, args.chunk_frames, True, args.context)
+    model = load_model(args.model, backend, args.device, args.threads, args.chunk_frames, True, args.context,
+                       precision=args.precision)
+    args.precision = getattr(model, "precision", "fp32")  # as run: the summary names it
     engine = Engine(model, DecodeOptions(beam=args.beam, nbest=args.nbest, skip_threshold=args.skip_threshold,
                                          hotwords=_hotwords(args.hotwords), hotword_boost=args.hotword_boost,
                                          lm=_fusion(args, model.tokenizer, backend), chunk_frames=args.chunk_frames,
@@ -203,12 +207,18 @@ def _ray_runner(args: argparse.Namespace, backend: str, streaming: bool | None):
         raise InputError("--rescore runs in this process only: leave out --ray")
     if args.lm and args.beam == 1:
         raise InputError("--lm needs beam search: add --beam 8 (or 4)")
+    from asr_engine.backend import resolve_precision
+
+    try:
+        args.precision = resolve_precision(args.model, args.precision, backend, args.device)
+    except ValueError as e:
+        raise InputError(str(e)) from None
     decode = {"beam": args.beam, "nbest": args.nbest, "skip_threshold": args.skip_threshold,
               "hotwords": _hotwords(args.hotwords), "hotword_boost": args.hotword_boost,
               "chunk_frames": args.chunk_frames, "max_batch": args.batch_size, "lm": args.lm,
               "lm_weight": args.lm_weight, "length_bonus": args.length_bonus,
               "lexicon_penalty": args.lexicon_penalty, "device": args.device, "auto_gain": args.auto_gain,
-              "punctuate": _punctuated_name(args), "numbers": _numbers(args),
+              "punctuate": _punctuated_name(args), "numbers": _numbers(args), "precision": args.precision,
               **({"two_pass": True} if args.two_pass else {"context": args.context})}
     endpoint = dataclasses.asdict(EndpointConfig()) if args.endpoint else None
     return lambda paths: transcribe_ray(paths, None if args.ray == "local" else args.ray, args.workers, args.model,
@@ -327,9 +337,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _recommended(args)
     try:
         model = load_model(args.model, args.backend, args.device, args.threads, args.chunk_frames,
-                           graphs=args.cuda_graphs)
+                           graphs=args.cuda_graphs, precision=args.precision)
     except ValueError as e:
         raise InputError(str(e)) from None
+    args.precision = getattr(model, "precision", "fp32")  # as run: the first line names it
     backend = resolve_backend(args.backend, args.device)
     engine = Engine(model, DecodeOptions(chunk_frames=args.chunk_frames, beam=args.beam, nbest=args.beam,
                                          skip_threshold=args.skip_threshold, max_batch=args.batch_size,
@@ -504,7 +515,7 @@ def _final_model(args: argparse.Namespace, backend: str):
     from asr_engine.backend import load_model
 
     try:
-        return load_model(args.model, backend, args.device, args.threads, context="full")
+        return load_model(args.model, backend, args.device, args.threads, context="full", precision=args.precision)
     except ValueError as e:
         raise InputError(f"--two-pass: {e}") from e
 
@@ -849,7 +860,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         name = corpus_name(m)
         utts += rows
         sources += [source_of(u, name) if args.by_source else name for u in rows]
-    model = load_model(args.model, args.backend, args.device, args.threads, for_files=True, context=args.context)
+    model = load_model(args.model, args.backend, args.device, args.threads, for_files=True, context=args.context,
+                       precision=args.precision)
     lm = _fusion(args, model.tokenizer, resolve_backend(args.backend, args.device))
     report = evaluate(model, utts, sources, thresholds, args.beam, args.batch_size,
                       progress=not args.quiet, lm=lm, rescorer=_rescorer(args), auto_gain=args.auto_gain)
@@ -886,7 +898,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--output", "-o", default=None, help="output file (default: stdout), or a folder for srt/vtt")
     t.add_argument("--beam", type=at_least(1), default=None,
                    help="CTC prefix beam width (1: greedy; default: what the model recommends, for the bundled model "
-                        "8 with the bundled LM; greedy for a model that recommends nothing)")
+                        "16 with the bundled LM; greedy for a model that recommends nothing)")
     t.add_argument("--nbest", type=int, default=1, help="alternatives kept in json/jsonl output (<= beam)")
     t.add_argument("--skip-threshold", type=PROBABILITY, default=None,
                    help="skip the top layers for frames whose intermediate P(blank) is above this "
@@ -918,6 +930,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "a checkpoint is exported once into ~/.cache/asr-engine); torch: the torch encoder; "
                         "auto (default): onnx on the CPU when onnxruntime is installed, else torch")
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    t.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="int8: the encoder's MatMuls in int8 (ONNX Runtime; faster on a CPU with int8 dot "
+                        "products; each frame quantized on its own, so a stream decodes the same alone or batched); "
+                        "fp32; default: what the model recommends (its decoding.json), else fp32")
     t.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="transcribe on Ray (the `ray` extra): local Ray on this machine with --ray alone, or the "
                         "cluster at ADDRESS (e.g. auto, ray://head:10001); the same outputs as without it")
@@ -944,8 +960,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--context", choices=CONTEXTS, default="streaming",
                     help="full: the layout for whole files (512-frame chunks, one to the left, no lookahead), "
                          "which transcribe --model DIR then uses for files; default streaming")
-    ex.add_argument("--quantize", choices=("int8", "int8-static"), default=None,
-                    help="int8: int8 weights for the encoder's MatMuls (dynamic quantization: activation scales "
+    ex.add_argument("--quantize", choices=("int8-rows", "int8", "int8-static"), default=None,
+                    help="int8-rows: the encoder's MatMuls in int8, each frame's input with a scale of its own "
+                         "(what --precision int8 runs; --ship writes these exports beside the fp32 ones anyway); "
+                         "int8: ORT's dynamic quantization (activation scales "
                          "per call over the batch, so batched streams can decode differently from lone ones); "
                          "int8-static: weights and activations with scales fixed by --calibration (a stream "
                          "decodes the same alone or batched). Check the WER with eval --backend onnx")
@@ -995,9 +1013,13 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=2700, help="port (default 2700; 0: any free port)")
     sv.add_argument("--backend", choices=BACKENDS, default="auto", help="auto (default), torch or onnx")
     sv.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    sv.add_argument("--precision", choices=PRECISIONS, default=None,
+                    help="int8: the encoder's MatMuls in int8 (ONNX Runtime; faster on a CPU with int8 dot "
+                         "products; each frame quantized on its own, so a stream decodes the same alone or batched); "
+                         "fp32; default: what the model recommends (its decoding.json), else fp32")
     sv.add_argument("--beam", type=at_least(1), default=None,
                     help="CTC prefix beam width (1: greedy, the least compute per stream; hotwords need > 1; "
-                         "default: what the model recommends, for the bundled model 8 with the bundled LM)")
+                         "default: what the model recommends, for the bundled model 16 with the bundled LM)")
     sv.add_argument("--skip-threshold", type=PROBABILITY, default=None,
                     help="layer-skipping threshold (default: model's)")
     _add_lm_arguments(sv)
@@ -1187,6 +1209,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="torch: the torch encoder on whole utterances; onnx: ONNX Runtime through the streaming "
                          "engine; auto (default): onnx on the CPU when onnxruntime is installed, else torch")
     ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    ev.add_argument("--precision", choices=PRECISIONS, default=None,
+                    help="int8: the encoder's MatMuls in int8 (ONNX Runtime; faster on a CPU with int8 dot "
+                         "products; each frame quantized on its own, so a stream decodes the same alone or batched); "
+                         "fp32; default: what the model recommends (its decoding.json), else fp32")
     ev.add_argument("--threads", type=at_least(0), default=0, help="torch intra-op threads (default: torch's choice)")
     ev.add_argument("--json", default=None, help="also write the full report here (JSON)")
     ev.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

@@ -160,13 +160,15 @@ class Engine:
 
     @classmethod
     def load(cls, model: str | Path | None = None, options: DecodeOptions = DecodeOptions(), backend: str = "auto",
-             device: str = "cpu", threads: int = 0, for_files: bool = False) -> "Engine":
+             device: str = "cpu", threads: int = 0, for_files: bool = False,
+             precision: str | None = None) -> "Engine":
         """A checkpoint folder or ONNX export (None: the bundled model) on `backend` ('auto': ONNX
         Runtime on the CPU when it is installed, else torch). for_files: the engine will mostly
-        decode whole files (an ONNX model then takes large steps)."""
+        decode whole files (an ONNX model then takes large steps). precision: load_model's."""
         from asr_engine.backend import load_model
 
-        return cls(load_model(model, backend, device, threads, options.chunk_frames, for_files), options)
+        return cls(load_model(model, backend, device, threads, options.chunk_frames, for_files,
+                              precision=precision), options)
 
     def search(self, context=None):
         o = self.options

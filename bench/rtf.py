@@ -69,7 +69,7 @@ def measure(models: dict, audios: list, refs: list[str], thresholds: dict, reps:
 def main(args) -> None:
     import torch
 
-    from asr_engine.backend import load_model
+    from asr_engine.backend import load_model, resolve_backend
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -77,16 +77,22 @@ def main(args) -> None:
     models, thresholds = {}, {}
     for backend in args.backend.split(","):
         for context in args.context.split(","):
-            m = load_model(args.model, backend, args.device, torch.get_num_threads(), for_files=True, context=context)
-            models[backend, context] = m
-            thresholds[backend, context] = args.threshold if args.threshold is not None else m.cfg.skip_threshold
-    rows = [{"backend": backend, "context": context, "device": args.device, **row}
-            for (backend, context), row in zip(models, measure(models, audios, refs, thresholds, args.reps,
-                                                               args.batch))]
+            for precision in args.precision.split(",") if args.precision else [None]:
+                if precision == "int8" and resolve_backend(backend, args.device) != "onnx":
+                    continue  # int8 is ONNX Runtime's on the CPU
+                m = load_model(args.model, backend, args.device, torch.get_num_threads(), for_files=True,
+                               context=context, precision=precision)
+                key = backend, context, getattr(m, "precision", "fp32")
+                models[key] = m
+                thresholds[key] = args.threshold if args.threshold is not None else m.cfg.skip_threshold
+    rows = [{"backend": backend, "context": context, "precision": precision, "device": args.device, **row}
+            for (backend, context, precision), row in zip(models, measure(models, audios, refs, thresholds, args.reps,
+                                                                          args.batch))]
     for row in rows:
-        print(f"{row['backend']}, {row['context']} context: RTF {row['rtf_off']:.4f} without skipping, "
-              f"{row['rtf_on']:.4f} with (x{row['speedup']:.2f})", flush=True)
-    print(table(rows, [("backend", "backend", "s"), ("context", "context", "s"), ("device", "device", "s"),
+        print(f"{row['backend']}, {row['context']} context, {row['precision']}: RTF {row['rtf_off']:.4f} without "
+              f"skipping, {row['rtf_on']:.4f} with (x{row['speedup']:.2f})", flush=True)
+    print(table(rows, [("backend", "backend", "s"), ("context", "context", "s"), ("precision", "precision", "s"),
+                       ("device", "device", "s"),
                        ("threshold", "threshold", "g"), ("RTF off", "rtf_off", ".4f"), ("RTF on", "rtf_on", ".4f"),
                        ("speed-up", "speedup", ".2f"), ("top frames on", "top_on", ".1%"),
                        ("WER off", "wer_off", ".2%"), ("WER on", "wer_on", ".2%")]))
@@ -100,6 +106,9 @@ def add_parser(sub) -> None:
     p.add_argument("--context", default="streaming",
                    help="layouts to measure, comma-separated: streaming (the model's chunks), full (whole-file "
                         "attention, as transcribe decodes files for models that recommend it); default streaming")
+    p.add_argument("--precision", default="",
+                   help="precisions to measure, comma-separated: fp32, int8 (ONNX Runtime on the CPU only); "
+                        "default: the model's")
     p.add_argument("--threshold", type=PROBABILITY, default=None, help="skip threshold (default: the model's)")
     p.add_argument("--reps", type=at_least(1), default=3, help="alternating repetitions per setting (default 3)")
     p.add_argument("--batch", type=at_least(1), default=16, help="files per batch (default 16)")

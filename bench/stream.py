@@ -80,7 +80,9 @@ def main(args) -> None:
     torch_ckpt = load_checkpoint(args.model)
     cfg = torch_ckpt.model.cfg
     rows = []
-    for backend, chunk_ms in [(b, c) for b in args.backend for c in args.chunk_ms]:
+    settings = [(b, c, p) for b in args.backend for c in args.chunk_ms
+                for p in (args.precision if b == "onnx" else ["fp32"])]  # torch computes in fp32
+    for backend, chunk_ms, precision in settings:
         frames = round(chunk_ms / 1000 / cfg.frame_shift_s)
         if frames % cfg.chunk_size:
             print(f"chunk {chunk_ms} ms: not a multiple of this model's {cfg.chunk_size * cfg.frame_shift_s * 1000:.0f}"
@@ -91,7 +93,8 @@ def main(args) -> None:
             from asr_engine.export.runtime import OnnxModel
 
             with tempfile.TemporaryDirectory() as tmp:
-                model = OnnxModel(export_onnx(torch_ckpt, tmp, frames), torch.get_num_threads())
+                model = OnnxModel(export_onnx(torch_ckpt, tmp, frames, quantize="int8-rows" if precision == "int8"
+                                              else None), torch.get_num_threads())
         else:
             from asr_engine.model.runtime import TorchModel
 
@@ -102,11 +105,13 @@ def main(args) -> None:
                 run_setting(engine, audios[:2], batch, 1)  # warm-up
                 row = run_setting(engine, audios, batch, args.rounds)
                 row["skip_threshold"] = engine.skip.threshold if engine.skip else 1.0
-                row["backend"] = backend
+                row["backend"], row["precision"] = backend, precision
                 rows.append(row)
-                print(f"{backend}: chunk {row['chunk_ms']} ms, batch {batch}, skip {row['skip_threshold']}: "
-                      f"p50 {row['chunk_p50_ms']:.1f} ms, RTF {row['rtf']:.4f}", flush=True)
-    print(table(rows, [("backend", "backend", "s"), ("chunk ms", "chunk_ms", "d"), ("sessions", "batch", "d"),
+                print(f"{backend} {precision}: chunk {row['chunk_ms']} ms, batch {batch}, "
+                      f"skip {row['skip_threshold']}: p50 {row['chunk_p50_ms']:.1f} ms, RTF {row['rtf']:.4f}",
+                      flush=True)
+    print(table(rows, [("backend", "backend", "s"), ("precision", "precision", "s"), ("chunk ms", "chunk_ms", "d"),
+                       ("sessions", "batch", "d"),
                        ("skip thr", "skip_threshold", "g"),
                        ("chunk p50 ms", "chunk_p50_ms", ".1f"), ("p95", "chunk_p95_ms", ".1f"),
                        ("p99", "chunk_p99_ms", ".1f"), ("first partial p50 ms", "first_partial_p50_ms", ".0f"),
@@ -127,6 +132,8 @@ def add_parser(sub) -> None:
     p.add_argument("--batch", type=listed(at_least(1)), default=[1, 16], help="concurrent sessions (default 1,16)")
     p.add_argument("--backend", type=listed(one_of("torch", "onnx")), default=["torch", "onnx"],
                    help="backends to measure (default torch,onnx)")
+    p.add_argument("--precision", type=listed(one_of("fp32", "int8")), default=["fp32", "int8"],
+                   help="the onnx backend's precisions (default fp32,int8; torch runs fp32)")
     p.add_argument("--threads", type=at_least(0), default=0, help="torch threads (default: torch's choice)")
     p.add_argument("--results", default="bench/results.jsonl", help="append JSON lines here ('' for none)")
     p.set_defaults(func=main)

@@ -45,7 +45,7 @@ def test_stream_bench_runs_and_records(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert f"{chunk_ms * 3 // 2} ms: not a multiple" in proc.stdout  # 1.5 chunks
-    assert f"| torch | {chunk_ms * 2} | 2 |" in proc.stdout
+    assert f"| torch | fp32 | {chunk_ms * 2} | 2 |" in proc.stdout
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["batch"], r["skip_threshold"]) for r in rows] == [(1, 1.0), (1, 0.95), (2, 1.0), (2, 0.95)]
     for r in rows:
@@ -57,18 +57,21 @@ def test_rtf_bench_compares_backends_with_and_without_skipping(tmp_path):
     out = tmp_path / "r.jsonl"
     proc = subprocess.run([sys.executable, "-m", "bench", "rtf", "--manifest", "asr_engine/samples/manifest.jsonl",
                            "--reps", "2", "--batch", "2", "--threads", "1", "--context", "streaming,full",
-                           "--results", str(out)],
+                           "--precision", "fp32,int8", "--results", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr
-    assert "| torch | streaming | cpu | 0.95 |" in proc.stdout and "| onnx | full | cpu | 0.95 |" in proc.stdout
+    assert "| torch | streaming | fp32 | cpu | 0.95 |" in proc.stdout
+    assert "| onnx | full | int8 | cpu | 0.95 |" in proc.stdout
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [(r["backend"], r["context"]) for r in rows] == [("torch", "streaming"), ("torch", "full"),
-                                                           ("onnx", "streaming"), ("onnx", "full")]
+    assert [(r["backend"], r["context"], r["precision"]) for r in rows] == [
+        ("torch", "streaming", "fp32"), ("torch", "full", "fp32"),  # torch has no int8: left out
+        ("onnx", "streaming", "fp32"), ("onnx", "streaming", "int8"),
+        ("onnx", "full", "fp32"), ("onnx", "full", "int8")]
     for r in rows:
         assert r["rtf_off"] > 0 and r["rtf_on"] > 0 and r["speedup"] == r["rtf_off"] / r["rtf_on"]
         assert r["top_off"] == 1.0 and 0 < r["top_on"] < 1.0 and r["reps"] == 2
-    for a, b in ((rows[0], rows[2]), (rows[1], rows[3])):  # the backends read alike in each layout
+    for a, b in ((rows[0], rows[2]), (rows[1], rows[4])):  # the backends read alike in each layout
         assert a["wer_off"] == b["wer_off"] and a["top_on"] == b["top_on"]
     _summarized(rows)
 

@@ -349,13 +349,13 @@ def test_transcribe_decodes_as_the_model_recommends(bundled_lm, tmp_path, capsys
         assert main(["transcribe", SAMPLES[0], "--model", str(model), "--context", "full", *args, "-q"]) == 2
         assert "full context" in capsys.readouterr().err
     for bad in ('{"beam": 0}', '{"beam": 1, "lm": "lm"}', '{"beam": 4, "lm": 3}', '{"width": 4}', '[4]', "{",
-                '{"beam": 4, "context": "whole"}', '{"context": true}', '{"punctuate": 3}'):
+                '{"beam": 4, "context": "whole"}', '{"context": true}', '{"punctuate": 3}', '{"precision": "int4"}'):
         (model / "decoding.json").write_text(bad)
         assert main(["transcribe", SAMPLES[0], "--model", str(model), "-q"]) == 2
         assert "decoding.json" in capsys.readouterr().err
     # not read when the options it sets are given
     assert main(["transcribe", SAMPLES[0], "--model", str(model), "--beam", "2", "--context", "streaming",
-                 "--punctuate", "none", "-q"]) == 0
+                 "--punctuate", "none", "--precision", "fp32", "-q"]) == 0
 
 
 def test_the_python_api_decodes_files_in_the_context_the_model_recommends(tmp_path):
@@ -491,13 +491,12 @@ def test_bundled_lm_fits_the_bundled_model_and_lowers_its_wer(capsys, monkeypatc
     # Whisper-based model reads poorly: beam 8 alone gets 12 wrong, with the LM and its lexicon 1, "won"
     # for "one"; the weights were tuned for the stage-12 model on held-out synthetic speech)
     assert wer("--lm", "default") < 0.5 * wer()
-    # what transcribe does when told nothing: the bundled model recommends beam 8 with the bundled LM
-    assert json.loads(open("asr_engine/models/default/decoding.json").read()) == {"beam": 8, "lm": "default",
-                                                                                 "context": "full",
-                                                                                 "punctuate": "default"}
+    # what transcribe does when told nothing: the bundled model recommends beam 16 with the bundled LM, in int8
+    assert json.loads(open("asr_engine/models/default/decoding.json").read()) == {
+        "beam": 16, "lm": "default", "context": "full", "punctuate": "default", "precision": "int8"}
     assert main(["transcribe", *SAMPLES, "--format", "jsonl", "-q"]) == 0
     default = capsys.readouterr().out
-    assert main(["transcribe", *SAMPLES, "--beam", "8", "--lm", "default", "--format", "jsonl", "-q"]) == 0
+    assert main(["transcribe", *SAMPLES, "--beam", "16", "--lm", "default", "--format", "jsonl", "-q"]) == 0
     assert default == capsys.readouterr().out
     from asr_engine.checkpoint import load_checkpoint
 

@@ -51,11 +51,12 @@ def test_the_wheel_ships_the_onnx_files_and_installs_without_torch(venv):
 
     names = zipfile.ZipFile(wheel).namelist()
     chunk = json.loads((bundled_model_dir() / "config.json").read_text())["model"]["chunk_size"]
-    for c in {chunk, file_chunk_frames(bundled_model_dir())}:
+    for name in [f"c{c}{p}" for c in {chunk, file_chunk_frames(bundled_model_dir())} for p in ("", "-int8")] + [
+            "full", "full-int8"]:
         for f in ("bottom.onnx", "top.onnx", "fbank.onnx", "export.json"):
-            assert f"asr_engine/models/default/onnx-c{c}/{f}" in names
-        # the graphs refer to the weights in model.safetensors: they ship once
-        assert json.loads((bundled_model_dir() / f"onnx-c{c}" / "export.json").read_text())["shared"]
+            assert f"asr_engine/models/default/onnx-{name}/{f}" in names
+        # the graphs refer to the weights in model.safetensors (int8 too: derived when loaded): they ship once
+        assert json.loads((bundled_model_dir() / f"onnx-{name}" / "export.json").read_text())["shared"]
     assert "asr_engine/models/default-lm/lm.onnx" in names
     for f in ("model.onnx", "vocab.txt", "mixed.json", "punct.json"):
         assert f"asr_engine/models/default-punct/{f}" in names
@@ -80,24 +81,28 @@ def test_transcribe_without_torch_equals_the_torch_backend(venv, tmp_path):
     written = DecodeOptions(punctuator=load_punctuator("default"))  # the bundled model recommends it
     env, _ = venv
     cache = tmp_path / "cache"  # the shipped exports are used: nothing is exported into it
-    r = _run([str(env / "bin" / "asr-engine"), "transcribe", *SAMPLES, "--beam", "1", "--format", "jsonl", "-q"],
-             cwd=tmp_path, env={**os.environ, "XDG_CACHE_HOME": str(cache)})
+    r = _run([str(env / "bin" / "asr-engine"), "transcribe", *SAMPLES, "--beam", "1", "--format", "jsonl", "-q",
+              "--precision", "fp32"], cwd=tmp_path, env={**os.environ, "XDG_CACHE_HOME": str(cache)})
     got = [json.loads(line) for line in r.stdout.splitlines()]
     assert "TracerWarning" not in r.stderr and not (cache / "asr-engine").exists()
     # here, on torch, whole utterances in full context (the bundled model recommends it for files)
     ref = Engine(load_checkpoint(None, context="full"), written).transcribe_files(SAMPLES)
     assert [g["text"] for g in got] == [x.text for x in ref] and all(x.text for x in ref)
     assert [g["top_fraction"] for g in got] == [round(x.top_fraction, 4) for x in ref]
-    r = _run([str(env / "bin" / "asr-engine"), "transcribe", SAMPLES[0], "--beam", "8", "--lm", "default", "-q"],
+    r = _run([str(env / "bin" / "asr-engine"), "transcribe", SAMPLES[0], "--beam", "16", "--lm", "default", "-q"],
              cwd=tmp_path, env={**os.environ, "XDG_CACHE_HOME": str(cache)})
-    assert r.stdout.strip() and not (cache / "asr-engine").exists()  # the bundled LM's shipped lm.onnx
+    # the bundled LM's shipped lm.onnx, and the int8 exports the bundled model recommends: nothing exported
+    assert r.stdout.strip() and not (cache / "asr-engine").exists()
     default = _run([str(env / "bin" / "asr-engine"), "transcribe", SAMPLES[0], "-q"], cwd=tmp_path,
                    env={**os.environ, "XDG_CACHE_HOME": str(cache)})
-    assert default.stdout == r.stdout  # the bundled model's decoding.json: beam 8 with the bundled LM
+    assert default.stdout == r.stdout  # the bundled model's decoding.json: beam 16 with the bundled LM
+    probe = ("import asr_engine\n"
+             "print(asr_engine.load(for_files=True).model.precision, asr_engine.load().model.path.name)")
+    assert _run([str(env / "bin" / "python"), "-c", probe], cwd=tmp_path).stdout.split() == ["int8", "onnx-c32-int8"]
     code = ("import asr_engine, soundfile\n"
             f"a, sr = soundfile.read({SAMPLES[0]!r}, dtype='float32')\n"
-            "print(asr_engine.load(beam=1, for_files=True).transcribe(a, sr).text)\n"
-            "print(asr_engine.load(beam=1).transcribe(a, sr).text)")  # for live streams: the streaming layout
+            "print(asr_engine.load(beam=1, for_files=True, precision='fp32').transcribe(a, sr).text)\n"
+            "print(asr_engine.load(beam=1, precision='fp32').transcribe(a, sr).text)")  # live: the streaming layout
     live = Engine(load_checkpoint(None), written).transcribe_files(SAMPLES[:1])[0].text
     assert _run([str(env / "bin" / "python"), "-c", code], cwd=tmp_path).stdout.splitlines() == [ref[0].text, live]
 

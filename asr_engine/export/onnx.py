@@ -12,9 +12,10 @@ bottom stage's x and gate_raw hold the chunk's frames then their lookahead copie
 stage takes the kept copies as inputs of their own). Every cache is its own
 named input (`cache_*`) and output (`new_cache_*`) with the batch in dimension 0.
 The model's dimensions, chunking, vocabulary and skipping defaults are stored as
-metadata in every file, so the runtime needs nothing else. With `quantize="int8"` the
-MatMul weights of the two encoder stages are quantized to int8 (dynamic quantization:
-activations are quantized per call).
+metadata in every file, so the runtime needs nothing else. With `quantize="int8-rows"` the
+encoder's MatMuls multiply in int8 with each frame's own scale (`quantize_rows`: what `--precision int8`
+runs); `"int8"` is ORT's dynamic quantization (one scale per call, over the batch) and `"int8-static"` its
+static one (scales from calibration audio).
 """
 
 from __future__ import annotations
@@ -28,15 +29,15 @@ import torch
 from torch import nn
 
 from asr_engine.checkpoint import Checkpoint
-from asr_engine.export.runtime import FORMAT_VERSION
+from asr_engine.export.runtime import FORMAT_VERSION, quantize_columns
 from asr_engine.model.fbank import Fbank
 from asr_engine.model.encoder import Encoder
 from asr_engine.model.layers import Frames
 from asr_engine.model.streaming import CACHE_FIELDS, StreamState
 
-__all__ = ["FORMAT_VERSION", "export_onnx"]
+__all__ = ["FORMAT_VERSION", "export_onnx", "quantize_rows", "share_weights"]
 
-QUANTIZE = ("int8", "int8-static")
+QUANTIZE = ("int8-rows", "int8", "int8-static")
 
 
 class BottomStage(nn.Module):
@@ -113,6 +114,74 @@ def _quantize(path: Path) -> None:
     tmp.replace(path)
 
 
+def _heads(meta: dict[str, str]) -> list[str]:
+    """The CTC heads' output projections, which stay fp32 when the encoder is quantized (the gate's blank
+    probability and the final log-probs are read from them directly)."""
+    return ["/heads.{}/out/MatMul".format(meta["skip_layer"]), "/final_head/out/MatMul"]
+
+
+def quantize_rows(path: Path, exclude: list[str]) -> int:
+    """int8 MatMuls whose result for a frame depends only on that frame, in place; returns how many.
+
+    Each MatMul with a constant 2-D fp32 weight (but those named in `exclude`) becomes: the input quantized
+    row by row (each frame's own min and max, both widened to take 0, give its scale and uint8 zero point),
+    the weight column by column (int8, symmetric: quantize_columns), an integer MatMul (`MatMulInteger`, the
+    CPU's int8 dot products), and the float result (acc - zero_point x column_sum) x row_scale x column_scale.
+    Written as plain ONNX ops because ORT's quantizers give one activation scale per call (dynamic: over
+    the whole batch, so a stream's transcript would depend on its batchmates) or fixed ones (static:
+    calibrated on synthetic speech); measured in docs/onnx.md."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    m = onnx.load(str(path))
+    inits = {i.name: i for i in m.graph.initializer}
+    consts = {"zero": 0.0, "inv255": 1.0 / 255.0, "eps": 1e-8, "half": 0.5, "top": 255.49}
+    m.graph.initializer.extend(numpy_helper.from_array(np.array(v, np.float32), f"rowq::{k}")
+                               for k, v in consts.items())
+    nodes, done, n = [], set(), 0
+    for node in m.graph.node:
+        w = inits.get(node.input[1]) if node.op_type == "MatMul" and node.name not in exclude else None
+        if w is None or len(w.dims) != 2 or w.data_type != TensorProto.FLOAT:
+            nodes.append(node)
+            continue
+        wq = f"{w.name}::int8"
+        if w.name not in done:
+            q, scale, colsum = quantize_columns(numpy_helper.to_array(w))
+            m.graph.initializer.extend([numpy_helper.from_array(q, wq),
+                                        numpy_helper.from_array(scale, f"{w.name}::scale"),
+                                        numpy_helper.from_array(colsum, f"{w.name}::colsum")])
+            done.add(w.name)
+        x, y, p = node.input[0], node.output[0], f"{node.name}::rowq/"
+
+        def op(kind, inputs, name=None, **attrs):
+            out = p + (name or kind)
+            nodes.append(helper.make_node(kind, inputs, [y if name == "y" else out], name=out, **attrs))
+            return out
+
+        lo = op("Min", [op("ReduceMin", [x], axes=[-1], keepdims=1), "rowq::zero"], "lo")
+        hi = op("Max", [op("ReduceMax", [x], axes=[-1], keepdims=1), "rowq::zero"], "hi")
+        scale = op("Max", [op("Mul", [op("Sub", [hi, lo], "range"), "rowq::inv255"], "scale0"), "rowq::eps"],
+                   "scale")
+        zp = op("Round", [op("Div", [op("Neg", [lo], "neg_lo"), scale], "zp0")], "zp")
+        # x / scale + zp, rounded: the Cast to uint8 truncates, so + 0.5 first (the values are >= 0)
+        xz = op("Add", [op("Mul", [x, op("Reciprocal", [scale], "inv")], "xs"),
+                        op("Add", [zp, "rowq::half"], "zp_half")], "xz")
+        xq = op("Cast", [op("Clip", [xz, "rowq::zero", "rowq::top"], "xc")], "xq", to=TensorProto.UINT8)
+        acc = op("Cast", [op("MatMulInteger", [xq, wq], "acc_int")], "acc", to=TensorProto.FLOAT)
+        d = op("Sub", [acc, op("Mul", [zp, f"{w.name}::colsum"], "zp_sum")], "d")
+        op("Mul", [d, op("Mul", [scale, f"{w.name}::scale"], "scales")], "y")
+        n += 1
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    used = {i for node in m.graph.node for i in node.input}
+    kept = [i for i in m.graph.initializer if i.name in used]
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(kept)
+    onnx.save(m, str(path))
+    return n
+
+
 def _quantize_static(out: Path, calibration: list, meta: dict[str, str]) -> None:
     """int8 MatMuls with activation scales fixed by calibration (ORT static quantization, QDQ): the
     fp32 export in `out` streams the calibration audio, each stage's inputs are recorded, and its
@@ -147,7 +216,7 @@ def _quantize_static(out: Path, calibration: list, meta: dict[str, str]) -> None
         def get_next(self):
             return next(self.rows, None)
 
-    heads = ["/heads.{}/out/MatMul".format(meta["skip_layer"]), "/final_head/out/MatMul"]
+    heads = _heads(meta)
     for stage in ("bottom", "top"):
         path = out / f"{stage}.onnx"
         tmp = path.with_suffix(".int8.onnx")
@@ -233,13 +302,19 @@ def export_onnx(ckpt: Checkpoint, out_dir: str | Path, chunk_frames: int | None 
     if quantize == "int8":
         _quantize(out / "bottom.onnx")
         _quantize(out / "top.onnx")
+    if quantize == "int8-rows":
+        for stage in ("bottom.onnx", "top.onnx"):
+            quantize_rows(out / stage, _heads(meta))
     tok_file = ckpt.tokenizer.to_config().get("model_file")
     if tok_file:
         shutil.copy(ckpt.tokenizer.model_path, out / tok_file)
     for name in ("fbank.onnx", "bottom.onnx", "top.onnx"):
         _add_metadata(out / name, {**meta, "stage": name.split(".")[0]})
-    if cfg.with_context("full") == cfg:  # the layout for whole files: what backend.resolve_context reads
-        (out / "export.json").write_text(json.dumps({"context": "full"}) + "\n")
+    # what backend reads of an export folder: the layout for whole files (resolve_context), int8 MatMuls
+    info = {**({"context": "full"} if cfg.with_context("full") == cfg else {}),
+            **({"quantization": quantize} if quantize else {})}
+    if info:
+        (out / "export.json").write_text(json.dumps(info) + "\n")
     if quantize == "int8-static":  # calibrated on the fp32 export just written (quantize_static keeps its metadata)
         _quantize_static(out, calibration, meta)
     return out
@@ -261,20 +336,25 @@ def safetensors_index(path: Path) -> tuple[dict[str, dict], int]:
 
 
 def share_weights(out: Path, weights: Path) -> dict:
-    """Point an fp32 export's weights at the checkpoint's own `weights` file instead of copying them.
+    """Point an export's weights at the checkpoint's own `weights` file instead of copying them.
 
     Every initializer of bottom.onnx and top.onnx whose values are a tensor of `weights` (as stored,
     or transposed) becomes a reference to that tensor's bytes in the file: an external-data
     initializer in its stored dtype, then Cast to float32 (and Transpose) nodes in front of the graph,
-    which ONNX Runtime folds into constants when the session starts. The export then holds only the
-    graphs (a few hundred kB) and the weights ship once, in model.safetensors beside the export folder.
-    The runtime hands the referenced bytes to ORT itself (`add_external_initializers`, from a memory
-    map), so nothing but numpy reads them. Returns the references for export.json."""
+    which ONNX Runtime folds into constants when the session starts. The int8 weights of quantize_rows
+    (and their scales and column sums) that quantize_columns makes from such a tensor become references
+    that say so ("derive"): the runtime computes them from the tensor when it opens the export. The export
+    then holds only the graphs (a few hundred kB) and the weights ship once, in model.safetensors beside the
+    export folder. The runtime hands the referenced bytes to ORT itself (`add_external_initializers`, from a
+    memory map), so nothing but numpy reads them. Returns the references for export.json."""
     import hashlib
 
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper
+
+    def digest(a):
+        return a.shape, a.dtype.str, hashlib.sha1(np.ascontiguousarray(a).tobytes()).digest()
 
     header, data_start = safetensors_index(weights)
     raw = np.memmap(weights, dtype=np.uint8, mode="r")
@@ -285,38 +365,57 @@ def share_weights(out: Path, weights: Path) -> dict:
         a, b = (data_start + o for o in h["data_offsets"])
         dtype = np.float16 if h["dtype"] == "F16" else np.float32
         t = raw[a:b].view(dtype).astype(np.float32).reshape(h["shape"])  # as the export holds it
-        by_value[(t.shape, hashlib.sha1(t.tobytes()).digest())] = (name, False)
+        by_value[digest(t)] = (name, False)
         if t.ndim == 2:
-            by_value.setdefault((t.T.shape, hashlib.sha1(np.ascontiguousarray(t.T).tobytes()).digest()), (name, True))
+            by_value.setdefault(digest(t.T), (name, True))
+            for w, transposed in ((t, False), (t.T, True)):  # what quantize_rows makes of it
+                by_value.setdefault(digest(quantize_columns(w)[0]), (name, transposed))
     refs = {}
     for stage in ("bottom.onnx", "top.onnx"):
         m = onnx.load(str(out / stage))
-        kept, nodes, shared = [], [], []
-        for init in m.graph.initializer:
+        inits = {i.name: i for i in m.graph.initializer}
+        kept, nodes, shared, derived = [], [], [], set()
+        # each int8 weight before its scales and sums, which it takes along when it is shared
+        for init in sorted(m.graph.initializer, key=lambda i: not i.name.endswith("::int8")):
+            if init.name in derived:
+                continue
             a = numpy_helper.to_array(init)
-            hit = (by_value.get((a.shape, hashlib.sha1(np.ascontiguousarray(a).tobytes()).digest()))
-                   if a.dtype == np.float32 and a.size >= 1024 else None)
+            quantized = a.dtype == np.int8 and init.name.endswith("::int8")
+            hit = (by_value.get(digest(a)) if (a.dtype == np.float32 or quantized) and a.size >= 1024 else None)
             if hit is None:
                 kept.append(init)
                 continue
             name, transposed = hit
             h = header[name]
+            offset, end = (data_start + o for o in h["data_offsets"])
+            source = {"tensor": name, "dtype": h["dtype"], "shape": h["shape"], "offset": offset,
+                      "length": end - offset}
+
+            def reference(ref_name, data_type, dims):
+                ref = onnx.TensorProto(name=ref_name, data_type=data_type, dims=dims,
+                                       data_location=onnx.TensorProto.EXTERNAL)
+                for key, value in (("location", f"../{weights.name}"), ("offset", str(offset)),
+                                   ("length", str(end - offset))):
+                    ref.external_data.add(key=key, value=value)
+                return ref
+
+            if quantized:  # the int8 weights, their scales and column sums: all three from one tensor
+                base = init.name[: -len("::int8")]
+                for part in ("int8", "scale", "colsum"):
+                    t = inits[f"{base}::{part}"]
+                    kept.append(reference(t.name, t.data_type, list(t.dims)))
+                    shared.append({"name": t.name, **source, "derive": part, "transposed": transposed})
+                    derived.add(t.name)
+                continue
             cast = h["dtype"] != "F32"
             stored = f"{init.name}::stored" if cast or transposed else init.name
-            ref = onnx.TensorProto(name=stored, data_type=_ONNX_TYPES[h["dtype"]],
-                                   dims=h["shape"], data_location=onnx.TensorProto.EXTERNAL)
-            offset, end = (data_start + o for o in h["data_offsets"])
-            for key, value in (("location", f"../{weights.name}"), ("offset", str(offset)),
-                               ("length", str(end - offset))):
-                ref.external_data.add(key=key, value=value)
-            kept.append(ref)
+            kept.append(reference(stored, _ONNX_TYPES[h["dtype"]], h["shape"]))
             if cast:
                 cast_out = f"{init.name}::f32" if transposed else init.name
                 nodes.append(helper.make_node("Cast", [stored], [cast_out], to=onnx.TensorProto.FLOAT))
             if transposed:
                 nodes.append(helper.make_node("Transpose", [cast_out if cast else stored], [init.name], perm=[1, 0]))
-            shared.append({"name": ref.name, "tensor": name, "dtype": h["dtype"], "shape": h["shape"],
-                           "offset": offset, "length": end - offset})
+            shared.append({"name": stored, **source})
         del m.graph.initializer[:]
         m.graph.initializer.extend(kept)
         rest = list(m.graph.node)

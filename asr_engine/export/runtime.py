@@ -23,10 +23,25 @@ from asr_engine.model.config import PAD_POS, ModelConfig, SkipOptions
 from asr_engine.model.streaming import CACHE_FIELDS, StreamState
 from asr_engine.tokenizer import tokenizer_from_config
 
-__all__ = ["FORMAT_VERSION", "OnnxModel", "gate_compact", "is_onnx_model", "log_probs", "session_options"]
+__all__ = ["FORMAT_VERSION", "PRECISIONS", "OnnxModel", "gate_compact", "is_onnx_model", "log_probs",
+           "quantize_columns", "session_options"]
 
 FORMAT_VERSION = 2  # 2: fbank.onnx added
 _POOL: dict[str, object] = {}  # how this process's ORT sessions get threads (decided by the first one)
+
+
+PRECISIONS = ("fp32", "int8")  # int8: the MatMuls of export.onnx.quantize_rows
+
+
+def quantize_columns(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A MatMul's constant weight (K, N) -> its int8 values, one symmetric scale per column (N,) float32, and
+    the columns' sums of the int8 values (N,) float32, which undo the inputs' zero points (export.onnx
+    quantize_rows). The export and the runtime (which derives them from a checkpoint's weights file when it
+    opens a shipped int8 export) both compute them here, so they agree to the bit."""
+    w = np.asarray(w, np.float32)
+    scale = np.maximum(np.abs(w).max(0), np.float32(1e-12)) / np.float32(127)
+    q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+    return q, scale.astype(np.float32), q.sum(0, dtype=np.int32).astype(np.float32)
 
 
 def is_onnx_model(path: str | Path | None) -> bool:
@@ -150,6 +165,9 @@ class OnnxModel:
         # step runs on its real frames only (Engine trims the windows)
         self.short_steps = self.meta.get("short_steps") == "1"
         self.n_params = int(self.meta["parameters"]) if "parameters" in self.meta else None
+        # "int8": quantize_rows' MatMuls (--precision int8); ORT's own quantized exports keep their names
+        quantization = self.meta.get("quantization", "none")
+        self.precision = {"none": "fp32", "int8-rows": "int8"}.get(quantization, quantization)
         self.path = d
 
     def _session(self, path: Path, threads: int, global_pool: bool, prov: list):
@@ -236,7 +254,9 @@ _DTYPES = {"F16": np.float16, "F32": np.float32}
 def _shared_weights(d: Path) -> dict[str, tuple[list[str], list]]:
     """The initializers an export leaves in its checkpoint's weights file (export.json "shared"), per
     stage: their names and OrtValues over a read-only memory map of the file (the session folds them
-    into float32 constants when it starts; ORT keeps the OrtValues, which keep the map)."""
+    into float32 constants when it starts; ORT keeps the OrtValues, which keep the map). A reference with
+    "derive" is one of quantize_columns' three arrays, computed here from the tensor it names (transposed
+    first if it says so): an int8 export ships its graphs only."""
     try:
         shared = json.loads((d / "export.json").read_text()).get("shared")
     except (OSError, ValueError):
@@ -249,6 +269,7 @@ def _shared_weights(d: Path) -> dict[str, tuple[list[str], list]]:
     if not weights.is_file():
         raise ValueError(f"{d}: the export keeps its weights in {weights}, which is missing")
     raw = np.memmap(weights, dtype=np.uint8, mode="r")
+    derived: dict[tuple[str, bool], tuple[np.ndarray, ...]] = {}
     out = {}
     for stage, refs in shared["initializers"].items():
         names, values = [], []
@@ -257,10 +278,19 @@ def _shared_weights(d: Path) -> dict[str, tuple[list[str], list]]:
                 raise ValueError(f"{d}: export.json refers to {r['tensor']} ({r['dtype']}) that {weights} "
                                  f"does not hold; export the checkpoint again")
             a = raw[r["offset"]: r["offset"] + r["length"]].view(_DTYPES[r["dtype"]]).reshape(r["shape"])
+            if "derive" in r:
+                key = (r["tensor"], bool(r.get("transposed")))
+                if key not in derived:
+                    w = a.astype(np.float32)
+                    derived[key] = quantize_columns(w.T if key[1] else w)
+                a = derived[key][_DERIVED.index(r["derive"])]
             names.append(r["name"])
             values.append(ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)))
         out[stage] = (names, values)
     return out
+
+
+_DERIVED = ("int8", "scale", "colsum")  # quantize_columns' arrays, as export.json's "derive" names them
 
 
 def _caches(stage: tuple) -> dict[str, np.ndarray]:

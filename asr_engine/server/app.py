@@ -301,7 +301,8 @@ class Server:
                 "chunk_ms": round(self.engine.hop_samples / 16),
                 "beam": self.engine.options.beam, "two_pass": self.engine.final_pass is not None,
                 "punctuated": self.engine.options.punctuator is not None,
-                "numbers": "digits" if self.engine.figures() else "words"}
+                "numbers": "digits" if self.engine.figures() else "words",
+                "precision": getattr(self.engine.model, "precision", "fp32")}
 
     def _authorized(self, request: Request, url) -> bool:
         """The bearer token (header, or ?token= for browsers), compared in constant time."""

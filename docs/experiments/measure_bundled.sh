@@ -7,13 +7,14 @@ set -ex
 T=${1:?usage: measure_bundled.sh TAG}
 cd "$(dirname "$0")/../.." && source .venv/bin/activate
 D=../shared/data/dev_real/manifest.jsonl
+B=$(python -c "import json; print(json.load(open('asr_engine/models/default/decoding.json'))['beam'])")  # the default beam
 # greedy, streaming and full context, off and at the default threshold, with RTF
 python -m bench rtf --manifest $D --backend onnx --threads 2 --context streaming,full --threshold 0.99 --reps 2 \
   --results '' | grep -v '%|'
 for C in full streaming; do
-  asr-engine eval $D --context $C --beam 8 --lm default --backend onnx --threads 2 --thresholds 1.0,0.99 -q \
+  asr-engine eval $D --context $C --beam $B --lm default --backend onnx --threads 2 --thresholds 1.0,0.99 -q \
     --json runs/ship${T}_dev_lm_$C.json
-  asr-engine eval $D --context $C --beam 8 --lm default --rescore whisper --backend onnx --threads 2 \
+  asr-engine eval $D --context $C --beam $B --lm default --rescore whisper --backend onnx --threads 2 \
     --thresholds 1.0,0.99 -q --json runs/ship${T}_dev_rescore_$C.json
 done
 asr-engine eval data/heldout/manifest.jsonl data/heldout3/manifest.jsonl --context full --backend onnx --threads 2 \
