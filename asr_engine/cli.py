@@ -20,7 +20,7 @@ from asr_engine.manifest import read_manifest
 from asr_engine.text import word_error_counts
 
 BACKENDS = ("auto", "torch", "onnx")  # asr_engine.backend.BACKENDS, without importing torch for --help
-PRECISIONS = ("fp32", "int8")  # asr_engine.export.runtime.PRECISIONS (tests hold them equal)
+PRECISIONS = ("fp32", "int8")  # asr_engine.export.runtime.PRECISIONS (tests/test_cli.py holds these copies equal)
 CONTEXTS = ("streaming", "full")  # asr_engine.model.config.CONTEXTS
 
 
@@ -882,6 +882,13 @@ def _version() -> str:
         return "(not installed)"
 
 
+def _add_precision_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="int8: the encoder's MatMuls in int8 (ONNX Runtime on the CPU; faster where the CPU has "
+                        "int8 dot products; each frame quantized on its own, so a stream decodes the same alone or "
+                        "batched); fp32; default: what the model recommends (its decoding.json), else fp32")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asr-engine", description="Streaming Conformer/CTC speech recognition.")
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -930,10 +937,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "a checkpoint is exported once into ~/.cache/asr-engine); torch: the torch encoder; "
                         "auto (default): onnx on the CPU when onnxruntime is installed, else torch")
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    t.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="int8: the encoder's MatMuls in int8 (ONNX Runtime; faster on a CPU with int8 dot "
-                        "products; each frame quantized on its own, so a stream decodes the same alone or batched); "
-                        "fp32; default: what the model recommends (its decoding.json), else fp32")
+    _add_precision_argument(t)
     t.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="transcribe on Ray (the `ray` extra): local Ray on this machine with --ray alone, or the "
                         "cluster at ADDRESS (e.g. auto, ray://head:10001); the same outputs as without it")
@@ -1013,10 +1017,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=2700, help="port (default 2700; 0: any free port)")
     sv.add_argument("--backend", choices=BACKENDS, default="auto", help="auto (default), torch or onnx")
     sv.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    sv.add_argument("--precision", choices=PRECISIONS, default=None,
-                    help="int8: the encoder's MatMuls in int8 (ONNX Runtime; faster on a CPU with int8 dot "
-                         "products; each frame quantized on its own, so a stream decodes the same alone or batched); "
-                         "fp32; default: what the model recommends (its decoding.json), else fp32")
+    _add_precision_argument(sv)
     sv.add_argument("--beam", type=at_least(1), default=None,
                     help="CTC prefix beam width (1: greedy, the least compute per stream; hotwords need > 1; "
                          "default: what the model recommends, for the bundled model 16 with the bundled LM)")
@@ -1209,10 +1210,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="torch: the torch encoder on whole utterances; onnx: ONNX Runtime through the streaming "
                          "engine; auto (default): onnx on the CPU when onnxruntime is installed, else torch")
     ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    ev.add_argument("--precision", choices=PRECISIONS, default=None,
-                    help="int8: the encoder's MatMuls in int8 (ONNX Runtime; faster on a CPU with int8 dot "
-                         "products; each frame quantized on its own, so a stream decodes the same alone or batched); "
-                         "fp32; default: what the model recommends (its decoding.json), else fp32")
+    _add_precision_argument(ev)
     ev.add_argument("--threads", type=at_least(0), default=0, help="torch intra-op threads (default: torch's choice)")
     ev.add_argument("--json", default=None, help="also write the full report here (JSON)")
     ev.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

@@ -437,3 +437,14 @@ def test_a_truncated_wav_is_transcribed_with_a_warning(tiny_ckpt_dir, wav, tmp_p
     row = json.loads(out)
     assert code == 0 and "error" not in row and "truncated: 1.50 s" in row["warning"]
     assert f"warning: {path}: truncated" in err
+
+
+def test_the_clis_copies_of_the_choices_are_their_sources():
+    """cli.py names backends, layouts and precisions without importing the modules that define them (torch for
+    --help); they must not drift apart."""
+    from asr_engine import backend, cli
+    from asr_engine.export import runtime
+    from asr_engine.model import config
+
+    assert cli.BACKENDS == backend.BACKENDS and cli.CONTEXTS == config.CONTEXTS
+    assert cli.PRECISIONS == runtime.PRECISIONS
