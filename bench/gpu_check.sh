@@ -17,7 +17,7 @@
 # The working tree that travels (tracked and untracked-not-ignored files, and the carried .whl) is
 # limited to 64 MiB and the tracked files are ~104 MiB. Before the call, take out of the working copy
 # what the call does not need: the ONNX exports (the script makes them again there, as `asr-engine
-# export --ship` and `asr-engine lm export` do here), docs/ and bench's recorded results; the script
+# export --ship` and `asr-engine lm export` do here), docs/ and bench's recorded results and README; the script
 # does it and says what will travel (it stops if that is over the limit). Afterwards, put them back:
 #     bash bench/gpu_check.sh --slim       # before the call
 #     bash bench/gpu_check.sh --restore    # after it
@@ -44,7 +44,8 @@ fi
 # (the bundled punctuation model cannot be made there: its tests skip, and the bundled model decodes without it;
 # the tiny model's tokenizer is the bundled model's, byte for byte, and is copied from it there)
 SLIM=(tests/models/tiny/onnx-* asr_engine/models/default/onnx-* asr_engine/models/default-lm/lm.onnx docs
-      bench/results.jsonl bench/sweep.png asr_engine/models/default-punct tests/models/tiny/tokenizer.model)
+      bench/results.jsonl bench/sweep.png bench/README.md asr_engine/models/default-punct
+      tests/models/tiny/tokenizer.model)
 LIMIT_MIB=64
 travel_mib() {  # MiB the device tool would send once SLIM is out: files git tracks or does not ignore, and .whl
   local spec=() p
