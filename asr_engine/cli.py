@@ -168,7 +168,7 @@ def _local_runner(args: argparse.Namespace, backend: str, streaming: bool | None
 
     model = load_model(args.model, backend, args.device, args.threads, args.chunk_frames, True, args.context,
                        precision=args.precision)
-    args.precision = getattr(model, "precision", "fp32")  # as run: the summary names it
+    args.precision = model.precision  # as run: the summary names it
     engine = Engine(model, DecodeOptions(beam=args.beam, nbest=args.nbest, skip_threshold=args.skip_threshold,
                                          hotwords=_hotwords(args.hotwords), hotword_boost=args.hotword_boost,
                                          lm=_fusion(args, model.tokenizer, backend), chunk_frames=args.chunk_frames,
@@ -340,7 +340,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                            graphs=args.cuda_graphs, precision=args.precision)
     except ValueError as e:
         raise InputError(str(e)) from None
-    args.precision = getattr(model, "precision", "fp32")  # as run: the first line names it
+    args.precision = model.precision  # as run: the first line names it
     backend = resolve_backend(args.backend, args.device)
     engine = Engine(model, DecodeOptions(chunk_frames=args.chunk_frames, beam=args.beam, nbest=args.beam,
                                          skip_threshold=args.skip_threshold, max_batch=args.batch_size,

@@ -82,7 +82,7 @@ def main(args) -> None:
                     continue  # int8 is ONNX Runtime's on the CPU
                 m = load_model(args.model, backend, args.device, torch.get_num_threads(), for_files=True,
                                context=context, precision=precision)
-                key = backend, context, getattr(m, "precision", "fp32")
+                key = backend, context, m.precision
                 models[key] = m
                 thresholds[key] = args.threshold if args.threshold is not None else m.cfg.skip_threshold
     rows = [{"backend": backend, "context": context, "precision": precision, "device": args.device, **row}

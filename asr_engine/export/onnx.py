@@ -356,6 +356,8 @@ def share_weights(out: Path, weights: Path) -> dict:
     def digest(a):
         return a.shape, a.dtype.str, hashlib.sha1(np.ascontiguousarray(a).tobytes()).digest()
 
+    graphs = {stage: onnx.load(str(out / stage)) for stage in ("bottom.onnx", "top.onnx")}
+    has_int8 = any(i.name.endswith("::int8") for m in graphs.values() for i in m.graph.initializer)
     header, data_start = safetensors_index(weights)
     raw = np.memmap(weights, dtype=np.uint8, mode="r")
     by_value: dict[tuple, tuple[str, bool]] = {}
@@ -368,11 +370,10 @@ def share_weights(out: Path, weights: Path) -> dict:
         by_value[digest(t)] = (name, False)
         if t.ndim == 2:
             by_value.setdefault(digest(t.T), (name, True))
-            for w, transposed in ((t, False), (t.T, True)):  # what quantize_rows makes of it
+            for w, transposed in ((t, False), (t.T, True)) if has_int8 else ():  # what quantize_rows makes of it
                 by_value.setdefault(digest(quantize_columns(w)[0]), (name, transposed))
     refs = {}
-    for stage in ("bottom.onnx", "top.onnx"):
-        m = onnx.load(str(out / stage))
+    for stage, m in graphs.items():
         inits = {i.name: i for i in m.graph.initializer}
         kept, nodes, shared, derived = [], [], [], set()
         # each int8 weight before its scales and sums, which it takes along when it is shared

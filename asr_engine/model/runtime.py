@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 class TorchModel:
     name = "torch"
     chunk_frames = None  # any multiple of the model's chunk
+    precision = "fp32"  # as OnnxModel.precision: the torch backend computes in fp32
 
     def __init__(self, ckpt: Checkpoint, device: str | torch.device = "cpu", graphs: bool = False):
         """graphs: streaming steps through captured CUDA graphs (`StepGraphs`; on a CPU the same parts

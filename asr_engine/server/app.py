@@ -302,7 +302,7 @@ class Server:
                 "beam": self.engine.options.beam, "two_pass": self.engine.final_pass is not None,
                 "punctuated": self.engine.options.punctuator is not None,
                 "numbers": "digits" if self.engine.figures() else "words",
-                "precision": getattr(self.engine.model, "precision", "fp32")}
+                "precision": self.engine.model.precision}
 
     def _authorized(self, request: Request, url) -> bool:
         """The bearer token (header, or ?token= for browsers), compared in constant time."""
