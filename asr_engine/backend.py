@@ -86,7 +86,8 @@ def resolve_punctuation(model: str | Path | None, punctuate: str | Path | None) 
     return None if punctuate in (None, "none") else punctuate
 
 
-def resolve_decoding(model: str | Path | None, beam: int | None, lm: str | Path | None) -> tuple[int, str | Path | None]:
+def resolve_decoding(model: str | Path | None, beam: int | None,
+                     lm: str | Path | None) -> tuple[int, str | Path | None]:
     """The beam and LM to decode with: a beam left out (None) takes the model's recommended one
     (recommended_decoding), and its LM too when `lm` is left out (None); a beam given takes no LM unless
     `lm` names one; `lm` 'none' is no LM."""

@@ -89,7 +89,8 @@ class FbankStream:
         return buf[: (n - 1) * cfg.window_shift + cfg.window_size] if n else buf[:0]
 
 
-def frames_of(fbank: Callable[[np.ndarray], np.ndarray], cfg: FbankConfig, pieces: list[np.ndarray]) -> list[np.ndarray]:
+def frames_of(fbank: Callable[[np.ndarray], np.ndarray], cfg: FbankConfig,
+              pieces: list[np.ndarray]) -> list[np.ndarray]:
     """Each piece's frames (T_i, M) float32, through one fbank call for all of them: the pieces as
     rows, zeros after each (a frame sees only its own window's samples, so the zeros change none of a
     row's frames; the frames past a row's own are dropped). On a GPU one call is one transfer back

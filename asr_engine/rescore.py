@@ -163,7 +163,8 @@ class WhisperDecoder:
         new_cache = []
         for i, (L, (mk, mv)) in enumerate(zip(self.layers, memory)):
             h = _layer_norm(x, L["self_attention/layer_norm/gamma"], L["self_attention/layer_norm/beta"])
-            q, k, v = np.split(_linear(h, L["self_attention/linear_0/weight"], L["self_attention/linear_0/bias"]), 3, -1)
+            qkv = _linear(h, L["self_attention/linear_0/weight"], L["self_attention/linear_0/bias"])
+            q, k, v = np.split(qkv, 3, -1)
             k, v = self._heads(k), self._heads(v)
             if cache is not None:
                 k, v = np.concatenate([cache[i][0], k], 2), np.concatenate([cache[i][1], v], 2)

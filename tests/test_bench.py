@@ -461,7 +461,8 @@ def test_server_bench_reaches_a_tls_server_that_its_ca_file_vouches_for(tls_file
     r = Running(Engine(load_model(None, "auto"), DecodeOptions()), tls_cert=tls_files.cert, tls_key=tls_files.key)
     try:
         url = r.url.replace("ws://", "wss://") + "/"
-        base = [sys.executable, "-m", "bench", "server", "--manifest", "asr_engine/samples/manifest.jsonl", "--url", url,
+        base = [sys.executable, "-m", "bench", "server", "--manifest", "asr_engine/samples/manifest.jsonl",
+                "--url", url,
                 "--chunk-ms", "320", "--seconds", "1", "--clients", "1", "--results", ""]
         trusted = subprocess.run([*base, "--ca-file", tls_files.ca], cwd=ROOT, capture_output=True, text=True,
                                  timeout=120)

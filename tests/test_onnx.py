@@ -126,7 +126,8 @@ def test_full_context_export_equals_the_torch_encoder_on_whole_utterances(layout
     the whole utterance."""
     m = tiny_model(layout)
     cfg = m.cfg.with_context("full")
-    assert (cfg.chunk_size, cfg.left_chunks, cfg.right_context) == (512, 1, 0) and m.cfg.with_context("streaming") == m.cfg
+    assert (cfg.chunk_size, cfg.left_chunks, cfg.right_context) == (512, 1, 0)
+    assert m.cfg.with_context("streaming") == m.cfg
     full = Encoder(cfg)
     full.load_state_dict(m.state_dict())
     ckpt = Checkpoint(full.eval(), CharTokenizer(), FbankConfig(kind="kaldi" if layout == "conformer" else "whisper"))
