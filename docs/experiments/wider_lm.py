@@ -1,0 +1,63 @@
+"""The wider LM's rule, its arithmetic (docs/language-model.md, "A wider LM").
+
+python docs/experiments/wider_lm.py grid BUNDLED.jsonl CANDIDATE.jsonl --write CANDIDATE/lm.json
+    each grid's points by errors; the candidate's best point (a tie: fewer grid steps from the shipped point)
+    written into its lm.json's fusion; whether the bundled LM's own best passes the 12-word bar
+python docs/experiments/wider_lm.py runs
+    the heldout3 runs of wider_lm.sh: WER per run, real-time factor over the two runs, the ratio per layout
+"""
+
+import json
+import sys
+
+SHIPPED = (0.7, 2.0, -8.0)
+AXES = ((0.55, 0.7, 0.85), (1.5, 2.0, 2.5), (-5.0, -8.0, -11.0))
+
+
+def points(path):
+    rows = [json.loads(line) for line in open(path)]
+    rows = [r for r in rows if r.get("decoder", "").startswith("beam") and "LM" in r.get("decoder", "")]
+    words = 1563  # data/heldout/tune.jsonl's words (docs/language-model.md)
+    out = {}
+    for r in rows:
+        key = (r["lm_weight"], r["length_bonus"], r["lexicon_penalty"])
+        out[key] = round(r["wer"] * words)
+    return out
+
+
+def steps(p):
+    return sum(abs(axis.index(v) - axis.index(s)) for axis, v, s in zip(AXES, p, SHIPPED))
+
+
+def grid(bundled_path, candidate_path, write):
+    for name, path in (("bundled", bundled_path), ("candidate", candidate_path)):
+        pts = points(path)
+        best = min(pts, key=lambda p: (pts[p], steps(p)))
+        print(f"{name}: shipped point {pts[SHIPPED]} errors; best {best} {pts[best]} errors; "
+              + ", ".join(f"{p}:{e}" for p, e in sorted(pts.items(), key=lambda kv: kv[1])[:6]))
+        if name == "bundled":
+            print(f"  bundled LM: {pts[SHIPPED] - pts[best]} words better at its best: "
+                  f"{'past' if pts[SHIPPED] - pts[best] > 12 else 'not past'} the 12-word bar")
+        else:
+            cfg = json.load(open(write))
+            cfg["fusion"] = {"weight": best[0], "length_bonus": best[1], "lexicon_penalty": best[2]}
+            json.dump(cfg, open(write, "w"), indent=2)
+            print(f"  written into {write}: {cfg['fusion']}")
+
+
+def runs():
+    for c in ("full", "streaming"):
+        res = {lm: [json.load(open(f"runs/lm_{c}_{lm}_r{r}.json"))["settings"][0] for r in (1, 2)]
+               for lm in ("bundled", "w512")}
+        rtf = {lm: sum(s["rtf"] for s in rr) / 2 for lm, rr in res.items()}  # the same audio in every run
+        for lm, rr in res.items():
+            print(f"{c:9} {lm:7}: WER {rr[0]['wer']:.2%} / {rr[1]['wer']:.2%}, CER {rr[0]['cer']:.2%}, "
+                  f"RTF {rr[0]['rtf']:.4f} + {rr[1]['rtf']:.4f} -> {rtf[lm]:.4f}")
+        print(f"{c:9} candidate / bundled real-time factor: {rtf['w512'] / rtf['bundled']:.2f}x")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "grid":
+        grid(sys.argv[2], sys.argv[3], sys.argv[sys.argv.index("--write") + 1])
+    else:
+        runs()

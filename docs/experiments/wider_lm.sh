@@ -1,0 +1,28 @@
+#!/bin/bash
+# The wider LM's rule (docs/language-model.md, "A wider LM"): the fusion grid at beam 16 on the tuning half for
+# the bundled LM and the candidate, the candidate's best point written into its lm.json, then both LMs on
+# data/heldout3 in both layouts, each run twice, alternated, in one sitting; the paired comparison and the
+# real-time factors. The candidate is trained first (the command in the rule). bash docs/experiments/wider_lm.sh
+set -ex
+cd "$(dirname "$0")/../.." && source .venv/bin/activate
+C=runs/lm-w512
+M=data/heldout3/manifest.jsonl
+GRID="--part decode --manifest data/heldout/tune.jsonl --context full --beam 16 --lm-backend onnx
+  --lm-weights 0.55,0.7,0.85 --length-bonuses 1.5,2.0,2.5 --lexicon-penalties=-5,-8,-11 --threads 2"
+[ -s runs/grid_bundled_b16.jsonl ] || python -m bench lm $GRID --lm default --results runs/grid_bundled_b16.jsonl
+cp asr_engine/models/default-lm/lexicon.txt $C/
+[ -s runs/grid_w512_b16.jsonl ] || python -m bench lm $GRID --lm $C --results runs/grid_w512_b16.jsonl
+python docs/experiments/wider_lm.py grid runs/grid_bundled_b16.jsonl runs/grid_w512_b16.jsonl --write $C/lm.json
+asr-engine lm export $C
+for X in full streaming; do
+  for R in 1 2; do
+    for L in bundled w512; do
+      LM=default; [ $L = w512 ] && LM=$C
+      asr-engine eval $M --context $X --lm $LM --thresholds 0.99 --backend onnx --threads 2 -q \
+        --json runs/lm_${X}_${L}_r${R}.json
+    done
+  done
+  (cd docs/experiments && python paired.py --json ../../runs/lm_${X}_bundled_r1.json ../../runs/lm_${X}_w512_r1.json \
+    ../../$M 0.99)
+done
+python docs/experiments/wider_lm.py runs
