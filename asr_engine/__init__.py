@@ -56,7 +56,8 @@ def load(model: str | Path | None = None, *, backend: str = "auto", device: str 
     default: what the model recommends (its decoding.json: the bundled one for the bundled model); numbers (a
     DecodeOptions field): None (digits in punctuated results: "press 1", "$5.50"), True (digits also without
     punctuation) or False (words, as the recognizer says them). precision: "int8" (the encoder's MatMuls in
-    int8, on ONNX Runtime) or "fp32"; default: what the model recommends (its decoding.json), fp32 on torch."""
+    int8, on ONNX Runtime, and the LM step's linear layers) or "fp32"; default: what the model recommends (its
+    decoding.json), fp32 on torch."""
     from asr_engine.backend import load_model, resolve_backend, resolve_context, resolve_decoding, resolve_punctuation
     from asr_engine.punctuation import load_punctuator
 
@@ -76,7 +77,7 @@ def load(model: str | Path | None = None, *, backend: str = "auto", device: str 
         from asr_engine.lm.fusion import load_fusion
 
         fusion = load_fusion(lm, m.tokenizer, lm_weight, length_bonus, resolve_backend(backend, device), device,
-                             lexicon_penalty=lexicon_penalty)
+                             lexicon_penalty=lexicon_penalty, precision=m.precision)
     rescorer = None
     if rescore is not None:
         if rescore != "whisper":

@@ -21,6 +21,7 @@ from asr_engine.text import word_error_counts
 
 BACKENDS = ("auto", "torch", "onnx")  # asr_engine.backend.BACKENDS, without importing torch for --help
 PRECISIONS = ("fp32", "int8")  # asr_engine.export.runtime.PRECISIONS (tests/test_cli.py holds these copies equal)
+LM_PRECISIONS = PRECISIONS  # asr_engine.lm.fusion.PRECISIONS (tests/test_cli.py too)
 CONTEXTS = ("streaming", "full")  # asr_engine.model.config.CONTEXTS
 
 
@@ -171,7 +172,8 @@ def _local_runner(args: argparse.Namespace, backend: str, streaming: bool | None
     args.precision = model.precision  # as run: the summary names it
     engine = Engine(model, DecodeOptions(beam=args.beam, nbest=args.nbest, skip_threshold=args.skip_threshold,
                                          hotwords=_hotwords(args.hotwords), hotword_boost=args.hotword_boost,
-                                         lm=_fusion(args, model.tokenizer, backend), chunk_frames=args.chunk_frames,
+                                         lm=_fusion(args, model.tokenizer, backend, model.precision),
+                                         chunk_frames=args.chunk_frames,
                                          max_batch=args.batch_size, rescorer=_rescorer(args),
                                          auto_gain=args.auto_gain, punctuator=_punctuator(args),
                                          numbers=_numbers(args)),
@@ -344,7 +346,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     backend = resolve_backend(args.backend, args.device)
     engine = Engine(model, DecodeOptions(chunk_frames=args.chunk_frames, beam=args.beam, nbest=args.beam,
                                          skip_threshold=args.skip_threshold, max_batch=args.batch_size,
-                                         lm=_fusion(args, model.tokenizer, backend), rescorer=_rescorer(args),
+                                         lm=_fusion(args, model.tokenizer, backend, model.precision),
+                                         rescorer=_rescorer(args),
                                          auto_gain=args.auto_gain, punctuator=_punctuator(args),
                                          numbers=_numbers(args)),
                     final_model=_final_model(args, backend))
@@ -452,6 +455,9 @@ def _add_lm_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lexicon-penalty", type=FINITE, default=None,
                    help="log-score (<= 0) charged once per word that is not in the LM's lexicon.txt; 0 turns the "
                         "lexicon off (default: tuned for the LM, in its lm.json)")
+    p.add_argument("--lm-precision", choices=LM_PRECISIONS, default=None,
+                   help="the LM step's matrix products: int8 (each hypothesis quantized on its own; ONNX Runtime on "
+                        "the CPU) or fp32 (default: the acoustic model's --precision)")
 
 
 def _add_rescore_arguments(p: argparse.ArgumentParser) -> None:
@@ -547,16 +553,20 @@ def _recommended(args: argparse.Namespace) -> None:
         raise InputError(str(e)) from e
 
 
-def _fusion(args: argparse.Namespace, tokenizer, backend: str):
-    """The --lm model for decoding, on the acoustic model's backend, or None."""
+def _fusion(args: argparse.Namespace, tokenizer, backend: str, precision: str = "fp32"):
+    """The --lm model for decoding, on the acoustic model's backend, its step in --lm-precision (default: the
+    acoustic model's precision as run), or None."""
     if not args.lm or args.lm == "none":
         return None
     from asr_engine.lm.fusion import load_fusion
 
     if args.beam == 1:
         raise InputError("--lm needs beam search: add --beam 8 (or 4)")
-    return load_fusion(args.lm, tokenizer, args.lm_weight, args.length_bonus, backend, args.device,
-                       lexicon_penalty=args.lexicon_penalty)
+    try:
+        return load_fusion(args.lm, tokenizer, args.lm_weight, args.length_bonus, backend, args.device,
+                           lexicon_penalty=args.lexicon_penalty, precision=args.lm_precision or precision)
+    except ValueError as e:
+        raise InputError(f"--lm: {e}") from None
 
 
 def _hotwords(arg: str | None) -> tuple[str, ...]:
@@ -733,9 +743,13 @@ def cmd_lm_export(args: argparse.Namespace) -> int:
     from asr_engine.lm.export import export_lm_onnx
     from asr_engine.lm.model import load_lm
 
+    from asr_engine.lm.fusion import PRECISIONS, step_file
+
     d = resolve_lm_dir(args.dir)
-    out = export_lm_onnx(load_lm(d), d / "lm.onnx", weights=step_version(d))
-    print(f"wrote {out}", file=sys.stderr)
+    model, version = load_lm(d), step_version(d)
+    for precision in PRECISIONS:  # what --precision fp32 and int8 run
+        out = export_lm_onnx(model, d / step_file(precision), weights=version, precision=precision)
+        print(f"wrote {out}", file=sys.stderr)
     return 0
 
 
@@ -862,7 +876,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         sources += [source_of(u, name) if args.by_source else name for u in rows]
     model = load_model(args.model, args.backend, args.device, args.threads, for_files=True, context=args.context,
                        precision=args.precision)
-    lm = _fusion(args, model.tokenizer, resolve_backend(args.backend, args.device))
+    lm = _fusion(args, model.tokenizer, resolve_backend(args.backend, args.device), model.precision)
     report = evaluate(model, utts, sources, thresholds, args.beam, args.batch_size,
                       progress=not args.quiet, lm=lm, rescorer=_rescorer(args), auto_gain=args.auto_gain)
     for line in report.failed:
@@ -1183,9 +1197,10 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--threads", type=at_least(1), default=2, help="torch threads (default 2)")
     pt.set_defaults(func=cmd_punct_train)
 
-    le = lm.add_parser("export", help="write an LM folder's decoding step as DIR/lm.onnx",
-                       description="Export the LM's step to ONNX into its folder (named after its weights), so "
-                                   "that decoding with it on ONNX Runtime needs no torch and exports nothing.")
+    le = lm.add_parser("export", help="write an LM folder's decoding step as DIR/lm.onnx and DIR/lm-int8.onnx",
+                       description="Export the LM's step to ONNX into its folder (named after its weights), in fp32 "
+                                   "(lm.onnx) and int8 (lm-int8.onnx, what --precision int8 runs), so that decoding "
+                                   "with it on ONNX Runtime needs no torch and exports nothing.")
     le.add_argument("dir", help="LM folder ('default': the bundled LM)")
     le.set_defaults(func=cmd_lm_export)
 

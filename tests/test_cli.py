@@ -444,7 +444,8 @@ def test_the_clis_copies_of_the_choices_are_their_sources():
     --help); they must not drift apart."""
     from asr_engine import backend, cli
     from asr_engine.export import runtime
+    from asr_engine.lm import fusion
     from asr_engine.model import config
 
     assert cli.BACKENDS == backend.BACKENDS and cli.CONTEXTS == config.CONTEXTS
-    assert cli.PRECISIONS == runtime.PRECISIONS
+    assert cli.PRECISIONS == runtime.PRECISIONS and cli.LM_PRECISIONS == fusion.PRECISIONS

@@ -268,6 +268,59 @@ def test_onnx_step_equals_torch_and_decodes_the_same(tmp_path):
     assert [h.tokens for h in a] == [h.tokens for h in b]
 
 
+def test_int8_step_quantizes_each_row_alone_and_keeps_the_output_projection(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    m = random_lm(29, d=64)
+    fp32 = OnnxLMStep(export_lm_onnx(m, tmp_path / "fp32.onnx"))
+    int8 = OnnxLMStep(export_lm_onnx(m, tmp_path / "int8.onnx", precision="int8"))
+    assert (fp32.precision, int8.precision) == ("fp32", "int8")
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node]
+    linear = sum(isinstance(x, torch.nn.Linear) for x in m.modules())
+    assert linear == 8 and ops.count("MatMulInteger") == linear and "Gemm" not in ops
+    assert ops.count("MatMul") == 1  # the tied output projection, whose log-probabilities the search sums
+    state = (torch.randn(2, 5, 64) * 0.5).numpy()
+    tokens, src = [4, 9, 0, 28, 3], [0, 1, 2, 3, 4]
+    lp_q, st_q = int8(tokens, state, src)
+    lp_f, st_f = fp32(tokens, state, src)
+    err = np.abs(np.array(lp_q) - np.array(lp_f))
+    assert err.max() < 0.15 and err.mean() < 0.03  # 8-bit rows and columns: close, not equal
+    assert 0 < np.abs(st_q - st_f).max() < 0.05
+    for i in range(5):  # each hypothesis scores as it would alone: no scale shared across the step's rows
+        lp1, st1 = int8([tokens[i]], state[:, i: i + 1], [0])
+        np.testing.assert_allclose(lp1[0], lp_q[i], atol=1e-5)
+        np.testing.assert_allclose(st1[:, 0], st_q[:, i], atol=1e-6)
+    with pytest.raises(ValueError, match="fp32 or int8"):
+        export_lm_onnx(m, tmp_path / "x.onnx", precision="int4")
+
+
+def test_the_lm_precision_follows_the_acoustic_model_and_is_checked(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    import asr_engine
+    from asr_engine.cli import main
+    from asr_engine.checkpoint import load_checkpoint
+
+    tok = load_checkpoint("asr_engine/models/default").tokenizer
+    lm = save_lm(random_lm(len(tok.vocab), tokenizer=tok), tmp_path / "lm")
+    assert load_fusion(lm, tok, backend="onnx", precision="int8").step.precision == "int8"
+    assert load_fusion(lm, tok, backend="onnx").step.precision == "fp32"
+    with pytest.raises(ValueError, match="ONNX Runtime on the CPU only"):
+        load_fusion(lm, tok, backend="torch", precision="int8")
+    with pytest.raises(ValueError, match="one of fp32, int8"):
+        load_fusion(lm, tok, backend="onnx", precision="bf16")
+    for precision in ("int8", "fp32"):
+        engine = asr_engine.load(beam=4, lm=lm, precision=precision)
+        assert engine.model.precision == engine.options.lm.step.precision == precision
+    args = [SAMPLES[0], "--beam", "4", "--lm", str(lm), "--format", "jsonl", "-q"]
+    assert main(["transcribe", *args, "--precision", "int8"]) == 0
+    same = capsys.readouterr().out
+    assert main(["transcribe", *args, "--precision", "int8", "--lm-precision", "int8"]) == 0
+    assert capsys.readouterr().out == same
+    assert main(["transcribe", *args, "--backend", "torch", "--lm-precision", "int8"]) == 2
+    assert "--lm: an LM step in int8 runs on ONNX Runtime on the CPU only" in capsys.readouterr().err
+
+
 # --- the engine, the CLI and the server ------------------------------------------------------------
 
 @pytest.fixture(scope="module")

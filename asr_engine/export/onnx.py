@@ -123,7 +123,8 @@ def _heads(meta: dict[str, str]) -> list[str]:
 def quantize_rows(path: Path, exclude: list[str]) -> int:
     """int8 MatMuls whose result for a frame depends only on that frame, in place; returns how many.
 
-    Each MatMul with a constant 2-D fp32 weight (but those named in `exclude`) becomes: the input quantized
+    Each MatMul with a constant 2-D fp32 weight, and each Gemm that is a linear layer (x W^T + b, as torch
+    exports nn.Linear on 2-D input: the LM's step), but those named in `exclude`, becomes: the input quantized
     row by row (each frame's own min and max, both widened to take 0, give its scale and uint8 zero point),
     the weight column by column (int8, symmetric: quantize_columns), an integer MatMul (`MatMulInteger`, the
     CPU's int8 dot products), and the float result (acc - zero_point x column_sum) x row_scale x column_scale.
@@ -141,17 +142,21 @@ def quantize_rows(path: Path, exclude: list[str]) -> int:
                                for k, v in consts.items())
     nodes, done, n = [], set(), 0
     for node in m.graph.node:
-        w = inits.get(node.input[1]) if node.op_type == "MatMul" and node.name not in exclude else None
-        if w is None or len(w.dims) != 2 or w.data_type != TensorProto.FLOAT:
+        w = inits.get(node.input[1]) if node.op_type in ("MatMul", "Gemm") and node.name not in exclude else None
+        if w is None or len(w.dims) != 2 or w.data_type != TensorProto.FLOAT or not _linear_gemm(node):
             nodes.append(node)
             continue
-        wq = f"{w.name}::int8"
-        if w.name not in done:
-            q, scale, colsum = quantize_columns(numpy_helper.to_array(w))
+        transposed = node.op_type == "Gemm"  # Gemm's weight is (out, in): its columns are W^T's
+        wq = f"{w.name}::{'T::' if transposed else ''}int8"
+        if wq not in done:
+            a = numpy_helper.to_array(w)
+            q, scale, colsum = quantize_columns(a.T if transposed else a)
             m.graph.initializer.extend([numpy_helper.from_array(q, wq),
-                                        numpy_helper.from_array(scale, f"{w.name}::scale"),
-                                        numpy_helper.from_array(colsum, f"{w.name}::colsum")])
-            done.add(w.name)
+                                        numpy_helper.from_array(scale, wq[: -len("int8")] + "scale"),
+                                        numpy_helper.from_array(colsum, wq[: -len("int8")] + "colsum")])
+            done.add(wq)
+        base = wq[: -len("int8")]
+        bias = node.input[2] if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2] else None
         x, y, p = node.input[0], node.output[0], f"{node.name}::rowq/"
 
         def op(kind, inputs, name=None, **attrs):
@@ -169,8 +174,10 @@ def quantize_rows(path: Path, exclude: list[str]) -> int:
                         op("Add", [zp, "rowq::half"], "zp_half")], "xz")
         xq = op("Cast", [op("Clip", [xz, "rowq::zero", "rowq::top"], "xc")], "xq", to=TensorProto.UINT8)
         acc = op("Cast", [op("MatMulInteger", [xq, wq], "acc_int")], "acc", to=TensorProto.FLOAT)
-        d = op("Sub", [acc, op("Mul", [zp, f"{w.name}::colsum"], "zp_sum")], "d")
-        op("Mul", [d, op("Mul", [scale, f"{w.name}::scale"], "scales")], "y")
+        d = op("Sub", [acc, op("Mul", [zp, base + "colsum"], "zp_sum")], "d")
+        scaled = op("Mul", [d, op("Mul", [scale, base + "scale"], "scales")], None if bias else "y")
+        if bias:
+            op("Add", [scaled, bias], "y")
         n += 1
     del m.graph.node[:]
     m.graph.node.extend(nodes)
@@ -180,6 +187,17 @@ def quantize_rows(path: Path, exclude: list[str]) -> int:
     m.graph.initializer.extend(kept)
     onnx.save(m, str(path))
     return n
+
+
+def _linear_gemm(node) -> bool:
+    """A MatMul, or a Gemm that computes x W^T (+ b): alpha = beta = 1, x as it is, W transposed."""
+    if node.op_type == "MatMul":
+        return True
+    from onnx import helper
+
+    a = {attr.name: helper.get_attribute_value(attr) for attr in node.attribute}
+    return a.get("transA", 0) == 0 and a.get("transB", 0) == 1 and a.get("alpha", 1.0) == 1.0 \
+        and a.get("beta", 1.0) == 1.0
 
 
 def _quantize_static(out: Path, calibration: list, meta: dict[str, str]) -> None:

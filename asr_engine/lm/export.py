@@ -44,10 +44,17 @@ class _StepModule(nn.Module):
         return self.model.step(tokens, state, src)
 
 
-def export_lm_onnx(model: GILRLanguageModel, path: str | Path, opset: int = 17, weights: str = "") -> Path:
+def export_lm_onnx(model: GILRLanguageModel, path: str | Path, opset: int = 17, weights: str = "",
+                   precision: str = "fp32") -> Path:
     """The decoding step as an ONNX graph: tokens (N,) int64, state (L, M, d) float32, src (N,) int64
-    -> log_probs (N, V), new_state (L, N, d). The parent gather is inside the graph."""
+    -> log_probs (N, V), new_state (L, N, d). The parent gather is inside the graph. precision "int8": its
+    linear layers as the encoder's int8 exports have theirs (asr_engine.export.onnx.quantize_rows: each row
+    quantized with its own scale, so a hypothesis scores the same whatever else the step holds), but the
+    output projection (the tied embedding), whose log-probabilities the search adds up, stays fp32."""
     import onnx
+
+    if precision not in ("fp32", "int8"):
+        raise ValueError(f"precision: fp32 or int8, got {precision!r}")
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,10 +68,18 @@ def export_lm_onnx(model: GILRLanguageModel, path: str | Path, opset: int = 17, 
                           output_names=["log_probs", "new_state"], opset_version=opset, dynamo=False,
                           dynamic_axes={"tokens": {0: "n"}, "src": {0: "n"}, "state": {1: "m"},
                                         "log_probs": {0: "n"}, "new_state": {1: "n"}})
+    if precision == "int8":
+        from asr_engine.export.onnx import quantize_rows
+
+        m = onnx.load(str(path))
+        shapes = {i.name: list(i.dims) for i in m.graph.initializer}
+        output = [n.name for n in m.graph.node if n.op_type == "MatMul"
+                  and shapes.get(n.input[1], [None])[-1] == cfg.vocab_size]
+        quantize_rows(path, exclude=output)
     m = onnx.load(str(path))
     for key, value in {"asr_engine_lm_format": str(ONNX_FORMAT), "n_layers": str(cfg.n_layers),
                        "d_model": str(cfg.d_model), "vocab_size": str(cfg.vocab_size),
-                       "vocab_hash": cfg.vocab_hash, "weights": weights}.items():
+                       "vocab_hash": cfg.vocab_hash, "weights": weights, "precision": precision}.items():
         m.metadata_props.add(key=key, value=value)
     onnx.save(m, str(path))
     return path

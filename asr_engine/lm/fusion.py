@@ -24,9 +24,11 @@ import numpy as np
 
 from asr_engine.lm.config import BOUNDARY, lm_fusion_defaults, read_lm_config, resolve_lm_dir, step_version
 
-__all__ = ["LEXICON_FILE", "ONNX_FORMAT", "OnnxLMStep", "ShallowFusion", "load_fusion", "onnx_step"]
+__all__ = ["LEXICON_FILE", "ONNX_FORMAT", "PRECISIONS", "OnnxLMStep", "ShallowFusion", "load_fusion", "onnx_step",
+           "step_file"]
 
 ONNX_FORMAT = 1
+PRECISIONS = ("fp32", "int8")  # the LM step's: as the acoustic model's (asr_engine.export.runtime.PRECISIONS)
 WEIGHT, LENGTH_BONUS = 0.5, 1.0  # for an LM whose lm.json records no tuned fusion weights
 LEXICON_PENALTY = -4.0  # for an LM folder with a lexicon and no tuned penalty (the bundled LM's tuning)
 LEXICON_FILE = "lexicon.txt"
@@ -34,25 +36,34 @@ LEXICON_FILE = "lexicon.txt"
 StepResult = tuple
 
 
-def onnx_step(lm_dir: str | Path, threads: int = 1) -> "OnnxLMStep":
-    """The LM's ONNX step: the folder's own lm.onnx when it was made from these weights (the bundled
-    LM ships one), else an export in the user's cache, made once per set of weights (needs torch).
-    The shipped file is opened once, and its metadata says whether it fits."""
+def step_file(precision: str = "fp32") -> str:
+    """The name of an LM folder's exported step in this precision: lm.onnx, lm-int8.onnx."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"LM precision: one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return "lm.onnx" if precision == "fp32" else f"lm-{precision}.onnx"
+
+
+def onnx_step(lm_dir: str | Path, threads: int = 1, precision: str = "fp32") -> "OnnxLMStep":
+    """The LM's ONNX step in `precision` (fp32, or int8: its linear layers in int8, each row quantized on its
+    own): the folder's own lm.onnx / lm-int8.onnx when it was made from these weights (the bundled LM ships
+    both), else an export in the user's cache, made once per set of weights (needs torch). The shipped file is
+    opened once, and its metadata says whether it fits."""
     from asr_engine.backend import cache_dir, export_once
 
     lm_dir = resolve_lm_dir(lm_dir)
     version = step_version(lm_dir)
-    if (lm_dir / "lm.onnx").is_file():
-        step = OnnxLMStep(lm_dir / "lm.onnx", threads)
-        if step.meta.get("weights") == version:
+    name = step_file(precision)
+    if (lm_dir / name).is_file():
+        step = OnnxLMStep(lm_dir / name, threads)
+        if step.meta.get("weights") == version and step.precision == precision:
             return step
-    out = cache_dir("lm-onnx") / f"{version}-v{ONNX_FORMAT}.onnx"
+    out = cache_dir("lm-onnx") / f"{version}-v{ONNX_FORMAT}{'' if precision == 'fp32' else '-' + precision}.onnx"
 
     def make(tmp: Path) -> None:
         from asr_engine.lm.export import export_lm_onnx
         from asr_engine.lm.model import load_lm
 
-        export_lm_onnx(load_lm(lm_dir), tmp, weights=version)
+        export_lm_onnx(load_lm(lm_dir), tmp, weights=version, precision=precision)
 
     return OnnxLMStep(export_once(out, f"the LM step of {lm_dir} to ONNX", make, Path.is_file), threads)
 
@@ -71,6 +82,7 @@ class OnnxLMStep:
         if meta.get("asr_engine_lm_format") != str(ONNX_FORMAT):
             raise ValueError(f"{path}: not an asr-engine LM step (format {meta.get('asr_engine_lm_format')})")
         self.n_layers, self.d_model = int(meta["n_layers"]), int(meta["d_model"])
+        self.precision = meta.get("precision", "fp32")  # an export made before int8 steps: fp32
 
     def zeros(self, n: int) -> np.ndarray:
         return np.zeros((self.n_layers, n, self.d_model), np.float32)
@@ -107,19 +119,24 @@ class ShallowFusion:
 
 def load_fusion(path: str | Path, tokenizer, weight: float | None = None, length_bonus: float | None = None,
                 backend: str = "auto", device: str = "cpu", threads: int = 1,
-                lexicon_penalty: float | None = None) -> ShallowFusion:
+                lexicon_penalty: float | None = None, precision: str = "fp32") -> ShallowFusion:
     """An LM folder (from `asr-engine lm train`; 'default': the bundled LM) ready for decoding on
     `backend` ('onnx': its step exported once and run on ONNX Runtime with `threads` threads (a
     step is small: 1 is fastest); 'torch': the module on `device`). `weight`, `length_bonus` and
     `lexicon_penalty` default to the values tuned for the LM (recorded in its lm.json), else WEIGHT,
     LENGTH_BONUS and LEXICON_PENALTY; the lexicon is the folder's lexicon.txt, when it has one
     (a penalty of 0 leaves it out). Refuses an LM trained on another vocabulary than the acoustic
-    model's."""
+    model's. `precision` "int8" runs the ONNX step's linear layers in int8 (ONNX Runtime on the CPU only, as
+    the acoustic model's int8)."""
     from asr_engine.backend import check_device, resolve_backend
     from asr_engine.lexicon import Lexicon
 
     check_device(device, backend)
     backend = resolve_backend(backend, device)
+    step_file(precision)  # a precision that is none is refused before anything loads
+    if precision != "fp32" and (backend != "onnx" or device != "cpu"):
+        raise ValueError(f"an LM step in {precision} runs on ONNX Runtime on the CPU only (here: {backend} on "
+                         f"{device}); use fp32")
     read_lm_config(path, tokenizer)
     tuned = lm_fusion_defaults(path)
     weight = tuned.get("weight", WEIGHT) if weight is None else weight
@@ -131,7 +148,7 @@ def load_fusion(path: str | Path, tokenizer, weight: float | None = None, length
     penalty = tuned.get("lexicon_penalty", LEXICON_PENALTY) if lexicon_penalty is None else lexicon_penalty
     lexicon = Lexicon.from_file(lexicon_file, tokenizer, penalty) if penalty != 0 and lexicon_file.is_file() else None
     if backend == "onnx":
-        return ShallowFusion(onnx_step(path, threads), weight, length_bonus, lexicon)
+        return ShallowFusion(onnx_step(path, threads, precision), weight, length_bonus, lexicon)
     from asr_engine.lm.export import TorchLMStep
     from asr_engine.lm.model import load_lm
 

@@ -46,14 +46,30 @@ def grid(bundled_path, candidate_path, write):
 
 
 def runs():
+    def load(c, lm, p, r):
+        try:
+            return json.load(open(f"runs/lm_{c}_{lm}_{p}_r{r}.json"))["settings"][0]
+        except FileNotFoundError:
+            return None
+
+    int8_ok = True
     for c in ("full", "streaming"):
-        res = {lm: [json.load(open(f"runs/lm_{c}_{lm}_r{r}.json"))["settings"][0] for r in (1, 2)]
-               for lm in ("bundled", "w512")}
-        rtf = {lm: sum(s["rtf"] for s in rr) / 2 for lm, rr in res.items()}  # the same audio in every run
-        for lm, rr in res.items():
-            print(f"{c:9} {lm:7}: WER {rr[0]['wer']:.2%} / {rr[1]['wer']:.2%}, CER {rr[0]['cer']:.2%}, "
-                  f"RTF {rr[0]['rtf']:.4f} + {rr[1]['rtf']:.4f} -> {rtf[lm]:.4f}")
-        print(f"{c:9} candidate / bundled real-time factor: {rtf['w512'] / rtf['bundled']:.2f}x")
+        res = {(lm, p): [s for s in (load(c, lm, p, r) for r in (1, 2)) if s]
+               for lm in ("bundled", "w512") for p in ("fp32", "int8")}
+        rtf = {k: sum(s["rtf"] for s in rr) / len(rr) for k, rr in res.items()}  # the same audio in every run
+        for (lm, p), rr in res.items():
+            print(f"{c:9} {lm:7} LM step {p}: WER " + " / ".join(f"{s['wer']:.2%}" for s in rr)
+                  + f", CER {rr[0]['cer']:.2%}, RTF " + " + ".join(f"{s['rtf']:.4f}" for s in rr)
+                  + f" -> {rtf[lm, p]:.4f}")
+        d = res["bundled", "int8"][0]["wer"] - res["bundled", "fp32"][0]["wer"]
+        int8_ok &= d <= 0.001
+        print(f"{c:9} bundled LM, int8 step - fp32 step: {d * 100:+.2f} points (bar: +0.1)")
+        for p in ("fp32", "int8"):
+            dw = res["w512", p][0]["wer"] - res["bundled", p][0]["wer"]
+            print(f"{c:9} candidate / bundled, LM step {p}: WER {dw * 100:+.2f} points, real-time factor "
+                  f"{rtf['w512', p] / rtf['bundled', p]:.2f}x")
+    print(f"the int8 step {'passes' if int8_ok else 'fails'} its bar: the candidate is judged with an "
+          f"{'int8' if int8_ok else 'fp32'} step")
 
 
 if __name__ == "__main__":

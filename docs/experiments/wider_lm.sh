@@ -14,15 +14,22 @@ cp asr_engine/models/default-lm/lexicon.txt $C/
 [ -s runs/grid_w512_b16.jsonl ] || python -m bench lm $GRID --lm $C --results runs/grid_w512_b16.jsonl
 python docs/experiments/wider_lm.py grid runs/grid_bundled_b16.jsonl runs/grid_w512_b16.jsonl --write $C/lm.json
 asr-engine lm export $C
+# per layout: the bundled LM with an fp32 and an int8 step and the candidate with an int8 step, twice, alternated;
+# the candidate with an fp32 step once (the amended rule)
 for X in full streaming; do
   for R in 1 2; do
     for L in bundled w512; do
       LM=default; [ $L = w512 ] && LM=$C
-      asr-engine eval $M --context $X --lm $LM --thresholds 0.99 --backend onnx --threads 2 -q \
-        --json runs/lm_${X}_${L}_r${R}.json
+      for P in fp32 int8; do
+        [ $L = w512 ] && [ $P = fp32 ] && [ $R = 2 ] && continue
+        asr-engine eval $M --context $X --lm $LM --lm-precision $P --thresholds 0.99 --backend onnx --threads 2 -q \
+          --json runs/lm_${X}_${L}_${P}_r${R}.json
+      done
     done
   done
-  (cd docs/experiments && python paired.py --json ../../runs/lm_${X}_bundled_r1.json ../../runs/lm_${X}_w512_r1.json \
-    ../../$M 0.99)
+  for P in fp32 int8; do
+    (cd docs/experiments && python paired.py --json ../../runs/lm_${X}_bundled_${P}_r1.json \
+      ../../runs/lm_${X}_w512_${P}_r1.json ../../$M 0.99)
+  done
 done
 python docs/experiments/wider_lm.py runs
