@@ -743,13 +743,19 @@ def cmd_lm_export(args: argparse.Namespace) -> int:
     from asr_engine.lm.export import export_lm_onnx
     from asr_engine.lm.model import load_lm
 
-    from asr_engine.lm.fusion import PRECISIONS, step_file
+    from asr_engine.export.onnx import share_weights
+    from asr_engine.lm.fusion import PRECISIONS, SHARED_SPEC, step_file
 
     d = resolve_lm_dir(args.dir)
     model, version = load_lm(d), step_version(d)
-    for precision in PRECISIONS:  # what --precision fp32 and int8 run
-        out = export_lm_onnx(model, d / step_file(precision), weights=version, precision=precision)
-        print(f"wrote {out}", file=sys.stderr)
+    files = tuple(step_file(p) for p in PRECISIONS)  # what --precision fp32 and int8 run
+    for precision, name in zip(PRECISIONS, files):
+        export_lm_onnx(model, d / name, weights=version, precision=precision)
+    # the graphs read their weights from lm.safetensors (int8 ones derived on load): the folder holds them once
+    shared = share_weights(d, d / "lm.safetensors", files, location="lm.safetensors")
+    (d / SHARED_SPEC).write_text(json.dumps({"weights": version, "shared": shared}, indent=1) + "\n")
+    for name in (*files, SHARED_SPEC):
+        print(f"wrote {d / name}", file=sys.stderr)
     return 0
 
 

@@ -321,6 +321,37 @@ def test_the_lm_precision_follows_the_acoustic_model_and_is_checked(tmp_path, ca
     assert "--lm: an LM step in int8 runs on ONNX Runtime on the CPU only" in capsys.readouterr().err
 
 
+def test_lm_export_writes_graphs_that_read_the_folders_weights(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from asr_engine.cli import main
+    from asr_engine.lm.fusion import SHARED_SPEC, onnx_step
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    m = random_lm(29, d=64)
+    d = save_lm(m, tmp_path / "lm")
+    assert main(["lm", "export", str(d)]) == 0
+    for name in ("lm.onnx", "lm-int8.onnx"):  # graphs only: the weights stay in lm.safetensors alone
+        assert (d / name).stat().st_size < 0.2 * (d / "lm.safetensors").stat().st_size
+    spec = json.loads((d / SHARED_SPEC).read_text())
+    assert {r["derive"] for r in spec["shared"]["initializers"]["lm-int8.onnx"] if "derive" in r} == {
+        "int8", "scale", "colsum"}
+    state = (torch.randn(2, 3, 64) * 0.5).numpy()
+    for precision in ("fp32", "int8"):  # the folder's step is the self-contained export's
+        alone = OnnxLMStep(export_lm_onnx(m, tmp_path / f"{precision}.onnx", precision=precision))
+        step = onnx_step(d, precision=precision)
+        assert step.precision == precision
+        np.testing.assert_allclose(step([3, 5, 7], state, [0, 2, 1])[0], alone([3, 5, 7], state, [0, 2, 1])[0],
+                                   atol=1e-5)
+    assert not (tmp_path / "cache").exists()  # nothing exported again
+    with torch.no_grad():
+        m.embed.weight.mul_(0.5)
+    save_lm(m, d)  # new weights: the folder's graphs no longer fit them, and the cache gets a fresh export
+    fresh = onnx_step(d, precision="int8")
+    assert list((tmp_path / "cache" / "asr-engine" / "lm-onnx").glob("*-int8.onnx"))
+    alone = OnnxLMStep(export_lm_onnx(m, tmp_path / "new.onnx", precision="int8"))
+    np.testing.assert_allclose(fresh([3], state, [1])[0], alone([3], state, [1])[0], atol=1e-5)
+
+
 # --- the engine, the CLI and the server ------------------------------------------------------------
 
 @pytest.fixture(scope="module")

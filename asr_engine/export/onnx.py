@@ -353,10 +353,12 @@ def safetensors_index(path: Path) -> tuple[dict[str, dict], int]:
     return header, 8 + n
 
 
-def share_weights(out: Path, weights: Path) -> dict:
+def share_weights(out: Path, weights: Path, stages: tuple[str, ...] = ("bottom.onnx", "top.onnx"),
+                  location: str | None = None) -> dict:
     """Point an export's weights at the checkpoint's own `weights` file instead of copying them.
 
-    Every initializer of bottom.onnx and top.onnx whose values are a tensor of `weights` (as stored,
+    Every initializer of the `stages` in `out` (an encoder export's bottom.onnx and top.onnx; an LM folder's
+    steps) whose values are a tensor of `weights` (as stored,
     or transposed) becomes a reference to that tensor's bytes in the file: an external-data
     initializer in its stored dtype, then Cast to float32 (and Transpose) nodes in front of the graph,
     which ONNX Runtime folds into constants when the session starts. The int8 weights of quantize_rows
@@ -364,7 +366,8 @@ def share_weights(out: Path, weights: Path) -> dict:
     that say so ("derive"): the runtime computes them from the tensor when it opens the export. The export
     then holds only the graphs (a few hundred kB) and the weights ship once, in model.safetensors beside the
     export folder. The runtime hands the referenced bytes to ORT itself (`add_external_initializers`, from a
-    memory map), so nothing but numpy reads them. Returns the references for export.json."""
+    memory map), so nothing but numpy reads them. `location`: the weights file as the graphs name it (default
+    ../NAME: the export folder sits beside it). Returns the references for export.json."""
     import hashlib
 
     import numpy as np
@@ -374,7 +377,8 @@ def share_weights(out: Path, weights: Path) -> dict:
     def digest(a):
         return a.shape, a.dtype.str, hashlib.sha1(np.ascontiguousarray(a).tobytes()).digest()
 
-    graphs = {stage: onnx.load(str(out / stage)) for stage in ("bottom.onnx", "top.onnx")}
+    graphs = {stage: onnx.load(str(out / stage)) for stage in stages}
+    location = location or f"../{weights.name}"
     has_int8 = any(i.name.endswith("::int8") for m in graphs.values() for i in m.graph.initializer)
     header, data_start = safetensors_index(weights)
     raw = np.memmap(weights, dtype=np.uint8, mode="r")
@@ -413,7 +417,7 @@ def share_weights(out: Path, weights: Path) -> dict:
             def reference(ref_name, data_type, dims):
                 ref = onnx.TensorProto(name=ref_name, data_type=data_type, dims=dims,
                                        data_location=onnx.TensorProto.EXTERNAL)
-                for key, value in (("location", f"../{weights.name}"), ("offset", str(offset)),
+                for key, value in (("location", location), ("offset", str(offset)),
                                    ("length", str(end - offset))):
                     ref.external_data.add(key=key, value=value)
                 return ref

@@ -251,21 +251,22 @@ class OnnxModel:
 _DTYPES = {"F16": np.float16, "F32": np.float32}
 
 
-def _shared_weights(d: Path) -> dict[str, tuple[list[str], list]]:
-    """The initializers an export leaves in its checkpoint's weights file (export.json "shared"), per
-    stage: their names and OrtValues over a read-only memory map of the file (the session folds them
-    into float32 constants when it starts; ORT keeps the OrtValues, which keep the map). A reference with
-    "derive" is one of quantize_columns' three arrays, computed here from the tensor it names (transposed
-    first if it says so): an int8 export ships its graphs only."""
+def _shared_weights(d: Path, spec: str = "export.json", base: Path | None = None) -> dict[str, tuple[list[str], list]]:
+    """The initializers an export leaves in its checkpoint's weights file (`spec`'s "shared": export.json's
+    in an encoder export, lm-onnx.json's in an LM folder), per stage: their names and OrtValues over a
+    read-only memory map of the file (the session folds them into float32 constants when it starts; ORT
+    keeps the OrtValues, which keep the map). The file is found in `base` (default: the folder above `d`).
+    A reference with "derive" is one of quantize_columns' three arrays, computed here from the tensor it
+    names (transposed first if it says so): an int8 export ships its graphs only."""
     try:
-        shared = json.loads((d / "export.json").read_text()).get("shared")
+        shared = json.loads((d / spec).read_text()).get("shared")
     except (OSError, ValueError):
         return {}
     if not shared:
         return {}
     import onnxruntime as ort
 
-    weights = d.parent / shared["file"]
+    weights = (d.parent if base is None else base) / shared["file"]
     if not weights.is_file():
         raise ValueError(f"{d}: the export keeps its weights in {weights}, which is missing")
     raw = np.memmap(weights, dtype=np.uint8, mode="r")
@@ -275,8 +276,8 @@ def _shared_weights(d: Path) -> dict[str, tuple[list[str], list]]:
         names, values = [], []
         for r in refs:
             if r["dtype"] not in _DTYPES or r["offset"] + r["length"] > raw.size:
-                raise ValueError(f"{d}: export.json refers to {r['tensor']} ({r['dtype']}) that {weights} "
-                                 f"does not hold; export the checkpoint again")
+                raise ValueError(f"{d}: {spec} refers to {r['tensor']} ({r['dtype']}) that {weights} "
+                                 f"does not hold; export it again")
             a = raw[r["offset"]: r["offset"] + r["length"]].view(_DTYPES[r["dtype"]]).reshape(r["shape"])
             if "derive" in r:
                 key = (r["tensor"], bool(r.get("transposed")))

@@ -24,14 +24,16 @@ import numpy as np
 
 from asr_engine.lm.config import BOUNDARY, lm_fusion_defaults, read_lm_config, resolve_lm_dir, step_version
 
-__all__ = ["LEXICON_FILE", "ONNX_FORMAT", "PRECISIONS", "OnnxLMStep", "ShallowFusion", "load_fusion", "onnx_step",
-           "step_file"]
+__all__ = ["LEXICON_FILE", "ONNX_FORMAT", "PRECISIONS", "SHARED_SPEC", "OnnxLMStep", "ShallowFusion", "load_fusion",
+           "onnx_step", "step_file"]
 
 ONNX_FORMAT = 1
 PRECISIONS = ("fp32", "int8")  # the LM step's: as the acoustic model's (asr_engine.export.runtime.PRECISIONS)
 WEIGHT, LENGTH_BONUS = 0.5, 1.0  # for an LM whose lm.json records no tuned fusion weights
 LEXICON_PENALTY = -4.0  # for an LM folder with a lexicon and no tuned penalty (the bundled LM's tuning)
 LEXICON_FILE = "lexicon.txt"
+# where an LM folder's exported steps find their weights in its lm.safetensors (`asr-engine lm export`)
+SHARED_SPEC = "lm-onnx.json"
 # a step's result: next-token log-probs (N lists of V), new state (L, N, d) (numpy on ONNX, torch on torch)
 StepResult = tuple
 
@@ -53,8 +55,8 @@ def onnx_step(lm_dir: str | Path, threads: int = 1, precision: str = "fp32") -> 
     lm_dir = resolve_lm_dir(lm_dir)
     version = step_version(lm_dir)
     name = step_file(precision)
-    if (lm_dir / name).is_file():
-        step = OnnxLMStep(lm_dir / name, threads)
+    if (lm_dir / name).is_file() and _shared_spec(lm_dir).get("weights", version) == version:
+        step = OnnxLMStep(lm_dir / name, threads, lm_dir)
         if step.meta.get("weights") == version and step.precision == precision:
             return step
     out = cache_dir("lm-onnx") / f"{version}-v{ONNX_FORMAT}{'' if precision == 'fp32' else '-' + precision}.onnx"
@@ -68,15 +70,30 @@ def onnx_step(lm_dir: str | Path, threads: int = 1, precision: str = "fp32") -> 
     return OnnxLMStep(export_once(out, f"the LM step of {lm_dir} to ONNX", make, Path.is_file), threads)
 
 
-class OnnxLMStep:
-    """The exported step on ONNX Runtime (CPU)."""
+def _shared_spec(lm_dir: Path) -> dict:
+    """lm-onnx.json: the weights its steps were made from (step_version) and where they read them."""
+    import json
 
-    def __init__(self, path: str | Path, threads: int = 1):
+    try:
+        return json.loads((lm_dir / SHARED_SPEC).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+class OnnxLMStep:
+    """The exported step on ONNX Runtime (CPU). `lm_dir`: the LM folder whose lm-onnx.json says where in its
+    lm.safetensors the step's weights are (a step `asr-engine lm export` wrote there holds only its graph)."""
+
+    def __init__(self, path: str | Path, threads: int = 1, lm_dir: str | Path | None = None):
         import onnxruntime as ort
 
-        from asr_engine.export.runtime import _POOL, session_options
+        from asr_engine.export.runtime import _POOL, _shared_weights, session_options
 
         so = session_options(threads, global_pool=_POOL.get("mode") == "global")  # the process's thread-pool mode
+        if lm_dir is not None:
+            names, values = _shared_weights(Path(lm_dir), SHARED_SPEC, Path(lm_dir)).get(Path(path).name, ([], []))
+            if names:
+                so.add_external_initializers(names, values)
         self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.meta = meta = self.sess.get_modelmeta().custom_metadata_map
         if meta.get("asr_engine_lm_format") != str(ONNX_FORMAT):
