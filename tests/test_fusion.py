@@ -529,16 +529,21 @@ def test_server_with_lm_streams_what_offline_decodes(bundled_lm):
     assert [[m["text"] for m in msgs if m["type"] == "final"] for msgs in got] == [[t] for t in offline]
 
 
-def test_the_bundled_lm_ships_an_onnx_step_made_from_its_files(tmp_path):
+def test_the_bundled_lm_ships_an_onnx_step_made_from_its_files(tmp_path, monkeypatch):
     # installs without torch cannot export: the shipped step must fit the folder's network and weights,
     # and editing the fusion weights in lm.json (as tuning does) must not make it stale
     import shutil
 
     from asr_engine.lm.config import resolve_lm_dir, step_version
-    from asr_engine.lm.fusion import OnnxLMStep
+    from asr_engine.lm.fusion import SHARED_SPEC, onnx_step
 
     d = resolve_lm_dir("default")
-    assert OnnxLMStep(d / "lm.onnx").meta["weights"] == step_version(d)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for precision in ("fp32", "int8"):
+        step = onnx_step(d, precision=precision)
+        assert step.meta["weights"] == step_version(d) == json.loads((d / SHARED_SPEC).read_text())["weights"]
+        assert step.precision == precision
+    assert not (tmp_path / "cache").exists()  # the shipped steps, not exports made here
     copy = shutil.copytree(d, tmp_path / "lm")
     meta = json.loads((copy / "lm.json").read_text())
     meta["fusion"], meta["info"]["note"] = {"weight": 0.1, "length_bonus": 9.0}, "edited"

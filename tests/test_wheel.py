@@ -57,7 +57,8 @@ def test_the_wheel_ships_the_onnx_files_and_installs_without_torch(venv):
             assert f"asr_engine/models/default/onnx-{name}/{f}" in names
         # the graphs refer to the weights in model.safetensors (int8 too: derived when loaded): they ship once
         assert json.loads((bundled_model_dir() / f"onnx-{name}" / "export.json").read_text())["shared"]
-    assert "asr_engine/models/default-lm/lm.onnx" in names
+    for f in ("lm.onnx", "lm-int8.onnx", "lm-onnx.json"):  # the LM's steps, reading lm.safetensors too
+        assert f"asr_engine/models/default-lm/{f}" in names
     for f in ("model.onnx", "vocab.txt", "mixed.json", "punct.json"):
         assert f"asr_engine/models/default-punct/{f}" in names
     site = Path(_run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
@@ -91,7 +92,7 @@ def test_transcribe_without_torch_equals_the_torch_backend(venv, tmp_path):
     assert [g["top_fraction"] for g in got] == [round(x.top_fraction, 4) for x in ref]
     r = _run([str(env / "bin" / "asr-engine"), "transcribe", SAMPLES[0], "--beam", "16", "--lm", "default", "-q"],
              cwd=tmp_path, env={**os.environ, "XDG_CACHE_HOME": str(cache)})
-    # the bundled LM's shipped lm.onnx, and the int8 exports the bundled model recommends: nothing exported
+    # the bundled LM's shipped lm-int8.onnx, and the int8 exports the bundled model recommends: nothing exported
     assert r.stdout.strip() and not (cache / "asr-engine").exists()
     default = _run([str(env / "bin" / "asr-engine"), "transcribe", SAMPLES[0], "-q"], cwd=tmp_path,
                    env={**os.environ, "XDG_CACHE_HOME": str(cache)})
