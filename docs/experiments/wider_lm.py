@@ -3,6 +3,9 @@
 python docs/experiments/wider_lm.py grid BUNDLED.jsonl CANDIDATE.jsonl --write CANDIDATE/lm.json
     each grid's points by errors; the candidate's best point (a tie: fewer grid steps from the shipped point)
     written into its lm.json's fusion; whether the bundled LM's own best passes the 12-word bar
+python docs/experiments/wider_lm.py pack runs/lm-w512 runs/lm-w512-ship
+    the candidate as it would ship: its weights in fp16 (as the bundled LM's), the bundled lexicon, its
+    provenance; the grid and the decision read this folder
 python docs/experiments/wider_lm.py runs
     the heldout3 runs of wider_lm.sh: WER per run, real-time factor over the two runs, the ratio per layout
 """
@@ -45,6 +48,24 @@ def grid(bundled_path, candidate_path, write):
             print(f"  written into {write}: {cfg['fusion']}")
 
 
+def pack(src, dst):
+    import shutil
+
+    from asr_engine.lm.model import load_lm, save_lm
+
+    bundled = json.load(open("asr_engine/models/default-lm/lm.json"))["info"]
+    info = json.load(open(f"{src}/lm.json"))["info"]
+    info["trained_on"] = bundled["trained_on"].replace("data/heldout and data/heldout2", "data/heldout and "
+                                                      "data/heldout3")
+    info["command"] = ("asr-engine data text --sources wordnet,fortunes,sotu,chatterbot --out all4.txt && "
+                       "asr-engine lm train --text all4.txt --heldout-text heldout/manifest.jsonl --heldout-text "
+                       "heldout3/manifest.jsonl --out lm --steps 4000 --d-model 512 --eval-every 500 --threads 2")
+    info["lexicon"] = bundled["lexicon"]
+    save_lm(load_lm(src), dst, info, half=True)
+    shutil.copy("asr_engine/models/default-lm/lexicon.txt", dst)
+    print(f"{dst}: fp16 weights, the bundled lexicon; held-out perplexity {info['heldout_ppl']:.2f}")
+
+
 def runs():
     def load(c, lm, p, r):
         try:
@@ -75,5 +96,7 @@ def runs():
 if __name__ == "__main__":
     if sys.argv[1] == "grid":
         grid(sys.argv[2], sys.argv[3], sys.argv[sys.argv.index("--write") + 1])
+    elif sys.argv[1] == "pack":
+        pack(sys.argv[2], sys.argv[3])
     else:
         runs()
