@@ -38,7 +38,8 @@ def load(model: str | Path | None = None, *, backend: str = "auto", device: str 
          lm: str | Path | None = _RECOMMENDED, lm_weight: float | None = None, length_bonus: float | None = None,
          lexicon_penalty: float | None = None, rescore: str | None = None, rescore_weight: float | None = None,
          for_files: bool = False, context: str | None = None, two_pass: bool = False,
-         punctuate: str | Path | None = _RECOMMENDED, precision: str | None = None, **decode) -> Engine:
+         punctuate: str | Path | None = _RECOMMENDED, precision: str | None = None, lm_precision: str = "fp32",
+         **decode) -> Engine:
     """An Engine for a model folder (None: the bundled model). `decode`: DecodeOptions fields
     (beam, nbest, skip_threshold, hotwords, hotword_boost, chunk_frames, max_batch, auto_gain); `lm`: an
     LM folder or 'default' (the bundled LM) fused into beam search (needs beam > 1), with the weights
@@ -56,8 +57,8 @@ def load(model: str | Path | None = None, *, backend: str = "auto", device: str 
     default: what the model recommends (its decoding.json: the bundled one for the bundled model); numbers (a
     DecodeOptions field): None (digits in punctuated results: "press 1", "$5.50"), True (digits also without
     punctuation) or False (words, as the recognizer says them). precision: "int8" (the encoder's MatMuls in
-    int8, on ONNX Runtime, and the LM step's linear layers) or "fp32"; default: what the model recommends (its
-    decoding.json), fp32 on torch."""
+    int8, on ONNX Runtime) or "fp32"; default: what the model recommends (its decoding.json), fp32 on torch.
+    lm_precision: the LM step's linear layers, "fp32" or "int8" (ONNX Runtime on the CPU)."""
     from asr_engine.backend import load_model, resolve_backend, resolve_context, resolve_decoding, resolve_punctuation
     from asr_engine.punctuation import load_punctuator
 
@@ -77,7 +78,7 @@ def load(model: str | Path | None = None, *, backend: str = "auto", device: str 
         from asr_engine.lm.fusion import load_fusion
 
         fusion = load_fusion(lm, m.tokenizer, lm_weight, length_bonus, resolve_backend(backend, device), device,
-                             lexicon_penalty=lexicon_penalty, precision=m.precision)
+                             lexicon_penalty=lexicon_penalty, precision=lm_precision)
     rescorer = None
     if rescore is not None:
         if rescore != "whisper":

@@ -172,7 +172,7 @@ def _local_runner(args: argparse.Namespace, backend: str, streaming: bool | None
     args.precision = model.precision  # as run: the summary names it
     engine = Engine(model, DecodeOptions(beam=args.beam, nbest=args.nbest, skip_threshold=args.skip_threshold,
                                          hotwords=_hotwords(args.hotwords), hotword_boost=args.hotword_boost,
-                                         lm=_fusion(args, model.tokenizer, backend, model.precision),
+                                         lm=_fusion(args, model.tokenizer, backend),
                                          chunk_frames=args.chunk_frames,
                                          max_batch=args.batch_size, rescorer=_rescorer(args),
                                          auto_gain=args.auto_gain, punctuator=_punctuator(args),
@@ -346,7 +346,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     backend = resolve_backend(args.backend, args.device)
     engine = Engine(model, DecodeOptions(chunk_frames=args.chunk_frames, beam=args.beam, nbest=args.beam,
                                          skip_threshold=args.skip_threshold, max_batch=args.batch_size,
-                                         lm=_fusion(args, model.tokenizer, backend, model.precision),
+                                         lm=_fusion(args, model.tokenizer, backend),
                                          rescorer=_rescorer(args),
                                          auto_gain=args.auto_gain, punctuator=_punctuator(args),
                                          numbers=_numbers(args)),
@@ -455,9 +455,9 @@ def _add_lm_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lexicon-penalty", type=FINITE, default=None,
                    help="log-score (<= 0) charged once per word that is not in the LM's lexicon.txt; 0 turns the "
                         "lexicon off (default: tuned for the LM, in its lm.json)")
-    p.add_argument("--lm-precision", choices=LM_PRECISIONS, default=None,
-                   help="the LM step's matrix products: int8 (each hypothesis quantized on its own; ONNX Runtime on "
-                        "the CPU) or fp32 (default: the acoustic model's --precision)")
+    p.add_argument("--lm-precision", choices=LM_PRECISIONS, default="fp32",
+                   help="the LM step's linear layers: fp32 (default) or int8 (each hypothesis quantized on its own; "
+                        "ONNX Runtime on the CPU)")
 
 
 def _add_rescore_arguments(p: argparse.ArgumentParser) -> None:
@@ -553,9 +553,8 @@ def _recommended(args: argparse.Namespace) -> None:
         raise InputError(str(e)) from e
 
 
-def _fusion(args: argparse.Namespace, tokenizer, backend: str, precision: str = "fp32"):
-    """The --lm model for decoding, on the acoustic model's backend, its step in --lm-precision (default: the
-    acoustic model's precision as run), or None."""
+def _fusion(args: argparse.Namespace, tokenizer, backend: str):
+    """The --lm model for decoding, on the acoustic model's backend, its step in --lm-precision, or None."""
     if not args.lm or args.lm == "none":
         return None
     from asr_engine.lm.fusion import load_fusion
@@ -564,7 +563,7 @@ def _fusion(args: argparse.Namespace, tokenizer, backend: str, precision: str = 
         raise InputError("--lm needs beam search: add --beam 8 (or 4)")
     try:
         return load_fusion(args.lm, tokenizer, args.lm_weight, args.length_bonus, backend, args.device,
-                           lexicon_penalty=args.lexicon_penalty, precision=args.lm_precision or precision)
+                           lexicon_penalty=args.lexicon_penalty, precision=args.lm_precision)
     except ValueError as e:
         raise InputError(f"--lm: {e}") from None
 
@@ -882,7 +881,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         sources += [source_of(u, name) if args.by_source else name for u in rows]
     model = load_model(args.model, args.backend, args.device, args.threads, for_files=True, context=args.context,
                        precision=args.precision)
-    lm = _fusion(args, model.tokenizer, resolve_backend(args.backend, args.device), model.precision)
+    lm = _fusion(args, model.tokenizer, resolve_backend(args.backend, args.device))
     report = evaluate(model, utts, sources, thresholds, args.beam, args.batch_size,
                       progress=not args.quiet, lm=lm, rescorer=_rescorer(args), auto_gain=args.auto_gain)
     for line in report.failed:

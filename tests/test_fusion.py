@@ -295,7 +295,7 @@ def test_int8_step_quantizes_each_row_alone_and_keeps_the_output_projection(tmp_
         export_lm_onnx(m, tmp_path / "x.onnx", precision="int4")
 
 
-def test_the_lm_precision_follows_the_acoustic_model_and_is_checked(tmp_path, capsys):
+def test_the_lm_precision_is_chosen_and_checked(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     import asr_engine
     from asr_engine.cli import main
@@ -309,14 +309,15 @@ def test_the_lm_precision_follows_the_acoustic_model_and_is_checked(tmp_path, ca
         load_fusion(lm, tok, backend="torch", precision="int8")
     with pytest.raises(ValueError, match="one of fp32, int8"):
         load_fusion(lm, tok, backend="onnx", precision="bf16")
+    assert asr_engine.load(beam=4, lm=lm).options.lm.step.precision == "fp32"  # the default
     for precision in ("int8", "fp32"):
-        engine = asr_engine.load(beam=4, lm=lm, precision=precision)
-        assert engine.model.precision == engine.options.lm.step.precision == precision
+        assert asr_engine.load(beam=4, lm=lm, lm_precision=precision).options.lm.step.precision == precision
     args = [SAMPLES[0], "--beam", "4", "--lm", str(lm), "--format", "jsonl", "-q"]
-    assert main(["transcribe", *args, "--precision", "int8"]) == 0
-    same = capsys.readouterr().out
-    assert main(["transcribe", *args, "--precision", "int8", "--lm-precision", "int8"]) == 0
-    assert capsys.readouterr().out == same
+    assert main(["transcribe", *args]) == 0
+    fp32 = capsys.readouterr().out
+    assert main(["transcribe", *args, "--lm-precision", "int8"]) == 0
+    int8 = capsys.readouterr().out
+    assert fp32.count('"text"') == int8.count('"text"') == 1
     assert main(["transcribe", *args, "--backend", "torch", "--lm-precision", "int8"]) == 2
     assert "--lm: an LM step in int8 runs on ONNX Runtime on the CPU only" in capsys.readouterr().err
 
