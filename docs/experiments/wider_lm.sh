@@ -15,21 +15,23 @@ python docs/experiments/wider_lm.py pack runs/lm-w512 $C
 python docs/experiments/wider_lm.py grid runs/grid_bundled_b16.jsonl runs/grid_w512_b16.jsonl --write $C/lm.json
 asr-engine lm export $C
 # per layout: the bundled LM with an fp32 and an int8 step and the candidate with an int8 step, twice, alternated;
-# the candidate with an fp32 step once (the amended rule)
+# then, in each layout, the candidate with an fp32 step once (the amended rule)
+run() {  # layout, LM label, LM folder, LM precision, run
+  asr-engine eval $M --context $1 --lm $3 --lm-precision $4 --thresholds 0.99 --backend onnx --threads 2 -q \
+    --json runs/lm_$1_$2_$4_r$5.json
+}
 for X in full streaming; do
   for R in 1 2; do
-    for L in bundled w512; do
-      LM=default; [ $L = w512 ] && LM=$C
-      for P in fp32 int8; do
-        [ $L = w512 ] && [ $P = fp32 ] && [ $R = 2 ] && continue
-        asr-engine eval $M --context $X --lm $LM --lm-precision $P --thresholds 0.99 --backend onnx --threads 2 -q \
-          --json runs/lm_${X}_${L}_${P}_r${R}.json
-      done
-    done
+    run $X bundled default fp32 $R
+    run $X bundled default int8 $R
+    run $X w512 $C int8 $R
   done
-  for P in fp32 int8; do
-    (cd docs/experiments && python paired.py --json ../../runs/lm_${X}_bundled_${P}_r1.json \
-      ../../runs/lm_${X}_w512_${P}_r1.json ../../$M 0.99)
-  done
+  (cd docs/experiments && python paired.py --json ../../runs/lm_${X}_bundled_int8_r1.json \
+    ../../runs/lm_${X}_w512_int8_r1.json ../../$M 0.99)
+done
+for X in full streaming; do
+  run $X w512 $C fp32 1
+  (cd docs/experiments && python paired.py --json ../../runs/lm_${X}_bundled_fp32_r1.json \
+    ../../runs/lm_${X}_w512_fp32_r1.json ../../$M 0.99)
 done
 python docs/experiments/wider_lm.py runs
