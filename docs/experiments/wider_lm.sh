@@ -17,7 +17,7 @@ asr-engine lm export $C
 # per layout: the bundled LM with an fp32 and an int8 step and the candidate with an int8 step, twice, alternated;
 # then, in each layout, the candidate with an fp32 step once (the amended rule)
 run() {  # layout, LM label, LM folder, LM precision, run
-  asr-engine eval $M --context $1 --lm $3 --lm-precision $4 --thresholds 0.99 --backend onnx --threads 2 -q \
+  asr-engine eval $M --context $1 --beam 16 --lm $3 --lm-precision $4 --thresholds 0.99 --backend onnx --threads 2 -q \
     --json runs/lm_$1_$2_$4_r$5.json
 }
 for X in full streaming; do
