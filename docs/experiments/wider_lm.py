@@ -77,6 +77,7 @@ def runs():
     for c in ("full", "streaming"):
         res = {(lm, p): [s for s in (load(c, lm, p, r) for r in (1, 2)) if s]
                for lm in ("bundled", "w512") for p in ("fp32", "int8")}
+        res = {k: rr for k, rr in res.items() if rr}  # runs not made (yet) are left out
         rtf = {k: sum(s["rtf"] for s in rr) / len(rr) for k, rr in res.items()}  # the same audio in every run
         for (lm, p), rr in res.items():
             print(f"{c:9} {lm:7} LM step {p}: WER " + " / ".join(f"{s['wer']:.2%}" for s in rr)
@@ -86,6 +87,8 @@ def runs():
         int8_ok &= d <= 0.001
         print(f"{c:9} bundled LM, int8 step - fp32 step: {d * 100:+.2f} points (bar: +0.1)")
         for p in ("fp32", "int8"):
+            if ("w512", p) not in res:
+                continue
             dw = res["w512", p][0]["wer"] - res["bundled", p][0]["wer"]
             print(f"{c:9} candidate / bundled, LM step {p}: WER {dw * 100:+.2f} points, real-time factor "
                   f"{rtf['w512', p] / rtf['bundled', p]:.2f}x")
