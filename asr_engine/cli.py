@@ -172,8 +172,7 @@ def _local_runner(args: argparse.Namespace, backend: str, streaming: bool | None
     args.precision = model.precision  # as run: the summary names it
     engine = Engine(model, DecodeOptions(beam=args.beam, nbest=args.nbest, skip_threshold=args.skip_threshold,
                                          hotwords=_hotwords(args.hotwords), hotword_boost=args.hotword_boost,
-                                         lm=_fusion(args, model.tokenizer, backend),
-                                         chunk_frames=args.chunk_frames,
+                                         lm=_fusion(args, model.tokenizer, backend), chunk_frames=args.chunk_frames,
                                          max_batch=args.batch_size, rescorer=_rescorer(args),
                                          auto_gain=args.auto_gain, punctuator=_punctuator(args),
                                          numbers=_numbers(args)),
@@ -346,8 +345,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     backend = resolve_backend(args.backend, args.device)
     engine = Engine(model, DecodeOptions(chunk_frames=args.chunk_frames, beam=args.beam, nbest=args.beam,
                                          skip_threshold=args.skip_threshold, max_batch=args.batch_size,
-                                         lm=_fusion(args, model.tokenizer, backend),
-                                         rescorer=_rescorer(args),
+                                         lm=_fusion(args, model.tokenizer, backend), rescorer=_rescorer(args),
                                          auto_gain=args.auto_gain, punctuator=_punctuator(args),
                                          numbers=_numbers(args)),
                     final_model=_final_model(args, backend))
@@ -738,16 +736,15 @@ def cmd_lm_lexicon(args: argparse.Namespace) -> int:
 
 
 def cmd_lm_export(args: argparse.Namespace) -> int:
+    from asr_engine.export.onnx import share_weights
     from asr_engine.lm.config import resolve_lm_dir, step_version
     from asr_engine.lm.export import export_lm_onnx
-    from asr_engine.lm.model import load_lm
-
-    from asr_engine.export.onnx import share_weights
     from asr_engine.lm.fusion import PRECISIONS, SHARED_SPEC, step_file
+    from asr_engine.lm.model import load_lm
 
     d = resolve_lm_dir(args.dir)
     model, version = load_lm(d), step_version(d)
-    files = tuple(step_file(p) for p in PRECISIONS)  # what --precision fp32 and int8 run
+    files = tuple(step_file(p) for p in PRECISIONS)  # what --lm-precision fp32 and int8 run
     for precision, name in zip(PRECISIONS, files):
         export_lm_onnx(model, d / name, weights=version, precision=precision)
     # the graphs read their weights from lm.safetensors (int8 ones derived on load): the folder holds them once

@@ -251,11 +251,13 @@ class OnnxModel:
 _DTYPES = {"F16": np.float16, "F32": np.float32}
 
 
-def _shared_weights(d: Path, spec: str = "export.json", base: Path | None = None) -> dict[str, tuple[list[str], list]]:
+def _shared_weights(d: Path, spec: str = "export.json", base: Path | None = None,
+                    stages: tuple[str, ...] | None = None) -> dict[str, tuple[list[str], list]]:
     """The initializers an export leaves in its checkpoint's weights file (`spec`'s "shared": export.json's
-    in an encoder export, lm-onnx.json's in an LM folder), per stage: their names and OrtValues over a
-    read-only memory map of the file (the session folds them into float32 constants when it starts; ORT
-    keeps the OrtValues, which keep the map). The file is found in `base` (default: the folder above `d`).
+    in an encoder export, lm-onnx.json's in an LM folder), per stage (`stages` only, when given): their names
+    and OrtValues over a read-only memory map of the file (the session folds them into float32 constants when
+    it starts; ORT keeps the OrtValues, which keep the map). The file is found in `base` (default: the folder
+    above `d`).
     A reference with "derive" is one of quantize_columns' three arrays, computed here from the tensor it
     names (transposed first if it says so): an int8 export ships its graphs only."""
     try:
@@ -273,6 +275,8 @@ def _shared_weights(d: Path, spec: str = "export.json", base: Path | None = None
     derived: dict[tuple[str, bool], tuple[np.ndarray, ...]] = {}
     out = {}
     for stage, refs in shared["initializers"].items():
+        if stages is not None and stage not in stages:
+            continue  # another precision's graph: nothing of it is read, nor its int8 weights derived
         names, values = [], []
         for r in refs:
             if r["dtype"] not in _DTYPES or r["offset"] + r["length"] > raw.size:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from asr_engine.lm.fusion import ONNX_FORMAT, StepResult
+from asr_engine.lm.fusion import ONNX_FORMAT, PRECISIONS, StepResult
 from asr_engine.lm.model import GILRLanguageModel
 
 __all__ = ["TorchLMStep", "export_lm_onnx"]
@@ -53,8 +53,8 @@ def export_lm_onnx(model: GILRLanguageModel, path: str | Path, opset: int = 17, 
     output projection (the tied embedding), whose log-probabilities the search adds up, stays fp32."""
     import onnx
 
-    if precision not in ("fp32", "int8"):
-        raise ValueError(f"precision: fp32 or int8, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: {' or '.join(PRECISIONS)}, got {precision!r}")
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

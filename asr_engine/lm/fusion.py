@@ -91,7 +91,8 @@ class OnnxLMStep:
 
         so = session_options(threads, global_pool=_POOL.get("mode") == "global")  # the process's thread-pool mode
         if lm_dir is not None:
-            names, values = _shared_weights(Path(lm_dir), SHARED_SPEC, Path(lm_dir)).get(Path(path).name, ([], []))
+            name = Path(path).name
+            names, values = _shared_weights(Path(lm_dir), SHARED_SPEC, Path(lm_dir), (name,)).get(name, ([], []))
             if names:
                 so.add_external_initializers(names, values)
         self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
@@ -151,7 +152,7 @@ def load_fusion(path: str | Path, tokenizer, weight: float | None = None, length
     check_device(device, backend)
     backend = resolve_backend(backend, device)
     step_file(precision)  # a precision that is none is refused before anything loads
-    if precision != "fp32" and (backend != "onnx" or device != "cpu"):
+    if precision != "fp32" and (backend != "onnx" or str(device).split(":")[0] != "cpu"):
         raise ValueError(f"an LM step in {precision} runs on ONNX Runtime on the CPU only (here: {backend} on "
                          f"{device}); use fp32")
     read_lm_config(path, tokenizer)
