@@ -38,7 +38,7 @@ def load(model: str | Path | None = None, *, backend: str = "auto", device: str 
          lm: str | Path | None = _RECOMMENDED, lm_weight: float | None = None, length_bonus: float | None = None,
          lexicon_penalty: float | None = None, rescore: str | None = None, rescore_weight: float | None = None,
          for_files: bool = False, context: str | None = None, two_pass: bool = False,
-         punctuate: str | Path | None = _RECOMMENDED, precision: str | None = None, lm_precision: str = "fp32",
+         punctuate: str | Path | None = _RECOMMENDED, precision: str | None = None, lm_precision: str | None = None,
          **decode) -> Engine:
     """An Engine for a model folder (None: the bundled model). `decode`: DecodeOptions fields
     (beam, nbest, skip_threshold, hotwords, hotword_boost, chunk_frames, max_batch, auto_gain); `lm`: an
@@ -58,8 +58,10 @@ def load(model: str | Path | None = None, *, backend: str = "auto", device: str 
     DecodeOptions field): None (digits in punctuated results: "press 1", "$5.50"), True (digits also without
     punctuation) or False (words, as the recognizer says them). precision: "int8" (the encoder's MatMuls in
     int8, on ONNX Runtime) or "fp32"; default: what the model recommends (its decoding.json), fp32 on torch.
-    lm_precision: the LM step's linear layers, "fp32" or "int8" (ONNX Runtime on the CPU)."""
-    from asr_engine.backend import load_model, resolve_backend, resolve_context, resolve_decoding, resolve_punctuation
+    lm_precision: the LM step's linear layers, "fp32" or "int8" (ONNX Runtime on the CPU); default: what the
+    model recommends on ONNX Runtime on the CPU (its decoding.json: int8 for the bundled model), else fp32."""
+    from asr_engine.backend import (load_model, resolve_backend, resolve_context, resolve_decoding,
+                                    resolve_lm_precision, resolve_punctuation)
     from asr_engine.punctuation import load_punctuator
 
     # here None is no LM and the default, _RECOMMENDED, is the model's: the CLI's None and 'none'
@@ -77,8 +79,9 @@ def load(model: str | Path | None = None, *, backend: str = "auto", device: str 
     if lm is not None:
         from asr_engine.lm.fusion import load_fusion
 
-        fusion = load_fusion(lm, m.tokenizer, lm_weight, length_bonus, resolve_backend(backend, device), device,
-                             lexicon_penalty=lexicon_penalty, precision=lm_precision)
+        on = resolve_backend(backend, device)
+        fusion = load_fusion(lm, m.tokenizer, lm_weight, length_bonus, on, device, lexicon_penalty=lexicon_penalty,
+                             precision=resolve_lm_precision(model, lm_precision, on, device))
     rescorer = None
     if rescore is not None:
         if rescore != "whisper":

@@ -23,7 +23,8 @@ from asr_engine.model.config import CONTEXTS
 
 __all__ = ["BACKENDS", "DECODING_FILE", "MODEL_ENV", "bundled_model_dir", "cache_dir", "content_hash",
            "check_device", "default_model_dir", "export_once", "load_model", "onnx_export_dir", "recommended_decoding",
-           "resolve_backend", "resolve_context", "resolve_decoding", "resolve_precision", "ship_exports"]
+           "resolve_backend", "resolve_context", "resolve_decoding", "resolve_lm_precision", "resolve_precision",
+           "ship_exports"]
 
 BACKENDS = ("auto", "torch", "onnx")
 FILE_STEP_FRAMES = 64  # encoder frames (2.56 s) per step when streaming files: latency does not matter there
@@ -60,22 +61,24 @@ def recommended_decoding(model: str | Path | None) -> dict:
         rec = json.loads(f.read_text())
     except ValueError as e:
         raise ValueError(f"{f}: not JSON ({e})") from None
-    beam, lm, context, punct, precision = (
+    beam, lm, context, punct, precision, lm_precision = (
         rec.get("beam", 1), rec.get("lm"), rec.get("context", "streaming"), rec.get("punctuate"),
-        rec.get("precision", "fp32")) if isinstance(rec, dict) else (None, None, None, None, None)
-    if not isinstance(rec, dict) or set(rec) - {"beam", "lm", "context", "punctuate", "precision"} \
+        rec.get("precision", "fp32"), rec.get("lm_precision", "fp32")) if isinstance(rec, dict) else (None,) * 6
+    if not isinstance(rec, dict) or set(rec) - {"beam", "lm", "context", "punctuate", "precision", "lm_precision"} \
             or isinstance(beam, bool) or not isinstance(beam, int) or beam < 1 \
             or not (lm is None or isinstance(lm, str)) or (lm and beam == 1) or context not in CONTEXTS \
-            or not (punct is None or isinstance(punct, str)) or precision not in PRECISIONS:
+            or not (punct is None or isinstance(punct, str)) or precision not in PRECISIONS \
+            or lm_precision not in PRECISIONS:
         raise ValueError(f'{f}: must be {{"beam": N >= 1, "lm": "default" or an LM folder (with N > 1), '
                          f'"context": "full" or "streaming" (for files), "punctuate": "default" or a punctuation '
-                         f'model folder, "precision": "fp32" or "int8" (on ONNX Runtime)}}, got {rec!r}')
+                         f'model folder, "precision": "fp32" or "int8" (on ONNX Runtime), "lm_precision": the '
+                         f'same for the LM step}}, got {rec!r}')
     if lm and lm != "default":
         lm = str(folder / lm)  # relative to the model's folder (an absolute path stays as it is)
     if punct and punct not in ("default", "none"):
         punct = str(folder / punct)
     return {"beam": beam, **({"lm": lm} if lm else {}), "context": context, **({"punctuate": punct} if punct else {}),
-            **({"precision": precision} if "precision" in rec else {})}
+            **{k: rec[k] for k in ("precision", "lm_precision") if k in rec}}
 
 
 def resolve_punctuation(model: str | Path | None, punctuate: str | Path | None) -> str | Path | None:
@@ -312,6 +315,18 @@ def resolve_precision(model: str | Path | None, precision: str | None, backend: 
     if is_onnx_model(model):
         return None
     return recommended_decoding(model).get("precision", "fp32") if onnx_cpu else "fp32"
+
+
+def resolve_lm_precision(model: str | Path | None, lm_precision: str | None, backend: str = "auto",
+                         device: str = "cpu") -> str:
+    """The precision of the LM step to decode with: `lm_precision` when given (load_fusion refuses int8 off
+    ONNX Runtime on the CPU), else on ONNX Runtime on the CPU what the acoustic model recommends (its
+    decoding.json "lm_precision", default fp32; whichever LM is fused: the step's int8 is the same rows
+    quantized on their own), fp32 on torch and on a GPU."""
+    if lm_precision is not None:
+        return lm_precision
+    onnx_cpu = resolve_backend(backend, device) == "onnx" and str(device).split(":")[0] == "cpu"
+    return recommended_decoding(model).get("lm_precision", "fp32") if onnx_cpu else "fp32"
 
 
 def load_model(model: str | Path | None = None, backend: str = "auto", device: str = "cpu", threads: int = 0,

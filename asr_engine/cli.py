@@ -142,7 +142,8 @@ def _decoding(args: argparse.Namespace) -> str:
     """What decoded the files, in a few words: greedy, or beam N with its LM and second pass; in full context."""
     from asr_engine.itn import figures_when
 
-    how = "greedy" if args.beam == 1 else f"beam {args.beam}" + (f" + LM {args.lm}" if args.lm else "") + (
+    lm_int8 = " (int8 step)" if getattr(args, "lm_precision", None) == "int8" else ""
+    how = "greedy" if args.beam == 1 else f"beam {args.beam}" + (f" + LM {args.lm}{lm_int8}" if args.lm else "") + (
         f" + {args.rescore} rescoring" if args.rescore else "")
     return how + (", full context" if getattr(args, "context", None) == "full" else "") + (
         ", finals again in full context" if getattr(args, "two_pass", False) else "") + (
@@ -208,10 +209,11 @@ def _ray_runner(args: argparse.Namespace, backend: str, streaming: bool | None):
         raise InputError("--rescore runs in this process only: leave out --ray")
     if args.lm and args.beam == 1:
         raise InputError("--lm needs beam search: add --beam 8 (or 4)")
-    from asr_engine.backend import resolve_precision
+    from asr_engine.backend import resolve_lm_precision, resolve_precision
 
     try:
         args.precision = resolve_precision(args.model, args.precision, backend, args.device)
+        args.lm_precision = resolve_lm_precision(args.model, args.lm_precision, backend, args.device)
     except ValueError as e:
         raise InputError(str(e)) from None
     decode = {"beam": args.beam, "nbest": args.nbest, "skip_threshold": args.skip_threshold,
@@ -220,6 +222,7 @@ def _ray_runner(args: argparse.Namespace, backend: str, streaming: bool | None):
               "lm_weight": args.lm_weight, "length_bonus": args.length_bonus,
               "lexicon_penalty": args.lexicon_penalty, "device": args.device, "auto_gain": args.auto_gain,
               "punctuate": _punctuated_name(args), "numbers": _numbers(args), "precision": args.precision,
+              **({"lm_precision": args.lm_precision} if args.lm and args.lm != "none" else {}),
               **({"two_pass": True} if args.two_pass else {"context": args.context})}
     endpoint = dataclasses.asdict(EndpointConfig()) if args.endpoint else None
     return lambda paths: transcribe_ray(paths, None if args.ray == "local" else args.ray, args.workers, args.model,
@@ -453,9 +456,10 @@ def _add_lm_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lexicon-penalty", type=FINITE, default=None,
                    help="log-score (<= 0) charged once per word that is not in the LM's lexicon.txt; 0 turns the "
                         "lexicon off (default: tuned for the LM, in its lm.json)")
-    p.add_argument("--lm-precision", choices=LM_PRECISIONS, default="fp32",
-                   help="the LM step's linear layers: fp32 (default) or int8 (each hypothesis quantized on its own; "
-                        "ONNX Runtime on the CPU)")
+    p.add_argument("--lm-precision", choices=LM_PRECISIONS, default=None,
+                   help="the LM step's linear layers: fp32 or int8 (each hypothesis quantized on its own; ONNX "
+                        "Runtime on the CPU); default: what the model recommends on ONNX Runtime on the CPU (its "
+                        "decoding.json: int8 for the bundled model), else fp32")
 
 
 def _add_rescore_arguments(p: argparse.ArgumentParser) -> None:
@@ -552,14 +556,17 @@ def _recommended(args: argparse.Namespace) -> None:
 
 
 def _fusion(args: argparse.Namespace, tokenizer, backend: str):
-    """The --lm model for decoding, on the acoustic model's backend, its step in --lm-precision, or None."""
+    """The --lm model for decoding, on the acoustic model's backend, its step in --lm-precision (left out: as
+    backend.resolve_lm_precision fills it in, and args.lm_precision says what ran), or None."""
     if not args.lm or args.lm == "none":
         return None
+    from asr_engine.backend import resolve_lm_precision
     from asr_engine.lm.fusion import load_fusion
 
     if args.beam == 1:
         raise InputError("--lm needs beam search: add --beam 8 (or 4)")
     try:
+        args.lm_precision = resolve_lm_precision(args.model, args.lm_precision, backend, args.device)
         return load_fusion(args.lm, tokenizer, args.lm_weight, args.length_bonus, backend, args.device,
                            lexicon_penalty=args.lexicon_penalty, precision=args.lm_precision)
     except ValueError as e:

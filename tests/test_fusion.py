@@ -322,6 +322,45 @@ def test_the_lm_precision_is_chosen_and_checked(tmp_path, capsys):
     assert "--lm: an LM step in int8 runs on ONNX Runtime on the CPU only" in capsys.readouterr().err
 
 
+def test_the_lm_precision_follows_the_model_unless_given(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    import shutil
+
+    import asr_engine
+    from asr_engine.backend import default_model_dir, recommended_decoding, resolve_lm_precision
+    from asr_engine.cli import main
+
+    model = shutil.copytree(default_model_dir(), tmp_path / "model")  # the tests' trained tiny model
+    tok = asr_engine.load(model, beam=1).model.tokenizer
+    save_lm(random_lm(len(tok.vocab), tokenizer=tok, d=32, layers=1), model / "lm")
+    (model / "decoding.json").write_text('{"beam": 4, "lm": "lm", "lm_precision": "int8"}')
+    assert recommended_decoding(model)["lm_precision"] == "int8"
+
+    def step(**kw):
+        return asr_engine.load(model, **kw).options.lm.step
+
+    assert step().precision == "int8"  # as recommended, on ONNX Runtime on the CPU
+    assert step(lm_precision="fp32").precision == "fp32"  # unless given
+    assert step(lm=str(model / "lm"), beam=4).precision == "int8"  # whichever LM is fused
+    # torch runs its LM in fp32: the recommendation is for ONNX Runtime, not an error elsewhere
+    assert resolve_lm_precision(model, None, "torch") == "fp32" == step(backend="torch").precision
+    with pytest.raises(ValueError, match="ONNX Runtime on the CPU only"):
+        step(backend="torch", lm_precision="int8")  # asked for: refused where it cannot run
+
+    def said(*extra):
+        assert main(["transcribe", SAMPLES[0], "--model", str(model), *extra]) == 0
+        return capsys.readouterr().err.strip().splitlines()[-1].split(" | ")[-1]
+
+    assert said() == f"decoding: beam 4 + LM {model / 'lm'} (int8 step)"
+    assert said("--lm-precision", "fp32") == f"decoding: beam 4 + LM {model / 'lm'}"
+    assert said("--backend", "torch") == f"decoding: beam 4 + LM {model / 'lm'}"
+    (model / "decoding.json").write_text('{"beam": 4, "lm": "lm"}')
+    assert step().precision == "fp32"  # none recommended: fp32
+    (model / "decoding.json").write_text('{"beam": 4, "lm": "lm", "lm_precision": "int4"}')
+    assert main(["transcribe", SAMPLES[0], "--model", str(model), "-q"]) == 2
+    assert '"lm_precision": the same for the LM step' in capsys.readouterr().err
+
+
 def test_lm_export_writes_graphs_that_read_the_folders_weights(tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     from asr_engine.cli import main
@@ -434,7 +473,8 @@ def test_transcribe_decodes_as_the_model_recommends(bundled_lm, tmp_path, capsys
         assert main(["transcribe", SAMPLES[0], "--model", str(model), "--context", "full", *args, "-q"]) == 2
         assert "full context" in capsys.readouterr().err
     for bad in ('{"beam": 0}', '{"beam": 1, "lm": "lm"}', '{"beam": 4, "lm": 3}', '{"width": 4}', '[4]', "{",
-                '{"beam": 4, "context": "whole"}', '{"context": true}', '{"punctuate": 3}', '{"precision": "int4"}'):
+                '{"beam": 4, "context": "whole"}', '{"context": true}', '{"punctuate": 3}', '{"precision": "int4"}',
+                '{"lm_precision": "bf16"}'):
         (model / "decoding.json").write_text(bad)
         assert main(["transcribe", SAMPLES[0], "--model", str(model), "-q"]) == 2
         assert "decoding.json" in capsys.readouterr().err
@@ -567,7 +607,7 @@ def test_bundled_lm_fits_the_bundled_model_and_lowers_its_wer(capsys, monkeypatc
     from asr_engine.text import word_error_counts
 
     monkeypatch.delenv("ASR_ENGINE_MODEL")  # the bundled model, not the tests' tiny one
-    assert lm_fusion_defaults("default") == {"weight": 0.7, "length_bonus": 2.0, "lexicon_penalty": -8.0}
+    assert lm_fusion_defaults("default") == {"weight": 0.7, "length_bonus": 2.5, "lexicon_penalty": -8.0}
     refs = {f"asr_engine/samples/{json.loads(line)['audio']}": json.loads(line)["text"]
             for line in open("asr_engine/samples/manifest.jsonl")}
 
@@ -581,9 +621,11 @@ def test_bundled_lm_fits_the_bundled_model_and_lowers_its_wer(capsys, monkeypatc
     # Whisper-based model reads poorly: beam 8 alone gets 12 wrong, with the LM and its lexicon 1, "won"
     # for "one"; the weights were tuned for the stage-12 model on held-out synthetic speech)
     assert wer("--lm", "default") < 0.5 * wer()
-    # what transcribe does when told nothing: the bundled model recommends beam 16 with the bundled LM, in int8
+    # what transcribe does when told nothing: the bundled model recommends beam 16 with the bundled LM, the
+    # encoder and the LM step in int8
     assert json.loads(open("asr_engine/models/default/decoding.json").read()) == {
-        "beam": 16, "lm": "default", "context": "full", "punctuate": "default", "precision": "int8"}
+        "beam": 16, "lm": "default", "context": "full", "punctuate": "default", "precision": "int8",
+        "lm_precision": "int8"}
     assert main(["transcribe", *SAMPLES, "--format", "jsonl", "-q"]) == 0
     default = capsys.readouterr().out
     assert main(["transcribe", *SAMPLES, "--beam", "16", "--lm", "default", "--format", "jsonl", "-q"]) == 0

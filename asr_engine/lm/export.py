@@ -22,6 +22,7 @@ class TorchLMStep:
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.n_layers, self.d_model = model.cfg.n_layers, model.cfg.d_model
+        self.precision = "fp32"  # as OnnxLMStep.precision: what the step's linear layers compute in
 
     def zeros(self, n: int) -> torch.Tensor:
         return torch.zeros(self.n_layers, n, self.d_model, device=self.device)
