@@ -177,6 +177,8 @@ def _start_server(args) -> tuple[subprocess.Popen, str, Path, str]:
         cmd += ["--cuda-graphs"]
     if args.precision:
         cmd += ["--precision", args.precision]
+    if args.lm_precision:
+        cmd += ["--lm-precision", args.lm_precision]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     deadline = time.time() + 600  # the first start may export the model to ONNX
     while time.time() < deadline and proc.poll() is None:
@@ -274,7 +276,7 @@ def main(args) -> None:
     append_results(args.results, "server", out + [{"summary": True, **summary}],
                    {"model": args.model or "default", "manifest": args.manifest, "backend": args.backend,
                     "device": args.device or "cpu", "cuda_graphs": args.cuda_graphs, "seconds_per_client": args.seconds,
-                    "precision": args.precision or "the model's",
+                    "precision": args.precision or "the model's", "lm_precision": args.lm_precision or "the model's",
                     "server": args.url or "started by the bench", "flood_seconds": args.flood,
                     "decoding": decoding})
 
@@ -302,6 +304,8 @@ def add_parser(sub) -> None:
                    help="for the server the bench starts: encoder steps as captured CUDA graphs (serve --cuda-graphs)")
     p.add_argument("--precision", default=None, choices=["fp32", "int8"],
                    help="for the server the bench starts: its --precision (default: serve's)")
+    p.add_argument("--lm-precision", default=None, choices=["fp32", "int8"],
+                   help="for the server the bench starts: its --lm-precision (default: serve's)")
     p.add_argument("--seconds", type=within(0.1, math.inf), default=15.0,
                    help="audio each client sends per level (default 15)")
     p.add_argument("--chunk-ms", type=within(1, 30_000), default=None,

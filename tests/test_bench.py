@@ -79,8 +79,8 @@ def test_rtf_bench_compares_backends_with_and_without_skipping(tmp_path):
 def test_server_bench_finds_the_largest_realtime_n_and_samples_the_server(tmp_path):
     out = tmp_path / "r.jsonl"
     proc = subprocess.run([sys.executable, "-m", "bench", "server", "--manifest", "asr_engine/samples/manifest.jsonl",
-                           "--seconds", "2", "--max-clients", "2", "--threads", "1", "--results", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           "--seconds", "2", "--max-clients", "2", "--threads", "1", "--results", str(out),
+                           "--lm-precision", "fp32"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "largest N in real time with p95 latency < 500 ms: 2" in proc.stdout
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -91,7 +91,7 @@ def test_server_bench_finds_the_largest_realtime_n_and_samples_the_server(tmp_pa
         assert 0 < r["latency_p50_ms"] <= r["latency_p95_ms"] <= r["latency_p99_ms"] < 500
         assert r["rss_peak_mb"] > 50 and r["cpu_percent"] > 0
     assert summary["summary"] and summary["largest_realtime_clients"] == 2 and summary["rss_idle_mb"] > 50
-    assert {r["device"] for r in rows} == {"cpu"}
+    assert {r["device"] for r in rows} == {"cpu"} and {r["lm_precision"] for r in rows} == {"fp32"}  # as passed on
     assert summary["server_noted"] == []  # the server said nothing of trouble: its log's ordinary lines are not noted
     _summarized(rows)
     from bench.server import _noted
