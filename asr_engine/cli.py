@@ -715,8 +715,8 @@ def cmd_lm_train(args: argparse.Namespace) -> int:
     report = train_lm(sentences, tokenizer, args.out, cfg, steps=args.steps, batch_tokens=args.batch_tokens,
                       lr=args.lr, heldout_percent=args.heldout_percent,
                       heldout=read_sentences(args.heldout_text) if args.heldout_text else None,
-                      eval_every=args.eval_every,
-                      device=args.device, progress=not args.quiet)
+                      eval_every=args.eval_every, device=args.device, progress=not args.quiet,
+                      resume=args.resume)
     print(f"LM: {report['params'] / 1e6:.2f} M params, {report['train_sentences']} training sentences "
           f"({report['train_tokens']} tokens), {report['steps']} steps in {report['seconds']:.0f} s; "
           f"held-out perplexity {report['heldout_ppl']:.2f} over {report['heldout_sentences']} sentences; "
@@ -1176,7 +1176,12 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--heldout-text", action="append", default=None,
                     help="held-out text or manifest for perplexity (repeatable; default: the hash-held-out share "
                          "of --text, which a synthesized training corpus does not have)")
-    lt.add_argument("--eval-every", type=int, default=500, help="held-out perplexity and a save every N steps")
+    lt.add_argument("--eval-every", type=int, default=500,
+                    help="held-out perplexity and a save every N steps (the model, and train_state.pt for --resume)")
+    lt.add_argument("--resume", action="store_true",
+                    help="continue the run in --out from its last save (train_state.pt), as it would have gone on; "
+                         "give the same options and text (a run that differs is refused); without a saved state, "
+                         "start")
     lt.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     lt.add_argument("--threads", type=at_least(0), default=0, help="torch intra-op threads (default: torch's choice)")
     lt.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

@@ -89,6 +89,46 @@ def test_text_sources_and_heldout_split(tmp_path):
     assert not any(is_held_out(normalize(s), 5.0) for s in train)
 
 
+def test_a_stopped_run_resumes_as_it_would_have_gone_on(tmp_path, monkeypatch):
+    import asr_engine.lm.train as lm_train
+    from asr_engine.lm.train import STATE_FILE
+
+    tok = CharTokenizer()
+    sentences, held = toy_sentences(80), toy_sentences(20, seed=1)
+    cfg = LMConfig(vocab_size=0, d_model=32, n_layers=1, dropout=0.2)  # dropout: its masks must resume too
+    kw = dict(steps=12, batch_tokens=256, eval_every=4, heldout=held, progress=False)
+    whole = train_lm(sentences, tok, tmp_path / "whole", cfg, **kw)
+    real_save, calls = lm_train.save_lm, []
+
+    def stop_at_the_second_save(*a, **k):  # as if killed after step 8's save (the state is written first)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_save(*a, **k)
+
+    monkeypatch.setattr(lm_train, "save_lm", stop_at_the_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        train_lm(sentences, tok, tmp_path / "run", cfg, **kw)
+    monkeypatch.setattr(lm_train, "save_lm", real_save)
+    assert torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)["step"] == 8
+    n_batches = len(lm_train._batches(_encode(split_heldout(sentences, 2.0)[0], tok), 256, random.Random(0)))
+    assert 8 % n_batches and n_batches < 8  # it stopped in the middle of an epoch, after a whole one
+    resumed = train_lm(sentences, tok, tmp_path / "run", cfg, resume=True, **kw)
+    a, b = (load_lm(tmp_path / d, tokenizer=tok).state_dict() for d in ("whole", "run"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bit for bit: the same batches, masks and updates
+    assert [h["heldout_ppl"] for h in resumed["history"]] == [h["heldout_ppl"] for h in whole["history"]]
+    assert resumed["steps"] == 12 and len(resumed["history"]) == 3
+    # a finished run resumes to itself; a run with other options or text is refused
+    assert train_lm(sentences, tok, tmp_path / "run", cfg, resume=True, **kw)["history"] == resumed["history"]
+    with pytest.raises(ValueError, match="another lr"):
+        train_lm(sentences, tok, tmp_path / "run", cfg, resume=True, **{**kw, "lr": 1e-3})
+    with pytest.raises(ValueError, match="another data"):
+        train_lm(sentences[:-1], tok, tmp_path / "run", cfg, resume=True, **kw)
+    # without a saved state, --resume starts
+    started = train_lm(sentences, tok, tmp_path / "new", cfg, resume=True, **kw)
+    assert [h["heldout_ppl"] for h in started["history"]] == [h["heldout_ppl"] for h in whole["history"]]
+
+
 def test_cli_lm_train(tmp_path, capsys):
     from asr_engine.cli import main
 
@@ -100,6 +140,12 @@ def test_cli_lm_train(tmp_path, capsys):
     assert "held-out perplexity" in out and (tmp_path / "lm" / "lm.safetensors").is_file()
     meta = json.loads((tmp_path / "lm" / "lm.json").read_text())
     assert meta["info"]["steps"] == 20 and len(meta["info"]["history"]) == 2
+    again = ["lm", "train", "--text", str(text), "--out", str(tmp_path / "lm"), "--d-model", "32", "--layers", "1",
+             "--eval-every", "10", "-q", "--resume"]
+    assert main([*again, "--steps", "20"]) == 0  # finished: resumed to itself
+    assert "20 steps" in capsys.readouterr().out
+    assert main([*again, "--steps", "30"]) == 2  # another schedule: refused, the run in the folder kept
+    assert "another steps" in capsys.readouterr().err and json.loads((tmp_path / "lm" / "lm.json").read_text()) == meta
     assert main(["lm", "train", "--text", str(tmp_path / "none.txt"), "--out", str(tmp_path / "x")]) == 2
     # text with nothing in the held-out bucket needs held-out text of its own
     from asr_engine.lm.train import split_heldout

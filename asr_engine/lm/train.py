@@ -4,7 +4,9 @@ Text comes from plain files (a sentence per line) or JSONL manifests (their `tex
 are normalised and tokenized by the acoustic model's tokenizer; a share of them, chosen by a hash
 of the sentence, is held out for perplexity. Training batches sentences of similar length up to a
 token budget, with AdamW, warmup then cosine decay, and gradient clipping; the model is written
-(safetensors + lm.json) at every evaluation and at the end.
+(safetensors + lm.json) at every evaluation and at the end, with the training state beside it
+(train_state.pt, as `asr-engine train` writes its own), from which `resume` continues a run that was
+stopped exactly as it would have gone on: the same batches, dropout masks and updates.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from asr_engine.data.text_sources import is_held_out
 from asr_engine.lm.model import GILRLanguageModel, LMConfig, save_lm, vocab_fingerprint
 from asr_engine.text import normalize
 
-__all__ = ["perplexity", "read_sentences", "split_heldout", "train_lm"]
+__all__ = ["STATE_FILE", "perplexity", "read_sentences", "split_heldout", "train_lm"]
 
 MAX_TOKENS = 200  # longer sentences are cut (the recurrence has no limit; batches stay bounded)
+STATE_FILE = "train_state.pt"  # beside lm.safetensors: what `resume` continues from
 
 
 def read_sentences(paths: list[str | Path]) -> list[str]:
@@ -92,13 +95,35 @@ def perplexity(model: GILRLanguageModel, seqs: list[list[int]], batch_tokens: in
     return math.exp(nll / max(1, n))
 
 
+def _run_key(cfg: LMConfig, steps: int, batch_tokens: int, lr: float, warmup: int, seed: int,
+             train_ids: list[list[int]], held_ids: list[list[int]]) -> dict:
+    """What a resumed run must share with the run that wrote the state: the model, the schedule and the data
+    (a fingerprint of the token ids), so that it goes on as that run would have."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for part in (train_ids, held_ids):
+        h.update(json.dumps(part, separators=(",", ":")).encode())
+    return {"model": cfg.to_dict(), "steps": steps, "batch_tokens": batch_tokens, "lr": lr, "warmup": warmup,
+            "seed": seed, "data": h.hexdigest()[:16]}
+
+
+def _save_state(out: Path, state: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / (STATE_FILE + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(out / STATE_FILE)  # whole or not at all: a run stopped while writing keeps the previous state
+
+
 def train_lm(sentences: list[str], tokenizer, out_dir: str | Path, cfg: LMConfig | None = None, steps: int = 2000,
              batch_tokens: int = 4096, lr: float = 2e-3, warmup: int = 100, heldout_percent: float = 2.0,
              heldout: list[str] | None = None, eval_every: int = 500, seed: int = 0, device: str = "cpu",
-             progress: bool = True) -> dict:
+             progress: bool = True, resume: bool = False) -> dict:
     """Train, evaluate held-out perplexity, save; returns the report (also in lm.json's info).
     Held out: `heldout` when given (and then every hash-held-out sentence is dropped from training
-    too), else the hash-held-out share of `sentences`."""
+    too), else the hash-held-out share of `sentences`. resume: continue from out_dir's train_state.pt
+    (written at every evaluation) when it has one, which must come from a run of the same model, schedule
+    and text (else a ValueError); a finished run is returned as it is."""
     from tqdm import tqdm
 
     torch.manual_seed(seed)
@@ -122,13 +147,34 @@ def train_lm(sentences: list[str], tokenizer, out_dir: str | Path, cfg: LMConfig
     report = {"train_sentences": len(train_ids), "heldout_sentences": len(held_ids),
               "train_tokens": sum(len(s) + 1 for s in train_ids), "params": sum(p.numel() for p in model.parameters()),
               "steps": 0, "history": []}
+    out, key = Path(out_dir), _run_key(cfg, steps, batch_tokens, lr, warmup, seed, train_ids, held_ids)
     batches: list = []
-    bar = tqdm(range(steps), desc="lm train", unit="step", disable=not progress)
-    t0, loss_avg = time.time(), None
+    start, loss_avg, prior_seconds, epoch_rng, used = 0, None, 0.0, rng.getstate(), 0
+    if resume and (out / STATE_FILE).exists():
+        state = torch.load(out / STATE_FILE, weights_only=True, map_location=device)
+        if state["run"] != key:
+            differs = sorted(k for k in key if state["run"].get(k) != key[k])
+            raise ValueError(f"{out / STATE_FILE}: written by a run with another {', '.join(differs)}; resume it "
+                             f"with the same options and text, or train into another folder")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.device(device).type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        start, loss_avg, prior_seconds, report = state["step"], state["loss_avg"], state["seconds"], state["report"]
+        epoch_rng, used = state["epoch_rng"], state["batches_used"]
+        if used:  # the epoch's batches again, as drawn, less those already trained on
+            rng.setstate(epoch_rng)
+            batches = _batches(train_ids, batch_tokens, rng)[: -used]
+    bar = tqdm(range(start, steps), desc="lm train", unit="step", disable=not progress, initial=start, total=steps)
+    t0 = time.time()
     for step in bar:
         if not batches:
+            epoch_rng, used = rng.getstate(), 0
             batches = _batches(train_ids, batch_tokens, rng)
         tokens, lengths = _tensor(batches.pop(), device)
+        used += 1
         nll, n = model.sentence_loss(tokens, lengths)
         loss = nll / n
         opt.zero_grad(set_to_none=True)
@@ -144,6 +190,12 @@ def train_lm(sentences: list[str], tokenizer, out_dir: str | Path, cfg: LMConfig
             ppl = perplexity(model, held_ids, device=device)
             report["history"].append({"step": step + 1, "train_loss": loss_avg, "heldout_ppl": ppl})
             report["heldout_ppl"], report["train_ppl_smoothed"] = ppl, math.exp(loss_avg)
-            report["seconds"] = round(time.time() - t0, 1)
+            report["seconds"] = round(prior_seconds + time.time() - t0, 1)
+            _save_state(out, {"run": key, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                              "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(), "step": step + 1,
+                              "loss_avg": loss_avg, "seconds": report["seconds"], "report": report,
+                              "epoch_rng": epoch_rng, "batches_used": used,
+                              **({"cuda_rng": torch.cuda.get_rng_state(device)}
+                                 if torch.device(device).type == "cuda" else {})})
             save_lm(model, out_dir, report)
     return report
