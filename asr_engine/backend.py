@@ -319,13 +319,18 @@ def resolve_precision(model: str | Path | None, precision: str | None, backend: 
 
 def resolve_lm_precision(model: str | Path | None, lm_precision: str | None, backend: str = "auto",
                          device: str = "cpu") -> str:
-    """The precision of the LM step to decode with: `lm_precision` when given (load_fusion refuses int8 off
-    ONNX Runtime on the CPU), else on ONNX Runtime on the CPU what the acoustic model recommends (its
-    decoding.json "lm_precision", default fp32; whichever LM is fused: the step's int8 is the same rows
-    quantized on their own), fp32 on torch and on a GPU."""
+    """The precision of the LM step to decode with: `lm_precision` when given (int8 off ONNX Runtime on the
+    CPU is a ValueError, as load_fusion says it), else on ONNX Runtime on the CPU what the acoustic model
+    recommends (its decoding.json "lm_precision", default fp32; whichever LM is fused: the step's int8 is the
+    same rows quantized on their own), fp32 on torch and on a GPU. Checked here too for Ray's workers, which
+    open the LM only after the files have been sent out."""
+    on = resolve_backend(backend, device)
+    onnx_cpu = on == "onnx" and str(device).split(":")[0] == "cpu"
+    if lm_precision == "int8" and not onnx_cpu:
+        raise ValueError(f"an LM step in int8 runs on ONNX Runtime on the CPU only (here: {on} on {device}); "
+                         f"use fp32")
     if lm_precision is not None:
         return lm_precision
-    onnx_cpu = resolve_backend(backend, device) == "onnx" and str(device).split(":")[0] == "cpu"
     return recommended_decoding(model).get("lm_precision", "fp32") if onnx_cpu else "fp32"
 
 

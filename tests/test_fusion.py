@@ -344,8 +344,10 @@ def test_the_lm_precision_follows_the_model_unless_given(tmp_path, capsys):
     assert step(lm=str(model / "lm"), beam=4).precision == "int8"  # whichever LM is fused
     # torch runs its LM in fp32: the recommendation is for ONNX Runtime, not an error elsewhere
     assert resolve_lm_precision(model, None, "torch") == "fp32" == step(backend="torch").precision
-    with pytest.raises(ValueError, match="ONNX Runtime on the CPU only"):
-        step(backend="torch", lm_precision="int8")  # asked for: refused where it cannot run
+    for refused in (lambda: step(backend="torch", lm_precision="int8"),  # asked for: refused where it cannot run
+                    lambda: resolve_lm_precision(model, "int8", "torch")):  # before Ray sends files out too
+        with pytest.raises(ValueError, match="ONNX Runtime on the CPU only"):
+            refused()
 
     def said(*extra):
         assert main(["transcribe", SAMPLES[0], "--model", str(model), *extra]) == 0

