@@ -8,7 +8,8 @@ English writes what it finds, as style guides (AP, Chicago) and other recognizer
 - a number of two words or more, or of 10 and over, in digits ("23", "105", "12,500", "3.14"); a lone "one"
   to "nine" stays a word ("one of them", "two of us"), except after words that take a figure ("press 1",
   "page 3", "extension 4") or before a unit ("5%", "$5", "5 cents");
-- three digits or more read one by one ("nine one one", "five five five one two one two") as one figure;
+- three digits or more read one by one ("nine one one", "five five five one two one two") as one figure, a
+  toll-free prefix said as a number before seven of them too ("one eight hundred five five five ...");
 - years read in pairs ("nineteen ninety nine" 1999, "twenty oh five" 2005) and decades ("the nineteen sixties");
 - times ("three thirty p m" 3:30 p.m., "at seven fifteen" 7:15, "nine a m" 9 a.m.);
 - money and percentages ("five dollars and fifty cents" $5.50, "two point five million dollars" $2.5 million,
@@ -44,6 +45,7 @@ _TIME_AFTER = frozenset(["at", "by", "until", "till", "around", "from", "before"
 _CURRENCY = {"dollar": "$", "dollars": "$", "euro": "€", "euros": "€"}
 _CENTS = frozenset(["cent", "cents"])
 _OH = frozenset(["oh", "o"])
+_DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 _TRAIL = re.compile(r"[^\w'%$€]+$")
 _LEAD = re.compile(r"^[^\w'$€-]+")
 
@@ -164,20 +166,33 @@ def numbers_written(spoken: str) -> str:
 
 
 def _digit_run(found: list[_Number], k: int, words: list[str], breaks) -> tuple | None:
-    """Three digits or more read one by one ("nine one one", "oh five five"): one figure."""
+    """Three digits or more read one by one ("nine one one", "oh five five"): one figure. A toll-free prefix said
+    as a number before seven digits ("(one) eight hundred five five five ..."; text2num reads "eight hundred five"
+    as 805) is the figure's "(1)800"."""
     start = found[k].start
-    while start > 0 and words[start - 1] in _OH and start not in breaks:  # "oh five five"
+    said = words[start:found[k].end]
+    # "eight hundred" (+ a digit): the head of a ten-digit figure, if seven digits follow in all
+    head = found[k].text[0] + "00" + (found[k].text[-1] if len(said) == 3 else "") if (
+        2 <= len(said) <= 3 and said[0] in _DIGITS and said[1] == "hundred" and said[2:] in ([], *([w] for w in _DIGITS))
+        and not found[k].ordinal) else ""
+    while not head and start > 0 and words[start - 1] in _OH and start not in breaks:  # "oh five five"
         start -= 1
-    digits, j, end = "0" * (found[k].start - start), k, found[k].start
+    digits, j, end = head or "0" * (found[k].start - start), k + bool(head), found[k].end if head else found[k].start
     while j < len(found):
         n = found[j]
         gap = words[end:n.start]
         if any(g not in _OH for g in gap) or (j > k and any(i in breaks for i in range(end, n.start + 1))):
             break
-        if not (n.text.isdigit() and len(n.text) == n.words and not n.ordinal):  # one word a digit ("007" too)
-            break
+        if not (n.text.isdigit() and all(w in _DIGITS or w in _OH for w in words[n.start:n.end]) and not n.ordinal):
+            break  # each word a digit ("007" too; not "eight hundred five", whose three figures are not its words)
         digits += "0" * len(gap) + n.text
         end, j = n.end, j + 1
+    if head:
+        if len(digits) != 10:
+            return None
+        if start > 0 and words[start - 1] == "one" and start not in breaks:  # "one eight hundred ..."
+            start, digits = start - 1, "1" + digits
+        return start, end, digits
     if len(digits) < 3:
         return None
     return start, end, digits

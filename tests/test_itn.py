@@ -39,6 +39,11 @@ DEV_REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev_real"
     ("call nine one one", "call 911"),
     ("extension one two three four", "extension 1234"),
     ("five five five oh one two three", "5550123"),
+    # a toll-free prefix said as a number: "eight hundred five" is not three digits read one by one
+    ("my number is eight hundred five five five one two one two", "my number is 8005551212"),
+    ("call one eight hundred five five five oh one nine nine", "call 18005550199"),
+    ("it costs eight hundred five dollars", "it costs $805"),
+    ("the eight hundredth one two three four five six seven", "the 800th 1234567"),
     ("zero zero seven", "007"),
     ("two three", "two three"),
     ("it is one thirty", "it is one thirty"),  # not "one 30"
