@@ -171,9 +171,10 @@ def _digit_run(found: list[_Number], k: int, words: list[str], breaks) -> tuple 
     as 805) is the figure's "(1)800"."""
     start = found[k].start
     said = words[start:found[k].end]
-    # "eight hundred" (+ a digit): the head of a ten-digit figure, if seven digits follow in all
+    # "eight hundred" (+ a digit): the head of a ten-digit figure, if seven digits follow in all (an area code
+    # never starts with 0 or 1)
     head = found[k].text[0] + "00" + (found[k].text[-1] if len(said) == 3 else "") if (
-        2 <= len(said) <= 3 and said[0] in _DIGITS and said[1] == "hundred" and all(w in _DIGITS for w in said[2:])
+        2 <= len(said) <= 3 and said[0] in _DIGITS[2:] and said[1] == "hundred" and all(w in _DIGITS for w in said[2:])
         and not found[k].ordinal) else ""
     while not head and start > 0 and words[start - 1] in _OH and start not in breaks:  # "oh five five"
         start -= 1

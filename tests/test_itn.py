@@ -43,6 +43,7 @@ DEV_REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev_real"
     ("my number is eight hundred five five five one two one two", "my number is 8005551212"),
     ("call one eight hundred five five five oh one nine nine", "call 18005550199"),
     ("it costs eight hundred five dollars", "it costs $805"),
+    ("one hundred five five five one two one two", "105 551212"),  # no area code starts with 1
     ("the eight hundredth one two three four five six seven", "the 800th 1234567"),
     ("zero zero seven", "007"),
     ("two three", "two three"),
