@@ -44,8 +44,9 @@ fi
 # (the bundled punctuation model cannot be made there: its tests skip, and the bundled model decodes without it;
 # the tiny model's tokenizer is the bundled model's, byte for byte, and is copied from it there; the bundled LM's
 # weights, 7.3 MiB since it grew to width 512, do not fit beside the bundled model, the tiny one and the wheels:
-# the server steps there decode with the recommended beam and no LM, and the tests that read the bundled LM fail
-# there for that reason alone, while the LM's GPU kernels are tested on LMs the tests make)
+# the server steps there decode with the recommended beam and no LM, the bundled model's tests decode so too, and
+# the tests of the bundled LM itself skip (tests/conftest.py), while the LM's GPU kernels are tested on LMs the
+# tests make)
 SLIM=(tests/models/tiny/onnx-* asr_engine/models/default/onnx-* asr_engine/models/default-lm/lm.onnx docs
       bench/results.jsonl bench/sweep.png bench/README.md asr_engine/models/default-punct
       tests/models/tiny/tokenizer.model asr_engine/models/default-lm/lm.safetensors

@@ -36,11 +36,17 @@ from asr_engine.punctuation import DEFAULT_PUNCT_DIR  # noqa: E402
 
 PUNCT_SLIMMED = not (DEFAULT_PUNCT_DIR / "model.onnx").exists()
 needs_punct = pytest.mark.skipif(PUNCT_SLIMMED, reason="the bundled punctuation model was left out (gpu_check --slim)")
+# the same for the bundled LM's weights (7.3 MiB since it grew to width 512): there the bundled model decodes with its
+# recommended beam and no LM, and the tests of the bundled LM itself skip
+from asr_engine.lm.config import resolve_lm_dir  # noqa: E402
+
+LM_SLIMMED = not (resolve_lm_dir("default") / "lm.safetensors").exists()
+needs_lm = pytest.mark.skipif(LM_SLIMMED, reason="the bundled LM's weights were left out (gpu_check --slim)")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _without_punctuation_when_slimmed():
-    if not PUNCT_SLIMMED:
+    if not (PUNCT_SLIMMED or LM_SLIMMED):
         yield
         return
     from asr_engine import backend
@@ -49,7 +55,10 @@ def _without_punctuation_when_slimmed():
 
     def without(model):
         rec = recommended(model)
-        rec.pop("punctuate", None)
+        if PUNCT_SLIMMED:
+            rec.pop("punctuate", None)
+        if LM_SLIMMED and rec.get("lm") == "default":
+            rec.pop("lm")
         return rec
 
     backend.recommended_decoding = without

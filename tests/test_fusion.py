@@ -16,7 +16,7 @@ from asr_engine.lm.fusion import OnnxLMStep, ShallowFusion, load_fusion
 from asr_engine.lm.model import BOUNDARY, GILRLanguageModel, LMConfig, save_lm, vocab_fingerprint
 from asr_engine.lm.train import train_lm
 from asr_engine.tokenizer import CharTokenizer
-from conftest import KERNEL_DEVICE
+from conftest import KERNEL_DEVICE, needs_lm
 from test_lm import toy_sentences
 
 try:
@@ -572,6 +572,7 @@ def test_server_with_lm_streams_what_offline_decodes(bundled_lm):
     assert [[m["text"] for m in msgs if m["type"] == "final"] for msgs in got] == [[t] for t in offline]
 
 
+@needs_lm
 def test_the_bundled_lm_ships_an_onnx_step_made_from_its_files(tmp_path, monkeypatch):
     # installs without torch cannot export: the shipped step must fit the folder's network and weights,
     # and editing the fusion weights in lm.json (as tuning does) must not make it stale
@@ -603,6 +604,7 @@ def test_the_bundled_lm_ships_an_onnx_step_made_from_its_files(tmp_path, monkeyp
     assert step_version(copy) != step_version(d)
 
 
+@needs_lm
 def test_bundled_lm_fits_the_bundled_model_and_lowers_its_wer(capsys, monkeypatch):
     from asr_engine.cli import main
     from asr_engine.lm.model import lm_fusion_defaults
