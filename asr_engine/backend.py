@@ -299,6 +299,11 @@ def export_once(out: Path, what: str, make: Callable[[Path], object], done: Call
     return out
 
 
+def _onnx_on_cpu(backend: str, device: str) -> bool:
+    """Whether a resolved backend on `device` ("cpu", "cpu:N", "cuda:N") is ONNX Runtime on the CPU, where int8 runs."""
+    return backend == "onnx" and str(device).split(":")[0] == "cpu"
+
+
 def resolve_precision(model: str | Path | None, precision: str | None, backend: str = "auto",
                       device: str = "cpu") -> str | None:
     """The precision to run in: `precision` when given ("int8" only on ONNX Runtime on the CPU: a ValueError
@@ -306,7 +311,7 @@ def resolve_precision(model: str | Path | None, precision: str | None, backend: 
     "precision", default fp32), None for an export folder (its own), fp32 on torch and on a GPU."""
     if precision not in (None, *PRECISIONS):
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    onnx_cpu = resolve_backend(backend, device) == "onnx" and str(device).split(":")[0] == "cpu"
+    onnx_cpu = _onnx_on_cpu(resolve_backend(backend, device), device)
     if precision == "int8" and not onnx_cpu:
         raise ValueError("precision int8 runs on the onnx backend on the CPU (ONNX Runtime's int8 MatMuls); "
                          "the torch backend and GPUs compute in fp32")
@@ -325,7 +330,7 @@ def resolve_lm_precision(model: str | Path | None, lm_precision: str | None, bac
     same rows quantized on their own), fp32 on torch and on a GPU. Checked here too for Ray's workers, which
     open the LM only after the files have been sent out."""
     on = resolve_backend(backend, device)
-    onnx_cpu = on == "onnx" and str(device).split(":")[0] == "cpu"
+    onnx_cpu = _onnx_on_cpu(on, device)
     if lm_precision == "int8" and not onnx_cpu:
         raise ValueError(f"an LM step in int8 runs on ONNX Runtime on the CPU only (here: {on} on {device}); "
                          f"use fp32")

@@ -120,20 +120,22 @@ _FUNCTION_WORDS = frozenset(
     "how when where why which there here can will would should could may might must all some any just".split())
 
 
-def _reads_english(sentence: str, known: set[str]) -> bool:
+def _reads_english(sentence: str, lemmas: set[str]) -> bool:
     """The corpus holds some German, French and Spanish mail: an English sentence has an English function word,
-    and 70% of its words are ones WordNet knows as they stand or with a plain -s, -es, -ed, -ing or 's ending
-    (when WordNet is installed; `known` is its lemmas with the function words)."""
+    and 70% of its words are function words or ones WordNet knows (`lemmas`; the second test only when WordNet is
+    installed) as they stand or with a plain -s, -es, -ed, -ing or 's ending. Not _is_english_word, whose wider
+    stemming (three letters off, then an "e" or "y" added) takes German ("erste", "heute") for English."""
     words = re.findall(r"[a-z']+", sentence.lower())
     if not any(w in _FUNCTION_WORDS for w in words):
         return False
-    if len(known) == len(_FUNCTION_WORDS):
+    if not lemmas:
         return True
 
     def english(w: str) -> bool:
         w = w.removesuffix("'s")
-        return any(f in known for f in (w, w.removesuffix("s"), w.removesuffix("es"), w.removesuffix("ed"),
-                                        w.removesuffix("d"), w.removesuffix("ing"), w.removesuffix("ing") + "e"))
+        return any(f in lemmas or f in _FUNCTION_WORDS for f in (
+            w, w.removesuffix("s"), w.removesuffix("es"), w.removesuffix("ed"), w.removesuffix("d"),
+            w.removesuffix("ing"), w.removesuffix("ing") + "e"))
 
     return sum(english(w) for w in words) >= 0.7 * len(words)
 
@@ -154,7 +156,7 @@ def email_sentences(data_dir: Path | None = None, max_words: int = 30) -> list[s
     out: list[str] = []
     if data_dir is None or not data_dir.is_dir():
         return out
-    known = _wordnet_lemmas() | _FUNCTION_WORDS  # English, when WordNet is installed (it is for the other sources)
+    lemmas = _wordnet_lemmas()  # empty without WordNet (which the other sources need too)
     for path in sorted(p for group in ("easy-ham-1", "easy-ham-2", "hard-ham-1")
                        for p in (data_dir / group).glob("*.json")):
         try:
@@ -170,7 +172,7 @@ def email_sentences(data_dir: Path | None = None, max_words: int = 30) -> list[s
             for sentence in _SENTENCE_END.split(" ".join(paragraph.split())):
                 letters = sum(c.isalpha() for c in sentence)
                 if 3 <= len(sentence.split()) <= max_words and sentence[-1:] in ".!?" \
-                        and letters > 0.7 * len(sentence.replace(" ", "")) and _reads_english(sentence, known):
+                        and letters > 0.7 * len(sentence.replace(" ", "")) and _reads_english(sentence, lemmas):
                     out.append(sentence)
     return out
 

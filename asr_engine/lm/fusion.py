@@ -146,15 +146,13 @@ def load_fusion(path: str | Path, tokenizer, weight: float | None = None, length
     (a penalty of 0 leaves it out). Refuses an LM trained on another vocabulary than the acoustic
     model's. `precision` "int8" runs the ONNX step's linear layers in int8 (ONNX Runtime on the CPU only, as
     the acoustic model's int8)."""
-    from asr_engine.backend import check_device, resolve_backend
+    from asr_engine.backend import check_device, resolve_backend, resolve_lm_precision
     from asr_engine.lexicon import Lexicon
 
     check_device(device, backend)
     backend = resolve_backend(backend, device)
     step_file(precision)  # a precision that is none is refused before anything loads
-    if precision != "fp32" and (backend != "onnx" or str(device).split(":")[0] != "cpu"):
-        raise ValueError(f"an LM step in {precision} runs on ONNX Runtime on the CPU only (here: {backend} on "
-                         f"{device}); use fp32")
+    resolve_lm_precision(None, precision, backend, device)  # int8 off ONNX Runtime on the CPU is refused
     read_lm_config(path, tokenizer)
     tuned = lm_fusion_defaults(path)
     weight = tuned.get("weight", WEIGHT) if weight is None else weight

@@ -11,7 +11,6 @@ python docs/experiments/email_lm.py runs
     the decision runs of email_lm.sh: WER per run, real-time factor over the runs, wins and losses, the verdict
 """
 
-import json
 import sys
 
 from scipy.stats import binomtest
@@ -37,13 +36,9 @@ def pack(src, dst):
 
 def grid(bundled_path, candidate_path, write):
     for name, path in (("bundled", bundled_path), ("candidate", candidate_path)):
-        pts = wider_lm.points(path)
-        best = min(pts, key=lambda p: (pts[p], wider_lm.steps(p)))
+        pts, best = wider_lm.best_point(path)
         print(f"{name}: at {wider_lm.SHIPPED} {pts[wider_lm.SHIPPED]} errors; best {best} {pts[best]} errors")
-    cfg = json.load(open(write))
-    cfg["fusion"] = {"weight": best[0], "length_bonus": best[1], "lexicon_penalty": best[2]}
-    json.dump(cfg, open(write, "w"), indent=2)
-    print(f"written into {write}: {cfg['fusion']}")
+    wider_lm.write_fusion(write, best)
 
 
 def ppl(candidate):
@@ -64,10 +59,7 @@ def ppl(candidate):
 
 def runs():
     def load(s, c, lm, r):
-        try:
-            return json.load(open(f"runs/email_{s}_{c}_{lm}_r{r}.json"))["settings"][0]
-        except FileNotFoundError:
-            return None
+        return wider_lm.first_setting(f"runs/email_{s}_{c}_{lm}_r{r}.json")
 
     verdict = []
     for s, layouts in LAYOUTS.items():

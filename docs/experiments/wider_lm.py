@@ -32,20 +32,29 @@ def steps(p):
     return sum(abs(axis.index(v) - axis.index(s)) for axis, v, s in zip(AXES, p, SHIPPED))
 
 
+def best_point(path):
+    """A grid's points (errors per point) and its best one (a tie: fewer grid steps from SHIPPED)."""
+    pts = points(path)
+    return pts, min(pts, key=lambda p: (pts[p], steps(p)))
+
+
+def write_fusion(write, best):
+    cfg = json.load(open(write))
+    cfg["fusion"] = {"weight": best[0], "length_bonus": best[1], "lexicon_penalty": best[2]}
+    json.dump(cfg, open(write, "w"), indent=2)
+    print(f"  written into {write}: {cfg['fusion']}")
+
+
 def grid(bundled_path, candidate_path, write):
     for name, path in (("bundled", bundled_path), ("candidate", candidate_path)):
-        pts = points(path)
-        best = min(pts, key=lambda p: (pts[p], steps(p)))
+        pts, best = best_point(path)
         print(f"{name}: shipped point {pts[SHIPPED]} errors; best {best} {pts[best]} errors; "
               + ", ".join(f"{p}:{e}" for p, e in sorted(pts.items(), key=lambda kv: kv[1])[:6]))
         if name == "bundled":
             print(f"  bundled LM: {pts[SHIPPED] - pts[best]} words better at its best: "
                   f"{'past' if pts[SHIPPED] - pts[best] > 12 else 'not past'} the 12-word bar")
         else:
-            cfg = json.load(open(write))
-            cfg["fusion"] = {"weight": best[0], "length_bonus": best[1], "lexicon_penalty": best[2]}
-            json.dump(cfg, open(write, "w"), indent=2)
-            print(f"  written into {write}: {cfg['fusion']}")
+            write_fusion(write, best)
 
 
 def pack(src, dst):
@@ -71,12 +80,17 @@ def ship(src, dst, trained_on, command):
     print(f"{dst}: fp16 weights, the bundled lexicon; held-out perplexity {info['heldout_ppl']:.2f}")
 
 
+def first_setting(path):
+    """An `asr-engine eval --json` report's first setting, or None for a run not made (yet)."""
+    try:
+        return json.load(open(path))["settings"][0]
+    except FileNotFoundError:
+        return None
+
+
 def runs():
     def load(c, lm, p, r):
-        try:
-            return json.load(open(f"runs/lm_{c}_{lm}_{p}_r{r}.json"))["settings"][0]
-        except FileNotFoundError:
-            return None
+        return first_setting(f"runs/lm_{c}_{lm}_{p}_r{r}.json")
 
     int8_ok = True
     for c in ("full", "streaming"):
