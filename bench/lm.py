@@ -1,7 +1,8 @@
 """lm: the recurrent LM's kernels and the cost and gain of fusing it into beam search.
 
 `--part scan`: the linear recurrence h_t = a_t h_{t-1} + b_t over (B, T, D): the sequential torch
-reference (a Python loop over T), the blocked reference (the CPU path) and, on CUDA, the Triton scan;
+reference (a Python loop over T, autograd through it), the blocked reference, the loop with its own backward
+(the CPU training path) and, on CUDA, the Triton scan;
 forward, and forward + backward. Tokens/s counts B*T positions; GB/s counts the bytes the scan must
 move (a and b read, h written). Then the decoding step of one GILR layer for N hypotheses (gather the
 parents' states, gates, update): the torch reference and, on CUDA, the fused Triton kernel. Every
@@ -41,14 +42,14 @@ def _timed(fn, reps: int, sync) -> float:
 def scan_rows(B: int, T: int, D: int, N: int, device: str, reps: int, sequential: bool = True) -> list[dict]:
     import torch
 
-    from asr_engine.lm.scan import gilr_step_reference, scan_blocked, scan_sequential
+    from asr_engine.lm.scan import gilr_step_reference, scan_blocked, scan_loop, scan_sequential
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     g = torch.Generator().manual_seed(0)
     a = torch.rand(B, T, D, generator=g).clamp(0.05, 1.0).to(device).requires_grad_()
     b = torch.randn(B, T, D, generator=g).to(device).requires_grad_()
     w = torch.randn(B, T, D, generator=g).to(device)
-    impls = [("blocked reference", scan_blocked)]
+    impls = [("blocked reference", scan_blocked), ("loop, own backward", scan_loop)]
     if sequential:
         impls.insert(0, ("sequential reference", scan_sequential))
     if device == "cuda" or os.environ.get("TRITON_INTERPRET") == "1":

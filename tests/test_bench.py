@@ -205,7 +205,8 @@ def test_lm_bench_checks_the_scan_and_measures_fusion(tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     scan = [r for r in rows if r["bench"] == "lm-scan"]
     impls = {(r["op"], r["impl"]) for r in scan}
-    assert {("scan", "sequential reference"), ("scan", "blocked reference"), ("gilr_step", "reference")} <= impls
+    assert {("scan", "sequential reference"), ("scan", "blocked reference"), ("scan", "loop, own backward"),
+            ("gilr_step", "reference")} <= impls
     if importlib.util.find_spec("triton") is not None:
         assert ("scan", "triton") in impls and ("gilr_step", "triton (fused)") in impls
     assert all(r["max_abs_diff"] < 1e-3 and r["forward_ms"] > 0 for r in scan)

@@ -1,10 +1,11 @@
 """The linear-recurrence scan: the Triton kernels (forward and backward, through Triton's
-interpreter on the CPU) and the blocked reference against the sequential one."""
+interpreter on the CPU), the loop with its own backward (the CPU's training path) and the blocked
+reference against the sequential one."""
 
 import pytest
 import torch
 
-from asr_engine.lm.scan import linear_scan, scan_blocked, scan_sequential
+from asr_engine.lm.scan import linear_scan, scan_blocked, scan_loop, scan_sequential
 from conftest import KERNEL_DEVICE
 
 try:
@@ -44,6 +45,37 @@ def test_blocked_reference_equals_sequential_with_gradients(B, T, D, h0):
     torch.testing.assert_close(got, ref, atol=2e-5, rtol=1e-4)
     for x, y in zip(ggot, gref):
         torch.testing.assert_close(x, y, atol=2e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("B,T,D", [(1, 1, 1), (2, 5, 3), (3, 130, 70)])
+@pytest.mark.parametrize("h0", [True, False])
+def test_loop_scan_equals_sequential_forward_and_backward(B, T, D, h0):
+    a, b, h = _inputs(B, T, D, h0=h0, seed=T)
+    ref, gref = _grads(scan_sequential, a, b, h)
+    got, ggot = _grads(scan_loop, a, b, h)
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-6)
+    for x, y in zip(ggot, gref):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+
+
+def test_loop_scan_gradients_pass_gradcheck_in_fp64():
+    a, b, h = _inputs(2, 9, 3, dtype=torch.float64)
+    assert torch.autograd.gradcheck(scan_loop, (a, b, h))
+    assert torch.autograd.gradcheck(lambda a, b: scan_loop(a, b), (a, b))
+
+
+def test_loop_scan_fp16_computes_in_fp32_and_grads_only_what_is_asked():
+    a, b, h = _inputs(2, 40, 16, dtype=torch.float16)
+    got = scan_loop(a, b, h)
+    assert got.dtype == torch.float16
+    torch.testing.assert_close(got.float(), scan_sequential(a.float(), b.float(), h.float()), atol=1e-2, rtol=1e-2)
+    got.float().sum().backward()
+    assert a.grad.dtype == b.grad.dtype == h.grad.dtype == torch.float16
+    a, b, _ = _inputs(2, 5, 3, h0=False)
+    (gb,) = torch.autograd.grad(scan_loop(a.detach(), b).sum(), [b])
+    (ref,) = torch.autograd.grad(scan_sequential(a.detach(), b).sum(), [b])
+    torch.testing.assert_close(gb, ref)
+    assert scan_loop(a[:, :0], b[:, :0]).shape == (2, 0, 3)
 
 
 needs_triton = pytest.mark.skipif(triton_linear_scan is None, reason="Triton is not installed")
@@ -98,15 +130,15 @@ def test_triton_scan_refuses_bad_inputs_and_takes_empty_ones():
     assert scan_forward(a[:, :0].contiguous(), b[:, :0].contiguous(), None).shape == (2, 0, 3)
 
 
-def test_linear_scan_on_cpu_trains_blocked_and_infers_sequentially(monkeypatch):
+def test_linear_scan_on_cpu_trains_with_the_loop_and_infers_sequentially(monkeypatch):
     import asr_engine.lm.scan as scan
 
     a, b, h = _inputs(2, 20, 5)
     used = []
-    for name in ("scan_blocked", "scan_sequential"):
+    for name in ("scan_loop", "scan_sequential"):
         fn = getattr(scan, name)
         monkeypatch.setattr(scan, name, lambda *x, fn=fn, name=name: used.append(name) or fn(*x))
-    torch.testing.assert_close(linear_scan(a, b, h), scan_blocked(a, b, h))
+    torch.testing.assert_close(linear_scan(a, b, h), scan_sequential(a, b, h))
     with torch.no_grad():
         torch.testing.assert_close(linear_scan(a, b, h), scan_sequential(a, b, h))
-    assert used == ["scan_blocked", "scan_sequential"]
+    assert used == ["scan_loop", "scan_sequential"]
