@@ -285,7 +285,7 @@ def test_int8_step_quantizes_each_row_alone_and_keeps_the_output_projection(tmp_
     lp_q, st_q = int8(tokens, state, src)
     lp_f, st_f = fp32(tokens, state, src)
     err = np.abs(np.array(lp_q) - np.array(lp_f))
-    assert err.max() < 0.15 and err.mean() < 0.03  # 8-bit rows and columns: close, not equal
+    assert err.max() < 0.2 and err.mean() < 0.05  # 8-bit rows, 7-bit columns (quantize_columns): close, not equal
     assert 0 < np.abs(st_q - st_f).max() < 0.05
     for i in range(5):  # each hypothesis scores as it would alone: no scale shared across the step's rows
         lp1, st1 = int8([tokens[i]], state[:, i: i + 1], [0])

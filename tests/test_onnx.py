@@ -485,15 +485,40 @@ def test_export_context_full_makes_a_folder_transcribe_reads_in_full_context(tmp
 
 
 def test_quantize_columns_scales_each_column_and_sums_its_int8_values():
-    from asr_engine.export.runtime import quantize_columns
+    from asr_engine.export.runtime import WEIGHT_LEVELS, quantize_columns
 
     rng = np.random.default_rng(0)
     w = (rng.standard_normal((64, 5)) * np.array([0.01, 1.0, 30.0, 1e-3, 0.0])).astype(np.float32)
     q, scale, colsum = quantize_columns(w)
     assert q.dtype == np.int8 and scale.dtype == colsum.dtype == np.float32
-    assert np.abs(q).max(0).tolist()[:4] == [127] * 4 and not q[:, 4].any()  # each column uses its whole range
+    assert WEIGHT_LEVELS == 63  # 7 bits: 255 x 63 x 2 fits the int16 that AVX2's u8 x s8 products saturate
+    assert np.abs(q).max(0).tolist()[:4] == [63] * 4 and not q[:, 4].any()  # each column uses its whole range
     assert np.all(np.abs(q * scale - w) <= scale / 2 + 1e-7)
     np.testing.assert_array_equal(colsum, q.astype(np.int64).sum(0))
+
+
+def test_int8_matmul_is_exact_where_the_cpu_saturates_pairs(tmp_path):
+    """The largest products an int8 export can make (rows quantized to 255 against weights at the end of their
+    range, of one sign) sum exactly in ONNX Runtime's MatMulInteger on this CPU. With 8-bit weights (127) an AVX2
+    CPU without VNNI adds two such products into a saturating int16: this test failed on an AMD EPYC with AVX2
+    (4 of the 12 sums off by up to 759 of 768)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from asr_engine.export.onnx import quantize_rows
+
+    w = np.ones((256, 4), np.float32) * np.array([1.0, -1.0, 0.5, -2.0], np.float32)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 256])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(w, "w")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    quantize_rows(path, exclude=[])
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.stack([np.full(256, 3.0), -np.full(256, 3.0), np.tile([3.0, -3.0], 128)]).astype(np.float32)
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], x @ w, rtol=1e-5, atol=1e-3)
 
 
 def test_quantize_rows_computes_each_row_with_its_own_scale(tmp_path):

@@ -106,11 +106,13 @@ def _add_metadata(path: Path, meta: dict[str, str]) -> None:
 
 
 def _quantize(path: Path) -> None:
-    """int8 weights for the MatMuls of one stage, in place (ORT dynamic quantization)."""
+    """int8 weights for the MatMuls of one stage, in place (ORT dynamic quantization). reduce_range: 7-bit
+    weights, as quantize_columns' (without them AVX2 CPUs without VNNI saturate the u8 x s8 products' sums)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = path.with_suffix(".int8.onnx")
-    quantize_dynamic(str(path), str(tmp), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+    quantize_dynamic(str(path), str(tmp), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8,
+                     reduce_range=True)
     tmp.replace(path)
 
 
@@ -240,7 +242,7 @@ def _quantize_static(out: Path, calibration: list, meta: dict[str, str]) -> None
         tmp = path.with_suffix(".int8.onnx")
         quantize_static(str(path), str(tmp), Reader(feeds[stage]), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=["MatMul"], per_channel=True, activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax, reduce_range=True,
                         nodes_to_exclude=heads, extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         tmp.replace(path)
 
