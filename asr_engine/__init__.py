@@ -57,7 +57,8 @@ def load(model: str | Path | None = None, *, backend: str = "auto", device: str 
     default: what the model recommends (its decoding.json: the bundled one for the bundled model); numbers (a
     DecodeOptions field): None (digits in punctuated results: "press 1", "$5.50"), True (digits also without
     punctuation) or False (words, as the recognizer says them). precision: "int8" (the encoder's MatMuls in
-    int8, on ONNX Runtime) or "fp32"; default: what the model recommends (its decoding.json), fp32 on torch.
+    int8, on ONNX Runtime) or "fp32"; default: what the model recommends (its decoding.json: fp32 for the bundled
+    model), fp32 on torch.
     lm_precision: the LM step's linear layers, "fp32" or "int8" (ONNX Runtime on the CPU); default: what the
     model recommends on ONNX Runtime on the CPU (its decoding.json: int8 for the bundled model), else fp32."""
     from asr_engine.backend import (load_model, resolve_backend, resolve_context, resolve_decoding,

@@ -626,9 +626,9 @@ def test_bundled_lm_fits_the_bundled_model_and_lowers_its_wer(capsys, monkeypatc
     # for "one"; the weights were tuned for the stage-12 model on held-out synthetic speech)
     assert wer("--lm", "default") < 0.5 * wer()
     # what transcribe does when told nothing: the bundled model recommends beam 16 with the bundled LM, the
-    # encoder and the LM step in int8
+    # encoder in fp32 (7-bit int8 failed the int8 rule on dev_real: docs/onnx.md) and the LM step in int8
     assert json.loads(open("asr_engine/models/default/decoding.json").read()) == {
-        "beam": 16, "lm": "default", "context": "full", "punctuate": "default", "precision": "int8",
+        "beam": 16, "lm": "default", "context": "full", "punctuate": "default", "precision": "fp32",
         "lm_precision": "int8"}
     assert main(["transcribe", *SAMPLES, "--format", "jsonl", "-q"]) == 0
     default = capsys.readouterr().out

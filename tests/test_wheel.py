@@ -92,14 +92,14 @@ def test_transcribe_without_torch_equals_the_torch_backend(venv, tmp_path):
     assert [g["top_fraction"] for g in got] == [round(x.top_fraction, 4) for x in ref]
     r = _run([str(env / "bin" / "asr-engine"), "transcribe", SAMPLES[0], "--beam", "16", "--lm", "default", "-q"],
              cwd=tmp_path, env={**os.environ, "XDG_CACHE_HOME": str(cache)})
-    # the bundled LM's shipped lm-int8.onnx, and the int8 exports the bundled model recommends: nothing exported
+    # the bundled LM's shipped step, and the exports the bundled model recommends: nothing exported
     assert r.stdout.strip() and not (cache / "asr-engine").exists()
     default = _run([str(env / "bin" / "asr-engine"), "transcribe", SAMPLES[0], "-q"], cwd=tmp_path,
                    env={**os.environ, "XDG_CACHE_HOME": str(cache)})
     assert default.stdout == r.stdout  # the bundled model's decoding.json: beam 16 with the bundled LM
     probe = ("import asr_engine\n"
              "print(asr_engine.load(for_files=True).model.precision, asr_engine.load().model.path.name)")
-    assert _run([str(env / "bin" / "python"), "-c", probe], cwd=tmp_path).stdout.split() == ["int8", "onnx-c32-int8"]
+    assert _run([str(env / "bin" / "python"), "-c", probe], cwd=tmp_path).stdout.split() == ["fp32", "onnx-c32"]
     code = ("import asr_engine, soundfile\n"
             f"a, sr = soundfile.read({SAMPLES[0]!r}, dtype='float32')\n"
             "print(asr_engine.load(beam=1, for_files=True, precision='fp32').transcribe(a, sr).text)\n"
