@@ -11,7 +11,7 @@ Plain torch, the ground truth and the CPU path:
   records nothing for autograd, and the backward is the same recurrence run from the end
   (dh_t = g_t + a_{t+1} * dh_{t+1}; grad b = dh, grad a_t = dh_t * h_{t-1}, grad h0 = a_0 * dh_0),
   in fp32 (or fp64). Two passes of T small steps, where the blocked form makes (B, block, block, D) tensors:
-  an LM training step on the CPU takes about half the time with it (bench/README.md, "LM training").
+  an LM training step on the CPU takes less than half the time with it (bench/README.md, "lm").
 
 `linear_scan` picks the Triton kernels (`triton_scan`) for CUDA tensors when Triton imports, and on
 the CPU `scan_loop` for training, the sequential loop without gradients; all have gradients for a,

