@@ -18,6 +18,8 @@ mkdir -p runs/lm-email runs/lm-$T
 # sources' held-out split, which it does not learn from)
 asr-engine lm train --text runs/lm-email/all5.txt --out runs/lm-$T --steps $S --d-model 512 --eval-every 500 \
   --threads 2 --resume -q
+# on a new machine, the held-out sets first (about 35 minutes)
+[ -s data/heldout3/manifest.jsonl ] && [ -s data/heldout/tune.jsonl ] || bash docs/experiments/heldout_sets.sh
 asr-engine data synth --out data/heldout_email --split heldout --num 300 --augment-prob 0.3 \
   --mix configs/synth/mix-email.json --seed 13 --prefix h13 --workers 2 -q  # kept as made: synthesis resumes
 python docs/experiments/email_lm.py pack runs/lm-$T $C $S
