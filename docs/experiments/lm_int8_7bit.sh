@@ -7,8 +7,8 @@ cd "$(dirname "$0")/../.." && source .venv/bin/activate
 mkdir -p runs
 for C in full streaming; do
   for P in fp32 int8; do
-    asr-engine eval data/heldout3/manifest.jsonl --context $C --beam 16 --lm default --precision fp32 --lm-precision $P \
-      --thresholds 0.99 --backend onnx --threads 2 -q --json runs/lm7_${C}_${P}.json
+    asr-engine eval data/heldout3/manifest.jsonl --context $C --beam 16 --lm default --precision fp32 \
+      --lm-precision $P --thresholds 0.99 --backend onnx --threads 2 -q --json runs/lm7_${C}_${P}.json
   done
   (cd docs/experiments && python paired.py --json ../../runs/lm7_${C}_fp32.json ../../runs/lm7_${C}_int8.json \
     ../../data/heldout3/manifest.jsonl 0.99)
