@@ -6,7 +6,7 @@ that stands for the skipped frames of its window: the mean key and value of blan
 on training speech, in full passes), with log(number of skipped frames in the query's window) added to its score,
 which is what attention over that many identical frames would give. Nothing is trained; the full pass is unchanged.
 
-    python docs/experiments/blank_keys.py MODEL CALIBRATION_MANIFEST N_CALIB MANIFEST[+MANIFEST...] 0.99,0.95,0.9 [EVERY]
+    python docs/experiments/blank_keys.py MODEL CALIB_MANIFEST N_CALIB MANIFEST[+MANIFEST...] 0.99,0.95,0.9 [EVERY]
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ Runs the bundled model's frozen stem and blocks 1..LAYER (default 5: what the tr
 full context, and compares the frame distributions of the real utterances and of each engine's dry utterances
 (no noise, babble, bed, room or clipping) by the Fréchet distance of Gaussians fitted to them (as FID does;
 scipy's sqrtm), and by a linear probe's accuracy at telling each group from real speech (frames balanced, half
-of the utterances of each side for fitting, L2-regularized logistic regression, the other half for scoring). Groups are capped at PER_GROUP
+of the utterances of each side for fitting, L2-regularized logistic regression, the other half for scoring). Groups are
+capped at PER_GROUP
 utterances (default 120). Only aggregates of the real set are used: nothing is tuned on it. With `cmn`, each
 utterance's mean frame is subtracted first (a per-utterance normalization); the probe is then at chance by
 construction (both sides have a zero mean), so only the Fréchet distance says anything.
@@ -95,7 +96,8 @@ def main(real_manifest: str, synth: str, layer: int = 5, per_group: int = 120, c
             groups[r["engine"]].append(u)
     norm = centred if cmn else (lambda u: u)
     real = norm(frames(model, load_features(real_manifest, ck.tokenizer, fbank), layer))
-    print(f"block {layer} output, full context{', each utterance centred' if cmn else ''}; real: {len(real)} utterances, {sum(map(len, real))} frames")
+    print(f"block {layer} output, full context{', each utterance centred' if cmn else ''}; "
+          f"real: {len(real)} utterances, {sum(map(len, real))} frames")
     print("group | utterances | Fréchet distance to real | linear probe accuracy (0.5 = indistinguishable)")
     halves = real[0::2], real[1::2]  # the floor: real speech against itself
     print(f"real, odd against even utterances | {len(halves[1])} | "

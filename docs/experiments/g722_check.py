@@ -1,5 +1,6 @@
 """Does dev_real's G.722 channel explain what real speech costs? The utterances of a manifest that had no augmentation
-at all (no voice perturbation, codec or noise), as they are and after a G.722 round trip, written as two manifests to decode with the same model:
+at all (no voice perturbation, codec or noise), as they are and after a G.722 round trip, written as two manifests to
+decode with the same model:
 
     python docs/experiments/g722_check.py data/heldout/manifest.jsonl /tmp/g722
     asr-engine eval /tmp/g722/orig.jsonl --backend onnx --thresholds 1.0 --threads 2

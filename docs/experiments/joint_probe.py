@@ -78,7 +78,8 @@ def main() -> None:
         print(f"{k}: WER {100 * v / words:.2f}%{extra}")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"manifest": a.manifest, "every": a.every, "wer": {str(k): 100 * v / words for k, v in errs.items()},
+            json.dump({"manifest": a.manifest, "every": a.every,
+                       "wer": {str(k): 100 * v / words for k, v in errs.items()},
                        "hypotheses": {str(k): v for k, v in hyps.items()}}, f, indent=1)
 
 

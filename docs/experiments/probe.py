@@ -31,7 +31,8 @@ class Tr(nn.Module):
     def forward(self, x): return x.transpose(1, 2)
 head = {"linear": nn.Sequential(nn.LayerNorm(512), nn.Linear(512, V)),
         "mlp": nn.Sequential(nn.LayerNorm(512), nn.Linear(512, 1024), nn.GELU(), nn.Linear(1024, V)),
-        "conv": nn.Sequential(nn.LayerNorm(512), Tr(), nn.Conv1d(512, 512, 5, padding=2), nn.GELU(), Tr(), nn.LayerNorm(512), nn.Linear(512, V))}[KIND]
+        "conv": nn.Sequential(nn.LayerNorm(512), Tr(), nn.Conv1d(512, 512, 5, padding=2), nn.GELU(), Tr(),
+                              nn.LayerNorm(512), nn.Linear(512, V))}[KIND]
 opt = torch.optim.AdamW(head.parameters(), lr=float(sys.argv[1]) if len(sys.argv) > 1 else 2e-3, weight_decay=0.01)
 epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
 
@@ -74,5 +75,6 @@ for ep in range(epochs):
         h, hl, y, yl = pad(train, idx)
         loss = ctc_loss(HeadOutput(head(h)), hl, y, yl)
         opt.zero_grad(); loss.backward(); opt.step(); step += 1
-    print(ep, f"loss {loss.item():.1f}", {k: round(wer(v), 4) for k, v in evals.items()}, f"{time.time()-t0:.0f}s", flush=True)
+    print(ep, f"loss {loss.item():.1f}", {k: round(wer(v), 4) for k, v in evals.items()},
+          f"{time.time()-t0:.0f}s", flush=True)
 torch.save(head.state_dict(), "/work/data/exp/head.pt")

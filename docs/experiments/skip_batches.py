@@ -50,7 +50,8 @@ def main(manifest: str, thresholds: str = "1.0,0.99,0.95", every: str = "1") -> 
         wall = time.perf_counter() - t
         stages = " ".join(f"{k} {v:.2f} s" for k, v in SECONDS.items())
         print(f"threshold {th}: frames through the top {s.top_fraction:.1%}, top-stage positions {POSITIONS[0]:,}, "
-              f"{wall:.2f} s: {stages}, the rest {wall - sum(SECONDS.values()):.2f} s; WER {s.total.wer:.2%}", flush=True)
+              f"{wall:.2f} s: {stages}, the rest {wall - sum(SECONDS.values()):.2f} s; WER {s.total.wer:.2%}",
+              flush=True)
 
 
 if __name__ == "__main__":
