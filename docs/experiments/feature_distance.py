@@ -2,12 +2,11 @@
 
     python docs/experiments/feature_distance.py REAL_MANIFEST SYNTH_MANIFEST[+...] [LAYER] [PER_GROUP] [cmn]
 
-Runs the bundled model's frozen stem and blocks 1..LAYER (default 5: what the trained layers and heads read) in
-full context, and compares the frame distributions of the real utterances and of each engine's dry utterances
-(no noise, babble, bed, room or clipping) by the Fréchet distance of Gaussians fitted to them (as FID does;
-scipy's sqrtm), and by a linear probe's accuracy at telling each group from real speech (frames balanced, half
-of the utterances of each side for fitting, L2-regularized logistic regression, the other half for scoring). Groups are
-capped at PER_GROUP
+Runs the bundled model's frozen stem and blocks 1..LAYER (default 5: what the trained layers and heads read) in full
+context, and compares the frame distributions of the real utterances and of each engine's dry utterances (no noise,
+babble, bed, room or clipping) by the Fréchet distance of Gaussians fitted to them (as FID does; scipy's sqrtm), and
+by a linear probe's accuracy at telling each group from real speech (frames balanced, half of the utterances of each
+side for fitting, L2-regularized logistic regression, the other half for scoring). Groups are capped at PER_GROUP
 utterances (default 120). Only aggregates of the real set are used: nothing is tuned on it. With `cmn`, each
 utterance's mean frame is subtracted first (a per-utterance normalization); the probe is then at chance by
 construction (both sides have a zero mean), so only the Fréchet distance says anything.

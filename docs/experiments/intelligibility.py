@@ -1,11 +1,10 @@
 """Whisper-base's reading of every utterance of a corpus: how intelligible is each one? Usage:
   python docs/experiments/intelligibility.py OUT.jsonl MANIFEST [MANIFEST ...] [--workers 2]
 Each line of OUT: the manifest, the utterance's audio path as the manifest gives it, whisper-base's greedy
-transcript (faster-whisper int8, as `bench peers` runs it but
-without the temperature fallback, which decodes unreadable speech up to six times) and its WER against the reference.
-Resumable: utterances
-already in OUT are skipped. A corpus's augmentation can make speech that Whisper itself cannot read (held-out
-synthetic speech, babble: Whisper-base 91% WER); this says which utterances those are."""
+transcript (faster-whisper int8, as `bench peers` runs it but without the temperature fallback, which decodes
+unreadable speech up to six times) and its WER against the reference. Resumable: utterances already in OUT are
+skipped. A corpus's augmentation can make speech that Whisper itself cannot read (held-out synthetic speech, babble:
+Whisper-base 91% WER); this says which utterances those are."""
 
 import argparse
 import json
