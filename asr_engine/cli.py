@@ -817,6 +817,29 @@ def cmd_data_text(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_fotaq(args: argparse.Namespace) -> int:
+    from asr_engine.data.fotaq import DEFAULT_BUNDLE, build_corpus, read_bundle
+    from asr_engine.lexicon import read_words
+    from asr_engine.lm.config import default_lm_dir
+
+    if not 0 < args.heldout < 1:
+        raise InputError("--heldout must be a fraction between 0 and 1")
+    try:
+        bundle = read_bundle(args.bundle or DEFAULT_BUNDLE)
+        words = set(read_words(Path(args.words) if args.words else default_lm_dir() / "lexicon.txt"))
+        stats = build_corpus(bundle, args.out, words, args.heldout)
+    except FileNotFoundError as e:
+        raise InputError(f"data fotaq: {e.filename or e}: not found (apt-get install flight-of-the-amazon-queen, "
+                         "or give --bundle)") from None
+    except ValueError as e:
+        raise InputError(f"data fotaq: {e}") from None
+    for name in ("manifest.jsonl", "heldout.jsonl"):
+        print(f"{Path(args.out) / name}: {stats[name]['utterances']} utterances, {stats[name]['hours']:.2f} h",
+              file=sys.stderr)
+    print(f"held out: the conversations of {', '.join(stats['heldout_groups'])}", file=sys.stderr)
+    return 0
+
+
 def cmd_data_stats(args: argparse.Namespace) -> int:
     from asr_engine.data.stats import corpus_stats
 
@@ -1139,6 +1162,20 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--held-out-percent", type=float, default=2.0,
                     help="share of sentences held out, by hash (default 2, as data synth)")
     dt.set_defaults(func=cmd_data_text)
+
+    df = data.add_parser("fotaq", help="real speech: the voice acting of Flight of the Amazon Queen, with its script",
+                         description="Write the spoken dialogue lines of the game Flight of the Amazon Queen (Debian's "
+                                     "flight-of-the-amazon-queen package: freeware, its CD version with speech) as "
+                                     "16 kHz FLAC with the script's words: manifest.jsonl for training, heldout.jsonl "
+                                     "the conversations of whole characters held out. Reruns reuse the audio written.")
+    df.add_argument("--out", required=True, help="output folder")
+    df.add_argument("--bundle", default=None, help="the game's queen.1c (default: where the Debian package puts it)")
+    df.add_argument("--words", default=None,
+                    help="word list (one per line) that a line's words must come from, names apart (default: the "
+                         "bundled LM's lexicon)")
+    df.add_argument("--heldout", type=float, default=0.12,
+                    help="share of the audio held out, by whole characters (default 0.12)")
+    df.set_defaults(func=cmd_data_fotaq)
 
     ds = data.add_parser("stats", help="hours per engine and augmentation, speakers and neural share of corpora")
     ds.add_argument("manifests", nargs="+", help="manifest.jsonl files written by data synth")

@@ -119,6 +119,7 @@ def _write_atomic(dest: Path, sources: list[Path]) -> None:
         with os.fdopen(fd, "wb") as f:
             for p in sources:
                 f.write(p.read_bytes())
+        os.chmod(tmp, 0o644)  # mkstemp's files are the owner's alone; these are a cache anyone may read
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
