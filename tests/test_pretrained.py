@@ -164,7 +164,9 @@ def test_whisper_ct2_folder_made_by_several_processes_at_once(tmp_path, monkeypa
             t.join()
         assert errors == []
         assert (out / "model.bin").read_bytes() == b"\x01" * 3_000_000 + b"\x02" * 3_000_000
-        assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.bin", "tokenizer.json", "vocabulary.json"]
+        names = sorted(p.name for p in out.iterdir())
+        assert names == ["config.json", "model.bin", "tokenizer.json", "vocabulary.json"]
+
 
 def test_imported_encoder_computes_whispers_encoder(tmp_path):
     v = tiny_whisper()
