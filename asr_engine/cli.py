@@ -833,11 +833,35 @@ def cmd_data_fotaq(args: argparse.Namespace) -> int:
                          "or give --bundle)") from None
     except ValueError as e:
         raise InputError(f"data fotaq: {e}") from None
-    for name in ("manifest.jsonl", "heldout.jsonl"):
-        print(f"{Path(args.out) / name}: {stats[name]['utterances']} utterances, {stats[name]['hours']:.2f} h",
-              file=sys.stderr)
-    print(f"held out: the conversations of {', '.join(stats['heldout_groups'])}", file=sys.stderr)
+    _print_corpus_stats(args.out, stats)
     return 0
+
+
+def cmd_data_drascula(args: argparse.Namespace) -> int:
+    from asr_engine.data.drascula import DEFAULT_FOLDER, build_corpus
+    from asr_engine.lexicon import read_words
+    from asr_engine.lm.config import default_lm_dir
+
+    if not 0 < args.heldout < 1:
+        raise InputError("--heldout must be a fraction between 0 and 1")
+    folder = Path(args.folder or DEFAULT_FOLDER)
+    if not (folder / "drascula.dat").is_file():
+        raise InputError(f"data drascula: {folder / 'drascula.dat'}: not found (apt-get install drascula, or give "
+                         "--folder: the game's English folder)")
+    try:
+        words = set(read_words(Path(args.words) if args.words else default_lm_dir() / "lexicon.txt"))
+        stats = build_corpus(folder, args.out, words, args.heldout)
+    except ValueError as e:
+        raise InputError(f"data drascula: {e}") from None
+    _print_corpus_stats(args.out, stats)
+    return 0
+
+
+def _print_corpus_stats(out: str, stats: dict) -> None:
+    for name in ("manifest.jsonl", "heldout.jsonl"):
+        print(f"{Path(out) / name}: {stats[name]['utterances']} utterances, {stats[name]['hours']:.2f} h",
+              file=sys.stderr)
+    print(f"held out: {', '.join(stats['heldout_groups']) or 'nothing'}", file=sys.stderr)
 
 
 def cmd_data_stats(args: argparse.Namespace) -> int:
@@ -1176,6 +1200,21 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("--heldout", type=float, default=0.12,
                     help="share of the audio held out, by whole characters (default 0.12)")
     df.set_defaults(func=cmd_data_fotaq)
+
+    dd = data.add_parser("drascula", help="real speech: the voice acting of Drascula, with its script",
+                         description="Write the spoken lines of the game Drascula: The Vampire Strikes Back (Debian's "
+                                     "drascula package: freeware, its English version with speech) as 16 kHz FLAC "
+                                     "with the script's words: manifest.jsonl for training, heldout.jsonl whole "
+                                     "characters held out (never the hero). Reruns reuse the audio written.")
+    dd.add_argument("--out", required=True, help="output folder")
+    dd.add_argument("--folder", default=None,
+                    help="the game's English folder, with drascula.dat (default: where the Debian package puts it)")
+    dd.add_argument("--words", default=None,
+                    help="word list (one per line) that a line's words must come from (default: the bundled LM's "
+                         "lexicon)")
+    dd.add_argument("--heldout", type=float, default=0.12,
+                    help="share of the audio held out, by whole characters (default 0.12)")
+    dd.set_defaults(func=cmd_data_drascula)
 
     ds = data.add_parser("stats", help="hours per engine and augmentation, speakers and neural share of corpora")
     ds.add_argument("manifests", nargs="+", help="manifest.jsonl files written by data synth")

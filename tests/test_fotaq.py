@@ -12,7 +12,8 @@ import pytest
 import soundfile as sf
 
 from asr_engine.cli import main
-from asr_engine.data.fotaq import build_corpus, dialogue_lines, read_bundle, speech, split_groups, usable
+from asr_engine.data.fotaq import build_corpus, dialogue_lines, read_bundle, speech
+from asr_engine.data.recorded import split_groups, usable
 
 
 def _string(text: str, start: int, align: int) -> bytes:
@@ -116,6 +117,7 @@ def test_lines_of_gibberish_are_not_usable():
     assert not usable("Chunga warunga!", words)
     assert not usable("Frrblrt, trgn smrrldn.", words)
     assert not usable("...", words)
+    assert not usable("I work for Floda, the company.", words, names=False)  # a script in capitals shows no names
 
 
 def test_held_out_groups_depend_only_on_names():
@@ -128,9 +130,9 @@ def test_held_out_groups_depend_only_on_names():
 def test_build_corpus_writes_audio_and_the_two_manifests(game, tmp_path, monkeypatch):
     words = {"hello", "there", "who", "are", "you", "i", "mean", "it", "i'm", "bob", "is", "a", "lamp", "goodbye",
              "again", "me", "nice", "day"}
-    import asr_engine.data.fotaq as fotaq
+    import asr_engine.data.recorded as recorded
 
-    monkeypatch.setattr(fotaq, "split_groups", lambda durations, fraction: {"TAM"})
+    monkeypatch.setattr(recorded, "split_groups", lambda durations, fraction: {"TAM"})
     stats = build_corpus(read_bundle(game), tmp_path / "corpus", words)
     train = [json.loads(x) for x in open(tmp_path / "corpus" / "manifest.jsonl")]
     held = [json.loads(x) for x in open(tmp_path / "corpus" / "heldout.jsonl")]

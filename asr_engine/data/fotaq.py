@@ -21,7 +21,6 @@ puts the bundle at `DEFAULT_BUNDLE`."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 import struct
@@ -33,7 +32,7 @@ import soundfile as sf
 
 from asr_engine.audio import resample
 
-__all__ = ["DEFAULT_BUNDLE", "Line", "dialogue_lines", "read_bundle", "speech", "split_groups"]
+__all__ = ["DEFAULT_BUNDLE", "Line", "build_corpus", "dialogue_lines", "read_bundle", "speech"]
 
 DEFAULT_BUNDLE = "/usr/share/scummvm/flight-of-the-amazon-queen/queen.1c"
 _DOG_HEADER = 20
@@ -156,66 +155,17 @@ def speech(bundle: Bundle, clip: str, sample_rate: int = 16000) -> np.ndarray:
     return resample(samples, sr, sample_rate).astype(np.float32)
 
 
-def split_groups(durations: dict[str, float], fraction: float) -> set[str]:
-    """The groups (speakers) held out: taken in the order of their names' MD5 until they hold `fraction` of the
-    audio, so that the choice depends on nothing but the names."""
-    total, held, out = sum(durations.values()), 0.0, set()
-    for g in sorted(durations, key=lambda g: hashlib.md5(g.encode()).hexdigest()):
-        if held >= fraction * total:
-            break
-        out.add(g)
-        held += durations[g]
-    return out
-
-
-def usable(text: str, words) -> bool:
-    """Whether a line's words are English the recognizer should learn to write: each is in `words` (a lexicon),
-    or is a name (capitalised in the script after its first word: "Floda", "Ironstein"). The gorilla's and the
-    mumbling characters' lines ("Chunga warunga", "Frrblrt, trgn smrrldn.") are not."""
-    from asr_engine.text import normalize
-
-    norm = normalize(text).split()
-    if not norm:
-        return False
-    names = {normalize(w) for i, w in enumerate(text.split()) if i and w[:1].isupper()}
-    return all(w in words or w in names for w in norm)
-
-
 def build_corpus(bundle: Bundle, out: str | Path, words, heldout_fraction: float = 0.12,
                  sample_rate: int = 16000) -> dict:
-    """Write `out`/audio/*.flac (16 kHz) and two manifests: manifest.jsonl (training) and heldout.jsonl, the
-    conversations of whole characters (Joe's side of them too) held out by `split_groups`, so that their voices
-    are heard in no training line but Joe's. Lines `usable` rejects are left out. Returns counts and hours."""
-    import json
+    """The game's dialogue as a corpus (`asr_engine.data.recorded.write_corpus`): each conversation's lines, Joe's
+    side too, grouped under the character he talks to, so that holding a group out holds that voice out."""
+    from asr_engine.data.recorded import Recording, write_corpus
 
-    from asr_engine.text import normalize
-
-    out = Path(out)
-    (out / "audio").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for line in dialogue_lines(bundle):
-        if not usable(line.text, words):
-            continue
-        audio = out / "audio" / (line.clip.rsplit(".", 1)[0] + ".flac")
-        if audio.is_file():
-            duration = sf.info(audio).duration
-        else:
-            x = speech(bundle, line.clip, sample_rate)
-            sf.write(audio, x, sample_rate, subtype="PCM_16")
-            duration = len(x) / sample_rate
+    def recording(line: Line) -> Recording:
         group = re.sub(r"\d+$", "", line.conversation.rsplit(".", 1)[0])
-        rows.append({"audio": f"audio/{audio.name}", "text": normalize(line.text), "duration": round(duration, 3),
-                     "speaker": line.speaker, "conversation": line.conversation, "group": group,
-                     "script": line.text, "source": "fotaq"})
-    by_group: dict[str, float] = {}
-    for r in rows:
-        by_group[r["group"]] = by_group.get(r["group"], 0.0) + r["duration"]
-    held = split_groups(by_group, heldout_fraction)
-    stats = {}
-    for name, part in (("manifest.jsonl", [r for r in rows if r["group"] not in held]),
-                       ("heldout.jsonl", [r for r in rows if r["group"] in held])):
-        with open(out / name, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in part)
-        stats[name] = {"utterances": len(part), "hours": round(sum(r["duration"] for r in part) / 3600, 3)}
-    stats["heldout_groups"] = sorted(held)
-    return stats
+        return Recording(line.clip.rsplit(".", 1)[0], line.text, line.speaker, group,
+                         lambda: speech(bundle, line.clip, sample_rate),
+                         {"conversation": line.conversation, "source": "fotaq"})
+
+    return write_corpus([recording(ln) for ln in dialogue_lines(bundle)], out, words, heldout_fraction,
+                        sample_rate=sample_rate)
