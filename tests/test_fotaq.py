@@ -77,8 +77,12 @@ def game(tmp_path):
         "06SSSSJ1.SB": 1.0, "060006J1.SB": 0.8, "060006J2.SB": 0.6, "060006P1.SB": 0.5, "060006P3.SB": 0.4,
         "060006P4.SB": 0.4, "06001EP1.SB": 0.7, "06001EJ1.SB": 0.5, "06XXXXP1.SB": 0.6, "06XXXXJ1.SB": 0.5,
         "57SSSSJ1.SB": 0.9}
+    clips |= {"JOE00011.SB": 0.6, "JOE00411.SB": 0.7, "JOE00422.SB": 0.5}  # Joe's response 1, descriptions 1, 2
     entries = {name: mp3(sec) for name, sec in clips.items()}
-    entries |= {"BOB1.DOG": bob, "TAM1.DOG": tam, "QUEEN.JAS": b"not read"}
+    strings = ["Nice hat.", "A lamp.*03It is lit.", "hat", "lamp", "door", "ROOM1", "ROOM2", *(["Verb"] * 12),
+               "It doesn't seem to open*03", *(f"Response {k}" for k in range(2, 41)), "more.ACT"]
+    entries |= {"BOB1.DOG": bob, "TAM1.DOG": tam, "QUEEN.JAS": b"AmBk" + b"\0" * 16 + struct.pack(">HHHH", 2, 3, 5, 2),
+                "QUEEN2.JAS": "\r\n".join(strings).encode("latin-1")}
     return bundle_file(tmp_path / "queen.1c", entries)
 
 
@@ -98,6 +102,14 @@ def test_conversations_name_the_clip_of_each_spoken_segment(game):
     assert lines["06XXXXJ1.SB"] == ("Me again.", "BOB1.DOG", "JOE")
     assert lines["57SSSSJ1.SB"] == ("Nice day, Tam.", "TAM1.DOG", "JOE")
     assert len(lines) == 10
+
+
+def test_joes_descriptions_and_responses_name_their_clips(game):
+    from asr_engine.data.fotaq import description_lines
+
+    lines = {ln.clip: ln.text for ln in description_lines(read_bundle(game))}
+    assert lines == {"JOE00011.SB": "It doesn't seem to open", "JOE00411.SB": "Nice hat.",
+                     "JOE00422.SB": "It is lit."}
 
 
 def test_speech_is_decoded_and_resampled_to_16k(game):
@@ -144,6 +156,11 @@ def test_build_corpus_writes_audio_and_the_two_manifests(game, tmp_path, monkeyp
         info = sf.info(tmp_path / "corpus" / r["audio"])
         assert info.samplerate == 16000 and abs(info.duration - r["duration"]) < 1e-3
     assert stats["heldout_groups"] == ["TAM"]
+    with_joe = build_corpus(read_bundle(game), tmp_path / "corpus2", words | {"nice", "hat", "lit"},
+                            descriptions=True)
+    train2 = [json.loads(x) for x in open(tmp_path / "corpus2" / "manifest.jsonl")]
+    assert {r["text"] for r in train2} - {r["text"] for r in train} == {"nice hat", "it is lit"}
+    assert with_joe["heldout.jsonl"] == stats["heldout.jsonl"]
 
 
 def test_not_a_bundle_is_a_clear_error(tmp_path, capsys):

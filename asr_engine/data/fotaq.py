@@ -13,8 +13,10 @@ tree (32 + 96 bytes a level). Each line is a 16-bit id, a length byte and its te
 spoken in segments, split where `*` starts a two-letter stage direction (`*XY` takes a position after it); segment
 i of line `id` of talk key k is the speech entry `%2d%4x` % (k, id) + "J" (Joe) or "P" (the other person) +
 `%1x` % (i + 1), spaces read as zeros; the opening lines are `kkSSSSJ`, a second visit's `kkXXXXP` and `kkXXXXJ`.
-Only these dialogue lines are read here: the cutaway scenes (`.CUT`) and Joe's descriptions (`.JAS`) have speech
-too, in layouts this reader does not parse.
+Joe's remarks on what he looks at are voiced too: `QUEEN2.JAS` is a text file of the game's strings, the objects'
+descriptions first (as many as `QUEEN.JAS`'s fourth header field says), then object names, room names, 12 verbs
+and Joe's 40 stock responses; response k (1-40) is speech entry `JOE%04d` % k + segment, description k
+`JOE%04d` % (40 + k) + segment. The cutaway scenes (`.CUT`) have speech too, in a layout this reader does not parse.
 
 Nothing here is downloaded: `apt-get install flight-of-the-amazon-queen` (or `apt-get download` and `dpkg -x`)
 puts the bundle at `DEFAULT_BUNDLE`."""
@@ -32,10 +34,11 @@ import soundfile as sf
 
 from asr_engine.audio import resample
 
-__all__ = ["DEFAULT_BUNDLE", "Line", "build_corpus", "dialogue_lines", "read_bundle", "speech"]
+__all__ = ["DEFAULT_BUNDLE", "Line", "build_corpus", "description_lines", "dialogue_lines", "read_bundle", "speech"]
 
 DEFAULT_BUNDLE = "/usr/share/scummvm/flight-of-the-amazon-queen/queen.1c"
-_DOG_HEADER = 20
+_DOG_HEADER = 20  # the AmBk header of .DOG, .CUT and .JAS entries
+_JOE_RESPONSES = 40
 _COMMAND = re.compile(r"\*(XY\d\d\(\d+,\d*\)|..)")
 
 
@@ -145,6 +148,28 @@ def dialogue_lines(bundle: Bundle) -> list[Line]:
     return [Line(clip, *next(iter(v))) for clip, v in sorted(found.items()) if len({t for t, _, _ in v}) == 1]
 
 
+def description_lines(bundle: Bundle) -> list[Line]:
+    """Joe's spoken descriptions and stock responses (see the module's docstring), sorted by clip."""
+    try:
+        head = bundle.read("QUEEN.JAS")[_DOG_HEADER:_DOG_HEADER + 8]
+        rooms, names, _objects, descriptions = struct.unpack(">HHHH", head)
+        strings = [s.rstrip("\r") for s in bundle.read("QUEEN2.JAS").decode("latin-1").split("\n")]
+    except (KeyError, struct.error) as e:
+        raise ValueError(f"{bundle.path}: no QUEEN.JAS / QUEEN2.JAS string tables ({e})") from e
+    responses_at = descriptions + names + rooms + 12
+    if len(strings) < responses_at + _JOE_RESPONSES:
+        raise ValueError(f"{bundle.path}: QUEEN2.JAS has {len(strings)} lines, fewer than its tables need")
+    numbered = [(k, strings[responses_at + k - 1]) for k in range(1, _JOE_RESPONSES + 1)]
+    numbered += [(_JOE_RESPONSES + k, strings[k - 1]) for k in range(1, descriptions + 1)]
+    out = []
+    for number, sentence in numbered:
+        for i, text in _segments(sentence):
+            clip = f"JOE{number:04d}{i + 1:1x}".upper() + ".SB"
+            if clip in bundle.entries:
+                out.append(Line(clip, text, "QUEEN2.JAS", "JOE"))
+    return sorted(out, key=lambda ln: ln.clip)
+
+
 def speech(bundle: Bundle, clip: str, sample_rate: int = 16000) -> np.ndarray:
     """One speech entry decoded (MP3 in the compressed CD bundle; libsndfile reads it) to mono float32."""
     if bundle.compression != 1:
@@ -156,9 +181,11 @@ def speech(bundle: Bundle, clip: str, sample_rate: int = 16000) -> np.ndarray:
 
 
 def build_corpus(bundle: Bundle, out: str | Path, words, heldout_fraction: float = 0.12,
-                 sample_rate: int = 16000) -> dict:
+                 descriptions: bool = False, sample_rate: int = 16000) -> dict:
     """The game's dialogue as a corpus (`asr_engine.data.recorded.write_corpus`): each conversation's lines, Joe's
-    side too, grouped under the character he talks to, so that holding a group out holds that voice out."""
+    side too, grouped under the character he talks to, so that holding a group out holds that voice out. With
+    `descriptions`, Joe's descriptions and responses are added to training (never held out; the split is the same
+    as without them)."""
     from asr_engine.data.recorded import Recording, write_corpus
 
     def recording(line: Line) -> Recording:
@@ -167,5 +194,10 @@ def build_corpus(bundle: Bundle, out: str | Path, words, heldout_fraction: float
                          lambda: speech(bundle, line.clip, sample_rate),
                          {"conversation": line.conversation, "source": "fotaq"})
 
+    extra = []
+    if descriptions:
+        extra = [Recording(ln.clip.rsplit(".", 1)[0], ln.text, "JOE", "JOE",
+                           lambda ln=ln: speech(bundle, ln.clip, sample_rate),
+                           {"conversation": ln.conversation, "source": "fotaq"}) for ln in description_lines(bundle)]
     return write_corpus([recording(ln) for ln in dialogue_lines(bundle)], out, words, heldout_fraction,
-                        sample_rate=sample_rate)
+                        train_only=extra, sample_rate=sample_rate)

@@ -55,17 +55,19 @@ def split_groups(durations: dict[str, float], fraction: float) -> set[str]:
 
 
 def write_corpus(recordings: list[Recording], out: str | Path, words, heldout_fraction: float,
-                 always_train: frozenset[str] = frozenset(), names: bool = True, sample_rate: int = 16000) -> dict:
+                 always_train: frozenset[str] = frozenset(), names: bool = True, train_only: list[Recording] = (),
+                 sample_rate: int = 16000) -> dict:
     """Write `out`/audio/NAME.flac (16-bit, `sample_rate`) for every `usable` line and two manifests:
     manifest.jsonl (training) and heldout.jsonl, the groups `split_groups` picks (never those in
-    `always_train`: a hero who speaks in every scene). `names`: as `usable` takes it. Audio already written is
+    `always_train`: a hero who speaks in every scene). `train_only`: more lines for training, left out of the
+    split altogether (it is the same with or without them). `names`: as `usable` takes it. Audio already written is
     reused, so a rerun is cheap. Returns utterances and hours per manifest and the groups held out."""
     from asr_engine.text import normalize
 
     out = Path(out)
     (out / "audio").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for r in recordings:
+    rows, extra = [], []
+    for r, only_train in [*((r, False) for r in recordings), *((r, True) for r in train_only)]:
         if not usable(r.text, words, names):
             continue
         audio = out / "audio" / f"{r.name}.flac"
@@ -77,8 +79,9 @@ def write_corpus(recordings: list[Recording], out: str | Path, words, heldout_fr
             sf.write(tmp, x, sample_rate, subtype="PCM_16")
             tmp.replace(audio)  # a run stopped midway leaves no half-written file to be reused
             duration = len(x) / sample_rate
-        rows.append({"audio": f"audio/{audio.name}", "text": normalize(r.text), "duration": round(duration, 3),
-                     "speaker": r.speaker, "group": r.group, "script": r.text, **r.extra})
+        row = {"audio": f"audio/{audio.name}", "text": normalize(r.text), "duration": round(duration, 3),
+               "speaker": r.speaker, "group": r.group, "script": r.text, **r.extra}
+        (extra if only_train else rows).append(row)
     by_group: dict[str, float] = {}
     for row in rows:
         if row["group"] not in always_train:
@@ -86,7 +89,7 @@ def write_corpus(recordings: list[Recording], out: str | Path, words, heldout_fr
     total = sum(row["duration"] for row in rows)
     held = split_groups(by_group, heldout_fraction * total / max(sum(by_group.values()), 1e-9))
     stats: dict = {}
-    for name, part in (("manifest.jsonl", [r for r in rows if r["group"] not in held]),
+    for name, part in (("manifest.jsonl", [r for r in rows if r["group"] not in held] + extra),
                        ("heldout.jsonl", [r for r in rows if r["group"] in held])):
         with open(out / name, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in part)
