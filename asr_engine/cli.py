@@ -960,6 +960,16 @@ def _add_precision_argument(p: argparse.ArgumentParser) -> None:
                         "batched); fp32; default: what the model recommends (its decoding.json), else fp32")
 
 
+def _recorded_corpus_args(p: argparse.ArgumentParser) -> None:
+    """The options `data fotaq` and `data drascula` share."""
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--words", default=None,
+                   help="word list (one per line) that a line's words must come from, besides names where the "
+                        "script's capitals show them (default: the bundled LM's lexicon)")
+    p.add_argument("--heldout", type=float, default=0.12,
+                   help="share of the audio held out, by whole characters (default 0.12)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asr-engine", description="Streaming Conformer/CTC speech recognition.")
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -1192,13 +1202,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "flight-of-the-amazon-queen package: freeware, its CD version with speech) as "
                                      "16 kHz FLAC with the script's words: manifest.jsonl for training, heldout.jsonl "
                                      "the conversations of whole characters held out. Reruns reuse the audio written.")
-    df.add_argument("--out", required=True, help="output folder")
+    _recorded_corpus_args(df)
     df.add_argument("--bundle", default=None, help="the game's queen.1c (default: where the Debian package puts it)")
-    df.add_argument("--words", default=None,
-                    help="word list (one per line) that a line's words must come from, names apart (default: the "
-                         "bundled LM's lexicon)")
-    df.add_argument("--heldout", type=float, default=0.12,
-                    help="share of the audio held out, by whole characters (default 0.12)")
     df.add_argument("--descriptions", action="store_true",
                     help="add Joe's spoken descriptions and stock responses to training (0.3 h; the held-out split "
                          "stays the same)")
@@ -1209,14 +1214,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "drascula package: freeware, its English version with speech) as 16 kHz FLAC "
                                      "with the script's words: manifest.jsonl for training, heldout.jsonl whole "
                                      "characters held out (never the hero). Reruns reuse the audio written.")
-    dd.add_argument("--out", required=True, help="output folder")
+    _recorded_corpus_args(dd)
     dd.add_argument("--folder", default=None,
                     help="the game's English folder, with drascula.dat (default: where the Debian package puts it)")
-    dd.add_argument("--words", default=None,
-                    help="word list (one per line) that a line's words must come from (default: the bundled LM's "
-                         "lexicon)")
-    dd.add_argument("--heldout", type=float, default=0.12,
-                    help="share of the audio held out, by whole characters (default 0.12)")
     dd.set_defaults(func=cmd_data_drascula)
 
     ds = data.add_parser("stats", help="hours per engine and augmentation, speakers and neural share of corpora")
