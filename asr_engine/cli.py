@@ -819,14 +819,10 @@ def cmd_data_text(args: argparse.Namespace) -> int:
 
 def cmd_data_fotaq(args: argparse.Namespace) -> int:
     from asr_engine.data.fotaq import DEFAULT_BUNDLE, build_corpus, read_bundle
-    from asr_engine.lexicon import read_words
-    from asr_engine.lm.config import default_lm_dir
 
-    if not 0 < args.heldout < 1:
-        raise InputError("--heldout must be a fraction between 0 and 1")
+    words = _recorded_corpus_words(args)
     try:
         bundle = read_bundle(args.bundle or DEFAULT_BUNDLE)
-        words = set(read_words(Path(args.words) if args.words else default_lm_dir() / "lexicon.txt"))
         stats = build_corpus(bundle, args.out, words, args.heldout, descriptions=args.descriptions)
     except FileNotFoundError as e:
         raise InputError(f"data fotaq: {e.filename or e}: not found (apt-get install flight-of-the-amazon-queen, "
@@ -839,22 +835,31 @@ def cmd_data_fotaq(args: argparse.Namespace) -> int:
 
 def cmd_data_drascula(args: argparse.Namespace) -> int:
     from asr_engine.data.drascula import DEFAULT_FOLDER, build_corpus
-    from asr_engine.lexicon import read_words
-    from asr_engine.lm.config import default_lm_dir
 
-    if not 0 < args.heldout < 1:
-        raise InputError("--heldout must be a fraction between 0 and 1")
+    words = _recorded_corpus_words(args)
     folder = Path(args.folder or DEFAULT_FOLDER)
     if not (folder / "drascula.dat").is_file():
         raise InputError(f"data drascula: {folder / 'drascula.dat'}: not found (apt-get install drascula, or give "
                          "--folder: the game's English folder)")
     try:
-        words = set(read_words(Path(args.words) if args.words else default_lm_dir() / "lexicon.txt"))
         stats = build_corpus(folder, args.out, words, args.heldout)
     except ValueError as e:
         raise InputError(f"data drascula: {e}") from None
     _print_corpus_stats(args.out, stats)
     return 0
+
+
+def _recorded_corpus_words(args: argparse.Namespace) -> set[str]:
+    """`data fotaq` and `data drascula`: --heldout checked, and the word list their lines must come from."""
+    from asr_engine.lexicon import read_words
+    from asr_engine.lm.config import default_lm_dir
+
+    if not 0 < args.heldout < 1:
+        raise InputError("--heldout must be a fraction between 0 and 1")
+    path = Path(args.words) if args.words else default_lm_dir() / "lexicon.txt"
+    if not path.is_file():
+        raise InputError(f"--words {path}: not found")
+    return set(read_words(path))
 
 
 def _print_corpus_stats(out: str, stats: dict) -> None:

@@ -174,6 +174,8 @@ def test_not_a_bundle_is_a_clear_error(tmp_path, capsys):
     assert main(["data", "fotaq", "--out", str(tmp_path / "o"), "--bundle", str(tmp_path / "missing.1c")]) == 2
     assert "flight-of-the-amazon-queen" in capsys.readouterr().err
     assert main(["data", "fotaq", "--out", str(tmp_path / "o"), "--bundle", str(tmp_path / "x.1c")]) == 2
+    assert main(["data", "fotaq", "--out", str(tmp_path / "o"), "--words", str(tmp_path / "no-words.txt")]) == 2
+    assert "--words" in capsys.readouterr().err  # not mistaken for a missing game
 
 
 def test_a_conversation_in_another_layout_is_a_clear_error(tmp_path):

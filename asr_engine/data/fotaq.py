@@ -188,16 +188,12 @@ def build_corpus(bundle: Bundle, out: str | Path, words, heldout_fraction: float
     as without them)."""
     from asr_engine.data.recorded import Recording, write_corpus
 
-    def recording(line: Line) -> Recording:
-        group = re.sub(r"\d+$", "", line.conversation.rsplit(".", 1)[0])
+    def recording(line: Line, group: str | None = None) -> Recording:
+        group = group or re.sub(r"\d+$", "", line.conversation.rsplit(".", 1)[0])
         return Recording(line.clip.rsplit(".", 1)[0], line.text, line.speaker, group,
                          lambda: speech(bundle, line.clip, sample_rate),
                          {"conversation": line.conversation, "source": "fotaq"})
 
-    extra = []
-    if descriptions:
-        extra = [Recording(ln.clip.rsplit(".", 1)[0], ln.text, "JOE", "JOE",
-                           lambda ln=ln: speech(bundle, ln.clip, sample_rate),
-                           {"conversation": ln.conversation, "source": "fotaq"}) for ln in description_lines(bundle)]
+    extra = [recording(ln, "JOE") for ln in description_lines(bundle)] if descriptions else []
     return write_corpus([recording(ln) for ln in dialogue_lines(bundle)], out, words, heldout_fraction,
                         train_only=extra, sample_rate=sample_rate)

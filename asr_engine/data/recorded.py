@@ -4,7 +4,6 @@ are kept, which speakers are held out, and the files written."""
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,11 +34,8 @@ def usable(text: str, words, names: bool = True) -> bool:
     norm = normalize(text).split()
     if not norm:
         return False
-    if names:
-        names = {normalize(w) for i, w in enumerate(text.split()) if i and w[:1].isupper()}
-    else:
-        names = set()
-    return all(w in words or w in names for w in norm)
+    named = {normalize(w) for i, w in enumerate(text.split()) if i and w[:1].isupper()} if names else set()
+    return all(w in words or w in named for w in norm)
 
 
 def split_groups(durations: dict[str, float], fraction: float) -> set[str]:
@@ -62,6 +58,7 @@ def write_corpus(recordings: list[Recording], out: str | Path, words, heldout_fr
     `always_train`: a hero who speaks in every scene). `train_only`: more lines for training, left out of the
     split altogether (it is the same with or without them). `names`: as `usable` takes it. Audio already written is
     reused, so a rerun is cheap. Returns utterances and hours per manifest and the groups held out."""
+    from asr_engine.manifest import Utterance, write_manifest
     from asr_engine.text import normalize
 
     out = Path(out)
@@ -79,20 +76,19 @@ def write_corpus(recordings: list[Recording], out: str | Path, words, heldout_fr
             sf.write(tmp, x, sample_rate, subtype="PCM_16")
             tmp.replace(audio)  # a run stopped midway leaves no half-written file to be reused
             duration = len(x) / sample_rate
-        row = {"audio": f"audio/{audio.name}", "text": normalize(r.text), "duration": round(duration, 3),
-               "speaker": r.speaker, "group": r.group, "script": r.text, **r.extra}
-        (extra if only_train else rows).append(row)
+        u = Utterance(Path("audio", audio.name), normalize(r.text), round(duration, 3),
+                      {"speaker": r.speaker, "group": r.group, "script": r.text, **r.extra})
+        (extra if only_train else rows).append(u)
     by_group: dict[str, float] = {}
-    for row in rows:
-        if row["group"] not in always_train:
-            by_group[row["group"]] = by_group.get(row["group"], 0.0) + row["duration"]
-    total = sum(row["duration"] for row in rows)
+    for u in rows:
+        if u.extra["group"] not in always_train:
+            by_group[u.extra["group"]] = by_group.get(u.extra["group"], 0.0) + u.duration
+    total = sum(u.duration for u in rows)
     held = split_groups(by_group, heldout_fraction * total / max(sum(by_group.values()), 1e-9))
     stats: dict = {}
-    for name, part in (("manifest.jsonl", [r for r in rows if r["group"] not in held] + extra),
-                       ("heldout.jsonl", [r for r in rows if r["group"] in held])):
-        with open(out / name, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in part)
-        stats[name] = {"utterances": len(part), "hours": round(sum(r["duration"] for r in part) / 3600, 3)}
+    for name, part in (("manifest.jsonl", [u for u in rows if u.extra["group"] not in held] + extra),
+                       ("heldout.jsonl", [u for u in rows if u.extra["group"] in held])):
+        write_manifest(out / name, part)
+        stats[name] = {"utterances": len(part), "hours": round(sum(u.duration for u in part) / 3600, 3)}
     stats["heldout_groups"] = sorted(held)
     return stats
